@@ -1,0 +1,31 @@
+# The README's two commands: `make run` and `make test`. Both bootstrap .venv from the pinned
+# requirements first, so they work in a fresh clone on a machine that has only Python.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+# Defaults of `make run`; Locust's own LOCUST_* variables and command-line options override them.
+export LOCUST_USERS ?= 50
+export LOCUST_SPAWN_RATE ?= 50
+export LOCUST_RUN_TIME ?= 60s
+
+.PHONY: run test venv clean
+
+venv: $(INSTALLED)
+
+$(INSTALLED): requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	touch $@
+
+# Extra Locust or toolclash options: make run ARGS="--pg-dsn postgresql://... --scenario deadlock"
+run: $(INSTALLED)
+	$(BIN)/locust -f locustfile.py --headless $(ARGS)
+
+# Extra pytest options: make test PYTEST_ARGS="-k audit -x"
+test: $(INSTALLED)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,149 @@
+"""The adapter every tool call goes through.
+
+For each attempt: borrow a connection (the wait is timed apart from the tool's own time), run
+the tool in a transaction at the session's isolation level, commit, classify what failed, and
+retry by policy. When the call is over, fire Locust's `request` event once (so the call shows in
+Locust's stats, CSV and HTML report) and the project's `call_finished` hook with the full record.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from time import perf_counter
+
+import gevent
+import psycopg
+import redis
+from locust.event import EventHook
+from psycopg.pq import TransactionStatus
+from psycopg_pool import ConnectionPool
+
+from db.call_record import CallRecord, Outcome
+from db.errors import Failure, classify
+from db.retry import RetryPolicy
+from db.tool import Tool, Transaction
+
+__all__ = ["ToolAdapter"]
+
+log = logging.getLogger(__name__)
+
+# Locust stops an agent by killing its greenlet: GreenletExit (a BaseException) arrives
+# wherever the agent is waiting, possibly in the middle of a statement or of COMMIT.
+_STOPPED = (gevent.GreenletExit, KeyboardInterrupt, SystemExit)
+
+
+class ToolAdapter:
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        redis_client: redis.Redis | None,
+        policy: RetryPolicy,
+        tool_work_s: float,
+        request_event: EventHook,
+        call_finished: EventHook,
+    ) -> None:
+        self._pool = pool
+        self._redis = redis_client
+        self._policy = policy
+        self._tool_work_s = tool_work_s
+        self._request_event = request_event
+        self._call_finished = call_finished
+        self._backoff_rng = random.Random()
+        self.calls_in_flight = 0
+
+    def call(self, tool: Tool, agent_id: str, seed: int) -> CallRecord:
+        record = CallRecord(tool=tool.name, backend=tool.backend, op_id=uuid.uuid4())
+        started = perf_counter()
+        first_deadlock_at: float | None = None
+        self.calls_in_flight += 1
+        try:
+            for attempt in range(1, self._policy.max_tries + 1):
+                record.attempts = attempt
+                failure = self._attempt(tool, agent_id, seed, record)
+                if failure is None:
+                    record.outcome = Outcome.SUCCEEDED
+                    if first_deadlock_at is not None:
+                        record.deadlock_resolution_s = perf_counter() - first_deadlock_at
+                    break
+                if failure is Failure.DEADLOCK and first_deadlock_at is None:
+                    first_deadlock_at = perf_counter()
+                if record.outcome is Outcome.INDETERMINATE or not failure.retryable:
+                    break
+                if attempt < self._policy.max_tries:
+                    gevent.sleep(self._policy.backoff(attempt, self._backoff_rng))
+        finally:
+            self.calls_in_flight -= 1
+            record.duration_s = perf_counter() - started
+            if record.outcome is not Outcome.SUCCEEDED:
+                record.exception = record.exception or RuntimeError(record.outcome.value)
+            self._report(record)
+        return record
+
+    def _attempt(self, tool: Tool, agent_id: str, seed: int, record: CallRecord) -> Failure | None:
+        """One try of the call; the failure it met, or None when it committed."""
+        asked_at = perf_counter()
+        conn: psycopg.Connection | None = None
+        committing = False
+        tx: Transaction | None = None
+        try:
+            conn = self._pool.getconn()
+            record.pool_waits_s.append(perf_counter() - asked_at)
+            tx = Transaction(record.op_id, agent_id, seed, conn, self._redis, self._tool_work_s)
+            tool.run(tx)
+            committing = True
+            conn.commit()
+            return None
+        except _STOPPED:
+            record.outcome = Outcome.INDETERMINATE if committing else Outcome.INTERRUPTED
+            if conn is not None:
+                _cancel_running_statement(conn)
+            raise
+        except Exception as exc:  # every failure is classified below; a bug becomes Failure.ERROR
+            failure = classify(exc, conn)
+            record.failures.append(failure)
+            record.exception = exc
+            if failure is Failure.DEADLOCK and tx is not None:
+                record.deadlock_detections_s.append(perf_counter() - tx.statement_started)
+            if committing and failure is Failure.CONNECTION_LOST:
+                record.outcome = Outcome.INDETERMINATE
+            if failure is Failure.ERROR:
+                log.warning("tool %s failed: %s: %s", tool.name, type(exc).__name__, exc)
+            return failure
+        finally:
+            if conn is not None:
+                _end_transaction(conn)
+                self._pool.putconn(conn)
+
+    def _report(self, record: CallRecord) -> None:
+        if record.outcome is not Outcome.INTERRUPTED:
+            self._request_event.fire(
+                request_type=record.backend,
+                name=record.tool,
+                response_time=record.duration_s * 1000.0,
+                response_length=0,
+                exception=None if record.outcome is Outcome.SUCCEEDED else record.exception,
+                context={"op_id": str(record.op_id)},
+            )
+        self._call_finished.fire(record=record)
+
+
+def _end_transaction(conn: psycopg.Connection) -> None:
+    """Roll back a failed attempt here, quietly: the pool would do it too, but with a warning
+    per conflict, and conflicts are what this harness provokes by the thousand."""
+    if conn.pgconn.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+        try:
+            conn.rollback()
+        except psycopg.Error:
+            pass  # the connection is broken: the pool sees it and replaces it
+
+
+def _cancel_running_statement(conn: psycopg.Connection) -> None:
+    """Ask the server to stop a statement the agent will never read the end of, so that its
+    backend does not sit on locks (and count deadlocks) after the agent is gone."""
+    if conn.pgconn.transaction_status == TransactionStatus.ACTIVE:
+        try:
+            conn.cancel_safe(timeout=2.0)
+        except psycopg.Error as exc:
+            log.debug("could not cancel the statement of a stopped agent: %s", exc)

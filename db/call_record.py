@@ -1,0 +1,40 @@
+"""What one tool call did, as the adapter reports it to the event hooks."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+
+from db.errors import Failure
+
+__all__ = ["CallRecord", "Outcome"]
+
+
+class Outcome(enum.Enum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    # The connection was lost (or the agent stopped) while COMMIT was in flight: the server may
+    # or may not have committed. The ledger audit allows for these.
+    INDETERMINATE = "indeterminate"
+    # The agent was stopped before COMMIT was sent: the transaction was rolled back.
+    INTERRUPTED = "interrupted"
+
+
+@dataclass
+class CallRecord:
+    tool: str
+    backend: str
+    op_id: uuid.UUID
+    outcome: Outcome = Outcome.FAILED
+    attempts: int = 0
+    failures: list[Failure] = field(default_factory=list)  # one per failed attempt, in order
+    pool_waits_s: list[float] = field(default_factory=list)  # one per attempt that got a connection
+    duration_s: float = 0.0  # the whole call: pool waits, attempts and backoff sleeps
+    deadlock_detections_s: list[float] = field(default_factory=list)
+    deadlock_resolution_s: float | None = None  # first deadlock error to the call's success
+    exception: BaseException | None = None
+
+    @property
+    def retries(self) -> int:
+        return max(0, self.attempts - 1)

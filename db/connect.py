@@ -1,0 +1,78 @@
+"""Reaching the user's servers: one clear line when they cannot be reached, never a fallback."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+import redis
+import redis.exceptions
+from psycopg.conninfo import conninfo_to_dict
+
+__all__ = ["CONNECT_TIMEOUT_S", "ServiceUnreachable", "ServerInfo", "probe_postgres", "probe_redis", "postgres_target"]
+
+# Both probes together stay well inside the 10 s a user waits for a bad DSN to be reported.
+CONNECT_TIMEOUT_S = 4
+
+
+class ServiceUnreachable(Exception):
+    """A server named by the user (or started by the harness) does not answer; the message is one line."""
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    kind: str
+    version: str
+    where: str  # host:port/database or the socket, never a password
+    origin: str  # "--pg-dsn", "embedded", ...
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.version} at {self.where} ({self.origin})"
+
+
+def postgres_target(dsn: str) -> str:
+    """host:port/dbname of a DSN, for messages; raises ServiceUnreachable if it does not parse."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise ServiceUnreachable(f"invalid PostgreSQL DSN: {_first_line(exc)}") from None
+    host = params.get("host") or params.get("hostaddr") or "the default socket"
+    database = params.get("dbname") or params.get("user") or ""
+    if host.startswith("/"):
+        return f"socket {host}/.s.PGSQL.{params.get('port') or 5432}, database {database}"
+    return f"{host}:{params.get('port') or 5432}/{database}"
+
+
+def probe_postgres(dsn: str, origin: str) -> ServerInfo:
+    target = postgres_target(dsn)
+    try:
+        with psycopg.connect(dsn, connect_timeout=CONNECT_TIMEOUT_S, autocommit=True) as conn:
+            version = conn.execute("SHOW server_version").fetchone()[0]
+    except psycopg.Error as exc:
+        raise ServiceUnreachable(
+            f"cannot connect to PostgreSQL at {target} (from {origin}): {_first_line(exc)}"
+        ) from None
+    return ServerInfo("PostgreSQL", version, target, origin)
+
+
+def probe_redis(url: str, origin: str) -> ServerInfo:
+    try:
+        client = redis.Redis.from_url(
+            url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=CONNECT_TIMEOUT_S
+        )
+    except ValueError as exc:
+        raise ServiceUnreachable(f"invalid Redis URL {url!r} (from {origin}): {_first_line(exc)}") from None
+    kwargs = client.connection_pool.connection_kwargs
+    target = kwargs.get("path") or f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+    target += f"/{kwargs.get('db', 0)}"
+    try:
+        with client:
+            version = client.info("server")["redis_version"]
+    except redis.exceptions.RedisError as exc:
+        raise ServiceUnreachable(f"cannot connect to Redis at {target} (from {origin}): {_first_line(exc)}") from None
+    return ServerInfo("Redis", version, target, origin)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

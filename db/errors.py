@@ -1,0 +1,74 @@
+"""What went wrong in one attempt of a tool call.
+
+Classified from the exception's class (psycopg maps each SQLSTATE to a class), never from
+its message text, which changes with the server's version and locale.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import psycopg
+import redis.exceptions
+from psycopg import errors as pg_errors
+from psycopg_pool import PoolTimeout
+
+__all__ = ["Failure", "VersionConflict", "classify"]
+
+
+class VersionConflict(Exception):
+    """Raised by a tool whose optimistic check found that someone else changed the row first."""
+
+
+class Failure(enum.Enum):
+    """Why one attempt failed. The value is the report's counter name."""
+
+    DEADLOCK = "deadlocks"  # 40P01
+    SERIALIZATION_FAILURE = "serialization_failures"  # 40001
+    VERSION_CONFLICT = "version_conflicts"  # the tool's own optimistic check
+    LOCK_TIMEOUT = "lock_timeouts"  # 55P03, lock_timeout or NOWAIT
+    POOL_TIMEOUT = "pool_timeouts"  # no connection within --pool-timeout
+    CONNECTION_LOST = "connection_errors"
+    ERROR = "errors"  # anything else: a bug or a constraint, never retried
+
+    @property
+    def retryable(self) -> bool:
+        # A pool timeout has already waited --pool-timeout; retrying would only multiply the
+        # wait the user asked to bound.
+        return self in _RETRYABLE
+
+
+_RETRYABLE = frozenset(
+    {
+        Failure.DEADLOCK,
+        Failure.SERIALIZATION_FAILURE,
+        Failure.VERSION_CONFLICT,
+        Failure.LOCK_TIMEOUT,
+        Failure.CONNECTION_LOST,
+    }
+)
+
+# Most specific first: LockNotAvailable is an OperationalError too.
+_BY_CLASS: tuple[tuple[type[BaseException], Failure], ...] = (
+    (pg_errors.DeadlockDetected, Failure.DEADLOCK),
+    (pg_errors.SerializationFailure, Failure.SERIALIZATION_FAILURE),
+    (VersionConflict, Failure.VERSION_CONFLICT),
+    (pg_errors.LockNotAvailable, Failure.LOCK_TIMEOUT),
+    (PoolTimeout, Failure.POOL_TIMEOUT),
+    (redis.exceptions.ConnectionError, Failure.CONNECTION_LOST),
+    (redis.exceptions.TimeoutError, Failure.CONNECTION_LOST),
+)
+
+
+def classify(exc: BaseException, connection: psycopg.Connection | None = None) -> Failure:
+    """The kind of failure `exc` is; `connection` is the one the attempt ran on, if any.
+
+    An OperationalError counts as a lost connection only when psycopg marked the connection
+    broken: a query cancelled by statement_timeout is an OperationalError on a healthy one.
+    """
+    for cls, failure in _BY_CLASS:
+        if isinstance(exc, cls):
+            return failure
+    if isinstance(exc, psycopg.OperationalError) and (connection is None or connection.broken):
+        return Failure.CONNECTION_LOST
+    return Failure.ERROR

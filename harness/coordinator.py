@@ -1,0 +1,132 @@
+"""The coordinator (the local runner, or the master): it owns the schema for the run, reads the
+server's own counters, runs the audits once at the end, and turns it all into the verdict."""
+
+from __future__ import annotations
+
+import datetime
+import time
+import uuid
+from typing import Any
+
+import psycopg
+
+from db import schema as run_schema
+from db.audits import Acknowledged
+from db.connect import CONNECT_TIMEOUT_S, ServerInfo
+from db.pool import SessionSettings, load_application_name
+from db.server_stats import database_counters, wait_for_sessions_to_end
+from harness import sla
+from harness.metrics import Metrics
+from harness.options import Settings
+from harness.report import build_report
+
+__all__ = ["Coordinator", "Verdict"]
+
+_SESSIONS_END_TIMEOUT_S = 10.0
+
+
+class Verdict:
+    PASS = "pass"
+    FAIL = "fail"
+    EXIT_CODES = {PASS: 0, FAIL: 1}
+
+
+class Coordinator:
+    def __init__(self, settings: Settings, pg_dsn: str, servers: list[ServerInfo]) -> None:
+        self.settings = settings
+        self._pg_dsn = pg_dsn
+        self._servers = servers
+        self._conn: psycopg.Connection | None = None
+        self._deadlock_timeout: dict[str, Any] = {}
+        self._run: dict[str, Any] | None = None
+        self._baseline: dict[str, int] = {}
+        self._started = 0.0
+
+    def open(self) -> None:
+        """Claim and prepare the schema; raises SchemaRefused or psycopg.Error."""
+        self._conn = psycopg.connect(
+            self._pg_dsn,
+            autocommit=True,
+            connect_timeout=CONNECT_TIMEOUT_S,
+            application_name=f"toolclash-coordinator:{self.settings.schema}"[:63],
+        )
+        run_schema.claim(self._conn, self.settings.schema)
+        run_schema.prepare(self._conn, self.settings.schema, reset=self.settings.reset)
+        self._deadlock_timeout = self._probe_deadlock_timeout()
+
+    def _probe_deadlock_timeout(self) -> dict[str, Any]:
+        server_value = self._conn.execute("SHOW deadlock_timeout").fetchone()[0]
+        requested = self.settings.deadlock_timeout_ms
+        if requested is None:
+            return {"requested_ms": None, "applied": False, "effective": server_value,
+                    "note": f"the server's {server_value} (no --deadlock-timeout given)"}
+        probe = SessionSettings(self.settings.schema, deadlock_timeout_ms=requested)
+        applied = probe.try_set_deadlock_timeout(self._conn)
+        self._conn.execute("RESET deadlock_timeout")
+        if applied:
+            return {"requested_ms": requested, "applied": True, "effective": f"{requested}ms",
+                    "note": f"{requested}ms, set for the harness's sessions (--deadlock-timeout)"}
+        role = self._conn.execute("SELECT current_user").fetchone()[0]
+        return {"requested_ms": requested, "applied": False, "effective": server_value,
+                "note": f"--deadlock-timeout {requested} NOT applied: role {role} may not set deadlock_timeout"
+                        f" (needs superuser or GRANT SET); the server's {server_value} was used"}
+
+    def begin(self, agents: int) -> None:
+        run_id = uuid.uuid4().hex[:12]
+        run_schema.begin_run(
+            self._conn,
+            self.settings.schema,
+            run_id,
+            accounts=self.settings.params.accounts,
+            initial_balance=self.settings.initial_balance,
+        )
+        self._baseline = database_counters(self._conn)
+        self._started = time.monotonic()
+        self._run = {
+            "run_id": run_id,
+            "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "scenarios": [s.name for s in self.settings.scenarios],
+            "isolation": self.settings.isolation,
+            "schema": self.settings.schema,
+            "agents": agents,
+        }
+
+    @property
+    def running(self) -> bool:
+        return self._run is not None
+
+    def finish(self, metrics: Metrics, peak_agents: int) -> dict[str, Any]:
+        """Audit the run whose load has stopped and closed its connections; the full report."""
+        run, self._run = self._run, None
+        run["duration_s"] = time.monotonic() - self._started
+        run["agents"] = max(run["agents"], peak_agents)
+        sessions_left = wait_for_sessions_to_end(
+            self._conn, load_application_name(self.settings.schema), _SESSIONS_END_TIMEOUT_S
+        )
+        final = database_counters(self._conn)
+        server: dict[str, Any] = {name: final[name] - self._baseline[name] for name in final}
+        server["deadlock_timeout"] = self._deadlock_timeout
+        server["load_sessions_left"] = sessions_left
+        acknowledged = Acknowledged(metrics.succeeded_op_ids, metrics.conflicts["indeterminate"])
+        checks = []
+        for audit in dict.fromkeys(s.audit for s in self.settings.scenarios):
+            checks += audit(self._conn, self.settings.schema, acknowledged)
+        run_schema.finish_run(self._conn, self.settings.schema)
+        report = build_report(
+            metrics=metrics,
+            server=server,
+            checks=checks,
+            run=run,
+            servers=[{"kind": s.kind, "version": s.version, "where": s.where, "origin": s.origin,
+                      "description": s.describe()} for s in self._servers],
+        )
+        report["sla"] = sla.evaluate(sla.DEFAULT_RULES, report)
+        passed = report["audit"]["ok"] and all(rule["ok"] for rule in report["sla"])
+        report["verdict"] = Verdict.PASS if passed else Verdict.FAIL
+        report["exit_code"] = Verdict.EXIT_CODES[report["verdict"]]
+        return report
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

@@ -1,0 +1,90 @@
+"""The load side of a process that runs agents (the local runner, or a worker): its pool, its
+Redis client, the adapter, and the metrics its calls are recorded into."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import time
+
+import redis
+from locust.event import EventHook
+
+from db.adapter import ToolAdapter
+from db.pool import SessionSettings, open_pool
+from db.tool import Tool
+from harness.metrics import Metrics
+from harness.options import Settings
+
+__all__ = ["Load", "Toolbox"]
+
+log = logging.getLogger(__name__)
+
+_DRAIN_TIMEOUT_S = 10.0
+
+
+class Toolbox:
+    """The tools of the selected scenarios, picked by weight."""
+
+    def __init__(self, settings: Settings) -> None:
+        weighted = [wt for scenario in settings.scenarios for wt in scenario.tools(settings.params)]
+        self.tools = [wt.tool for wt in weighted]
+        self._cumulative = list(itertools.accumulate(wt.weight for wt in weighted))
+
+    def pick(self, rng: random.Random) -> Tool:
+        return rng.choices(self.tools, cum_weights=self._cumulative)[0]
+
+
+class Load:
+    def __init__(self, settings: Settings, pg_dsn: str, redis_url: str, request_event: EventHook, process_index: int):
+        self.settings = settings
+        self._pg_dsn = pg_dsn
+        self._redis_url = redis_url
+        self._request_event = request_event
+        self.toolbox = Toolbox(settings)
+        self.metrics = Metrics()
+        # The project's own hook: one CallRecord per finished call, with every retry and its cause.
+        self.call_finished = EventHook()
+        self.call_finished.add_listener(lambda record: self.metrics.record(record))
+        self.adapter: ToolAdapter | None = None
+        self._pool = None
+        self._redis: redis.Redis | None = None
+        self._agent_numbers = itertools.count(1)
+        self._process_index = process_index
+
+    def next_agent_id(self) -> str:
+        return f"p{self._process_index}-a{next(self._agent_numbers)}"
+
+    def start(self, agents: int) -> None:
+        """Open the pool (all its connections ready before the first call) and a fresh Metrics."""
+        self.metrics = Metrics()
+        size = self.settings.pool_size or max(1, agents)
+        session = SessionSettings(
+            schema=self.settings.schema,
+            isolation=self.settings.isolation,
+            deadlock_timeout_ms=self.settings.deadlock_timeout_ms,
+            lock_timeout_ms=self.settings.lock_timeout_ms,
+        )
+        self._pool = open_pool(self._pg_dsn, session, size=size, timeout_s=self.settings.pool_timeout_s)
+        self._redis = redis.Redis.from_url(self._redis_url, max_connections=None)
+        self.adapter = ToolAdapter(self._pool, self._redis, self.settings.retry, self.settings.tool_work_s, self._request_event, self.call_finished)
+
+    def follow_agent_count(self, agents: int) -> None:
+        """Without --pool-size the pool holds one connection per agent, as agents come and go."""
+        if self._pool is not None and self.settings.pool_size is None and agents > 0:
+            self._pool.resize(agents, agents)
+
+    def stop(self) -> None:
+        """Let calls still in flight finish recording, then close every connection."""
+        if self.adapter is None:
+            return
+        deadline = time.monotonic() + _DRAIN_TIMEOUT_S
+        while self.adapter.calls_in_flight and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if self.adapter.calls_in_flight:
+            log.warning("%d tool calls still in flight after %.0f s", self.adapter.calls_in_flight, _DRAIN_TIMEOUT_S)
+        self._pool.close()
+        self._redis.close()
+        self.adapter = None
+        self._pool = None

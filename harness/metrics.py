@@ -1,0 +1,185 @@
+"""Per-process counters and latency distributions, in a form that merges exactly.
+
+A distributed run has one `Metrics` per worker; the master adds them up. Distributions are
+histograms with fixed buckets, so the merged percentiles are those of all the calls together,
+never an average of percentiles.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from db.call_record import CallRecord, Outcome
+from db.errors import Failure
+
+__all__ = ["Histogram", "ToolStats", "Metrics", "CONFLICT_COUNTERS"]
+
+# The report's conflict counters: one per kind of failed attempt, plus the calls whose outcome
+# is unknown. "errors" (bugs, constraint violations) are reported as failures, not conflicts.
+CONFLICT_COUNTERS = tuple(f.value for f in Failure if f is not Failure.ERROR) + ("indeterminate",)
+
+
+class Histogram:
+    """Counts per bucket of microseconds: exact below 1 ms, three significant digits above
+    (at most 0.5 % off), the same buckets in every process."""
+
+    __slots__ = ("counts",)
+
+    def __init__(self, counts: dict[int, int] | None = None) -> None:
+        self.counts: dict[int, int] = counts if counts is not None else {}
+
+    @staticmethod
+    def bucket(microseconds: int) -> int:
+        if microseconds < 1000:
+            return microseconds
+        scale = 10 ** (len(str(microseconds)) - 3)
+        return round(microseconds / scale) * scale
+
+    def record(self, seconds: float) -> None:
+        key = self.bucket(max(0, round(seconds * 1_000_000)))
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+    def merge(self, other: Histogram) -> None:
+        for key, count in other.counts.items():
+            self.counts[key] = self.counts.get(key, 0) + count
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts.values())
+
+    def percentile_ms(self, percent: float) -> float | None:
+        """Nearest-rank percentile in milliseconds; None when nothing was recorded."""
+        total = self.count
+        if total == 0:
+            return None
+        rank = max(1, math.ceil(percent / 100.0 * total))
+        seen = 0
+        for key in sorted(self.counts):
+            seen += self.counts[key]
+            if seen >= rank:
+                return key / 1000.0
+        raise AssertionError("unreachable: rank is at most the total")
+
+    def summary_ms(self) -> dict[str, float | None]:
+        return {
+            "p50": self.percentile_ms(50),
+            "p95": self.percentile_ms(95),
+            "p99": self.percentile_ms(99),
+            "max": self.percentile_ms(100),
+            "count": self.count,
+        }
+
+    def to_dict(self) -> dict[str, int]:
+        # String keys: the form survives JSON as well as Locust's msgpack messages.
+        return {str(k): v for k, v in self.counts.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, int]) -> Histogram:
+        return cls({int(k): v for k, v in data.items()})
+
+
+@dataclass
+class ToolStats:
+    calls: int = 0  # calls that finished: succeeded + failed + indeterminate
+    succeeded: int = 0
+    failed: int = 0
+    indeterminate: int = 0
+    interrupted: int = 0  # stopped with the run before COMMIT: rolled back, not counted as calls
+    attempts: int = 0
+    retries: int = 0
+    latency: Histogram = field(default_factory=Histogram)
+
+    _COUNTS = ("calls", "succeeded", "failed", "indeterminate", "interrupted", "attempts", "retries")
+
+    def merge(self, other: ToolStats) -> None:
+        for name in self._COUNTS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.latency.merge(other.latency)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**{name: getattr(self, name) for name in self._COUNTS}, "latency": self.latency.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ToolStats:
+        stats = cls(**{name: data[name] for name in cls._COUNTS})
+        stats.latency = Histogram.from_dict(data["latency"])
+        return stats
+
+
+_DISTRIBUTIONS = ("pool_wait", "deadlock_detection", "deadlock_resolution")
+
+
+class Metrics:
+    """Everything one process recorded about its tool calls."""
+
+    def __init__(self) -> None:
+        self.tools: dict[str, ToolStats] = {}
+        self.conflicts: dict[str, int] = dict.fromkeys(CONFLICT_COUNTERS, 0)
+        self.errors = 0
+        self.distributions: dict[str, Histogram] = {name: Histogram() for name in _DISTRIBUTIONS}
+        self.succeeded_op_ids: list[uuid.UUID] = []
+
+    def record(self, record: CallRecord) -> None:
+        """The `call_finished` listener: one call's record into the counters."""
+        stats = self.tools.get(record.tool)
+        if stats is None:
+            stats = self.tools[record.tool] = ToolStats()
+        for failure in record.failures:
+            if failure is Failure.ERROR:
+                self.errors += 1
+            else:
+                self.conflicts[failure.value] += 1
+        for wait in record.pool_waits_s:
+            self.distributions["pool_wait"].record(wait)
+        for detection in record.deadlock_detections_s:
+            self.distributions["deadlock_detection"].record(detection)
+        stats.attempts += record.attempts
+        if record.outcome is Outcome.INTERRUPTED:
+            stats.interrupted += 1
+            return
+        stats.calls += 1
+        stats.retries += record.retries
+        stats.latency.record(record.duration_s)
+        if record.outcome is Outcome.SUCCEEDED:
+            stats.succeeded += 1
+            self.succeeded_op_ids.append(record.op_id)
+            if record.deadlock_resolution_s is not None:
+                self.distributions["deadlock_resolution"].record(record.deadlock_resolution_s)
+        elif record.outcome is Outcome.INDETERMINATE:
+            stats.indeterminate += 1
+            self.conflicts["indeterminate"] += 1
+        else:
+            stats.failed += 1
+
+    def merge(self, other: Metrics) -> None:
+        for name, stats in other.tools.items():
+            self.tools.setdefault(name, ToolStats()).merge(stats)
+        for name, count in other.conflicts.items():
+            self.conflicts[name] = self.conflicts.get(name, 0) + count
+        self.errors += other.errors
+        for name, histogram in other.distributions.items():
+            self.distributions[name].merge(histogram)
+        self.succeeded_op_ids.extend(other.succeeded_op_ids)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tools": {name: stats.to_dict() for name, stats in self.tools.items()},
+            "conflicts": dict(self.conflicts),
+            "errors": self.errors,
+            "distributions": {name: h.to_dict() for name, h in self.distributions.items()},
+            "succeeded_op_ids": [op_id.bytes for op_id in self.succeeded_op_ids],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Metrics:
+        metrics = cls()
+        metrics.tools = {name: ToolStats.from_dict(stats) for name, stats in data["tools"].items()}
+        metrics.conflicts.update(data["conflicts"])
+        metrics.errors = data["errors"]
+        for name, histogram in data["distributions"].items():
+            metrics.distributions[name] = Histogram.from_dict(histogram)
+        metrics.succeeded_op_ids = [uuid.UUID(bytes=raw) for raw in data["succeeded_op_ids"]]
+        return metrics

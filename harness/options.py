@@ -1,0 +1,132 @@
+"""toolclash's command-line options (also environment variables and Locust config-file keys),
+and their validation into one immutable `Settings`."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from db.pool import ISOLATION_LEVELS
+from db.retry import RetryPolicy
+from tasks.scenarios import Scenario, ScenarioParams, UnknownScenario, select
+
+__all__ = ["BadOption", "Settings", "add_arguments"]
+
+INITIAL_BALANCE = 1_000_000
+
+
+class BadOption(ValueError):
+    """An option's value makes no sense; the message names the option and the value."""
+
+
+def add_arguments(parser: Any) -> None:
+    """The `init_command_line_parser` listener."""
+    group = parser.add_argument_group("toolclash", "the servers, the conflict scenarios and the verdict")
+    # Added to a group, not with parser.add_argument: Locust then leaves them out of the web UI's
+    # start form, rightly, since they are fixed when the process starts (servers reached, schema claimed).
+    add = group.add_argument
+    add("--pg-dsn", env_var="TOOLCLASH_PG_DSN", default=None,
+        help="PostgreSQL to stress (libpq DSN or URI). Unset with --redis-url unset too: an embedded PostgreSQL is started")
+    add("--redis-url", env_var="TOOLCLASH_REDIS_URL", default=None,
+        help="Redis to stress (redis:// or unix:// URL). Unset: an embedded Redis is started")
+    add("--schema", env_var="TOOLCLASH_SCHEMA", default="toolclash",
+        help="the schema the harness works in; nothing outside it is touched (default: toolclash)")
+    add("--reset", env_var="TOOLCLASH_RESET", action="store_true", default=False,
+        help="drop and re-create the schema first, even if an interrupted run left data in it")
+    add("--scenario", env_var="TOOLCLASH_SCENARIO", default="",
+        help="comma-separated scenarios to run (default: all)")
+    add("--accounts", env_var="TOOLCLASH_ACCOUNTS", type=int, default=200,
+        help="credit accounts shared by the agents: fewer accounts, hotter rows (default: 200)")
+    add("--isolation", env_var="TOOLCLASH_ISOLATION", default="read_committed", choices=sorted(ISOLATION_LEVELS),
+        help="isolation level of every tool transaction (default: read_committed)")
+    add("--pool-size", env_var="TOOLCLASH_POOL_SIZE", type=int, default=None,
+        help="connections per worker process (default: the number of agents on that process)")
+    add("--pool-timeout", env_var="TOOLCLASH_POOL_TIMEOUT", type=float, default=5.0,
+        help="seconds a call waits for a connection before it fails as a pool timeout (default: 5)")
+    add("--max-tries", env_var="TOOLCLASH_MAX_TRIES", type=int, default=5,
+        help="attempts per call, retries included, for retryable failures (default: 5)")
+    add("--backoff-base", env_var="TOOLCLASH_BACKOFF_BASE", type=float, default=10.0,
+        help="ms: backoff ceiling after the first failure, doubled per retry, full jitter (default: 10)")
+    add("--backoff-max", env_var="TOOLCLASH_BACKOFF_MAX", type=float, default=500.0,
+        help="ms: the backoff ceiling never grows past this (default: 500)")
+    add("--deadlock-timeout", env_var="TOOLCLASH_DEADLOCK_TIMEOUT", type=int, default=None,
+        help="ms: PostgreSQL deadlock_timeout for the harness's sessions, when the role may set it"
+             " (default: the server's value)")
+    add("--lock-timeout", env_var="TOOLCLASH_LOCK_TIMEOUT", type=int, default=0,
+        help="ms: PostgreSQL lock_timeout; a lock wait past it fails as lock_timeouts and is retried (default: 0, none)")
+    add("--tool-work", env_var="TOOLCLASH_TOOL_WORK", type=float, default=5.0,
+        help="ms of work a tool does between its statements while holding its locks (default: 5)")
+    add("--think-time", env_var="TOOLCLASH_THINK_TIME", type=float, default=0.0,
+        help="ms an agent waits between two tool calls (default: 0)")
+    add("--report-json", env_var="TOOLCLASH_REPORT_JSON", default=None,
+        help="write the run's report as JSON to this path")
+
+
+def _schema_name(value: str) -> str:
+    if not value or len(value) > 63 or value.startswith("pg_") or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", value):
+        raise BadOption(f"--schema {value!r}: give a plain identifier of at most 63 characters, not starting with pg_")
+    return value
+
+
+def _at_least(name: str, value: float | None, low: float, unit: str = "") -> None:
+    if value is not None and value < low:
+        raise BadOption(f"{name} {value}{unit}: must be at least {low}{unit}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    pg_dsn: str | None
+    redis_url: str | None
+    schema: str
+    reset: bool
+    scenarios: tuple[Scenario, ...]
+    params: ScenarioParams
+    isolation: str
+    pool_size: int | None
+    pool_timeout_s: float
+    retry: RetryPolicy
+    deadlock_timeout_ms: int | None
+    lock_timeout_ms: int
+    tool_work_s: float
+    think_time_s: float
+    report_json: str | None
+    initial_balance: int = INITIAL_BALANCE
+
+    @classmethod
+    def from_options(cls, options: Any) -> Settings:
+        """Validate Locust's parsed options; raises BadOption with a one-line reason."""
+        if getattr(options, "num_users", None) is not None and options.num_users < 1:
+            raise BadOption(f"--users {options.num_users}: at least one agent is needed")
+        _at_least("--accounts", options.accounts, 2)
+        _at_least("--pool-size", options.pool_size, 1)
+        if options.pool_timeout <= 0:
+            raise BadOption(f"--pool-timeout {options.pool_timeout}: must be more than 0 seconds")
+        _at_least("--max-tries", options.max_tries, 1)
+        _at_least("--backoff-base", options.backoff_base, 0, " ms")
+        _at_least("--backoff-max", options.backoff_max, options.backoff_base, " ms")
+        _at_least("--deadlock-timeout", options.deadlock_timeout, 1, " ms")
+        _at_least("--lock-timeout", options.lock_timeout, 0, " ms")
+        _at_least("--tool-work", options.tool_work, 0, " ms")
+        _at_least("--think-time", options.think_time, 0, " ms")
+        try:
+            scenarios = tuple(select(options.scenario))
+        except UnknownScenario as exc:
+            raise BadOption(f"--scenario: {exc}") from None
+        return cls(
+            pg_dsn=options.pg_dsn or None,
+            redis_url=options.redis_url or None,
+            schema=_schema_name(options.schema),
+            reset=options.reset,
+            scenarios=scenarios,
+            params=ScenarioParams(accounts=options.accounts),
+            isolation=options.isolation,
+            pool_size=options.pool_size,
+            pool_timeout_s=options.pool_timeout,
+            retry=RetryPolicy(options.max_tries, options.backoff_base / 1000.0, options.backoff_max / 1000.0),
+            deadlock_timeout_ms=options.deadlock_timeout,
+            lock_timeout_ms=options.lock_timeout,
+            tool_work_s=options.tool_work / 1000.0,
+            think_time_s=options.think_time / 1000.0,
+            report_json=options.report_json,
+        )

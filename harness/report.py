@@ -1,0 +1,114 @@
+"""The run's report: one dict, written as JSON (--report-json) and as a console summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from db.audits import Check
+from harness.metrics import Metrics
+
+__all__ = ["build_report", "format_summary", "write_json"]
+
+
+def build_report(
+    *,
+    metrics: Metrics,
+    server: dict[str, Any],
+    checks: list[Check],
+    run: dict[str, Any],
+    servers: list[dict[str, str]],
+) -> dict[str, Any]:
+    """Everything but the SLA results and the verdict, which are computed from this."""
+    tools = {}
+    for name, stats in sorted(metrics.tools.items()):
+        latency = stats.latency.summary_ms()
+        tools[name] = {
+            "calls": stats.calls,
+            "succeeded": stats.succeeded,
+            "failed": stats.failed,
+            "indeterminate": stats.indeterminate,
+            "interrupted": stats.interrupted,
+            "attempts": stats.attempts,
+            "retries": stats.retries,
+            "p50_ms": latency["p50"],
+            "p95_ms": latency["p95"],
+            "p99_ms": latency["p99"],
+            "max_ms": latency["max"],
+        }
+    return {
+        "run": run,
+        "servers": servers,
+        "tools": tools,
+        "conflicts": dict(metrics.conflicts),
+        "errors": metrics.errors,
+        "latency_ms": {name: h.summary_ms() for name, h in metrics.distributions.items()},
+        "server": server,
+        "audit": {"ok": all(c.ok for c in checks), "checks": [c.as_dict() for c in checks]},
+    }
+
+
+def write_json(report: dict[str, Any], path: str) -> None:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _figure(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "-" if value is None else str(value)
+
+
+def format_summary(report: dict[str, Any]) -> str:
+    lines = [
+        "",
+        "=" * 100,
+        f"toolclash run {report['run']['run_id']}: {', '.join(report['run']['scenarios'])}"
+        f" at {report['run']['isolation']}, {report['run']['agents']} agents, {report['run']['duration_s']:.1f} s",
+    ]
+    lines += [f"  {server['description']}" for server in report["servers"]]
+    lines.append("")
+    header = f"{'tool':<24}{'calls':>9}{'ok':>9}{'failed':>8}{'indet.':>7}{'retries':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
+    lines.append(header)
+    for name, tool in report["tools"].items():
+        lines.append(
+            f"{name:<24}{tool['calls']:>9}{tool['succeeded']:>9}{tool['failed']:>8}{tool['indeterminate']:>7}"
+            f"{tool['retries']:>9}{_ms(tool['p50_ms']):>9}{_ms(tool['p95_ms']):>9}{_ms(tool['p99_ms']):>9}"
+        )
+    lines.append("")
+    lines.append("conflicts: " + ", ".join(f"{k}={v}" for k, v in report["conflicts"].items()) + f", errors={report['errors']}")
+    server = report["server"]
+    lines.append(
+        "server (pg_stat_database, over the run): "
+        + ", ".join(f"{k}={server[k]}" for k in ("deadlocks", "xact_commit", "xact_rollback", "conflicts"))
+    )
+    lines.append(f"deadlock_timeout: {server['deadlock_timeout']['note']}")
+    for name, summary in report["latency_ms"].items():
+        lines.append(
+            f"{name + ' ms':<24} p50={_ms(summary['p50'])} p95={_ms(summary['p95'])}"
+            f" p99={_ms(summary['p99'])} max={_ms(summary['max'])} (n={summary['count']})"
+        )
+    lines.append("")
+    lines.append("audit: " + ("ok" if report["audit"]["ok"] else "FAILED"))
+    for check in report["audit"]["checks"]:
+        mark = "ok  " if check["ok"] else "FAIL"
+        lines.append(
+            f"  [{mark}] {check['name']}: expected {check['expected']}, observed {check['observed']}"
+            + (f" ({check['detail']})" if check["detail"] else "")
+        )
+    lines.append("SLA:")
+    for rule in report["sla"]:
+        mark = "ok  " if rule["ok"] else "FAIL"
+        lines.append(
+            f"  [{mark}] {rule['name']}: observed {_figure(rule['observed'])} (needs {rule['op']} {rule['threshold']})"
+        )
+    lines.append("")
+    lines.append(f"verdict: {report['verdict'].upper()}")
+    lines.append("=" * 100)
+    return "\n".join(lines)

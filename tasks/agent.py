@@ -1,0 +1,31 @@
+"""The agent: a Locust user that invokes tools, one call after the other."""
+
+from __future__ import annotations
+
+import random
+
+from locust import User, task
+
+from harness.lifecycle import toolclash_of
+
+__all__ = ["Agent"]
+
+
+class Agent(User):
+    """An AI agent of the platform under test. Each one has its own id (written to the ledger
+    with every operation) and picks its next tool by weight from the selected scenarios."""
+
+    def on_start(self) -> None:
+        run = toolclash_of(self.environment)
+        self._load = run.load
+        self._think_time_s = run.settings.think_time_s
+        self.agent_id = self._load.next_agent_id()
+        self._rng = random.Random()
+
+    def wait_time(self) -> float:
+        return self._think_time_s
+
+    @task
+    def invoke_tool(self) -> None:
+        tool = self._load.toolbox.pick(self._rng)
+        self._load.adapter.call(tool, self.agent_id, self._rng.getrandbits(64))

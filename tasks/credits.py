@@ -1,0 +1,50 @@
+"""Credit tools: the agents' shared accounts, contended on purpose.
+
+`deduct_credits` is optimistic: read the version, write only if it is unchanged.
+`transfer_credits` locks two accounts in random order, so that two agents moving credits
+between the same pair in opposite directions deadlock, as careless tool code does.
+"""
+
+from __future__ import annotations
+
+from db.errors import VersionConflict
+from db.tool import Transaction
+from tasks.ledger import record_in_ledger
+
+__all__ = ["InsufficientCredits", "deduct_credits", "transfer_credits", "MAX_AMOUNT"]
+
+MAX_AMOUNT = 10
+
+
+class InsufficientCredits(Exception):
+    """The account cannot pay: a refusal by the tool, not a conflict, so never retried."""
+
+
+def deduct_credits(tx: Transaction, *, accounts: int) -> None:
+    account = tx.rng.randint(1, accounts)
+    amount = tx.rng.randint(1, MAX_AMOUNT)
+    balance, version = tx.execute("SELECT balance, version FROM accounts WHERE id = %s", (account,)).fetchone()
+    if balance < amount:
+        raise InsufficientCredits(f"account {account} holds {balance}, needs {amount}")
+    tx.work()
+    updated = tx.execute(
+        "UPDATE accounts SET balance = balance - %s, version = version + 1 WHERE id = %s AND version = %s",
+        (amount, account, version),
+    )
+    if updated.rowcount == 0:
+        raise VersionConflict(f"account {account} is no longer at version {version}")
+    record_in_ledger(tx, "deduct_credits", debit=account, credit=None, amount=amount)
+
+
+def transfer_credits(tx: Transaction, *, accounts: int) -> None:
+    payer, payee = tx.rng.sample(range(1, accounts + 1), 2)
+    amount = tx.rng.randint(1, MAX_AMOUNT)
+    paid = tx.execute(
+        "UPDATE accounts SET balance = balance - %s, version = version + 1 WHERE id = %s AND balance >= %s",
+        (amount, payer, amount),
+    )
+    if paid.rowcount == 0:
+        raise InsufficientCredits(f"account {payer} cannot pay {amount}")
+    tx.work()
+    tx.execute("UPDATE accounts SET balance = balance + %s, version = version + 1 WHERE id = %s", (amount, payee))
+    record_in_ledger(tx, "transfer_credits", debit=payer, credit=payee, amount=amount)
