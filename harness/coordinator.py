@@ -37,7 +37,7 @@ class Coordinator:
         self._pg_dsn = pg_dsn
         self._servers = servers
         self._conn: psycopg.Connection | None = None
-        self._deadlock_timeout: dict[str, Any] = {}
+        self.deadlock_timeout: dict[str, Any] = {}
         self._run: dict[str, Any] | None = None
         self._baseline: dict[str, int] = {}
         self._started = 0.0
@@ -52,7 +52,7 @@ class Coordinator:
         )
         run_schema.claim(self._conn, self.settings.schema)
         run_schema.prepare(self._conn, self.settings.schema, reset=self.settings.reset)
-        self._deadlock_timeout = self._probe_deadlock_timeout()
+        self.deadlock_timeout = self._probe_deadlock_timeout()
 
     def _probe_deadlock_timeout(self) -> dict[str, Any]:
         server_value = self._conn.execute("SHOW deadlock_timeout").fetchone()[0]
@@ -61,9 +61,8 @@ class Coordinator:
             return {"requested_ms": None, "applied": False, "effective": server_value,
                     "note": f"the server's {server_value} (no --deadlock-timeout given)"}
         probe = SessionSettings(self.settings.schema, deadlock_timeout_ms=requested)
-        applied = probe.try_set_deadlock_timeout(self._conn)
-        self._conn.execute("RESET deadlock_timeout")
-        if applied:
+        if probe.try_set_deadlock_timeout(self._conn):
+            self._conn.execute("RESET deadlock_timeout")
             return {"requested_ms": requested, "applied": True, "effective": f"{requested}ms",
                     "note": f"{requested}ms, set for the harness's sessions (--deadlock-timeout)"}
         role = self._conn.execute("SELECT current_user").fetchone()[0]
@@ -105,7 +104,7 @@ class Coordinator:
         )
         final = database_counters(self._conn)
         server: dict[str, Any] = {name: final[name] - self._baseline[name] for name in final}
-        server["deadlock_timeout"] = self._deadlock_timeout
+        server["deadlock_timeout"] = self.deadlock_timeout
         server["load_sessions_left"] = sessions_left
         acknowledged = Acknowledged(metrics.succeeded_op_ids, metrics.conflicts["indeterminate"])
         checks = []

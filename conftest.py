@@ -1,0 +1,73 @@
+"""Test fixtures: the real PostgreSQL and Redis, reached once per session.
+
+The servers are this machine's when TOOLCLASH_TEST_PG_DSN / TOOLCLASH_TEST_REDIS_URL are set,
+the embedded ones (started here, stopped at the end) otherwise. If a server cannot be reached
+the whole run stops at once: no test of this project is meaningful without them.
+"""
+
+from __future__ import annotations
+
+# As in the locust process: patch before psycopg is imported, so that psycopg picks its
+# gevent-cooperative wait and greenlets in the tests really overlap.
+from gevent import monkey
+
+monkey.patch_all()
+
+import os  # noqa: E402
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from db.connect import ServiceUnreachable, probe_postgres, probe_redis
+from db.embedded import EmbeddedPostgres, EmbeddedRedis, make_run_dir, remove_run_dir
+
+
+@dataclass(frozen=True)
+class TestServers:
+    pg_dsn: str
+    redis_url: str
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[TestServers]:
+    pg_dsn = os.environ.get("TOOLCLASH_TEST_PG_DSN")
+    redis_url = os.environ.get("TOOLCLASH_TEST_REDIS_URL")
+    run_dir = make_run_dir() if not (pg_dsn and redis_url) else None
+    embedded: list[EmbeddedPostgres | EmbeddedRedis] = []
+    try:
+        if not pg_dsn:
+            embedded.append(EmbeddedPostgres(run_dir))
+            pg_dsn = embedded[-1].start()
+        if not redis_url:
+            embedded.append(EmbeddedRedis(run_dir))
+            redis_url = embedded[-1].start()
+        probe_postgres(pg_dsn, "TOOLCLASH_TEST_PG_DSN or the embedded default")
+        probe_redis(redis_url, "TOOLCLASH_TEST_REDIS_URL or the embedded default")
+    except ServiceUnreachable as exc:
+        for server in embedded:
+            server.stop()
+        pytest.exit(f"no real server to test against: {exc}", returncode=2)
+    yield TestServers(pg_dsn, redis_url)
+    for server in reversed(embedded):
+        server.stop()
+    if run_dir is not None:
+        remove_run_dir(run_dir)
+
+
+@pytest.fixture
+def admin(servers: TestServers) -> Iterator[psycopg.Connection]:
+    """An autocommit session of the test's database owner."""
+    with psycopg.connect(servers.pg_dsn, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def schema(admin: psycopg.Connection) -> Iterator[str]:
+    """A schema name of the test's own, dropped afterwards."""
+    name = f"tc_test_{uuid.uuid4().hex[:10]}"
+    yield name
+    admin.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))

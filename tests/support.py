@@ -1,0 +1,69 @@
+"""Helpers shared by the tests: a prepared schema, an adapter on it, the `locust` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from locust.event import EventHook
+
+from db import schema as run_schema
+from db.adapter import ToolAdapter
+from db.pool import SessionSettings, open_pool
+from db.retry import RetryPolicy
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCUST = str(Path(sys.executable).with_name("locust"))
+
+
+def prepared_schema(admin: psycopg.Connection, schema: str, accounts: int = 10, balance: int = 1000) -> None:
+    run_schema.prepare(admin, schema, reset=False)
+    run_schema.begin_run(admin, schema, "test", accounts=accounts, initial_balance=balance)
+
+
+class Recorder:
+    """Listens to the adapter's two events."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.records: list[Any] = []
+        self.request = EventHook()
+        self.request.add_listener(lambda **kw: self.requests.append(kw))
+        self.call_finished = EventHook()
+        self.call_finished.add_listener(lambda record: self.records.append(record))
+
+
+def adapter_on(dsn: str, session: SessionSettings, recorder: Recorder, *, size: int = 2,
+               policy: RetryPolicy = RetryPolicy(max_tries=5, base_s=0.001, cap_s=0.01), tool_work_s: float = 0.0):
+    pool = open_pool(dsn, session, size=size, timeout_s=5)
+    return pool, ToolAdapter(pool, None, policy, tool_work_s, recorder.request, recorder.call_finished)
+
+
+def run_locust(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The real `locust` command, from the project's directory (so locust.conf applies)."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCUST_", "TOOLCLASH_"))}
+    full_env.update(env or {})
+    return subprocess.run(
+        [LOCUST, "--headless", "--only-summary", *args],
+        cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+    )
+
+
+def read_report(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def settings_from(*args: str):
+    """toolclash Settings parsed from command-line words, as the locust process parses them."""
+    from locust.argument_parser import get_parser
+
+    from harness.options import Settings, add_arguments
+
+    parser = get_parser()
+    add_arguments(parser)
+    return Settings.from_options(parser.parse_args(list(args)))

@@ -1,0 +1,150 @@
+"""The adapter: retries by policy, records every cause, times deadlocks, and knows when a
+commit's outcome is unknown. All against the real server."""
+
+from __future__ import annotations
+
+import random
+
+import gevent
+import psycopg
+import pytest
+from psycopg import sql
+
+from db.call_record import Outcome
+from db.errors import Failure, VersionConflict
+from db.pool import SessionSettings, load_application_name
+from db.retry import RetryPolicy
+from db.server_stats import database_counters, wait_for_sessions_to_end
+from db.tool import Tool
+from tests.support import Recorder, adapter_on, prepared_schema
+
+
+@pytest.fixture
+def accounts(admin, schema) -> str:
+    prepared_schema(admin, schema)
+    return schema
+
+
+def _conflicting_until(attempt_that_succeeds: int):
+    attempts = []
+
+    def tool(tx):
+        attempts.append(tx.op_id)
+        tx.execute("UPDATE accounts SET version = version + 1 WHERE id = 1")
+        if len(attempts) < attempt_that_succeeds:
+            raise VersionConflict("someone else was first")
+
+    return tool, attempts
+
+
+def test_version_conflicts_are_retried_with_the_same_operation_until_success(servers, admin, accounts):
+    recorder = Recorder()
+    tool, attempts = _conflicting_until(3)
+    pool, adapter = adapter_on(servers.pg_dsn, SessionSettings(accounts), recorder)
+    with pool:
+        record = adapter.call(Tool("bump", tool), "agent-1", seed=7)
+    assert record.outcome is Outcome.SUCCEEDED
+    assert record.attempts == 3 and record.retries == 2
+    assert record.failures == [Failure.VERSION_CONFLICT, Failure.VERSION_CONFLICT]
+    assert len(set(attempts)) == 1, "every attempt carries the call's one operation id"
+    assert len(record.pool_waits_s) == 3
+    # The two failed attempts were rolled back: only the third one's update is there.
+    version = admin.execute(sql.SQL("SELECT version FROM {}.accounts WHERE id = 1").format(sql.Identifier(accounts)))
+    assert version.fetchone()[0] == 1
+    assert len(recorder.requests) == 1 and recorder.requests[0]["exception"] is None
+    assert recorder.requests[0]["name"] == "bump" and recorder.requests[0]["request_type"] == "pg"
+    assert recorder.records == [record]
+
+
+def test_a_call_that_exhausts_its_tries_fails(servers, accounts):
+    recorder = Recorder()
+    tool, attempts = _conflicting_until(99)
+    pool, adapter = adapter_on(servers.pg_dsn, SessionSettings(accounts), recorder,
+                               policy=RetryPolicy(max_tries=4, base_s=0.001, cap_s=0.002))
+    with pool:
+        record = adapter.call(Tool("bump", tool), "agent-1", seed=7)
+    assert record.outcome is Outcome.FAILED
+    assert record.attempts == 4 and record.failures == [Failure.VERSION_CONFLICT] * 4
+    assert isinstance(recorder.requests[0]["exception"], VersionConflict)
+
+
+def test_a_bug_in_a_tool_is_not_retried(servers, accounts):
+    recorder = Recorder()
+
+    def broken(tx):
+        tx.execute("SELECT no_such_column FROM accounts")
+
+    pool, adapter = adapter_on(servers.pg_dsn, SessionSettings(accounts), recorder)
+    with pool:
+        record = adapter.call(Tool("broken", broken), "agent-1", seed=1)
+    assert record.outcome is Outcome.FAILED and record.attempts == 1
+    assert record.failures == [Failure.ERROR]
+    assert isinstance(record.exception, psycopg.errors.UndefinedColumn)
+
+
+def test_backoff_is_full_jitter_under_an_exponential_ceiling():
+    policy = RetryPolicy(max_tries=8, base_s=0.01, cap_s=0.2)
+    rng = random.Random(1)
+    for attempt, ceiling in [(1, 0.01), (2, 0.02), (3, 0.04), (5, 0.16), (6, 0.2), (7, 0.2)]:
+        draws = [policy.backoff(attempt, rng) for _ in range(500)]
+        assert all(0.0 <= d <= ceiling for d in draws)
+        assert max(draws) > 0.9 * ceiling and min(draws) < 0.1 * ceiling  # spread over the whole range
+
+
+def test_a_deadlock_is_retried_timed_and_counted_by_the_server_too(servers, admin, accounts):
+    recorder = Recorder()
+    session = SessionSettings(accounts, deadlock_timeout_ms=50)
+    before = database_counters(admin)
+
+    def lock_in_order(first: int, second: int):
+        def tool(tx):
+            tx.execute("UPDATE accounts SET balance = balance - 1 WHERE id = %s", (first,))
+            gevent.sleep(0.1)  # both hold their first row before either asks for its second
+            tx.execute("UPDATE accounts SET balance = balance + 1 WHERE id = %s", (second,))
+        return tool
+
+    pool, adapter = adapter_on(servers.pg_dsn, session, recorder, size=2)
+    with pool:
+        calls = [gevent.spawn(adapter.call, Tool(f"t{a}{b}", lock_in_order(a, b)), "agent", 1) for a, b in [(1, 2), (2, 1)]]
+        gevent.joinall(calls, timeout=20, raise_error=True)
+    records = [g.value for g in calls]
+    assert all(r.outcome is Outcome.SUCCEEDED for r in records)
+    victims = [r for r in records if r.failures]
+    assert len(victims) == 1 and victims[0].failures == [Failure.DEADLOCK]
+    assert victims[0].exception.sqlstate == "40P01"
+    # Detection: from the start of the victim's statement to the error, at least deadlock_timeout.
+    [detection] = victims[0].deadlock_detections_s
+    assert 0.05 <= detection < 5
+    assert 0 < victims[0].deadlock_resolution_s < 5
+    assert wait_for_sessions_to_end(admin, load_application_name(accounts), 10) == 0
+    assert database_counters(admin)["deadlocks"] - before["deadlocks"] == 1
+
+
+def test_a_connection_lost_during_commit_is_indeterminate(servers, admin, accounts):
+    """A deferred trigger makes COMMIT slow; the backend is terminated while it runs."""
+    admin.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(accounts)))
+    admin.execute("CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS"
+                  " $$ BEGIN PERFORM pg_sleep(2); RETURN NULL; END $$")
+    admin.execute("CREATE CONSTRAINT TRIGGER slow_commit AFTER UPDATE ON accounts"
+                  " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()")
+    recorder = Recorder()
+    backend = []
+
+    def touch(tx):
+        backend.append(tx.conn.info.backend_pid)
+        tx.execute("UPDATE accounts SET version = version + 1 WHERE id = 3")
+
+    def terminate_during_commit():
+        while not backend:
+            gevent.sleep(0.01)
+        gevent.sleep(0.5)
+        admin.execute("SELECT pg_terminate_backend(%s)", (backend[0],))
+
+    pool, adapter = adapter_on(servers.pg_dsn, SessionSettings(accounts), recorder)
+    with pool:
+        killer = gevent.spawn(terminate_during_commit)
+        record = adapter.call(Tool("touch", touch), "agent-1", seed=1)
+        killer.join(timeout=5)
+    assert record.outcome is Outcome.INDETERMINATE
+    assert record.attempts == 1, "an operation that may have committed is never retried"
+    assert record.failures == [Failure.CONNECTION_LOST]

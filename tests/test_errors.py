@@ -1,0 +1,111 @@
+"""Error classification, with every conflict provoked for real on the server."""
+
+from __future__ import annotations
+
+import gevent
+import psycopg
+import pytest
+from psycopg import errors as pg_errors
+from psycopg import sql
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from db.errors import Failure, VersionConflict, classify
+
+
+@pytest.fixture
+def two_rows(admin: psycopg.Connection, schema: str) -> str:
+    admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    table = f"{schema}.item"
+    admin.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, n int NOT NULL)")
+    admin.execute(f"INSERT INTO {table} VALUES (1, 0), (2, 0)")
+    return table
+
+
+def _session(servers, **settings: str) -> psycopg.Connection:
+    conn = psycopg.connect(servers.pg_dsn)
+    with conn.cursor() as cur:
+        for name, value in settings.items():
+            cur.execute("SELECT set_config(%s, %s, false)", (name, value))
+    conn.commit()
+    return conn
+
+
+def test_opposite_lock_order_raises_40P01_classified_as_deadlock(servers, two_rows):
+    first, second = (_session(servers, deadlock_timeout="50ms") for _ in range(2))
+    first.execute(f"UPDATE {two_rows} SET n = n + 1 WHERE id = 1")
+    second.execute(f"UPDATE {two_rows} SET n = n + 1 WHERE id = 2")
+    outcomes = {}
+
+    def cross(name: str, conn: psycopg.Connection, row: int) -> None:
+        try:
+            conn.execute(f"UPDATE {two_rows} SET n = n + 1 WHERE id = %s", (row,))
+            outcomes[name] = None
+        except psycopg.Error as exc:
+            outcomes[name] = exc
+            conn.rollback()
+
+    gevent.joinall([gevent.spawn(cross, "first", first, 2), gevent.spawn(cross, "second", second, 1)], timeout=10)
+    errors = [exc for exc in outcomes.values() if exc is not None]
+    assert len(outcomes) == 2 and len(errors) == 1, outcomes
+    assert errors[0].sqlstate == "40P01"
+    assert classify(errors[0]) is Failure.DEADLOCK
+    for conn in (first, second):
+        conn.close()
+
+
+def test_concurrent_update_at_repeatable_read_raises_40001(servers, two_rows):
+    reader, writer = _session(servers), _session(servers)
+    reader.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    reader.execute(f"SELECT n FROM {two_rows} WHERE id = 1")  # takes the snapshot
+    writer.execute(f"UPDATE {two_rows} SET n = n + 1 WHERE id = 1")
+    writer.commit()
+    with pytest.raises(pg_errors.SerializationFailure) as caught:
+        reader.execute(f"UPDATE {two_rows} SET n = n + 1 WHERE id = 1")
+    assert caught.value.sqlstate == "40001"
+    assert classify(caught.value, reader) is Failure.SERIALIZATION_FAILURE
+    reader.close(), writer.close()
+
+
+def test_lock_timeout_raises_55P03_classified_as_lock_timeout(servers, two_rows):
+    holder, waiter = _session(servers), _session(servers, lock_timeout="100ms")
+    holder.execute(f"UPDATE {two_rows} SET n = n + 1 WHERE id = 1")
+    with pytest.raises(pg_errors.LockNotAvailable) as caught:
+        waiter.execute(f"UPDATE {two_rows} SET n = n + 1 WHERE id = 1")
+    assert caught.value.sqlstate == "55P03"
+    assert classify(caught.value, waiter) is Failure.LOCK_TIMEOUT
+    holder.close(), waiter.close()
+
+
+def test_terminated_backend_is_a_lost_connection(servers, admin):
+    victim = psycopg.connect(servers.pg_dsn, autocommit=True)
+    pid = victim.info.backend_pid
+    admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    with pytest.raises(psycopg.OperationalError) as caught:
+        victim.execute("SELECT 1")
+    assert victim.broken
+    assert classify(caught.value, victim) is Failure.CONNECTION_LOST
+
+
+def test_statement_timeout_on_a_healthy_connection_is_not_a_lost_connection(servers):
+    conn = _session(servers, statement_timeout="50ms")
+    with pytest.raises(pg_errors.QueryCanceled) as caught:
+        conn.execute("SELECT pg_sleep(1)")
+    assert not conn.broken
+    assert classify(caught.value, conn) is Failure.ERROR
+    conn.close()
+
+
+def test_exhausted_pool_times_out(servers):
+    with ConnectionPool(servers.pg_dsn, min_size=1, max_size=1, open=True) as pool:
+        with pool.connection():
+            with pytest.raises(PoolTimeout) as caught:
+                pool.getconn(timeout=0.1)
+    assert classify(caught.value) is Failure.POOL_TIMEOUT
+
+
+def test_version_conflict_is_retryable_and_a_plain_error_is_not():
+    assert classify(VersionConflict("v3 is gone")) is Failure.VERSION_CONFLICT
+    assert Failure.VERSION_CONFLICT.retryable
+    assert classify(ZeroDivisionError()) is Failure.ERROR
+    assert not Failure.ERROR.retryable
+    assert not Failure.POOL_TIMEOUT.retryable

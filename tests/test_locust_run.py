@@ -1,0 +1,117 @@
+"""Whole runs through the real `locust` command, checked against what the server counted."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import time
+
+import psutil
+from psycopg import sql
+
+from tests.support import LOCUST, ROOT, read_report, run_locust
+
+
+def _servers_args(servers, schema):
+    return ["--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema]
+
+
+def test_headless_run_report_agrees_with_the_server_and_with_locust(servers, admin, schema, tmp_path):
+    report_path = tmp_path / "report.json"
+    done = run_locust(
+        *_servers_args(servers, schema), "--users", "20", "--spawn-rate", "20", "--run-time", "8s",
+        "--accounts", "8", "--deadlock-timeout", "20", "--report-json", str(report_path),
+        "--json-file", str(tmp_path / "locust"),  # Locust adds .json
+    )
+    report = read_report(report_path)
+    assert done.returncode == report["exit_code"], done.stderr[-3000:]
+    assert report["verdict"] in ("pass", "fail")
+
+    # The harness counted every deadlock the server detected, and no other.
+    assert report["conflicts"]["deadlocks"] > 0, "8 hot accounts and 20 agents must deadlock"
+    assert report["conflicts"]["deadlocks"] == report["server"]["deadlocks"]
+    assert report["server"]["deadlock_timeout"]["applied"] is True
+    assert len(report["latency_ms"]["deadlock_detection"]) and report["latency_ms"]["deadlock_detection"]["p50"] >= 20
+
+    # Every acknowledged operation is in the ledger: the audit says so, and so does a count.
+    ledger_rows = admin.execute(sql.SQL("SELECT count(*) FROM {}.ledger").format(sql.Identifier(schema))).fetchone()[0]
+    succeeded = sum(t["succeeded"] for t in report["tools"].values())
+    indeterminate = report["conflicts"]["indeterminate"]
+    assert succeeded <= ledger_rows <= succeeded + indeterminate
+    assert report["audit"]["ok"] is True
+    state = admin.execute(sql.SQL("SELECT status FROM {}.run_state").format(sql.Identifier(schema))).fetchone()[0]
+    assert state == "finished"
+
+    # Locust saw each call once, under the tool's name, with the backend as request type.
+    locust_stats = json.loads((tmp_path / "locust.json").read_text())
+    locust_counts = {entry["name"]: entry["num_requests"] for entry in locust_stats if entry["method"] == "pg"}
+    assert locust_counts == {name: tool["calls"] for name, tool in report["tools"].items()}
+
+    for key in ("deadlocks", "serialization_failures", "version_conflicts", "lock_timeouts", "pool_timeouts",
+                "connection_errors", "indeterminate"):
+        assert isinstance(report["conflicts"][key], int)
+    for key in ("pool_wait", "deadlock_detection", "deadlock_resolution"):
+        assert set(report["latency_ms"][key]) >= {"p50", "p95", "p99", "max"}
+    for tool in report["tools"].values():
+        assert set(tool) >= {"calls", "succeeded", "failed", "retries", "p50_ms", "p95_ms", "p99_ms"}
+    assert set(report["server"]) >= {"deadlocks", "xact_commit", "xact_rollback"}
+    assert {rule["name"] for rule in report["sla"]} >= {"success rate after retries > 95%"}
+    assert all(set(c) == {"name", "ok", "expected", "observed", "detail"} for c in report["audit"]["checks"])
+    assert "verdict:" in done.stdout and "toolclash verdict:" in done.stdout
+
+
+def test_a_failed_sla_makes_the_exit_code_1(servers, schema, tmp_path):
+    report_path = tmp_path / "report.json"
+    # One account, transfers impossible... so: deductions only, on 2 accounts, one try each:
+    # most calls fail on version conflicts, and the success-rate SLA cannot hold.
+    done = run_locust(
+        *_servers_args(servers, schema), "--users", "20", "--spawn-rate", "20", "--run-time", "4s",
+        "--scenario", "optimistic_locking", "--accounts", "2", "--max-tries", "1", "--tool-work", "20",
+        "--report-json", str(report_path),
+    )
+    report = read_report(report_path)
+    assert report["verdict"] == "fail" and done.returncode == 1, done.stderr[-2000:]
+    assert report["audit"]["ok"] is True, "the data is right even when the SLA fails"
+    failed = {rule["name"] for rule in report["sla"] if not rule["ok"]}
+    assert "success rate after retries > 95%" in failed
+
+
+def test_the_embedded_default_runs_and_stops_on_ctrl_c(tmp_path):
+    """No DSN, no URL: real servers from the wheels; Ctrl-C still audits, reports and stops them."""
+    report_path = tmp_path / "report.json"
+    already_running = _embedded_pgdata()
+    process = subprocess.Popen(
+        [LOCUST, "--headless", "--only-summary", "--users", "5", "--spawn-rate", "5", "--run-time", "60s",
+         "--report-json", str(report_path)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    stderr = ""
+    while time.monotonic() < deadline:
+        children = psutil.Process(process.pid).children(recursive=True)
+        if any(p.name() == "redis-server" for p in children):
+            break
+        time.sleep(0.2)
+    time.sleep(4)
+    pgdata = sorted(_embedded_pgdata() - already_running)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr[-3000:]
+    report = read_report(report_path)
+    assert report["verdict"] == "pass"
+    assert [s["origin"] for s in report["servers"]] == ["embedded, no --pg-dsn given", "embedded, no --redis-url given"]
+    assert sum(t["succeeded"] for t in report["tools"].values()) > 0
+    assert "PostgreSQL 18" in stdout or "PostgreSQL 18" in stderr
+    # The servers were stopped and their data directory removed.
+    assert pgdata, "the embedded PostgreSQL was running during the run"
+    time.sleep(1)
+    still = [p for p in psutil.process_iter(["cmdline"]) if pgdata[0] in " ".join(p.info["cmdline"] or [])]
+    assert not still
+
+
+def _embedded_pgdata() -> set[str]:
+    """The data directories of the embedded PostgreSQL servers running now."""
+    return {arg for p in psutil.process_iter(["cmdline"]) for arg in (p.info["cmdline"] or [])
+            if re.search(r"toolclash-[^/]+/pg$", arg)}

@@ -1,0 +1,63 @@
+"""Histograms merge exactly: percentiles of the merge are those of all the values together."""
+
+from __future__ import annotations
+
+import random
+
+from harness.metrics import Histogram, Metrics
+
+
+def _nearest_rank(values_ms: list[float], percent: float) -> float:
+    ordered = sorted(values_ms)
+    rank = max(1, -(-len(ordered) * percent // 100))
+    return ordered[int(rank) - 1]
+
+
+def test_two_known_histograms_merge_to_the_percentiles_of_all_values():
+    first, second = Histogram(), Histogram()
+    for ms in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10):  # one worker: fast
+        first.record(ms / 1000)
+    for ms in (100, 200, 300, 400, 500):  # another: slow
+        second.record(ms / 1000)
+    first.merge(second)
+    assert first.count == 15
+    assert first.percentile_ms(50) == 8.0  # rank 8 of 15
+    assert first.percentile_ms(95) == 500.0  # rank 15
+    assert first.percentile_ms(66) == 10.0  # rank 10
+    assert first.percentile_ms(70) == 100.0  # rank 11
+    # Averaging the two workers' p50 (5.0 and 300.0) would have said 152.5.
+
+
+def test_merged_percentiles_equal_those_of_the_concatenated_values_within_bucket_precision():
+    rng = random.Random(3)
+    parts = [[rng.lognormvariate(2, 1.2) for _ in range(2000)] for _ in range(3)]
+    merged = Histogram()
+    for part in parts:
+        h = Histogram()
+        for ms in part:
+            h.record(ms / 1000)
+        merged.merge(Histogram.from_dict(h.to_dict()))  # through the wire form, as from a worker
+    everything = [ms for part in parts for ms in part]
+    for percent in (50, 95, 99, 100):
+        exact = _nearest_rank(everything, percent)
+        assert abs(merged.percentile_ms(percent) - exact) <= max(0.001, exact * 0.005)
+
+
+def test_metrics_survive_the_wire_form_and_add_up():
+    import uuid
+
+    from db.call_record import CallRecord, Outcome
+    from db.errors import Failure
+
+    a, b = Metrics(), Metrics()
+    a.record(CallRecord("deduct_credits", "pg", uuid.uuid4(), Outcome.SUCCEEDED, 2, [Failure.VERSION_CONFLICT],
+                        [0.001, 0.002], 0.010))
+    b.record(CallRecord("deduct_credits", "pg", uuid.uuid4(), Outcome.FAILED, 1, [Failure.DEADLOCK], [0.003], 1.2,
+                        [1.0]))
+    total = Metrics.from_dict(a.to_dict())
+    total.merge(Metrics.from_dict(b.to_dict()))
+    stats = total.tools["deduct_credits"]
+    assert (stats.calls, stats.succeeded, stats.failed, stats.retries, stats.attempts) == (2, 1, 1, 1, 3)
+    assert total.conflicts["version_conflicts"] == 1 and total.conflicts["deadlocks"] == 1
+    assert total.distributions["pool_wait"].count == 3
+    assert total.succeeded_op_ids == a.succeeded_op_ids
