@@ -21,7 +21,7 @@ from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool
 
 from db.call_record import CallRecord, Outcome
-from db.errors import Failure, classify
+from db.errors import CallFailed, Failure, classify
 from db.retry import RetryPolicy
 from db.tool import Tool, Transaction
 
@@ -76,8 +76,6 @@ class ToolAdapter:
         finally:
             self.calls_in_flight -= 1
             record.duration_s = perf_counter() - started
-            if record.outcome is not Outcome.SUCCEEDED:
-                record.exception = record.exception or RuntimeError(record.outcome.value)
             self._report(record)
         return record
 
@@ -123,10 +121,25 @@ class ToolAdapter:
                 name=record.tool,
                 response_time=record.duration_s * 1000.0,
                 response_length=0,
-                exception=None if record.outcome is Outcome.SUCCEEDED else record.exception,
+                exception=None if record.outcome is Outcome.SUCCEEDED else _call_failed(record),
                 context={"op_id": str(record.op_id)},
             )
         self._call_finished.fire(record=record)
+
+
+def _call_failed(record: CallRecord) -> CallFailed:
+    last = record.failures[-1] if record.failures else None
+    if record.outcome is Outcome.INDETERMINATE:
+        what = "indeterminate: the connection was lost or the agent stopped during COMMIT"
+    elif last is Failure.ERROR:
+        what = f"error: {type(record.exception).__name__}"
+    elif last.retryable:
+        what = f"{last.value}: gave up after {record.attempts} attempts"
+    else:
+        what = last.value
+    failed = CallFailed(what)
+    failed.__cause__ = record.exception
+    return failed
 
 
 def _end_transaction(conn: psycopg.Connection) -> None:

@@ -13,11 +13,17 @@ import redis.exceptions
 from psycopg import errors as pg_errors
 from psycopg_pool import PoolTimeout
 
-__all__ = ["Failure", "VersionConflict", "classify"]
+__all__ = ["CallFailed", "Failure", "VersionConflict", "classify"]
 
 
 class VersionConflict(Exception):
     """Raised by a tool whose optimistic check found that someone else changed the row first."""
+
+
+class CallFailed(Exception):
+    """What Locust is told when a call did not succeed. Its text names the kind of failure only
+    (Locust groups its error report by text: one line per kind, not one per account and version);
+    the original exception is the cause."""
 
 
 class Failure(enum.Enum):

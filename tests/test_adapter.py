@@ -65,7 +65,9 @@ def test_a_call_that_exhausts_its_tries_fails(servers, accounts):
         record = adapter.call(Tool("bump", tool), "agent-1", seed=7)
     assert record.outcome is Outcome.FAILED
     assert record.attempts == 4 and record.failures == [Failure.VERSION_CONFLICT] * 4
-    assert isinstance(recorder.requests[0]["exception"], VersionConflict)
+    told_locust = recorder.requests[0]["exception"]
+    assert str(told_locust) == "version_conflicts: gave up after 4 attempts"
+    assert isinstance(told_locust.__cause__, VersionConflict)
 
 
 def test_a_bug_in_a_tool_is_not_retried(servers, accounts):
