@@ -61,8 +61,11 @@ class ToolAdapter:
         try:
             for attempt in range(1, self._policy.max_tries + 1):
                 record.attempts = attempt
-                failure = self._attempt(tool, agent_id, seed, record)
+                failure, tx = self._attempt(tool, agent_id, seed, record)
                 if failure is None:
+                    for follow_up in tx.after_commit:
+                        follow_up()
+                    record.observations = tx.observations
                     record.outcome = Outcome.SUCCEEDED
                     if first_deadlock_at is not None:
                         record.deadlock_resolution_s = perf_counter() - first_deadlock_at
@@ -79,20 +82,26 @@ class ToolAdapter:
             self._report(record)
         return record
 
-    def _attempt(self, tool: Tool, agent_id: str, seed: int, record: CallRecord) -> Failure | None:
-        """One try of the call; the failure it met, or None when it committed."""
+    def _attempt(
+        self, tool: Tool, agent_id: str, seed: int, record: CallRecord
+    ) -> tuple[Failure | None, Transaction | None]:
+        """One try of the call: the failure it met (None when it committed), and its transaction."""
         asked_at = perf_counter()
         conn: psycopg.Connection | None = None
-        committing = False
+        # A Redis tool's commands are its commit: a connection lost during them leaves the
+        # outcome unknown.
+        committing = not tool.uses_postgres
         tx: Transaction | None = None
         try:
-            conn = self._pool.getconn()
-            record.pool_waits_s.append(perf_counter() - asked_at)
+            if tool.uses_postgres:
+                conn = self._pool.getconn()
+                record.pool_waits_s.append(perf_counter() - asked_at)
             tx = Transaction(record.op_id, agent_id, seed, conn, self._redis, self._tool_work_s)
             tool.run(tx)
-            committing = True
-            conn.commit()
-            return None
+            if conn is not None:
+                committing = True
+                conn.commit()
+            return None, tx
         except _STOPPED:
             record.outcome = Outcome.INDETERMINATE if committing else Outcome.INTERRUPTED
             if conn is not None:
@@ -108,7 +117,7 @@ class ToolAdapter:
                 record.outcome = Outcome.INDETERMINATE
             if failure is Failure.ERROR:
                 log.warning("tool %s failed: %s: %s", tool.name, type(exc).__name__, exc)
-            return failure
+            return failure, tx
         finally:
             if conn is not None:
                 _end_transaction(conn)

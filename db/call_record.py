@@ -33,6 +33,7 @@ class CallRecord:
     duration_s: float = 0.0  # the whole call: pool waits, attempts and backoff sleeps
     deadlock_detections_s: list[float] = field(default_factory=list)
     deadlock_resolution_s: float | None = None  # first deadlock error to the call's success
+    observations: list[tuple[str, float]] = field(default_factory=list)  # the tool's own timings
     exception: BaseException | None = None
 
     @property

@@ -13,11 +13,16 @@ import redis.exceptions
 from psycopg import errors as pg_errors
 from psycopg_pool import PoolTimeout
 
-__all__ = ["CallFailed", "Failure", "VersionConflict", "classify"]
+__all__ = ["CallFailed", "Failure", "QueueFull", "VersionConflict", "classify"]
 
 
 class VersionConflict(Exception):
     """Raised by a tool whose optimistic check found that someone else changed the row first."""
+
+
+class QueueFull(Exception):
+    """Raised by a tool whose bounded queue refused a job: overflow, not retried (the agent is
+    told at once, as a producer would be)."""
 
 
 class CallFailed(Exception):
@@ -34,6 +39,8 @@ class Failure(enum.Enum):
     VERSION_CONFLICT = "version_conflicts"  # the tool's own optimistic check
     LOCK_TIMEOUT = "lock_timeouts"  # 55P03, lock_timeout or NOWAIT
     POOL_TIMEOUT = "pool_timeouts"  # no connection within --pool-timeout
+    QUEUE_REJECTED = "queue_rejections"  # a bounded queue was full
+    REDIS_WATCH_CONFLICT = "redis_watch_conflicts"  # a WATCHed key changed before EXEC
     CONNECTION_LOST = "connection_errors"
     ERROR = "errors"  # anything else: a bug or a constraint, never retried
 
@@ -50,6 +57,7 @@ _RETRYABLE = frozenset(
         Failure.SERIALIZATION_FAILURE,
         Failure.VERSION_CONFLICT,
         Failure.LOCK_TIMEOUT,
+        Failure.REDIS_WATCH_CONFLICT,
         Failure.CONNECTION_LOST,
     }
 )
@@ -61,6 +69,8 @@ _BY_CLASS: tuple[tuple[type[BaseException], Failure], ...] = (
     (VersionConflict, Failure.VERSION_CONFLICT),
     (pg_errors.LockNotAvailable, Failure.LOCK_TIMEOUT),
     (PoolTimeout, Failure.POOL_TIMEOUT),
+    (QueueFull, Failure.QUEUE_REJECTED),
+    (redis.exceptions.WatchError, Failure.REDIS_WATCH_CONFLICT),
     (redis.exceptions.ConnectionError, Failure.CONNECTION_LOST),
     (redis.exceptions.TimeoutError, Failure.CONNECTION_LOST),
 )

@@ -37,9 +37,36 @@ _TABLES = (
         amount bigint NOT NULL CHECK (amount > 0),
         recorded_at timestamptz NOT NULL DEFAULT clock_timestamp()
     )""",
+    # isolation: counters incremented by a naive read-then-write, and the increments acknowledged.
+    """CREATE TABLE counters (
+        id integer PRIMARY KEY,
+        value bigint NOT NULL DEFAULT 0
+    )""",
+    """CREATE TABLE counter_ops (
+        op_id uuid PRIMARY KEY,
+        counter_id integer NOT NULL REFERENCES counters (id),
+        amount integer NOT NULL
+    )""",
+    # isolation: two on-call agents per pair, at least one must stay on duty; a row = one off duty.
+    # Pairs come from a sequence, two calls each, so every violation stays visible to the audit.
+    "CREATE SEQUENCE duty_pair_calls",
+    """CREATE TABLE duty_leave (
+        pair_id bigint NOT NULL,
+        slot smallint NOT NULL,
+        op_id uuid NOT NULL UNIQUE,
+        PRIMARY KEY (pair_id, slot)
+    )""",
+    # cross_service: usage charged in PostgreSQL, to be applied to Redis's counters.
+    """CREATE TABLE usage_outbox (
+        op_id uuid PRIMARY KEY,
+        agent_id text NOT NULL,
+        amount bigint NOT NULL,
+        committed_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+        applied_at timestamptz
+    )""",
 )
 
-_RUN_TABLES = ("ledger", "accounts")
+_RUN_TABLES = ("ledger", "usage_outbox", "counter_ops", "counters", "duty_leave", "accounts")
 
 
 class SchemaRefused(Exception):
@@ -103,8 +130,10 @@ def _add_missing_tables(conn: psycopg.Connection, schema: str) -> None:
                 conn.execute(ddl)
 
 
-def begin_run(conn: psycopg.Connection, schema: str, run_id: str, *, accounts: int, initial_balance: int) -> None:
-    """Empty the run's tables, seed the accounts and mark the run in progress, atomically."""
+def begin_run(
+    conn: psycopg.Connection, schema: str, run_id: str, *, accounts: int, initial_balance: int, counters: int = 1
+) -> None:
+    """Empty the run's tables, seed accounts and counters, and mark the run in progress, atomically."""
     ident = sql.Identifier(schema)
     with conn.transaction():
         conn.execute(
@@ -116,6 +145,11 @@ def begin_run(conn: psycopg.Connection, schema: str, run_id: str, *, accounts: i
             ).format(sql.Identifier(schema, "accounts")),
             {"b": initial_balance, "n": accounts},
         )
+        conn.execute(
+            sql.SQL("INSERT INTO {} (id) SELECT generate_series(1, %s)").format(sql.Identifier(schema, "counters")),
+            (counters,),
+        )
+        conn.execute("SELECT setval(%s, 1, false)", (f"{_quoted(schema)}.duty_pair_calls",))
         conn.execute(
             sql.SQL(
                 "INSERT INTO {}.run_state (run_id, status) VALUES (%s, 'running')"

@@ -13,24 +13,25 @@ import gevent
 import psycopg
 import redis
 
-__all__ = ["Tool", "Transaction"]
+__all__ = ["Tool", "Transaction", "tool"]
 
 
 class Transaction:
-    """What a tool function gets: one attempt's open transaction, plus who is calling.
+    """What a tool function gets: one attempt's open transaction (`conn`, None for a Redis-only
+    tool), the Redis client, and who is calling.
 
     `rng` is seeded the same on every attempt of one call, so a retried call repeats the same
     operation (same accounts, same amounts) rather than drawing a new one.
     """
 
-    __slots__ = ("op_id", "agent_id", "rng", "conn", "redis", "statement_started", "_work_s")
+    __slots__ = ("op_id", "agent_id", "rng", "conn", "redis", "statement_started", "after_commit", "observations", "_work_s")
 
     def __init__(
         self,
         op_id: uuid.UUID,
         agent_id: str,
         seed: int,
-        conn: psycopg.Connection,
+        conn: psycopg.Connection | None,
         redis_client: redis.Redis | None,
         work_s: float = 0.0,
     ) -> None:
@@ -40,6 +41,10 @@ class Transaction:
         self.conn = conn
         self.redis = redis_client
         self.statement_started = 0.0
+        # Run once the transaction has committed (e.g. the Redis half of a cross-service
+        # operation). They must not raise: the call has already succeeded.
+        self.after_commit: list[Callable[[], None]] = []
+        self.observations: list[tuple[str, float]] = []
         self._work_s = work_s
 
     def execute(self, query: Any, params: Any = None) -> psycopg.Cursor:
@@ -47,6 +52,11 @@ class Transaction:
         measured from the start of the statement the server chose as victim)."""
         self.statement_started = perf_counter()
         return self.conn.execute(query, params)
+
+    def observe(self, name: str, seconds: float) -> None:
+        """A timing of the tool's own (e.g. how long a job waited in its queue); reported as
+        latency_ms.<name> when the call succeeds."""
+        self.observations.append((name, seconds))
 
     def work(self) -> None:
         """The tool's own work between two statements (an API or model call, a computation),
@@ -57,8 +67,28 @@ class Transaction:
 
 @dataclass(frozen=True)
 class Tool:
-    """A named plain function run as one transaction; `backend` is Locust's request_type."""
+    """A named plain function run as one transaction; `backend` is Locust's request_type:
+    "pg" (the adapter opens a PostgreSQL transaction) or "redis" (Redis only, no connection
+    borrowed from the pool)."""
 
     name: str
     run: Callable[[Transaction], None]
     backend: str = "pg"
+
+    @property
+    def uses_postgres(self) -> bool:
+        return self.backend != "redis"
+
+
+def tool(*, weight: int = 1, backend: str = "pg") -> Callable[[Callable[[Transaction], None]], Callable[[Transaction], None]]:
+    """Optional marks on a user-written tool function: how often agents pick it, and whether it
+    needs a PostgreSQL transaction ("pg") or only Redis ("redis")."""
+    if weight < 1 or backend not in ("pg", "redis"):
+        raise ValueError(f"tool(weight={weight!r}, backend={backend!r}): weight >= 1, backend 'pg' or 'redis'")
+
+    def mark(function: Callable[[Transaction], None]) -> Callable[[Transaction], None]:
+        function.toolclash_weight = weight
+        function.toolclash_backend = backend
+        return function
+
+    return mark

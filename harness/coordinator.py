@@ -8,10 +8,14 @@ import time
 import uuid
 from typing import Any
 
+import gevent
+import gevent.event
 import psycopg
+import redis
+from psycopg import sql
 
 from db import schema as run_schema
-from db.audits import Acknowledged
+from db.audits import AuditContext
 from db.connect import CONNECT_TIMEOUT_S, ServerInfo
 from db.pool import SessionSettings, load_application_name
 from db.server_stats import database_counters, wait_for_sessions_to_end
@@ -23,6 +27,7 @@ from harness.report import build_report
 __all__ = ["Coordinator", "Verdict"]
 
 _SESSIONS_END_TIMEOUT_S = 10.0
+_SAMPLE_INTERVAL_S = 1.0
 
 
 class Verdict:
@@ -32,9 +37,13 @@ class Verdict:
 
 
 class Coordinator:
-    def __init__(self, settings: Settings, pg_dsn: str, servers: list[ServerInfo]) -> None:
+    def __init__(self, settings: Settings, pg_dsn: str, redis_url: str, servers: list[ServerInfo]) -> None:
         self.settings = settings
         self._pg_dsn = pg_dsn
+        self._redis = redis.Redis.from_url(redis_url)
+        self._sampler: gevent.Greenlet | None = None
+        self._stop_sampling = gevent.event.Event()
+        self._samples: dict[str, list[dict[str, Any]]] = {}
         self._servers = servers
         self._conn: psycopg.Connection | None = None
         self.deadlock_timeout: dict[str, Any] = {}
@@ -79,8 +88,18 @@ class Coordinator:
             accounts=self.settings.params.accounts,
             initial_balance=self.settings.initial_balance,
         )
+        self.settings.params.keys.clear(self._redis)
+        for scenario in self.settings.scenarios:
+            if scenario.setup is not None:
+                with self._conn.transaction():
+                    self._conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(self.settings.schema)))
+                    scenario.setup(self._conn)
         self._baseline = database_counters(self._conn)
         self._started = time.monotonic()
+        self._samples = {s.name: [] for s in self.settings.scenarios if s.sample is not None}
+        if self._samples:
+            self._stop_sampling.clear()
+            self._sampler = gevent.spawn(self._sample_scenarios)
         self._run = {
             "run_id": run_id,
             "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -90,6 +109,29 @@ class Coordinator:
             "agents": agents,
         }
 
+    def _context(self, metrics: Metrics | None = None, conn: psycopg.Connection | None = None) -> AuditContext:
+        return AuditContext(
+            conn=conn or self._conn,
+            schema=self.settings.schema,
+            redis=self._redis,
+            keys=self.settings.params.keys,
+            acknowledged_of=(metrics or Metrics()).acknowledged,
+            findings=metrics.findings if metrics else [],
+        )
+
+    def _sample_scenarios(self) -> None:
+        """Each second, what the scenarios want watched over time (queue depth, the outbox relay),
+        on a session of its own; it finishes the sample it is taking when told to stop."""
+        with psycopg.connect(self._pg_dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
+                             application_name=f"toolclash-sampler:{self.settings.schema}"[:63]) as conn:
+            context = self._context(conn=conn)
+            while not self._stop_sampling.wait(_SAMPLE_INTERVAL_S):
+                moment = round(time.monotonic() - self._started, 3)
+                for scenario in self.settings.scenarios:
+                    if scenario.sample is not None:
+                        sample = scenario.sample(context, self.settings.params)
+                        self._samples[scenario.name].append({"t": moment, **sample})
+
     @property
     def running(self) -> bool:
         return self._run is not None
@@ -97,6 +139,10 @@ class Coordinator:
     def finish(self, metrics: Metrics, peak_agents: int) -> dict[str, Any]:
         """Audit the run whose load has stopped and closed its connections; the full report."""
         run, self._run = self._run, None
+        if self._sampler is not None:
+            self._stop_sampling.set()
+            self._sampler.join()
+            self._sampler = None
         run["duration_s"] = time.monotonic() - self._started
         run["agents"] = max(run["agents"], peak_agents)
         sessions_left = wait_for_sessions_to_end(
@@ -106,10 +152,11 @@ class Coordinator:
         server: dict[str, Any] = {name: final[name] - self._baseline[name] for name in final}
         server["deadlock_timeout"] = self.deadlock_timeout
         server["load_sessions_left"] = sessions_left
-        acknowledged = Acknowledged(metrics.succeeded_op_ids, metrics.conflicts["indeterminate"])
-        checks = []
-        for audit in dict.fromkeys(s.audit for s in self.settings.scenarios):
-            checks += audit(self._conn, self.settings.schema, acknowledged)
+        context = self._context(metrics)
+        audits = {}
+        for scenario in self.settings.scenarios:
+            audits.update(scenario.audits(self.settings.params))
+        checks = [check for audit in audits.values() for check in audit(context)]
         run_schema.finish_run(self._conn, self.settings.schema)
         report = build_report(
             metrics=metrics,
@@ -118,6 +165,7 @@ class Coordinator:
             run=run,
             servers=[{"kind": s.kind, "version": s.version, "where": s.where, "origin": s.origin,
                       "description": s.describe()} for s in self._servers],
+            timeseries=self._samples,
         )
         report["sla"] = sla.evaluate(sla.DEFAULT_RULES, report)
         passed = report["audit"]["ok"] and all(rule["ok"] for rule in report["sla"])
@@ -126,6 +174,7 @@ class Coordinator:
         return report
 
     def close(self) -> None:
+        self._redis.close()
         if self._conn is not None:
             self._conn.close()
             self._conn = None

@@ -64,7 +64,7 @@ def _on_init(environment: Environment, runner: Runner, **_: Any) -> None:
     coordinator = None
     try:
         services.start()
-        coordinator = Coordinator(settings, services.pg_dsn, services.infos)
+        coordinator = Coordinator(settings, services.pg_dsn, services.redis_url, services.infos)
         coordinator.open()
     except (ServiceUnreachable, SchemaRefused) as exc:
         _stop_quietly(coordinator, services)

@@ -8,11 +8,12 @@ import logging
 import random
 import time
 
+import gevent
 import redis
 from locust.event import EventHook
 
 from db.adapter import ToolAdapter
-from db.pool import SessionSettings, open_pool
+from db.pool import SessionSettings, load_application_name, open_pool
 from db.tool import Tool
 from harness.metrics import Metrics
 from harness.options import Settings
@@ -22,6 +23,7 @@ __all__ = ["Load", "Toolbox"]
 log = logging.getLogger(__name__)
 
 _DRAIN_TIMEOUT_S = 10.0
+_POOL_SAMPLE_INTERVAL_S = 1.0
 
 
 class Toolbox:
@@ -52,6 +54,9 @@ class Load:
         self._redis: redis.Redis | None = None
         self._agent_numbers = itertools.count(1)
         self._process_index = process_index
+        self._pool_size = 0
+        self._sampler: gevent.Greenlet | None = None
+        self._started = 0.0
 
     def next_agent_id(self) -> str:
         return f"p{self._process_index}-a{next(self._agent_numbers)}"
@@ -59,7 +64,7 @@ class Load:
     def start(self, agents: int) -> None:
         """Open the pool (all its connections ready before the first call) and a fresh Metrics."""
         self.metrics = Metrics()
-        size = self.settings.pool_size or max(1, agents)
+        size = self._pool_size = self.settings.pool_size_for(agents)
         session = SessionSettings(
             schema=self.settings.schema,
             isolation=self.settings.isolation,
@@ -69,11 +74,27 @@ class Load:
         self._pool = open_pool(self._pg_dsn, session, size=size, timeout_s=self.settings.pool_timeout_s)
         self._redis = redis.Redis.from_url(self._redis_url, max_connections=None)
         self.adapter = ToolAdapter(self._pool, self._redis, self.settings.retry, self.settings.tool_work_s, self._request_event, self.call_finished)
+        self._started = time.monotonic()
+        self._sampler = gevent.spawn(self._sample_pool)
+
+    def _sample_pool(self) -> None:
+        """The pool's own view, every second: connections, free ones, requests waiting."""
+        while True:
+            stats = self._pool.get_stats()
+            self.metrics.pool_samples.append({
+                "t": round(time.monotonic() - self._started, 3),
+                "process": self._process_index,
+                "size": stats.get("pool_size", 0),
+                "available": stats.get("pool_available", 0),
+                "waiting": stats.get("requests_waiting", 0),
+            })
+            gevent.sleep(_POOL_SAMPLE_INTERVAL_S)
 
     def follow_agent_count(self, agents: int) -> None:
         """Without --pool-size the pool holds one connection per agent, as agents come and go."""
         if self._pool is not None and self.settings.pool_size is None and agents > 0:
-            self._pool.resize(agents, agents)
+            self._pool_size = self.settings.pool_size_for(agents)
+            self._pool.resize(self._pool_size, self._pool_size)
 
     def stop(self) -> None:
         """Let calls still in flight finish recording, then close every connection."""
@@ -84,7 +105,26 @@ class Load:
             time.sleep(0.01)
         if self.adapter.calls_in_flight:
             log.warning("%d tool calls still in flight after %.0f s", self.adapter.calls_in_flight, _DRAIN_TIMEOUT_S)
+        self._sampler.kill()
+        self.metrics.findings.append(self._pool_at_rest())
         self._pool.close()
         self._redis.close()
         self.adapter = None
         self._pool = None
+
+    def _pool_at_rest(self) -> dict:
+        """With every agent stopped: does the pool hold all its connections, and is any of the
+        load's sessions still idle in a transaction?"""
+        stats = self._pool.get_stats()
+        with self._pool.connection() as conn:
+            idle = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND state LIKE 'idle in transaction%%'",
+                (load_application_name(self.settings.schema),),
+            ).fetchone()[0]
+        return {
+            "process": self._process_index,
+            "size": self._pool_size,
+            "connections": stats.get("pool_size", 0),
+            "available": stats.get("pool_available", 0),
+            "idle_in_transaction": idle,
+        }

@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from db.audits import Acknowledged
 from db.call_record import CallRecord, Outcome
 from db.errors import Failure
 
@@ -120,7 +121,25 @@ class Metrics:
         self.conflicts: dict[str, int] = dict.fromkeys(CONFLICT_COUNTERS, 0)
         self.errors = 0
         self.distributions: dict[str, Histogram] = {name: Histogram() for name in _DISTRIBUTIONS}
-        self.succeeded_op_ids: list[uuid.UUID] = []
+        self.succeeded_op_ids: dict[str, list[uuid.UUID]] = {}
+        self.rejected_op_ids: dict[str, list[uuid.UUID]] = {}  # refused by a full queue
+        # What each process saw when its load stopped (its pool's state), and its pool samples.
+        self.findings: list[dict[str, Any]] = []
+        self.pool_samples: list[dict[str, Any]] = []
+
+    def acknowledged(self, tools: set[str]) -> Acknowledged:
+        """What the agents were told about the calls of `tools`."""
+        return Acknowledged(
+            succeeded_op_ids=[op for tool in tools for op in self.succeeded_op_ids.get(tool, [])],
+            indeterminate=sum(self.tools[tool].indeterminate for tool in tools if tool in self.tools),
+            rejected_op_ids=[op for tool in tools for op in self.rejected_op_ids.get(tool, [])],
+        )
+
+    def _histogram(self, name: str) -> Histogram:
+        histogram = self.distributions.get(name)
+        if histogram is None:
+            histogram = self.distributions[name] = Histogram()
+        return histogram
 
     def record(self, record: CallRecord) -> None:
         """The `call_finished` listener: one call's record into the counters."""
@@ -145,14 +164,18 @@ class Metrics:
         stats.latency.record(record.duration_s)
         if record.outcome is Outcome.SUCCEEDED:
             stats.succeeded += 1
-            self.succeeded_op_ids.append(record.op_id)
+            self.succeeded_op_ids.setdefault(record.tool, []).append(record.op_id)
             if record.deadlock_resolution_s is not None:
                 self.distributions["deadlock_resolution"].record(record.deadlock_resolution_s)
+            for name, seconds in record.observations:
+                self._histogram(name).record(seconds)
         elif record.outcome is Outcome.INDETERMINATE:
             stats.indeterminate += 1
             self.conflicts["indeterminate"] += 1
         else:
             stats.failed += 1
+            if record.failures[-1] is Failure.QUEUE_REJECTED:
+                self.rejected_op_ids.setdefault(record.tool, []).append(record.op_id)
 
     def merge(self, other: Metrics) -> None:
         for name, stats in other.tools.items():
@@ -161,8 +184,12 @@ class Metrics:
             self.conflicts[name] = self.conflicts.get(name, 0) + count
         self.errors += other.errors
         for name, histogram in other.distributions.items():
-            self.distributions[name].merge(histogram)
-        self.succeeded_op_ids.extend(other.succeeded_op_ids)
+            self._histogram(name).merge(histogram)
+        for mine, theirs in ((self.succeeded_op_ids, other.succeeded_op_ids), (self.rejected_op_ids, other.rejected_op_ids)):
+            for tool, op_ids in theirs.items():
+                mine.setdefault(tool, []).extend(op_ids)
+        self.findings.extend(other.findings)
+        self.pool_samples.extend(other.pool_samples)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -170,7 +197,10 @@ class Metrics:
             "conflicts": dict(self.conflicts),
             "errors": self.errors,
             "distributions": {name: h.to_dict() for name, h in self.distributions.items()},
-            "succeeded_op_ids": [op_id.bytes for op_id in self.succeeded_op_ids],
+            "succeeded_op_ids": _op_ids_to_wire(self.succeeded_op_ids),
+            "rejected_op_ids": _op_ids_to_wire(self.rejected_op_ids),
+            "findings": self.findings,
+            "pool_samples": self.pool_samples,
         }
 
     @classmethod
@@ -181,5 +211,16 @@ class Metrics:
         metrics.errors = data["errors"]
         for name, histogram in data["distributions"].items():
             metrics.distributions[name] = Histogram.from_dict(histogram)
-        metrics.succeeded_op_ids = [uuid.UUID(bytes=raw) for raw in data["succeeded_op_ids"]]
+        metrics.succeeded_op_ids = _op_ids_from_wire(data["succeeded_op_ids"])
+        metrics.rejected_op_ids = _op_ids_from_wire(data["rejected_op_ids"])
+        metrics.findings = list(data["findings"])
+        metrics.pool_samples = list(data["pool_samples"])
         return metrics
+
+
+def _op_ids_to_wire(by_tool: dict[str, list[uuid.UUID]]) -> dict[str, bytes]:
+    return {tool: b"".join(op.bytes for op in op_ids) for tool, op_ids in by_tool.items()}
+
+
+def _op_ids_from_wire(by_tool: dict[str, bytes]) -> dict[str, list[uuid.UUID]]:
+    return {tool: [uuid.UUID(bytes=raw[i : i + 16]) for i in range(0, len(raw), 16)] for tool, raw in by_tool.items()}

@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from db.pool import ISOLATION_LEVELS
+from db.redis_keys import RedisKeys
 from db.retry import RetryPolicy
 from tasks.scenarios import Scenario, ScenarioParams, UnknownScenario, select
+from tasks.user_tools import BadToolsModule, load_tools_module
 
 __all__ = ["BadOption", "Settings", "add_arguments"]
 
@@ -35,13 +37,26 @@ def add_arguments(parser: Any) -> None:
     add("--reset", env_var="TOOLCLASH_RESET", action="store_true", default=False,
         help="drop and re-create the schema first, even if an interrupted run left data in it")
     add("--scenario", env_var="TOOLCLASH_SCENARIO", default="",
-        help="comma-separated scenarios to run (default: all)")
+        help="comma-separated scenarios to run (default: the default mix, or the --tools-module's tools)")
+    add("--tools-module", env_var="TOOLCLASH_TOOLS_MODULE", default=None,
+        help="a Python file of your own tools (functions whose first parameter is tx), run as a scenario named after it")
+    add("--isolation-matrix", env_var="TOOLCLASH_ISOLATION_MATRIX", action="store_true", default=False,
+        help="run the scenarios once per isolation level and print the table to choose a level by")
     add("--accounts", env_var="TOOLCLASH_ACCOUNTS", type=int, default=200,
         help="credit accounts shared by the agents: fewer accounts, hotter rows (default: 200)")
+    add("--counters", env_var="TOOLCLASH_COUNTERS", type=int, default=8,
+        help="isolation: counters the agents increment (default: 8)")
+    add("--queue-capacity", env_var="TOOLCLASH_QUEUE_CAPACITY", type=int, default=50,
+        help="queue: jobs the bounded queue holds before it refuses more (default: 50)")
+    add("--teams", env_var="TOOLCLASH_TEAMS", type=int, default=4,
+        help="agent_state: teams sharing one plan each; fewer teams, more WATCH conflicts (default: 4)")
+    add("--hold-time", env_var="TOOLCLASH_HOLD_TIME", type=float, default=50.0,
+        help="pool_exhaustion: ms its tool keeps its connection, working inside its transaction (default: 50)")
     add("--isolation", env_var="TOOLCLASH_ISOLATION", default="read_committed", choices=sorted(ISOLATION_LEVELS),
         help="isolation level of every tool transaction (default: read_committed)")
     add("--pool-size", env_var="TOOLCLASH_POOL_SIZE", type=int, default=None,
-        help="connections per worker process (default: the number of agents on that process)")
+        help="connections per worker process (default: the number of agents on that process;"
+             " half of it when pool_exhaustion runs)")
     add("--pool-timeout", env_var="TOOLCLASH_POOL_TIMEOUT", type=float, default=5.0,
         help="seconds a call waits for a connection before it fails as a pool timeout (default: 5)")
     add("--max-tries", env_var="TOOLCLASH_MAX_TRIES", type=int, default=5,
@@ -91,6 +106,7 @@ class Settings:
     tool_work_s: float
     think_time_s: float
     report_json: str | None
+    isolation_matrix: bool = False
     initial_balance: int = INITIAL_BALANCE
 
     @classmethod
@@ -99,6 +115,10 @@ class Settings:
         if getattr(options, "num_users", None) is not None and options.num_users < 1:
             raise BadOption(f"--users {options.num_users}: at least one agent is needed")
         _at_least("--accounts", options.accounts, 2)
+        _at_least("--counters", options.counters, 1)
+        _at_least("--queue-capacity", options.queue_capacity, 1)
+        _at_least("--teams", options.teams, 1)
+        _at_least("--hold-time", options.hold_time, 0, " ms")
         _at_least("--pool-size", options.pool_size, 1)
         if options.pool_timeout <= 0:
             raise BadOption(f"--pool-timeout {options.pool_timeout}: must be more than 0 seconds")
@@ -109,17 +129,31 @@ class Settings:
         _at_least("--lock-timeout", options.lock_timeout, 0, " ms")
         _at_least("--tool-work", options.tool_work, 0, " ms")
         _at_least("--think-time", options.think_time, 0, " ms")
+        schema = _schema_name(options.schema)
         try:
-            scenarios = tuple(select(options.scenario))
+            user_scenarios = (load_tools_module(options.tools_module),) if options.tools_module else ()
+            scenarios = tuple(select(options.scenario, options.isolation, user_scenarios))
+        except BadToolsModule as exc:
+            raise BadOption(str(exc)) from None
         except UnknownScenario as exc:
             raise BadOption(f"--scenario: {exc}") from None
+        params = ScenarioParams(
+            accounts=options.accounts,
+            keys=RedisKeys(schema),
+            counters=options.counters,
+            teams=options.teams,
+            queue_capacity=options.queue_capacity,
+            hold_s=options.hold_time / 1000.0,
+        )
+        if not any(wt.weight > 0 for scenario in scenarios for wt in scenario.tools(params)):
+            raise BadOption(f"--scenario {options.scenario!r}: the mix has no tool with a weight above 0")
         return cls(
             pg_dsn=options.pg_dsn or None,
             redis_url=options.redis_url or None,
-            schema=_schema_name(options.schema),
+            schema=schema,
             reset=options.reset,
             scenarios=scenarios,
-            params=ScenarioParams(accounts=options.accounts),
+            params=params,
             isolation=options.isolation,
             pool_size=options.pool_size,
             pool_timeout_s=options.pool_timeout,
@@ -129,4 +163,12 @@ class Settings:
             tool_work_s=options.tool_work / 1000.0,
             think_time_s=options.think_time / 1000.0,
             report_json=options.report_json,
+            isolation_matrix=options.isolation_matrix,
         )
+
+    def pool_size_for(self, agents: int) -> int:
+        if self.pool_size is not None:
+            return self.pool_size
+        if any(s.name == "pool_exhaustion" for s in self.scenarios):
+            return max(1, agents // 2)
+        return max(1, agents)

@@ -9,7 +9,17 @@ from typing import Any
 from db.audits import Check
 from harness.metrics import Metrics
 
-__all__ = ["build_report", "format_summary", "write_json"]
+__all__ = ["ANOMALIES", "build_report", "format_summary", "write_json"]
+
+ANOMALIES = (
+    "lost_updates",
+    "write_skew",
+    "lost_jobs",
+    "duplicate_jobs",
+    "priority_inversions",
+    "capacity_overshoots",
+    "cross_service_mismatches",
+)
 
 
 def build_report(
@@ -19,6 +29,7 @@ def build_report(
     checks: list[Check],
     run: dict[str, Any],
     servers: list[dict[str, str]],
+    timeseries: dict[str, list[dict[str, Any]]],
 ) -> dict[str, Any]:
     """Everything but the SLA results and the verdict, which are computed from this."""
     tools = {}
@@ -37,6 +48,10 @@ def build_report(
             "p99_ms": latency["p99"],
             "max_ms": latency["max"],
         }
+    anomalies = dict.fromkeys(ANOMALIES, 0)
+    for check in checks:
+        if check.anomaly:
+            anomalies[check.anomaly] = anomalies.get(check.anomaly, 0) + check.anomaly_count
     return {
         "run": run,
         "servers": servers,
@@ -45,7 +60,23 @@ def build_report(
         "errors": metrics.errors,
         "latency_ms": {name: h.summary_ms() for name, h in metrics.distributions.items()},
         "server": server,
-        "audit": {"ok": all(c.ok for c in checks), "checks": [c.as_dict() for c in checks]},
+        "anomalies": anomalies,
+        "audit": {
+            "ok": all(c.ok for c in checks) and not any(anomalies.values()),
+            "checks": [c.as_dict() for c in checks],
+        },
+        "pool": _pool_section(metrics),
+        "timeseries": timeseries,
+    }
+
+
+def _pool_section(metrics: Metrics) -> dict[str, Any]:
+    samples = sorted(metrics.pool_samples, key=lambda s: (s["t"], s["process"]))
+    return {
+        "peak_waiting": max((s["waiting"] for s in samples), default=0),
+        "min_available": min((s["available"] for s in samples), default=None),
+        "at_rest": metrics.findings,
+        "samples": samples,
     }
 
 
@@ -83,6 +114,9 @@ def format_summary(report: dict[str, Any]) -> str:
         )
     lines.append("")
     lines.append("conflicts: " + ", ".join(f"{k}={v}" for k, v in report["conflicts"].items()) + f", errors={report['errors']}")
+    lines.append("anomalies: " + ", ".join(f"{k}={v}" for k, v in report["anomalies"].items()))
+    lines.append(f"pool: peak requests waiting={report['pool']['peak_waiting']},"
+                 f" fewest free connections={_figure(report['pool']['min_available'])}")
     server = report["server"]
     lines.append(
         "server (pg_stat_database, over the run): "

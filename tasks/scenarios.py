@@ -1,28 +1,39 @@
-"""The conflict scenarios: which tools the agents invoke, how often, and which audit proves
-that the data stayed right."""
+"""The conflict scenarios: which tools the agents invoke, how often, and which audits prove that
+the data stayed right."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
-import psycopg
-
-from db.audits import Acknowledged, Check, audit_credits
+from db.audits import AuditContext, Check
+from db.redis_keys import RedisKeys
 from db.tool import Tool
+from tasks.agent_state import audit_agent_state, update_plan
 from tasks.credits import deduct_credits, transfer_credits
+from tasks.credits_audit import audit_credits
+from tasks.cross_service import audit_cross_service, charge_usage, relay_outbox
+from tasks.isolation import audit_isolation, increment_counter, reserve_slot
+from tasks.pool_exhaustion import audit_pool, summarize_accounts
+from tasks.queue import audit_queue, dequeue_job, enqueue_job, queue_depth
 
 __all__ = ["ScenarioParams", "Scenario", "SCENARIOS", "WeightedTool", "UnknownScenario", "select"]
 
-Audit = Callable[[psycopg.Connection, str, Acknowledged], list[Check]]
+Audit = Callable[[AuditContext], list[Check]]
 
 
 @dataclass(frozen=True)
 class ScenarioParams:
-    """What the tools of a scenario are shaped by (from the command line)."""
+    """What the tools of the scenarios are shaped by (from the command line)."""
 
     accounts: int
+    keys: RedisKeys
+    counters: int = 8
+    teams: int = 4
+    queue_capacity: int = 50
+    hold_s: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -35,21 +46,70 @@ class WeightedTool:
 class Scenario:
     name: str
     tools: Callable[[ScenarioParams], list[WeightedTool]]
-    audit: Audit
+    # Audits by name: scenarios that share the data share the audit, which runs once.
+    audits: Callable[[ScenarioParams], dict[str, Audit]]
+    # Called about once a second during the run on the coordinator; what it returns is the
+    # scenario's time series in the report.
+    sample: Callable[[AuditContext, ScenarioParams], dict[str, Any]] | None = None
+    # Called at the start of a run with the harness's schema on the search path.
+    setup: Callable[[Any], None] | None = None
+    joins_default_mix: Callable[[str], bool] = field(default=lambda isolation: True)
 
+
+def _tool(name: str, function: Callable[..., None], weight: int = 1, backend: str = "pg", **params: Any) -> WeightedTool:
+    return WeightedTool(Tool(name, partial(function, **params), backend), weight)
+
+
+_CREDITS = {"credits": audit_credits}
 
 SCENARIOS: dict[str, Scenario] = {
     scenario.name: scenario
     for scenario in (
         Scenario(
             "optimistic_locking",
-            lambda p: [WeightedTool(Tool("deduct_credits", partial(deduct_credits, accounts=p.accounts)), 1)],
-            audit_credits,
+            lambda p: [_tool("deduct_credits", deduct_credits, accounts=p.accounts)],
+            lambda p: _CREDITS,
         ),
         Scenario(
             "deadlock",
-            lambda p: [WeightedTool(Tool("transfer_credits", partial(transfer_credits, accounts=p.accounts)), 1)],
-            audit_credits,
+            lambda p: [_tool("transfer_credits", transfer_credits, accounts=p.accounts)],
+            lambda p: _CREDITS,
+        ),
+        Scenario(
+            "isolation",
+            lambda p: [
+                _tool("increment_counter", increment_counter, counters=p.counters),
+                _tool("reserve_slot", reserve_slot),
+            ],
+            lambda p: {"isolation": audit_isolation},
+            # Its tools exist to show the anomalies of the weaker levels: in the default mix
+            # only where they must not happen.
+            joins_default_mix=lambda isolation: isolation == "serializable",
+        ),
+        Scenario(
+            "pool_exhaustion",
+            lambda p: [_tool("summarize_accounts", summarize_accounts, hold_s=p.hold_s)],
+            lambda p: {"pool": audit_pool},
+        ),
+        Scenario(
+            "queue",
+            lambda p: [
+                _tool("enqueue_job", enqueue_job, backend="redis", keys=p.keys, capacity=p.queue_capacity),
+                _tool("dequeue_job", dequeue_job, backend="redis", keys=p.keys),
+            ],
+            lambda p: {"queue": partial(audit_queue, capacity=p.queue_capacity)},
+            sample=lambda ctx, p: {"queue_depth": queue_depth(ctx.redis, ctx.keys)},
+        ),
+        Scenario(
+            "cross_service",
+            lambda p: [_tool("charge_usage", charge_usage, accounts=p.accounts, keys=p.keys)],
+            lambda p: {**_CREDITS, "cross_service": audit_cross_service},
+            sample=lambda ctx, p: {"outbox_relayed": relay_outbox(ctx.conn, ctx.schema, ctx.redis, ctx.keys)["caught_up"]},
+        ),
+        Scenario(
+            "agent_state",
+            lambda p: [_tool("update_plan", update_plan, backend="redis", keys=p.keys, teams=p.teams)],
+            lambda p: {"agent_state": partial(audit_agent_state, teams=p.teams)},
         ),
     )
 }
@@ -59,12 +119,14 @@ class UnknownScenario(ValueError):
     pass
 
 
-def select(names: str) -> list[Scenario]:
-    """The scenarios named in a comma-separated list; all of them for an empty one."""
+def select(names: str, isolation: str, extra: tuple[Scenario, ...] = ()) -> list[Scenario]:
+    """The scenarios named in a comma-separated list. For an empty list: the user's own
+    scenarios if there are any, else the default mix at this isolation level."""
+    known = {**SCENARIOS, **{s.name: s for s in extra}}
     wanted = [name.strip() for name in names.split(",") if name.strip()]
     if not wanted:
-        return list(SCENARIOS.values())
-    unknown = [name for name in wanted if name not in SCENARIOS]
+        return list(extra) or [s for s in SCENARIOS.values() if s.joins_default_mix(isolation)]
+    unknown = [name for name in wanted if name not in known]
     if unknown:
-        raise UnknownScenario(f"unknown scenario {', '.join(map(repr, unknown))}; known: {', '.join(SCENARIOS)}")
-    return [SCENARIOS[name] for name in dict.fromkeys(wanted)]
+        raise UnknownScenario(f"unknown scenario {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
+    return [known[name] for name in dict.fromkeys(wanted)]

@@ -14,6 +14,8 @@ from locust.event import EventHook
 
 from db import schema as run_schema
 from db.adapter import ToolAdapter
+from db.audits import AuditContext
+from db.redis_keys import RedisKeys
 from db.pool import SessionSettings, open_pool
 from db.retry import RetryPolicy
 
@@ -67,3 +69,8 @@ def settings_from(*args: str):
     parser = get_parser()
     add_arguments(parser)
     return Settings.from_options(parser.parse_args(list(args)))
+
+
+def context_for(conn: psycopg.Connection, schema: str, acknowledged_of, redis_client=None, findings=()) -> AuditContext:
+    """An audit's context on the test's own session."""
+    return AuditContext(conn, schema, redis_client, RedisKeys(schema), acknowledged_of, list(findings))

@@ -9,12 +9,13 @@ import gevent
 import pytest
 from psycopg import sql
 
-from db.audits import Acknowledged, audit_credits
+from db.audits import Acknowledged
 from db.call_record import Outcome
 from db.pool import SessionSettings
 from db.tool import Tool
 from tasks.credits import deduct_credits, transfer_credits
-from tests.support import Recorder, adapter_on, prepared_schema
+from tasks.credits_audit import audit_credits as audit_credits_in
+from tests.support import Recorder, adapter_on, context_for, prepared_schema
 
 ACCOUNTS = 5
 
@@ -39,6 +40,10 @@ def audited_run(servers, admin, schema):
     assert len(succeeded) > 100 and any(r.failures for r in recorder.records), "the run must have contended"
     admin.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
     return schema, Acknowledged(succeeded, indeterminate=0)
+
+
+def audit_credits(admin, schema, acknowledged):
+    return audit_credits_in(context_for(admin, schema, lambda tools: acknowledged))
 
 
 def _failed(checks) -> set[str]:

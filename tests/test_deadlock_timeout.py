@@ -32,13 +32,14 @@ def test_a_superuser_session_gets_the_requested_deadlock_timeout(servers, schema
         assert conn.execute("SHOW deadlock_timeout").fetchone()[0] == "70ms"
 
 
-def test_a_plain_role_keeps_the_servers_value_and_the_report_says_so(plain_role_dsn, admin, schema):
+def test_a_plain_role_keeps_the_servers_value_and_the_report_says_so(servers, plain_role_dsn, admin, schema):
     server_value = admin.execute("SHOW deadlock_timeout").fetchone()[0]
     with psycopg.connect(plain_role_dsn, autocommit=True) as conn:
         assert not SessionSettings(schema, deadlock_timeout_ms=70).try_set_deadlock_timeout(conn)
         assert conn.execute("SHOW deadlock_timeout").fetchone()[0] == server_value
 
-    coordinator = Coordinator(settings_from("--schema", schema, "--deadlock-timeout", "70"), plain_role_dsn, [])
+    settings = settings_from("--schema", schema, "--deadlock-timeout", "70")
+    coordinator = Coordinator(settings, plain_role_dsn, servers.redis_url, [])
     coordinator.open()
     try:
         note = coordinator.deadlock_timeout

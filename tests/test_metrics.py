@@ -61,3 +61,4 @@ def test_metrics_survive_the_wire_form_and_add_up():
     assert total.conflicts["version_conflicts"] == 1 and total.conflicts["deadlocks"] == 1
     assert total.distributions["pool_wait"].count == 3
     assert total.succeeded_op_ids == a.succeeded_op_ids
+    assert total.acknowledged({"deduct_credits"}).succeeded_op_ids == a.succeeded_op_ids["deduct_credits"]

@@ -1,0 +1,56 @@
+"""The agent_state scenario: agents of a team share a plan in Redis and change it with
+optimistic concurrency (WATCH/MULTI/EXEC, retried on WatchError)."""
+
+from __future__ import annotations
+
+from db.audits import AuditContext, Check
+from db.redis_keys import RedisKeys
+from db.tool import Transaction
+
+__all__ = ["update_plan", "audit_agent_state"]
+
+
+def update_plan(tx: Transaction, *, keys: RedisKeys, teams: int) -> None:
+    team = tx.rng.randint(1, teams)
+    plan, steps, all_steps = keys("plan", team), keys("plan", team, "steps"), keys("plan", "all_steps")
+    step = str(tx.op_id)
+    with tx.redis.pipeline() as pipe:
+        pipe.watch(plan)
+        version = int(pipe.hget(plan, "version") or 0)
+        tx.work()  # the agent decides its change while others may change the plan
+        pipe.multi()
+        pipe.hset(plan, mapping={"version": version + 1, "last_step": step})
+        pipe.sadd(steps, step)
+        pipe.sadd(all_steps, step)
+        pipe.execute()  # WatchError if the plan changed since WATCH: classified and retried
+
+
+def audit_agent_state(ctx: AuditContext, *, teams: int) -> list[Check]:
+    r, keys = ctx.redis, ctx.keys
+    wrong_versions = []
+    for team in range(1, teams + 1):
+        version = int(r.hget(keys("plan", team), "version") or 0)
+        applied = r.scard(keys("plan", team, "steps"))
+        if version != applied:
+            wrong_versions.append((team, version, applied))
+    acknowledged = ctx.acknowledged_of(["update_plan"])
+    present = set()
+    op_ids = acknowledged.succeeded_op_ids
+    for start in range(0, len(op_ids), 1000):
+        chunk = op_ids[start : start + 1000]
+        found = r.smismember(keys("plan", "all_steps"), [str(op) for op in chunk])
+        present.update(op for op, here in zip(chunk, found) if here)
+    missing = [op for op in op_ids if op not in present]
+    stored = r.scard(keys("plan", "all_steps"))
+    high = len(op_ids) + acknowledged.indeterminate
+    return [
+        Check("plan_steps_not_lost", not missing, len(op_ids), len(op_ids) - len(missing),
+              "every acknowledged change is in its team's plan"
+              + (f"; lost: {', '.join(map(str, missing[:3]))}" if missing else ""), anomaly="lost_updates",
+              anomaly_count=len(missing)),
+        Check("plan_version_counts_changes", not wrong_versions, 0, len(wrong_versions),
+              "; ".join(f"team {t} at version {v} after {a} changes" for t, v, a in wrong_versions[:5])
+              or "each team's version = the number of changes applied to its plan"),
+        Check("plan_steps_within_acknowledged", len(op_ids) <= stored <= high, [len(op_ids), high], stored,
+              "no step the agents were not told of"),
+    ]

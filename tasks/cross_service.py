@@ -1,0 +1,119 @@
+"""The cross_service scenario: one operation across PostgreSQL and Redis.
+
+`charge_usage` charges credits in PostgreSQL and must count the agent's usage in Redis (the
+counters a rate limiter reads). Both cannot commit together, so the charge writes an outbox
+row in its own transaction; the usage is applied to Redis from the outbox, idempotently (a
+set of applied operation ids guards the increment), right after the commit by the agent, and
+by the relay for anything an agent could not apply (a crash, a Redis error). Between the commit
+and the apply the two services disagree: that window is measured, and the relay's catch-ups
+are counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+import psycopg
+import redis
+import redis.exceptions
+from psycopg import sql
+
+from db.audits import AuditContext, Check, acknowledged_in_table
+from db.redis_keys import RedisKeys
+from db.tool import Transaction
+from tasks.credits import MAX_AMOUNT, InsufficientCredits
+from tasks.ledger import record_in_ledger
+
+__all__ = ["charge_usage", "relay_outbox", "audit_cross_service"]
+
+log = logging.getLogger(__name__)
+
+# KEYS: applied op ids, usage hash. ARGV: op id, agent, amount. 1 if applied now, 0 if it already was.
+_APPLY = """
+if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
+  redis.call('HINCRBY', KEYS[2], ARGV[2], ARGV[3])
+  return 1
+end
+return 0
+"""
+
+
+def _apply(client: redis.Redis, keys: RedisKeys, op_id: uuid.UUID, agent_id: str, amount: int) -> bool:
+    return bool(client.eval(_APPLY, 2, keys("usage", "applied"), keys("usage"), str(op_id), agent_id, amount))
+
+
+def charge_usage(tx: Transaction, *, accounts: int, keys: RedisKeys) -> None:
+    account = tx.rng.randint(1, accounts)
+    amount = tx.rng.randint(1, MAX_AMOUNT)
+    paid = tx.execute(
+        "UPDATE accounts SET balance = balance - %s, version = version + 1 WHERE id = %s AND balance >= %s",
+        (amount, account, amount),
+    )
+    if paid.rowcount == 0:
+        raise InsufficientCredits(f"account {account} cannot pay {amount}")
+    record_in_ledger(tx, "charge_usage", debit=account, credit=None, amount=amount)
+    tx.execute("INSERT INTO usage_outbox (op_id, agent_id, amount) VALUES (%s, %s, %s)",
+               (tx.op_id, tx.agent_id, amount))
+    tx.work()
+    started = time.perf_counter()
+    op_id, agent_id, client = tx.op_id, tx.agent_id, tx.redis
+
+    def apply_usage() -> None:
+        try:
+            _apply(client, keys, op_id, agent_id, amount)
+        except redis.exceptions.RedisError as exc:
+            log.debug("usage of %s left to the relay: %s", op_id, exc)
+            return
+        tx.observe("cross_service_window", time.perf_counter() - started)
+
+    tx.after_commit.append(apply_usage)
+
+
+def relay_outbox(conn: psycopg.Connection, schema: str, client: redis.Redis, keys: RedisKeys) -> dict[str, int]:
+    """Apply every outbox row to Redis (idempotently) and mark it applied; what it did."""
+    outbox = sql.Identifier(schema, "usage_outbox")
+    caught_up = applied = 0
+    while True:
+        with conn.transaction():
+            rows = conn.execute(
+                sql.SQL("SELECT op_id, agent_id, amount FROM {} WHERE applied_at IS NULL"
+                        " ORDER BY committed_at LIMIT 1000 FOR UPDATE SKIP LOCKED").format(outbox)
+            ).fetchall()
+            for op_id, agent_id, amount in rows:
+                caught_up += _apply(client, keys, op_id, agent_id, amount)
+            if rows:
+                conn.execute(sql.SQL("UPDATE {} SET applied_at = clock_timestamp() WHERE op_id = ANY(%s)").format(outbox),
+                             ([r[0] for r in rows],))
+        applied += len(rows)
+        if len(rows) < 1000:
+            return {"marked": applied, "caught_up": caught_up}
+
+
+def audit_cross_service(ctx: AuditContext) -> list[Check]:
+    relayed = relay_outbox(ctx.conn, ctx.schema, ctx.redis, ctx.keys)
+    conn = ctx.conn
+    with conn.transaction():
+        conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(ctx.schema)))
+        charged = dict(conn.execute("SELECT agent_id, sum(amount) FROM usage_outbox GROUP BY agent_id").fetchall())
+        outbox_rows = conn.execute("SELECT count(*) FROM usage_outbox").fetchone()[0]
+        in_outbox = acknowledged_in_table(conn, "charges_in_outbox", "usage_outbox",
+                                          ctx.acknowledged_of(["charge_usage"]).succeeded_op_ids)
+    counted = {agent.decode(): int(total) for agent, total in ctx.redis.hgetall(ctx.keys("usage")).items()}
+    mismatched = sorted(
+        (agent, int(charged.get(agent, 0)), counted.get(agent, 0))
+        for agent in set(charged) | set(counted)
+        if int(charged.get(agent, 0)) != counted.get(agent, 0)
+    )
+    applied_ids = ctx.redis.scard(ctx.keys("usage", "applied"))
+    return [
+        Check("usage_agrees_per_agent", not mismatched, 0, len(mismatched),
+              "; ".join(f"agent {a}: PostgreSQL charged {p}, Redis counted {r}" for a, p, r in mismatched[:5])
+              or f"PostgreSQL's charges = Redis's usage counters for all {len(charged)} agents"
+                 f" (the relay caught up {relayed['caught_up']} at the end)",
+              anomaly="cross_service_mismatches", anomaly_count=len(mismatched)),
+        Check("usage_applied_once", applied_ids == outbox_rows, outbox_rows, applied_ids,
+              "each charge was applied to Redis exactly once"),
+        in_outbox,
+    ]

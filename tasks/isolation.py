@@ -1,0 +1,70 @@
+"""The isolation scenario: tools written the way that is only safe at the right isolation level.
+
+`increment_counter` reads a counter, works, then writes back value + 1 (a lost update, unless
+the level refuses it). `reserve_slot` takes one of two on-call agents off duty after checking
+that the other one stays (write skew, unless the level refuses it). PostgreSQL documents what
+each level allows: read committed both; repeatable read refuses the lost update (40001) but
+allows write skew; serializable allows neither.
+"""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+from db.audits import AuditContext, Check, acknowledged_in_table, listing, rows_within_acknowledged
+from db.tool import Transaction
+
+__all__ = ["increment_counter", "reserve_slot", "audit_isolation"]
+
+
+def increment_counter(tx: Transaction, *, counters: int) -> None:
+    counter = tx.rng.randint(1, counters)
+    value = tx.execute("SELECT value FROM counters WHERE id = %s", (counter,)).fetchone()[0]
+    tx.work()
+    tx.execute("UPDATE counters SET value = %s WHERE id = %s", (value + 1, counter))
+    tx.execute("INSERT INTO counter_ops (op_id, counter_id, amount) VALUES (%s, %s, 1)", (tx.op_id, counter))
+
+
+def reserve_slot(tx: Transaction) -> None:
+    # Two calls per pair, one per slot: each pair is raced at most once, so every violation
+    # that ever happened is still there for the audit. A retried call takes a fresh pair.
+    call = tx.execute("SELECT nextval('duty_pair_calls')").fetchone()[0]
+    pair, slot = divmod(call, 2)
+    off_duty = tx.execute("SELECT count(*) FROM duty_leave WHERE pair_id = %s", (pair,)).fetchone()[0]
+    if off_duty:
+        return  # the rule holds: the other agent of the pair is already off, this one stays
+    tx.work()
+    tx.execute("INSERT INTO duty_leave (pair_id, slot, op_id) VALUES (%s, %s, %s)", (pair, slot, tx.op_id))
+
+
+def audit_isolation(ctx: AuditContext) -> list[Check]:
+    conn = ctx.conn
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(ctx.schema)))
+        short = conn.execute(
+            """SELECT c.id, c.value, coalesce(sum(o.amount), 0) AS applied
+               FROM counters c LEFT JOIN counter_ops o ON o.counter_id = c.id
+               GROUP BY c.id, c.value HAVING c.value <> coalesce(sum(o.amount), 0) ORDER BY c.id"""
+        ).fetchall()
+        lost = sum(applied - value for _, value, applied in short)
+        skewed = conn.execute(
+            "SELECT pair_id FROM duty_leave GROUP BY pair_id HAVING count(*) > 1 ORDER BY pair_id"
+        ).fetchall()
+        increments = ctx.acknowledged_of(["increment_counter"])
+        checks = [
+            acknowledged_in_table(conn, "increments_in_counter_ops", "counter_ops", increments.succeeded_op_ids),
+            rows_within_acknowledged(conn, "counter_ops_within_acknowledged", "counter_ops", increments),
+        ]
+    return [
+        Check("no_lost_updates", lost == 0, 0, lost,
+              listing("counter {} holds {} after {} acknowledged increments", short)
+              or "every counter = the number of its acknowledged increments", anomaly="lost_updates",
+              anomaly_count=max(0, lost)),
+        Check("no_write_skew", not skewed, 0, len(skewed),
+              ("both agents off duty in pairs " + ", ".join(str(p[0]) for p in skewed[:5])) if skewed
+              else "every pair kept one agent on duty", anomaly="write_skew", anomaly_count=len(skewed)),
+        *checks,
+    ]
+
+
