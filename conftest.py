@@ -20,10 +20,12 @@ from dataclasses import dataclass
 
 import psycopg
 import pytest
+import redis
 from psycopg import sql
 
 from db.connect import ServiceUnreachable, probe_postgres, probe_redis
 from db.embedded import EmbeddedPostgres, EmbeddedRedis, make_run_dir, remove_run_dir
+from db.redis_keys import RedisKeys
 
 
 @dataclass(frozen=True)
@@ -66,8 +68,10 @@ def admin(servers: TestServers) -> Iterator[psycopg.Connection]:
 
 
 @pytest.fixture
-def schema(admin: psycopg.Connection) -> Iterator[str]:
-    """A schema name of the test's own, dropped afterwards."""
+def schema(servers: TestServers, admin: psycopg.Connection) -> Iterator[str]:
+    """A schema name of the test's own, dropped afterwards with its Redis keys."""
     name = f"tc_test_{uuid.uuid4().hex[:10]}"
     yield name
     admin.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+    with redis.Redis.from_url(servers.redis_url) as client:
+        RedisKeys(name).clear(client)

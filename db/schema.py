@@ -131,7 +131,7 @@ def _add_missing_tables(conn: psycopg.Connection, schema: str) -> None:
 
 
 def begin_run(
-    conn: psycopg.Connection, schema: str, run_id: str, *, accounts: int, initial_balance: int, counters: int = 1
+    conn: psycopg.Connection, schema: str, run_id: str, *, accounts: int, initial_balance: int, counters: int
 ) -> None:
     """Empty the run's tables, seed accounts and counters, and mark the run in progress, atomically."""
     ident = sql.Identifier(schema)

@@ -83,8 +83,8 @@ class Tool:
 def tool(*, weight: int = 1, backend: str = "pg") -> Callable[[Callable[[Transaction], None]], Callable[[Transaction], None]]:
     """Optional marks on a user-written tool function: how often agents pick it, and whether it
     needs a PostgreSQL transaction ("pg") or only Redis ("redis")."""
-    if weight < 1 or backend not in ("pg", "redis"):
-        raise ValueError(f"tool(weight={weight!r}, backend={backend!r}): weight >= 1, backend 'pg' or 'redis'")
+    if weight < 0 or backend not in ("pg", "redis"):
+        raise ValueError(f"tool(weight={weight!r}, backend={backend!r}): weight >= 0, backend 'pg' or 'redis'")
 
     def mark(function: Callable[[Transaction], None]) -> Callable[[Transaction], None]:
         function.toolclash_weight = weight

@@ -87,6 +87,7 @@ class Coordinator:
             run_id,
             accounts=self.settings.params.accounts,
             initial_balance=self.settings.initial_balance,
+            counters=self.settings.params.counters,
         )
         self.settings.params.keys.clear(self._redis)
         for scenario in self.settings.scenarios:

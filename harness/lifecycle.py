@@ -13,6 +13,7 @@ become Locust's exit 1.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import weakref
 from typing import Any, NoReturn
@@ -25,6 +26,7 @@ from db.connect import ServiceUnreachable
 from db.schema import SchemaRefused
 from harness.coordinator import Coordinator
 from harness.load import Load
+from harness.matrix import MATRIX_LEVEL_VARIABLE, run_matrix
 from harness.options import BadOption, Settings, add_arguments
 from harness.report import format_summary, write_json
 from harness.services import Services
@@ -58,6 +60,10 @@ def _on_init(environment: Environment, runner: Runner, **_: Any) -> None:
         settings = Settings.from_options(environment.parsed_options)
     except BadOption as exc:
         _fail_configuration(str(exc))
+    if settings.isolation_matrix and MATRIX_LEVEL_VARIABLE not in os.environ:
+        if not environment.parsed_options.headless:
+            _fail_configuration("--isolation-matrix runs headless: add --headless")
+        raise SystemExit(run_matrix(sys.argv[1:], settings.report_json))
     if isinstance(runner, WorkerRunner):
         _fail_configuration("distributed runs (--master/--worker/--processes) are not supported yet")
     services = Services(settings.pg_dsn, settings.redis_url)

@@ -25,7 +25,7 @@ LOCUST = str(Path(sys.executable).with_name("locust"))
 
 def prepared_schema(admin: psycopg.Connection, schema: str, accounts: int = 10, balance: int = 1000) -> None:
     run_schema.prepare(admin, schema, reset=False)
-    run_schema.begin_run(admin, schema, "test", accounts=accounts, initial_balance=balance)
+    run_schema.begin_run(admin, schema, "test", accounts=accounts, initial_balance=balance, counters=4)
 
 
 class Recorder:

@@ -99,7 +99,7 @@ def test_the_embedded_default_runs_and_stops_on_ctrl_c(tmp_path):
     pgdata = sorted(_embedded_pgdata() - already_running)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=60)
-    assert process.returncode == 0, stderr[-3000:]
+    assert process.returncode == 0, (process.returncode, stdout[-3000:], stderr[-1500:])
     report = read_report(report_path)
     assert report["verdict"] == "pass"
     assert [s["origin"] for s in report["servers"]] == ["embedded, no --pg-dsn given", "embedded, no --redis-url given"]

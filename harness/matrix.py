@@ -1,0 +1,93 @@
+"""--isolation-matrix: the same run once per isolation level, and the table to choose a level by.
+
+Each level is a whole `locust` run of its own (the same options, `--isolation` set), so every
+row has its own servers' counters, audits and verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from db.pool import ISOLATION_LEVELS
+from harness.report import write_json
+
+__all__ = ["MATRIX_LEVEL_VARIABLE", "run_matrix", "format_matrix"]
+
+# Set in the environment of each level's run, so that it runs that level only, whatever the
+# config file or the parent's variables say about --isolation-matrix.
+MATRIX_LEVEL_VARIABLE = "TOOLCLASH_MATRIX_LEVEL"
+
+# Options the matrix sets itself in each level's run; the user's values for them are dropped.
+_OWN_OPTIONS = {"--isolation": True, "--report-json": True, "--isolation-matrix": False}
+
+
+def _level_arguments(argv: list[str]) -> list[str]:
+    kept: list[str] = []
+    skip_value = False
+    for arg in argv:
+        if skip_value:
+            skip_value = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in _OWN_OPTIONS:
+            skip_value = _OWN_OPTIONS[name] and "=" not in arg
+            continue
+        kept.append(arg)
+    if not any(a.split("=", 1)[0] == "--scenario" for a in kept) and "TOOLCLASH_SCENARIO" not in os.environ:
+        kept += ["--scenario", "isolation"]
+    return kept
+
+
+def run_matrix(argv: list[str], report_json: str | None) -> int:
+    """Run every level; print the table; 0 when at least one level passes, 1 when none does,
+    2 when a level's run could not produce a verdict."""
+    rows: list[dict[str, Any]] = []
+    arguments = _level_arguments(argv)
+    for level in ISOLATION_LEVELS:
+        print(f"toolclash: isolation matrix: running at {level} …", flush=True)
+        with tempfile.TemporaryDirectory(prefix="toolclash-matrix-") as scratch:
+            report_path = Path(scratch) / "report.json"
+            env = {**os.environ, MATRIX_LEVEL_VARIABLE: level}
+            done = subprocess.run(
+                [sys.executable, "-m", "locust", *arguments, "--isolation", level, "--report-json", str(report_path)],
+                env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+            )
+            if not report_path.exists():
+                reason = next((line for line in reversed(done.stderr.splitlines()) if "toolclash: error" in line),
+                              f"exit code {done.returncode}")
+                print(f"toolclash: error: the {level} run gave no verdict: {reason}", file=sys.stderr, flush=True)
+                return 2
+            report = json.loads(report_path.read_text(encoding="utf-8"))
+        rows.append({"level": level, "report": report})
+    print(format_matrix(rows), flush=True)
+    if report_json:
+        write_json({"matrix": rows}, report_json)
+    return 0 if any(row["report"]["verdict"] == "pass" for row in rows) else 1
+
+
+def _row_figures(report: dict[str, Any]) -> tuple[int, int, int, int, str]:
+    calls = sum(tool["calls"] for tool in report["tools"].values())
+    return (
+        calls,
+        report["conflicts"]["serialization_failures"],
+        report["anomalies"]["lost_updates"],
+        report["anomalies"]["write_skew"],
+        report["verdict"].upper(),
+    )
+
+
+def format_matrix(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "",
+        f"{'isolation level':<18}{'calls':>9}{'serialization failures':>24}{'lost updates':>14}{'write skew':>12}  verdict",
+    ]
+    for row in rows:
+        calls, failures, lost, skew, verdict = _row_figures(row["report"])
+        lines.append(f"{row['level']:<18}{calls:>9}{failures:>24}{lost:>14}{skew:>12}  {verdict}")
+    return "\n".join(lines)
