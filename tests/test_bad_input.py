@@ -49,6 +49,10 @@ def test_a_dsn_that_does_not_parse_is_refused(servers):
         (["--max-tries", "0"], "--max-tries 0"),
         (["--pool-timeout", "-1"], "--pool-timeout -1"),
         (["--schema", "pg_catalog"], "--schema 'pg_catalog'"),
+        (["--queue-capacity", "0"], "--queue-capacity 0"),
+        (["--teams", "0"], "--teams 0"),
+        (["--hold-time", "-5"], "--hold-time -5"),
+        (["--tools-module", "no/such/file.py"], "no such file"),
     ],
 )
 def test_nonsense_options_are_refused_before_any_server_is_touched(args, says):
@@ -80,3 +84,20 @@ def test_a_schema_not_made_by_toolclash_is_never_touched(servers, admin, schema)
         done = run_locust("--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema, *extra, *RUN)
         assert "not made by toolclash" in _one_clear_line(done)
     assert admin.execute(sql.SQL("SELECT to_regclass({})").format(sql.Literal(f"{schema}.precious"))).fetchone()[0]
+
+
+@pytest.mark.parametrize(
+    "source, says",
+    [
+        ("def broken(:\n", "does not import: SyntaxError"),
+        ("import no_such_package_here\n", "does not import: ModuleNotFoundError"),
+        ("X = 1\ndef helper(a):\n    return a\n", "defines no tool"),
+        ("from db.tool import tool\n@tool(weight=0)\ndef idle(tx):\n    pass\n", "no tool with a weight above 0"),
+    ],
+    ids=["syntax", "import", "no-tool", "empty-mix"],
+)
+def test_a_tools_module_that_cannot_serve_is_refused(tmp_path, source, says):
+    module = tmp_path / "tools.py"
+    module.write_text(source)
+    done = run_locust(*RUN, "--tools-module", str(module))
+    assert says in _one_clear_line(done)
