@@ -11,7 +11,7 @@ from db.errors import VersionConflict
 from db.tool import Transaction
 from tasks.ledger import record_in_ledger
 
-__all__ = ["InsufficientCredits", "deduct_credits", "transfer_credits", "MAX_AMOUNT"]
+__all__ = ["InsufficientCredits", "debit", "deduct_credits", "transfer_credits", "MAX_AMOUNT"]
 
 MAX_AMOUNT = 10
 
@@ -36,15 +36,20 @@ def deduct_credits(tx: Transaction, *, accounts: int) -> None:
     record_in_ledger(tx, "deduct_credits", debit=account, credit=None, amount=amount)
 
 
+def debit(tx: Transaction, account: int, amount: int) -> None:
+    """Take `amount` from `account`, locking its row, unless that would make it negative."""
+    paid = tx.execute(
+        "UPDATE accounts SET balance = balance - %s, version = version + 1 WHERE id = %s AND balance >= %s",
+        (amount, account, amount),
+    )
+    if paid.rowcount == 0:
+        raise InsufficientCredits(f"account {account} cannot pay {amount}")
+
+
 def transfer_credits(tx: Transaction, *, accounts: int) -> None:
     payer, payee = tx.rng.sample(range(1, accounts + 1), 2)
     amount = tx.rng.randint(1, MAX_AMOUNT)
-    paid = tx.execute(
-        "UPDATE accounts SET balance = balance - %s, version = version + 1 WHERE id = %s AND balance >= %s",
-        (amount, payer, amount),
-    )
-    if paid.rowcount == 0:
-        raise InsufficientCredits(f"account {payer} cannot pay {amount}")
+    debit(tx, payer, amount)
     tx.work()
     tx.execute("UPDATE accounts SET balance = balance + %s, version = version + 1 WHERE id = %s", (amount, payee))
     record_in_ledger(tx, "transfer_credits", debit=payer, credit=payee, amount=amount)

@@ -23,7 +23,7 @@ from psycopg import sql
 from db.audits import AuditContext, Check, acknowledged_in_table
 from db.redis_keys import RedisKeys
 from db.tool import Transaction
-from tasks.credits import MAX_AMOUNT, InsufficientCredits
+from tasks.credits import MAX_AMOUNT, debit
 from tasks.ledger import record_in_ledger
 
 __all__ = ["charge_usage", "relay_outbox", "audit_cross_service"]
@@ -47,12 +47,7 @@ def _apply(client: redis.Redis, keys: RedisKeys, op_id: uuid.UUID, agent_id: str
 def charge_usage(tx: Transaction, *, accounts: int, keys: RedisKeys) -> None:
     account = tx.rng.randint(1, accounts)
     amount = tx.rng.randint(1, MAX_AMOUNT)
-    paid = tx.execute(
-        "UPDATE accounts SET balance = balance - %s, version = version + 1 WHERE id = %s AND balance >= %s",
-        (amount, account, amount),
-    )
-    if paid.rowcount == 0:
-        raise InsufficientCredits(f"account {account} cannot pay {amount}")
+    debit(tx, account, amount)
     record_in_ledger(tx, "charge_usage", debit=account, credit=None, amount=amount)
     tx.execute("INSERT INTO usage_outbox (op_id, agent_id, amount) VALUES (%s, %s, %s)",
                (tx.op_id, tx.agent_id, amount))
