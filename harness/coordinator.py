@@ -168,7 +168,7 @@ class Coordinator:
                       "description": s.describe()} for s in self._servers],
             timeseries=self._samples,
         )
-        report["sla"] = sla.evaluate(sla.DEFAULT_RULES, report)
+        report["sla"] = sla.evaluate(self.settings.sla_rules, report, self.settings.scopes)
         passed = report["audit"]["ok"] and all(rule["ok"] for rule in report["sla"])
         report["verdict"] = Verdict.PASS if passed else Verdict.FAIL
         report["exit_code"] = Verdict.EXIT_CODES[report["verdict"]]

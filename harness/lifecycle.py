@@ -25,6 +25,7 @@ from locust.runners import STATE_CLEANUP, STATE_INIT, STATE_STOPPED, MasterRunne
 from db.connect import ServiceUnreachable
 from db.schema import SchemaRefused
 from harness.coordinator import Coordinator
+from harness.junit import write_junit
 from harness.load import Load
 from harness.matrix import MATRIX_LEVEL_VARIABLE, run_matrix
 from harness.options import BadOption, Settings, add_arguments
@@ -149,6 +150,8 @@ class Toolclash:
         print(format_summary(self.report), flush=True)
         if self.settings.report_json:
             write_json(self.report, self.settings.report_json)
+        if self.settings.junit_xml:
+            write_junit(self.report, self.settings.junit_xml)
 
     def on_quitting(self, environment: Environment, **_: Any) -> None:
         # On Ctrl-C Locust fires `quitting` before it stops the runner: stop it here, so the run

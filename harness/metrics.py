@@ -91,6 +91,7 @@ class ToolStats:
     interrupted: int = 0  # stopped with the run before COMMIT: rolled back, not counted as calls
     attempts: int = 0
     retries: int = 0
+    failures: dict[str, int] = field(default_factory=dict)  # failed attempts, by kind
     latency: Histogram = field(default_factory=Histogram)
 
     _COUNTS = ("calls", "succeeded", "failed", "indeterminate", "interrupted", "attempts", "retries")
@@ -98,14 +99,17 @@ class ToolStats:
     def merge(self, other: ToolStats) -> None:
         for name in self._COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        for kind, count in other.failures.items():
+            self.failures[kind] = self.failures.get(kind, 0) + count
         self.latency.merge(other.latency)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**{name: getattr(self, name) for name in self._COUNTS}, "latency": self.latency.to_dict()}
+        return {**{name: getattr(self, name) for name in self._COUNTS}, "failures": dict(self.failures),
+                "latency": self.latency.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ToolStats:
-        stats = cls(**{name: data[name] for name in cls._COUNTS})
+        stats = cls(**{name: data[name] for name in cls._COUNTS}, failures=dict(data["failures"]))
         stats.latency = Histogram.from_dict(data["latency"])
         return stats
 
@@ -147,6 +151,7 @@ class Metrics:
         if stats is None:
             stats = self.tools[record.tool] = ToolStats()
         for failure in record.failures:
+            stats.failures[failure.value] = stats.failures.get(failure.value, 0) + 1
             if failure is Failure.ERROR:
                 self.errors += 1
             else:

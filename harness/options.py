@@ -4,13 +4,15 @@ and their validation into one immutable `Settings`."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from db.pool import ISOLATION_LEVELS
 from db.redis_keys import RedisKeys
 from db.retry import RetryPolicy
 from tasks.scenarios import Scenario, ScenarioParams, UnknownScenario, select
+from harness.sla import DEFAULT_SLA_FILE, BadSlaFile, Rule, load_rules
 from tasks.user_tools import BadToolsModule, load_tools_module
 
 __all__ = ["BadOption", "Settings", "add_arguments"]
@@ -74,8 +76,12 @@ def add_arguments(parser: Any) -> None:
         help="ms of work a tool does between its statements while holding its locks (default: 5)")
     add("--think-time", env_var="TOOLCLASH_THINK_TIME", type=float, default=0.0,
         help="ms an agent waits between two tool calls (default: 0)")
+    add("--sla", env_var="TOOLCLASH_SLA", default=None,
+        help="TOML file of SLA rules ([[rule]] metric, op, threshold, scope); default: sla/default.toml")
     add("--report-json", env_var="TOOLCLASH_REPORT_JSON", default=None,
         help="write the run's report as JSON to this path")
+    add("--junit-xml", env_var="TOOLCLASH_JUNIT_XML", default=None,
+        help="write one JUnit test case per SLA rule and per audit check to this path, for CI")
 
 
 def _schema_name(value: str) -> str:
@@ -87,6 +93,16 @@ def _schema_name(value: str) -> str:
 def _at_least(name: str, value: float | None, low: float, unit: str = "") -> None:
     if value is not None and value < low:
         raise BadOption(f"{name} {value}{unit}: must be at least {low}{unit}")
+
+
+def _scopes(scenarios: tuple[Scenario, ...], params: ScenarioParams) -> dict[str, list[str]]:
+    """What an SLA rule's scope may name: each tool, and each scenario (its tools)."""
+    scopes: dict[str, list[str]] = {}
+    for scenario in scenarios:
+        names = [wt.tool.name for wt in scenario.tools(params)]
+        scopes[scenario.name] = names
+        scopes.update({name: [name] for name in names})
+    return scopes
 
 
 @dataclass(frozen=True)
@@ -107,6 +123,9 @@ class Settings:
     think_time_s: float
     report_json: str | None
     isolation_matrix: bool = False
+    sla_rules: tuple[Rule, ...] = ()
+    scopes: dict[str, list[str]] = field(default_factory=dict)  # tool and scenario names -> tools
+    junit_xml: str | None = None
     initial_balance: int = INITIAL_BALANCE
 
     @classmethod
@@ -147,6 +166,11 @@ class Settings:
         )
         if not any(wt.weight > 0 for scenario in scenarios for wt in scenario.tools(params)):
             raise BadOption(f"--scenario {options.scenario!r}: the mix has no tool with a weight above 0")
+        scopes = _scopes(scenarios, params)
+        try:
+            sla_rules = load_rules(Path(options.sla) if options.sla else DEFAULT_SLA_FILE, scopes)
+        except BadSlaFile as exc:
+            raise BadOption(str(exc)) from None
         return cls(
             pg_dsn=options.pg_dsn or None,
             redis_url=options.redis_url or None,
@@ -164,6 +188,9 @@ class Settings:
             think_time_s=options.think_time / 1000.0,
             report_json=options.report_json,
             isolation_matrix=options.isolation_matrix,
+            sla_rules=sla_rules,
+            scopes=scopes,
+            junit_xml=options.junit_xml,
         )
 
     def pool_size_for(self, agents: int) -> int:

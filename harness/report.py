@@ -43,6 +43,7 @@ def build_report(
             "interrupted": stats.interrupted,
             "attempts": stats.attempts,
             "retries": stats.retries,
+            "failures": dict(stats.failures),
             "p50_ms": latency["p50"],
             "p95_ms": latency["p95"],
             "p99_ms": latency["p99"],
@@ -140,7 +141,7 @@ def format_summary(report: dict[str, Any]) -> str:
     for rule in report["sla"]:
         mark = "ok  " if rule["ok"] else "FAIL"
         lines.append(
-            f"  [{mark}] {rule['name']}: observed {_figure(rule['observed'])} (needs {rule['op']} {rule['threshold']})"
+            f"  [{mark}] {rule['name']}: observed {_figure(rule['observed'])} (needs {rule['op']} {rule['threshold']:g})"
         )
     lines.append("")
     lines.append(f"verdict: {report['verdict'].upper()}")

@@ -1,41 +1,121 @@
-"""Service-level rules and their evaluation against a run's report."""
+"""Service-level rules: read from a TOML file (--sla), checked against a run's report.
+
+    [[rule]]
+    metric = "tool_p95_ms"     # see METRICS
+    op = "<"                   # <, <=, >, >=
+    threshold = 2000
+    scope = "deduct_credits"   # optional: a tool or a scenario
+    name = "deductions stay fast"  # optional
+
+sla/default.toml holds the product brief's rules; it is what runs without --sla.
+"""
 
 from __future__ import annotations
 
 import operator
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-__all__ = ["Rule", "DEFAULT_RULES", "evaluate"]
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
-_OPS: dict[str, Callable[[float, float], bool]] = {
-    "<": operator.lt,
-    "<=": operator.le,
-    ">": operator.gt,
-    ">=": operator.ge,
-}
+from db.errors import Failure
+from harness.metrics import CONFLICT_COUNTERS
+
+__all__ = ["BadSlaFile", "DEFAULT_SLA_FILE", "METRICS", "Rule", "evaluate", "load_rules"]
+
+DEFAULT_SLA_FILE = Path(__file__).resolve().parent.parent / "sla" / "default.toml"
+
+_OPS: dict[str, Callable[[float, float], bool]] = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+
+Report = dict[str, Any]
 
 
-def _all_tools_total(report: dict[str, Any], key: str) -> int:
-    return sum(tool[key] for tool in report["tools"].values())
+class BadSlaFile(ValueError):
+    """The message names the file, the rule and what is wrong, in one line."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    kind: str  # "ms", "rate", "count" or "per_minute": what thresholds make sense
+    read: Callable[[Report, list[str] | None], float | None]
+    per_tool: bool = False  # unscoped, it is checked for each tool
+    help: str = ""
+
+
+def _tools(report: Report, tools: list[str] | None) -> list[dict[str, Any]]:
+    return [t for name, t in report["tools"].items() if tools is None or name in tools]
+
+
+def _total(report: Report, tools: list[str] | None, key: str) -> int:
+    return sum(t[key] for t in _tools(report, tools))
 
 
 def _ratio(numerator: float, denominator: float) -> float | None:
     return numerator / denominator if denominator else None
 
 
-# Each metric reads one figure from the report; `scope` names a tool where the metric is per tool.
-_METRICS: dict[str, Callable[[dict[str, Any], str | None], float | None]] = {
-    "deadlock_resolution_p95_ms": lambda r, _: r["latency_ms"]["deadlock_resolution"]["p95"],
-    "version_conflict_rate": lambda r, _: _ratio(
-        r["conflicts"]["version_conflicts"], _all_tools_total(r, "attempts")
-    ),
-    "success_rate": lambda r, _: _ratio(_all_tools_total(r, "succeeded"), _all_tools_total(r, "calls")),
-    "tool_p95_ms": lambda r, tool: r["tools"][tool]["p95_ms"],
+def _failures_of(report: Report, tools: list[str] | None, kind: str) -> int:
+    return sum(t["failures"].get(kind, 0) for t in _tools(report, tools))
+
+
+def _percentile_of_tool(key: str) -> Callable[[Report, list[str] | None], float | None]:
+    def read(report: Report, tools: list[str] | None) -> float | None:
+        values = [t[key] for t in _tools(report, tools) if t[key] is not None]
+        return max(values) if values else None  # several tools in scope: the slowest must hold
+
+    return read
+
+
+def _distribution(name: str, statistic: str) -> Callable[[Report, list[str] | None], float | None]:
+    return lambda report, tools: report["latency_ms"].get(name, {}).get(statistic)
+
+
+METRICS: dict[str, Metric] = {
+    **{
+        f"tool_{p}_ms": Metric("ms", _percentile_of_tool(f"{p}_ms"), per_tool=True, help=f"a tool's {p} latency")
+        for p in ("p50", "p95", "p99")
+    },
+    "success_rate": Metric("rate", lambda r, t: _ratio(_total(r, t, "succeeded"), _total(r, t, "calls")),
+                           help="calls that succeeded (after retries) / calls"),
+    "failure_rate": Metric("rate", lambda r, t: _ratio(_total(r, t, "failed") + _total(r, t, "indeterminate"),
+                                                       _total(r, t, "calls")),
+                           help="calls that failed or may have / calls"),
+    **{
+        f"{kind.value}_per_attempt": Metric(
+            "rate", lambda r, t, kind=kind.value: _ratio(_failures_of(r, t, kind), _total(r, t, "attempts")),
+            help=f"attempts that failed as {kind.value} / attempts")
+        for kind in Failure
+    },
+    "deadlocks_per_minute": Metric(
+        "per_minute", lambda r, t: r["conflicts"]["deadlocks"] / (r["run"]["duration_s"] / 60.0)
+        if r["run"]["duration_s"] else None, help="deadlocks the agents met, per minute of run"),
+    **{
+        f"{name}_{statistic}_ms": Metric("ms", _distribution(name, statistic), help=f"{name} {statistic}")
+        for name in ("deadlock_detection", "deadlock_resolution", "pool_wait", "queue_wait", "cross_service_window")
+        for statistic in ("p50", "p95", "p99", "max")
+    },
+    **{
+        counter: Metric("count", lambda r, t, c=counter: r["conflicts"][c], help=f"conflicts.{counter}")
+        for counter in CONFLICT_COUNTERS
+    },
+    **{
+        anomaly: Metric("count", lambda r, t, a=anomaly: r["anomalies"][a], help=f"anomalies.{anomaly}")
+        for anomaly in ("lost_updates", "write_skew", "lost_jobs", "duplicate_jobs", "priority_inversions",
+                        "capacity_overshoots", "cross_service_mismatches")
+    },
+    "audit_failed_checks": Metric("count", lambda r, t: sum(not c["ok"] for c in r["audit"]["checks"]),
+                                  help="audit checks that failed"),
 }
 
-_PER_TOOL = frozenset({"tool_p95_ms"})
+_SCOPED_KINDS = {"tool_p50_ms", "tool_p95_ms", "tool_p99_ms", "success_rate", "failure_rate"} | {
+    f"{kind.value}_per_attempt" for kind in Failure
+}
 
 
 @dataclass(frozen=True)
@@ -44,41 +124,76 @@ class Rule:
     metric: str
     op: str
     threshold: float
-    scope: str | None = None  # a tool name, for per-tool metrics; None = every tool
+    scope: str | None = None
 
     def holds(self, observed: float | None) -> bool:
         # A rule about something that never happened (no deadlock to resolve) holds.
         return observed is None or _OPS[self.op](observed, self.threshold)
 
 
-# The product brief's SLAs, used when the user gives none.
-DEFAULT_RULES = (
-    Rule("deadlock resolution p95 < 500 ms", "deadlock_resolution_p95_ms", "<", 500),
-    Rule("version conflicts < 20% of attempts", "version_conflict_rate", "<", 0.20),
-    Rule("success rate after retries > 95%", "success_rate", ">", 0.95),
-    Rule("tool p95 < 2 s", "tool_p95_ms", "<", 2000),
-)
+def load_rules(path: Path, scopes: dict[str, list[str]]) -> tuple[Rule, ...]:
+    """The rules of a TOML file, checked against the metric catalogue and the run's scopes
+    (tool and scenario names, each with its tools); raises BadSlaFile."""
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise BadSlaFile(f"--sla {path}: cannot read it: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise BadSlaFile(f"--sla {path}: not valid TOML: {exc}") from None
+    unknown_keys = set(document) - {"rule"}
+    if unknown_keys or not isinstance(document.get("rule"), list) or not document["rule"]:
+        raise BadSlaFile(f"--sla {path}: expected one or more [[rule]] tables and nothing else")
+    return tuple(_rule(path, number, table, scopes) for number, table in enumerate(document["rule"], start=1))
 
 
-def evaluate(rules: tuple[Rule, ...], report: dict[str, Any]) -> list[dict[str, Any]]:
-    """One result per rule, and per tool for a per-tool rule without a scope."""
+def _rule(path: Path, number: int, table: dict[str, Any], scopes: dict[str, list[str]]) -> Rule:
+    where = f"--sla {path}: rule {number}"
+    if not isinstance(table, dict):
+        raise BadSlaFile(f"{where}: must be a table")
+    extra = set(table) - {"metric", "op", "threshold", "scope", "name"}
+    if extra:
+        raise BadSlaFile(f"{where}: unknown key {', '.join(sorted(extra))}")
+    metric, op, threshold, scope = table.get("metric"), table.get("op"), table.get("threshold"), table.get("scope")
+    if metric not in METRICS:
+        raise BadSlaFile(f"{where}: unknown metric {metric!r}; known: {', '.join(sorted(METRICS))}")
+    if op not in _OPS:
+        raise BadSlaFile(f"{where}: op {op!r} must be one of {', '.join(_OPS)}")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        raise BadSlaFile(f"{where}: threshold must be a number, not {threshold!r}")
+    kind = METRICS[metric].kind
+    if threshold < 0:
+        raise BadSlaFile(f"{where}: threshold {threshold} is impossible for {metric} (a {kind} is never negative)")
+    if kind == "rate" and threshold > 1:
+        raise BadSlaFile(f"{where}: threshold {threshold} is impossible for {metric}, a rate between 0 and 1")
+    if scope is not None:
+        if metric not in _SCOPED_KINDS:
+            raise BadSlaFile(f"{where}: {metric} is for the whole run and takes no scope")
+        if scope not in scopes:
+            raise BadSlaFile(f"{where}: unknown scope {scope!r}; this run's tools and scenarios: {', '.join(scopes)}")
+    name = table.get("name") or f"{metric} {op} {threshold:g}"
+    if not isinstance(name, str):
+        raise BadSlaFile(f"{where}: name must be a string")
+    return Rule(name, metric, op, float(threshold), scope)
+
+
+def evaluate(rules: tuple[Rule, ...], report: Report, scopes: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """One result per rule, and per tool for an unscoped per-tool rule."""
     results = []
     for rule in rules:
-        if rule.metric in _PER_TOOL and rule.scope is None:
-            scopes: list[str | None] = sorted(report["tools"])
+        metric = METRICS[rule.metric]
+        if metric.per_tool and rule.scope is None:
+            targets: list[tuple[str | None, list[str] | None]] = [(tool, [tool]) for tool in sorted(report["tools"])]
         else:
-            scopes = [rule.scope]
-        for scope in scopes:
-            observed = _METRICS[rule.metric](report, scope)
-            results.append(
-                {
-                    "name": f"{rule.name} [{scope}]" if scope else rule.name,
-                    "metric": rule.metric,
-                    "scope": scope,
-                    "op": rule.op,
-                    "threshold": rule.threshold,
-                    "observed": observed,
-                    "ok": rule.holds(observed),
-                }
-            )
+            targets = [(rule.scope, scopes[rule.scope] if rule.scope else None)]
+        for scope, tools in targets:
+            observed = metric.read(report, tools)
+            results.append({
+                "name": f"{rule.name} [{scope}]" if scope else rule.name,
+                "metric": rule.metric,
+                "scope": scope,
+                "op": rule.op,
+                "threshold": rule.threshold,
+                "observed": observed,
+                "ok": rule.holds(observed),
+            })
     return results

@@ -1,0 +1,37 @@
+"""The verdict as JUnit XML (--junit-xml): one test case per SLA rule and per audit check, so a
+CI system shows a broken SLA as a failed test with the observed value in its message."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+__all__ = ["write_junit"]
+
+
+def _case(suite: ET.Element, classname: str, name: str, ok: bool, message: str, duration_s: float) -> None:
+    case = ET.SubElement(suite, "testcase", classname=classname, name=name, time=f"{duration_s:.3f}")
+    if not ok:
+        ET.SubElement(case, "failure", message=message, type="toolclash").text = message
+
+
+def write_junit(report: dict[str, Any], path: str) -> None:
+    sla, checks = report["sla"], report["audit"]["checks"]
+    failures = sum(not r["ok"] for r in sla) + sum(not c["ok"] for c in checks)
+    suites = ET.Element("testsuites", name="toolclash", tests=str(len(sla) + len(checks)), failures=str(failures))
+    run = report["run"]
+    for title, items in (("sla", sla), ("audit", checks)):
+        suite = ET.SubElement(
+            suites, "testsuite", name=f"toolclash.{title}", tests=str(len(items)),
+            failures=str(sum(not i["ok"] for i in items)), errors="0", time=f"{run['duration_s']:.3f}",
+        )
+        for item in items:
+            if title == "sla":
+                message = f"observed {item['observed']}, needs {item['op']} {item['threshold']:g}"
+            else:
+                message = f"expected {item['expected']}, observed {item['observed']}: {item['detail']}"
+            _case(suite, f"toolclash.{title}", item["name"], item["ok"], message, 0.0)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(suites).write(target, encoding="utf-8", xml_declaration=True)

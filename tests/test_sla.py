@@ -1,0 +1,127 @@
+"""SLA files: what they may say, what is refused before any load starts, and the verdict they give."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from harness.sla import DEFAULT_SLA_FILE, BadSlaFile, evaluate, load_rules
+from tests.support import read_report, run_locust
+
+SCOPES = {"optimistic_locking": ["deduct_credits"], "deduct_credits": ["deduct_credits"],
+          "deadlock": ["transfer_credits"], "transfer_credits": ["transfer_credits"]}
+
+
+def _report(**tools_p95):
+    tools = {
+        name: {"calls": 100, "succeeded": 90, "failed": 10, "indeterminate": 0, "attempts": 120,
+               "failures": {"version_conflicts": 20}, "p50_ms": p95 / 2, "p95_ms": p95, "p99_ms": p95 * 2}
+        for name, p95 in tools_p95.items()
+    }
+    return {"tools": tools, "latency_ms": {"deadlock_resolution": {"p95": None}},
+            "conflicts": {"deadlocks": 3}, "run": {"duration_s": 30.0},
+            "anomalies": {}, "audit": {"checks": []}}
+
+
+def test_the_default_file_holds_the_product_briefs_rules():
+    rules = load_rules(DEFAULT_SLA_FILE, SCOPES)
+    assert [(r.metric, r.op, r.threshold) for r in rules] == [
+        ("deadlock_resolution_p95_ms", "<", 500), ("version_conflicts_per_attempt", "<", 0.2),
+        ("success_rate", ">", 0.95), ("tool_p95_ms", "<", 2000),
+    ]
+
+
+def test_rules_are_evaluated_per_tool_per_scope_and_per_run(tmp_path):
+    sla = tmp_path / "sla.toml"
+    sla.write_text("""
+[[rule]]
+metric = "tool_p95_ms"
+op = "<"
+threshold = 100
+
+[[rule]]
+metric = "success_rate"
+op = ">="
+threshold = 0.9
+scope = "deadlock"
+
+[[rule]]
+metric = "deadlocks_per_minute"
+op = "<="
+threshold = 5
+""")
+    results = evaluate(load_rules(sla, SCOPES), _report(deduct_credits=50, transfer_credits=150), SCOPES)
+    by_name = {r["name"]: r for r in results}
+    assert by_name["tool_p95_ms < 100 [deduct_credits]"]["ok"] is True
+    assert by_name["tool_p95_ms < 100 [transfer_credits]"] | {"ok": False} == by_name["tool_p95_ms < 100 [transfer_credits]"]
+    assert by_name["success_rate >= 0.9 [deadlock]"]["observed"] == 0.9 and by_name["success_rate >= 0.9 [deadlock]"]["ok"]
+    assert by_name["deadlocks_per_minute <= 5"]["observed"] == 6.0 and not by_name["deadlocks_per_minute <= 5"]["ok"]
+
+
+@pytest.mark.parametrize(
+    "body, says",
+    [
+        ("[[rule]\nmetric = 1", "not valid TOML"),
+        ("[other]\nx = 1", "expected one or more [[rule]] tables"),
+        ('[[rule]]\nmetric = "p95"\nop = "<"\nthreshold = 1', "rule 1: unknown metric 'p95'"),
+        ('[[rule]]\nmetric = "success_rate"\nop = ">"\nthreshold = 0.9\n[[rule]]\nmetric = "success_rate"\nop = "=="\nthreshold = 1',
+         "rule 2: op '=='"),
+        ('[[rule]]\nmetric = "pool_wait_p95_ms"\nop = "<"\nthreshold = -5', "rule 1: threshold -5 is impossible"),
+        ('[[rule]]\nmetric = "success_rate"\nop = ">"\nthreshold = 1.5', "a rate between 0 and 1"),
+        ('[[rule]]\nmetric = "success_rate"\nop = ">"\nthreshold = "high"', "threshold must be a number"),
+        ('[[rule]]\nmetric = "tool_p95_ms"\nop = "<"\nthreshold = 5\nscope = "nope"', "unknown scope 'nope'"),
+        ('[[rule]]\nmetric = "deadlocks"\nop = "<"\nthreshold = 5\nscope = "deadlock"', "takes no scope"),
+        ('[[rule]]\nmetric = "deadlocks"\nop = "<"\nthreshold = 5\nlimit = 3', "unknown key limit"),
+    ],
+)
+def test_a_bad_rule_is_named_with_what_is_wrong(tmp_path, body, says):
+    sla = tmp_path / "sla.toml"
+    sla.write_text(body)
+    with pytest.raises(BadSlaFile) as caught:
+        load_rules(sla, SCOPES)
+    assert says in str(caught.value) and str(sla) in str(caught.value)
+
+
+def test_a_malformed_sla_file_stops_the_run_before_any_load(tmp_path):
+    sla = tmp_path / "sla.toml"
+    sla.write_text('[[rule]]\nmetric = "success_rate"\nop = ">"\nthreshold = 2')
+    done = run_locust("--users", "2", "--run-time", "2s", "--sla", str(sla))
+    assert done.returncode == 2
+    [line] = [line for line in done.stderr.splitlines() if line.startswith("toolclash: error:")]
+    assert "rule 1" in line and "between 0 and 1" in line and "Traceback" not in done.stderr
+    assert "Ramping" not in done.stderr
+
+
+def test_a_users_sla_decides_the_exit_code_and_shows_in_junit(servers, schema, tmp_path):
+    sla = tmp_path / "strict.toml"
+    sla.write_text("""
+[[rule]]
+name = "deductions answer in a microsecond"
+metric = "tool_p50_ms"
+op = "<"
+threshold = 0.001
+scope = "optimistic_locking"
+
+[[rule]]
+metric = "lost_updates"
+op = "<="
+threshold = 0
+""")
+    report_path, junit_path = tmp_path / "report.json", tmp_path / "junit.xml"
+    done = run_locust(
+        "--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema,
+        "--users", "5", "--spawn-rate", "5", "--run-time", "3s", "--scenario", "optimistic_locking",
+        "--sla", str(sla), "--report-json", str(report_path), "--junit-xml", str(junit_path),
+    )
+    report = read_report(report_path)
+    assert done.returncode == 1 and report["verdict"] == "fail"
+    assert [(r["name"], r["ok"]) for r in report["sla"]] == [
+        ("deductions answer in a microsecond [optimistic_locking]", False), ("lost_updates <= 0", True)]
+    suites = ET.parse(junit_path).getroot()
+    cases = {c.get("name"): c for c in suites.iter("testcase")}
+    failure = cases["deductions answer in a microsecond [optimistic_locking]"].find("failure")
+    assert failure is not None and f"observed {report['sla'][0]['observed']}" in failure.get("message")
+    assert cases["lost_updates <= 0"].find("failure") is None
+    assert {c["name"] for c in report["audit"]["checks"]} <= set(cases)
+    assert suites.get("failures") == "1"
