@@ -10,7 +10,7 @@ from psycopg import IsolationLevel, sql
 from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool
 
-__all__ = ["ISOLATION_LEVELS", "SessionSettings", "open_pool", "load_application_name"]
+__all__ = ["ISOLATION_LEVELS", "SessionSettings", "open_pool", "load_application_name", "load_application_prefix"]
 
 log = logging.getLogger(__name__)
 
@@ -21,10 +21,18 @@ ISOLATION_LEVELS = {
 }
 
 
-def load_application_name(schema: str) -> str:
-    """The application_name of the load's sessions, so the coordinator can find them in
-    pg_stat_activity (one schema is used by one run at a time: see db.schema)."""
-    return f"toolclash-load:{schema}"[:63]
+def load_application_prefix(schema: str) -> str:
+    """How the application_name of every load session of a run starts, so the coordinator can
+    find them in pg_stat_activity (one schema is used by one run at a time: see db.schema)."""
+    return f"toolclash-load:{schema}:"
+
+
+def load_application_name(schema: str, process: int = 0) -> str:
+    """The application_name of one process's load sessions."""
+    name = f"{load_application_prefix(schema)}{process}"
+    if len(name) > 63:  # PostgreSQL would truncate it, and the prefix would no longer find it
+        raise ValueError(f"schema name too long for an application_name: {schema!r}")
+    return name
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,7 @@ class SessionSettings:
     isolation: str = "read_committed"
     deadlock_timeout_ms: int | None = None
     lock_timeout_ms: int = 0
+    process: int = 0  # which Locust process: each one's sessions are told apart by application_name
 
     def configure(self, conn: psycopg.Connection) -> None:
         """The pool's `configure=` callback: run once on each new connection."""
@@ -69,7 +78,7 @@ def open_pool(dsn: str, settings: SessionSettings, *, size: int, timeout_s: floa
         min_size=size,
         max_size=size,
         timeout=timeout_s,
-        kwargs={"application_name": load_application_name(settings.schema)},
+        kwargs={"application_name": load_application_name(settings.schema, settings.process)},
         configure=settings.configure,
         open=False,
         name=f"toolclash:{settings.schema}",

@@ -20,8 +20,9 @@ def database_counters(conn: psycopg.Connection) -> dict[str, int]:
     return {name: int(value) for name, value in zip(DATABASE_COUNTERS, row)}
 
 
-def wait_for_sessions_to_end(conn: psycopg.Connection, application_name: str, timeout_s: float) -> int:
-    """Wait until no backend of `application_name` is left; the number still there at the end.
+def wait_for_sessions_to_end(conn: psycopg.Connection, application_prefix: str, timeout_s: float) -> int:
+    """Wait until no backend whose application_name starts with `application_prefix` is left;
+    the number still there at the end.
 
     A backend publishes its statistics at most once a second, and at the latest when it exits:
     the run's final figures are complete only once the load's sessions are gone.
@@ -29,8 +30,9 @@ def wait_for_sessions_to_end(conn: psycopg.Connection, application_name: str, ti
     deadline = time.monotonic() + timeout_s
     while True:
         left = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND datname = current_database()",
-            (application_name,),
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE left(application_name, length(%(p)s)) = %(p)s AND datname = current_database()",
+            {"p": application_prefix},
         ).fetchone()[0]
         if left == 0 or time.monotonic() >= deadline:
             return left

@@ -17,7 +17,7 @@ from psycopg import sql
 from db import schema as run_schema
 from db.audits import AuditContext
 from db.connect import CONNECT_TIMEOUT_S, ServerInfo
-from db.pool import SessionSettings, load_application_name
+from db.pool import SessionSettings, load_application_prefix
 from db.server_stats import database_counters, wait_for_sessions_to_end
 from harness import sla
 from harness.metrics import Metrics
@@ -137,8 +137,9 @@ class Coordinator:
     def running(self) -> bool:
         return self._run is not None
 
-    def finish(self, metrics: Metrics, peak_agents: int) -> dict[str, Any]:
-        """Audit the run whose load has stopped and closed its connections; the full report."""
+    def finish(self, metrics: Metrics, peak_agents: int, workers: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Audit the run whose load has stopped and closed its connections; the full report.
+        `workers`: in a distributed run, what each worker shipped, and the workers that were lost."""
         run, self._run = self._run, None
         if self._sampler is not None:
             self._stop_sampling.set()
@@ -147,7 +148,7 @@ class Coordinator:
         run["duration_s"] = time.monotonic() - self._started
         run["agents"] = max(run["agents"], peak_agents)
         sessions_left = wait_for_sessions_to_end(
-            self._conn, load_application_name(self.settings.schema), _SESSIONS_END_TIMEOUT_S
+            self._conn, load_application_prefix(self.settings.schema), _SESSIONS_END_TIMEOUT_S
         )
         final = database_counters(self._conn)
         server: dict[str, Any] = {name: final[name] - self._baseline[name] for name in final}
@@ -168,6 +169,8 @@ class Coordinator:
                       "description": s.describe()} for s in self._servers],
             timeseries=self._samples,
         )
+        if workers is not None:
+            report["workers"] = workers
         report["sla"] = sla.evaluate(self.settings.sla_rules, report, self.settings.scopes)
         passed = report["audit"]["ok"] and all(rule["ok"] for rule in report["sla"])
         report["verdict"] = Verdict.PASS if passed else Verdict.FAIL

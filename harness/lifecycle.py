@@ -1,8 +1,11 @@
 """toolclash's part in Locust's life cycle: from the options to the exit code.
 
-    init          validate the options, reach or start the servers, claim the schema
-    test_start    seed the run's data, read the server's counters, open the pool
-    test_stop     drain and close the pool, read the counters again, audit, report
+    init          validate the options; where the verdict is made (local runner or master): reach
+                  or start the servers and claim the schema
+    test_start    seed the run's data and read the server's counters (verdict side); open the
+                  pool (agents' side: local runner or worker)
+    test_stop     drain and close the pool; read the counters again, audit, report (verdict side,
+                  once every worker's final metrics are in)
     quitting      make sure the run was stopped and audited, set the exit code, stop the servers
 
 Exit codes: 0 pass, 1 an SLA or an audit failed, 2 usage, configuration or connection error.
@@ -25,6 +28,7 @@ from locust.runners import STATE_CLEANUP, STATE_INIT, STATE_STOPPED, MasterRunne
 from db.connect import ServiceUnreachable
 from db.schema import SchemaRefused
 from harness.coordinator import Coordinator
+from harness.distributed import FINAL_MESSAGE, REPORT_KEY, SERVERS_MESSAGE, STOP_MESSAGE, WorkerShipments
 from harness.junit import write_junit
 from harness.load import Load
 from harness.matrix import MATRIX_LEVEL_VARIABLE, run_matrix
@@ -66,7 +70,34 @@ def _on_init(environment: Environment, runner: Runner, **_: Any) -> None:
             _fail_configuration("--isolation-matrix runs headless: add --headless")
         raise SystemExit(run_matrix(sys.argv[1:], settings.report_json))
     if isinstance(runner, WorkerRunner):
-        _fail_configuration("distributed runs (--master/--worker/--processes) are not supported yet")
+        # The master owns the servers and the schema; it says where they are at each test start.
+        run = Toolclash(environment, settings, None, None, Load(settings, environment.events.request,
+                                                                 runner.worker_index))
+        runner.register_message(SERVERS_MESSAGE, run.on_servers_message)
+        # Concurrent: stopping waits for the agents, and the worker must keep answering heartbeats.
+        runner.register_message(STOP_MESSAGE, lambda environment, msg, **_: environment.runner.stop(),
+                                concurrent=True)
+    else:
+        services, coordinator = _reach_servers(settings)
+        load = None
+        if not isinstance(runner, MasterRunner):
+            load = Load(settings, environment.events.request, 0)
+            load.pg_dsn, load.redis_url = services.pg_dsn, services.redis_url
+        run = Toolclash(environment, settings, services, coordinator, load)
+        if isinstance(runner, MasterRunner):
+            runner.register_message(FINAL_MESSAGE, run.on_final_message)
+            environment.events.worker_report.add_listener(run.on_worker_report)
+    _RUNS[environment] = run
+    events = environment.events
+    events.test_start.add_listener(run.on_test_start)
+    events.spawning_complete.add_listener(run.on_spawning_complete)
+    events.test_stop.add_listener(run.on_test_stop)
+    events.report_to_master.add_listener(run.on_report_to_master)
+    events.quitting.add_listener(run.on_quitting)
+    events.quit.add_listener(run.on_quit)
+
+
+def _reach_servers(settings: Settings) -> tuple[Services, Coordinator]:
     services = Services(settings.pg_dsn, settings.redis_url)
     coordinator = None
     try:
@@ -81,34 +112,25 @@ def _on_init(environment: Environment, runner: Runner, **_: Any) -> None:
         _fail_configuration(f"while preparing schema {settings.schema!r}: {type(exc).__name__}: {exc}".splitlines()[0])
     for info in services.infos:
         log.info("toolclash uses %s", info.describe())
-    load = None
-    if not isinstance(runner, MasterRunner):
-        load = Load(settings, services.pg_dsn, services.redis_url, environment.events.request,
-                    getattr(runner, "worker_index", 0))
-    run = Toolclash(environment, settings, services, coordinator, load)
-    _RUNS[environment] = run
-    events = environment.events
-    events.test_start.add_listener(run.on_test_start)
-    events.spawning_complete.add_listener(run.on_spawning_complete)
-    events.test_stop.add_listener(run.on_test_stop)
-    events.quitting.add_listener(run.on_quitting)
-    events.quit.add_listener(run.on_quit)
+    return services, coordinator
 
 
-def _stop_quietly(coordinator: Coordinator | None, services: Services) -> None:
+def _stop_quietly(coordinator: Coordinator | None, services: Services | None) -> None:
     if coordinator is not None:
         coordinator.close()
-    services.stop()
+    if services is not None:
+        services.stop()
 
 
 class Toolclash:
-    """One process's share of the run; `coordinator` and `load` are None where that role is elsewhere."""
+    """One process's share of the run; `coordinator` (the verdict's side) and `load` (the
+    agents' side) are None where that role is in another process."""
 
     def __init__(
         self,
         environment: Environment,
         settings: Settings,
-        services: Services,
+        services: Services | None,
         coordinator: Coordinator | None,
         load: Load | None,
     ) -> None:
@@ -117,30 +139,72 @@ class Toolclash:
         self.services = services
         self.coordinator = coordinator
         self.load = load
+        self.shipments = WorkerShipments()
         self.report: dict[str, Any] | None = None
         self.exit_code: int | None = None
         self._peak_agents = 0
+
+    @property
+    def _master(self) -> MasterRunner | None:
+        runner = self.environment.runner
+        return runner if isinstance(runner, MasterRunner) else None
+
+    # -- the agents' side -------------------------------------------------------------------
+
+    def on_servers_message(self, environment: Environment, msg: Any, **_: Any) -> None:
+        self.load.pg_dsn, self.load.redis_url = msg.data["pg_dsn"], msg.data["redis_url"]
+
+    def on_report_to_master(self, client_id: str, data: dict[str, Any], **_: Any) -> None:
+        if self.load is not None:
+            data[REPORT_KEY] = self.load.take_metrics().to_dict()
+
+    # -- the verdict's side -----------------------------------------------------------------
+
+    def on_worker_report(self, client_id: str, data: dict[str, Any], **_: Any) -> None:
+        if REPORT_KEY in data:
+            self.shipments.add(client_id, data[REPORT_KEY])
+
+    def on_final_message(self, environment: Environment, msg: Any, **_: Any) -> None:
+        self.shipments.add(msg.node_id, msg.data, final=True)
+
+    # -- both -------------------------------------------------------------------------------
 
     def on_test_start(self, environment: Environment, **_: Any) -> None:
         agents = environment.runner.target_user_count or 0
         self._peak_agents = agents
         if self.coordinator is not None:
             self.coordinator.begin(agents)
+        if self._master is not None:
+            self.shipments.begin(self._master)
+            self._master.send_message(SERVERS_MESSAGE, {"pg_dsn": self.services.pg_dsn,
+                                                        "redis_url": self.services.redis_url})
         if self.load is not None:
             self.load.start(agents)
 
     def on_spawning_complete(self, user_count: int, **_: Any) -> None:
         self._peak_agents = max(self._peak_agents, user_count)
         if self.load is not None:
-            self.load.follow_agent_count(user_count)
+            # Each process's own agents (on a worker, its share of user_count).
+            self.load.follow_agent_count(self.environment.runner.user_count)
 
     def on_test_stop(self, environment: Environment, **_: Any) -> None:
         if self.load is not None:
             self.load.stop()
+            if isinstance(environment.runner, WorkerRunner):
+                environment.runner.send_message(FINAL_MESSAGE, self.load.take_metrics().to_dict())
+                return
         if self.coordinator is None or not self.coordinator.running:
             return
+        workers = None
+        if self._master is not None:
+            self._master.send_message(STOP_MESSAGE)
+            lost = self.shipments.wait_for_finals(self._master, environment.stop_timeout)
+            metrics = self.shipments.total
+            workers = {"shipped": self.shipments.per_worker(), "lost": lost}
+        else:
+            metrics = self.load.metrics
         try:
-            self.report = self.coordinator.finish(self.load.metrics, self._peak_agents)
+            self.report = self.coordinator.finish(metrics, self._peak_agents, workers)
         except psycopg.Error as exc:
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
             print(f"toolclash: error: could not audit the run: {reason}", file=sys.stderr, flush=True)
@@ -165,3 +229,4 @@ class Toolclash:
     def on_quit(self, exit_code: int, **_: Any) -> None:
         if self.report is not None:
             print(f"toolclash verdict: {self.report['verdict'].upper()} (exit code {exit_code})", flush=True)
+

@@ -39,10 +39,11 @@ class Toolbox:
 
 
 class Load:
-    def __init__(self, settings: Settings, pg_dsn: str, redis_url: str, request_event: EventHook, process_index: int):
+    def __init__(self, settings: Settings, request_event: EventHook, process_index: int):
         self.settings = settings
-        self._pg_dsn = pg_dsn
-        self._redis_url = redis_url
+        # Known at once in a local run; a worker learns them from the master at each test start.
+        self.pg_dsn: str | None = None
+        self.redis_url: str | None = None
         self._request_event = request_event
         self.toolbox = Toolbox(settings)
         self.metrics = Metrics()
@@ -58,6 +59,11 @@ class Load:
         self._sampler: gevent.Greenlet | None = None
         self._started = 0.0
 
+    def take_metrics(self) -> Metrics:
+        """What was recorded since the last take (a worker ships it to the master)."""
+        taken, self.metrics = self.metrics, Metrics()
+        return taken
+
     def next_agent_id(self) -> str:
         return f"p{self._process_index}-a{next(self._agent_numbers)}"
 
@@ -70,9 +76,10 @@ class Load:
             isolation=self.settings.isolation,
             deadlock_timeout_ms=self.settings.deadlock_timeout_ms,
             lock_timeout_ms=self.settings.lock_timeout_ms,
+            process=self._process_index,
         )
-        self._pool = open_pool(self._pg_dsn, session, size=size, timeout_s=self.settings.pool_timeout_s)
-        self._redis = redis.Redis.from_url(self._redis_url, max_connections=None)
+        self._pool = open_pool(self.pg_dsn, session, size=size, timeout_s=self.settings.pool_timeout_s)
+        self._redis = redis.Redis.from_url(self.redis_url, max_connections=None)
         self.adapter = ToolAdapter(self._pool, self._redis, self.settings.retry, self.settings.tool_work_s, self._request_event, self.call_finished)
         self._started = time.monotonic()
         self._sampler = gevent.spawn(self._sample_pool)
@@ -119,7 +126,7 @@ class Load:
         with self._pool.connection() as conn:
             idle = conn.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND state LIKE 'idle in transaction%%'",
-                (load_application_name(self.settings.schema),),
+                (load_application_name(self.settings.schema, self._process_index),),
             ).fetchone()[0]
         return {
             "process": self._process_index,

@@ -85,8 +85,9 @@ def add_arguments(parser: Any) -> None:
 
 
 def _schema_name(value: str) -> str:
-    if not value or len(value) > 63 or value.startswith("pg_") or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", value):
-        raise BadOption(f"--schema {value!r}: give a plain identifier of at most 63 characters, not starting with pg_")
+    # 40, not PostgreSQL's 63: the load sessions' application_name carries it, and must not be cut.
+    if not value or len(value) > 40 or value.startswith("pg_") or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", value):
+        raise BadOption(f"--schema {value!r}: give a plain identifier of at most 40 characters, not starting with pg_")
     return value
 
 

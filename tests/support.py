@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 from locust.event import EventHook
 
@@ -74,3 +76,9 @@ def settings_from(*args: str):
 def context_for(conn: psycopg.Connection, schema: str, acknowledged_of, redis_client=None, findings=()) -> AuditContext:
     """An audit's context on the test's own session."""
     return AuditContext(conn, schema, redis_client, RedisKeys(schema), acknowledged_of, list(findings))
+
+
+def embedded_pgdata() -> set[str]:
+    """The data directories of the embedded PostgreSQL servers running now."""
+    return {arg for p in psutil.process_iter(["cmdline"]) for arg in (p.info["cmdline"] or [])
+            if re.search(r"toolclash-[^/]+/pg$", arg)}

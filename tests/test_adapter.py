@@ -12,7 +12,7 @@ from psycopg import sql
 
 from db.call_record import Outcome
 from db.errors import Failure, VersionConflict
-from db.pool import SessionSettings, load_application_name
+from db.pool import SessionSettings, load_application_prefix
 from db.retry import RetryPolicy
 from db.server_stats import database_counters, wait_for_sessions_to_end
 from db.tool import Tool
@@ -118,7 +118,7 @@ def test_a_deadlock_is_retried_timed_and_counted_by_the_server_too(servers, admi
     [detection] = victims[0].deadlock_detections_s
     assert 0.05 <= detection < 5
     assert 0 < victims[0].deadlock_resolution_s < 5
-    assert wait_for_sessions_to_end(admin, load_application_name(accounts), 10) == 0
+    assert wait_for_sessions_to_end(admin, load_application_prefix(accounts), 10) == 0
     assert database_counters(admin)["deadlocks"] - before["deadlocks"] == 1
 
 

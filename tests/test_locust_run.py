@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import signal
 import subprocess
 import time
@@ -11,7 +10,7 @@ import time
 import psutil
 from psycopg import sql
 
-from tests.support import LOCUST, ROOT, read_report, run_locust
+from tests.support import LOCUST, ROOT, embedded_pgdata, read_report, run_locust
 
 
 def _servers_args(servers, schema):
@@ -82,7 +81,7 @@ def test_a_failed_sla_makes_the_exit_code_1(servers, schema, tmp_path):
 def test_the_embedded_default_runs_and_stops_on_ctrl_c(tmp_path):
     """No DSN, no URL: real servers from the wheels; Ctrl-C still audits, reports and stops them."""
     report_path = tmp_path / "report.json"
-    already_running = _embedded_pgdata()
+    already_running = embedded_pgdata()
     process = subprocess.Popen(
         [LOCUST, "--headless", "--only-summary", "--users", "5", "--spawn-rate", "5", "--run-time", "60s",
          "--report-json", str(report_path)],
@@ -96,7 +95,7 @@ def test_the_embedded_default_runs_and_stops_on_ctrl_c(tmp_path):
             break
         time.sleep(0.2)
     time.sleep(4)
-    pgdata = sorted(_embedded_pgdata() - already_running)
+    pgdata = sorted(embedded_pgdata() - already_running)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, (process.returncode, stdout[-3000:], stderr[-1500:])
@@ -110,9 +109,3 @@ def test_the_embedded_default_runs_and_stops_on_ctrl_c(tmp_path):
     time.sleep(1)
     still = [p for p in psutil.process_iter(["cmdline"]) if pgdata[0] in " ".join(p.info["cmdline"] or [])]
     assert not still
-
-
-def _embedded_pgdata() -> set[str]:
-    """The data directories of the embedded PostgreSQL servers running now."""
-    return {arg for p in psutil.process_iter(["cmdline"]) for arg in (p.info["cmdline"] or [])
-            if re.search(r"toolclash-[^/]+/pg$", arg)}

@@ -1,0 +1,99 @@
+"""Exact metrics across Locust's workers.
+
+Each worker ships what it recorded since its last shipment: with every Locust stats report
+(`report_to_master`) and, when its load has stopped, once more in a final message. The master
+adds the shipments up (counts, and histograms with the same buckets everywhere), so every figure
+of the report is that of all the calls together. Before auditing, the master waits for each
+worker's final message, or for the worker to be gone; a worker that vanished is reported with the
+time of its last shipment, and what it had shipped is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import gevent
+from locust.runners import STATE_MISSING, MasterRunner
+
+from harness.metrics import Metrics
+
+__all__ = ["SERVERS_MESSAGE", "STOP_MESSAGE", "FINAL_MESSAGE", "REPORT_KEY", "WorkerShipments"]
+
+log = logging.getLogger(__name__)
+
+SERVERS_MESSAGE = "toolclash_servers"  # master -> workers: where the servers are, at each test start
+# master -> workers: stop your agents now. Locust's master, when it quits at the end of
+# --run-time, fires test_stop before it tells the workers to quit: the audit must not run
+# while agents still write.
+STOP_MESSAGE = "toolclash_stop"
+FINAL_MESSAGE = "toolclash_final"  # worker -> master: the last shipment, once its load has stopped
+REPORT_KEY = "toolclash"  # the shipment's key in Locust's worker stats report
+
+_FINALS_GRACE_S = 30.0
+
+
+class WorkerShipments:
+    """The master's sum of what its workers shipped during one test."""
+
+    def __init__(self) -> None:
+        self.total = Metrics()
+        self._by_worker: dict[str, Metrics] = {}
+        self._last_shipment: dict[str, float] = {}
+        self._finals: set[str] = set()
+        self._expected: set[str] = set()
+
+    def begin(self, runner: MasterRunner) -> None:
+        self.total = Metrics()
+        self._by_worker.clear()
+        self._last_shipment.clear()
+        self._finals.clear()
+        self._expected = set(runner.clients.keys())
+
+    def add(self, worker_id: str, shipment: dict[str, Any], *, final: bool = False) -> None:
+        received = Metrics.from_dict(shipment)
+        self.total.merge(received)
+        self._by_worker.setdefault(worker_id, Metrics()).merge(received)
+        self._last_shipment[worker_id] = time.time()
+        self._expected.add(worker_id)
+        if final:
+            self._finals.add(worker_id)
+
+    def wait_for_finals(self, runner: MasterRunner, timeout_s: float) -> list[dict[str, Any]]:
+        """Wait until every worker of the test sent its final shipment or is gone; the ones
+        whose final shipment never came."""
+        deadline = time.monotonic() + timeout_s + _FINALS_GRACE_S
+        while time.monotonic() < deadline and any(self._still_coming(runner, w) for w in self._expected):
+            gevent.sleep(0.1)
+        lost = []
+        for worker in sorted(self._expected - self._finals):
+            last = self._last_shipment.get(worker)
+            client = runner.clients.get(worker)
+            lost.append({
+                "worker": worker,
+                "state": client.state if client is not None else "gone",
+                "last_shipment_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(last)) if last else None,
+            })
+            log.warning("worker %s sent no final metrics (%s); its last shipment is kept", worker, lost[-1]["state"])
+        return lost
+
+    def _still_coming(self, runner: MasterRunner, worker: str) -> bool:
+        if worker in self._finals:
+            return False
+        client = runner.clients.get(worker)
+        return client is not None and client.state != STATE_MISSING
+
+    def per_worker(self) -> dict[str, dict[str, int]]:
+        """Each worker's own totals: what the report's figures are the sums of."""
+        summary = {}
+        for worker, metrics in sorted(self._by_worker.items()):
+            tools = metrics.tools.values()
+            summary[worker] = {
+                "calls": sum(t.calls for t in tools),
+                "succeeded": sum(t.succeeded for t in tools),
+                "failed": sum(t.failed for t in tools),
+                "retries": sum(t.retries for t in tools),
+                **metrics.conflicts,
+            }
+        return summary
