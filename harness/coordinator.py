@@ -6,10 +6,10 @@ from __future__ import annotations
 import datetime
 import time
 import uuid
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
-import gevent
-import gevent.event
 import psycopg
 import redis
 from psycopg import sql
@@ -22,12 +22,12 @@ from db.server_stats import database_counters, wait_for_sessions_to_end
 from harness import sla
 from harness.metrics import Metrics
 from harness.options import Settings
-from harness.report import build_report
+from harness.report import build_report, stage_reports
+from harness.sampler import ServerSampler, summarize, write_csv
 
 __all__ = ["Coordinator", "Verdict"]
 
 _SESSIONS_END_TIMEOUT_S = 10.0
-_SAMPLE_INTERVAL_S = 1.0
 
 
 class Verdict:
@@ -41,9 +41,7 @@ class Coordinator:
         self.settings = settings
         self._pg_dsn = pg_dsn
         self._redis = redis.Redis.from_url(redis_url)
-        self._sampler: gevent.Greenlet | None = None
-        self._stop_sampling = gevent.event.Event()
-        self._samples: dict[str, list[dict[str, Any]]] = {}
+        self._sampler: ServerSampler | None = None
         self._servers = servers
         self._conn: psycopg.Connection | None = None
         self.deadlock_timeout: dict[str, Any] = {}
@@ -79,7 +77,7 @@ class Coordinator:
                 "note": f"--deadlock-timeout {requested} NOT applied: role {role} may not set deadlock_timeout"
                         f" (needs superuser or GRANT SET); the server's {server_value} was used"}
 
-    def begin(self, agents: int) -> None:
+    def begin(self, agents: int, agents_now: Callable[[], int]) -> None:
         run_id = uuid.uuid4().hex[:12]
         run_schema.begin_run(
             self._conn,
@@ -97,10 +95,17 @@ class Coordinator:
                     scenario.setup(self._conn)
         self._baseline = database_counters(self._conn)
         self._started = time.monotonic()
-        self._samples = {s.name: [] for s in self.settings.scenarios if s.sample is not None}
-        if self._samples:
-            self._stop_sampling.clear()
-            self._sampler = gevent.spawn(self._sample_scenarios)
+        params = self.settings.params
+        self._sampler = ServerSampler(
+            self._pg_dsn,
+            self._redis,
+            self.settings.sample_interval_s,
+            lambda conn: self._context(conn=conn),
+            [partial(s.sample, params=params) for s in self.settings.scenarios if s.sample is not None],
+            agents_now,
+            f"toolclash-sampler:{self.settings.schema}",
+        )
+        self._sampler.start(self._baseline)
         self._run = {
             "run_id": run_id,
             "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -120,31 +125,21 @@ class Coordinator:
             findings=metrics.findings if metrics else [],
         )
 
-    def _sample_scenarios(self) -> None:
-        """Each second, what the scenarios want watched over time (queue depth, the outbox relay),
-        on a session of its own; it finishes the sample it is taking when told to stop."""
-        with psycopg.connect(self._pg_dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
-                             application_name=f"toolclash-sampler:{self.settings.schema}"[:63]) as conn:
-            context = self._context(conn=conn)
-            while not self._stop_sampling.wait(_SAMPLE_INTERVAL_S):
-                moment = round(time.monotonic() - self._started, 3)
-                for scenario in self.settings.scenarios:
-                    if scenario.sample is not None:
-                        sample = scenario.sample(context, self.settings.params)
-                        self._samples[scenario.name].append({"t": moment, **sample})
-
     @property
     def running(self) -> bool:
         return self._run is not None
 
-    def finish(self, metrics: Metrics, peak_agents: int, workers: dict[str, Any] | None = None) -> dict[str, Any]:
+    def finish(
+        self,
+        metrics: Metrics,
+        peak_agents: int,
+        workers: dict[str, Any] | None = None,
+        stages: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
         """Audit the run whose load has stopped and closed its connections; the full report.
         `workers`: in a distributed run, what each worker shipped, and the workers that were lost."""
         run, self._run = self._run, None
-        if self._sampler is not None:
-            self._stop_sampling.set()
-            self._sampler.join()
-            self._sampler = None
+        samples = self._sampler.stop()
         run["duration_s"] = time.monotonic() - self._started
         run["agents"] = max(run["agents"], peak_agents)
         sessions_left = wait_for_sessions_to_end(
@@ -154,6 +149,9 @@ class Coordinator:
         server: dict[str, Any] = {name: final[name] - self._baseline[name] for name in final}
         server["deadlock_timeout"] = self.deadlock_timeout
         server["load_sessions_left"] = sessions_left
+        server.update(summarize(samples))
+        if self.settings.timeseries_csv:
+            write_csv(samples, self.settings.timeseries_csv)
         context = self._context(metrics)
         audits = {}
         for scenario in self.settings.scenarios:
@@ -167,11 +165,14 @@ class Coordinator:
             run=run,
             servers=[{"kind": s.kind, "version": s.version, "where": s.where, "origin": s.origin,
                       "description": s.describe()} for s in self._servers],
-            timeseries=self._samples,
+            timeseries=samples,
         )
         if workers is not None:
             report["workers"] = workers
         report["sla"] = sla.evaluate(self.settings.sla_rules, report, self.settings.scopes)
+        if stages:
+            report["steps"] = stage_reports(metrics, stages, time.monotonic(), self.settings.sla_rules,
+                                            self.settings.scopes)
         passed = report["audit"]["ok"] and all(rule["ok"] for rule in report["sla"])
         report["verdict"] = Verdict.PASS if passed else Verdict.FAIL
         report["exit_code"] = Verdict.EXIT_CODES[report["verdict"]]

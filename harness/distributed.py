@@ -19,7 +19,7 @@ from locust.runners import STATE_MISSING, MasterRunner
 
 from harness.metrics import Metrics
 
-__all__ = ["SERVERS_MESSAGE", "STOP_MESSAGE", "FINAL_MESSAGE", "REPORT_KEY", "WorkerShipments"]
+__all__ = ["SERVERS_MESSAGE", "STOP_MESSAGE", "FINAL_MESSAGE", "STAGE_MESSAGE", "REPORT_KEY", "WorkerShipments"]
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,8 @@ SERVERS_MESSAGE = "toolclash_servers"  # master -> workers: where the servers ar
 # --run-time, fires test_stop before it tells the workers to quit: the audit must not run
 # while agents still write.
 STOP_MESSAGE = "toolclash_stop"
-FINAL_MESSAGE = "toolclash_final"  # worker -> master: the last shipment, once its load has stopped
+FINAL_MESSAGE = "toolclash_final"
+STAGE_MESSAGE = "toolclash_stage"  # master -> workers: the load shape entered stage `index`  # worker -> master: the last shipment, once its load has stopped
 REPORT_KEY = "toolclash"  # the shipment's key in Locust's worker stats report
 
 _FINALS_GRACE_S = 30.0

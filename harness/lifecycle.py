@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 import weakref
 from typing import Any, NoReturn
 
@@ -28,13 +29,22 @@ from locust.runners import STATE_CLEANUP, STATE_INIT, STATE_STOPPED, MasterRunne
 from db.connect import ServiceUnreachable
 from db.schema import SchemaRefused
 from harness.coordinator import Coordinator
-from harness.distributed import FINAL_MESSAGE, REPORT_KEY, SERVERS_MESSAGE, STOP_MESSAGE, WorkerShipments
+from harness.distributed import (
+    FINAL_MESSAGE,
+    REPORT_KEY,
+    SERVERS_MESSAGE,
+    STAGE_MESSAGE,
+    STOP_MESSAGE,
+    WorkerShipments,
+)
+from harness.html_report import add_to_html_report
 from harness.junit import write_junit
 from harness.load import Load
 from harness.matrix import MATRIX_LEVEL_VARIABLE, run_matrix
 from harness.options import BadOption, Settings, add_arguments
 from harness.report import format_summary, write_json
 from harness.services import Services
+from harness.shapes import AgentStages
 
 __all__ = ["install", "toolclash_of", "Toolclash", "CONFIGURATION_ERROR"]
 
@@ -77,6 +87,7 @@ def _on_init(environment: Environment, runner: Runner, **_: Any) -> None:
         # Concurrent: stopping waits for the agents, and the worker must keep answering heartbeats.
         runner.register_message(STOP_MESSAGE, lambda environment, msg, **_: environment.runner.stop(),
                                 concurrent=True)
+        runner.register_message(STAGE_MESSAGE, run.on_stage_message)
     else:
         services, coordinator = _reach_servers(settings)
         load = None
@@ -87,6 +98,11 @@ def _on_init(environment: Environment, runner: Runner, **_: Any) -> None:
         if isinstance(runner, MasterRunner):
             runner.register_message(FINAL_MESSAGE, run.on_final_message)
             environment.events.worker_report.add_listener(run.on_worker_report)
+        if settings.shape_stages:
+            shape = AgentStages(settings.shape_stages, settings.shape_hold_s,
+                                environment.parsed_options.spawn_rate or max(settings.shape_stages), run.on_stage)
+            shape.runner = runner
+            environment.shape_class = shape
     _RUNS[environment] = run
     events = environment.events
     events.test_start.add_listener(run.on_test_start)
@@ -143,6 +159,7 @@ class Toolclash:
         self.report: dict[str, Any] | None = None
         self.exit_code: int | None = None
         self._peak_agents = 0
+        self._stages: list[dict[str, Any]] = []
 
     @property
     def _master(self) -> MasterRunner | None:
@@ -153,6 +170,9 @@ class Toolclash:
 
     def on_servers_message(self, environment: Environment, msg: Any, **_: Any) -> None:
         self.load.pg_dsn, self.load.redis_url = msg.data["pg_dsn"], msg.data["redis_url"]
+
+    def on_stage_message(self, environment: Environment, msg: Any, **_: Any) -> None:
+        self.load.stage = msg.data["index"]
 
     def on_report_to_master(self, client_id: str, data: dict[str, Any], **_: Any) -> None:
         if self.load is not None:
@@ -167,13 +187,23 @@ class Toolclash:
     def on_final_message(self, environment: Environment, msg: Any, **_: Any) -> None:
         self.shipments.add(msg.node_id, msg.data, final=True)
 
+    def on_stage(self, index: int, agents: int) -> None:
+        """The load shape entered a stage: count calls by stage from now on, here or on the workers."""
+        if index == 0:
+            self._stages = []
+        self._stages.append({"stage": index, "agents": agents, "started": time.monotonic()})
+        if self.load is not None:
+            self.load.stage = index
+        if self._master is not None:
+            self._master.send_message(STAGE_MESSAGE, {"index": index})
+
     # -- both -------------------------------------------------------------------------------
 
     def on_test_start(self, environment: Environment, **_: Any) -> None:
         agents = environment.runner.target_user_count or 0
         self._peak_agents = agents
         if self.coordinator is not None:
-            self.coordinator.begin(agents)
+            self.coordinator.begin(agents, lambda: environment.runner.user_count)
         if self._master is not None:
             self.shipments.begin(self._master)
             self._master.send_message(SERVERS_MESSAGE, {"pg_dsn": self.services.pg_dsn,
@@ -204,7 +234,7 @@ class Toolclash:
         else:
             metrics = self.load.metrics
         try:
-            self.report = self.coordinator.finish(metrics, self._peak_agents, workers)
+            self.report = self.coordinator.finish(metrics, self._peak_agents, workers, self._stages)
         except psycopg.Error as exc:
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
             print(f"toolclash: error: could not audit the run: {reason}", file=sys.stderr, flush=True)
@@ -227,6 +257,10 @@ class Toolclash:
         _stop_quietly(self.coordinator, self.services)
 
     def on_quit(self, exit_code: int, **_: Any) -> None:
+        # Locust has written its HTML report by now (with --html; its name's {u}/{r}/{t} filled in).
+        html_file = getattr(self.environment.parsed_options, "html_file", None)
+        if self.report is not None and html_file and os.path.exists(html_file):
+            add_to_html_report(html_file, self.report)
         if self.report is not None:
             print(f"toolclash verdict: {self.report['verdict'].upper()} (exit code {exit_code})", flush=True)
 

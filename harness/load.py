@@ -49,7 +49,9 @@ class Load:
         self.metrics = Metrics()
         # The project's own hook: one CallRecord per finished call, with every retry and its cause.
         self.call_finished = EventHook()
-        self.call_finished.add_listener(lambda record: self.metrics.record(record))
+        self.call_finished.add_listener(self._record)
+        # The load shape's current stage (None without --shape): calls are also counted per stage.
+        self.stage: int | None = None
         self.adapter: ToolAdapter | None = None
         self._pool = None
         self._redis: redis.Redis | None = None
@@ -58,6 +60,11 @@ class Load:
         self._pool_size = 0
         self._sampler: gevent.Greenlet | None = None
         self._started = 0.0
+
+    def _record(self, record) -> None:
+        self.metrics.record(record)
+        if self.stage is not None:
+            self.metrics.stage(self.stage).record(record)
 
     def take_metrics(self) -> Metrics:
         """What was recorded since the last take (a worker ships it to the master)."""

@@ -118,9 +118,12 @@ _DISTRIBUTIONS = ("pool_wait", "deadlock_detection", "deadlock_resolution")
 
 
 class Metrics:
-    """Everything one process recorded about its tool calls."""
+    """Everything one process recorded about its tool calls; with a load shape, also per stage
+    (`stages`, without the operation ids, which only the audits need)."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_op_ids: bool = True) -> None:
+        self._keep_op_ids = keep_op_ids
+        self.stages: dict[int, Metrics] = {}
         self.tools: dict[str, ToolStats] = {}
         self.conflicts: dict[str, int] = dict.fromkeys(CONFLICT_COUNTERS, 0)
         self.errors = 0
@@ -138,6 +141,12 @@ class Metrics:
             indeterminate=sum(self.tools[tool].indeterminate for tool in tools if tool in self.tools),
             rejected_op_ids=[op for tool in tools for op in self.rejected_op_ids.get(tool, [])],
         )
+
+    def stage(self, index: int) -> Metrics:
+        stage = self.stages.get(index)
+        if stage is None:
+            stage = self.stages[index] = Metrics(keep_op_ids=False)
+        return stage
 
     def _histogram(self, name: str) -> Histogram:
         histogram = self.distributions.get(name)
@@ -169,7 +178,8 @@ class Metrics:
         stats.latency.record(record.duration_s)
         if record.outcome is Outcome.SUCCEEDED:
             stats.succeeded += 1
-            self.succeeded_op_ids.setdefault(record.tool, []).append(record.op_id)
+            if self._keep_op_ids:
+                self.succeeded_op_ids.setdefault(record.tool, []).append(record.op_id)
             if record.deadlock_resolution_s is not None:
                 self.distributions["deadlock_resolution"].record(record.deadlock_resolution_s)
             for name, seconds in record.observations:
@@ -179,7 +189,7 @@ class Metrics:
             self.conflicts["indeterminate"] += 1
         else:
             stats.failed += 1
-            if record.failures[-1] is Failure.QUEUE_REJECTED:
+            if record.failures[-1] is Failure.QUEUE_REJECTED and self._keep_op_ids:
                 self.rejected_op_ids.setdefault(record.tool, []).append(record.op_id)
 
     def merge(self, other: Metrics) -> None:
@@ -195,6 +205,8 @@ class Metrics:
                 mine.setdefault(tool, []).extend(op_ids)
         self.findings.extend(other.findings)
         self.pool_samples.extend(other.pool_samples)
+        for index, stage in other.stages.items():
+            self.stage(index).merge(stage)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -206,6 +218,7 @@ class Metrics:
             "rejected_op_ids": _op_ids_to_wire(self.rejected_op_ids),
             "findings": self.findings,
             "pool_samples": self.pool_samples,
+            "stages": {str(index): stage.to_dict() for index, stage in self.stages.items()},
         }
 
     @classmethod
@@ -220,6 +233,9 @@ class Metrics:
         metrics.rejected_op_ids = _op_ids_from_wire(data["rejected_op_ids"])
         metrics.findings = list(data["findings"])
         metrics.pool_samples = list(data["pool_samples"])
+        metrics.stages = {int(index): cls.from_dict(stage) for index, stage in data["stages"].items()}
+        for stage in metrics.stages.values():
+            stage._keep_op_ids = False
         return metrics
 
 

@@ -12,6 +12,7 @@ from db.pool import ISOLATION_LEVELS
 from db.redis_keys import RedisKeys
 from db.retry import RetryPolicy
 from tasks.scenarios import Scenario, ScenarioParams, UnknownScenario, select
+from harness.shapes import SHAPES
 from harness.sla import DEFAULT_SLA_FILE, BadSlaFile, Rule, load_rules
 from tasks.user_tools import BadToolsModule, load_tools_module
 
@@ -76,6 +77,16 @@ def add_arguments(parser: Any) -> None:
         help="ms of work a tool does between its statements while holding its locks (default: 5)")
     add("--think-time", env_var="TOOLCLASH_THINK_TIME", type=float, default=0.0,
         help="ms an agent waits between two tool calls (default: 0)")
+    add("--sample-interval", env_var="TOOLCLASH_SAMPLE_INTERVAL", type=float, default=1.0,
+        help="seconds between two samples of the servers (locks, counters, Redis INFO) during the run (default: 1)")
+    add("--timeseries-csv", env_var="TOOLCLASH_TIMESERIES_CSV", default=None,
+        help="write the servers' samples to this CSV file, one row per sample")
+    add("--shape", env_var="TOOLCLASH_SHAPE", default=None, choices=("steps", "spike"),
+        help="a load shape: agents in stages (steps: 10,20,30,40,50; spike: 10,60,10), per-stage figures in the report")
+    add("--shape-agents", env_var="TOOLCLASH_SHAPE_AGENTS", default=None,
+        help="the shape's stages as comma-separated agent counts, e.g. 20,40,80,160")
+    add("--shape-hold", env_var="TOOLCLASH_SHAPE_HOLD", type=float, default=12.0,
+        help="seconds each stage of the shape is held (default: 12)")
     add("--sla", env_var="TOOLCLASH_SLA", default=None,
         help="TOML file of SLA rules ([[rule]] metric, op, threshold, scope); default: sla/default.toml")
     add("--report-json", env_var="TOOLCLASH_REPORT_JSON", default=None,
@@ -94,6 +105,24 @@ def _schema_name(value: str) -> str:
 def _at_least(name: str, value: float | None, low: float, unit: str = "") -> None:
     if value is not None and value < low:
         raise BadOption(f"{name} {value}{unit}: must be at least {low}{unit}")
+
+
+def _shape_stages(options: Any) -> tuple[int, ...] | None:
+    if options.shape is None:
+        if options.shape_agents:
+            raise BadOption("--shape-agents needs --shape steps or --shape spike")
+        return None
+    if options.shape_hold <= 0:
+        raise BadOption(f"--shape-hold {options.shape_hold}: must be more than 0 seconds")
+    if not options.shape_agents:
+        return SHAPES[options.shape]
+    try:
+        stages = tuple(int(part) for part in options.shape_agents.split(","))
+    except ValueError:
+        raise BadOption(f"--shape-agents {options.shape_agents!r}: give comma-separated whole numbers") from None
+    if not stages or min(stages) < 1:
+        raise BadOption(f"--shape-agents {options.shape_agents!r}: every stage needs at least one agent")
+    return stages
 
 
 def _scopes(scenarios: tuple[Scenario, ...], params: ScenarioParams) -> dict[str, list[str]]:
@@ -127,6 +156,10 @@ class Settings:
     sla_rules: tuple[Rule, ...] = ()
     scopes: dict[str, list[str]] = field(default_factory=dict)  # tool and scenario names -> tools
     junit_xml: str | None = None
+    sample_interval_s: float = 1.0
+    shape_stages: tuple[int, ...] | None = None
+    shape_hold_s: float = 12.0
+    timeseries_csv: str | None = None
     initial_balance: int = INITIAL_BALANCE
 
     @classmethod
@@ -149,6 +182,9 @@ class Settings:
         _at_least("--lock-timeout", options.lock_timeout, 0, " ms")
         _at_least("--tool-work", options.tool_work, 0, " ms")
         _at_least("--think-time", options.think_time, 0, " ms")
+        shape_stages = _shape_stages(options)
+        if options.sample_interval <= 0:
+            raise BadOption(f"--sample-interval {options.sample_interval}: must be more than 0 seconds")
         schema = _schema_name(options.schema)
         try:
             user_scenarios = (load_tools_module(options.tools_module),) if options.tools_module else ()
@@ -192,6 +228,10 @@ class Settings:
             sla_rules=sla_rules,
             scopes=scopes,
             junit_xml=options.junit_xml,
+            sample_interval_s=options.sample_interval,
+            shape_stages=shape_stages,
+            shape_hold_s=options.shape_hold,
+            timeseries_csv=options.timeseries_csv,
         )
 
     def pool_size_for(self, agents: int) -> int:

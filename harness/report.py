@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from db.audits import Check
-from harness.metrics import Metrics
+from harness import sla
+from harness.metrics import Histogram, Metrics
 
-__all__ = ["ANOMALIES", "build_report", "format_summary", "write_json"]
+__all__ = ["ANOMALIES", "build_report", "format_summary", "stage_reports", "write_json"]
 
 ANOMALIES = (
     "lost_updates",
@@ -29,7 +30,7 @@ def build_report(
     checks: list[Check],
     run: dict[str, Any],
     servers: list[dict[str, str]],
-    timeseries: dict[str, list[dict[str, Any]]],
+    timeseries: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """Everything but the SLA results and the verdict, which are computed from this."""
     tools = {}
@@ -124,6 +125,12 @@ def format_summary(report: dict[str, Any]) -> str:
         + ", ".join(f"{k}={server[k]}" for k in ("deadlocks", "xact_commit", "xact_rollback", "conflicts"))
     )
     lines.append(f"deadlock_timeout: {server['deadlock_timeout']['note']}")
+    lines.append(
+        f"server peaks ({server['samples']} samples): lock waiters={server['peak_lock_waiters']},"
+        f" longest lock wait={server['longest_lock_wait_ms']} ms, longest blocking chain={server['longest_blocking_chain']},"
+        f" Redis clients={server['peak_redis_clients']}, Redis ops/s={server['peak_redis_ops_per_sec']},"
+        f" Redis rejected connections={server['redis_rejected_connections']}"
+    )
     for name, summary in report["latency_ms"].items():
         lines.append(
             f"{name + ' ms':<24} p50={_ms(summary['p50'])} p95={_ms(summary['p95'])}"
@@ -143,7 +150,51 @@ def format_summary(report: dict[str, Any]) -> str:
         lines.append(
             f"  [{mark}] {rule['name']}: observed {_figure(rule['observed'])} (needs {rule['op']} {rule['threshold']:g})"
         )
+    if report.get("steps"):
+        lines.append("")
+        lines.append(f"{'stage':<7}{'agents':>7}{'calls/s':>10}{'p95 ms':>9}{'conflicts':>11}{'pool wait p95':>15}  SLAs")
+        for step in report["steps"]:
+            failed = [r["name"] for r in step["sla"] if not r["ok"]]
+            lines.append(
+                f"{step['stage']:<7}{step['agents']:>7}{step['throughput_per_s']:>10.1f}{_ms(step['p95_ms']):>9}"
+                f"{_figure(step['conflict_rate']):>11}{_ms(step['pool_wait_p95_ms']):>15}  "
+                + ("held" if not failed else "BROKEN: " + ", ".join(failed))
+            )
     lines.append("")
     lines.append(f"verdict: {report['verdict'].upper()}")
     lines.append("=" * 100)
     return "\n".join(lines)
+
+
+def stage_reports(
+    metrics: Metrics, stages: list[dict[str, Any]], ended: float, rules: tuple[Any, ...], scopes: dict[str, list[str]]
+) -> list[dict[str, Any]]:
+    """Per stage of a load shape: agents, throughput, p95, conflict rate, pool wait p95, and
+    whether each SLA held, so the user sees at which number of agents the platform stops
+    meeting its SLAs (the audits are of the whole run, not of a stage)."""
+    steps = []
+    for position, stage in enumerate(stages):
+        until = stages[position + 1]["started"] if position + 1 < len(stages) else ended
+        duration = max(until - stage["started"], 1e-9)
+        stage_metrics = metrics.stages.get(stage["stage"], Metrics(keep_op_ids=False))
+        report = build_report(metrics=stage_metrics, server={}, checks=[], run={"duration_s": duration},
+                              servers=[], timeseries=[])
+        all_calls = Histogram()
+        for stats in stage_metrics.tools.values():
+            all_calls.merge(stats.latency)
+        attempts = sum(t.attempts for t in stage_metrics.tools.values())
+        conflicts = sum(stage_metrics.conflicts.values()) - stage_metrics.conflicts["indeterminate"]
+        results = sla.evaluate(rules, report, scopes)
+        steps.append({
+            "stage": stage["stage"],
+            "agents": stage["agents"],
+            "duration_s": round(duration, 3),
+            "calls": sum(t.calls for t in stage_metrics.tools.values()),
+            "throughput_per_s": round(sum(t.calls for t in stage_metrics.tools.values()) / duration, 2),
+            "p95_ms": all_calls.percentile_ms(95),
+            "conflict_rate": conflicts / attempts if attempts else None,
+            "pool_wait_p95_ms": stage_metrics.distributions["pool_wait"].percentile_ms(95),
+            "sla_ok": all(r["ok"] for r in results),
+            "sla": [{"name": r["name"], "observed": r["observed"], "ok": r["ok"]} for r in results],
+        })
+    return steps

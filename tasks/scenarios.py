@@ -48,8 +48,8 @@ class Scenario:
     tools: Callable[[ScenarioParams], list[WeightedTool]]
     # Audits by name: scenarios that share the data share the audit, which runs once.
     audits: Callable[[ScenarioParams], dict[str, Audit]]
-    # Called about once a second during the run on the coordinator; what it returns is the
-    # scenario's time series in the report.
+    # Called with every server sample (--sample-interval) on the coordinator; what it returns
+    # joins the sample's row in the report's time series.
     sample: Callable[[AuditContext, ScenarioParams], dict[str, Any]] | None = None
     # Called at the start of a run with the harness's schema on the search path.
     setup: Callable[[Any], None] | None = None
@@ -98,13 +98,15 @@ SCENARIOS: dict[str, Scenario] = {
                 _tool("dequeue_job", dequeue_job, backend="redis", keys=p.keys),
             ],
             lambda p: {"queue": partial(audit_queue, capacity=p.queue_capacity)},
-            sample=lambda ctx, p: {"queue_depth": queue_depth(ctx.redis, ctx.keys)},
+            sample=lambda ctx, params: {"queue_depth": queue_depth(ctx.redis, ctx.keys)},
         ),
         Scenario(
             "cross_service",
             lambda p: [_tool("charge_usage", charge_usage, accounts=p.accounts, keys=p.keys)],
             lambda p: {**_CREDITS, "cross_service": audit_cross_service},
-            sample=lambda ctx, p: {"outbox_relayed": relay_outbox(ctx.conn, ctx.schema, ctx.redis, ctx.keys)["caught_up"]},
+            sample=lambda ctx, params: {
+                "outbox_relayed": relay_outbox(ctx.conn, ctx.schema, ctx.redis, ctx.keys)["caught_up"]
+            },
         ),
         Scenario(
             "agent_state",

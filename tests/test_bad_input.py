@@ -53,6 +53,10 @@ def test_a_dsn_that_does_not_parse_is_refused(servers):
         (["--teams", "0"], "--teams 0"),
         (["--hold-time", "-5"], "--hold-time -5"),
         (["--tools-module", "no/such/file.py"], "no such file"),
+        (["--sample-interval", "0"], "--sample-interval 0"),
+        (["--shape-agents", "5,10"], "--shape-agents needs --shape"),
+        (["--shape", "steps", "--shape-agents", "5,x"], "comma-separated whole numbers"),
+        (["--shape", "spike", "--shape-agents", "5,0,5"], "at least one agent"),
     ],
 )
 def test_nonsense_options_are_refused_before_any_server_is_touched(args, says):
