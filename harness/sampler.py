@@ -86,8 +86,12 @@ class ServerSampler:
         with psycopg.connect(self._pg_dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
                              application_name=self._application_name) as conn:
             context = self._context(conn)
-            while not self._stop.wait(self._interval_s):
+            due = time.monotonic() + self._interval_s
+            # On a schedule, not `interval` after the end of the last sample: a slow sample (a busy
+            # server) must not stretch the series.
+            while not self._stop.wait(max(0.0, due - time.monotonic())):
                 self.rows.append(self._sample(conn, context))
+                due = max(due + self._interval_s, time.monotonic())
 
     def _sample(self, conn: psycopg.Connection, context: AuditContext) -> dict[str, Any]:
         row: dict[str, Any] = {"t_s": round(time.monotonic() - self._started, 3), "agents": self._agents_now()}
