@@ -18,9 +18,20 @@ from psycopg import sql
 
 from db.redis_keys import RedisKeys
 
-__all__ = ["Check", "Acknowledged", "AuditContext", "acknowledged_in_table", "listing", "rows_within_acknowledged"]
+__all__ = ["ANOMALIES", "Check", "Acknowledged", "AuditContext", "acknowledged_in_table", "listing", "rows_within_acknowledged"]
 
 _SHOW_AT_MOST = 5
+
+# What the audits count as anomalies; the report always shows them all (0 when none was seen).
+ANOMALIES = (
+    "lost_updates",
+    "write_skew",
+    "lost_jobs",
+    "duplicate_jobs",
+    "priority_inversions",
+    "capacity_overshoots",
+    "cross_service_mismatches",
+)
 
 
 @dataclass(frozen=True)

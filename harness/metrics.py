@@ -222,8 +222,8 @@ class Metrics:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Metrics:
-        metrics = cls()
+    def from_dict(cls, data: dict[str, Any], keep_op_ids: bool = True) -> Metrics:
+        metrics = cls(keep_op_ids)
         metrics.tools = {name: ToolStats.from_dict(stats) for name, stats in data["tools"].items()}
         metrics.conflicts.update(data["conflicts"])
         metrics.errors = data["errors"]
@@ -233,9 +233,7 @@ class Metrics:
         metrics.rejected_op_ids = _op_ids_from_wire(data["rejected_op_ids"])
         metrics.findings = list(data["findings"])
         metrics.pool_samples = list(data["pool_samples"])
-        metrics.stages = {int(index): cls.from_dict(stage) for index, stage in data["stages"].items()}
-        for stage in metrics.stages.values():
-            stage._keep_op_ids = False
+        metrics.stages = {int(index): cls.from_dict(stage, keep_op_ids=False) for index, stage in data["stages"].items()}
         return metrics
 
 

@@ -6,21 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from db.audits import Check
+from db.audits import ANOMALIES, Check
 from harness import sla
 from harness.metrics import Histogram, Metrics
 
-__all__ = ["ANOMALIES", "build_report", "format_summary", "stage_reports", "write_json"]
-
-ANOMALIES = (
-    "lost_updates",
-    "write_skew",
-    "lost_jobs",
-    "duplicate_jobs",
-    "priority_inversions",
-    "capacity_overshoots",
-    "cross_service_mismatches",
-)
+__all__ = ["build_report", "format_summary", "stage_reports", "write_json"]
 
 
 def build_report(

@@ -24,6 +24,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from db.audits import ANOMALIES
 from db.errors import Failure
 from harness.metrics import CONFLICT_COUNTERS
 
@@ -45,7 +46,7 @@ class Metric:
     kind: str  # "ms", "rate", "count" or "per_minute": what thresholds make sense
     read: Callable[[Report, list[str] | None], float | None]
     per_tool: bool = False  # unscoped, it is checked for each tool
-    help: str = ""
+    scoped: bool = False  # a rule may narrow it to a tool or a scenario
 
 
 def _tools(report: Report, tools: list[str] | None) -> list[dict[str, Any]]:
@@ -78,43 +79,36 @@ def _distribution(name: str, statistic: str) -> Callable[[Report, list[str] | No
 
 METRICS: dict[str, Metric] = {
     **{
-        f"tool_{p}_ms": Metric("ms", _percentile_of_tool(f"{p}_ms"), per_tool=True, help=f"a tool's {p} latency")
+        f"tool_{p}_ms": Metric("ms", _percentile_of_tool(f"{p}_ms"), per_tool=True, scoped=True)
         for p in ("p50", "p95", "p99")
     },
     "success_rate": Metric("rate", lambda r, t: _ratio(_total(r, t, "succeeded"), _total(r, t, "calls")),
-                           help="calls that succeeded (after retries) / calls"),
+                           scoped=True),
     "failure_rate": Metric("rate", lambda r, t: _ratio(_total(r, t, "failed") + _total(r, t, "indeterminate"),
-                                                       _total(r, t, "calls")),
-                           help="calls that failed or may have / calls"),
+                                                       _total(r, t, "calls")), scoped=True),
     **{
         f"{kind.value}_per_attempt": Metric(
             "rate", lambda r, t, kind=kind.value: _ratio(_failures_of(r, t, kind), _total(r, t, "attempts")),
-            help=f"attempts that failed as {kind.value} / attempts")
+            scoped=True)
         for kind in Failure
     },
     "deadlocks_per_minute": Metric(
         "per_minute", lambda r, t: r["conflicts"]["deadlocks"] / (r["run"]["duration_s"] / 60.0)
-        if r["run"]["duration_s"] else None, help="deadlocks the agents met, per minute of run"),
+        if r["run"]["duration_s"] else None),
     **{
-        f"{name}_{statistic}_ms": Metric("ms", _distribution(name, statistic), help=f"{name} {statistic}")
+        f"{name}_{statistic}_ms": Metric("ms", _distribution(name, statistic))
         for name in ("deadlock_detection", "deadlock_resolution", "pool_wait", "queue_wait", "cross_service_window")
         for statistic in ("p50", "p95", "p99", "max")
     },
     **{
-        counter: Metric("count", lambda r, t, c=counter: r["conflicts"][c], help=f"conflicts.{counter}")
+        counter: Metric("count", lambda r, t, c=counter: r["conflicts"][c])
         for counter in CONFLICT_COUNTERS
     },
     **{
-        anomaly: Metric("count", lambda r, t, a=anomaly: r["anomalies"][a], help=f"anomalies.{anomaly}")
-        for anomaly in ("lost_updates", "write_skew", "lost_jobs", "duplicate_jobs", "priority_inversions",
-                        "capacity_overshoots", "cross_service_mismatches")
+        anomaly: Metric("count", lambda r, t, a=anomaly: r["anomalies"][a])
+        for anomaly in ANOMALIES
     },
-    "audit_failed_checks": Metric("count", lambda r, t: sum(not c["ok"] for c in r["audit"]["checks"]),
-                                  help="audit checks that failed"),
-}
-
-_SCOPED_KINDS = {"tool_p50_ms", "tool_p95_ms", "tool_p99_ms", "success_rate", "failure_rate"} | {
-    f"{kind.value}_per_attempt" for kind in Failure
+    "audit_failed_checks": Metric("count", lambda r, t: sum(not c["ok"] for c in r["audit"]["checks"])),
 }
 
 
@@ -166,7 +160,7 @@ def _rule(path: Path, number: int, table: dict[str, Any], scopes: dict[str, list
     if kind == "rate" and threshold > 1:
         raise BadSlaFile(f"{where}: threshold {threshold} is impossible for {metric}, a rate between 0 and 1")
     if scope is not None:
-        if metric not in _SCOPED_KINDS:
+        if not METRICS[metric].scoped:
             raise BadSlaFile(f"{where}: {metric} is for the whole run and takes no scope")
         if scope not in scopes:
             raise BadSlaFile(f"{where}: unknown scope {scope!r}; this run's tools and scenarios: {', '.join(scopes)}")
