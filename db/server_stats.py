@@ -17,7 +17,7 @@ def database_counters(conn: psycopg.Connection) -> dict[str, int]:
     row = conn.execute(
         f"SELECT {', '.join(DATABASE_COUNTERS)} FROM pg_stat_database WHERE datname = current_database()"
     ).fetchone()
-    return {name: int(value) for name, value in zip(DATABASE_COUNTERS, row)}
+    return {name: int(value) for name, value in zip(DATABASE_COUNTERS, row, strict=True)}
 
 
 def wait_for_sessions_to_end(conn: psycopg.Connection, application_prefix: str, timeout_s: float) -> int:

@@ -39,7 +39,7 @@ def audit_agent_state(ctx: AuditContext, *, teams: int) -> list[Check]:
     for start in range(0, len(op_ids), 1000):
         chunk = op_ids[start : start + 1000]
         found = r.smismember(keys("plan", "all_steps"), [str(op) for op in chunk])
-        present.update(op for op, here in zip(chunk, found) if here)
+        present.update(op for op, here in zip(chunk, found, strict=True) if here)
     missing = [op for op in op_ids if op not in present]
     stored = r.scard(keys("plan", "all_steps"))
     high = len(op_ids) + acknowledged.indeterminate

@@ -42,8 +42,11 @@ class Recorder:
         self.call_finished.add_listener(lambda record: self.records.append(record))
 
 
+QUICK_RETRIES = RetryPolicy(max_tries=5, base_s=0.001, cap_s=0.01)
+
+
 def adapter_on(dsn: str, session: SessionSettings, recorder: Recorder, *, size: int = 2,
-               policy: RetryPolicy = RetryPolicy(max_tries=5, base_s=0.001, cap_s=0.01), tool_work_s: float = 0.0):
+               policy: RetryPolicy = QUICK_RETRIES, tool_work_s: float = 0.0):
     pool = open_pool(dsn, session, size=size, timeout_s=5)
     return pool, ToolAdapter(pool, None, policy, tool_work_s, recorder.request, recorder.call_finished)
 
