@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -73,9 +74,12 @@ def _pool_section(metrics: Metrics) -> dict[str, Any]:
 
 
 def write_json(report: dict[str, Any], path: str) -> None:
+    """Written whole or not at all (a script watching the file never reads half a report)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    partial = target.with_name(target.name + ".partial")
+    partial.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(partial, target)
 
 
 def _ms(value: float | None) -> str:
