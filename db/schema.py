@@ -17,7 +17,7 @@ _TABLES = (
     """CREATE TABLE run_state (
         only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
         run_id text NOT NULL,
-        status text NOT NULL CHECK (status IN ('running', 'finished')),
+        status text NOT NULL,
         started_at timestamptz NOT NULL DEFAULT now(),
         finished_at timestamptz
     )""",
@@ -109,10 +109,11 @@ def prepare(conn: psycopg.Connection, schema: str, *, reset: bool) -> None:
             state = conn.execute(
                 sql.SQL("SELECT run_id, status, started_at FROM {}.run_state").format(ident)
             ).fetchone()
-            if state and state[1] == "running":
+            if state and state[1] != "finished":
+                why = "whose audit failed" if state[1] == "audit_failed" else "which did not finish"
                 raise SchemaRefused(
                     f"schema {schema!r} holds the data of run {state[0]} (started {state[2]:%Y-%m-%d %H:%M:%S %Z}),"
-                    " which did not finish; inspect it, then rerun with --reset to drop it"
+                    f" {why}; inspect it, then rerun with --reset to drop it"
                 )
             _add_missing_tables(conn, schema)
             return
@@ -128,6 +129,8 @@ def _add_missing_tables(conn: psycopg.Connection, schema: str) -> None:
             name = ddl.split()[2]
             if conn.execute("SELECT to_regclass(%s)", (f"{_quoted(schema)}.{name}",)).fetchone()[0] is None:
                 conn.execute(ddl)
+        # Schemas made before a run could end 'audit_failed' allowed only 'running' and 'finished'.
+        conn.execute("ALTER TABLE run_state DROP CONSTRAINT IF EXISTS run_state_status_check")
 
 
 def begin_run(
@@ -160,9 +163,11 @@ def begin_run(
         )
 
 
-def finish_run(conn: psycopg.Connection, schema: str) -> None:
+def finish_run(conn: psycopg.Connection, schema: str, *, audit_ok: bool) -> None:
+    """Mark the run over: 'finished', or 'audit_failed' to keep its data from the next run."""
     conn.execute(
-        sql.SQL("UPDATE {}.run_state SET status = 'finished', finished_at = now()").format(sql.Identifier(schema))
+        sql.SQL("UPDATE {}.run_state SET status = %s, finished_at = now()").format(sql.Identifier(schema)),
+        ("finished" if audit_ok else "audit_failed",),
     )
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import psycopg
 
-__all__ = ["DATABASE_COUNTERS", "database_counters", "wait_for_sessions_to_end"]
+__all__ = ["DATABASE_COUNTERS", "ConnectionRoom", "connection_room", "database_counters", "wait_for_sessions_to_end"]
 
 DATABASE_COUNTERS = ("deadlocks", "xact_commit", "xact_rollback", "conflicts")
 
@@ -37,3 +38,31 @@ def wait_for_sessions_to_end(conn: psycopg.Connection, application_prefix: str, 
         if left == 0 or time.monotonic() >= deadline:
             return left
         time.sleep(0.05)
+
+
+@dataclass(frozen=True)
+class ConnectionRoom:
+    """How many more sessions the server takes from an ordinary role, and why."""
+
+    max_connections: int
+    reserved: int  # superuser_reserved_connections + reserved_connections (PostgreSQL 16+)
+    in_use: int  # client sessions now
+
+    @property
+    def free(self) -> int:
+        return max(0, self.max_connections - self.reserved - self.in_use)
+
+    def describe(self) -> str:
+        return f"max_connections {self.max_connections} - {self.reserved} reserved - {self.in_use} in use"
+
+
+def connection_room(conn: psycopg.Connection) -> ConnectionRoom:
+    """What the server allows now; `conn` counts as in use."""
+    row = conn.execute(
+        """SELECT current_setting('max_connections')::int,
+                  current_setting('superuser_reserved_connections')::int
+                  + coalesce(current_setting('reserved_connections', true)::int, 0),
+                  (SELECT count(*) FROM pg_stat_activity
+                   WHERE backend_type = 'client backend')"""
+    ).fetchone()
+    return ConnectionRoom(*(int(v) for v in row))

@@ -18,22 +18,16 @@ from db import schema as run_schema
 from db.audits import AuditContext
 from db.connect import CONNECT_TIMEOUT_S, ServerInfo
 from db.pool import SessionSettings, load_application_prefix
-from db.server_stats import database_counters, wait_for_sessions_to_end
-from harness import sla
+from db.server_stats import connection_room, database_counters, wait_for_sessions_to_end
+from harness import sla, verdict
 from harness.metrics import Metrics
-from harness.options import Settings
+from harness.options import HARNESS_SESSIONS, Settings
 from harness.report import build_report, stage_reports
 from harness.sampler import ServerSampler, summarize, write_csv
 
-__all__ = ["Coordinator", "Verdict"]
+__all__ = ["Coordinator"]
 
 _SESSIONS_END_TIMEOUT_S = 10.0
-
-
-class Verdict:
-    PASS = "pass"
-    FAIL = "fail"
-    EXIT_CODES = {PASS: 0, FAIL: 1}
 
 
 class Coordinator:
@@ -76,6 +70,17 @@ class Coordinator:
         return {"requested_ms": requested, "applied": False, "effective": server_value,
                 "note": f"--deadlock-timeout {requested} NOT applied: role {role} may not set deadlock_timeout"
                         f" (needs superuser or GRANT SET); the server's {server_value} was used"}
+
+    def connections_refused(self, agents: int, processes: int) -> str | None:
+        """Why the server cannot take the sessions a run of `agents` on `processes` load processes
+        opens (one line naming both figures and what to change), or None when it can."""
+        needed, per_process = self.settings.connections_needed(agents, processes)
+        room = connection_room(self._conn)
+        if needed <= room.free:
+            return None
+        return (f"the run needs {needed} PostgreSQL connections ({processes} load process(es) x --pool-size"
+                f" {per_process} + {HARNESS_SESSIONS} for the harness) but the server takes {room.free} more"
+                f" ({room.describe()}): lower --pool-size or --processes, or raise max_connections")
 
     def begin(self, agents: int, agents_now: Callable[[], int]) -> None:
         run_id = uuid.uuid4().hex[:12]
@@ -157,7 +162,6 @@ class Coordinator:
         for scenario in self.settings.scenarios:
             audits.update(scenario.audits(self.settings.params))
         checks = [check for audit in audits.values() for check in audit(context)]
-        run_schema.finish_run(self._conn, self.settings.schema)
         report = build_report(
             metrics=metrics,
             server=server,
@@ -169,13 +173,16 @@ class Coordinator:
         )
         if workers is not None:
             report["workers"] = workers
+        problems = verdict.evidence_problems(metrics, workers["lost"] if workers else None)
+        report["evidence"] = {"ok": not problems, "problems": problems}
         report["sla"] = sla.evaluate(self.settings.sla_rules, report, self.settings.scopes)
         if stages:
             report["steps"] = stage_reports(metrics, stages, time.monotonic(), self.settings.sla_rules,
                                             self.settings.scopes)
-        passed = report["audit"]["ok"] and all(rule["ok"] for rule in report["sla"])
-        report["verdict"] = Verdict.PASS if passed else Verdict.FAIL
-        report["exit_code"] = Verdict.EXIT_CODES[report["verdict"]]
+        report["verdict"], report["exit_code"] = verdict.decide(report)
+        # A failed audit's data is the evidence of what went wrong: the next run must not wipe it
+        # unless told --reset.
+        run_schema.finish_run(self._conn, self.settings.schema, audit_ok=report["audit"]["ok"])
         return report
 
     def close(self) -> None:

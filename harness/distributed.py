@@ -19,7 +19,8 @@ from locust.runners import STATE_MISSING, MasterRunner
 
 from harness.metrics import Metrics
 
-__all__ = ["SERVERS_MESSAGE", "STOP_MESSAGE", "FINAL_MESSAGE", "STAGE_MESSAGE", "REPORT_KEY", "WorkerShipments"]
+__all__ = ["SERVERS_MESSAGE", "STOP_MESSAGE", "FINAL_MESSAGE", "STAGE_MESSAGE", "LOAD_FAILED_MESSAGE", "REPORT_KEY",
+           "WorkerShipments"]
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +29,12 @@ SERVERS_MESSAGE = "toolclash_servers"  # master -> workers: where the servers ar
 # --run-time, fires test_stop before it tells the workers to quit: the audit must not run
 # while agents still write.
 STOP_MESSAGE = "toolclash_stop"
-FINAL_MESSAGE = "toolclash_final"
-STAGE_MESSAGE = "toolclash_stage"  # master -> workers: the load shape entered stage `index`  # worker -> master: the last shipment, once its load has stopped
+FINAL_MESSAGE = "toolclash_final"  # worker -> master: the last shipment, once its load has stopped
+STAGE_MESSAGE = "toolclash_stage"  # master -> workers: the load shape entered stage `index`
+LOAD_FAILED_MESSAGE = "toolclash_load_failed"  # worker -> master: its pool could not open; end the run
 REPORT_KEY = "toolclash"  # the shipment's key in Locust's worker stats report
+
+# A shipment: {"test": the test it belongs to, as numbered by the master, "metrics": Metrics.to_dict()}
 
 _FINALS_GRACE_S = 30.0
 
@@ -44,8 +48,10 @@ class WorkerShipments:
         self._last_shipment: dict[str, float] = {}
         self._finals: set[str] = set()
         self._expected: set[str] = set()
+        self._test = 0
 
-    def begin(self, runner: MasterRunner) -> None:
+    def begin(self, runner: MasterRunner, test: int) -> None:
+        self._test = test
         self.total = Metrics()
         self._by_worker.clear()
         self._last_shipment.clear()
@@ -53,7 +59,10 @@ class WorkerShipments:
         self._expected = set(runner.clients.keys())
 
     def add(self, worker_id: str, shipment: dict[str, Any], *, final: bool = False) -> None:
-        received = Metrics.from_dict(shipment)
+        if shipment["test"] != self._test:
+            log.info("worker %s shipped metrics of test %s during test %s: left out", worker_id, shipment["test"], self._test)
+            return
+        received = Metrics.from_dict(shipment["metrics"])
         self.total.merge(received)
         self._by_worker.setdefault(worker_id, Metrics()).merge(received)
         self._last_shipment[worker_id] = time.time()

@@ -16,13 +16,16 @@ become Locust's exit 1.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import time
 import weakref
 from typing import Any, NoReturn
 
+import gevent
 import psycopg
+import redis
 from locust.env import Environment
 from locust.runners import STATE_CLEANUP, STATE_INIT, STATE_STOPPED, MasterRunner, Runner, WorkerRunner
 
@@ -31,6 +34,7 @@ from db.schema import SchemaRefused
 from harness.coordinator import Coordinator
 from harness.distributed import (
     FINAL_MESSAGE,
+    LOAD_FAILED_MESSAGE,
     REPORT_KEY,
     SERVERS_MESSAGE,
     STAGE_MESSAGE,
@@ -42,15 +46,14 @@ from harness.junit import write_junit
 from harness.load import Load
 from harness.matrix import MATRIX_LEVEL_VARIABLE, run_matrix
 from harness.options import BadOption, Settings, add_arguments
+from harness.verdict import CONFIGURATION_ERROR, configuration_errors
 from harness.report import format_summary, write_json
 from harness.services import Services
 from harness.shapes import AgentStages
 
-__all__ = ["install", "toolclash_of", "Toolclash", "CONFIGURATION_ERROR"]
+__all__ = ["install", "toolclash_of", "Toolclash"]
 
 log = logging.getLogger("toolclash")
-
-CONFIGURATION_ERROR = 2
 
 _RUNS: weakref.WeakKeyDictionary[Environment, Toolclash] = weakref.WeakKeyDictionary()
 
@@ -90,6 +93,13 @@ def _on_init(environment: Environment, runner: Runner, **_: Any) -> None:
         runner.register_message(STAGE_MESSAGE, run.on_stage_message)
     else:
         services, coordinator = _reach_servers(settings)
+        users = environment.parsed_options.num_users
+        if users:  # known before any load in a headless run; a web-UI ramp is checked when it starts
+            processes = environment.parsed_options.expect_workers if isinstance(runner, MasterRunner) else 1
+            too_many = coordinator.connections_refused(users, processes)
+            if too_many:
+                _stop_quietly(coordinator, services)
+                _fail_configuration(too_many)
         load = None
         if not isinstance(runner, MasterRunner):
             load = Load(settings, environment.events.request, 0)
@@ -97,6 +107,7 @@ def _on_init(environment: Environment, runner: Runner, **_: Any) -> None:
         run = Toolclash(environment, settings, services, coordinator, load)
         if isinstance(runner, MasterRunner):
             runner.register_message(FINAL_MESSAGE, run.on_final_message)
+            runner.register_message(LOAD_FAILED_MESSAGE, run.on_load_failed_message)
             environment.events.worker_report.add_listener(run.on_worker_report)
         if settings.shape_stages:
             shape = AgentStages(settings.shape_stages, settings.shape_hold_s,
@@ -107,6 +118,8 @@ def _on_init(environment: Environment, runner: Runner, **_: Any) -> None:
     events = environment.events
     events.test_start.add_listener(run.on_test_start)
     events.spawning_complete.add_listener(run.on_spawning_complete)
+    if run.load is not None:
+        events.user_error.add_listener(run.on_agent_error)
     events.test_stop.add_listener(run.on_test_stop)
     events.report_to_master.add_listener(run.on_report_to_master)
     events.quitting.add_listener(run.on_quitting)
@@ -160,6 +173,11 @@ class Toolclash:
         self.exit_code: int | None = None
         self._peak_agents = 0
         self._stages: list[dict[str, Any]] = []
+        # Which test (ramp) of this process's life the shipments belong to: a worker's late final
+        # shipment must not be counted in the next ramp of the web UI.
+        self._test = 0
+        # A worker's share of the agents, told by the master at each test start (sizes its pool).
+        self._agents_here: int | None = None
 
     @property
     def _master(self) -> MasterRunner | None:
@@ -170,13 +188,20 @@ class Toolclash:
 
     def on_servers_message(self, environment: Environment, msg: Any, **_: Any) -> None:
         self.load.pg_dsn, self.load.redis_url = msg.data["pg_dsn"], msg.data["redis_url"]
+        self._test, self._agents_here = msg.data["test"], msg.data["agents_per_worker"]
+
+    def on_agent_error(self, exception: BaseException, **_: Any) -> None:
+        self.load.metrics.record_agent_error(exception)
+
+    def _shipment(self) -> dict[str, Any]:
+        return {"test": self._test, "metrics": self.load.take_metrics().to_dict()}
 
     def on_stage_message(self, environment: Environment, msg: Any, **_: Any) -> None:
         self.load.stage = msg.data["index"]
 
     def on_report_to_master(self, client_id: str, data: dict[str, Any], **_: Any) -> None:
         if self.load is not None:
-            data[REPORT_KEY] = self.load.take_metrics().to_dict()
+            data[REPORT_KEY] = self._shipment()
 
     # -- the verdict's side -----------------------------------------------------------------
 
@@ -186,6 +211,10 @@ class Toolclash:
 
     def on_final_message(self, environment: Environment, msg: Any, **_: Any) -> None:
         self.shipments.add(msg.node_id, msg.data, final=True)
+
+    def on_load_failed_message(self, environment: Environment, msg: Any, **_: Any) -> None:
+        log.error("toolclash: worker %s could not start its load: %s", msg.node_id, msg.data["detail"])
+        self._end_test_early()
 
     def on_stage(self, index: int, agents: int) -> None:
         """The load shape entered a stage: count calls by stage from now on, here or on the workers."""
@@ -204,24 +233,33 @@ class Toolclash:
         self._peak_agents = agents
         if self.coordinator is not None:
             self.coordinator.begin(agents, lambda: environment.runner.user_count)
-        if self._master is not None:
-            self.shipments.begin(self._master)
-            self._master.send_message(SERVERS_MESSAGE, {"pg_dsn": self.services.pg_dsn,
-                                                        "redis_url": self.services.redis_url})
-        if self.load is not None:
-            self.load.start(agents)
+        master = self._master
+        if master is not None:
+            self._test += 1
+            self.shipments.begin(master, self._test)
+            master.send_message(SERVERS_MESSAGE, {"pg_dsn": self.services.pg_dsn, "redis_url": self.services.redis_url,
+                                                  "test": self._test,
+                                                  "agents_per_worker": math.ceil(agents / max(1, master.worker_count))})
+        if self.load is not None and self.load.start(self._agents_here or agents) is not None:
+            if isinstance(environment.runner, WorkerRunner):
+                environment.runner.send_message(LOAD_FAILED_MESSAGE, self.load.metrics.load_failures[-1])
+            else:
+                self._end_test_early()
+
+    def _end_test_early(self) -> None:
+        """A load process could not start: end the run now (it is judged on what it has), rather
+        than let agents without a pool run out the clock."""
+        runner = self.environment.runner
+        gevent.spawn(runner.quit if self.environment.parsed_options.headless else runner.stop)
 
     def on_spawning_complete(self, user_count: int, **_: Any) -> None:
         self._peak_agents = max(self._peak_agents, user_count)
-        if self.load is not None:
-            # Each process's own agents (on a worker, its share of user_count).
-            self.load.follow_agent_count(self.environment.runner.user_count)
 
     def on_test_stop(self, environment: Environment, **_: Any) -> None:
         if self.load is not None:
             self.load.stop()
             if isinstance(environment.runner, WorkerRunner):
-                environment.runner.send_message(FINAL_MESSAGE, self.load.take_metrics().to_dict())
+                environment.runner.send_message(FINAL_MESSAGE, self._shipment())
                 return
         if self.coordinator is None or not self.coordinator.running:
             return
@@ -235,13 +273,15 @@ class Toolclash:
             metrics = self.load.metrics
         try:
             self.report = self.coordinator.finish(metrics, self._peak_agents, workers, self._stages)
-        except psycopg.Error as exc:
+        except (psycopg.Error, redis.RedisError) as exc:
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
             print(f"toolclash: error: could not audit the run: {reason}", file=sys.stderr, flush=True)
             self.exit_code = CONFIGURATION_ERROR
             return
         self.exit_code = self.report["exit_code"]
         print(format_summary(self.report), flush=True)
+        for message in configuration_errors(self.report):
+            print(f"toolclash: error: {message}", file=sys.stderr, flush=True)
         if self.settings.report_json:
             write_json(self.report, self.settings.report_json)
         if self.settings.junit_xml:

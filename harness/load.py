@@ -13,7 +13,7 @@ import redis
 from locust.event import EventHook
 
 from db.adapter import ToolAdapter
-from db.pool import SessionSettings, load_application_name, open_pool
+from db.pool import PoolNotOpened, SessionSettings, load_application_name, open_pool
 from db.tool import Tool
 from harness.metrics import Metrics
 from harness.options import Settings
@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 _DRAIN_TIMEOUT_S = 10.0
 _POOL_SAMPLE_INTERVAL_S = 1.0
+_AS_MANY_AS_AGENTS_WANT = 2**31 - 1
 
 
 class Toolbox:
@@ -74,8 +75,9 @@ class Load:
     def next_agent_id(self) -> str:
         return f"p{self._process_index}-a{next(self._agent_numbers)}"
 
-    def start(self, agents: int) -> None:
-        """Open the pool (all its connections ready before the first call) and a fresh Metrics."""
+    def start(self, agents: int) -> dict | None:
+        """Open the pool (all its connections ready before the first call) and a fresh Metrics;
+        None, or what kept the load from starting (also kept in the metrics, for the verdict)."""
         self.metrics = Metrics()
         size = self._pool_size = self.settings.pool_size_for(agents)
         session = SessionSettings(
@@ -85,30 +87,34 @@ class Load:
             lock_timeout_ms=self.settings.lock_timeout_ms,
             process=self._process_index,
         )
-        self._pool = open_pool(self.pg_dsn, session, size=size, timeout_s=self.settings.pool_timeout_s)
-        self._redis = redis.Redis.from_url(self.redis_url, max_connections=None)
+        try:
+            self._pool = open_pool(self.pg_dsn, session, size=size, timeout_s=self.settings.pool_timeout_s)
+        except PoolNotOpened as exc:
+            failure = {"process": self._process_index, "kind": exc.kind, "detail": exc.detail}
+            log.error("toolclash: %s", failure["detail"])
+            self.metrics.load_failures.append(failure)
+            return failure
+        # As many connections as agents want (each holds at most one at a time, opened when first
+        # needed): redis-py's pool stops at 100 when given no number, and its error for the 101st
+        # agent is a ConnectionError, which would count as a lost connection.
+        self._redis = redis.Redis.from_url(self.redis_url, max_connections=_AS_MANY_AS_AGENTS_WANT)
         self.adapter = ToolAdapter(self._pool, self._redis, self.settings.retry, self.settings.tool_work_s, self._request_event, self.call_finished)
         self._started = time.monotonic()
         self._sampler = gevent.spawn(self._sample_pool)
+        return None
 
     def _sample_pool(self) -> None:
         """The pool's own view, every second: connections, free ones, requests waiting."""
         while True:
-            stats = self._pool.get_stats()
+            stats = self._pool.stats()
             self.metrics.pool_samples.append({
                 "t": round(time.monotonic() - self._started, 3),
                 "process": self._process_index,
-                "size": stats.get("pool_size", 0),
-                "available": stats.get("pool_available", 0),
-                "waiting": stats.get("requests_waiting", 0),
+                "size": stats["connections"],
+                "available": stats["available"],
+                "waiting": stats["waiting"],
             })
             gevent.sleep(_POOL_SAMPLE_INTERVAL_S)
-
-    def follow_agent_count(self, agents: int) -> None:
-        """Without --pool-size the pool holds one connection per agent, as agents come and go."""
-        if self._pool is not None and self.settings.pool_size is None and agents > 0:
-            self._pool_size = self.settings.pool_size_for(agents)
-            self._pool.resize(self._pool_size, self._pool_size)
 
     def stop(self) -> None:
         """Let calls still in flight finish recording, then close every connection."""
@@ -116,7 +122,7 @@ class Load:
             return
         deadline = time.monotonic() + _DRAIN_TIMEOUT_S
         while self.adapter.calls_in_flight and time.monotonic() < deadline:
-            time.sleep(0.01)
+            gevent.sleep(0.01)
         if self.adapter.calls_in_flight:
             log.warning("%d tool calls still in flight after %.0f s", self.adapter.calls_in_flight, _DRAIN_TIMEOUT_S)
         self._sampler.kill()
@@ -127,18 +133,20 @@ class Load:
         self._pool = None
 
     def _pool_at_rest(self) -> dict:
-        """With every agent stopped: does the pool hold all its connections, and is any of the
-        load's sessions still idle in a transaction?"""
-        stats = self._pool.get_stats()
-        with self._pool.connection() as conn:
+        """With every agent stopped: does the pool hold all its connections again, and is any of
+        the load's sessions still idle in a transaction?"""
+        stats = self._pool.wait_until_at_rest(_DRAIN_TIMEOUT_S)
+        with self._pool.connection(_DRAIN_TIMEOUT_S) as conn:
             idle = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND state LIKE 'idle in transaction%%'",
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+                " AND datname = current_database() AND state LIKE 'idle in transaction%%'",
                 (load_application_name(self.settings.schema, self._process_index),),
             ).fetchone()[0]
         return {
             "process": self._process_index,
             "size": self._pool_size,
-            "connections": stats.get("pool_size", 0),
-            "available": stats.get("pool_available", 0),
+            "connections": stats["connections"],
+            "available": stats["available"],
             "idle_in_transaction": idle,
         }
+

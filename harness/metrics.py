@@ -115,6 +115,7 @@ class ToolStats:
 
 
 _DISTRIBUTIONS = ("pool_wait", "deadlock_detection", "deadlock_resolution")
+_AGENT_ERROR_SAMPLES = 5
 
 
 class Metrics:
@@ -133,6 +134,17 @@ class Metrics:
         # What each process saw when its load stopped (its pool's state), and its pool samples.
         self.findings: list[dict[str, Any]] = []
         self.pool_samples: list[dict[str, Any]] = []
+        # Evidence the run cannot be judged on: a load process that could not start ({process,
+        # kind, detail}), and agents whose task raised (a harness bug, not a tool failure).
+        self.load_failures: list[dict[str, Any]] = []
+        self.agent_errors = 0
+        self.agent_error_samples: list[str] = []  # the first few, for the report
+
+    def record_agent_error(self, exception: BaseException) -> None:
+        """The `user_error` listener: an agent's task raised instead of finishing its call."""
+        self.agent_errors += 1
+        if len(self.agent_error_samples) < _AGENT_ERROR_SAMPLES:
+            self.agent_error_samples.append(f"{type(exception).__name__}: {exception}".splitlines()[0])
 
     def acknowledged(self, tools: set[str]) -> Acknowledged:
         """What the agents were told about the calls of `tools`."""
@@ -205,6 +217,10 @@ class Metrics:
                 mine.setdefault(tool, []).extend(op_ids)
         self.findings.extend(other.findings)
         self.pool_samples.extend(other.pool_samples)
+        self.load_failures.extend(other.load_failures)
+        self.agent_errors += other.agent_errors
+        room = _AGENT_ERROR_SAMPLES - len(self.agent_error_samples)
+        self.agent_error_samples.extend(other.agent_error_samples[:max(0, room)])
         for index, stage in other.stages.items():
             self.stage(index).merge(stage)
 
@@ -218,6 +234,9 @@ class Metrics:
             "rejected_op_ids": _op_ids_to_wire(self.rejected_op_ids),
             "findings": self.findings,
             "pool_samples": self.pool_samples,
+            "load_failures": self.load_failures,
+            "agent_errors": self.agent_errors,
+            "agent_error_samples": self.agent_error_samples,
             "stages": {str(index): stage.to_dict() for index, stage in self.stages.items()},
         }
 
@@ -233,6 +252,9 @@ class Metrics:
         metrics.rejected_op_ids = _op_ids_from_wire(data["rejected_op_ids"])
         metrics.findings = list(data["findings"])
         metrics.pool_samples = list(data["pool_samples"])
+        metrics.load_failures = list(data["load_failures"])
+        metrics.agent_errors = data["agent_errors"]
+        metrics.agent_error_samples = list(data["agent_error_samples"])
         metrics.stages = {int(index): cls.from_dict(stage, keep_op_ids=False) for index, stage in data["stages"].items()}
         return metrics
 

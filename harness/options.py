@@ -3,6 +3,7 @@ and their validation into one immutable `Settings`."""
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +17,16 @@ from harness.shapes import SHAPES
 from harness.sla import DEFAULT_SLA_FILE, BadSlaFile, Rule, load_rules
 from tasks.user_tools import BadToolsModule, load_tools_module
 
-__all__ = ["BadOption", "Settings", "add_arguments"]
+__all__ = ["BadOption", "DEFAULT_POOL_SIZE", "HARNESS_SESSIONS", "Settings", "add_arguments"]
 
 INITIAL_BALANCE = 1_000_000
+# Agents share a bounded pool, as on an AI platform: more agents queue for it (that wait is
+# measured) instead of asking the server for one connection each. 20 per process leaves room for
+# 4 processes and the harness's own sessions on a stock server (max_connections 100).
+DEFAULT_POOL_SIZE = 20
+# The harness's sessions besides the coordinator's (which is open when the budget is checked):
+# the server sampler's and the fault injector's.
+HARNESS_SESSIONS = 2
 
 
 class BadOption(ValueError):
@@ -58,8 +66,8 @@ def add_arguments(parser: Any) -> None:
     add("--isolation", env_var="TOOLCLASH_ISOLATION", default="read_committed", choices=sorted(ISOLATION_LEVELS),
         help="isolation level of every tool transaction (default: read_committed)")
     add("--pool-size", env_var="TOOLCLASH_POOL_SIZE", type=int, default=None,
-        help="connections per worker process (default: the number of agents on that process;"
-             " half of it when pool_exhaustion runs)")
+        help=f"connections per load process (default: one per agent on that process, at most {DEFAULT_POOL_SIZE};"
+             " half of that when pool_exhaustion runs)")
     add("--pool-timeout", env_var="TOOLCLASH_POOL_TIMEOUT", type=float, default=5.0,
         help="seconds a call waits for a connection before it fails as a pool timeout (default: 5)")
     add("--max-tries", env_var="TOOLCLASH_MAX_TRIES", type=int, default=5,
@@ -235,8 +243,16 @@ class Settings:
         )
 
     def pool_size_for(self, agents: int) -> int:
+        """The pool of one load process that runs `agents` agents."""
         if self.pool_size is not None:
             return self.pool_size
+        size = min(max(1, agents), DEFAULT_POOL_SIZE)
         if any(s.name == "pool_exhaustion" for s in self.scenarios):
-            return max(1, agents // 2)
-        return max(1, agents)
+            return max(1, size // 2)  # fewer connections than agents: they must queue
+        return size
+
+    def connections_needed(self, agents: int, processes: int) -> tuple[int, int]:
+        """(all the PostgreSQL sessions a run of `agents` on `processes` load processes opens,
+        the pool of one process)."""
+        per_process = self.pool_size_for(math.ceil(agents / max(1, processes)))
+        return per_process * processes + HARNESS_SESSIONS, per_process

@@ -154,6 +154,10 @@ def format_summary(report: dict[str, Any]) -> str:
                 f"{_figure(step['conflict_rate']):>11}{_ms(step['pool_wait_p95_ms']):>15}  "
                 + ("held" if not failed else "BROKEN: " + ", ".join(failed))
             )
+    if report["evidence"]["problems"]:
+        lines.append("")
+        lines.append("the run is not evidence enough to pass:")
+        lines += [f"  [FAIL] {problem['kind']}: {problem['detail']}" for problem in report["evidence"]["problems"]]
     lines.append("")
     lines.append(f"verdict: {report['verdict'].upper()}")
     lines.append("=" * 100)

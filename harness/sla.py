@@ -47,6 +47,9 @@ class Metric:
     read: Callable[[Report, list[str] | None], float | None]
     per_tool: bool = False  # unscoped, it is checked for each tool
     scoped: bool = False  # a rule may narrow it to a tool or a scenario
+    # Read from the tool calls: with no call in scope there is nothing to hold, and the rule fails
+    # (a run that made no call must never pass on such a rule).
+    over_calls: bool = False
 
 
 def _tools(report: Report, tools: list[str] | None) -> list[dict[str, Any]]:
@@ -79,17 +82,18 @@ def _distribution(name: str, statistic: str) -> Callable[[Report, list[str] | No
 
 METRICS: dict[str, Metric] = {
     **{
-        f"tool_{p}_ms": Metric("ms", _percentile_of_tool(f"{p}_ms"), per_tool=True, scoped=True)
+        f"tool_{p}_ms": Metric("ms", _percentile_of_tool(f"{p}_ms"), per_tool=True, scoped=True,
+                                  over_calls=True)
         for p in ("p50", "p95", "p99")
     },
     "success_rate": Metric("rate", lambda r, t: _ratio(_total(r, t, "succeeded"), _total(r, t, "calls")),
-                           scoped=True),
+                           scoped=True, over_calls=True),
     "failure_rate": Metric("rate", lambda r, t: _ratio(_total(r, t, "failed") + _total(r, t, "indeterminate"),
-                                                       _total(r, t, "calls")), scoped=True),
+                                                       _total(r, t, "calls")), scoped=True, over_calls=True),
     **{
         f"{kind.value}_per_attempt": Metric(
             "rate", lambda r, t, kind=kind.value: _ratio(_failures_of(r, t, kind), _total(r, t, "attempts")),
-            scoped=True)
+            scoped=True, over_calls=True)
         for kind in Failure
     },
     "deadlocks_per_minute": Metric(
@@ -121,8 +125,11 @@ class Rule:
     scope: str | None = None
 
     def holds(self, observed: float | None) -> bool:
-        # A rule about something that never happened (no deadlock to resolve) holds.
-        return observed is None or _OPS[self.op](observed, self.threshold)
+        if observed is None:
+            # A rule about an event that never happened (no deadlock to resolve) holds; one about
+            # tool calls when there were none does not.
+            return not METRICS[self.metric].over_calls
+        return _OPS[self.op](observed, self.threshold)
 
 
 def load_rules(path: Path, scopes: dict[str, list[str]]) -> tuple[Rule, ...]:
@@ -176,7 +183,9 @@ def evaluate(rules: tuple[Rule, ...], report: Report, scopes: dict[str, list[str
     for rule in rules:
         metric = METRICS[rule.metric]
         if metric.per_tool and rule.scope is None:
-            targets: list[tuple[str | None, list[str] | None]] = [(tool, [tool]) for tool in sorted(report["tools"])]
+            # No tool called at all: the rule is checked once, over nothing, and fails.
+            targets: list[tuple[str | None, list[str] | None]] = [
+                (tool, [tool]) for tool in sorted(report["tools"])] or [(None, [])]
         else:
             targets = [(rule.scope, scopes[rule.scope] if rule.scope else None)]
         for scope, tools in targets:

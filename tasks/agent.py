@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 from locust import User, task
+from locust.exception import StopUser
 
 from harness.lifecycle import toolclash_of
 
@@ -27,5 +28,7 @@ class Agent(User):
 
     @task
     def invoke_tool(self) -> None:
+        if self._load.adapter is None:
+            raise StopUser()  # the load could not start (its pool did not open): the run is ending
         tool = self._load.toolbox.pick(self._rng)
         self._load.adapter.call(tool, self.agent_id, self._rng.getrandbits(64))

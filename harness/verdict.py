@@ -1,0 +1,59 @@
+"""The verdict, and the evidence it needs before it may say PASS.
+
+A run passes only when its data backs it: the audits held, every SLA rule held, and the run is
+evidence at all. It is not when a load process never started, when agents raised instead of
+finishing their calls, when no tool call was made, or when a worker vanished with calls whose
+outcome nobody reported. The server refusing the run's connections is the run's configuration,
+not a verdict on the platform: exit code 2, like a bad option.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.metrics import Metrics
+
+__all__ = ["CONFIGURATION_ERROR", "PASS", "FAIL", "configuration_errors", "decide", "evidence_problems"]
+
+PASS = "pass"
+FAIL = "fail"
+CONFIGURATION_ERROR = 2
+_EXIT_CODES = {PASS: 0, FAIL: 1}
+
+# Problems that say the run was set up wrong (fix the options or the server, then run again).
+_CONFIGURATION_KINDS = frozenset({"server_refused"})
+
+
+def evidence_problems(metrics: Metrics, lost_workers: list[dict[str, Any]] | None = None) -> list[dict[str, str]]:
+    """What keeps the run from being evidence, each as {kind, detail}; empty when nothing does."""
+    problems = [{"kind": f["kind"], "detail": f["detail"]} for f in metrics.load_failures]
+    if metrics.agent_errors:
+        problems.append({
+            "kind": "agent_errors",
+            "detail": f"{metrics.agent_errors} agent tasks raised instead of finishing their tool call"
+                      f" (a harness or tools-module bug), e.g. {metrics.agent_error_samples[0]}",
+        })
+    if not any(stats.calls for stats in metrics.tools.values()):
+        problems.append({"kind": "no_calls", "detail": "no tool call was made: there is nothing to judge"})
+    for worker in lost_workers or ():
+        problems.append({
+            "kind": "worker_lost",
+            "detail": f"worker {worker['worker']} vanished ({worker['state']}); the outcomes of its calls since"
+                      f" its last shipment ({worker['last_shipment_at'] or 'none'}) are unknown",
+        })
+    return problems
+
+
+def decide(report: dict[str, Any]) -> tuple[str, int]:
+    """(verdict, exit code) of a report whose `evidence`, `audit` and `sla` are filled in."""
+    problems = report["evidence"]["problems"]
+    if any(p["kind"] in _CONFIGURATION_KINDS for p in problems):
+        return FAIL, CONFIGURATION_ERROR
+    passed = not problems and report["audit"]["ok"] and all(rule["ok"] for rule in report["sla"])
+    verdict = PASS if passed else FAIL
+    return verdict, _EXIT_CODES[verdict]
+
+
+def configuration_errors(report: dict[str, Any]) -> list[str]:
+    """The one-line messages to print for a run that ended on its configuration."""
+    return [p["detail"] for p in report["evidence"]["problems"] if p["kind"] in _CONFIGURATION_KINDS]
