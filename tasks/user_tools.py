@@ -58,9 +58,14 @@ def load_tools_module(path: str) -> Scenario:
 
 
 def _run_user_audit(user_audit: Any, module_name: str, ctx: AuditContext) -> list[Check]:
-    """The user's checks, as Check objects or dicts with the same keys."""
+    """The user's checks, as Check objects or dicts with the same keys. An audit that raises is a
+    failed check naming the error: the run still ends with its report and a FAIL."""
     checks = []
-    for item in user_audit(ctx):
-        check = item if isinstance(item, Check) else Check(**item)
-        checks.append(Check(**{**check.as_dict(), "name": f"{module_name}.{check.name}"}))
+    try:
+        for item in user_audit(ctx):
+            check = item if isinstance(item, Check) else Check(**item)
+            checks.append(Check(**{**check.as_dict(), "name": f"{module_name}.{check.name}"}))
+    except Exception as exc:  # the user's code: whatever it raises, the verdict must still be written
+        error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        checks.append(Check(f"{module_name}.audit", False, "the audit runs", "it raised", error))
     return checks
