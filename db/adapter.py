@@ -61,14 +61,13 @@ class ToolAdapter:
         try:
             for attempt in range(1, self._policy.max_tries + 1):
                 record.attempts = attempt
-                failure, tx = self._attempt(tool, agent_id, seed, record)
+                failure, tx = self._attempt(tool, agent_id, seed, record, first_deadlock_at)
                 if failure is None:
+                    # The call has succeeded already: an agent stopped in a follow-up is still
+                    # reported as succeeded, and one that raises is a harness bug that reaches
+                    # the agent, never a failure of the call.
                     for follow_up in tx.after_commit:
                         follow_up()
-                    record.observations = tx.observations
-                    record.outcome = Outcome.SUCCEEDED
-                    if first_deadlock_at is not None:
-                        record.deadlock_resolution_s = perf_counter() - first_deadlock_at
                     break
                 if failure is Failure.DEADLOCK and first_deadlock_at is None:
                     first_deadlock_at = perf_counter()
@@ -83,9 +82,14 @@ class ToolAdapter:
         return record
 
     def _attempt(
-        self, tool: Tool, agent_id: str, seed: int, record: CallRecord
+        self, tool: Tool, agent_id: str, seed: int, record: CallRecord, first_deadlock_at: float | None
     ) -> tuple[Failure | None, Transaction | None]:
-        """One try of the call: the failure it met (None when it committed), and its transaction."""
+        """One try of the call: the failure it met (None when it committed), and its transaction.
+
+        Success is recorded as soon as COMMIT returns (or a Redis tool's commands did), before
+        the connection goes back to the pool: an agent stopped after that point made a call that
+        committed, and reporting it otherwise would make the audit blame the server for its row.
+        """
         asked_at = perf_counter()
         conn: psycopg.Connection | None = None
         # A Redis tool's commands are its commit: a connection lost during them leaves the
@@ -101,6 +105,11 @@ class ToolAdapter:
             if conn is not None:
                 committing = True
                 conn.commit()
+            record.outcome = Outcome.SUCCEEDED
+            # The same list: what the follow-ups observe still joins the record.
+            record.observations = tx.observations
+            if first_deadlock_at is not None:
+                record.deadlock_resolution_s = perf_counter() - first_deadlock_at
             return None, tx
         except _STOPPED:
             record.outcome = Outcome.INDETERMINATE if committing else Outcome.INTERRUPTED
@@ -137,9 +146,12 @@ class ToolAdapter:
 
 
 def _call_failed(record: CallRecord) -> CallFailed:
+    """What Locust is told of any call that did not succeed, whatever its record holds."""
     last = record.failures[-1] if record.failures else None
     if record.outcome is Outcome.INDETERMINATE:
         what = "indeterminate: the connection was lost or the agent stopped during COMMIT"
+    elif last is None:  # ended by something other than a classified failure
+        what = "error: no attempt finished"
     elif last is Failure.ERROR:
         what = f"error: {type(record.exception).__name__}"
     elif last.retryable:

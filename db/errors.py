@@ -40,7 +40,9 @@ class Failure(enum.Enum):
     LOCK_TIMEOUT = "lock_timeouts"  # 55P03, lock_timeout or NOWAIT
     POOL_TIMEOUT = "pool_timeouts"  # no connection within --pool-timeout
     QUEUE_REJECTED = "queue_rejections"  # a bounded queue was full
-    REDIS_WATCH_CONFLICT = "redis_watch_conflicts"  # a WATCHed key changed before EXEC
+    # redis-py's WatchError: a WATCHed key changed before EXEC (nothing applied), or the
+    # connection dropped while watching (possibly after the server ran EXEC). See _BY_CLASS.
+    REDIS_WATCH_CONFLICT = "redis_watch_conflicts"
     CONNECTION_LOST = "connection_errors"
     ERROR = "errors"  # anything else: a bug or a constraint, never retried
 
@@ -70,6 +72,11 @@ _BY_CLASS: tuple[tuple[type[BaseException], Failure], ...] = (
     (pg_errors.LockNotAvailable, Failure.LOCK_TIMEOUT),
     (PoolTimeout, Failure.POOL_TIMEOUT),
     (QueueFull, Failure.QUEUE_REJECTED),
+    # WatchError has two meanings, told apart by no class: a WATCHed key changed before EXEC
+    # (EXEC aborted, nothing applied), or the connection dropped while watching, which redis-py
+    # reports as WatchError too (Pipeline._disconnect_raise_on_watching), even when EXEC had
+    # reached the server and was applied. Both are retried as a conflict, so a Redis tool that
+    # uses WATCH must be idempotent under its op_id (tasks/agent_state.py: update_plan).
     (redis.exceptions.WatchError, Failure.REDIS_WATCH_CONFLICT),
     (redis.exceptions.ConnectionError, Failure.CONNECTION_LOST),
     (redis.exceptions.TimeoutError, Failure.CONNECTION_LOST),

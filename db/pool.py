@@ -172,6 +172,12 @@ class AgentPool:
     def close(self) -> None:
         self._pool.close()
 
+    def __enter__(self) -> AgentPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
 
 def open_pool(dsn: str, settings: SessionSettings, *, size: int, timeout_s: float) -> AgentPool:
     """Open a pool of exactly `size` connections, all connected before the first call, so

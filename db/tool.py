@@ -42,7 +42,8 @@ class Transaction:
         self.redis = redis_client
         self.statement_started = 0.0
         # Run once the transaction has committed (e.g. the Redis half of a cross-service
-        # operation). They must not raise: the call has already succeeded.
+        # operation). The call is recorded as succeeded before they run, and stays so if the
+        # agent is stopped during one; they must not raise (that would be a harness bug).
         self.after_commit: list[Callable[[], None]] = []
         self.observations: list[tuple[str, float]] = []
         self._work_s = work_s

@@ -11,18 +11,28 @@ __all__ = ["update_plan", "audit_agent_state"]
 
 
 def update_plan(tx: Transaction, *, keys: RedisKeys, teams: int) -> None:
+    """Add the call's step to its team's plan and bump the plan's version, once per call.
+
+    redis-py also raises WatchError when the connection drops while watching, EXEC included:
+    the attempt it ended may have been applied, and the adapter retries it (same op_id, same
+    team). So each attempt first looks for its step, under the WATCH: an earlier attempt's
+    EXEC that reaches the server after this check changes the plan and aborts this attempt,
+    whose retry then finds the step.
+    """
     team = tx.rng.randint(1, teams)
     plan, steps, all_steps = keys("plan", team), keys("plan", team, "steps"), keys("plan", "all_steps")
     step = str(tx.op_id)
     with tx.redis.pipeline() as pipe:
         pipe.watch(plan)
+        if pipe.sismember(steps, step):
+            return  # applied by an earlier attempt whose reply was lost
         version = int(pipe.hget(plan, "version") or 0)
         tx.work()  # the agent decides its change while others may change the plan
         pipe.multi()
         pipe.hset(plan, mapping={"version": version + 1, "last_step": step})
         pipe.sadd(steps, step)
         pipe.sadd(all_steps, step)
-        pipe.execute()  # WatchError if the plan changed since WATCH: classified and retried
+        pipe.execute()  # WatchError if the plan changed since WATCH (or the connection dropped): retried
 
 
 def audit_agent_state(ctx: AuditContext, *, teams: int) -> list[Check]:

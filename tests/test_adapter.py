@@ -4,19 +4,24 @@ commit's outcome is unknown. All against the real server."""
 from __future__ import annotations
 
 import random
+import uuid
+from contextlib import closing
 
 import gevent
+import gevent.event
 import psycopg
 import pytest
 from psycopg import sql
 
-from db.call_record import Outcome
-from db.errors import Failure, VersionConflict
-from db.pool import SessionSettings, load_application_prefix
+from db.adapter import ToolAdapter, _call_failed
+from db.call_record import CallRecord, Outcome
+from db.errors import CallFailed, Failure, VersionConflict
+from db.pool import SessionSettings, load_application_prefix, open_pool
 from db.retry import RetryPolicy
 from db.server_stats import database_counters, wait_for_sessions_to_end
 from db.tool import Tool
-from tests.support import Recorder, adapter_on, prepared_schema
+from tasks.ledger import record_in_ledger
+from tests.support import QUICK_RETRIES, Recorder, adapter_on, prepared_schema
 
 
 @pytest.fixture
@@ -41,7 +46,7 @@ def test_version_conflicts_are_retried_with_the_same_operation_until_success(ser
     recorder = Recorder()
     tool, attempts = _conflicting_until(3)
     pool, adapter = adapter_on(servers.pg_dsn, SessionSettings(accounts), recorder)
-    with pool:
+    with closing(pool):
         record = adapter.call(Tool("bump", tool), "agent-1", seed=7)
     assert record.outcome is Outcome.SUCCEEDED
     assert record.attempts == 3 and record.retries == 2
@@ -61,7 +66,7 @@ def test_a_call_that_exhausts_its_tries_fails(servers, accounts):
     tool, attempts = _conflicting_until(99)
     pool, adapter = adapter_on(servers.pg_dsn, SessionSettings(accounts), recorder,
                                policy=RetryPolicy(max_tries=4, base_s=0.001, cap_s=0.002))
-    with pool:
+    with closing(pool):
         record = adapter.call(Tool("bump", tool), "agent-1", seed=7)
     assert record.outcome is Outcome.FAILED
     assert record.attempts == 4 and record.failures == [Failure.VERSION_CONFLICT] * 4
@@ -77,7 +82,7 @@ def test_a_bug_in_a_tool_is_not_retried(servers, accounts):
         tx.execute("SELECT no_such_column FROM accounts")
 
     pool, adapter = adapter_on(servers.pg_dsn, SessionSettings(accounts), recorder)
-    with pool:
+    with closing(pool):
         record = adapter.call(Tool("broken", broken), "agent-1", seed=1)
     assert record.outcome is Outcome.FAILED and record.attempts == 1
     assert record.failures == [Failure.ERROR]
@@ -106,7 +111,7 @@ def test_a_deadlock_is_retried_timed_and_counted_by_the_server_too(servers, admi
         return tool
 
     pool, adapter = adapter_on(servers.pg_dsn, session, recorder, size=2)
-    with pool:
+    with closing(pool):
         calls = [gevent.spawn(adapter.call, Tool(f"t{a}{b}", lock_in_order(a, b)), "agent", 1) for a, b in [(1, 2), (2, 1)]]
         gevent.joinall(calls, timeout=20, raise_error=True)
     records = [g.value for g in calls]
@@ -143,10 +148,70 @@ def test_a_connection_lost_during_commit_is_indeterminate(servers, admin, accoun
         admin.execute("SELECT pg_terminate_backend(%s)", (backend[0],))
 
     pool, adapter = adapter_on(servers.pg_dsn, SessionSettings(accounts), recorder)
-    with pool:
+    with closing(pool):
         killer = gevent.spawn(terminate_during_commit)
         record = adapter.call(Tool("touch", touch), "agent-1", seed=1)
         killer.join(timeout=5)
     assert record.outcome is Outcome.INDETERMINATE
     assert record.attempts == 1, "an operation that may have committed is never retried"
     assert record.failures == [Failure.CONNECTION_LOST]
+
+
+class _SlowToTakeBack:
+    """The run's pool, but giving a connection back waits (as behind a contended pool lock):
+    long enough for the agent to be stopped there."""
+
+    def __init__(self, pool, returning: gevent.event.Event) -> None:
+        self._pool = pool
+        self._returning = returning
+
+    def getconn(self):
+        return self._pool.getconn()
+
+    def putconn(self, conn) -> None:
+        self._returning.set()
+        try:
+            gevent.sleep(30)
+        finally:
+            self._pool.putconn(conn)
+
+
+@pytest.mark.parametrize("stopped_in", ["after_commit", "putconn"])
+def test_an_agent_stopped_after_commit_reports_its_call_as_succeeded(stopped_in, servers, admin, accounts):
+    """Locust stops an agent by killing its greenlet; once COMMIT has returned, the call
+    succeeded, whatever the agent was doing next (a follow-up, giving its connection back)."""
+    recorder = Recorder()
+    stopping_point = gevent.event.Event()
+
+    def apply_elsewhere() -> None:  # e.g. charge_usage's Redis apply, slow today
+        if stopped_in == "after_commit":
+            stopping_point.set()
+            gevent.sleep(30)
+
+    def charge(tx):
+        record_in_ledger(tx, "charge", debit=1, credit=None, amount=5)
+        tx.after_commit.append(apply_elsewhere)
+
+    pool = open_pool(servers.pg_dsn, SessionSettings(accounts), size=1, timeout_s=5)
+    lender = _SlowToTakeBack(pool, stopping_point) if stopped_in == "putconn" else pool
+    adapter = ToolAdapter(lender, None, QUICK_RETRIES, 0.0, recorder.request, recorder.call_finished)
+    with closing(pool):
+        agent = gevent.spawn(adapter.call, Tool("charge", charge), "agent-1", 1)
+        assert stopping_point.wait(10)
+        agent.kill(timeout=10)
+    assert isinstance(agent.value, gevent.GreenletExit), agent.exception
+    [record] = recorder.records
+    assert record.outcome is Outcome.SUCCEEDED and record.failures == []
+    [told_locust] = recorder.requests
+    assert told_locust["exception"] is None and told_locust["context"] == {"op_id": str(record.op_id)}
+    in_ledger = admin.execute(
+        sql.SQL("SELECT count(*) FROM {}.ledger WHERE op_id = %s").format(sql.Identifier(accounts)), (record.op_id,)
+    ).fetchone()[0]
+    assert in_ledger == 1
+
+
+@pytest.mark.parametrize("outcome", [Outcome.FAILED, Outcome.INDETERMINATE])
+def test_locust_is_told_of_every_call_that_did_not_succeed(outcome):
+    """Even of one that ended before any attempt was classified: no failure, no exception."""
+    told = _call_failed(CallRecord("charge", "pg", uuid.uuid4(), outcome=outcome))
+    assert isinstance(told, CallFailed) and str(told)

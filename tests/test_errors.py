@@ -5,11 +5,14 @@ from __future__ import annotations
 import gevent
 import psycopg
 import pytest
+import redis
+import redis.exceptions
 from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from db.errors import Failure, VersionConflict, classify
+from db.redis_keys import RedisKeys
 
 
 @pytest.fixture
@@ -109,3 +112,16 @@ def test_version_conflict_is_retryable_and_a_plain_error_is_not():
     assert classify(ZeroDivisionError()) is Failure.ERROR
     assert not Failure.ERROR.retryable
     assert not Failure.POOL_TIMEOUT.retryable
+
+
+def test_a_redis_connection_killed_while_watching_is_a_watch_error_too(servers, schema):
+    """The second meaning of WatchError (see db.errors): no key changed, the connection died."""
+    key = RedisKeys(schema)("plan", 1)
+    with redis.Redis.from_url(servers.redis_url) as client, redis.Redis.from_url(servers.redis_url) as killer:
+        with client.pipeline() as pipe:
+            pipe.watch(key)
+            assert killer.client_kill_filter(_id=pipe.client_id()) == 1
+            with pytest.raises(redis.exceptions.WatchError) as caught:
+                pipe.hget(key, "version")
+    assert isinstance(caught.value.__context__, redis.exceptions.ConnectionError)
+    assert classify(caught.value) is Failure.REDIS_WATCH_CONFLICT
