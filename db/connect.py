@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import psycopg
@@ -9,7 +10,8 @@ import redis
 import redis.exceptions
 from psycopg.conninfo import conninfo_to_dict
 
-__all__ = ["CONNECT_TIMEOUT_S", "ServiceUnreachable", "ServerInfo", "probe_postgres", "probe_redis", "postgres_target"]
+__all__ = ["CONNECT_TIMEOUT_S", "ServiceUnreachable", "ServerInfo", "probe_postgres", "probe_redis", "postgres_target",
+           "redact"]
 
 # Both probes together stay well inside the 10 s a user waits for a bad DSN to be reported.
 CONNECT_TIMEOUT_S = 4
@@ -35,7 +37,8 @@ def postgres_target(dsn: str) -> str:
     try:
         params = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as exc:
-        raise ServiceUnreachable(f"invalid PostgreSQL DSN: {_first_line(exc)}") from None
+        # libpq quotes the DSN it could not parse, password and all.
+        raise ServiceUnreachable(f"invalid PostgreSQL DSN: {redact(_first_line(exc))}") from None
     host = params.get("host") or params.get("hostaddr") or "the default socket"
     database = params.get("dbname") or params.get("user") or ""
     if host.startswith("/"):
@@ -61,7 +64,7 @@ def probe_redis(url: str, origin: str) -> ServerInfo:
             url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=CONNECT_TIMEOUT_S
         )
     except ValueError as exc:
-        raise ServiceUnreachable(f"invalid Redis URL {url!r} (from {origin}): {_first_line(exc)}") from None
+        raise ServiceUnreachable(f"invalid Redis URL {redact(url)!r} (from {origin}): {redact(_first_line(exc))}") from None
     kwargs = client.connection_pool.connection_kwargs
     target = kwargs.get("path") or f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
     target += f"/{kwargs.get('db', 0)}"
@@ -71,6 +74,17 @@ def probe_redis(url: str, origin: str) -> ServerInfo:
     except redis.exceptions.RedisError as exc:
         raise ServiceUnreachable(f"cannot connect to Redis at {target} (from {origin}): {_first_line(exc)}") from None
     return ServerInfo("Redis", version, target, origin)
+
+
+# user:password@ in a URI, and password=… in a key=value DSN.
+_URI_PASSWORD = re.compile(r"(?P<keep>[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@\"']*:)[^\s@\"']*@")
+_KEYWORD_PASSWORD = re.compile(r"(?P<keep>\bpassword\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^\s\"']+)", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """`text` with every password of a DSN or URL in it replaced by ***, for messages."""
+    text = _URI_PASSWORD.sub(lambda m: m["keep"] + "***@", text)
+    return _KEYWORD_PASSWORD.sub(lambda m: m["keep"] + "***", text)
 
 
 def _first_line(exc: BaseException) -> str:

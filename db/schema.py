@@ -66,6 +66,9 @@ _TABLES = (
     )""",
 )
 
+# The comment on every schema toolclash creates: only such a schema is ever used, emptied or dropped.
+_MARK = "made by toolclash; --reset drops it"
+
 _RUN_TABLES = ("ledger", "usage_outbox", "counter_ops", "counters", "duty_leave", "accounts")
 
 
@@ -86,23 +89,19 @@ def claim(conn: psycopg.Connection, schema: str) -> None:
 
 
 def prepare(conn: psycopg.Connection, schema: str, *, reset: bool) -> None:
-    """Make `schema` ready for a run on the autocommit session `conn`, or raise SchemaRefused."""
+    """Make `schema` ready for a run on the autocommit session `conn`, or raise SchemaRefused.
+
+    Only a schema toolclash created (its comment says so) is ever used, emptied or dropped."""
     ident = sql.Identifier(schema)
     exists = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone()
     if exists:
-        ours = conn.execute("SELECT to_regclass(%s)", (f"{_quoted(schema)}.run_state",)).fetchone()[0]
-        if ours is None:
-            objects = conn.execute(
-                "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-                " WHERE n.nspname = %s",
-                (schema,),
-            ).fetchone()[0]
-            if objects:
-                raise SchemaRefused(
-                    f"schema {schema!r} exists and was not made by toolclash ({objects} objects);"
-                    " toolclash never touches it: choose another with --schema"
-                )
-        elif reset:
+        if not _made_by_toolclash(conn, schema):
+            raise SchemaRefused(
+                f"schema {schema!r} exists and was not made by toolclash; toolclash never uses, empties or drops"
+                " a schema it did not create: choose another with --schema"
+            )
+        if reset:
+            _refuse_outside_dependents(conn, schema)
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(ident))
             exists = None
         else:
@@ -115,11 +114,47 @@ def prepare(conn: psycopg.Connection, schema: str, *, reset: bool) -> None:
                     f"schema {schema!r} holds the data of run {state[0]} (started {state[2]:%Y-%m-%d %H:%M:%S %Z}),"
                     f" {why}; inspect it, then rerun with --reset to drop it"
                 )
-            _add_missing_tables(conn, schema)
-            return
     if not exists:
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(ident))
+        conn.execute(sql.SQL("COMMENT ON SCHEMA {} IS {}").format(ident, sql.Literal(_MARK)))
     _add_missing_tables(conn, schema)
+
+
+def _made_by_toolclash(conn: psycopg.Connection, schema: str) -> bool:
+    # Schemas made before the mark existed have our run_state table.
+    comment, has_run_state = conn.execute(
+        "SELECT obj_description(oid, 'pg_namespace'), to_regclass(%s) IS NOT NULL FROM pg_namespace WHERE nspname = %s",
+        (f"{_quoted(schema)}.run_state", schema),
+    ).fetchone()
+    return comment == _MARK or (comment is None and has_run_state)
+
+
+def _refuse_outside_dependents(conn: psycopg.Connection, schema: str) -> None:
+    """DROP SCHEMA … CASCADE would also drop what other schemas built on ours (a view, a foreign
+    key): refuse, naming them, rather than touch anything outside the schema."""
+    outside = conn.execute(
+        # pg_identify_object gives no schema for rules, constraints, defaults and triggers: theirs
+        # is their table's.
+        """SELECT DISTINCT o.type || ' ' || o.identity
+           FROM pg_depend d
+           CROSS JOIN LATERAL pg_identify_object(d.refclassid, d.refobjid, 0) r
+           CROSS JOIN LATERAL pg_identify_object(d.classid, d.objid, 0) o
+           LEFT JOIN pg_rewrite rw ON d.classid = 'pg_rewrite'::regclass AND rw.oid = d.objid
+           LEFT JOIN pg_constraint co ON d.classid = 'pg_constraint'::regclass AND co.oid = d.objid
+           LEFT JOIN pg_attrdef ad ON d.classid = 'pg_attrdef'::regclass AND ad.oid = d.objid
+           LEFT JOIN pg_trigger tg ON d.classid = 'pg_trigger'::regclass AND tg.oid = d.objid
+           LEFT JOIN pg_class t ON t.oid = coalesce(rw.ev_class, co.conrelid, ad.adrelid, tg.tgrelid)
+           LEFT JOIN pg_namespace tn ON tn.oid = coalesce(t.relnamespace, co.connamespace)
+           WHERE r.schema = %(s)s AND coalesce(o.schema, tn.nspname) <> %(s)s AND d.deptype IN ('n', 'a')
+           ORDER BY 1""",
+        {"s": schema},
+    ).fetchall()
+    if outside:
+        named = ", ".join(row[0] for row in outside[:5]) + (" …" if len(outside) > 5 else "")
+        raise SchemaRefused(
+            f"--reset would also drop what depends on schema {schema!r} from outside it ({named});"
+            " drop or change those first"
+        )
 
 
 def _add_missing_tables(conn: psycopg.Connection, schema: str) -> None:

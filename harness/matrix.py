@@ -25,35 +25,40 @@ MATRIX_LEVEL_VARIABLE = "TOOLCLASH_MATRIX_LEVEL"
 
 # Options the matrix sets itself in each level's run; the user's values for them are dropped.
 _OWN_OPTIONS = {"--isolation": True, "--report-json": True, "--isolation-matrix": False}
+# Given to each level's run through its environment, not its command line, which every user of
+# the machine can read (`ps`): a DSN or URL may hold a password.
+_BY_ENVIRONMENT = {"--pg-dsn": "TOOLCLASH_PG_DSN", "--redis-url": "TOOLCLASH_REDIS_URL"}
 
 
-def _level_arguments(argv: list[str]) -> list[str]:
+def _level_arguments(argv: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The command line of each level's run, and the variables to set in its environment."""
     kept: list[str] = []
-    skip_value = False
-    for arg in argv:
-        if skip_value:
-            skip_value = False
-            continue
-        name = arg.split("=", 1)[0]
-        if name in _OWN_OPTIONS:
-            skip_value = _OWN_OPTIONS[name] and "=" not in arg
-            continue
-        kept.append(arg)
+    variables: dict[str, str] = {}
+    words = iter(argv)
+    for arg in words:
+        name, has_value, value = arg.partition("=")
+        if name in _BY_ENVIRONMENT:
+            variables[_BY_ENVIRONMENT[name]] = value if has_value else next(words, "")
+        elif name in _OWN_OPTIONS:
+            if _OWN_OPTIONS[name] and not has_value:
+                next(words, None)
+        else:
+            kept.append(arg)
     if not any(a.split("=", 1)[0] == "--scenario" for a in kept) and "TOOLCLASH_SCENARIO" not in os.environ:
         kept += ["--scenario", "isolation"]
-    return kept
+    return kept, variables
 
 
 def run_matrix(argv: list[str], report_json: str | None) -> int:
     """Run every level; print the table; 0 when at least one level passes, 1 when none does,
     2 when a level's run could not produce a verdict."""
     rows: list[dict[str, Any]] = []
-    arguments = _level_arguments(argv)
+    arguments, variables = _level_arguments(argv)
     for level in ISOLATION_LEVELS:
         print(f"toolclash: isolation matrix: running at {level} …", flush=True)
         with tempfile.TemporaryDirectory(prefix="toolclash-matrix-") as scratch:
             report_path = Path(scratch) / "report.json"
-            env = {**os.environ, MATRIX_LEVEL_VARIABLE: level}
+            env = {**os.environ, **variables, MATRIX_LEVEL_VARIABLE: level}
             done = subprocess.run(
                 [sys.executable, "-m", "locust", *arguments, "--isolation", level, "--report-json", str(report_path)],
                 env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL,

@@ -1,0 +1,69 @@
+"""Nothing outside the run's own schema is touched, and no password is printed or passed in clear."""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+from harness.matrix import _level_arguments
+from tests.support import run_locust
+
+RUN = ("--users", "2", "--spawn-rate", "2", "--run-time", "2s", "--scenario", "optimistic_locking")
+
+
+def _error_lines(done) -> list[str]:
+    return [line for line in done.stderr.splitlines() if line.startswith("toolclash: error:")]
+
+
+def test_an_empty_schema_toolclash_did_not_create_is_refused(servers, admin, schema):
+    """Before: an empty schema was adopted, and a later --reset dropped it."""
+    admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    done = run_locust("--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema, "--reset", *RUN)
+    assert done.returncode == 2
+    [line] = _error_lines(done)
+    assert "not made by toolclash" in line
+    assert admin.execute("SELECT count(*) FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone()[0] == 1
+    tables = admin.execute("SELECT count(*) FROM pg_tables WHERE schemaname = %s", (schema,)).fetchone()[0]
+    assert tables == 0, "nothing was created in it"
+
+
+def test_the_public_schema_is_refused_before_any_server_is_touched():
+    done = run_locust("--schema", "public", *RUN, timeout=30)
+    assert done.returncode == 2
+    [line] = _error_lines(done)
+    assert "--schema public" in line and "a schema of its own" in line
+
+
+def test_reset_refuses_to_drop_what_other_schemas_built_on_ours(servers, admin, schema):
+    """Before: DROP SCHEMA … CASCADE silently dropped the user's view in public."""
+    common = ("--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema, *RUN)
+    first = run_locust(*common)
+    assert first.returncode in (0, 1), first.stderr[-2000:]
+    view = f"tc_view_on_{schema}"
+    admin.execute(sql.SQL("CREATE VIEW public.{} AS SELECT id FROM {}.accounts").format(
+        sql.Identifier(view), sql.Identifier(schema)))
+    try:
+        refused = run_locust(*common, "--reset")
+        assert refused.returncode == 2
+        [line] = _error_lines(refused)
+        assert f"public.{view}" in line and "--reset would also drop" in line
+        assert admin.execute("SELECT to_regclass(%s)", (f"public.{view}",)).fetchone()[0] is not None
+    finally:
+        admin.execute(sql.SQL("DROP VIEW IF EXISTS public.{}").format(sql.Identifier(view)))
+
+
+def test_a_malformed_dsn_or_url_is_reported_without_its_password():
+    for option, value in (("--pg-dsn", "postgresql://app:s3cret-pw@[db.internal"),
+                          ("--redis-url", "redis://app:s3cret-pw@cache.internal:notaport/0")):
+        done = run_locust(option, value, *RUN, timeout=30)
+        assert done.returncode == 2
+        [line] = _error_lines(done)
+        assert "s3cret-pw" not in done.stderr + done.stdout
+        assert "app:***@" in line
+
+
+def test_the_isolation_matrix_passes_the_servers_to_its_runs_by_environment():
+    argv = ["--pg-dsn", "postgresql://app:s3cret@db/x", "--redis-url=redis://:pw@cache/0", "--users", "5",
+            "--isolation", "serializable", "--isolation-matrix"]
+    arguments, variables = _level_arguments(argv)
+    assert arguments == ["--users", "5", "--scenario", "isolation"]
+    assert variables == {"TOOLCLASH_PG_DSN": "postgresql://app:s3cret@db/x", "TOOLCLASH_REDIS_URL": "redis://:pw@cache/0"}
