@@ -128,6 +128,21 @@ def test_isolation_audit_counts_corrupted_counters_and_pairs(admin, schema):
     assert checks["no_write_skew"].anomaly_count == 1 and not checks["no_write_skew"].ok
 
 
+def test_isolation_audit_sees_a_lost_and_an_invented_increment_on_two_counters(admin, schema):
+    """Before: counter 1 one short and counter 2 one over cancelled out in a signed sum: pass."""
+    from tests.support import prepared_schema
+    from tasks.isolation import audit_isolation
+
+    prepared_schema(admin, schema)
+    admin.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+    admin.execute("INSERT INTO counter_ops VALUES (gen_random_uuid(), 1, 1), (gen_random_uuid(), 2, 1)")
+    admin.execute("UPDATE counters SET value = CASE id WHEN 1 THEN 0 WHEN 2 THEN 2 END WHERE id IN (1, 2)")
+    checks = {c.name: c for c in audit_isolation(context_for(admin, schema, lambda tools: NOTHING_ACKNOWLEDGED))}
+    assert not checks["no_lost_updates"].ok
+    assert checks["no_lost_updates"].observed == {"lost": 1, "invented": 1}
+    assert checks["no_lost_updates"].anomaly_count == 2
+
+
 def test_user_tools_module_runs_through_locust(servers, schema, tmp_path):
     report_path = tmp_path / "report.json"
     done = run_locust(
