@@ -78,6 +78,10 @@ class ToolAdapter:
         finally:
             self.calls_in_flight -= 1
             record.duration_s = perf_counter() - started
+            if first_deadlock_at is not None and record.deadlock_resolution_s is None:
+                # Never resolved (it gave up, or failed otherwise): the time it was held up is
+                # still the worst case of the distribution, not one to leave out.
+                record.deadlock_resolution_s = perf_counter() - first_deadlock_at
             self._report(record)
         return record
 
@@ -98,13 +102,16 @@ class ToolAdapter:
         tx: Transaction | None = None
         try:
             if tool.uses_postgres:
-                conn = self._pool.getconn()
-                record.pool_waits_s.append(perf_counter() - asked_at)
+                try:
+                    conn = self._pool.getconn()
+                finally:  # a wait that ended in a pool timeout is the worst of all: keep it
+                    record.pool_waits_s.append(perf_counter() - asked_at)
             tx = Transaction(record.op_id, agent_id, seed, conn, self._redis, self._tool_work_s)
             tool.run(tx)
             if conn is not None:
                 committing = True
                 conn.commit()
+                tx.committed_at = perf_counter()
             record.outcome = Outcome.SUCCEEDED
             # The same list: what the follow-ups observe still joins the record.
             record.observations = tx.observations

@@ -24,7 +24,8 @@ class Transaction:
     operation (same accounts, same amounts) rather than drawing a new one.
     """
 
-    __slots__ = ("op_id", "agent_id", "rng", "conn", "redis", "statement_started", "after_commit", "observations", "_work_s")
+    __slots__ = ("op_id", "agent_id", "rng", "conn", "redis", "statement_started", "committed_at", "after_commit",
+                 "observations", "_work_s")
 
     def __init__(
         self,
@@ -40,7 +41,10 @@ class Transaction:
         self.rng = random.Random(seed)
         self.conn = conn
         self.redis = redis_client
-        self.statement_started = 0.0
+        # Set again by execute(); a tool that runs statements on `conn` directly gets deadlock
+        # detection times measured from the start of its transaction (an upper bound).
+        self.statement_started = perf_counter()
+        self.committed_at: float | None = None  # perf_counter() when COMMIT returned
         # Run once the transaction has committed (e.g. the Redis half of a cross-service
         # operation). The call is recorded as succeeded before they run, and stays so if the
         # agent is stopped during one; they must not raise (that would be a harness bug).

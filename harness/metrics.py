@@ -187,13 +187,13 @@ class Metrics:
             return
         stats.calls += 1
         stats.retries += record.retries
+        if record.deadlock_resolution_s is not None:  # resolved, or held up until the call gave up
+            self.distributions["deadlock_resolution"].record(record.deadlock_resolution_s)
         stats.latency.record(record.duration_s)
         if record.outcome is Outcome.SUCCEEDED:
             stats.succeeded += 1
             if self._keep_op_ids:
                 self.succeeded_op_ids.setdefault(record.tool, []).append(record.op_id)
-            if record.deadlock_resolution_s is not None:
-                self.distributions["deadlock_resolution"].record(record.deadlock_resolution_s)
             for name, seconds in record.observations:
                 self._histogram(name).record(seconds)
         elif record.outcome is Outcome.INDETERMINATE:

@@ -52,7 +52,6 @@ def charge_usage(tx: Transaction, *, accounts: int, keys: RedisKeys) -> None:
     tx.execute("INSERT INTO usage_outbox (op_id, agent_id, amount) VALUES (%s, %s, %s)",
                (tx.op_id, tx.agent_id, amount))
     tx.work()
-    started = time.perf_counter()
     op_id, agent_id, client = tx.op_id, tx.agent_id, tx.redis
 
     def apply_usage() -> None:
@@ -61,7 +60,8 @@ def charge_usage(tx: Transaction, *, accounts: int, keys: RedisKeys) -> None:
         except redis.exceptions.RedisError as exc:
             log.debug("usage of %s left to the relay: %s", op_id, exc)
             return
-        tx.observe("cross_service_window", time.perf_counter() - started)
+        # From COMMIT, when PostgreSQL holds the charge and Redis does not yet count it.
+        tx.observe("cross_service_window", time.perf_counter() - tx.committed_at)
 
     tx.after_commit.append(apply_usage)
 

@@ -215,3 +215,80 @@ def test_locust_is_told_of_every_call_that_did_not_succeed(outcome):
     """Even of one that ended before any attempt was classified: no failure, no exception."""
     told = _call_failed(CallRecord("charge", "pg", uuid.uuid4(), outcome=outcome))
     assert isinstance(told, CallFailed) and str(told)
+
+
+def _deadlocking_pair(direct: bool):
+    """Two tools that lock rows 1 and 2 in opposite orders; `direct`: on tx.conn, not tx.execute."""
+    def lock_in_order(first: int, second: int):
+        def tool(tx):
+            run = tx.conn.execute if direct else tx.execute
+            run("UPDATE accounts SET balance = balance - 1 WHERE id = %s", (first,))
+            gevent.sleep(0.1)
+            run("UPDATE accounts SET balance = balance + 1 WHERE id = %s", (second,))
+        return tool
+    return [Tool(f"t{a}{b}", lock_in_order(a, b)) for a, b in [(1, 2), (2, 1)]]
+
+
+def _run_both(servers, accounts, tools, policy=QUICK_RETRIES):
+    recorder = Recorder()
+    pool, adapter = adapter_on(servers.pg_dsn, SessionSettings(accounts, deadlock_timeout_ms=50), recorder,
+                               size=2, policy=policy)
+    with pool:
+        calls = [gevent.spawn(adapter.call, tool, "agent", 1) for tool in tools]
+        gevent.joinall(calls, timeout=20, raise_error=True)
+    return [g.value for g in calls]
+
+
+def test_a_deadlock_on_statements_run_on_the_connection_directly_is_timed_from_its_transaction(servers, accounts):
+    """Before: statement_started stayed 0, and the detection time was the seconds since boot."""
+    [victim] = [r for r in _run_both(servers, accounts, _deadlocking_pair(direct=True)) if r.failures]
+    assert victim.exception.sqlstate == "40P01"
+    [detection] = victim.deadlock_detections_s
+    assert 0.05 <= detection < 5
+
+
+def test_a_call_that_gives_up_on_a_deadlock_still_counts_in_the_resolution_distribution(servers, accounts):
+    """Before: only calls that succeeded after a deadlock were timed, the worst ones were left out."""
+    records = _run_both(servers, accounts, _deadlocking_pair(direct=False), policy=RetryPolicy(1, 0.001, 0.01))
+    [gave_up] = [r for r in records if r.outcome is Outcome.FAILED]
+    assert gave_up.failures == [Failure.DEADLOCK]
+    assert 0 <= gave_up.deadlock_resolution_s < 5
+
+
+def test_a_wait_that_ends_in_a_pool_timeout_is_timed(servers, accounts):
+    """Before: only waits that got a connection were recorded, never the longest ones."""
+    recorder = Recorder()
+    pool = open_pool(servers.pg_dsn, SessionSettings(accounts), size=1, timeout_s=0.3)
+    adapter = ToolAdapter(pool, None, QUICK_RETRIES, 0.0, recorder.request, recorder.call_finished)
+    with pool:
+        held = pool.getconn()
+        record = adapter.call(Tool("reads", lambda tx: tx.execute("SELECT 1")), "agent", 1)
+        pool.putconn(held)
+    assert record.failures == [Failure.POOL_TIMEOUT]
+    [wait] = record.pool_waits_s
+    assert wait >= 0.3
+
+
+def test_the_cross_service_window_starts_at_commit(servers, admin, accounts):
+    """Before: it started before COMMIT, so a slow COMMIT (here a deferred trigger of 300 ms)
+    counted as a window in which the two services disagreed."""
+    import redis
+
+    from db.redis_keys import RedisKeys
+    from tasks.cross_service import charge_usage
+
+    admin.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(accounts)))
+    admin.execute("CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS"
+                  " $$ BEGIN PERFORM pg_sleep(0.3); RETURN NULL; END $$")
+    admin.execute("CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON usage_outbox"
+                  " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()")
+    recorder = Recorder()
+    pool = open_pool(servers.pg_dsn, SessionSettings(accounts), size=1, timeout_s=5)
+    client = redis.Redis.from_url(servers.redis_url)
+    adapter = ToolAdapter(pool, client, QUICK_RETRIES, 0.0, recorder.request, recorder.call_finished)
+    keys = RedisKeys(accounts)
+    with pool, client:
+        record = adapter.call(Tool("charge_usage", lambda tx: charge_usage(tx, accounts=10, keys=keys)), "agent", 1)
+    assert record.outcome is Outcome.SUCCEEDED and record.duration_s >= 0.3
+    [(name, window)] = record.observations
+    assert name == "cross_service_window" and window < 0.3
