@@ -54,13 +54,16 @@ def run_matrix(argv: list[str], report_json: str | None) -> int:
     2 when a level's run could not produce a verdict."""
     rows: list[dict[str, Any]] = []
     arguments, variables = _level_arguments(argv)
-    for level in ISOLATION_LEVELS:
+    for position, level in enumerate(ISOLATION_LEVELS):
         print(f"toolclash: isolation matrix: running at {level} …", flush=True)
+        # The schema then holds the previous level's data, which the matrix made and may have
+        # failed its audit on purpose; each level starts from fresh data.
+        fresh = ["--reset"] if position and "--reset" not in arguments else []
         with tempfile.TemporaryDirectory(prefix="toolclash-matrix-") as scratch:
             report_path = Path(scratch) / "report.json"
             env = {**os.environ, **variables, MATRIX_LEVEL_VARIABLE: level}
             done = subprocess.run(
-                [sys.executable, "-m", "locust", *arguments, "--isolation", level, "--report-json", str(report_path)],
+                [sys.executable, "-m", "locust", *arguments, *fresh, "--isolation", level, "--report-json", str(report_path)],
                 env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL,
             )
             if not report_path.exists():
