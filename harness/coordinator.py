@@ -10,16 +10,21 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+import gevent
 import psycopg
 import redis
+from locust.runners import Runner
 from psycopg import sql
 
 from db import schema as run_schema
 from db.audits import AuditContext
-from db.connect import CONNECT_TIMEOUT_S, ServerInfo
+from db.connect import ServerInfo
 from db.pool import SessionSettings, load_application_prefix
+from db.redis_keys import RedisClaim
 from db.server_stats import connection_room, database_counters, wait_for_sessions_to_end
+from db.session import Session, SessionLost
 from harness import sla, verdict
+from harness.chaos import FaultInjector
 from harness.metrics import Metrics
 from harness.options import HARNESS_SESSIONS, Settings
 from harness.report import build_report, stage_reports
@@ -28,16 +33,36 @@ from harness.sampler import ServerSampler, summarize, write_csv
 __all__ = ["Coordinator"]
 
 _SESSIONS_END_TIMEOUT_S = 10.0
+# A terminated backend lets go of its locks as it exits, a moment after its client learnt of it.
+_BACKEND_EXIT_TIMEOUT_S = 5.0
+_BACKEND_EXIT_POLL_S = 0.02
+
+
+def _wait_for_backend_to_exit(conn: psycopg.Connection, pid: int) -> None:
+    """Until the backend `pid` is gone (it releases its locks before it leaves pg_stat_activity),
+    or the timeout."""
+    deadline = time.monotonic() + _BACKEND_EXIT_TIMEOUT_S
+    while (conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone() is not None
+           and time.monotonic() < deadline):
+        gevent.sleep(_BACKEND_EXIT_POLL_S)
 
 
 class Coordinator:
     def __init__(self, settings: Settings, pg_dsn: str, redis_url: str, servers: list[ServerInfo]) -> None:
         self.settings = settings
         self._pg_dsn = pg_dsn
-        self._redis = redis.Redis.from_url(redis_url)
+        name = f"toolclash-coordinator:{settings.schema}"
+        # Named after its role, like its PostgreSQL session: CLIENT LIST tells the harness's own
+        # clients from the load's (the only ones --chaos redis-kill hits).
+        self._redis = redis.Redis.from_url(redis_url, client_name=name)
         self._sampler: ServerSampler | None = None
         self._servers = servers
-        self._conn: psycopg.Connection | None = None
+        # Every use of it goes through self._session.run: work lost with its connection is done
+        # again, whole, on a new one (the schema re-claimed first).
+        self._session = Session(pg_dsn, name, on_connect=self._claim)
+        self._backend_pid: int | None = None  # the backend whose session holds the schema's lock
+        self._redis_claim = RedisClaim(self._redis, settings.params.keys, name)
+        self._injector = FaultInjector(settings.chaos, pg_dsn, redis_url, settings.schema) if settings.chaos else None
         self.deadlock_timeout: dict[str, Any] = {}
         self._run: dict[str, Any] | None = None
         self._baseline: dict[str, int] = {}
@@ -45,28 +70,42 @@ class Coordinator:
 
     def open(self) -> None:
         """Claim and prepare the schema; raises SchemaRefused or psycopg.Error."""
-        self._conn = psycopg.connect(
-            self._pg_dsn,
-            autocommit=True,
-            connect_timeout=CONNECT_TIMEOUT_S,
-            application_name=f"toolclash-coordinator:{self.settings.schema}"[:63],
-        )
-        run_schema.claim(self._conn, self.settings.schema)
-        run_schema.prepare(self._conn, self.settings.schema, reset=self.settings.reset)
-        self.deadlock_timeout = self._probe_deadlock_timeout()
+        self._session.open()
+        self._redis_claim.claim()
+        self._session.run(partial(run_schema.prepare, schema=self.settings.schema, reset=self.settings.reset))
+        self.deadlock_timeout = self._session.run(self._probe_deadlock_timeout)
 
-    def _probe_deadlock_timeout(self) -> dict[str, Any]:
-        server_value = self._conn.execute("SHOW deadlock_timeout").fetchone()[0]
+    def _claim(self, conn: psycopg.Connection) -> None:
+        """Hold the schema on each new session of the coordinator's: the advisory lock (see
+        db.schema.claim) went with the lost one, and another run may have taken it meanwhile."""
+        if self._backend_pid is not None:
+            _wait_for_backend_to_exit(conn, self._backend_pid)
+        try:
+            run_schema.claim(conn, self.settings.schema)
+        except run_schema.SchemaRefused as exc:
+            if self._backend_pid is None:
+                raise
+            raise SessionLost(f"the coordinator's session was lost, and another toolclash run claimed schema"
+                              f" {self.settings.schema!r} meanwhile: this run's data can no longer be trusted") from exc
+        self._backend_pid = conn.info.backend_pid
+
+    def attach(self, runner: Runner) -> None:
+        """Locust's runner, where the verdict is made: --chaos faults stop when it starts stopping."""
+        if self._injector is not None:
+            self._injector.attach(runner)
+
+    def _probe_deadlock_timeout(self, conn: psycopg.Connection) -> dict[str, Any]:
+        server_value = conn.execute("SHOW deadlock_timeout").fetchone()[0]
         requested = self.settings.deadlock_timeout_ms
         if requested is None:
             return {"requested_ms": None, "applied": False, "effective": server_value,
                     "note": f"the server's {server_value} (no --deadlock-timeout given)"}
         probe = SessionSettings(self.settings.schema, deadlock_timeout_ms=requested)
-        if probe.try_set_deadlock_timeout(self._conn):
-            self._conn.execute("RESET deadlock_timeout")
+        if probe.try_set_deadlock_timeout(conn):
+            conn.execute("RESET deadlock_timeout")
             return {"requested_ms": requested, "applied": True, "effective": f"{requested}ms",
                     "note": f"{requested}ms, set for the harness's sessions (--deadlock-timeout)"}
-        role = self._conn.execute("SELECT current_user").fetchone()[0]
+        role = conn.execute("SELECT current_user").fetchone()[0]
         return {"requested_ms": requested, "applied": False, "effective": server_value,
                 "note": f"--deadlock-timeout {requested} NOT applied: role {role} may not set deadlock_timeout"
                         f" (needs superuser or GRANT SET); the server's {server_value} was used"}
@@ -75,7 +114,7 @@ class Coordinator:
         """Why the server cannot take the sessions a run of `agents` on `processes` load processes
         opens (one line naming both figures and what to change), or None when it can."""
         needed, per_process = self.settings.connections_needed(agents, processes)
-        room = connection_room(self._conn)
+        room = self._session.run(connection_room)
         if needed <= room.free:
             return None
         return (f"the run needs {needed} PostgreSQL connections ({processes} load process(es) x --pool-size"
@@ -84,21 +123,7 @@ class Coordinator:
 
     def begin(self, agents: int, agents_now: Callable[[], int]) -> None:
         run_id = uuid.uuid4().hex[:12]
-        run_schema.begin_run(
-            self._conn,
-            self.settings.schema,
-            run_id,
-            accounts=self.settings.params.accounts,
-            initial_balance=self.settings.initial_balance,
-            counters=self.settings.params.counters,
-        )
-        self.settings.params.keys.clear(self._redis)
-        for scenario in self.settings.scenarios:
-            if scenario.setup is not None:
-                with self._conn.transaction():
-                    self._conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(self.settings.schema)))
-                    scenario.setup(self._conn)
-        self._baseline = database_counters(self._conn)
+        self._baseline = self._session.run(partial(self._seed, run_id))
         self._started = time.monotonic()
         params = self.settings.params
         self._sampler = ServerSampler(
@@ -111,6 +136,8 @@ class Coordinator:
             f"toolclash-sampler:{self.settings.schema}",
         )
         self._sampler.start(self._baseline)
+        if self._injector is not None:
+            self._injector.start(self._started)
         self._run = {
             "run_id": run_id,
             "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -120,9 +147,28 @@ class Coordinator:
             "agents": agents,
         }
 
-    def _context(self, metrics: Metrics | None = None, conn: psycopg.Connection | None = None) -> AuditContext:
+    def _seed(self, run_id: str, conn: psycopg.Connection) -> dict[str, int]:
+        """Empty and seed the run's data, in PostgreSQL and Redis (safe to run again whole); the
+        server's counters before the load."""
+        run_schema.begin_run(
+            conn,
+            self.settings.schema,
+            run_id,
+            accounts=self.settings.params.accounts,
+            initial_balance=self.settings.initial_balance,
+            counters=self.settings.params.counters,
+        )
+        self.settings.params.keys.clear(self._redis)
+        for scenario in self.settings.scenarios:
+            if scenario.setup is not None:
+                with conn.transaction():
+                    conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(self.settings.schema)))
+                    scenario.setup(conn)
+        return database_counters(conn)
+
+    def _context(self, conn: psycopg.Connection, metrics: Metrics | None = None) -> AuditContext:
         return AuditContext(
-            conn=conn or self._conn,
+            conn=conn,
             schema=self.settings.schema,
             redis=self._redis,
             keys=self.settings.params.keys,
@@ -144,24 +190,29 @@ class Coordinator:
         """Audit the run whose load has stopped and closed its connections; the full report.
         `workers`: in a distributed run, what each worker shipped, and the workers that were lost."""
         run, self._run = self._run, None
+        faults = self._injector.stop() if self._injector is not None else []
         samples = self._sampler.stop()
         run["duration_s"] = time.monotonic() - self._started
         run["agents"] = max(run["agents"], peak_agents)
-        sessions_left = wait_for_sessions_to_end(
-            self._conn, load_application_prefix(self.settings.schema), _SESSIONS_END_TIMEOUT_S
-        )
-        final = database_counters(self._conn)
+        sessions_left = self._session.run(partial(
+            wait_for_sessions_to_end,
+            application_prefix=load_application_prefix(self.settings.schema),
+            timeout_s=_SESSIONS_END_TIMEOUT_S,
+        ))
+        final = self._session.run(database_counters)
         server: dict[str, Any] = {name: final[name] - self._baseline[name] for name in final}
         server["deadlock_timeout"] = self.deadlock_timeout
         server["load_sessions_left"] = sessions_left
         server.update(summarize(samples))
         if self.settings.timeseries_csv:
             write_csv(samples, self.settings.timeseries_csv)
-        context = self._context(metrics)
         audits = {}
         for scenario in self.settings.scenarios:
             audits.update(scenario.audits(self.settings.params))
-        checks = [check for audit in audits.values() for check in audit(context)]
+        # An audit cut short by a lost connection runs again whole, on a new session: the audits
+        # only read, but for the outbox relay, which is idempotent.
+        checks = [check for audit in audits.values()
+                  for check in self._session.run(lambda conn, audit=audit: audit(self._context(conn, metrics)))]
         report = build_report(
             metrics=metrics,
             server=server,
@@ -171,9 +222,13 @@ class Coordinator:
                       "description": s.describe()} for s in self._servers],
             timeseries=samples,
         )
+        report["faults"] = faults
         if workers is not None:
             report["workers"] = workers
         problems = verdict.evidence_problems(metrics, workers["lost"] if workers else None)
+        if self._redis_claim.lost:
+            problems.append({"kind": "keys_lost", "detail": f"another run took the Redis keys {self._redis_claim.key}:*"
+                                                            " during this one: their data is not this run's"})
         report["evidence"] = {"ok": not problems, "problems": problems}
         report["sla"] = sla.evaluate(self.settings.sla_rules, report, self.settings.scopes)
         if stages:
@@ -182,11 +237,12 @@ class Coordinator:
         report["verdict"], report["exit_code"] = verdict.decide(report)
         # A failed audit's data is the evidence of what went wrong: the next run must not wipe it
         # unless told --reset.
-        run_schema.finish_run(self._conn, self.settings.schema, audit_ok=report["audit"]["ok"])
+        self._session.run(partial(run_schema.finish_run, schema=self.settings.schema, audit_ok=report["audit"]["ok"]))
         return report
 
     def close(self) -> None:
+        if self._injector is not None:
+            self._injector.close()
+        self._redis_claim.release()
         self._redis.close()
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._session.close()

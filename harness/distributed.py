@@ -20,7 +20,7 @@ from locust.runners import STATE_MISSING, MasterRunner
 from harness.metrics import Metrics
 
 __all__ = ["SERVERS_MESSAGE", "STOP_MESSAGE", "FINAL_MESSAGE", "STAGE_MESSAGE", "LOAD_FAILED_MESSAGE", "REPORT_KEY",
-           "WorkerShipments"]
+           "WORKER_STOP_MESSAGE", "WorkerShipments"]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ STOP_MESSAGE = "toolclash_stop"
 FINAL_MESSAGE = "toolclash_final"  # worker -> master: the last shipment, once its load has stopped
 STAGE_MESSAGE = "toolclash_stage"  # master -> workers: the load shape entered stage `index`
 LOAD_FAILED_MESSAGE = "toolclash_load_failed"  # worker -> master: its pool could not open; end the run
+WORKER_STOP_MESSAGE = "toolclash_worker_stop"  # master -> one worker: die at once (--chaos worker-stop)
 REPORT_KEY = "toolclash"  # the shipment's key in Locust's worker stats report
 
 # A shipment: {"test": the test it belongs to, as numbered by the master, "metrics": Metrics.to_dict()}

@@ -31,6 +31,7 @@ from locust.runners import STATE_CLEANUP, STATE_INIT, STATE_STOPPED, MasterRunne
 
 from db.connect import ServiceUnreachable
 from db.schema import SchemaRefused
+from harness.chaos import stop_this_worker
 from harness.coordinator import Coordinator
 from harness.distributed import (
     FINAL_MESSAGE,
@@ -39,6 +40,7 @@ from harness.distributed import (
     SERVERS_MESSAGE,
     STAGE_MESSAGE,
     STOP_MESSAGE,
+    WORKER_STOP_MESSAGE,
     WorkerShipments,
 )
 from harness.html_report import add_to_html_report
@@ -78,6 +80,10 @@ def _on_init(environment: Environment, runner: Runner, **_: Any) -> None:
         settings = Settings.from_options(environment.parsed_options)
     except BadOption as exc:
         _fail_configuration(str(exc))
+    if settings.chaos:
+        # psycopg_pool warns of every connection it finds dead: under --chaos, those are the faults
+        # the run injects on purpose, counted in the report, not news.
+        logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
     if settings.isolation_matrix and MATRIX_LEVEL_VARIABLE not in os.environ:
         if not environment.parsed_options.headless:
             _fail_configuration("--isolation-matrix runs headless: add --headless")
@@ -91,9 +97,10 @@ def _on_init(environment: Environment, runner: Runner, **_: Any) -> None:
         runner.register_message(STOP_MESSAGE, lambda environment, msg, **_: environment.runner.stop(),
                                 concurrent=True)
         runner.register_message(STAGE_MESSAGE, run.on_stage_message)
+        runner.register_message(WORKER_STOP_MESSAGE, stop_this_worker)
     else:
         services, coordinator = _reach_servers(settings)
-        users = environment.parsed_options.num_users
+        users = settings.most_agents(environment.parsed_options.num_users or 0)
         if users:  # known before any load in a headless run; a web-UI ramp is checked when it starts
             processes = environment.parsed_options.expect_workers if isinstance(runner, MasterRunner) else 1
             too_many = coordinator.connections_refused(users, processes)
@@ -105,6 +112,7 @@ def _on_init(environment: Environment, runner: Runner, **_: Any) -> None:
             load = Load(settings, environment.events.request, 0)
             load.pg_dsn, load.redis_url = services.pg_dsn, services.redis_url
         run = Toolclash(environment, settings, services, coordinator, load)
+        coordinator.attach(runner)
         if isinstance(runner, MasterRunner):
             runner.register_message(FINAL_MESSAGE, run.on_final_message)
             runner.register_message(LOAD_FAILED_MESSAGE, run.on_load_failed_message)
@@ -239,8 +247,9 @@ class Toolclash:
             self.shipments.begin(master, self._test)
             master.send_message(SERVERS_MESSAGE, {"pg_dsn": self.services.pg_dsn, "redis_url": self.services.redis_url,
                                                   "test": self._test,
-                                                  "agents_per_worker": math.ceil(agents / max(1, master.worker_count))})
-        if self.load is not None and self.load.start(self._agents_here or agents) is not None:
+                                                  "agents_per_worker": math.ceil(self.settings.most_agents(agents)
+                                                                                 / max(1, master.worker_count))})
+        if self.load is not None and self.load.start(self._agents_here or self.settings.most_agents(agents)) is not None:
             if isinstance(environment.runner, WorkerRunner):
                 environment.runner.send_message(LOAD_FAILED_MESSAGE, self.load.metrics.load_failures[-1])
             else:

@@ -9,11 +9,14 @@ import random
 import time
 
 import gevent
+import psycopg
 import redis
 from locust.event import EventHook
+from psycopg_pool import PoolTimeout
 
 from db.adapter import ToolAdapter
 from db.pool import PoolNotOpened, SessionSettings, load_application_name, open_pool
+from db.session import SEND_ONCE, connection_lost
 from db.tool import Tool
 from harness.metrics import Metrics
 from harness.options import Settings
@@ -97,7 +100,10 @@ class Load:
         # As many connections as agents want (each holds at most one at a time, opened when first
         # needed): redis-py's pool stops at 100 when given no number, and its error for the 101st
         # agent is a ConnectionError, which would count as a lost connection.
-        self._redis = redis.Redis.from_url(self.redis_url, max_connections=_AS_MANY_AS_AGENTS_WANT)
+        # Named like the load's PostgreSQL sessions (--chaos redis-kill finds them by it); each
+        # command sent once (see db.session.SEND_ONCE: a resent script could apply twice).
+        self._redis = redis.Redis.from_url(self.redis_url, max_connections=_AS_MANY_AS_AGENTS_WANT, retry=SEND_ONCE,
+                                           client_name=load_application_name(self.settings.schema, self._process_index))
         self.adapter = ToolAdapter(self._pool, self._redis, self.settings.retry, self.settings.tool_work_s, self._request_event, self.call_finished)
         self._started = time.monotonic()
         self._sampler = gevent.spawn(self._sample_pool)
@@ -136,17 +142,33 @@ class Load:
         """With every agent stopped: does the pool hold all its connections again, and is any of
         the load's sessions still idle in a transaction?"""
         stats = self._pool.wait_until_at_rest(_DRAIN_TIMEOUT_S)
-        with self._pool.connection(_DRAIN_TIMEOUT_S) as conn:
-            idle = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
-                " AND datname = current_database() AND state LIKE 'idle in transaction%%'",
-                (load_application_name(self.settings.schema, self._process_index),),
-            ).fetchone()[0]
         return {
             "process": self._process_index,
             "size": self._pool_size,
             "connections": stats["connections"],
             "available": stats["available"],
-            "idle_in_transaction": idle,
+            "idle_in_transaction": self._sessions_idle_in_transaction(),
         }
+
+    def _sessions_idle_in_transaction(self) -> int | None:
+        """The load's sessions idle in a transaction now; None when no connection could ask. A
+        connection of the pool killed while it rested (--chaos) is replaced, and asked again."""
+        deadline = time.monotonic() + _DRAIN_TIMEOUT_S
+        while True:
+            conn = None
+            try:
+                with self._pool.connection(_DRAIN_TIMEOUT_S) as conn:
+                    return conn.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+                        " AND datname = current_database() AND state LIKE 'idle in transaction%%'",
+                        (load_application_name(self.settings.schema, self._process_index),),
+                    ).fetchone()[0]
+            except (psycopg.Error, PoolTimeout) as exc:
+                if not (isinstance(exc, PoolTimeout) or connection_lost(exc, conn)):
+                    raise
+                if time.monotonic() >= deadline:
+                    log.warning("could not ask the server for idle sessions of process %d: %s",
+                                self._process_index, type(exc).__name__)
+                    return None
+                gevent.sleep(0.05)
 

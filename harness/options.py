@@ -13,6 +13,7 @@ from db.pool import ISOLATION_LEVELS
 from db.redis_keys import RedisKeys
 from db.retry import RetryPolicy
 from tasks.scenarios import Scenario, ScenarioParams, UnknownScenario, select
+from harness.chaos import BadChaos, Fault, parse_chaos
 from harness.shapes import SHAPES
 from harness.sla import DEFAULT_SLA_FILE, BadSlaFile, Rule, load_rules
 from tasks.user_tools import BadToolsModule, load_tools_module
@@ -101,12 +102,23 @@ def add_arguments(parser: Any) -> None:
         help="write the run's report as JSON to this path")
     add("--junit-xml", env_var="TOOLCLASH_JUNIT_XML", default=None,
         help="write one JUnit test case per SLA rule and per audit check to this path, for CI")
+    add("--chaos", env_var="TOOLCLASH_CHAOS", default=None,
+        help="faults injected on purpose, kind:every[:share] comma-separated: pg-kill (terminate the load's"
+             " backends), redis-kill (kill the load's Redis clients), worker-stop (one worker dies; distributed"
+             " runs), e.g. pg-kill:3s,redis-kill:5s:25%%; share default 50%%")
+
+
+# Schemas every database has, shared with everything else in it.
+_SHARED_SCHEMAS = {"public", "information_schema"}
 
 
 def _schema_name(value: str) -> str:
     # 40, not PostgreSQL's 63: the load sessions' application_name carries it, and must not be cut.
     if not value or len(value) > 40 or value.startswith("pg_") or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", value):
         raise BadOption(f"--schema {value!r}: give a plain identifier of at most 40 characters, not starting with pg_")
+    if value.lower() in _SHARED_SCHEMAS:
+        raise BadOption(f"--schema {value}: shared by everything in the database; toolclash works in a schema of its own"
+                        " (default: toolclash)")
     return value
 
 
@@ -168,6 +180,7 @@ class Settings:
     shape_stages: tuple[int, ...] | None = None
     shape_hold_s: float = 12.0
     timeseries_csv: str | None = None
+    chaos: tuple[Fault, ...] = ()
     initial_balance: int = INITIAL_BALANCE
 
     @classmethod
@@ -216,6 +229,10 @@ class Settings:
             sla_rules = load_rules(Path(options.sla) if options.sla else DEFAULT_SLA_FILE, scopes)
         except BadSlaFile as exc:
             raise BadOption(str(exc)) from None
+        try:
+            chaos = parse_chaos(options.chaos, distributed=bool(options.processes or options.master or options.worker))
+        except BadChaos as exc:
+            raise BadOption(f"--chaos {options.chaos!r}: {exc}") from None
         return cls(
             pg_dsn=options.pg_dsn or None,
             redis_url=options.redis_url or None,
@@ -240,7 +257,13 @@ class Settings:
             shape_stages=shape_stages,
             shape_hold_s=options.shape_hold,
             timeseries_csv=options.timeseries_csv,
+            chaos=chaos,
         )
+
+    def most_agents(self, target: int) -> int:
+        """The most agents a test started for `target` agents runs at once: with a load shape,
+        its largest stage. The pool is sized for that when the test starts."""
+        return max((target, *(self.shape_stages or ())))
 
     def pool_size_for(self, agents: int) -> int:
         """The pool of one load process that runs `agents` agents."""

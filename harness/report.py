@@ -92,6 +92,24 @@ def _figure(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
+_FAULT_TARGETS = {"pg-kill": "backends ended", "redis-kill": "Redis clients killed", "worker-stop": "workers stopped"}
+
+
+def _faults_line(report: dict[str, Any]) -> str:
+    """--chaos: the faults of each kind, and what the run paid for them. The p95 is the slowest
+    tool's over every call of the run: which calls a fault slowed down is not known."""
+    times: dict[str, int] = {}
+    hit: dict[str, int] = {}
+    for fault in report["faults"]:
+        times[fault["kind"]] = times.get(fault["kind"], 0) + 1
+        hit[fault["kind"]] = hit.get(fault["kind"], 0) + fault["hit"]
+    p95s = [(tool["p95_ms"], name) for name, tool in report["tools"].items() if tool["p95_ms"] is not None]
+    slowest = "slowest tool p95={:.1f} ms ({})".format(*max(p95s)) if p95s else "no tool call"
+    return ("faults: " + ", ".join(f"{kind} x{n} ({_FAULT_TARGETS[kind]}: {hit[kind]})" for kind, n in times.items())
+            + f"; cost: connection_errors={report['conflicts']['connection_errors']},"
+              f" indeterminate={report['conflicts']['indeterminate']}, {slowest}")
+
+
 def format_summary(report: dict[str, Any]) -> str:
     lines = [
         "",
@@ -111,6 +129,8 @@ def format_summary(report: dict[str, Any]) -> str:
     lines.append("")
     lines.append("conflicts: " + ", ".join(f"{k}={v}" for k, v in report["conflicts"].items()) + f", errors={report['errors']}")
     lines.append("anomalies: " + ", ".join(f"{k}={v}" for k, v in report["anomalies"].items()))
+    if report.get("faults"):
+        lines.append(_faults_line(report))
     lines.append(f"pool: peak requests waiting={report['pool']['peak_waiting']},"
                  f" fewest free connections={_figure(report['pool']['min_available'])}")
     server = report["server"]

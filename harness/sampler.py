@@ -6,6 +6,7 @@ agents were running, every --sample-interval."""
 from __future__ import annotations
 
 import csv
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,10 +18,15 @@ import psycopg
 import redis
 
 from db.audits import AuditContext
-from db.connect import CONNECT_TIMEOUT_S
 from db.server_stats import DATABASE_COUNTERS, database_counters
+from db.session import RedisLost, Session, SessionLost
 
 __all__ = ["ServerSampler", "summarize", "write_csv"]
+
+log = logging.getLogger(__name__)
+
+# A sample takes milliseconds; longer, it is waiting for a lost server.
+_STOP_WAIT_S = 5.0
 
 # Sessions of this database waiting for a lock: since when, and who blocks them.
 _LOCK_WAITS = """
@@ -75,25 +81,34 @@ class ServerSampler:
         self._greenlet = gevent.spawn(self._run)
 
     def stop(self) -> list[dict[str, Any]]:
-        """Finish the sample being taken, then stop; the rows."""
+        """Finish the sample being taken, then stop; the rows. A sample still waiting for a lost
+        server after a few seconds is given up: the audit will wait for that server anyway."""
         if self._greenlet is not None:
             self._stop.set()
-            self._greenlet.join()
+            self._greenlet.join(timeout=_STOP_WAIT_S)
+            self._greenlet.kill()
             self._greenlet = None
         return self.rows
 
     def _run(self) -> None:
-        with psycopg.connect(self._pg_dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
-                             application_name=self._application_name) as conn:
-            context = self._context(conn)
-            due = time.monotonic() + self._interval_s
+        # A sample cut short by a lost connection is taken again whole on a new session (the relay
+        # a scenario may run in it is idempotent).
+        session = Session(self._pg_dsn, self._application_name)
+        due = time.monotonic() + self._interval_s
+        try:
             # On a schedule, not `interval` after the end of the last sample: a slow sample (a busy
             # server) must not stretch the series.
             while not self._stop.wait(max(0.0, due - time.monotonic())):
-                self.rows.append(self._sample(conn, context))
+                self.rows.append(session.run(self._sample))
                 due = max(due + self._interval_s, time.monotonic())
+        except (SessionLost, RedisLost) as exc:
+            # The run goes on without samples; the audit meets the same server and ends the run.
+            log.warning("toolclash: the server sampler stops: %s", exc)
+        finally:
+            session.close()
 
-    def _sample(self, conn: psycopg.Connection, context: AuditContext) -> dict[str, Any]:
+    def _sample(self, conn: psycopg.Connection) -> dict[str, Any]:
+        context = self._context(conn)
         row: dict[str, Any] = {"t_s": round(time.monotonic() - self._started, 3), "agents": self._agents_now()}
         counters = database_counters(conn)
         row.update({f"pg_{name}": counters[name] - self._baseline[name] for name in DATABASE_COUNTERS})

@@ -67,3 +67,26 @@ def test_the_isolation_matrix_passes_the_servers_to_its_runs_by_environment():
     arguments, variables = _level_arguments(argv)
     assert arguments == ["--users", "5", "--scenario", "isolation"]
     assert variables == {"TOOLCLASH_PG_DSN": "postgresql://app:s3cret@db/x", "TOOLCLASH_REDIS_URL": "redis://:pw@cache/0"}
+
+
+def test_a_run_on_another_database_holding_the_same_redis_keys_is_refused(servers, schema):
+    """The schema's advisory lock guards one database only; before, a second run on another
+    database with the same --schema cleared the first one's Redis keys."""
+    import redis
+
+    from db.redis_keys import RedisClaim, RedisKeys
+
+    with redis.Redis.from_url(servers.redis_url) as client:
+        other_run = RedisClaim(client, RedisKeys(schema), "toolclash-coordinator:elsewhere")
+        other_run.claim()
+        try:
+            done = run_locust("--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema, *RUN)
+            assert done.returncode == 2
+            [line] = _error_lines(done)
+            assert f"toolclash:{schema}:*" in line and "in use by another toolclash run" in line
+        finally:
+            other_run.release()
+        assert client.get(f"toolclash:{schema}") is None
+        done = run_locust("--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema, *RUN)
+        assert done.returncode in (0, 1), done.stderr[-2000:]
+        assert client.get(f"toolclash:{schema}") is None, "the run let go of its keys at the end"

@@ -1,0 +1,172 @@
+"""Faults: the harness's own sessions outlive them, and --chaos injects them on purpose. A healthy
+server still passes the audit; only a server that stays unreachable ends the run with exit 2."""
+
+from __future__ import annotations
+
+import time
+
+import gevent
+import psycopg
+import pytest
+import redis
+
+from db.session import Session, SessionLost
+from harness.coordinator import Coordinator
+from tests.support import read_report, run_locust, settings_from
+
+SHORT_RUN = ("--users", "20", "--spawn-rate", "20", "--run-time", "8s")
+
+
+def _servers_args(servers, schema):
+    return ["--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema]
+
+
+def _sessions_killed(admin) -> int:
+    """The server's own count of sessions of this database terminated by another session."""
+    admin.execute("SELECT pg_stat_clear_snapshot()")
+    return admin.execute("SELECT sessions_killed FROM pg_stat_database WHERE datname = current_database()"
+                         ).fetchone()[0]
+
+
+def _backend_of(admin, application_name: str) -> int:
+    return admin.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+                         (application_name,)).fetchone()[0]
+
+
+def test_a_chaos_run_passes_the_audit_of_a_healthy_server(servers, admin, schema, tmp_path):
+    path = tmp_path / "report.json"
+    killed_before = _sessions_killed(admin)
+    done = run_locust(*_servers_args(servers, schema), *SHORT_RUN, "--chaos", "pg-kill:1s,redis-kill:1s:100%",
+                      "--report-json", str(path))
+    report = read_report(path)
+    assert done.returncode == report["exit_code"] == 0, (done.stdout[-3000:], done.stderr[-2000:])
+    assert report["audit"]["ok"], [c for c in report["audit"]["checks"] if not c["ok"]]
+    assert report["verdict"] == "pass"
+
+    kinds = {fault["kind"] for fault in report["faults"]}
+    assert kinds == {"pg-kill", "redis-kill"}
+    assert all(0 <= f["hit"] <= f["targets"] and 0 < f["at_s"] <= 9 for f in report["faults"])
+    ended = sum(f["hit"] for f in report["faults"] if f["kind"] == "pg-kill")
+    assert ended > 0 and sum(f["hit"] for f in report["faults"] if f["kind"] == "redis-kill") > 0
+    # The server counted the terminations itself (sessions_killed); nothing the harness did not.
+    assert _sessions_killed(admin) - killed_before >= ended
+    assert report["conflicts"]["connection_errors"] > 0, "agents met the terminated backends"
+    assert "faults: pg-kill x" in done.stdout and "connection_errors=" in done.stdout
+
+
+def test_a_run_whose_every_session_is_killed_again_and_again_ends_with_a_verdict(servers, schema, tmp_path):
+    """Another session terminates all the run's backends, the coordinator's and the sampler's
+    too, and kills all its Redis clients, every 2 s, until the run is over: its sessions
+    reconnect, its audits run again."""
+    hit: set[str] = set()
+    redis_hit: set[str] = set()
+    running = True
+
+    def kill_the_run_every_2_s() -> None:
+        with psycopg.connect(servers.pg_dsn, autocommit=True) as conn, redis.Redis.from_url(servers.redis_url) as r:
+            while running:
+                gevent.sleep(2)
+                for client in r.client_list(_type="normal"):
+                    if client["name"].startswith("toolclash-") and client["name"].split(":")[1] == schema:
+                        redis_hit.add(client["name"].split(":")[0])
+                        r.client_kill_filter(_id=client["id"])
+                # Materialized: the run's backends are chosen before any is terminated.
+                rows = conn.execute(
+                    "WITH run AS MATERIALIZED (SELECT pid, application_name FROM pg_stat_activity"
+                    " WHERE application_name LIKE 'toolclash-%%' AND split_part(application_name, ':', 2) = %s)"
+                    " SELECT application_name FROM run WHERE pg_terminate_backend(pid)", (schema,)
+                ).fetchall()
+                hit.update(name.split(":")[0] for (name,) in rows)
+
+    killer = gevent.spawn(kill_the_run_every_2_s)
+    path = tmp_path / "report.json"
+    try:
+        done = run_locust(*_servers_args(servers, schema), *SHORT_RUN, "--report-json", str(path))
+    finally:
+        running = False
+        killer.join()
+    assert hit >= {"toolclash-coordinator", "toolclash-sampler", "toolclash-load"}, hit
+    assert redis_hit >= {"toolclash-coordinator", "toolclash-load"}, redis_hit
+    assert done.returncode != 2, done.stderr[-3000:]
+    report = read_report(path)
+    assert done.returncode == report["exit_code"] and report["verdict"] in ("pass", "fail")
+    assert report["audit"]["ok"], [c for c in report["audit"]["checks"] if not c["ok"]]
+    assert "toolclash-coordinator:" + schema + ": connection lost" in done.stderr
+
+
+def test_a_worker_stopped_on_purpose_is_lost_and_the_run_fails(servers, schema, tmp_path):
+    path = tmp_path / "report.json"
+    done = run_locust(*_servers_args(servers, schema), "--users", "10", "--spawn-rate", "10", "--run-time", "10s",
+                      "--processes", "2", "--chaos", "worker-stop:4s", "--report-json", str(path), timeout=180)
+    report = read_report(path)
+    [fault] = report["faults"]  # the last worker is never stopped
+    assert fault["kind"] == "worker-stop" and fault["hit"] == 1 and fault["at_s"] >= 4
+    [lost] = report["workers"]["lost"]
+    assert lost["worker"] == fault["worker"] and lost["worker"] in report["workers"]["shipped"]
+    # Its calls since its last shipment have unknown outcomes: no verdict may pass on that.
+    assert report["verdict"] == "fail" and done.returncode == report["exit_code"] == 1, done.stderr[-2000:]
+    assert "worker_lost" in {problem["kind"] for problem in report["evidence"]["problems"]}
+
+
+@pytest.mark.parametrize(
+    "value, says",
+    [
+        ("pg-kill", "kind:every[:share]"),
+        ("pg-kill:fast", "seconds or milliseconds"),
+        ("pg-kill:100ms", "at most one fault of a kind every 0.5 s"),
+        ("redis-kill:2s:150%", "a percentage above 0"),
+        ("disk-full:2s", "unknown fault 'disk-full'"),
+        ("worker-stop:5s", "needs workers"),
+    ],
+)
+def test_a_bad_chaos_value_is_one_line_and_exit_2(value, says):
+    done = run_locust("--users", "2", "--run-time", "2s", "--chaos", value)
+    lines = [line for line in done.stderr.splitlines() if line.startswith("toolclash: error:")]
+    assert done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "--chaos" in lines[0] and says in lines[0]
+
+
+def test_a_coordinator_session_lost_comes_back_holding_the_schema(servers, admin, schema):
+    coordinator = Coordinator(settings_from("--schema", schema), servers.pg_dsn, servers.redis_url, [])
+    coordinator.open()
+    try:
+        name = f"toolclash-coordinator:{schema}"
+        admin.execute("SELECT pg_terminate_backend(%s)", (_backend_of(admin, name),))
+        assert coordinator.connections_refused(2, 1) is None, "ran again on a new session"
+        # The lock went with the lost session; the new one took it again.
+        lock = f"toolclash:{schema}"
+        assert admin.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (lock,)).fetchone()[0] is False
+
+        # Lost again, and another session takes the schema meanwhile: that is the end of the run.
+        admin.execute("SELECT pg_terminate_backend(%s)", (_backend_of(admin, name),))
+        time.sleep(0.2)
+        admin.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (lock,))
+        with pytest.raises(SessionLost, match="another toolclash run claimed schema"):
+            coordinator.connections_refused(2, 1)
+    finally:
+        admin.execute("SELECT pg_advisory_unlock_all()")
+        coordinator.close()
+
+
+def test_a_server_unreachable_past_the_limit_ends_the_work_with_one_line():
+    session = Session("postgresql://postgres@127.0.0.1:1/test", "toolclash-test", limit_s=0.5)
+    started = time.monotonic()
+    with pytest.raises(SessionLost) as lost:
+        session.run(lambda conn: conn.execute("SELECT 1"))
+    assert 0.5 <= time.monotonic() - started < 5
+    assert str(lost.value).startswith("PostgreSQL unreachable for 0.5 s (session toolclash-test):")
+    assert "\n" not in str(lost.value)
+
+
+def test_work_that_fails_on_its_own_is_not_run_again(servers):
+    session = Session(servers.pg_dsn, "toolclash-test")
+    tries = []
+
+    def divide_by_zero(conn):
+        tries.append(1)
+        conn.execute("SELECT 1 / 0")
+
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        session.run(divide_by_zero)
+    session.close()
+    assert len(tries) == 1

@@ -1,0 +1,208 @@
+"""A verdict the data backs: never PASS without evidence, a verdict at 300 and 1,000 agents, and
+a pool that keeps its connections when agents are stopped in the middle of waiting for one."""
+
+from __future__ import annotations
+
+import textwrap
+import uuid
+
+import gevent
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from db.pool import SessionSettings, load_application_name, open_pool
+from harness.distributed import WorkerShipments
+from harness.metrics import Metrics
+from harness.verdict import evidence_problems
+from tests.support import read_report, run_locust, settings_from
+
+
+def _servers_args(servers, schema):
+    return ["--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema]
+
+
+def _failed(report):
+    return ([c for c in report["audit"]["checks"] if not c["ok"]], [r for r in report["sla"] if not r["ok"]],
+            report["evidence"]["problems"])
+
+
+@pytest.fixture
+def limited_role(servers, admin):
+    """A login role that the server lets open 3 connections at most (CONNECTION LIMIT)."""
+    role = f"tc_limited_{uuid.uuid4().hex[:8]}"
+    admin.execute(sql.SQL("CREATE ROLE {} LOGIN CONNECTION LIMIT 3").format(sql.Identifier(role)))
+    database = admin.execute("SELECT current_database()").fetchone()[0]
+    admin.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(sql.Identifier(database), sql.Identifier(role)))
+    yield role
+    admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
+    admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+    admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_a_run_the_server_cannot_hold_is_refused_before_any_load(servers, admin, schema):
+    max_connections = int(admin.execute("SHOW max_connections").fetchone()[0])
+    done = run_locust(*_servers_args(servers, schema), "--users", "200", "--spawn-rate", "200", "--run-time", "5s",
+                      "--scenario", "deadlock", "--pool-size", str(max_connections), timeout=60)
+    assert done.returncode == 2, done.stderr[-2000:]
+    [line] = [line for line in done.stderr.splitlines() if line.startswith("toolclash: error:")]
+    assert f"needs {max_connections + 2} PostgreSQL connections" in line
+    assert f"max_connections {max_connections}" in line and "--pool-size" in line
+    assert "Traceback" not in done.stderr
+    begun = admin.execute("SELECT to_regclass(%s)", (f"{schema}.run_state",)).fetchone()[0]
+    assert begun is None or admin.execute(sql.SQL("SELECT count(*) FROM {}.run_state").format(
+        sql.Identifier(schema))).fetchone()[0] == 0, "no run was begun"
+
+
+def test_a_pool_the_server_refuses_never_passes(servers, schema, limited_role, tmp_path):
+    """The server's room is fine, but the role may open 3 connections: the pool of 20 cannot open.
+    Before the fix: zero calls, `verdict: pass`, exit 0."""
+    path = tmp_path / "report.json"
+    dsn = make_conninfo(servers.pg_dsn, user=limited_role)
+    done = run_locust("--pg-dsn", dsn, "--redis-url", servers.redis_url, "--schema", schema, "--users", "20",
+                      "--spawn-rate", "20", "--run-time", "10s", "--scenario", "deadlock",
+                      "--report-json", str(path), timeout=90)
+    report = read_report(path)
+    assert done.returncode == report["exit_code"] == 2, done.stderr[-2000:]
+    assert report["verdict"] == "fail"
+    kinds = [p["kind"] for p in report["evidence"]["problems"]]
+    assert kinds == ["server_refused", "no_calls"]
+    assert sum(t["calls"] for t in report["tools"].values()) == 0
+    assert report["run"]["duration_s"] < 8, "the run ended as soon as the pool failed"
+    error_lines = [line for line in done.stderr.splitlines() if line.startswith("toolclash: error:")]
+    assert len(error_lines) == 1 and "too many connections for role" in error_lines[0]
+    assert "Traceback" not in done.stderr
+
+
+def test_300_agents_on_two_processes_pass_on_a_healthy_server(servers, admin, schema, tmp_path):
+    """Before the fix: FAIL from pool_connections_returned ("48 of 75 connections free")."""
+    path = tmp_path / "report.json"
+    done = run_locust(*_servers_args(servers, schema), "--users", "300", "--spawn-rate", "300", "--run-time", "15s",
+                      "--processes", "2", "--report-json", str(path), timeout=240)
+    report = read_report(path)
+    assert done.returncode == report["exit_code"], done.stderr[-3000:]
+    assert report["verdict"] == "pass", _failed(report)
+    assert report["workers"]["lost"] == [] and len(report["workers"]["shipped"]) == 2
+    assert sorted(f["process"] for f in report["pool"]["at_rest"]) == [0, 1]
+    for at_rest in report["pool"]["at_rest"]:
+        assert at_rest["connections"] == at_rest["available"] == at_rest["size"] == 10  # 20 // 2: pool_exhaustion
+    assert report["run"]["agents"] == 300
+    assert report["conflicts"]["connection_errors"] == 0
+
+
+def test_1000_agents_on_one_process_end_with_a_report_and_an_audit_that_holds(servers, schema, tmp_path):
+    """Before the fix: PoolTimeout in test_stop, no report, Locust's exit code 1; and with more than
+    100 agents, redis-py's default pool refused the 101st agent as a lost connection."""
+    path = tmp_path / "report.json"
+    done = run_locust(*_servers_args(servers, schema), "--users", "1000", "--spawn-rate", "500",
+                      "--run-time", "15s", "--think-time", "1000", "--pool-size", "50",
+                      "--report-json", str(path), timeout=300)
+    report = read_report(path)
+    assert done.returncode == report["exit_code"], done.stderr[-3000:]
+    assert report["verdict"] == "pass", _failed(report)
+    assert report["run"]["agents"] == 1000
+    assert sum(t["calls"] for t in report["tools"].values()) > 5000
+    assert report["conflicts"]["connection_errors"] == 0
+    [at_rest] = report["pool"]["at_rest"]
+    assert at_rest["connections"] == at_rest["available"] == 50
+
+
+def test_an_agent_stopped_while_queued_for_a_connection_takes_none_along(servers):
+    """psycopg_pool drops a waiting client only on an Exception: a greenlet killed in getconn
+    (as Locust stops an agent) used to swallow the next connection given back."""
+    pool = open_pool(servers.pg_dsn, SessionSettings("public"), size=1, timeout_s=10)
+    try:
+        held = pool.getconn()
+        queued = gevent.spawn(pool.getconn)
+        gevent.sleep(0.2)
+        assert pool.waiting == 1
+        queued.kill()  # GreenletExit, as Locust's stop
+        pool.putconn(held)
+        stats = pool.wait_until_at_rest(2.0)
+        assert stats["connections"] == stats["available"] == 1
+        again = pool.getconn()
+        assert again.execute("SELECT 1").fetchone() == (1,)
+        pool.putconn(again)
+    finally:
+        pool.close()
+
+
+def test_a_failed_audit_keeps_its_data_until_reset(servers, schema, tmp_path):
+    """A user audit that raises is a failed check (not an exception out of test_stop); a failed
+    audit leaves its data for inspection: the next run is refused until --reset."""
+    tools = tmp_path / "broken_audit.py"
+    tools.write_text(textwrap.dedent("""
+        def read_accounts(tx):
+            tx.execute("SELECT count(*) FROM accounts")
+
+        def audit(ctx):
+            raise ZeroDivisionError("the user's audit has a bug")
+    """))
+    common = (*_servers_args(servers, schema), "--users", "4", "--spawn-rate", "4", "--run-time", "3s",
+              "--tools-module", str(tools))
+    path = tmp_path / "report.json"
+    first = run_locust(*common, "--report-json", str(path), timeout=60)
+    report = read_report(path)
+    assert first.returncode == report["exit_code"] == 1, first.stderr[-2000:]
+    [failed] = [c for c in report["audit"]["checks"] if not c["ok"]]
+    assert failed["name"] == "broken_audit.audit" and "ZeroDivisionError" in failed["detail"]
+
+    again = run_locust(*common, timeout=60)
+    assert again.returncode == 2 and "whose audit failed" in again.stderr and "--reset" in again.stderr
+    reset = run_locust(*common, "--reset", timeout=60)
+    assert reset.returncode == 1, reset.stderr[-2000:]  # the same broken audit, on fresh data
+
+
+def test_idle_sessions_of_another_database_are_not_counted(servers, admin, schema, tmp_path):
+    """Before the fix, a session of another database with the same application_name failed
+    no_session_idle_in_transaction on a healthy run."""
+    other = f"tc_other_{uuid.uuid4().hex[:8]}"
+    admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(other)))
+    try:
+        with psycopg.connect(make_conninfo(servers.pg_dsn, dbname=other),
+                             application_name=load_application_name(schema, 0)) as elsewhere:
+            elsewhere.execute("SELECT 1")  # and stays idle in its transaction
+            path = tmp_path / "report.json"
+            done = run_locust(*_servers_args(servers, schema), "--users", "6", "--spawn-rate", "6", "--run-time", "3s",
+                              "--scenario", "pool_exhaustion", "--report-json", str(path), timeout=60)
+            report = read_report(path)
+            assert done.returncode == report["exit_code"], done.stderr[-2000:]
+            [check] = [c for c in report["audit"]["checks"] if c["name"] == "no_session_idle_in_transaction"]
+            assert check["ok"] and check["observed"] == 0
+    finally:
+        admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(other)))
+
+
+def test_the_default_pool_is_bounded_and_the_budget_counts_every_process():
+    settings = settings_from("--scenario", "deadlock")
+    assert settings.pool_size_for(5) == 5
+    assert settings.pool_size_for(1000) == 20
+    assert settings.connections_needed(300, 2) == (42, 20)
+    assert settings_from("--scenario", "pool_exhaustion").pool_size_for(1000) == 10
+    assert settings_from("--pool-size", "50").connections_needed(1000, 1) == (52, 50)
+
+
+def test_no_call_agent_errors_and_lost_workers_are_no_evidence():
+    metrics = Metrics()
+    assert [p["kind"] for p in evidence_problems(metrics)] == ["no_calls"]
+    metrics.record_agent_error(RuntimeError("adapter is None"))
+    lost = [{"worker": "w1", "state": "missing", "last_shipment_at": None}]
+    kinds = [p["kind"] for p in evidence_problems(metrics, lost)]
+    assert kinds == ["agent_errors", "no_calls", "worker_lost"]
+
+
+class _Master:
+    clients: dict = {}
+
+
+def test_a_late_shipment_of_an_earlier_test_is_left_out():
+    """The web UI's next ramp must not count a worker's final shipment of the ramp before."""
+    shipments = WorkerShipments()
+    shipments.begin(_Master(), 2)
+    late = Metrics()
+    late.record_agent_error(RuntimeError("of test 1"))
+    shipments.add("w1", {"test": 1, "metrics": late.to_dict()}, final=True)
+    assert shipments.total.agent_errors == 0
+    shipments.add("w1", {"test": 2, "metrics": late.to_dict()}, final=True)
+    assert shipments.total.agent_errors == 1
