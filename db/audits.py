@@ -7,7 +7,6 @@ it expected and what it observed, so a failed audit tells the user where to look
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -16,9 +15,10 @@ import psycopg
 import redis
 from psycopg import sql
 
+from db.op_ids import OpIds
 from db.redis_keys import RedisKeys
 
-__all__ = ["ANOMALIES", "Check", "Acknowledged", "AuditContext", "acknowledged_in_table", "listing", "rows_within_acknowledged"]
+__all__ = ["ANOMALIES", "Check", "Acknowledged", "AuditContext", "identities_in_table", "listing", "listing_ids"]
 
 _SHOW_AT_MOST = 5
 
@@ -31,6 +31,7 @@ ANOMALIES = (
     "priority_inversions",
     "capacity_overshoots",
     "cross_service_mismatches",
+    "failed_but_applied",
 )
 
 
@@ -51,11 +52,15 @@ class Check:
 
 @dataclass(frozen=True)
 class Acknowledged:
-    """What the harness told its agents: these operations succeeded, these may have."""
+    """What the harness told its agents, by operation id, in Jepsen's three outcomes: succeeded
+    (ok: COMMIT returned), failed (fail: rolled back or refused, never applied; `rejected` is the
+    part a full queue refused) and indeterminate (info: the connection was lost during COMMIT,
+    the server may or may not have applied it)."""
 
-    succeeded_op_ids: list[uuid.UUID]
-    indeterminate: int
-    rejected_op_ids: list[uuid.UUID] = field(default_factory=list)
+    succeeded: OpIds = field(default_factory=OpIds)
+    failed: OpIds = field(default_factory=OpIds)
+    indeterminate: OpIds = field(default_factory=OpIds)
+    rejected: OpIds = field(default_factory=OpIds)
 
 
 @dataclass(frozen=True)
@@ -68,54 +73,80 @@ class AuditContext:
     redis: redis.Redis
     keys: RedisKeys
     acknowledged_of: Callable[[Collection[str]], Acknowledged]  # by tool names
+    # Adds a measurement only the servers' data holds to the run's distributions (name, seconds).
+    observe: Callable[[str, float], None]
     # What each load process saw when it stopped (its pool's state, ...).
     findings: list[dict[str, Any]] = field(default_factory=list)
 
 
-def acknowledged_in_table(conn: psycopg.Connection, name: str, table: str, succeeded: list[uuid.UUID]) -> Check:
-    """Every acknowledged operation id is in `table`'s op_id column (inside a transaction)."""
-    conn.execute("CREATE TEMP TABLE IF NOT EXISTS acknowledged (op_id uuid) ON COMMIT DROP")
-    conn.execute("TRUNCATE acknowledged")
-    with conn.cursor().copy("COPY acknowledged (op_id) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types(["uuid"])
-        for op_id in succeeded:
-            copy.write_row((op_id,))
-    missing = conn.execute(
-        sql.SQL("SELECT a.op_id FROM acknowledged a LEFT JOIN {} l USING (op_id) WHERE l.op_id IS NULL LIMIT %s").format(
-            sql.Identifier(table)
-        ),
-        (_SHOW_AT_MOST,),
-    ).fetchall()
-    missing_count, repeated = conn.execute(
+def identities_in_table(conn: psycopg.Connection, table: str, acknowledged: Acknowledged, *,
+                        present: str, within: str, failed: str) -> list[Check]:
+    """Compare the set of op_ids in `table` with the calls' outcomes (inside a transaction):
+
+    - `present`: every succeeded call is in the table exactly once (else lost, or applied twice);
+    - `within`: every row belongs to a succeeded or indeterminate call (else invented);
+    - `failed`: no call reported failed is in the table (a failure that was applied).
+    """
+    _copy_outcomes(conn, acknowledged)
+    found = conn.execute(
         sql.SQL(
-            """SELECT count(*) FILTER (WHERE l.op_id IS NULL),
-                  (SELECT count(*) - count(DISTINCT op_id) FROM acknowledged)
-           FROM acknowledged a LEFT JOIN {} l USING (op_id)"""
-        ).format(sql.Identifier(table))
+            """WITH stored AS (SELECT op_id, count(*) AS times FROM {} GROUP BY op_id),
+                    told AS (SELECT op_id, min(outcome) AS outcome, count(*) AS times
+                             FROM harness_outcomes GROUP BY op_id)
+               SELECT (array_agg(op_id) FILTER (WHERE t.outcome = 'succeeded' AND s.op_id IS NULL))[1:%(n)s],
+                      count(*) FILTER (WHERE t.outcome = 'succeeded' AND s.op_id IS NULL),
+                      (array_agg(op_id) FILTER (WHERE s.times > 1))[1:%(n)s],
+                      count(*) FILTER (WHERE s.times > 1),
+                      (array_agg(op_id) FILTER (WHERE t.op_id IS NULL))[1:%(n)s],
+                      count(*) FILTER (WHERE t.op_id IS NULL),
+                      (array_agg(op_id) FILTER (WHERE t.outcome = 'failed' AND s.op_id IS NOT NULL))[1:%(n)s],
+                      count(*) FILTER (WHERE t.outcome = 'failed' AND s.op_id IS NOT NULL),
+                      count(*) FILTER (WHERE t.outcome = 'indeterminate' AND s.op_id IS NOT NULL),
+                      count(*) FILTER (WHERE t.times > 1)
+               FROM told t FULL JOIN stored s USING (op_id)"""
+        ).format(sql.Identifier(table)),
+        {"n": _SHOW_AT_MOST},
     ).fetchone()
-    found = len(succeeded) - missing_count
-    detail = f"every acknowledged operation is in {table} exactly once"
-    if missing:
-        detail = "lost: " + ", ".join(str(r[0]) for r in missing) + (" …" if missing_count > len(missing) else "")
-    if repeated:
-        detail += f"; {repeated} operation ids were acknowledged more than once"
-    return Check(name, missing_count == 0 and repeated == 0, len(succeeded), found, detail)
+    lost_ids, lost, twice_ids, twice, unknown_ids, unknown, applied_ids, applied, maybe, told_twice = found
+    succeeded = len(acknowledged.succeeded)
+    detail = f"every succeeded call is in {table} exactly once"
+    if lost:
+        detail = f"lost: {listing_ids(lost_ids or [], lost)}"
+    if twice:
+        detail += f"; applied more than once: {listing_ids(twice_ids or [], twice)}"
+    if told_twice:
+        detail += f"; {told_twice} operation ids were reported more than once"
+    within_detail = (f"{unknown} {table} rows belong to no call the harness made: {listing_ids(unknown_ids or [], unknown)}"
+                     if unknown else f"every {table} row belongs to a succeeded call, or to one of the"
+                     f" {len(acknowledged.indeterminate)} indeterminate ones ({maybe} of which were applied)")
+    return [
+        Check(present, not (lost or twice or told_twice), succeeded, succeeded - lost, detail),
+        Check(within, not unknown, 0, unknown, within_detail),
+        Check(failed, not applied, 0, applied,
+              f"applied although reported failed: {listing_ids(applied_ids or [], applied)}" if applied
+              else f"none of the {len(acknowledged.failed)} calls reported failed is in {table}",
+              anomaly="failed_but_applied", anomaly_count=applied),
+    ]
 
 
-def rows_within_acknowledged(conn: psycopg.Connection, name: str, table: str, acknowledged: Acknowledged) -> Check:
-    """succeeded <= rows of `table` <= succeeded + indeterminate, with no op_id twice: nothing
-    invented, nothing counted twice."""
-    rows, distinct = conn.execute(
-        sql.SQL("SELECT count(*), count(DISTINCT op_id) FROM {}").format(sql.Identifier(table))
-    ).fetchone()
-    low = len(acknowledged.succeeded_op_ids)
-    high = low + acknowledged.indeterminate
-    detail = f"{table} rows lie between succeeded and succeeded + indeterminate"
-    if rows != distinct:
-        detail = f"{rows - distinct} operations appear more than once in {table}"
-    elif rows > high:
-        detail = f"{rows - high} {table} rows belong to no operation the harness acknowledged"
-    return Check(name, low <= rows <= high and rows == distinct, [low, high], rows, detail)
+def _copy_outcomes(conn: psycopg.Connection, acknowledged: Acknowledged) -> None:
+    """The calls' ids and outcomes into a temporary table, by binary COPY of their raw bytes (a
+    uuid's binary form is its 16 bytes, so they go as bytea and land as uuid)."""
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS harness_outcomes (op_id uuid, outcome text) ON COMMIT DROP")
+    conn.execute("TRUNCATE harness_outcomes")
+    with conn.cursor().copy("COPY harness_outcomes (op_id, outcome) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(["bytea", "text"])
+        for outcome, op_ids in (("succeeded", acknowledged.succeeded), ("failed", acknowledged.failed),
+                                ("indeterminate", acknowledged.indeterminate)):
+            for raw in op_ids.raw():
+                copy.write_row((raw, outcome))
+
+
+def listing_ids(op_ids: Collection[Any], total: int | None = None) -> str:
+    """A few of `op_ids` (of `total` in all) for a check's detail."""
+    shown = sorted(map(str, op_ids))[:_SHOW_AT_MOST]
+    total = len(op_ids) if total is None else total
+    return ", ".join(shown) + (f" … ({total} in all)" if total > len(shown) else "")
 
 
 def listing(template: str, rows: Iterable[tuple[Any, ...]]) -> str:

@@ -62,7 +62,8 @@ _TABLES = (
         agent_id text NOT NULL,
         amount bigint NOT NULL,
         committed_at timestamptz NOT NULL DEFAULT clock_timestamp(),
-        applied_at timestamptz
+        applied_at timestamptz,
+        relayed boolean NOT NULL DEFAULT false  -- applied to Redis by the relay, not by its agent
     )""",
 )
 

@@ -167,13 +167,15 @@ class Coordinator:
         return database_counters(conn)
 
     def _context(self, conn: psycopg.Connection, metrics: Metrics | None = None) -> AuditContext:
+        metrics = metrics or Metrics()
         return AuditContext(
             conn=conn,
             schema=self.settings.schema,
             redis=self._redis,
             keys=self.settings.params.keys,
-            acknowledged_of=(metrics or Metrics()).acknowledged,
-            findings=metrics.findings if metrics else [],
+            acknowledged_of=metrics.acknowledged,
+            observe=metrics.observe,
+            findings=metrics.findings,
         )
 
     @property

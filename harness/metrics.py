@@ -8,13 +8,13 @@ never an average of percentiles.
 from __future__ import annotations
 
 import math
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from db.audits import Acknowledged
 from db.call_record import CallRecord, Outcome
 from db.errors import Failure
+from db.op_ids import OpIds
 
 __all__ = ["Histogram", "ToolStats", "Metrics", "CONFLICT_COUNTERS"]
 
@@ -115,6 +115,7 @@ class ToolStats:
 
 
 _DISTRIBUTIONS = ("pool_wait", "deadlock_detection", "deadlock_resolution")
+_OUTCOMES = ("succeeded", "failed", "indeterminate", "rejected")
 _AGENT_ERROR_SAMPLES = 5
 
 
@@ -129,8 +130,9 @@ class Metrics:
         self.conflicts: dict[str, int] = dict.fromkeys(CONFLICT_COUNTERS, 0)
         self.errors = 0
         self.distributions: dict[str, Histogram] = {name: Histogram() for name in _DISTRIBUTIONS}
-        self.succeeded_op_ids: dict[str, list[uuid.UUID]] = {}
-        self.rejected_op_ids: dict[str, list[uuid.UUID]] = {}  # refused by a full queue
+        # Every call's id by tool and outcome (succeeded, failed, indeterminate, rejected: the
+        # failed ones a full queue refused), 16 bytes an id: what the audits compare.
+        self.op_ids: dict[str, dict[str, OpIds]] = {}
         # What each process saw when its load stopped (its pool's state), and its pool samples.
         self.findings: list[dict[str, Any]] = []
         self.pool_samples: list[dict[str, Any]] = []
@@ -148,17 +150,25 @@ class Metrics:
 
     def acknowledged(self, tools: set[str]) -> Acknowledged:
         """What the agents were told about the calls of `tools`."""
-        return Acknowledged(
-            succeeded_op_ids=[op for tool in tools for op in self.succeeded_op_ids.get(tool, [])],
-            indeterminate=sum(self.tools[tool].indeterminate for tool in tools if tool in self.tools),
-            rejected_op_ids=[op for tool in tools for op in self.rejected_op_ids.get(tool, [])],
-        )
+        by_outcome: dict[str, OpIds] = {outcome: OpIds() for outcome in _OUTCOMES}
+        for tool in tools:
+            for outcome, op_ids in self.op_ids.get(tool, {}).items():
+                by_outcome[outcome].extend(op_ids)
+        return Acknowledged(**by_outcome)
+
+    def _keep(self, record: CallRecord, outcome: str) -> None:
+        if self._keep_op_ids:
+            kept = self.op_ids.setdefault(record.tool, {})
+            kept.setdefault(outcome, OpIds()).add(record.op_id)
 
     def stage(self, index: int) -> Metrics:
         stage = self.stages.get(index)
         if stage is None:
             stage = self.stages[index] = Metrics(keep_op_ids=False)
         return stage
+
+    def observe(self, name: str, seconds: float) -> None:
+        self._histogram(name).record(seconds)
 
     def _histogram(self, name: str) -> Histogram:
         histogram = self.distributions.get(name)
@@ -184,6 +194,7 @@ class Metrics:
         stats.attempts += record.attempts
         if record.outcome is Outcome.INTERRUPTED:
             stats.interrupted += 1
+            self._keep(record, "failed")  # rolled back before COMMIT was sent
             return
         stats.calls += 1
         stats.retries += record.retries
@@ -192,17 +203,18 @@ class Metrics:
         stats.latency.record(record.duration_s)
         if record.outcome is Outcome.SUCCEEDED:
             stats.succeeded += 1
-            if self._keep_op_ids:
-                self.succeeded_op_ids.setdefault(record.tool, []).append(record.op_id)
+            self._keep(record, "succeeded")
             for name, seconds in record.observations:
                 self._histogram(name).record(seconds)
         elif record.outcome is Outcome.INDETERMINATE:
             stats.indeterminate += 1
             self.conflicts["indeterminate"] += 1
+            self._keep(record, "indeterminate")
         else:
             stats.failed += 1
-            if record.failures[-1] is Failure.QUEUE_REJECTED and self._keep_op_ids:
-                self.rejected_op_ids.setdefault(record.tool, []).append(record.op_id)
+            self._keep(record, "failed")
+            if record.failures and record.failures[-1] is Failure.QUEUE_REJECTED:
+                self._keep(record, "rejected")
 
     def merge(self, other: Metrics) -> None:
         for name, stats in other.tools.items():
@@ -212,9 +224,10 @@ class Metrics:
         self.errors += other.errors
         for name, histogram in other.distributions.items():
             self._histogram(name).merge(histogram)
-        for mine, theirs in ((self.succeeded_op_ids, other.succeeded_op_ids), (self.rejected_op_ids, other.rejected_op_ids)):
-            for tool, op_ids in theirs.items():
-                mine.setdefault(tool, []).extend(op_ids)
+        for tool, by_outcome in other.op_ids.items():
+            mine = self.op_ids.setdefault(tool, {})
+            for outcome, op_ids in by_outcome.items():
+                mine.setdefault(outcome, OpIds()).extend(op_ids)
         self.findings.extend(other.findings)
         self.pool_samples.extend(other.pool_samples)
         self.load_failures.extend(other.load_failures)
@@ -230,8 +243,8 @@ class Metrics:
             "conflicts": dict(self.conflicts),
             "errors": self.errors,
             "distributions": {name: h.to_dict() for name, h in self.distributions.items()},
-            "succeeded_op_ids": _op_ids_to_wire(self.succeeded_op_ids),
-            "rejected_op_ids": _op_ids_to_wire(self.rejected_op_ids),
+            "op_ids": {tool: {outcome: op_ids.to_wire() for outcome, op_ids in by_outcome.items()}
+                       for tool, by_outcome in self.op_ids.items()},
             "findings": self.findings,
             "pool_samples": self.pool_samples,
             "load_failures": self.load_failures,
@@ -248,8 +261,8 @@ class Metrics:
         metrics.errors = data["errors"]
         for name, histogram in data["distributions"].items():
             metrics.distributions[name] = Histogram.from_dict(histogram)
-        metrics.succeeded_op_ids = _op_ids_from_wire(data["succeeded_op_ids"])
-        metrics.rejected_op_ids = _op_ids_from_wire(data["rejected_op_ids"])
+        metrics.op_ids = {tool: {outcome: OpIds(raw) for outcome, raw in by_outcome.items()}
+                          for tool, by_outcome in data["op_ids"].items()}
         metrics.findings = list(data["findings"])
         metrics.pool_samples = list(data["pool_samples"])
         metrics.load_failures = list(data["load_failures"])
@@ -258,10 +271,3 @@ class Metrics:
         metrics.stages = {int(index): cls.from_dict(stage, keep_op_ids=False) for index, stage in data["stages"].items()}
         return metrics
 
-
-def _op_ids_to_wire(by_tool: dict[str, list[uuid.UUID]]) -> dict[str, bytes]:
-    return {tool: b"".join(op.bytes for op in op_ids) for tool, op_ids in by_tool.items()}
-
-
-def _op_ids_from_wire(by_tool: dict[str, bytes]) -> dict[str, list[uuid.UUID]]:
-    return {tool: [uuid.UUID(bytes=raw[i : i + 16]) for i in range(0, len(raw), 16)] for tool, raw in by_tool.items()}

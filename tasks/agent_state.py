@@ -3,7 +3,7 @@ optimistic concurrency (WATCH/MULTI/EXEC, retried on WatchError)."""
 
 from __future__ import annotations
 
-from db.audits import AuditContext, Check
+from db.audits import AuditContext, Check, listing_ids
 from db.redis_keys import RedisKeys
 from db.tool import Transaction
 
@@ -44,23 +44,24 @@ def audit_agent_state(ctx: AuditContext, *, teams: int) -> list[Check]:
         if version != applied:
             wrong_versions.append((team, version, applied))
     acknowledged = ctx.acknowledged_of(["update_plan"])
-    present = set()
-    op_ids = acknowledged.succeeded_op_ids
-    for start in range(0, len(op_ids), 1000):
-        chunk = op_ids[start : start + 1000]
-        found = r.smismember(keys("plan", "all_steps"), [str(op) for op in chunk])
-        present.update(op for op, here in zip(chunk, found, strict=True) if here)
-    missing = [op for op in op_ids if op not in present]
-    stored = r.scard(keys("plan", "all_steps"))
-    high = len(op_ids) + acknowledged.indeterminate
+    stored = {raw.decode() for raw in r.sscan_iter(keys("plan", "all_steps"), count=1000)}
+    succeeded = {str(op) for op in acknowledged.succeeded}
+    failed = {str(op) for op in acknowledged.failed}
+    missing = succeeded - stored
+    applied_failed = failed & stored
+    unknown = stored - succeeded - {str(op) for op in acknowledged.indeterminate} - failed
     return [
-        Check("plan_steps_not_lost", not missing, len(op_ids), len(op_ids) - len(missing),
-              "every acknowledged change is in its team's plan"
-              + (f"; lost: {', '.join(map(str, missing[:3]))}" if missing else ""), anomaly="lost_updates",
-              anomaly_count=len(missing)),
+        Check("plan_steps_not_lost", not missing, len(succeeded), len(succeeded) - len(missing),
+              f"lost: {listing_ids(missing)}" if missing else "every succeeded change is in its team's plan",
+              anomaly="lost_updates", anomaly_count=len(missing)),
         Check("plan_version_counts_changes", not wrong_versions, 0, len(wrong_versions),
               "; ".join(f"team {t} at version {v} after {a} changes" for t, v, a in wrong_versions[:5])
               or "each team's version = the number of changes applied to its plan"),
-        Check("plan_steps_within_acknowledged", len(op_ids) <= stored <= high, [len(op_ids), high], stored,
-              "no step the agents were not told of"),
+        Check("plan_steps_within_acknowledged", not unknown, 0, len(unknown),
+              f"steps of no call the harness made: {listing_ids(unknown)}" if unknown
+              else "every step belongs to a succeeded or an indeterminate call"),
+        Check("failed_not_in_plans", not applied_failed, 0, len(applied_failed),
+              f"applied although reported failed: {listing_ids(applied_failed)}" if applied_failed
+              else f"none of the {len(failed)} calls reported failed is in a plan",
+              anomaly="failed_but_applied", anomaly_count=len(applied_failed)),
     ]

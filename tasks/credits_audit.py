@@ -1,12 +1,13 @@
-"""The credit audit: conserved credits, balances and versions that match the ledger, and every
-acknowledged operation in it, exactly once."""
+"""The credit audit: conserved credits, balances and versions that match the ledger, and the
+ledger's rows compared by operation id with the calls' outcomes: every succeeded call in it
+exactly once, no row of a failed call, no row of a call the harness never made."""
 
 from __future__ import annotations
 
 import psycopg
 from psycopg import sql
 
-from db.audits import AuditContext, Check, acknowledged_in_table, listing, rows_within_acknowledged
+from db.audits import AuditContext, Check, identities_in_table, listing
 
 __all__ = ["LEDGER_TOOLS", "audit_credits"]
 
@@ -25,8 +26,8 @@ def audit_credits(ctx: AuditContext) -> list[Check]:
             _credits_conserved(conn),
             _balances_match_ledger(conn),
             _no_negative_balance(conn),
-            acknowledged_in_table(conn, "acknowledged_in_ledger", "ledger", acknowledged.succeeded_op_ids),
-            rows_within_acknowledged(conn, "ledger_within_acknowledged", "ledger", acknowledged),
+            *identities_in_table(conn, "ledger", acknowledged, present="acknowledged_in_ledger",
+                                 within="ledger_within_acknowledged", failed="failed_not_in_ledger"),
             _versions_count_updates(conn),
         ]
 

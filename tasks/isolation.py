@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from psycopg import sql
 
-from db.audits import AuditContext, Check, acknowledged_in_table, listing, rows_within_acknowledged
+from db.audits import AuditContext, Check, identities_in_table, listing
 from db.tool import Transaction
 
 __all__ = ["increment_counter", "reserve_slot", "audit_isolation"]
@@ -62,10 +62,8 @@ def audit_isolation(ctx: AuditContext) -> list[Check]:
             "SELECT pair_id FROM duty_leave GROUP BY pair_id HAVING count(*) > 1 ORDER BY pair_id"
         ).fetchall()
         increments = ctx.acknowledged_of(["increment_counter"])
-        checks = [
-            acknowledged_in_table(conn, "increments_in_counter_ops", "counter_ops", increments.succeeded_op_ids),
-            rows_within_acknowledged(conn, "counter_ops_within_acknowledged", "counter_ops", increments),
-        ]
+        checks = identities_in_table(conn, "counter_ops", increments, present="increments_in_counter_ops",
+                                     within="counter_ops_within_acknowledged", failed="failed_not_in_counter_ops")
     return [
         Check("no_lost_updates", not short, 0, {"lost": lost, "invented": invented},
               listing("counter {} holds {} after {} recorded increments", short)

@@ -116,8 +116,8 @@ def audit_queue(ctx: AuditContext, *, capacity: int) -> list[Check]:
     enqueued_ids = {uuid.UUID(raw.decode()) for raw in r.smembers(k.enqueued)}
     dequeued_ids = {uuid.UUID(raw.decode()) for raw in r.smembers(k.dequeued)}
     acknowledged = ctx.acknowledged_of(["enqueue_job"])
-    never_enqueued = [op for op in acknowledged.succeeded_op_ids if op not in enqueued_ids]
-    rejected_seen = [op for op in acknowledged.rejected_op_ids if op in enqueued_ids or op in dequeued_ids]
+    never_enqueued = [op for op in acknowledged.succeeded if op not in enqueued_ids]
+    rejected_seen = [op for op in acknowledged.rejected if op in enqueued_ids or op in dequeued_ids]
     lost = enqueued - dequeued - queued
     in_processing = r.scard(k.processing)
     return [
@@ -128,12 +128,12 @@ def audit_queue(ctx: AuditContext, *, capacity: int) -> list[Check]:
         Check("no_job_dequeued_twice", stats.get("duplicates", 0) == 0, 0, stats.get("duplicates", 0),
               "each job id was handed to one consumer only", anomaly="duplicate_jobs",
               anomaly_count=stats.get("duplicates", 0)),
-        Check("acknowledged_jobs_enqueued", not never_enqueued, len(acknowledged.succeeded_op_ids),
-              len(acknowledged.succeeded_op_ids) - len(never_enqueued),
+        Check("acknowledged_jobs_enqueued", not never_enqueued, len(acknowledged.succeeded),
+              len(acknowledged.succeeded) - len(never_enqueued),
               "every job a producer was told was queued is in the queue's record"
               + (f"; missing {never_enqueued[:3]}" if never_enqueued else "")),
         Check("rejected_jobs_never_appear", not rejected_seen, 0, len(rejected_seen),
-              f"{len(acknowledged.rejected_op_ids)} jobs were refused as overflow; none of them was queued"),
+              f"{len(acknowledged.rejected)} jobs were refused as overflow; none of them was queued"),
         Check("capacity_never_exceeded", stats.get("overshoots", 0) == 0, f"<= {capacity}",
               stats.get("max_depth", 0), f"deepest the queue ever was: {stats.get('max_depth', 0)}",
               anomaly="capacity_overshoots", anomaly_count=stats.get("overshoots", 0)),

@@ -16,10 +16,11 @@ from locust.event import EventHook
 
 from db import schema as run_schema
 from db.adapter import ToolAdapter
-from db.audits import AuditContext
+from db.audits import Acknowledged, AuditContext
 from db.redis_keys import RedisKeys
 from db.pool import SessionSettings, open_pool
 from db.retry import RetryPolicy
+from harness.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUST = str(Path(sys.executable).with_name("locust"))
@@ -76,9 +77,19 @@ def settings_from(*args: str):
     return Settings.from_options(parser.parse_args(list(args)))
 
 
-def context_for(conn: psycopg.Connection, schema: str, acknowledged_of, redis_client=None, findings=()) -> AuditContext:
-    """An audit's context on the test's own session."""
-    return AuditContext(conn, schema, redis_client, RedisKeys(schema), acknowledged_of, list(findings))
+def context_for(conn: psycopg.Connection, schema: str, acknowledged_of, redis_client=None, findings=(),
+                metrics: Metrics | None = None) -> AuditContext:
+    """An audit's context on the test's own session; what the audit observes goes to `metrics`."""
+    return AuditContext(conn, schema, redis_client, RedisKeys(schema), acknowledged_of,
+                        (metrics or Metrics()).observe, list(findings))
+
+
+def acknowledged_from(records) -> Acknowledged:
+    """What the harness tells the audits about these calls, through the same Metrics a run uses."""
+    metrics = Metrics()
+    for record in records:
+        metrics.record(record)
+    return metrics.acknowledged({record.tool for record in records})
 
 
 def embedded_pgdata() -> set[str]:

@@ -12,14 +12,14 @@ import redis
 from gevent.server import StreamServer
 
 from db.adapter import ToolAdapter
-from db.audits import Acknowledged
+
 from db.call_record import Outcome
 from db.errors import Failure
 from db.redis_keys import RedisKeys
 from db.retry import RetryPolicy
 from db.tool import Tool
 from tasks.agent_state import audit_agent_state, update_plan
-from tests.support import Recorder, context_for
+from tests.support import Recorder, acknowledged_from, context_for
 
 _EXEC = b"$4\r\nEXEC\r\n"  # how the EXEC of a MULTI block goes over the wire
 
@@ -116,6 +116,6 @@ def test_a_lost_exec_reply_is_retried_without_applying_the_change_twice(servers,
         applied = direct.smismember(keys("plan", "all_steps"), [str(r.op_id) for r in records])
         assert all(applied) and direct.scard(keys("plan", "all_steps")) == len(records)
 
-        acknowledged = Acknowledged([r.op_id for r in records], indeterminate=0)
+        acknowledged = acknowledged_from(records)
         checks = audit_agent_state(context_for(admin, schema, lambda tools: acknowledged, direct), teams=teams)
     assert all(c.ok for c in checks), [c for c in checks if not c.ok]

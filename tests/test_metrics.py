@@ -50,15 +50,18 @@ def test_metrics_survive_the_wire_form_and_add_up():
     from db.errors import Failure
 
     a, b = Metrics(), Metrics()
-    a.record(CallRecord("deduct_credits", "pg", uuid.uuid4(), Outcome.SUCCEEDED, 2, [Failure.VERSION_CONFLICT],
-                        [0.001, 0.002], 0.010))
-    b.record(CallRecord("deduct_credits", "pg", uuid.uuid4(), Outcome.FAILED, 1, [Failure.DEADLOCK], [0.003], 1.2,
-                        [1.0]))
+    succeeded = CallRecord("deduct_credits", "pg", uuid.uuid4(), Outcome.SUCCEEDED, 2, [Failure.VERSION_CONFLICT],
+                           [0.001, 0.002], 0.010)
+    failed = CallRecord("deduct_credits", "pg", uuid.uuid4(), Outcome.FAILED, 1, [Failure.DEADLOCK], [0.003], 1.2,
+                        [1.0])
+    a.record(succeeded)
+    b.record(failed)
     total = Metrics.from_dict(a.to_dict())
     total.merge(Metrics.from_dict(b.to_dict()))
     stats = total.tools["deduct_credits"]
     assert (stats.calls, stats.succeeded, stats.failed, stats.retries, stats.attempts) == (2, 1, 1, 1, 3)
     assert total.conflicts["version_conflicts"] == 1 and total.conflicts["deadlocks"] == 1
     assert total.distributions["pool_wait"].count == 3
-    assert total.succeeded_op_ids == a.succeeded_op_ids
-    assert total.acknowledged({"deduct_credits"}).succeeded_op_ids == a.succeeded_op_ids["deduct_credits"]
+    acknowledged = total.acknowledged({"deduct_credits"})
+    assert list(acknowledged.succeeded) == [succeeded.op_id] and list(acknowledged.failed) == [failed.op_id]
+    assert not acknowledged.indeterminate and not acknowledged.rejected

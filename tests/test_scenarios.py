@@ -16,7 +16,7 @@ from db.redis_keys import RedisKeys
 from tasks.scenarios import SCENARIOS, ScenarioParams
 from tests.support import ROOT, context_for, read_report, run_locust
 
-NOTHING_ACKNOWLEDGED = Acknowledged([], 0)
+NOTHING_ACKNOWLEDGED = Acknowledged()
 
 
 @dataclass(frozen=True)
