@@ -127,13 +127,19 @@ def test_a_deadlock_is_retried_timed_and_counted_by_the_server_too(servers, admi
     assert database_counters(admin)["deadlocks"] - before["deadlocks"] == 1
 
 
+def _slow_commit(admin, schema: str, event: str, *, seconds: float) -> None:
+    """A deferred constraint trigger on `event` (e.g. "UPDATE ON accounts") that makes COMMIT
+    take `seconds`: a window to act in while COMMIT is in flight."""
+    admin.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+    admin.execute(sql.SQL("CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS"
+                          " $$ BEGIN PERFORM pg_sleep({}); RETURN NULL; END $$").format(sql.Literal(seconds)))
+    admin.execute(sql.SQL("CREATE CONSTRAINT TRIGGER slow_commit AFTER {} DEFERRABLE INITIALLY DEFERRED"
+                          " FOR EACH ROW EXECUTE FUNCTION slow_commit()").format(sql.SQL(event)))
+
+
 def test_a_connection_lost_during_commit_is_indeterminate(servers, admin, accounts):
     """A deferred trigger makes COMMIT slow; the backend is terminated while it runs."""
-    admin.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(accounts)))
-    admin.execute("CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS"
-                  " $$ BEGIN PERFORM pg_sleep(2); RETURN NULL; END $$")
-    admin.execute("CREATE CONSTRAINT TRIGGER slow_commit AFTER UPDATE ON accounts"
-                  " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()")
+    _slow_commit(admin, accounts, "UPDATE ON accounts", seconds=2)
     recorder = Recorder()
     backend = []
 
@@ -277,11 +283,7 @@ def test_the_cross_service_window_starts_at_commit(servers, admin, accounts):
     from db.redis_keys import RedisKeys
     from tasks.cross_service import charge_usage
 
-    admin.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(accounts)))
-    admin.execute("CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS"
-                  " $$ BEGIN PERFORM pg_sleep(0.3); RETURN NULL; END $$")
-    admin.execute("CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON usage_outbox"
-                  " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()")
+    _slow_commit(admin, accounts, "INSERT ON usage_outbox", seconds=0.3)
     recorder = Recorder()
     pool = open_pool(servers.pg_dsn, SessionSettings(accounts), size=1, timeout_s=5)
     client = redis.Redis.from_url(servers.redis_url)
