@@ -4,6 +4,9 @@ For each attempt: borrow a connection (the wait is timed apart from the tool's o
 the tool in a transaction at the session's isolation level, commit, classify what failed, and
 retry by policy. When the call is over, fire Locust's `request` event once (so the call shows in
 Locust's stats, CSV and HTML report) and the project's `call_finished` hook with the full record.
+
+Before the first attempt, the optional `call_started` hook gets the record as it starts (a
+history writes the invocation then: a call that never ends still shows that it began).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import logging
 import random
 import uuid
-from time import perf_counter
+from time import monotonic_ns, perf_counter
 
 import gevent
 import psycopg
@@ -43,6 +46,7 @@ class ToolAdapter:
         tool_work_s: float,
         request_event: EventHook,
         call_finished: EventHook,
+        call_started: EventHook | None = None,
     ) -> None:
         self._pool = pool
         self._redis = redis_client
@@ -50,11 +54,15 @@ class ToolAdapter:
         self._tool_work_s = tool_work_s
         self._request_event = request_event
         self._call_finished = call_finished
+        self._call_started = call_started
         self._backoff_rng = random.Random()
         self.calls_in_flight = 0
 
     def call(self, tool: Tool, agent_id: str, seed: int) -> CallRecord:
-        record = CallRecord(tool=tool.name, backend=tool.backend, op_id=uuid.uuid4())
+        record = CallRecord(tool=tool.name, backend=tool.backend, op_id=uuid.uuid4(), agent_id=agent_id, seed=seed,
+                            started_ns=monotonic_ns())
+        if self._call_started is not None:
+            self._call_started.fire(record=record)
         started = perf_counter()
         first_deadlock_at: float | None = None
         self.calls_in_flight += 1

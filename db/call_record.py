@@ -35,6 +35,10 @@ class CallRecord:
     deadlock_resolution_s: float | None = None  # first deadlock error to the call's success
     observations: list[tuple[str, float]] = field(default_factory=list)  # the tool's own timings
     exception: BaseException | None = None
+    # Who made the call and the seed its tool's `tx.rng` draws from: the call's arguments.
+    agent_id: str = ""
+    seed: int = 0
+    started_ns: int = 0  # time.monotonic_ns() when the call started, before its first attempt
 
     @property
     def retries(self) -> int:

@@ -121,7 +121,9 @@ class Coordinator:
                 f" {per_process} + {HARNESS_SESSIONS} for the harness) but the server takes {room.free} more"
                 f" ({room.describe()}): lower --pool-size or --processes, or raise max_connections")
 
-    def begin(self, agents: int, agents_now: Callable[[], int]) -> None:
+    def begin(self, agents: int, agents_now: Callable[[], int], seed: int) -> str:
+        """Seed the run's data and start sampling the servers; the run's id. `seed` is the agents'
+        (--seed's, or drawn for this test): the report records it."""
         run_id = uuid.uuid4().hex[:12]
         self._baseline = self._session.run(partial(self._seed, run_id))
         self._started = time.monotonic()
@@ -145,7 +147,9 @@ class Coordinator:
             "isolation": self.settings.isolation,
             "schema": self.settings.schema,
             "agents": agents,
+            "seed": seed,
         }
+        return run_id
 
     def _seed(self, run_id: str, conn: psycopg.Connection) -> dict[str, int]:
         """Empty and seed the run's data, in PostgreSQL and Redis (safe to run again whole); the

@@ -35,7 +35,8 @@ def _section(report: dict[str, Any]) -> str:
         f"<section id='{SECTION_ID}' style='{_STYLE.format(color='#2a2' if passed else '#c22')}'>",
         f"<h2>toolclash verdict: {escape(report['verdict'].upper())} (exit code {report['exit_code']})</h2>",
         f"<p>run {escape(report['run']['run_id'])}: {escape(', '.join(report['run']['scenarios']))} at "
-        f"{escape(report['run']['isolation'])}, {report['run']['agents']} agents, {report['run']['duration_s']:.1f} s</p>",
+        f"{escape(report['run']['isolation'])}, {report['run']['agents']} agents, {report['run']['duration_s']:.1f} s,"
+        f" seed {report['run']['seed']}</p>",
         "<h3>Conflicts</h3>", _table(["counter", "count"], [[k, v] for k, v in report["conflicts"].items()]),
         "<h3>Anomalies</h3>", _table(["anomaly", "count"], [[k, v] for k, v in report["anomalies"].items()]),
         "<h3>Server (over the run)</h3>",

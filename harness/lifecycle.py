@@ -1,12 +1,14 @@
 """toolclash's part in Locust's life cycle: from the options to the exit code.
 
-    init          validate the options; where the verdict is made (local runner or master): reach
-                  or start the servers and claim the schema
-    test_start    seed the run's data and read the server's counters (verdict side); open the
-                  pool (agents' side: local runner or worker)
-    test_stop     drain and close the pool; read the counters again, audit, report (verdict side,
-                  once every worker's final metrics are in)
-    quitting      make sure the run was stopped and audited, set the exit code, stop the servers
+    init          validate the options and open the --history file; where the verdict is made
+                  (local runner or master): reach or start the servers and claim the schema
+    test_start    seed the run's data, choose the run's seed (unless --seed gave it) and read the
+                  server's counters (verdict side); open the pool (agents' side: local runner or
+                  worker)
+    test_stop     drain and close the pool, flush the history; read the counters again, audit,
+                  report (verdict side, once every worker's final metrics are in)
+    quitting      make sure the run was stopped and audited, set the exit code, stop the servers,
+                  close the history
 
 Exit codes: 0 pass, 1 an SLA or an audit failed, 2 usage, configuration or connection error.
 A configuration error is raised as SystemExit(2) from `init`: any other exception there would
@@ -43,6 +45,7 @@ from harness.distributed import (
     WORKER_STOP_MESSAGE,
     WorkerShipments,
 )
+from harness.history import History, worker_path
 from harness.html_report import add_to_html_report
 from harness.junit import write_junit
 from harness.load import Load
@@ -87,11 +90,12 @@ def _on_init(environment: Environment, runner: Runner, **_: Any) -> None:
     if settings.isolation_matrix and MATRIX_LEVEL_VARIABLE not in os.environ:
         if not environment.parsed_options.headless:
             _fail_configuration("--isolation-matrix runs headless: add --headless")
-        raise SystemExit(run_matrix(sys.argv[1:], settings.report_json))
+        raise SystemExit(run_matrix(sys.argv[1:], settings.report_json, settings.history, settings.seed_for_test()))
+    history = _open_history(settings.history, runner) if settings.history else None
     if isinstance(runner, WorkerRunner):
         # The master owns the servers and the schema; it says where they are at each test start.
         run = Toolclash(environment, settings, None, None, Load(settings, environment.events.request,
-                                                                 runner.worker_index))
+                                                                 runner.worker_index), history)
         runner.register_message(SERVERS_MESSAGE, run.on_servers_message)
         # Concurrent: stopping waits for the agents, and the worker must keep answering heartbeats.
         runner.register_message(STOP_MESSAGE, lambda environment, msg, **_: environment.runner.stop(),
@@ -111,7 +115,7 @@ def _on_init(environment: Environment, runner: Runner, **_: Any) -> None:
         if not isinstance(runner, MasterRunner):
             load = Load(settings, environment.events.request, 0)
             load.pg_dsn, load.redis_url = services.pg_dsn, services.redis_url
-        run = Toolclash(environment, settings, services, coordinator, load)
+        run = Toolclash(environment, settings, services, coordinator, load, history)
         coordinator.attach(runner)
         if isinstance(runner, MasterRunner):
             runner.register_message(FINAL_MESSAGE, run.on_final_message)
@@ -128,10 +132,25 @@ def _on_init(environment: Environment, runner: Runner, **_: Any) -> None:
     events.spawning_complete.add_listener(run.on_spawning_complete)
     if run.load is not None:
         events.user_error.add_listener(run.on_agent_error)
+        if history is not None:
+            run.load.call_started.add_listener(history.invoked)
+            run.load.call_finished.add_listener(history.completed)
     events.test_stop.add_listener(run.on_test_stop)
     events.report_to_master.add_listener(run.on_report_to_master)
     events.quitting.add_listener(run.on_quitting)
     events.quit.add_listener(run.on_quit)
+
+
+def _open_history(path: str, runner: Runner) -> History:
+    """This process's history file: a worker's is named after its index, on its own host."""
+    if isinstance(runner, WorkerRunner):
+        path, process = worker_path(path, runner.worker_index), f"worker-{runner.worker_index}"
+    else:
+        process = "master" if isinstance(runner, MasterRunner) else "local"
+    try:
+        return History(path, process)
+    except OSError as exc:
+        _fail_configuration(f"--history {path}: cannot write there: {exc.strerror or exc}")
 
 
 def _reach_servers(settings: Settings) -> tuple[Services, Coordinator]:
@@ -170,12 +189,14 @@ class Toolclash:
         services: Services | None,
         coordinator: Coordinator | None,
         load: Load | None,
+        history: History | None = None,
     ) -> None:
         self.environment = environment
         self.settings = settings
         self.services = services
         self.coordinator = coordinator
         self.load = load
+        self.history = history
         self.shipments = WorkerShipments()
         self.report: dict[str, Any] | None = None
         self.exit_code: int | None = None
@@ -186,6 +207,9 @@ class Toolclash:
         self._test = 0
         # A worker's share of the agents, told by the master at each test start (sizes its pool).
         self._agents_here: int | None = None
+        # The test's run id and seed: chosen where the verdict is made, told to the workers.
+        self._run_id = ""
+        self._seed = 0
 
     @property
     def _master(self) -> MasterRunner | None:
@@ -197,6 +221,7 @@ class Toolclash:
     def on_servers_message(self, environment: Environment, msg: Any, **_: Any) -> None:
         self.load.pg_dsn, self.load.redis_url = msg.data["pg_dsn"], msg.data["redis_url"]
         self._test, self._agents_here = msg.data["test"], msg.data["agents_per_worker"]
+        self._run_id, self._seed = msg.data["run_id"], msg.data["seed"]
 
     def on_agent_error(self, exception: BaseException, **_: Any) -> None:
         self.load.metrics.record_agent_error(exception)
@@ -210,6 +235,10 @@ class Toolclash:
     def on_report_to_master(self, client_id: str, data: dict[str, Any], **_: Any) -> None:
         if self.load is not None:
             data[REPORT_KEY] = self._shipment()
+        if self.history is not None:
+            # A worker may die without warning (--chaos worker-stop): it loses at most the lines
+            # since its last stats report.
+            self.history.flush()
 
     # -- the verdict's side -----------------------------------------------------------------
 
@@ -240,16 +269,20 @@ class Toolclash:
         agents = environment.runner.target_user_count or 0
         self._peak_agents = agents
         if self.coordinator is not None:
-            self.coordinator.begin(agents, lambda: environment.runner.user_count)
+            self._seed = self.settings.seed_for_test()
+            self._run_id = self.coordinator.begin(agents, lambda: environment.runner.user_count, self._seed)
         master = self._master
         if master is not None:
             self._test += 1
             self.shipments.begin(master, self._test)
             master.send_message(SERVERS_MESSAGE, {"pg_dsn": self.services.pg_dsn, "redis_url": self.services.redis_url,
-                                                  "test": self._test,
+                                                  "test": self._test, "run_id": self._run_id, "seed": self._seed,
                                                   "agents_per_worker": math.ceil(self.settings.most_agents(agents)
                                                                                  / max(1, master.worker_count))})
-        if self.load is not None and self.load.start(self._agents_here or self.settings.most_agents(agents)) is not None:
+        if self.history is not None:
+            self.history.run_started(self._run_id, self._seed)
+        if (self.load is not None
+                and self.load.start(self._agents_here or self.settings.most_agents(agents), self._seed) is not None):
             if isinstance(environment.runner, WorkerRunner):
                 environment.runner.send_message(LOAD_FAILED_MESSAGE, self.load.metrics.load_failures[-1])
             else:
@@ -267,6 +300,8 @@ class Toolclash:
     def on_test_stop(self, environment: Environment, **_: Any) -> None:
         if self.load is not None:
             self.load.stop()
+            if self.history is not None:
+                self.history.flush()
             if isinstance(environment.runner, WorkerRunner):
                 environment.runner.send_message(FINAL_MESSAGE, self._shipment())
                 return
@@ -304,6 +339,8 @@ class Toolclash:
         if self.exit_code is not None:
             environment.process_exit_code = self.exit_code
         _stop_quietly(self.coordinator, self.services)
+        if self.history is not None:
+            self.history.close()
 
     def on_quit(self, exit_code: int, **_: Any) -> None:
         # Locust has written its HTML report by now (with --html; its name's {u}/{r}/{t} filled in).

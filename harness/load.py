@@ -51,7 +51,9 @@ class Load:
         self._request_event = request_event
         self.toolbox = Toolbox(settings)
         self.metrics = Metrics()
-        # The project's own hook: one CallRecord per finished call, with every retry and its cause.
+        # The project's own hooks: each call's CallRecord as it starts (before its first attempt),
+        # and once it has finished, with every retry and its cause.
+        self.call_started = EventHook()
         self.call_finished = EventHook()
         self.call_finished.add_listener(self._record)
         # The load shape's current stage (None without --shape): calls are also counted per stage.
@@ -60,6 +62,7 @@ class Load:
         self._pool = None
         self._redis: redis.Redis | None = None
         self._agent_numbers = itertools.count(1)
+        self._seed = 0
         self._process_index = process_index
         self._pool_size = 0
         self._sampler: gevent.Greenlet | None = None
@@ -75,13 +78,21 @@ class Load:
         taken, self.metrics = self.metrics, Metrics()
         return taken
 
-    def next_agent_id(self) -> str:
-        return f"p{self._process_index}-a{next(self._agent_numbers)}"
+    def next_agent(self) -> tuple[str, random.Random]:
+        """A new agent's id, numbered in spawn order on this process from 1 at each test start,
+        and its random source: agents of the same id draw the same tools and arguments in every
+        test of the same seed."""
+        agent_id = f"p{self._process_index}-a{next(self._agent_numbers)}"
+        # A str seed is hashed with SHA-512, the same in every process (unlike hash()).
+        return agent_id, random.Random(f"{self._seed}:{agent_id}")
 
-    def start(self, agents: int) -> dict | None:
-        """Open the pool (all its connections ready before the first call) and a fresh Metrics;
-        None, or what kept the load from starting (also kept in the metrics, for the verdict)."""
+    def start(self, agents: int, seed: int) -> dict | None:
+        """Open the pool (all its connections ready before the first call) and a fresh Metrics,
+        and number the agents from 1 again; None, or what kept the load from starting (also kept
+        in the metrics, for the verdict)."""
         self.metrics = Metrics()
+        self._seed = seed
+        self._agent_numbers = itertools.count(1)
         size = self._pool_size = self.settings.pool_size_for(agents)
         session = SessionSettings(
             schema=self.settings.schema,
@@ -104,7 +115,8 @@ class Load:
         # command sent once (see db.session.SEND_ONCE: a resent script could apply twice).
         self._redis = redis.Redis.from_url(self.redis_url, max_connections=_AS_MANY_AS_AGENTS_WANT, retry=SEND_ONCE,
                                            client_name=load_application_name(self.settings.schema, self._process_index))
-        self.adapter = ToolAdapter(self._pool, self._redis, self.settings.retry, self.settings.tool_work_s, self._request_event, self.call_finished)
+        self.adapter = ToolAdapter(self._pool, self._redis, self.settings.retry, self.settings.tool_work_s,
+                                   self._request_event, self.call_finished, self.call_started)
         self._started = time.monotonic()
         self._sampler = gevent.spawn(self._sample_pool)
         return None

@@ -1,7 +1,8 @@
 """--isolation-matrix: the same run once per isolation level, and the table to choose a level by.
 
 Each level is a whole `locust` run of its own (the same options, `--isolation` set), so every
-row has its own servers' counters, audits and verdict.
+row has its own servers' counters, audits and verdict. Every level runs with the same seed, so
+its agents make the same calls; with --history PATH, each level writes PATH.<level>.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ __all__ = ["MATRIX_LEVEL_VARIABLE", "run_matrix", "format_matrix"]
 MATRIX_LEVEL_VARIABLE = "TOOLCLASH_MATRIX_LEVEL"
 
 # Options the matrix sets itself in each level's run; the user's values for them are dropped.
-_OWN_OPTIONS = {"--isolation": True, "--report-json": True, "--isolation-matrix": False}
+_OWN_OPTIONS = {"--isolation": True, "--report-json": True, "--isolation-matrix": False, "--history": True,
+                "--seed": True}
 # Given to each level's run through its environment, not its command line, which every user of
 # the machine can read (`ps`): a DSN or URL may hold a password.
 _BY_ENVIRONMENT = {"--pg-dsn": "TOOLCLASH_PG_DSN", "--redis-url": "TOOLCLASH_REDIS_URL"}
@@ -49,7 +51,7 @@ def _level_arguments(argv: list[str]) -> tuple[list[str], dict[str, str]]:
     return kept, variables
 
 
-def run_matrix(argv: list[str], report_json: str | None) -> int:
+def run_matrix(argv: list[str], report_json: str | None, history: str | None, seed: int) -> int:
     """Run every level; print the table; 0 when at least one level passes, 1 when none does,
     2 when a level's run could not produce a verdict."""
     rows: list[dict[str, Any]] = []
@@ -62,8 +64,11 @@ def run_matrix(argv: list[str], report_json: str | None) -> int:
         with tempfile.TemporaryDirectory(prefix="toolclash-matrix-") as scratch:
             report_path = Path(scratch) / "report.json"
             env = {**os.environ, **variables, MATRIX_LEVEL_VARIABLE: level}
+            own = ["--isolation", level, "--report-json", str(report_path), "--seed", str(seed)]
+            if history:
+                own += ["--history", f"{history}.{level}"]
             done = subprocess.run(
-                [sys.executable, "-m", "locust", *arguments, *fresh, "--isolation", level, "--report-json", str(report_path)],
+                [sys.executable, "-m", "locust", *arguments, *fresh, *own],
                 env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL,
             )
             if not report_path.exists():

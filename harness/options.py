@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,16 @@ def add_arguments(parser: Any) -> None:
         help="faults injected on purpose, kind:every[:share] comma-separated: pg-kill (terminate the load's"
              " backends), redis-kill (kill the load's Redis clients), worker-stop (one worker dies; distributed"
              " runs), e.g. pg-kill:3s,redis-kill:5s:25%%; share default 50%%")
+    add("--history", env_var="TOOLCLASH_HISTORY", default=None,
+        help="write a JSON-lines history of the run to this path, one line per call's invocation and one per its"
+             " completion (a worker writes PATH.worker-<index>)")
+    add("--seed", env_var="TOOLCLASH_SEED", type=int, default=None,
+        help="the same seed gives every agent the same tools and arguments, call after call (default: a random"
+             " seed, in the report)")
 
+
+# A random seed below this: short enough to type into --seed.
+_RANDOM_SEEDS = 2**32
 
 # Schemas every database has, shared with everything else in it.
 _SHARED_SCHEMAS = {"public", "information_schema"}
@@ -181,6 +191,8 @@ class Settings:
     shape_hold_s: float = 12.0
     timeseries_csv: str | None = None
     chaos: tuple[Fault, ...] = ()
+    history: str | None = None
+    seed: int | None = None
     initial_balance: int = INITIAL_BALANCE
 
     @classmethod
@@ -203,6 +215,7 @@ class Settings:
         _at_least("--lock-timeout", options.lock_timeout, 0, " ms")
         _at_least("--tool-work", options.tool_work, 0, " ms")
         _at_least("--think-time", options.think_time, 0, " ms")
+        _at_least("--seed", options.seed, 0)
         shape_stages = _shape_stages(options)
         if options.sample_interval <= 0:
             raise BadOption(f"--sample-interval {options.sample_interval}: must be more than 0 seconds")
@@ -258,7 +271,13 @@ class Settings:
             shape_hold_s=options.shape_hold,
             timeseries_csv=options.timeseries_csv,
             chaos=chaos,
+            history=options.history or None,
+            seed=options.seed,
         )
+
+    def seed_for_test(self) -> int:
+        """The seed of one test: --seed's, or a new one (the report says which, to run it again)."""
+        return self.seed if self.seed is not None else secrets.randbelow(_RANDOM_SEEDS)
 
     def most_agents(self, target: int) -> int:
         """The most agents a test started for `target` agents runs at once: with a load shape,

@@ -115,7 +115,8 @@ def format_summary(report: dict[str, Any]) -> str:
         "",
         "=" * 100,
         f"toolclash run {report['run']['run_id']}: {', '.join(report['run']['scenarios'])}"
-        f" at {report['run']['isolation']}, {report['run']['agents']} agents, {report['run']['duration_s']:.1f} s",
+        f" at {report['run']['isolation']}, {report['run']['agents']} agents, {report['run']['duration_s']:.1f} s,"
+        f" seed {report['run']['seed']} (the same calls again: --seed {report['run']['seed']})",
     ]
     lines += [f"  {server['description']}" for server in report["servers"]]
     lines.append("")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import random
-
 from locust import User, task
 from locust.exception import StopUser
 
@@ -14,14 +12,14 @@ __all__ = ["Agent"]
 
 class Agent(User):
     """An AI agent of the platform under test. Each one has its own id (written to the ledger
-    with every operation) and picks its next tool by weight from the selected scenarios."""
+    with every operation) and picks its next tool by weight from the selected scenarios, with a
+    random source seeded from the run's seed and its id: the same seed, the same calls."""
 
     def on_start(self) -> None:
         run = toolclash_of(self.environment)
         self._load = run.load
         self._think_time_s = run.settings.think_time_s
-        self.agent_id = self._load.next_agent_id()
-        self._rng = random.Random()
+        self.agent_id, self._rng = self._load.next_agent()
 
     def wait_time(self) -> float:
         return self._think_time_s

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +33,7 @@ def prepared_schema(admin: psycopg.Connection, schema: str, accounts: int = 10, 
 
 
 class Recorder:
-    """Listens to the adapter's two events."""
+    """Listens to the adapter's events."""
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
@@ -41,6 +42,7 @@ class Recorder:
         self.request.add_listener(lambda **kw: self.requests.append(kw))
         self.call_finished = EventHook()
         self.call_finished.add_listener(lambda record: self.records.append(record))
+        self.call_started = EventHook()
 
 
 QUICK_RETRIES = RetryPolicy(max_tries=5, base_s=0.001, cap_s=0.01)
@@ -49,13 +51,26 @@ QUICK_RETRIES = RetryPolicy(max_tries=5, base_s=0.001, cap_s=0.01)
 def adapter_on(dsn: str, session: SessionSettings, recorder: Recorder, *, size: int = 2,
                policy: RetryPolicy = QUICK_RETRIES, tool_work_s: float = 0.0):
     pool = open_pool(dsn, session, size=size, timeout_s=5)
-    return pool, ToolAdapter(pool, None, policy, tool_work_s, recorder.request, recorder.call_finished)
+    return pool, ToolAdapter(pool, None, policy, tool_work_s, recorder.request, recorder.call_finished,
+                             recorder.call_started)
+
+
+def own_master_port() -> list[str]:
+    """Options giving a distributed run a master port of its own: other test runs on this machine
+    may hold Locust's default 5557, and workers must not join another run's master."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    return ["--master-bind-port", port, "--master-port", port]
 
 
 def run_locust(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """The real `locust` command, from the project's directory (so locust.conf applies)."""
+    """The real `locust` command, from the project's directory (so locust.conf applies); a run
+    with --processes gets a master port of its own."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCUST_", "TOOLCLASH_"))}
     full_env.update(env or {})
+    if "--processes" in args and "--master-bind-port" not in args:
+        args = (*args, *own_master_port())
     return subprocess.run(
         [LOCUST, "--headless", "--only-summary", *args],
         cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,

@@ -57,6 +57,8 @@ def test_a_dsn_that_does_not_parse_is_refused(servers):
         (["--shape-agents", "5,10"], "--shape-agents needs --shape"),
         (["--shape", "steps", "--shape-agents", "5,x"], "comma-separated whole numbers"),
         (["--shape", "spike", "--shape-agents", "5,0,5"], "at least one agent"),
+        (["--seed", "-1"], "--seed -1"),
+        (["--history", "/no/such/directory/history.jsonl"], "--history /no/such/directory/history.jsonl"),
     ],
 )
 def test_nonsense_options_are_refused_before_any_server_is_touched(args, says):

@@ -10,7 +10,7 @@ import time
 import psutil
 from psycopg import sql
 
-from tests.support import LOCUST, ROOT, embedded_pgdata, read_report, run_locust
+from tests.support import LOCUST, ROOT, embedded_pgdata, own_master_port, read_report, run_locust
 
 HOT_CREDITS = ("--scenario", "optimistic_locking,deadlock", "--accounts", "8", "--deadlock-timeout", "20")
 
@@ -68,7 +68,7 @@ def test_a_worker_that_vanishes_is_reported_and_the_run_ends(servers, schema, tm
     process = subprocess.Popen(
         [LOCUST, "--headless", "--only-summary", "--users", "10", "--spawn-rate", "10", "--run-time", "12s",
          "--processes", "2", "--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema,
-         "--scenario", "optimistic_locking", "--report-json", str(path)],
+         "--scenario", "optimistic_locking", "--report-json", str(path), *own_master_port()],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
     )
     time.sleep(6)
