@@ -75,3 +75,34 @@ def schema(servers: TestServers, admin: psycopg.Connection) -> Iterator[str]:
     admin.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
     with redis.Redis.from_url(servers.redis_url) as client:
         RedisKeys(name).clear(client)
+
+
+_BROWSER_INSTALL = "apt-get install -y chromium chromium-driver"
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium through Selenium, for the tests that look at what a user sees. Without
+    Chromium the browser tests are skipped, naming the install command; with CI=true a missing
+    browser is a failure, never a skip."""
+    from shutil import which
+
+    binary, driver = which("chromium"), which("chromedriver")
+    if binary is None or driver is None:
+        missing = "chromium" if binary is None else "chromedriver"
+        message = f"{missing} is not installed: {_BROWSER_INSTALL}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        options.add_argument(flag)
+    driver_process = webdriver.Chrome(options=options, service=Service(driver))
+    try:
+        yield driver_process
+    finally:
+        driver_process.quit()
