@@ -38,6 +38,6 @@ def audit(ctx):
     return [
         Check("one_booking_per_seat", booked[0] == booked[1], booked[1], booked[0],
               "no booking id holds two seats"),
-        {"name": "bookings_acknowledged", "ok": booked[1] <= len(ctx.acknowledged_of(["book_seat"]).succeeded_op_ids),
+        {"name": "bookings_acknowledged", "ok": booked[1] <= len(ctx.acknowledged_of(["book_seat"]).succeeded),
          "expected": "<= acknowledged bookings", "observed": booked[1], "detail": "every seat's booking was acknowledged"},
     ]
