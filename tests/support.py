@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import socket
 import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 import psycopg
+from psycopg import sql
 from locust.event import EventHook
 
 from db import schema as run_schema
@@ -64,17 +69,89 @@ def own_master_port() -> list[str]:
     return ["--master-bind-port", port, "--master-port", port]
 
 
-def run_locust(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """The real `locust` command, from the project's directory (so locust.conf applies); a run
-    with --processes gets a master port of its own."""
+def _locust_env(env: dict[str, str] | None) -> dict[str, str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCUST_", "TOOLCLASH_"))}
     full_env.update(env or {})
+    return full_env
+
+
+def _locust_command(args: tuple[str, ...]) -> list[str]:
+    """The `locust` command line; a run with --processes gets a master port of its own."""
     if "--processes" in args and "--master-bind-port" not in args:
         args = (*args, *own_master_port())
+    return [LOCUST, "--headless", "--only-summary", *args]
+
+
+def run_locust(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The real `locust` command, from the project's directory (so locust.conf applies)."""
     return subprocess.run(
-        [LOCUST, "--headless", "--only-summary", *args],
-        cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        _locust_command(args),
+        cwd=ROOT, env=_locust_env(env), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
     )
+
+
+class LocustInBackground:
+    """The real `locust` command running while the test does something else; its output goes to
+    files (a pipe nobody reads could fill up and stall it)."""
+
+    def __init__(self, args: tuple[str, ...], env: dict[str, str] | None) -> None:
+        self._out = tempfile.TemporaryFile(mode="w+", encoding="utf-8")
+        self._err = tempfile.TemporaryFile(mode="w+", encoding="utf-8")
+        self.process = subprocess.Popen(
+            _locust_command(args), cwd=ROOT, env=_locust_env(env),
+            stdout=self._out, stderr=self._err, text=True, stdin=subprocess.DEVNULL,
+        )
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def finish(self, timeout: float = 120) -> subprocess.CompletedProcess:
+        """Wait for the run to end on its own; what it printed."""
+        returncode = self.process.wait(timeout=timeout)
+        self._out.seek(0), self._err.seek(0)
+        return subprocess.CompletedProcess(self.process.args, returncode, self._out.read(), self._err.read())
+
+    def close(self) -> None:
+        if self.running():
+            self.process.kill()
+            self.process.wait(timeout=30)
+        self._out.close(), self._err.close()
+
+
+@contextlib.contextmanager
+def locust_in_background(*args: str, env: dict[str, str] | None = None) -> Iterator[LocustInBackground]:
+    """Start `locust`; a run the test did not wait for is killed when the block ends."""
+    run = LocustInBackground(args, env)
+    try:
+        yield run
+    finally:
+        run.close()
+
+
+T = TypeVar("T")
+
+
+def wait_until(measure: Callable[[], T], what: str, *, timeout: float = 60,
+               still: Callable[[], bool] = lambda: True) -> T:
+    """Poll `measure` until it returns something true, and return that; fail naming `what` after
+    `timeout` seconds, or as soon as `still()` turns false (e.g. the run it waits on has ended)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = measure()
+        if value:
+            return value
+        if not still():
+            raise AssertionError(f"gave up waiting for {what}: what it waited on has ended")
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"gave up waiting for {what} after {timeout:g} s")
+        time.sleep(0.05)
+
+
+def rows_in(conn: psycopg.Connection, schema: str, table: str) -> int:
+    """The rows of one of the run's tables now; 0 while the run has not created it yet."""
+    if conn.execute("SELECT to_regclass(%s)", (f'"{schema}".{table}',)).fetchone()[0] is None:
+        return 0
+    return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table))).fetchone()[0]
 
 
 def read_report(path: Path) -> dict[str, Any]:

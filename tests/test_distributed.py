@@ -1,8 +1,9 @@
-"""Master and workers: the report's figures are the sums of what the workers recorded, and
-agree with what the server counted."""
+"""Master and workers: each worker's figures, and the report's totals of them, agree with what the
+server counted."""
 
 from __future__ import annotations
 
+import itertools
 import signal
 import subprocess
 import time
@@ -15,39 +16,51 @@ from tests.support import LOCUST, ROOT, embedded_pgdata, own_master_port, read_r
 HOT_CREDITS = ("--scenario", "optimistic_locking,deadlock", "--accounts", "8", "--deadlock-timeout", "20")
 
 
-def _ledger_rows(admin, schema) -> int:
-    return admin.execute(sql.SQL("SELECT count(*) FROM {}.ledger").format(sql.Identifier(schema))).fetchone()[0]
+def _ledger_rows_by_process(admin, schema) -> list[int]:
+    """The ledger's rows per load process, told apart by their agents' ids (p<process>-a<n>)."""
+    return [n for (n,) in admin.execute(
+        sql.SQL("SELECT count(*) FROM {} GROUP BY split_part(agent_id, '-', 1) ORDER BY 1")
+        .format(sql.Identifier(schema, "ledger"))
+    )]
 
 
-def _succeeded(report) -> int:
-    return sum(t["succeeded"] for t in report["tools"].values())
+def _as_the_server_counted(figures: list[dict[str, int]], rows: list[int]) -> bool:
+    """Whether each process's succeeded calls are its rows in the ledger, give or take its
+    indeterminate calls (whose commits may or may not have been applied), for some pairing of
+    processes and rows (the report names workers, the ledger process numbers)."""
+    return len(figures) == len(rows) and any(
+        all(f["succeeded"] <= n <= f["succeeded"] + f["indeterminate"] for f, n in zip(figures, pairing))
+        for pairing in itertools.permutations(rows)
+    )
 
 
 def test_one_process_and_two_workers_both_agree_with_the_server(servers, admin, schema, tmp_path):
     common = ("--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema,
               "--users", "20", "--spawn-rate", "20", "--run-time", "6s", *HOT_CREDITS)
-    reports = {}
+    reports, rows = {}, {}
     for mode, extra in (("local", ()), ("distributed", ("--processes", "2"))):
         path = tmp_path / f"{mode}.json"
         done = run_locust(*common, *extra, "--report-json", str(path), timeout=180)
         reports[mode] = report = read_report(path)
+        rows[mode] = _ledger_rows_by_process(admin, schema)
         assert done.returncode == report["exit_code"], done.stderr[-2000:]
         assert report["audit"]["ok"], [c for c in report["audit"]["checks"] if not c["ok"]]
         assert report["conflicts"]["deadlocks"] > 0
         assert report["conflicts"]["deadlocks"] == report["server"]["deadlocks"], mode
-        assert _succeeded(report) == _ledger_rows(admin, schema), mode
+        totals = {"succeeded": sum(t["succeeded"] for t in report["tools"].values()),
+                  "indeterminate": report["conflicts"]["indeterminate"]}
+        assert _as_the_server_counted([totals], [sum(rows[mode])]), (mode, totals, rows[mode])
 
+    assert len(rows["local"]) == 1 and "workers" not in reports["local"]
     distributed = reports["distributed"]
     shipped = distributed["workers"]["shipped"]
     assert len(shipped) == 2 and distributed["workers"]["lost"] == []
-    assert all(w["calls"] > 0 for w in shipped.values()), "both workers ran agents"
-    for key in ("calls", "succeeded", "failed", "retries"):
-        assert sum(w[key] for w in shipped.values()) == sum(t[key] for t in distributed["tools"].values()), key
-    for key in ("deadlocks", "version_conflicts"):
-        assert sum(w[key] for w in shipped.values()) == distributed["conflicts"][key], key
+    # Each worker's own figures, against the server: the ledger rows of its agents (both workers'
+    # agents committed some), and together the deadlocks PostgreSQL detected.
+    assert _as_the_server_counted(list(shipped.values()), rows["distributed"]), (shipped, rows["distributed"])
+    assert sum(w["deadlocks"] for w in shipped.values()) == distributed["server"]["deadlocks"]
     # Two pools, one per worker, each checked when its load stopped.
     assert sorted(f["process"] for f in distributed["pool"]["at_rest"]) == [0, 1]
-    assert "workers" not in reports["local"]
 
 
 def test_embedded_servers_serve_the_workers_and_stop_once(tmp_path):
@@ -81,3 +94,6 @@ def test_a_worker_that_vanishes_is_reported_and_the_run_ends(servers, schema, tm
     [lost] = report["workers"]["lost"]
     assert lost["last_shipment_at"] is not None and lost["state"] in ("missing", "gone")
     assert lost["worker"] in report["workers"]["shipped"], "what it shipped before it vanished is kept"
+    # As the README promises: the outcomes of its last calls are unknown, so the run never passes.
+    assert report["verdict"] == "fail" and process.returncode == 1
+    assert "worker_lost" in {problem["kind"] for problem in report["evidence"]["problems"]}

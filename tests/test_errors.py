@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import closing
+
 import gevent
 import psycopg
 import pytest
@@ -11,8 +13,13 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from db.call_record import Outcome
 from db.errors import Failure, VersionConflict, classify
+from db.pool import SessionSettings
 from db.redis_keys import RedisKeys
+from db.tool import Tool
+from tasks.credits import deduct_credits
+from tests.support import Recorder, adapter_on, prepared_schema
 
 
 @pytest.fixture
@@ -106,12 +113,44 @@ def test_exhausted_pool_times_out(servers):
     assert classify(caught.value) is Failure.POOL_TIMEOUT
 
 
-def test_version_conflict_is_retryable_and_a_plain_error_is_not():
-    assert classify(VersionConflict("v3 is gone")) is Failure.VERSION_CONFLICT
-    assert Failure.VERSION_CONFLICT.retryable
-    assert classify(ZeroDivisionError()) is Failure.ERROR
-    assert not Failure.ERROR.retryable
-    assert not Failure.POOL_TIMEOUT.retryable
+class _AnotherWriterDuringWork:
+    """A tool's transaction whose work (between its read and its write) is another session
+    changing the same account and committing, on the first attempt only."""
+
+    def __init__(self, tx, other_session: psycopg.Connection, schema: str, changes: list[int]) -> None:
+        self._tx, self._other, self._schema, self._changes = tx, other_session, schema, changes
+
+    def __getattr__(self, name):
+        return getattr(self._tx, name)
+
+    def work(self) -> None:
+        if not self._changes:
+            self._changes.append(self._tx.op_id)
+            self._other.execute(sql.SQL("UPDATE {} SET version = version + 1 WHERE id = 1")
+                                .format(sql.Identifier(self._schema, "accounts")))
+
+
+def test_a_version_changed_under_deduct_credits_is_a_version_conflict_and_is_retried(servers, admin, schema):
+    prepared_schema(admin, schema, accounts=1)
+    recorder, changes = Recorder(), []
+    pool, adapter = adapter_on(servers.pg_dsn, SessionSettings(schema), recorder)
+    with closing(pool):
+        record = adapter.call(
+            Tool("deduct_credits", lambda tx: deduct_credits(_AnotherWriterDuringWork(tx, admin, schema, changes),
+                                                             accounts=1)),
+            "agent-1", seed=3)
+    assert changes == [record.op_id], "the other session wrote during the first attempt"
+    # The tool's own check found the row changed: classified as a version conflict, retried (the
+    # retry read the new version), and applied once.
+    assert isinstance(record.exception, VersionConflict)
+    assert classify(record.exception) is Failure.VERSION_CONFLICT
+    assert record.failures == [Failure.VERSION_CONFLICT] and record.attempts == 2
+    assert record.outcome is Outcome.SUCCEEDED
+    ledger = sql.Identifier(schema, "ledger")
+    [(amount,)] = admin.execute(sql.SQL("SELECT amount FROM {} WHERE op_id = %s").format(ledger), (record.op_id,))
+    balance, version = admin.execute(sql.SQL("SELECT balance, version FROM {} WHERE id = 1")
+                                     .format(sql.Identifier(schema, "accounts"))).fetchone()
+    assert (balance, version) == (1000 - amount, 2), "the other session's change, then the retry's: none lost"
 
 
 def test_a_redis_connection_killed_while_watching_is_a_watch_error_too(servers, schema):

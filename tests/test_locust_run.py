@@ -10,6 +10,7 @@ import time
 import psutil
 from psycopg import sql
 
+from db.server_stats import database_counters
 from tests.support import LOCUST, ROOT, embedded_pgdata, read_report, run_locust
 
 
@@ -19,21 +20,26 @@ def _servers_args(servers, schema):
 
 def test_headless_run_report_agrees_with_the_server_and_with_locust(servers, admin, schema, tmp_path):
     report_path = tmp_path / "report.json"
+    before = database_counters(admin)
     done = run_locust(
         *_servers_args(servers, schema), "--users", "20", "--spawn-rate", "20", "--run-time", "8s",
         "--scenario", "optimistic_locking,deadlock", "--accounts", "8", "--deadlock-timeout", "20",
         "--report-json", str(report_path),
         "--json-file", str(tmp_path / "locust"),  # Locust adds .json
     )
+    after = database_counters(admin)
     report = read_report(report_path)
     assert done.returncode == report["exit_code"], done.stderr[-3000:]
-    assert report["verdict"] in ("pass", "fail")
+    # The console tells the verdict of the JSON report, and the exit code the process ended with.
+    assert f"toolclash verdict: {report['verdict'].upper()} (exit code {done.returncode})" in done.stdout
 
-    # The harness counted every deadlock the server detected, and no other.
+    # The harness counted every deadlock the server detected, and no other; each one timed from
+    # its victim's statement, which waited at least deadlock_timeout before the server looked.
     assert report["conflicts"]["deadlocks"] > 0, "8 hot accounts and 20 agents must deadlock"
     assert report["conflicts"]["deadlocks"] == report["server"]["deadlocks"]
     assert report["server"]["deadlock_timeout"]["applied"] is True
-    assert len(report["latency_ms"]["deadlock_detection"]) and report["latency_ms"]["deadlock_detection"]["p50"] >= 20
+    assert report["latency_ms"]["deadlock_detection"]["count"] == report["server"]["deadlocks"]
+    assert report["latency_ms"]["deadlock_detection"]["p50"] >= 20
 
     # Every acknowledged operation is in the ledger: the audit says so, and so does a count.
     ledger_rows = admin.execute(sql.SQL("SELECT count(*) FROM {}.ledger").format(sql.Identifier(schema))).fetchone()[0]
@@ -44,22 +50,19 @@ def test_headless_run_report_agrees_with_the_server_and_with_locust(servers, adm
     state = admin.execute(sql.SQL("SELECT status FROM {}.run_state").format(sql.Identifier(schema))).fetchone()[0]
     assert state == "finished"
 
+    # The server's transaction counters over the run: every succeeded call committed, every
+    # deadlock and version conflict rolled its attempt back; and the report's figures are within
+    # what the test read from pg_stat_database around the whole command (other sessions of the
+    # database may add to both).
+    around = {name: after[name] - before[name] for name in ("xact_commit", "xact_rollback")}
+    assert succeeded <= report["server"]["xact_commit"] <= around["xact_commit"]
+    rolled_back = report["conflicts"]["deadlocks"] + report["conflicts"]["version_conflicts"]
+    assert rolled_back <= report["server"]["xact_rollback"] <= around["xact_rollback"]
+
     # Locust saw each call once, under the tool's name, with the backend as request type.
     locust_stats = json.loads((tmp_path / "locust.json").read_text())
     locust_counts = {entry["name"]: entry["num_requests"] for entry in locust_stats if entry["method"] == "pg"}
     assert locust_counts == {name: tool["calls"] for name, tool in report["tools"].items()}
-
-    for key in ("deadlocks", "serialization_failures", "version_conflicts", "lock_timeouts", "pool_timeouts",
-                "connection_errors", "indeterminate"):
-        assert isinstance(report["conflicts"][key], int)
-    for key in ("pool_wait", "deadlock_detection", "deadlock_resolution"):
-        assert set(report["latency_ms"][key]) >= {"p50", "p95", "p99", "max"}
-    for tool in report["tools"].values():
-        assert set(tool) >= {"calls", "succeeded", "failed", "retries", "p50_ms", "p95_ms", "p99_ms"}
-    assert set(report["server"]) >= {"deadlocks", "xact_commit", "xact_rollback"}
-    assert {rule["name"] for rule in report["sla"]} >= {"success rate after retries > 95%"}
-    assert all(set(c) >= {"name", "ok", "expected", "observed", "detail"} for c in report["audit"]["checks"])
-    assert "verdict:" in done.stdout and "toolclash verdict:" in done.stdout
 
 
 def test_a_failed_sla_makes_the_exit_code_1(servers, schema, tmp_path):
