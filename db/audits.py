@@ -29,7 +29,9 @@ ANOMALIES = (
     "lost_jobs",
     "duplicate_jobs",
     "priority_inversions",
+    "fifo_violations",
     "capacity_overshoots",
+    "unacknowledged_jobs",
     "cross_service_mismatches",
     "failed_but_applied",
 )

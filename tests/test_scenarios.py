@@ -17,6 +17,7 @@ from psycopg import sql
 from db.audits import Acknowledged
 from db.pool import load_application_name
 from db.redis_keys import RedisKeys
+from tasks.queue import PRIORITIES
 from tests.support import ROOT, context_for, locust_in_background, read_report, rows_in, run_locust, wait_until
 
 NOTHING_ACKNOWLEDGED = Acknowledged()
@@ -90,6 +91,21 @@ class Corruption:
     anomaly: tuple[str, int] | None = None  # the only anomaly the report may then count
 
 
+def _job_held_by_a_ghost(at: At) -> str:
+    """Move a waiting job into `processing` under a consumer no agent is: the job it took."""
+    levels = [at.keys("queue", level) for level in PRIORITIES]
+
+    def taken():
+        for level in levels:
+            job = at.redis.lpop(level)
+            if job is not None:
+                return job
+        return None
+    job = wait_until(taken, "a waiting job")
+    at.redis.hset(at.keys("queue", "processing"), "ghost-consumer", job)
+    return job.decode().split("|")[0]
+
+
 def _ledger_rows(at: At) -> int:
     return rows_in(at.db, at.schema, "ledger")
 
@@ -113,10 +129,10 @@ CORRUPTIONS = [
                lambda at: at.db.execute("UPDATE counters SET value = value + CASE id WHEN 1 THEN 1 ELSE -1 END"
                                         " WHERE id IN (1, 2)"),
                ("no_lost_updates",), lambda check: {"lost": 1, "invented": 1}, ("lost_updates", 2)),
-    # A job that was counted as enqueued but is nowhere: lost.
-    Corruption("queue", ("--queue-capacity", "5"), lambda at: at.redis.scard(at.keys("queue", "enqueued")),
-               lambda at: at.redis.hincrby(at.keys("queue", "stats"), "enqueued", 1),
-               ("jobs_accounted_for",), lambda check: check["expected"] - 1, ("lost_jobs", 1)),
+    # A queued job taken by a consumer that never was, behind the scripts' back: unacknowledged.
+    Corruption("queue", ("--queue-capacity", "5"), lambda at: at.redis.xlen(at.keys("queue", "log")),
+               lambda at: _job_held_by_a_ghost(at),
+               ("no_unacknowledged_jobs", "queue_matches_its_log"), lambda check: 1, ("unacknowledged_jobs", 1)),
     # Redis counts usage PostgreSQL never charged to one agent.
     Corruption("cross_service", ("--accounts", "20"), lambda at: at.redis.scard(at.keys("usage", "applied")),
                lambda at: _usage_added(at, 5),

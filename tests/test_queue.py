@@ -1,0 +1,385 @@
+"""The queue's tools against the real Redis: agents enqueue and dequeue concurrently and the audit
+passes on what they left; then another Redis client corrupts the queue's data, after or during
+the run, and the check that must see it fails with its anomaly count."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import suppress
+from functools import partial
+
+import gevent
+import pytest
+import redis
+from gevent.server import StreamServer
+
+from db.adapter import ToolAdapter
+from db.audits import Check
+from db.call_record import Outcome
+from db.errors import Failure
+from db.redis_keys import RedisKeys
+from db.session import SEND_ONCE
+from db.tool import Tool, Transaction
+from tasks.queue import PRIORITIES, audit_queue, dequeue_job, enqueue_job
+from tests.support import QUICK_RETRIES, ROOT, Recorder, acknowledged_from, context_for
+
+CAPACITY = 8
+AGENTS = 6
+CALLS_EACH = 30
+CHECKS = {"acknowledged_jobs_enqueued", "jobs_within_acknowledged", "failed_jobs_never_queued", "jobs_accounted_for",
+          "no_duplicate_jobs", "no_unacknowledged_jobs", "capacity_never_exceeded", "priority_order_held",
+          "fifo_within_level", "queue_matches_its_log"}
+
+
+class QueueRun:
+    """Agents calling the queue's tools through the adapter, on one schema's keys."""
+
+    def __init__(self, client: redis.Redis, other: redis.Redis, keys: RedisKeys, admin, schema: str) -> None:
+        # The agents' client sends each command once, as the load's does; `other` is another
+        # session's, which corrupts the queue's data.
+        self.client, self.other, self.keys, self._admin, self._schema = client, other, keys, admin, schema
+        self.recorder = Recorder()
+        self.enqueue = Tool("enqueue_job", partial(enqueue_job, keys=keys, capacity=CAPACITY), backend="redis")
+        self.dequeue = Tool("dequeue_job", partial(dequeue_job, keys=keys), backend="redis")
+        self.adapter = self.adapter_on(client)
+
+    def adapter_on(self, client: redis.Redis, tool_work_s: float = 0.0) -> ToolAdapter:
+        return ToolAdapter(None, client, QUICK_RETRIES, tool_work_s, self.recorder.request, self.recorder.call_finished)
+
+    def agents(self, tools_of_agent, calls_each: int = CALLS_EACH, adapter: ToolAdapter | None = None) -> None:
+        """Agents concurrently, each calling `tools_of_agent(agent)[call % len]` in turn."""
+        adapter = adapter or self.adapter
+
+        def agent(number: int) -> None:
+            tools = tools_of_agent(number)
+            for call in range(calls_each):
+                adapter.call(tools[call % len(tools)], f"agent-{number}", seed=number * 1000 + call)
+
+        gevent.joinall([gevent.spawn(agent, n) for n in range(AGENTS)], timeout=60, raise_error=True)
+
+    def fill(self) -> None:
+        """Enqueue until the queue refuses: it then holds CAPACITY jobs."""
+        seed = 0
+        while self.adapter.call(self.enqueue, "filler", seed=seed).outcome is Outcome.SUCCEEDED:
+            seed += 1
+
+    def drain(self) -> None:
+        """Consumers, concurrently, until the queue is empty."""
+        def consumer(number: int) -> None:
+            while self.client.exists(*self.levels()):
+                self.adapter.call(self.dequeue, f"consumer-{number}", seed=number)
+
+        gevent.joinall([gevent.spawn(consumer, n) for n in range(AGENTS)], timeout=60, raise_error=True)
+
+    def levels(self) -> list[str]:
+        return [self.keys("queue", level) for level in PRIORITIES]
+
+    def processing(self) -> str:
+        return self.keys("queue", "processing")
+
+    def audit(self) -> dict[str, Check]:
+        records = self.recorder.records
+        checks = audit_queue(context_for(self._admin, self._schema,
+                                         lambda tools: acknowledged_from([r for r in records if r.tool in tools]),
+                                         self.other), capacity=CAPACITY)
+        assert {c.name for c in checks} == CHECKS
+        return {c.name: c for c in checks}
+
+
+def _failed(checks: dict[str, Check]) -> dict[str, Check]:
+    return {name: c for name, c in checks.items() if not c.ok}
+
+
+def _forged_job() -> str:
+    """A job as the enqueue script writes it, of no call the harness made."""
+    return f"{uuid.uuid4()}|1700000000000000"
+
+
+def _producers_and_consumers(run: QueueRun):
+    # Two enqueues for one dequeue: the queue fills, and producers meet its capacity.
+    return lambda agent: (run.enqueue, run.enqueue, run.dequeue) if agent % 2 else (run.dequeue, run.enqueue)
+
+
+@pytest.fixture
+def full_queue(servers, admin, schema) -> Iterator[QueueRun]:
+    """A contended run, then enqueues until the queue is full: CAPACITY jobs wait in it."""
+    with (redis.Redis.from_url(servers.redis_url, retry=SEND_ONCE) as client,
+          redis.Redis.from_url(servers.redis_url) as other):
+        yield _contended_run(QueueRun(client, other, RedisKeys(schema), admin, schema))
+
+
+def _contended_run(run: QueueRun) -> QueueRun:
+    run.agents(_producers_and_consumers(run))
+    records = run.recorder.records
+    assert any(r.failures[-1:] == [Failure.QUEUE_REJECTED] for r in records), "producers must meet a full queue"
+    assert any(name == "queue_wait" for r in records for name, _ in r.observations), "consumers must get jobs"
+    run.fill()
+    assert sum(run.other.llen(level) for level in run.levels()) == CAPACITY
+    return run
+
+
+def test_a_contended_run_passes_every_check(full_queue):
+    checks = full_queue.audit()
+    assert _failed(checks) == {}, _failed(checks)
+    assert all(c.anomaly_count == 0 for c in checks.values())
+    assert checks["capacity_never_exceeded"].observed == CAPACITY
+    waits = [s for r in full_queue.recorder.records for name, s in r.observations if name == "queue_wait"]
+    assert all(wait >= 0 for wait in waits)  # one clock: the Redis server's
+
+
+def test_a_drained_queue_passes_every_check(full_queue):
+    full_queue.drain()
+    assert _failed(full_queue.audit()) == {}
+
+
+def test_a_job_pushed_past_capacity_is_an_overshoot(full_queue):
+    full_queue.other.rpush(full_queue.levels()[2], _forged_job())
+    failed = _failed(full_queue.audit())
+    assert failed["capacity_never_exceeded"].anomaly_count == 1
+    assert failed["capacity_never_exceeded"].observed == CAPACITY + 1
+    assert {"jobs_within_acknowledged", "queue_matches_its_log"} <= set(failed)
+
+
+def test_a_job_pushed_past_capacity_during_the_run_is_seen_by_the_next_dequeue(full_queue):
+    full_queue.other.rpush(full_queue.levels()[0], _forged_job())
+    full_queue.drain()  # the consumers serve the forged job too, and acknowledge it
+    failed = _failed(full_queue.audit())
+    assert failed["capacity_never_exceeded"].anomaly_count == 1
+    assert "jobs dequeued that the log never enqueued: 1" in failed["queue_matches_its_log"].detail
+    assert failed["jobs_within_acknowledged"].observed == 1
+    assert "no_unacknowledged_jobs" not in failed and "priority_order_held" not in failed
+
+
+def _level_with_two_jobs(run: QueueRun) -> str:
+    # CAPACITY jobs in three levels: one of them holds at least three.
+    return next(level for level in run.levels() if run.other.llen(level) >= 2)
+
+
+def _swap_first_two(client: redis.Redis, level: str) -> None:
+    first, second = client.lrange(level, 0, 1)
+    client.lset(level, 0, second)
+    client.lset(level, 1, first)
+
+
+def test_a_reordered_level_breaks_fifo(full_queue):
+    _swap_first_two(full_queue.other, _level_with_two_jobs(full_queue))
+    failed = _failed(full_queue.audit())
+    assert set(failed) == {"fifo_within_level"}
+    assert failed["fifo_within_level"].anomaly_count == 1
+
+
+def test_a_level_reordered_during_the_run_makes_a_dequeue_pass_an_older_job(full_queue):
+    _swap_first_two(full_queue.other, _level_with_two_jobs(full_queue))
+    full_queue.drain()
+    failed = _failed(full_queue.audit())
+    assert set(failed) == {"fifo_within_level"}
+    assert failed["fifo_within_level"].anomaly_count == 1
+    assert "dequeues that passed an older job of their level: 1" in failed["fifo_within_level"].detail
+
+
+def test_a_job_moved_to_a_higher_level_during_the_run_is_a_priority_inversion(full_queue):
+    other, levels = full_queue.other, full_queue.levels()
+    full_queue.drain()
+    seed = 0
+    while sum(1 for level in levels if other.llen(level)) < 2:  # a job waits above another one
+        full_queue.adapter.call(full_queue.enqueue, "producer", seed=seed)
+        seed += 1
+    lowest = next(level for level in reversed(levels) if other.llen(level))
+    other.lmove(lowest, levels[0], "RIGHT", "LEFT")  # served first, ahead of a higher priority
+    full_queue.drain()
+    failed = _failed(full_queue.audit())
+    assert failed["priority_order_held"].anomaly_count == 1
+    assert "jobs dequeued from another level than their own: 1" in failed["queue_matches_its_log"].detail
+    assert set(failed) == {"priority_order_held", "queue_matches_its_log"}
+
+
+def test_a_deleted_job_is_lost(full_queue):
+    other, level = full_queue.other, _level_with_two_jobs(full_queue)
+    other.lrem(level, 1, other.lindex(level, 1))
+    failed = _failed(full_queue.audit())
+    assert failed["jobs_accounted_for"].anomaly_count == 1
+    assert set(failed) == {"jobs_accounted_for", "queue_matches_its_log"}
+
+
+def test_a_job_deleted_during_the_run_is_lost_without_blaming_the_order_of_later_dequeues(full_queue):
+    other = full_queue.other
+    highest = next(level for level in full_queue.levels() if other.llen(level))  # the next dequeue's
+    other.lrem(highest, 1, other.lindex(highest, 0))
+    full_queue.agents(_producers_and_consumers(full_queue))
+    full_queue.drain()
+    failed = _failed(full_queue.audit())
+    assert failed["jobs_accounted_for"].anomaly_count == 1
+    assert set(failed) == {"jobs_accounted_for", "queue_matches_its_log"}
+
+
+def test_a_job_taken_around_the_scripts_stays_unacknowledged(full_queue):
+    other = full_queue.other
+    job = other.lpop(_level_with_two_jobs(full_queue))
+    other.hset(full_queue.processing(), str(uuid.uuid4()), job + b"|1700000000000001")
+    failed = _failed(full_queue.audit())
+    assert failed["no_unacknowledged_jobs"].anomaly_count == 1
+    assert "jobs_accounted_for" not in failed  # held, not lost
+    assert "jobs held in processing unlike the log: 1" in failed["queue_matches_its_log"].detail
+
+
+def _until_a_job_is_held(run: QueueRun) -> None:
+    with gevent.Timeout(60):
+        while not run.other.hlen(run.processing()):
+            gevent.sleep(0.01)
+
+
+def test_a_consumer_stopped_during_its_work_finishes_its_job_first(full_queue):
+    slow_consumer = full_queue.adapter_on(full_queue.client, tool_work_s=1.0)
+    call = gevent.spawn(slow_consumer.call, full_queue.dequeue, "stopped", 1)
+    _until_a_job_is_held(full_queue)
+    call.kill()  # GreenletExit in the middle of its work, as Locust kills an agent it stops
+    assert full_queue.recorder.records[-1].outcome is Outcome.INDETERMINATE
+    assert full_queue.other.hlen(full_queue.processing()) == 0
+    assert _failed(full_queue.audit()) == {}
+
+
+_DOOMED_CONSUMER = """
+import sys, uuid
+import redis
+from db.redis_keys import RedisKeys
+from db.tool import Transaction
+from tasks.queue import dequeue_job
+url, schema = sys.argv[1:]
+dequeue_job(Transaction(uuid.uuid4(), "doomed", 1, None, redis.Redis.from_url(url), work_s=600), keys=RedisKeys(schema))
+"""
+
+
+def test_a_consumer_whose_process_dies_leaves_its_job_unacknowledged(full_queue, servers, schema):
+    consumer = subprocess.Popen([sys.executable, "-c", _DOOMED_CONSUMER, servers.redis_url, schema], cwd=ROOT)
+    try:
+        _until_a_job_is_held(full_queue)
+    finally:
+        consumer.kill()  # SIGKILL during its work: nothing of it runs again
+        consumer.wait()
+    failed = _failed(full_queue.audit())
+    assert set(failed) == {"no_unacknowledged_jobs"}
+    assert failed["no_unacknowledged_jobs"].anomaly_count == 1
+
+
+class _JobTakenDuringWork(Transaction):
+    """A consumer's transaction during whose work another session takes its job from processing."""
+
+    def __init__(self, run: QueueRun) -> None:
+        super().__init__(uuid.uuid4(), "consumer", 1, None, run.client)
+        self._run = run
+
+    def work(self) -> None:
+        self._run.other.hdel(self._run.processing(), str(self.op_id))
+
+
+def test_an_acknowledgement_of_a_job_no_longer_held_is_an_error(full_queue):
+    with pytest.raises(redis.ResponseError, match="does not hold job"):
+        dequeue_job(_JobTakenDuringWork(full_queue), keys=full_queue.keys)
+    failed = _failed(full_queue.audit())
+    assert failed["no_unacknowledged_jobs"].anomaly_count == 1  # the log has no acknowledgement
+    assert "jobs held in processing unlike the log: 1" in failed["queue_matches_its_log"].detail
+
+
+def test_an_enqueue_of_an_id_never_acknowledged_is_caught(full_queue):
+    full_queue.adapter.call(full_queue.dequeue, "consumer", seed=1)  # room for one more
+    stranger = Transaction(uuid.uuid4(), "not-an-agent", 1, None, full_queue.other)
+    enqueue_job(stranger, keys=full_queue.keys, capacity=CAPACITY)  # the script itself: log and list agree
+    failed = _failed(full_queue.audit())
+    assert set(failed) == {"jobs_within_acknowledged"}
+    assert failed["jobs_within_acknowledged"].observed == 1
+
+
+def test_a_refused_job_that_appears_was_applied_although_it_failed(full_queue):
+    refused = next(r for r in full_queue.recorder.records if r.failures[-1:] == [Failure.QUEUE_REJECTED])
+    full_queue.other.rpush(full_queue.levels()[1], f"{refused.op_id}|1700000000000000")
+    failed = _failed(full_queue.audit())
+    assert failed["failed_jobs_never_queued"].anomaly == "failed_but_applied"
+    assert failed["failed_jobs_never_queued"].anomaly_count == 1
+
+
+def test_a_job_queued_again_after_its_dequeue_is_a_duplicate(full_queue):
+    assert full_queue.adapter.call(full_queue.dequeue, "consumer", seed=1).outcome is Outcome.SUCCEEDED
+    ack, dequeue = full_queue.other.xrevrange(full_queue.keys("queue", "log"), count=2)
+    assert ack[1][b"event"] == b"ack" and dequeue[1][b"event"] == b"dequeue"
+    full_queue.other.rpush(full_queue.levels()[2], dequeue[1][b"job"] + b"|1700000000000000")
+    failed = _failed(full_queue.audit())
+    assert failed["no_duplicate_jobs"].anomaly_count == 1
+
+
+class ReplyLosingProxy:
+    """A proxy in front of the real Redis. For the first `losses` commands that carry one of
+    `markers` (the text of a script), it forwards the command, waits for the server's reply, and
+    cuts the connection instead of passing the reply on: the server ran the script, the client
+    only sees its connection drop."""
+
+    def __init__(self, redis_url: str, markers: tuple[bytes, ...], losses: int) -> None:
+        self._upstream = redis.Redis.from_url(redis_url).connection_pool.connection_kwargs
+        self._markers = markers
+        self._to_lose = losses
+        self.lost = 0
+        self._server = StreamServer(("127.0.0.1", 0), self._relay)
+
+    def client(self) -> redis.Redis:
+        auth = {k: self._upstream[k] for k in ("db", "username", "password") if k in self._upstream}
+        return redis.Redis(host="127.0.0.1", port=self._server.server_port, retry=SEND_ONCE, **auth)
+
+    def __enter__(self) -> ReplyLosingProxy:
+        self._server.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.stop()
+
+    def _connect_upstream(self) -> socket.socket:
+        if "path" in self._upstream:
+            upstream = socket.socket(socket.AF_UNIX)
+            upstream.connect(self._upstream["path"])
+            return upstream
+        return socket.create_connection((self._upstream.get("host", "localhost"), self._upstream.get("port", 6379)))
+
+    def _relay(self, client: socket.socket, _address: object) -> None:
+        upstream = self._connect_upstream()
+        reply_to_lose = False
+
+        def cut() -> None:
+            for end in (client, upstream):
+                with suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+
+        def to_server() -> None:
+            nonlocal reply_to_lose
+            with suppress(OSError):
+                while data := client.recv(65536):
+                    if self._to_lose and any(marker in data for marker in self._markers):
+                        self._to_lose -= 1
+                        reply_to_lose = True  # before the server can answer
+                    upstream.sendall(data)
+            cut()
+
+        requests = gevent.spawn(to_server)
+        try:
+            with suppress(OSError):
+                while data := upstream.recv(65536):
+                    if reply_to_lose:  # the server has answered: it ran the script
+                        self.lost += 1
+                        break
+                    client.sendall(data)
+        finally:
+            cut()
+            requests.join()
+            upstream.close()
+
+
+@pytest.mark.parametrize("script", [b"'event', 'dequeue'", b"'event', 'ack'"], ids=["dequeue", "ack"])
+def test_lost_replies_are_sent_again_without_harm(full_queue, servers, script):
+    with ReplyLosingProxy(servers.redis_url, (script,), losses=4) as proxy, proxy.client() as lossy:
+        full_queue.agents(lambda agent: (full_queue.dequeue,), calls_each=2, adapter=full_queue.adapter_on(lossy))
+    assert proxy.lost == 4
+    consumers = full_queue.recorder.records[-2 * AGENTS:]
+    assert all(r.outcome is Outcome.SUCCEEDED for r in consumers), [(r.outcome, r.exception) for r in consumers]
+    assert sum(full_queue.other.llen(level) for level in full_queue.levels()) == 0
+    assert _failed(full_queue.audit()) == {}
