@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from contextlib import suppress
 import json
 import os
 import re
@@ -15,8 +16,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import gevent
 import psutil
 import psycopg
+import redis
+from gevent.server import StreamServer
 from psycopg import sql
 from locust.event import EventHook
 
@@ -26,6 +30,7 @@ from db.audits import Acknowledged, AuditContext
 from db.redis_keys import RedisKeys
 from db.pool import SessionSettings, open_pool
 from db.retry import RetryPolicy
+from db.session import SEND_ONCE
 from harness.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -188,3 +193,67 @@ def embedded_pgdata() -> set[str]:
     """The data directories of the embedded PostgreSQL servers running now."""
     return {arg for p in psutil.process_iter(["cmdline"]) for arg in (p.info["cmdline"] or [])
             if re.search(r"toolclash-[^/]+/pg$", arg)}
+
+
+class ReplyLosingProxy:
+    """A proxy in front of the real Redis. For the first `losses` commands that carry one of
+    `markers` (the text of a script), it forwards the command, waits for the server's reply, and
+    cuts the connection instead of passing the reply on: the server ran the script, the client
+    only sees its connection drop."""
+
+    def __init__(self, redis_url: str, markers: tuple[bytes, ...], losses: int) -> None:
+        self._upstream = redis.Redis.from_url(redis_url).connection_pool.connection_kwargs
+        self._markers = markers
+        self._to_lose = losses
+        self.lost = 0
+        self._server = StreamServer(("127.0.0.1", 0), self._relay)
+
+    def client(self) -> redis.Redis:
+        auth = {k: self._upstream[k] for k in ("db", "username", "password") if k in self._upstream}
+        return redis.Redis(host="127.0.0.1", port=self._server.server_port, retry=SEND_ONCE, **auth)
+
+    def __enter__(self) -> ReplyLosingProxy:
+        self._server.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.stop()
+
+    def _connect_upstream(self) -> socket.socket:
+        if "path" in self._upstream:
+            upstream = socket.socket(socket.AF_UNIX)
+            upstream.connect(self._upstream["path"])
+            return upstream
+        return socket.create_connection((self._upstream.get("host", "localhost"), self._upstream.get("port", 6379)))
+
+    def _relay(self, client: socket.socket, _address: object) -> None:
+        upstream = self._connect_upstream()
+        reply_to_lose = False
+
+        def cut() -> None:
+            for end in (client, upstream):
+                with suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+
+        def to_server() -> None:
+            nonlocal reply_to_lose
+            with suppress(OSError):
+                while data := client.recv(65536):
+                    if self._to_lose and any(marker in data for marker in self._markers):
+                        self._to_lose -= 1
+                        reply_to_lose = True  # before the server can answer
+                    upstream.sendall(data)
+            cut()
+
+        requests = gevent.spawn(to_server)
+        try:
+            with suppress(OSError):
+                while data := upstream.recv(65536):
+                    if reply_to_lose:  # the server has answered: it ran the script
+                        self.lost += 1
+                        break
+                    client.sendall(data)
+        finally:
+            cut()
+            requests.join()
+            upstream.close()

@@ -4,18 +4,15 @@ the run, and the check that must see it fails with its anomaly count."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from contextlib import suppress
 from functools import partial
 
 import gevent
 import pytest
 import redis
-from gevent.server import StreamServer
 
 from db.adapter import ToolAdapter
 from db.audits import Check
@@ -25,7 +22,7 @@ from db.redis_keys import RedisKeys
 from db.session import SEND_ONCE
 from db.tool import Tool, Transaction
 from tasks.queue import PRIORITIES, audit_queue, dequeue_job, enqueue_job
-from tests.support import QUICK_RETRIES, ROOT, Recorder, acknowledged_from, context_for
+from tests.support import QUICK_RETRIES, ROOT, Recorder, ReplyLosingProxy, acknowledged_from, context_for
 
 CAPACITY = 8
 AGENTS = 6
@@ -308,70 +305,6 @@ def test_a_job_queued_again_after_its_dequeue_is_a_duplicate(full_queue):
     full_queue.other.rpush(full_queue.levels()[2], dequeue[1][b"job"] + b"|1700000000000000")
     failed = _failed(full_queue.audit())
     assert failed["no_duplicate_jobs"].anomaly_count == 1
-
-
-class ReplyLosingProxy:
-    """A proxy in front of the real Redis. For the first `losses` commands that carry one of
-    `markers` (the text of a script), it forwards the command, waits for the server's reply, and
-    cuts the connection instead of passing the reply on: the server ran the script, the client
-    only sees its connection drop."""
-
-    def __init__(self, redis_url: str, markers: tuple[bytes, ...], losses: int) -> None:
-        self._upstream = redis.Redis.from_url(redis_url).connection_pool.connection_kwargs
-        self._markers = markers
-        self._to_lose = losses
-        self.lost = 0
-        self._server = StreamServer(("127.0.0.1", 0), self._relay)
-
-    def client(self) -> redis.Redis:
-        auth = {k: self._upstream[k] for k in ("db", "username", "password") if k in self._upstream}
-        return redis.Redis(host="127.0.0.1", port=self._server.server_port, retry=SEND_ONCE, **auth)
-
-    def __enter__(self) -> ReplyLosingProxy:
-        self._server.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.stop()
-
-    def _connect_upstream(self) -> socket.socket:
-        if "path" in self._upstream:
-            upstream = socket.socket(socket.AF_UNIX)
-            upstream.connect(self._upstream["path"])
-            return upstream
-        return socket.create_connection((self._upstream.get("host", "localhost"), self._upstream.get("port", 6379)))
-
-    def _relay(self, client: socket.socket, _address: object) -> None:
-        upstream = self._connect_upstream()
-        reply_to_lose = False
-
-        def cut() -> None:
-            for end in (client, upstream):
-                with suppress(OSError):
-                    end.shutdown(socket.SHUT_RDWR)
-
-        def to_server() -> None:
-            nonlocal reply_to_lose
-            with suppress(OSError):
-                while data := client.recv(65536):
-                    if self._to_lose and any(marker in data for marker in self._markers):
-                        self._to_lose -= 1
-                        reply_to_lose = True  # before the server can answer
-                    upstream.sendall(data)
-            cut()
-
-        requests = gevent.spawn(to_server)
-        try:
-            with suppress(OSError):
-                while data := upstream.recv(65536):
-                    if reply_to_lose:  # the server has answered: it ran the script
-                        self.lost += 1
-                        break
-                    client.sendall(data)
-        finally:
-            cut()
-            requests.join()
-            upstream.close()
 
 
 @pytest.mark.parametrize("script", [b"'event', 'dequeue'", b"'event', 'ack'"], ids=["dequeue", "ack"])
