@@ -22,6 +22,7 @@ import psycopg
 import pytest
 import redis
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from db.connect import ServiceUnreachable, probe_postgres, probe_redis
 from db.embedded import EmbeddedPostgres, EmbeddedRedis, make_run_dir, remove_run_dir
@@ -53,11 +54,32 @@ def servers() -> Iterator[TestServers]:
         for server in embedded:
             server.stop()
         pytest.exit(f"no real server to test against: {exc}", returncode=2)
-    yield TestServers(pg_dsn, redis_url)
+    database, test_dsn = _database_of_our_own(pg_dsn)
+    yield TestServers(test_dsn, redis_url)
+    _drop_database(pg_dsn, database)
     for server in reversed(embedded):
         server.stop()
     if run_dir is not None:
         remove_run_dir(run_dir)
+
+
+def _database_of_our_own(dsn: str) -> tuple[str, str]:
+    """A database for this test session, and its DSN. pg_stat_database counts deadlocks and
+    commits per database, and the tests compare them with the harness's: a database of the
+    session's own keeps other runs on the same server (another checkout's tests) out of them."""
+    name = f"toolclash_test_{uuid.uuid4().hex[:8]}"
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    except psycopg.Error as exc:
+        pytest.exit(f"the tests need a database of their own and could not create one: {exc}".splitlines()[0],
+                    returncode=2)
+    return name, make_conninfo(dsn, dbname=name)
+
+
+def _drop_database(dsn: str, name: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture

@@ -120,13 +120,13 @@ class AgentPool:
     def getconn(self) -> psycopg.Connection:
         """A connection within the pool timeout, or PoolTimeout."""
         deadline = monotonic() + self._timeout_s
-        self.waiting += 1
-        try:
-            got_slot = self._slots.acquire(timeout=self._timeout_s)
-        finally:
-            self.waiting -= 1
-        if not got_slot:
-            raise PoolTimeout(f"no connection free within {self._timeout_s:g} s")
+        # Most calls find a slot and a connection ready: taken without a timer or a greenlet,
+        # and without yielding to the hub, so no agent can be stopped half-way.
+        if self._slots.acquire(blocking=False):
+            if self._pool.get_stats()["pool_available"]:
+                return self._pool.getconn()
+        else:
+            self._wait_for_slot()
         # The pool may still make us wait (a broken connection being replaced): wait in a
         # greenlet of our own that is never killed, and give back what it gets if we are.
         taker = gevent.spawn(self._pool.getconn, max(0.0, deadline - monotonic()))
@@ -139,6 +139,15 @@ class AgentPool:
         except BaseException:
             self._slots.release()
             raise
+
+    def _wait_for_slot(self) -> None:
+        self.waiting += 1
+        try:
+            got_slot = self._slots.acquire(timeout=self._timeout_s)
+        finally:
+            self.waiting -= 1
+        if not got_slot:
+            raise PoolTimeout(f"no connection free within {self._timeout_s:g} s")
 
     def putconn(self, conn: psycopg.Connection) -> None:
         try:
