@@ -1,5 +1,5 @@
 """The same transfer from a bare Locust user with psycopg 3: the baseline toolclash's own cost
-is measured against (bench/vs_pgbench.py). DSN from BENCH_PG_DSN; the table is in BENCH_SCHEMA."""
+is measured against (bench/vs_pgbench.py). The database (holding bench_accounts) from BENCH_PG_DSN."""
 
 import os
 import random
@@ -15,7 +15,7 @@ class Transfer(User):
     wait_time = constant(0)
 
     def on_start(self):
-        self.conn = psycopg.connect(os.environ["BENCH_PG_DSN"], options=f"-c search_path={os.environ['BENCH_SCHEMA']}")
+        self.conn = psycopg.connect(os.environ["BENCH_PG_DSN"])
 
     @task
     def transfer(self):

@@ -4,36 +4,37 @@
         --redis-url redis://127.0.0.1:6379/0 [--clients 16] [--seconds 20]
 
 The transaction: two UPDATEs moving one credit between two random accounts of 1,000 (in lock
-order), BEGIN/COMMIT. Run in one sitting, each with `--clients` clients for `--seconds`:
+order), BEGIN/COMMIT, in a database of the bench's own. Run in one sitting, each client with
+`--clients` connections, measured over `--seconds` after a 5 s warm-up (start-up, audit and
+report left out):
 pgbench `-M prepared` and `-M simple`, a bare 20-line Locust user with psycopg 3
 (bench/bare_locust.py), and toolclash (bench/transfer_tool.py as `--tools-module`,
 `--tool-work 0`, one pool connection per agent, every hook and the audit included). Prints
-tx/s, the ratio to the bare Locust user, and the client's CPU time per transaction (user + system
-of the client's processes, from getrusage). Run it on a quiet machine: the clients and the
-server share its cores.
+tx/s (PostgreSQL's commits in the window), the ratio to the bare Locust user, and the client's
+CPU time per transaction (user + system of its process). Run it on a quiet machine: the
+clients and the server share its cores.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
-import re
-import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import psutil
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-SCHEMA = "bench_vs_pgbench"
+DATABASE = "toolclash_bench_vs_pgbench"
 ACCOUNTS = 1000
 
 PGBENCH_SCRIPT = f"""\\set a random(1, {ACCOUNTS})
@@ -41,89 +42,44 @@ PGBENCH_SCRIPT = f"""\\set a random(1, {ACCOUNTS})
 \\set low least(:a, :b)
 \\set high greatest(:a, :b)
 BEGIN;
-UPDATE {SCHEMA}.bench_accounts SET balance = balance - 1 WHERE id = :low;
-UPDATE {SCHEMA}.bench_accounts SET balance = balance + 1 WHERE id = :high;
+UPDATE bench_accounts SET balance = balance - 1 WHERE id = :low;
+UPDATE bench_accounts SET balance = balance + 1 WHERE id = :high;
 COMMIT;
 """
 
 
-def _children_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _measured(run: Callable[[], tuple[int, float]]) -> tuple[float, float]:
-    """(tx/s, client CPU µs per transaction) of one client's run: `run` returns (transactions,
-    seconds of load)."""
-    cpu_before = _children_cpu_s()
-    transactions, seconds = run()
-    cpu = _children_cpu_s() - cpu_before
-    return transactions / seconds, cpu / transactions * 1e6
-
-
-def _prepare(dsn: str) -> None:
+def _commits(dsn: str) -> int:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(SCHEMA)))
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(SCHEMA)))
-        conn.execute(sql.SQL("CREATE TABLE {}.bench_accounts (id int PRIMARY KEY, balance bigint NOT NULL)")
-                     .format(sql.Identifier(SCHEMA)))
-        conn.execute(sql.SQL("INSERT INTO {}.bench_accounts SELECT i, 0 FROM generate_series(1, %s) i")
-                     .format(sql.Identifier(SCHEMA)), (ACCOUNTS,))
+        return conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()").fetchone()[0]
 
 
-def _pgbench(dsn: str, clients: int, seconds: int, mode: str) -> Callable[[], tuple[int, float]]:
-    def run() -> tuple[int, float]:
-        with tempfile.NamedTemporaryFile("w", suffix=".sql") as script:
-            script.write(PGBENCH_SCRIPT)
-            script.flush()
-            done = subprocess.run(
-                ["pgbench", "-n", "-c", str(clients), "-j", str(min(clients, os.cpu_count() or 1)), "-T", str(seconds),
-                 "-M", mode, "-f", script.name, dsn],
-                capture_output=True, text=True, check=True,
-            )
-        processed = int(re.search(r"number of transactions actually processed: (\d+)", done.stdout).group(1))
-        return processed, float(seconds)
-
-    return run
-
-
-def _bare_locust(dsn: str, clients: int, seconds: int) -> Callable[[], tuple[int, float]]:
-    def run() -> tuple[int, float]:
-        with tempfile.TemporaryDirectory() as scratch:
-            prefix = Path(scratch) / "bare"
-            started = time.monotonic()
-            subprocess.run(
-                [BIN / "locust", "-f", ROOT / "bench" / "bare_locust.py", "--headless", "--only-summary",
-                 "-u", str(clients), "-r", str(clients), "-t", f"{seconds}s", "--csv", prefix],
-                env={**os.environ, "BENCH_PG_DSN": dsn, "BENCH_SCHEMA": SCHEMA}, cwd=scratch,
-                capture_output=True, text=True, check=True,
-            )
-            elapsed = time.monotonic() - started
-            with open(f"{prefix}_stats.csv", encoding="utf-8") as stats:
-                aggregated = next(row for row in csv.DictReader(stats) if row["Name"] == "Aggregated")
-        return int(aggregated["Request Count"]), min(float(seconds), elapsed)
-
-    return run
+def _steady_state(command: list, dsn: str, warmup_s: float, window_s: float, **popen: Any) -> tuple[float, float]:
+    """(tx/s, client CPU µs a transaction) of `command` between `warmup_s` after its start and
+    `window_s` later: the commits PostgreSQL counted in the bench's own database, and the CPU
+    time of the client's process (its threads included), without start-up, audit or report."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **popen)
+    client = psutil.Process(process.pid)
+    time.sleep(warmup_s)
+    cpu_before, commits_before = sum(client.cpu_times()[:2]), _commits(dsn)
+    time.sleep(window_s)
+    cpu_after, commits_after = sum(client.cpu_times()[:2]), _commits(dsn)
+    _, errors = process.communicate()
+    if process.returncode not in (0, 1):  # toolclash's exit 1 is a failed SLA, still a run
+        raise SystemExit(f"{command[0]} failed (exit {process.returncode}): {errors[-500:]}")
+    transactions = commits_after - commits_before - 2  # the two _commits() sessions' own
+    return transactions / window_s, (cpu_after - cpu_before) / transactions * 1e6
 
 
-def _toolclash(dsn: str, redis_url: str, clients: int, seconds: int) -> Callable[[], tuple[int, float]]:
-    def run() -> tuple[int, float]:
-        with tempfile.TemporaryDirectory() as scratch:
-            report_path = Path(scratch) / "report.json"
-            done = subprocess.run(
-                [BIN / "locust", "-f", ROOT / "locustfile.py", "--headless", "--only-summary",
-                 "-u", str(clients), "-r", str(clients), "-t", f"{seconds}s",
-                 "--tools-module", ROOT / "bench" / "transfer_tool.py", "--tool-work", "0",
-                 "--pool-size", str(clients), "--pg-dsn", dsn, "--redis-url", redis_url,
-                 "--schema", "bench_toolclash", "--reset", "--report-json", report_path],
-                cwd=ROOT, capture_output=True, text=True,
-            )
-            if not report_path.exists():
-                raise SystemExit(f"toolclash gave no report (exit {done.returncode}): {done.stderr[-500:]}")
-            report = json.loads(report_path.read_text(encoding="utf-8"))
-        return report["tools"]["transfer"]["succeeded"], report["run"]["duration_s"]
-
-    return run
+def _database(admin_dsn: str) -> str:
+    """A database of the bench's own, with the accounts: its commits are the clients' alone."""
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DATABASE)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
+    dsn = make_conninfo(admin_dsn, dbname=DATABASE)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE bench_accounts (id int PRIMARY KEY, balance bigint NOT NULL)")
+        conn.execute("INSERT INTO bench_accounts SELECT i, 0 FROM generate_series(1, %s) i", (ACCOUNTS,))
+    return dsn
 
 
 def main() -> None:
@@ -132,25 +88,36 @@ def main() -> None:
     parser.add_argument("--redis-url", default=os.environ.get("TOOLCLASH_REDIS_URL"),
                         required="TOOLCLASH_REDIS_URL" not in os.environ)
     parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--seconds", type=int, default=20, help="the measured window of each client")
     args = parser.parse_args()
 
     load_before = os.getloadavg()[0]
-    _prepare(args.pg_dsn)
-    clients = {
-        "pgbench -M prepared": _pgbench(args.pg_dsn, args.clients, args.seconds, "prepared"),
-        "pgbench -M simple": _pgbench(args.pg_dsn, args.clients, args.seconds, "simple"),
-        "bare Locust + psycopg 3": _bare_locust(args.pg_dsn, args.clients, args.seconds),
-        "toolclash": _toolclash(args.pg_dsn, args.redis_url, args.clients, args.seconds),
+    dsn = _database(args.pg_dsn)
+    warmup, window, clients = 5.0, float(args.seconds), str(args.clients)
+    run_s = str(int(warmup + window + 3))
+    script = Path(tempfile.mkdtemp(prefix="toolclash-bench-")) / "transfer.sql"
+    script.write_text(PGBENCH_SCRIPT, encoding="utf-8")
+    pgbench = ["pgbench", "-n", "-j", str(min(args.clients, os.cpu_count() or 1)), "-f", str(script),
+               "-c", clients, "-T", run_s]
+    locust = [str(BIN / "locust"), "--headless", "--only-summary", "-u", clients, "-r", clients, "-t", f"{run_s}s"]
+    commands = {
+        "pgbench -M prepared": ([*pgbench, "-M", "prepared", dsn], {}),
+        "pgbench -M simple": ([*pgbench, "-M", "simple", dsn], {}),
+        "bare Locust + psycopg 3": ([*locust, "-f", str(ROOT / "bench" / "bare_locust.py")],
+                                    {"env": {**os.environ, "BENCH_PG_DSN": dsn}, "cwd": ROOT / "bench"}),
+        "toolclash": ([*locust, "-f", str(ROOT / "locustfile.py"), "--tools-module", str(ROOT / "bench" / "transfer_tool.py"),
+                       "--tool-work", "0", "--pool-size", clients, "--pg-dsn", dsn, "--redis-url", args.redis_url,
+                       "--schema", "bench_toolclash", "--reset"], {"cwd": ROOT}),
     }
-    results = {name: _measured(run) for name, run in clients.items()}
+    results = {name: _steady_state(command, dsn, warmup, window, **popen) for name, (command, popen) in commands.items()}
+    shutil.rmtree(script.parent)
     bare_rate = results["bare Locust + psycopg 3"][0]
-    print(f"{args.clients} clients, {args.seconds} s each, load average before: {load_before:.1f}")
+    print(f"{args.clients} clients, {window:g} s measured after {warmup:g} s, load average before: {load_before:.1f}")
     print(f"{'client':<26}{'tx/s':>10}{'x bare':>9}{'client CPU µs/tx':>19}")
     for name, (rate, cpu_us) in results.items():
         print(f"{name:<26}{rate:>10.0f}{rate / bare_rate:>9.2f}{cpu_us:>19.0f}")
     with psycopg.connect(args.pg_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(SCHEMA)))
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(DATABASE)))
 
 
 if __name__ == "__main__":

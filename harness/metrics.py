@@ -159,7 +159,10 @@ class Metrics:
     def _keep(self, record: CallRecord, outcome: str) -> None:
         if self._keep_op_ids:
             kept = self.op_ids.setdefault(record.tool, {})
-            kept.setdefault(outcome, OpIds()).add(record.op_id)
+            op_ids = kept.get(outcome)
+            if op_ids is None:
+                op_ids = kept[outcome] = OpIds()
+            op_ids.add(record.op_id)
 
     def stage(self, index: int) -> Metrics:
         stage = self.stages.get(index)
