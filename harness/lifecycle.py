@@ -46,7 +46,7 @@ from harness.distributed import (
     WorkerShipments,
 )
 from harness.history import History, worker_path
-from harness.html_report import add_to_html_report
+from harness.html_report import add_to_html_report, install_on_web_ui, pending_section, section
 from harness.junit import write_junit
 from harness.load import Load
 from harness.matrix import MATRIX_LEVEL_VARIABLE, run_matrix
@@ -78,7 +78,7 @@ def _fail_configuration(message: str) -> NoReturn:
     raise SystemExit(CONFIGURATION_ERROR)
 
 
-def _on_init(environment: Environment, runner: Runner, **_: Any) -> None:
+def _on_init(environment: Environment, runner: Runner, web_ui: Any = None, **_: Any) -> None:
     try:
         settings = Settings.from_options(environment.parsed_options)
     except BadOption as exc:
@@ -126,6 +126,8 @@ def _on_init(environment: Environment, runner: Runner, **_: Any) -> None:
                                 environment.parsed_options.spawn_rate or max(settings.shape_stages), run.on_stage)
             shape.runner = runner
             environment.shape_class = shape
+        if web_ui is not None:
+            install_on_web_ui(web_ui, run.html_section)
     _RUNS[environment] = run
     events = environment.events
     events.test_start.add_listener(run.on_test_start)
@@ -210,6 +212,8 @@ class Toolclash:
         # The test's run id and seed: chosen where the verdict is made, told to the workers.
         self._run_id = ""
         self._seed = 0
+        # Why the last test has no report (its audit could not reach the servers), for the HTML report.
+        self._not_audited: str | None = None
 
     @property
     def _master(self) -> MasterRunner | None:
@@ -269,6 +273,7 @@ class Toolclash:
         agents = environment.runner.target_user_count or 0
         self._peak_agents = agents
         if self.coordinator is not None:
+            self._not_audited = None
             self._seed = self.settings.seed_for_test()
             self._run_id = self.coordinator.begin(agents, lambda: environment.runner.user_count, self._seed)
         master = self._master
@@ -320,6 +325,7 @@ class Toolclash:
         except (psycopg.Error, redis.RedisError) as exc:
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
             print(f"toolclash: error: could not audit the run: {reason}", file=sys.stderr, flush=True)
+            self._not_audited = reason
             self.exit_code = CONFIGURATION_ERROR
             return
         self.exit_code = self.report["exit_code"]
@@ -342,11 +348,25 @@ class Toolclash:
         if self.history is not None:
             self.history.close()
 
+    def html_section(self) -> str:
+        """toolclash's section of Locust's HTML report, for the test Locust's figures are about:
+        the last one started."""
+        report = self.report
+        if report is not None and report["run"]["run_id"] == self._run_id:
+            return section(report)
+        if not self._run_id:
+            return pending_section("No test has run yet: toolclash audits a test and decides its verdict when it"
+                                   " stops.")
+        if self._not_audited is not None:
+            return pending_section(f"Run {self._run_id} could not be audited ({self._not_audited}): it has no"
+                                   " verdict.")
+        return pending_section(f"Run {self._run_id} has not been audited yet: toolclash audits a test and decides its"
+                               " verdict when it stops. Download the report again then.")
+
     def on_quit(self, exit_code: int, **_: Any) -> None:
         # Locust has written its HTML report by now (with --html; its name's {u}/{r}/{t} filled in).
         html_file = getattr(self.environment.parsed_options, "html_file", None)
-        if self.report is not None and html_file and os.path.exists(html_file):
-            add_to_html_report(html_file, self.report)
+        if self.coordinator is not None and html_file and os.path.exists(html_file):
+            add_to_html_report(html_file, self.html_section())
         if self.report is not None:
             print(f"toolclash verdict: {self.report['verdict'].upper()} (exit code {exit_code})", flush=True)
-
