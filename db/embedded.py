@@ -88,7 +88,10 @@ class EmbeddedRedis:
             "--logfile", str(self._dir / "redis.log"),
         ]  # fmt: skip
         try:
-            self._process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+            # A session of its own, as pg_ctl gives the embedded PostgreSQL: a Ctrl-C in the terminal
+            # goes to the whole foreground process group, and must stop the run (which then audits
+            # on this server and stops it), not the server under it.
+            self._process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
         except OSError as exc:
             raise ServiceUnreachable(f"could not start the embedded Redis ({REDIS_SERVER_PATH}): {exc}") from None
         atexit.register(self.stop)

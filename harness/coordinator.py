@@ -186,6 +186,11 @@ class Coordinator:
     def running(self) -> bool:
         return self._run is not None
 
+    @property
+    def samples(self) -> list[dict[str, Any]]:
+        """The server sampler's rows of the current (or last) test: the web UI reads them live."""
+        return self._sampler.rows if self._sampler is not None else []
+
     def finish(
         self,
         metrics: Metrics,

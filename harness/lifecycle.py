@@ -9,6 +9,9 @@
                   report (verdict side, once every worker's final metrics are in)
     quitting      make sure the run was stopped and audited, set the exit code, stop the servers,
                   close the history
+    Ctrl-C        stops the run as its end would (see _audit_on_ctrl_c)
+
+Where the verdict is made, with Locust's web UI, harness.web_ui adds the toolclash tab.
 
 Exit codes: 0 pass, 1 an SLA or an audit failed, 2 usage, configuration or connection error.
 A configuration error is raised as SystemExit(2) from `init`: any other exception there would
@@ -20,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import sys
 import time
 import weakref
@@ -31,7 +35,7 @@ import redis
 from locust.env import Environment
 from locust.runners import STATE_CLEANUP, STATE_INIT, STATE_STOPPED, MasterRunner, Runner, WorkerRunner
 
-from db.connect import ServiceUnreachable
+from db.connect import ServiceUnreachable, redact
 from db.schema import SchemaRefused
 from harness.chaos import stop_this_worker
 from harness.coordinator import Coordinator
@@ -50,11 +54,13 @@ from harness.html_report import add_to_html_report, install_on_web_ui, pending_s
 from harness.junit import write_junit
 from harness.load import Load
 from harness.matrix import MATRIX_LEVEL_VARIABLE, run_matrix
+from harness.metrics import Metrics
 from harness.options import BadOption, Settings, add_arguments
 from harness.verdict import CONFIGURATION_ERROR, configuration_errors
-from harness.report import format_summary, write_json
+from harness.report import format_summary, log_summary, write_json
 from harness.services import Services
 from harness.shapes import AgentStages
+from harness.web_ui import Panel
 
 __all__ = ["install", "toolclash_of", "Toolclash"]
 
@@ -92,6 +98,7 @@ def _on_init(environment: Environment, runner: Runner, web_ui: Any = None, **_: 
             _fail_configuration("--isolation-matrix runs headless: add --headless")
         raise SystemExit(run_matrix(sys.argv[1:], settings.report_json, settings.history, settings.seed_for_test()))
     history = _open_history(settings.history, runner) if settings.history else None
+    _audit_on_ctrl_c()
     if isinstance(runner, WorkerRunner):
         # The master owns the servers and the schema; it says where they are at each test start.
         run = Toolclash(environment, settings, None, None, Load(settings, environment.events.request,
@@ -117,6 +124,10 @@ def _on_init(environment: Environment, runner: Runner, web_ui: Any = None, **_: 
             load.pg_dsn, load.redis_url = services.pg_dsn, services.redis_url
         run = Toolclash(environment, settings, services, coordinator, load, history)
         coordinator.attach(runner)
+        _name_the_servers(environment, services)
+        if web_ui is not None:
+            Panel(run, web_ui)
+            install_on_web_ui(web_ui, run.html_section)
         if isinstance(runner, MasterRunner):
             runner.register_message(FINAL_MESSAGE, run.on_final_message)
             runner.register_message(LOAD_FAILED_MESSAGE, run.on_load_failed_message)
@@ -126,9 +137,9 @@ def _on_init(environment: Environment, runner: Runner, web_ui: Any = None, **_: 
                                 environment.parsed_options.spawn_rate or max(settings.shape_stages), run.on_stage)
             shape.runner = runner
             environment.shape_class = shape
-        if web_ui is not None:
-            install_on_web_ui(web_ui, run.html_section)
     _RUNS[environment] = run
+    if run.load is not None:
+        run.load.agents_now = lambda: environment.runner.user_count
     events = environment.events
     events.test_start.add_listener(run.on_test_start)
     events.spawning_complete.add_listener(run.on_spawning_complete)
@@ -141,6 +152,37 @@ def _on_init(environment: Environment, runner: Runner, web_ui: Any = None, **_: 
     events.report_to_master.add_listener(run.on_report_to_master)
     events.quitting.add_listener(run.on_quitting)
     events.quit.add_listener(run.on_quit)
+
+
+def _audit_on_ctrl_c() -> None:
+    """Ctrl-C stops the run as Locust does (its main greenlet gets the KeyboardInterrupt, and
+    `quitting` stops and audits the run), but never in an agent's greenlet: Python raises a
+    SIGINT's KeyboardInterrupt in whatever code runs when it arrives, often an agent's tool call,
+    whose greenlet then dies with a traceback. Here the signal is handled by gevent, in a greenlet
+    of its own, which hands the interrupt to the main greenlet. A second Ctrl-C exits at once,
+    without the audit (exit code 2)."""
+    main = gevent.get_hub().parent
+    interrupted = False
+
+    def on_sigint() -> None:
+        nonlocal interrupted
+        if interrupted:
+            print("toolclash: interrupted again: exiting without the audit (the run's data stays as it is:"
+                  " the next run on this schema needs --reset)", file=sys.stderr, flush=True)
+            main.throw(SystemExit(CONFIGURATION_ERROR))
+        interrupted = True
+        main.throw(KeyboardInterrupt())
+
+    gevent.signal_handler(signal.SIGINT, on_sigint)
+
+
+def _name_the_servers(environment: Environment, services: Services) -> None:
+    """Locust's `host` of the agents: the servers under test (passwords redacted), shown in the
+    web UI and the HTML report instead of a missing host."""
+    servers = f"{redact(services.pg_dsn)} {redact(services.redis_url)}"
+    for user_class in environment.user_classes:
+        if not user_class.host:
+            user_class.host = servers
 
 
 def _open_history(path: str, runner: Runner) -> History:
@@ -201,7 +243,10 @@ class Toolclash:
         self.history = history
         self.shipments = WorkerShipments()
         self.report: dict[str, Any] | None = None
+        # The worst exit code of the tests (web-UI ramps) so far: the process's exit code.
         self.exit_code: int | None = None
+        self.verdicts: list[str] = []  # each audited test's verdict, in order
+        self.audit_error: str | None = None  # why the current test could not be audited
         self._peak_agents = 0
         self._stages: list[dict[str, Any]] = []
         # Which test (ramp) of this process's life the shipments belong to: a worker's late final
@@ -212,8 +257,6 @@ class Toolclash:
         # The test's run id and seed: chosen where the verdict is made, told to the workers.
         self._run_id = ""
         self._seed = 0
-        # Why the last test has no report (its audit could not reach the servers), for the HTML report.
-        self._not_audited: str | None = None
 
     @property
     def _master(self) -> MasterRunner | None:
@@ -269,11 +312,16 @@ class Toolclash:
 
     # -- both -------------------------------------------------------------------------------
 
+    def live_metrics(self) -> Metrics:
+        """What the agents recorded in the current (or last) test so far: this process's, or on
+        a master the sum of the workers' shipments."""
+        return self.load.metrics if self.load is not None else self.shipments.total
+
     def on_test_start(self, environment: Environment, **_: Any) -> None:
+        self.audit_error = None
         agents = environment.runner.target_user_count or 0
         self._peak_agents = agents
         if self.coordinator is not None:
-            self._not_audited = None
             self._seed = self.settings.seed_for_test()
             self._run_id = self.coordinator.begin(agents, lambda: environment.runner.user_count, self._seed)
         master = self._master
@@ -325,11 +373,13 @@ class Toolclash:
         except (psycopg.Error, redis.RedisError) as exc:
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
             print(f"toolclash: error: could not audit the run: {reason}", file=sys.stderr, flush=True)
-            self._not_audited = reason
+            self.audit_error = reason
             self.exit_code = CONFIGURATION_ERROR
             return
-        self.exit_code = self.report["exit_code"]
+        self.exit_code = max(self.exit_code or 0, self.report["exit_code"])
+        self.verdicts.append(self.report["verdict"])
         print(format_summary(self.report), flush=True)
+        log_summary(self.report)
         for message in configuration_errors(self.report):
             print(f"toolclash: error: {message}", file=sys.stderr, flush=True)
         if self.settings.report_json:
@@ -357,8 +407,8 @@ class Toolclash:
         if not self._run_id:
             return pending_section("No test has run yet: toolclash audits a test and decides its verdict when it"
                                    " stops.")
-        if self._not_audited is not None:
-            return pending_section(f"Run {self._run_id} could not be audited ({self._not_audited}): it has no"
+        if self.audit_error is not None:
+            return pending_section(f"Run {self._run_id} could not be audited ({self.audit_error}): it has no"
                                    " verdict.")
         return pending_section(f"Run {self._run_id} has not been audited yet: toolclash audits a test and decides its"
                                " verdict when it stops. Download the report again then.")
@@ -369,4 +419,8 @@ class Toolclash:
         if self.coordinator is not None and html_file and os.path.exists(html_file):
             add_to_html_report(html_file, self.html_section())
         if self.report is not None:
-            print(f"toolclash verdict: {self.report['verdict'].upper()} (exit code {exit_code})", flush=True)
+            verdict, ramps = self.report["verdict"].upper(), ""
+            if len(self.verdicts) > 1:  # web-UI ramps: the exit code is the worst one's
+                verdict = "FAIL" if "fail" in self.verdicts else verdict
+                ramps = f", the worst of {len(self.verdicts)} ramps: {', '.join(v.upper() for v in self.verdicts)}"
+            print(f"toolclash verdict: {verdict} (exit code {exit_code}{ramps})", flush=True)

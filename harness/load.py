@@ -7,6 +7,7 @@ import itertools
 import logging
 import random
 import time
+from collections.abc import Callable
 
 import gevent
 import psycopg
@@ -16,6 +17,8 @@ from psycopg_pool import PoolTimeout
 
 from db.adapter import ToolAdapter
 from db.pool import PoolNotOpened, SessionSettings, load_application_name, open_pool
+from db.call_record import Outcome
+from db.errors import Failure
 from db.session import SEND_ONCE, connection_lost
 from db.tool import Tool
 from harness.metrics import Metrics
@@ -67,9 +70,18 @@ class Load:
         self._pool_size = 0
         self._sampler: gevent.Greenlet | None = None
         self._started = 0.0
+        # This process's running totals since its test started: unlike `metrics`, never taken
+        # by a shipment (the charts' rates are their differences from one second to the next).
+        self._totals = dict.fromkeys(("calls", "attempts", "conflicts"), 0)
+        # How many agents run in this process now (Locust's runner tells: set by the life cycle).
+        self.agents_now: Callable[[], int] = lambda: 0
 
     def _record(self, record) -> None:
         self.metrics.record(record)
+        self._totals["attempts"] += record.attempts
+        self._totals["conflicts"] += sum(failure is not Failure.ERROR for failure in record.failures)
+        if record.outcome is not Outcome.INTERRUPTED:
+            self._totals["calls"] += 1
         if self.stage is not None:
             self.metrics.stage(self.stage).record(record)
 
@@ -91,6 +103,7 @@ class Load:
         and number the agents from 1 again; None, or what kept the load from starting (also kept
         in the metrics, for the verdict)."""
         self.metrics = Metrics()
+        self._totals = dict.fromkeys(self._totals, 0)
         self._seed = seed
         self._agent_numbers = itertools.count(1)
         size = self._pool_size = self.settings.pool_size_for(agents)
@@ -122,16 +135,20 @@ class Load:
         return None
 
     def _sample_pool(self) -> None:
-        """The pool's own view, every second: connections, free ones, requests waiting."""
+        """The pool's own view, every second: connections, free ones, requests waiting; and the
+        running totals of the calls, for the web UI's charts."""
         while True:
             stats = self._pool.stats()
+            t = round(time.monotonic() - self._started, 3)
             self.metrics.pool_samples.append({
-                "t": round(time.monotonic() - self._started, 3),
+                "t": t,
                 "process": self._process_index,
                 "size": stats["connections"],
                 "available": stats["available"],
                 "waiting": stats["waiting"],
             })
+            self.metrics.load_samples.append({"t": t, "process": self._process_index, **self._totals,
+                                              "agents": self.agents_now(), "pool_waiting": stats["waiting"]})
             gevent.sleep(_POOL_SAMPLE_INTERVAL_S)
 
     def stop(self) -> None:

@@ -136,6 +136,9 @@ class Metrics:
         # What each process saw when its load stopped (its pool's state), and its pool samples.
         self.findings: list[dict[str, Any]] = []
         self.pool_samples: list[dict[str, Any]] = []
+        # Each second, each load process's running totals since its test started ({t, process,
+        # calls, attempts, conflicts, pool_waiting}): the web UI's charts over time.
+        self.load_samples: list[dict[str, Any]] = []
         # Evidence the run cannot be judged on: a load process that could not start ({process,
         # kind, detail}), and agents whose task raised (a harness bug, not a tool failure).
         self.load_failures: list[dict[str, Any]] = []
@@ -233,6 +236,7 @@ class Metrics:
                 mine.setdefault(outcome, OpIds()).extend(op_ids)
         self.findings.extend(other.findings)
         self.pool_samples.extend(other.pool_samples)
+        self.load_samples.extend(other.load_samples)
         self.load_failures.extend(other.load_failures)
         self.agent_errors += other.agent_errors
         room = _AGENT_ERROR_SAMPLES - len(self.agent_error_samples)
@@ -250,6 +254,7 @@ class Metrics:
                        for tool, by_outcome in self.op_ids.items()},
             "findings": self.findings,
             "pool_samples": self.pool_samples,
+            "load_samples": self.load_samples,
             "load_failures": self.load_failures,
             "agent_errors": self.agent_errors,
             "agent_error_samples": self.agent_error_samples,
@@ -268,6 +273,7 @@ class Metrics:
                           for tool, by_outcome in data["op_ids"].items()}
         metrics.findings = list(data["findings"])
         metrics.pool_samples = list(data["pool_samples"])
+        metrics.load_samples = list(data["load_samples"])
         metrics.load_failures = list(data["load_failures"])
         metrics.agent_errors = data["agent_errors"]
         metrics.agent_error_samples = list(data["agent_error_samples"])

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,9 @@ from db.audits import ANOMALIES, Check
 from harness import sla
 from harness.metrics import Histogram, Metrics
 
-__all__ = ["build_report", "format_summary", "stage_reports", "write_json"]
+__all__ = ["build_report", "format_summary", "log_summary", "stage_reports", "write_json"]
+
+_summary_log = logging.getLogger("toolclash.summary")
 
 
 def build_report(
@@ -183,6 +187,21 @@ def format_summary(report: dict[str, Any]) -> str:
     lines.append(f"verdict: {report['verdict'].upper()}")
     lines.append("=" * 100)
     return "\n".join(lines)
+
+
+def log_summary(report: dict[str, Any]) -> None:
+    """The summary through `logging` too, one record per line (Locust's Logs tab shows each
+    record as a line of its own, and its log file gets them), but not to the console: the summary
+    is printed there already. A FAIL verdict is a warning, so the Logs tab marks it."""
+    _summary_log.propagate = False
+    _summary_log.handlers = [handler for handler in logging.getLogger().handlers
+                             if not (isinstance(handler, logging.StreamHandler)
+                                     and getattr(handler, "stream", None) in (sys.stdout, sys.stderr))]
+    _summary_log.setLevel(logging.INFO)
+    for line in format_summary(report).splitlines():
+        if line.strip() and not line.startswith("="):
+            failed = line.startswith("verdict: FAIL")
+            _summary_log.log(logging.WARNING if failed else logging.INFO, "%s", line)
 
 
 def stage_reports(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -82,13 +83,15 @@ def test_a_failed_sla_makes_the_exit_code_1(servers, schema, tmp_path):
 
 
 def test_the_embedded_default_runs_and_stops_on_ctrl_c(tmp_path):
-    """No DSN, no URL: real servers from the wheels; Ctrl-C still audits, reports and stops them."""
+    """No DSN, no URL: real servers from the wheels; Ctrl-C (to the whole process group, as a
+    terminal sends it: the embedded servers must not get it) still audits, reports and stops them."""
     report_path = tmp_path / "report.json"
     already_running = embedded_pgdata()
     process = subprocess.Popen(
         [LOCUST, "--headless", "--only-summary", "--users", "5", "--spawn-rate", "5", "--run-time", "60s",
          "--report-json", str(report_path)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 60
     stderr = ""
@@ -99,9 +102,10 @@ def test_the_embedded_default_runs_and_stops_on_ctrl_c(tmp_path):
         time.sleep(0.2)
     time.sleep(4)
     pgdata = sorted(embedded_pgdata() - already_running)
-    process.send_signal(signal.SIGINT)
+    os.killpg(process.pid, signal.SIGINT)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, (process.returncode, stdout[-3000:], stderr[-1500:])
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-3000:]
     report = read_report(report_path)
     assert report["verdict"] == "pass"
     assert [s["origin"] for s in report["servers"]] == ["embedded, no --pg-dsn given", "embedded, no --redis-url given"]

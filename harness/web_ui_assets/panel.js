@@ -1,0 +1,265 @@
+// toolclash's panel: asks toolclash/data every 2 s (before, during and after a ramp) and draws
+// the verdict, the SLA and audit tables, the figures table and the charts. No library, no CDN.
+"use strict";
+
+const REFRESH_MS = 2000;
+const SVG = "http://www.w3.org/2000/svg";
+const hovered = {};  // chart key -> the time the pointer is on, kept across refreshes
+
+const $ = (selector) => document.querySelector(selector);
+
+function el(tag, attributes = {}, ...children) {
+  const node = tag.startsWith("svg:") ? document.createElementNS(SVG, tag.slice(4)) : document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (value !== undefined && value !== null) node.setAttribute(name, value);
+  }
+  for (const child of children.flat(Infinity)) {
+    if (child !== undefined && child !== null) node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+function count(value) {
+  return value === null || value === undefined ? "–" : Number(value).toLocaleString("en-US");
+}
+
+function figure(value) {
+  if (value === null || value === undefined) return "–";
+  if (typeof value === "number") return Number.isInteger(value) ? count(value) : String(Number(value.toPrecision(4)));
+  if (typeof value === "object") return JSON.stringify(value);
+  return String(value);
+}
+
+function darkMode() {
+  const theme = localStorage.getItem("theme");  // Locust's own choice, shared by its page
+  return theme === "dark" || (theme === null && window.matchMedia("(prefers-color-scheme: dark)").matches);
+}
+
+// -- the verdict ------------------------------------------------------------------------------
+
+function renderStatus(data) {
+  const status = $("#tc-status");
+  const verdict = $("#tc-verdict");
+  const text = $("#tc-status-text");
+  const reasons = $("#tc-reasons");
+  const report = data.verdict;
+  reasons.replaceChildren();
+  verdict.textContent = "";
+  verdict.className = "";
+  if (data.status === "done") {
+    const v = report.verdict;
+    status.dataset.status = v;
+    verdict.textContent = v.toUpperCase();
+    verdict.className = v;
+    const run = report.run;
+    text.textContent = `ramp ${data.ramp} (run ${run.run_id}): ${run.agents} agents, ${run.duration_s.toFixed(1)} s,`
+      + ` exit code ${report.exit_code}` + (v === "pass" ? ": the audits and every SLA held" : "")
+      + (data.exit_code > report.exit_code
+        ? ` (the process will exit with ${data.exit_code}: the worst of its ramps so far)` : "");
+    for (const reason of failureReasons(report)) reasons.append(el("li", {}, reason));
+  } else {
+    status.dataset.status = data.status;
+    text.textContent = {
+      ready: "No ramp yet: start one from Locust's form. Each ramp is audited when it stops.",
+      running: `Ramp ${data.ramp} running: ${data.agents} agents. The verdict comes when it stops.`,
+      auditing: `Ramp ${data.ramp} stopped: auditing the servers' data…`,
+      audit_error: `Ramp ${data.ramp} could not be audited: ${data.audit_error}`,
+    }[data.status] || data.status;
+  }
+}
+
+function failureReasons(report) {
+  const reasons = [];
+  for (const problem of report.evidence.problems) reasons.push(`not evidence: ${problem.kind}: ${problem.detail}`);
+  for (const check of report.audit.checks.filter((c) => !c.ok)) {
+    reasons.push(`audit ${check.name}: expected ${figure(check.expected)}, observed ${figure(check.observed)}`);
+  }
+  for (const [name, value] of Object.entries(report.anomalies)) {
+    if (value) reasons.push(`anomaly ${name}: ${value}`);
+  }
+  for (const rule of report.sla.filter((r) => !r.ok)) {
+    reasons.push(`SLA ${rule.name}: observed ${figure(rule.observed)}, needs ${rule.op} ${figure(rule.threshold)}`);
+  }
+  return reasons;
+}
+
+function renderOutcome(report) {
+  $("#tc-outcome").hidden = !report;
+  if (!report) return;
+  const result = (ok) => el("td", {class: ok ? "tc-ok" : "tc-fail"}, ok ? "ok" : "FAIL");
+  $("#tc-sla tbody").replaceChildren(...report.sla.map((rule) => el("tr", {"data-rule": rule.name},
+    el("td", {}, rule.name), el("td", {"data-value": rule.observed}, figure(rule.observed)),
+    el("td", {}, `${rule.op} ${figure(rule.threshold)}`), result(rule.ok))));
+  $("#tc-audit-summary").textContent = report.audit.ok ? "the data stayed right" : "the data did NOT stay right";
+  $("#tc-audit tbody").replaceChildren(...report.audit.checks.map((check) => el("tr", {"data-check": check.name},
+    el("td", {}, check.name, check.detail ? el("div", {class: "tc-detail"}, check.detail) : null),
+    el("td", {}, figure(check.expected)), el("td", {}, figure(check.observed)), result(check.ok))));
+}
+
+// -- the figures ------------------------------------------------------------------------------
+
+const NOTES = {
+  ready: "",
+  running: "live",
+  auditing: "the load has stopped",
+  done: "final: the report's figures",
+  audit_error: "the load has stopped",
+};
+
+function renderFigures(data) {
+  const figures = data.figures;
+  $("#tc-figures-note").textContent = NOTES[data.status] || "";
+  $("#tc-figures thead").replaceChildren(el("tr", {}, el("th", {}, "tool"),
+    figures.columns.map((column) => el("th", {"data-column": column}, figures.labels[column]))));
+  $("#tc-figures tbody").replaceChildren(...figures.rows.map((row, index) => el("tr",
+    {"data-tool": row.tool, class: index === figures.rows.length - 1 ? "tc-total" : null},
+    el("td", {}, row.tool),
+    figures.columns.map((column) => el("td", {
+      "data-column": column,
+      class: row[column] ? (figures.conflicts.includes(column) ? "tc-hot" : null) : "tc-zero",
+    }, count(row[column]))))));
+  $("#tc-now").replaceChildren(...figures.cards.map((card) => el("div", {class: "tc-figure", "data-figure": card.key},
+    el("b", {}, figure(card.value)), el("span", {}, card.label))));
+}
+
+// -- the charts -------------------------------------------------------------------------------
+
+const W = 440, H = 180, LEFT = 42, RIGHT = 12, TOP = 10, BOTTOM = 34;
+
+function niceStep(span, ticks) {
+  const raw = span / ticks;
+  const power = 10 ** Math.floor(Math.log10(raw));
+  return [1, 2, 5, 10].map((m) => m * power).find((step) => step >= raw) || raw;
+}
+
+function chartSpecs(series) {
+  const load = series.load, server = series.server;
+  return [
+    {key: "agents", title: "agents", lines: [{name: "agents", points: load.map((p) => [p.t, p.agents]), color: "#0099ff"}]},
+    {key: "calls_per_s", title: "calls/s", unit: " /s",
+     lines: [{name: "calls", points: load.map((p) => [p.t, p.calls_per_s]), color: "#00ca5a"}]},
+    {key: "conflict_rate", title: "conflict rate (% of attempts)", unit: "%",
+     lines: [{name: "conflicts", color: "#ff6d6d",
+              points: load.map((p) => [p.t, p.conflict_rate === null ? null : p.conflict_rate * 100])}]},
+    {key: "deadlocks_per_s", title: "deadlocks/s (the server's count)",
+     unit: " /s", lines: [{name: "deadlocks", points: server.map((p) => [p.t, p.deadlocks_per_s]), color: "#8e4585"}]},
+    {key: "locks", title: "lock waiters and longest blocking chain",
+     lines: [{name: "lock waiters", points: server.map((p) => [p.t, p.lock_waiters]), color: "#ff9f00"},
+             {name: "longest chain", points: server.map((p) => [p.t, p.blocking_chain]), color: "#9966cc"}]},
+    {key: "pool_waiting", title: "pool requests waiting",
+     lines: [{name: "waiting", points: load.map((p) => [p.t, p.pool_waiting]), color: "#8a2be2"}]},
+  ];
+}
+
+function agentsAt(series, t) {
+  let agents = null;
+  for (const p of series.load.length ? series.load : series.server) {
+    if (p.t > t + 1e-9) break;
+    agents = p.agents;
+  }
+  return agents;
+}
+
+function renderCharts(series) {
+  const tMax = Math.max(1, ...series.load.map((p) => p.t), ...series.server.map((p) => p.t));
+  $("#tc-charts").replaceChildren(...chartSpecs(series).map((spec) => chart(spec, tMax, series)));
+}
+
+function chart(spec, tMax, series) {
+  const values = spec.lines.flatMap((line) => line.points.map(([, v]) => v)).filter((v) => v !== null);
+  const step = Math.max(niceStep(Math.max(1, ...values), 3), spec.unit ? 0 : 1);  // counts: whole steps
+  const yMax = Math.max(step, Math.ceil(Math.max(0, ...values) / step) * step);
+  const x = (t) => LEFT + (t / tMax) * (W - LEFT - RIGHT);
+  const y = (v) => TOP + (1 - v / yMax) * (H - TOP - BOTTOM);
+  const svg = el("svg:svg", {viewBox: `0 0 ${W} ${H}`, "data-chart": spec.key,
+                             "data-points": spec.lines[0].points.length});
+  for (let v = 0; v <= yMax + 1e-9; v += step) {
+    svg.append(el("svg:line", {class: "tc-grid", x1: LEFT, x2: W - RIGHT, y1: y(v), y2: y(v)}),
+               el("svg:text", {x: LEFT - 4, y: y(v) + 3, "text-anchor": "end"}, figure(Number(v.toPrecision(6)))));
+  }
+  const tStep = Math.max(1, niceStep(tMax, 5));
+  for (let t = 0; t <= tMax + 1e-9; t += tStep) {
+    const agents = agentsAt(series, t);
+    svg.append(el("svg:text", {x: x(t), y: H - BOTTOM + 13, "text-anchor": "middle"}, `${t} s`),
+               el("svg:text", {x: x(t), y: H - BOTTOM + 25, "text-anchor": "middle"},
+                  agents === null ? "" : `${agents} ag.`));
+  }
+  for (const line of spec.lines) {
+    let path = "";
+    for (const [t, v] of line.points) {
+      if (v === null) continue;
+      path += `${path ? "L" : "M"}${x(t).toFixed(1)},${y(v).toFixed(1)}`;
+    }
+    svg.append(el("svg:path", {d: path || "M0,0", fill: "none", stroke: line.color, "stroke-width": 1.8}));
+  }
+  const hover = el("svg:g", {class: "tc-hover"});
+  const catcher = el("svg:rect", {x: LEFT, y: TOP, width: W - LEFT - RIGHT, height: H - TOP - BOTTOM,
+                                  fill: "transparent"});
+  const show = (t) => {
+    hover.replaceChildren();
+    if (t === undefined) return;
+    const parts = [`${Math.round(t)} s`, `${agentsAt(series, t) ?? "–"} agents`];
+    for (const line of spec.lines) {
+      const near = line.points.reduce((best, p) => (best === null || Math.abs(p[0] - t) < Math.abs(best[0] - t) ? p : best), null);
+      if (near) parts.push(`${line.name} ${figure(near[1])}${spec.unit || ""}`);
+    }
+    const textX = Math.min(Math.max(x(t), LEFT + 90), W - RIGHT - 90);
+    hover.append(el("svg:line", {x1: x(t), x2: x(t), y1: TOP, y2: H - BOTTOM}),
+                 el("svg:text", {x: textX, y: TOP + 10, "text-anchor": "middle"}, parts.join(" · ")));
+  };
+  catcher.addEventListener("mousemove", (event) => {
+    const box = svg.getBoundingClientRect();
+    const t = ((event.clientX - box.left) * (W / box.width) - LEFT) / (W - LEFT - RIGHT) * tMax;
+    hovered[spec.key] = Math.max(0, Math.min(tMax, t));
+    show(hovered[spec.key]);
+  });
+  catcher.addEventListener("mouseleave", () => { delete hovered[spec.key]; show(undefined); });
+  svg.append(catcher, hover);
+  show(hovered[spec.key]);
+  const last = spec.lines.map((line) => {
+    const known = line.points.filter(([, v]) => v !== null);
+    return known.length ? `${line.name} ${figure(known[known.length - 1][1])}${spec.unit || ""}` : null;
+  }).filter(Boolean).join(", ");
+  const legend = spec.lines.length > 1
+    ? el("div", {class: "tc-legend"}, spec.lines.map((line) => [el("i", {style: `background:${line.color}`}), line.name]))
+    : null;
+  return el("div", {class: "tc-chart"}, el("h3", {}, spec.title, " ", el("span", {}, last ? `(last: ${last})` : "")),
+            svg, legend);
+}
+
+// -- polling ----------------------------------------------------------------------------------
+
+const drawn = {};
+
+function redraw(part, shown, draw) {
+  const key = JSON.stringify(shown === undefined ? null : shown);
+  if (drawn[part] === key) return;
+  draw();
+  drawn[part] = key;
+}
+
+async function refresh() {
+  document.body.classList.toggle("dark", darkMode());
+  try {
+    const response = await fetch("toolclash/data", {cache: "no-store"});
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    const data = await response.json();
+    // Each part is drawn again only when what it shows changed: a user selecting text or
+    // hovering a chart is not interrupted every 2 s for nothing.
+    redraw("status", [data.status, data.ramp, data.agents, data.audit_error, data.exit_code,
+                      data.verdict && data.verdict.run.run_id],
+           () => renderStatus(data));
+    redraw("outcome", data.verdict && data.verdict.run.run_id, () => renderOutcome(data.verdict));
+    redraw("figures", [data.status, data.figures], () => renderFigures(data));
+    redraw("charts", data.series, () => renderCharts(data.series));
+    document.body.dataset.ramp = data.ramp;
+    document.body.dataset.status = data.status;
+  } catch (error) {
+    $("#tc-status").dataset.status = "audit_error";
+    $("#tc-status-text").textContent = `toolclash is not answering (${error.message}): is Locust still running?`;
+  } finally {
+    setTimeout(refresh, REFRESH_MS);
+  }
+}
+
+refresh();
