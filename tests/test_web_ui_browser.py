@@ -21,6 +21,7 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
+from db.connect import redact
 from harness.web_ui import load_series
 from tests.support import LOCUST, ROOT, own_master_port, read_report
 
@@ -230,14 +231,14 @@ def _wait_for_report(path: Path, other_than: str | None) -> dict:
 
 # -- the tests ----------------------------------------------------------------------------------
 
-def test_two_ramps_in_the_browser_show_the_figures_the_verdict_and_the_audit(browser, servers_args, tmp_path):
+def test_two_ramps_in_the_browser_show_the_figures_the_verdict_and_the_audit(browser, servers, servers_args, tmp_path):
     run = Toolclash(tmp_path, *servers_args, *HOT)
     try:
         browser.set_window_size(1400, 1000)
         browser.get(run.url)
         # The agents' host is the servers, not "None"; and no password is shown.
         header = _wait_for(lambda: browser.find_element(By.TAG_NAME, "header").text, 10, "Locust's header")
-        assert "postgresql://" in header and "redis://" in header and "None" not in header
+        assert redact(servers.pg_dsn) in header and redact(servers.redis_url) in header and "None" not in header
 
         verdicts, run_id = [], None
         for ramp, agents in ((1, 4), (2, 8)):
