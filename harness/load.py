@@ -177,6 +177,8 @@ class Load:
             "connections": stats["connections"],
             "available": stats["available"],
             "idle_in_transaction": self._sessions_idle_in_transaction(),
+            # Calls not finished when the load gave up waiting: they still hold their connections.
+            "calls_in_flight": self.adapter.calls_in_flight,
         }
 
     def _sessions_idle_in_transaction(self) -> int | None:

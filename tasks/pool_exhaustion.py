@@ -27,6 +27,8 @@ def audit_pool(ctx: AuditContext) -> list[Check]:
     return [
         Check("pool_connections_returned", not leaked, "all", "all" if not leaked else leaked,
               "; ".join(f"{f['process']}: {f['available']} of {f['connections']} connections free, pool size {f['size']}"
+                        + (f", {f['calls_in_flight']} calls still in flight after the load's 10 s wait"
+                           if f["calls_in_flight"] else "")
                         for f in ctx.findings)),
         Check("no_session_idle_in_transaction", idle == 0 and not unasked, 0, idle,
               f"the server could not be asked for the sessions of process(es) {unasked}" if unasked else
