@@ -68,6 +68,11 @@ class Load:
         self._sampler: gevent.Greenlet | None = None
         self._started = 0.0
 
+    def use(self, settings: Settings) -> None:
+        """The settings of the next test (its per-run options may differ from the last one's)."""
+        self.settings = settings
+        self.toolbox = Toolbox(settings)
+
     def _record(self, record) -> None:
         self.metrics.record(record)
         if self.stage is not None:
