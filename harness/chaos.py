@@ -136,9 +136,9 @@ _STILL_THERE = "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)"
 class FaultInjector:
     """Injects the run's faults on their schedules; `injected` says what, when and how many."""
 
-    def __init__(self, faults: tuple[Fault, ...], pg_dsn: str, redis_url: str, schema: str) -> None:
+    def __init__(self, pg_dsn: str, redis_url: str, schema: str) -> None:
         name = f"toolclash-chaos:{schema}"
-        self._faults = faults
+        self._faults: tuple[Fault, ...] = ()
         self._session = Session(pg_dsn, name)
         self._redis = redis.Redis.from_url(redis_url, client_name=name)
         self._load_prefix = load_application_prefix(schema)
@@ -155,8 +155,10 @@ class FaultInjector:
         self._master = runner if isinstance(runner, MasterRunner) else None
         runner.environment.events.test_stopping.add_listener(lambda **_: self.stop())
 
-    def start(self, started: float) -> None:
-        """Inject from now on; `started` (time.monotonic()) is the run's start, which `at_s` counts from."""
+    def start(self, started: float, faults: tuple[Fault, ...]) -> None:
+        """Inject `faults` from now on; `started` (time.monotonic()) is the run's start, which
+        `at_s` counts from."""
+        self._faults = faults
         self.injected = []
         self._stopped_workers = set()
         self._stop.clear()

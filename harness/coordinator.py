@@ -28,6 +28,7 @@ from harness.chaos import FaultInjector
 from harness.metrics import Metrics
 from harness.options import HARNESS_SESSIONS, Settings
 from harness.report import build_report, stage_reports
+from harness.run_settings import fingerprint, settings_summary
 from harness.sampler import ServerSampler, summarize, write_csv
 
 __all__ = ["Coordinator"]
@@ -62,7 +63,8 @@ class Coordinator:
         self._session = Session(pg_dsn, name, on_connect=self._claim)
         self._backend_pid: int | None = None  # the backend whose session holds the schema's lock
         self._redis_claim = RedisClaim(self._redis, settings.params.keys, name)
-        self._injector = FaultInjector(settings.chaos, pg_dsn, redis_url, settings.schema) if settings.chaos else None
+        # Idle (no connection) until a test with --chaos starts it.
+        self._injector = FaultInjector(pg_dsn, redis_url, settings.schema)
         self.deadlock_timeout: dict[str, Any] = {}
         self._run: dict[str, Any] | None = None
         self._baseline: dict[str, int] = {}
@@ -91,8 +93,15 @@ class Coordinator:
 
     def attach(self, runner: Runner) -> None:
         """Locust's runner, where the verdict is made: --chaos faults stop when it starts stopping."""
-        if self._injector is not None:
-            self._injector.attach(runner)
+        self._injector.attach(runner)
+
+    def use(self, settings: Settings) -> None:
+        """The settings of the next test: its per-run options may differ from the last one's (the
+        fixed ones, the servers and the schema, never do)."""
+        probe_again = settings.deadlock_timeout_ms != self.settings.deadlock_timeout_ms
+        self.settings = settings
+        if probe_again:
+            self.deadlock_timeout = self._session.run(self._probe_deadlock_timeout)
 
     def _probe_deadlock_timeout(self, conn: psycopg.Connection) -> dict[str, Any]:
         server_value = conn.execute("SHOW deadlock_timeout").fetchone()[0]
@@ -138,8 +147,8 @@ class Coordinator:
             f"toolclash-sampler:{self.settings.schema}",
         )
         self._sampler.start(self._baseline)
-        if self._injector is not None:
-            self._injector.start(self._started)
+        if self.settings.chaos:
+            self._injector.start(self._started, self.settings.chaos)
         self._run = {
             "run_id": run_id,
             "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -148,6 +157,7 @@ class Coordinator:
             "schema": self.settings.schema,
             "agents": agents,
             "seed": seed,
+            "settings_fingerprint": fingerprint(self.settings),
         }
         return run_id
 
@@ -201,7 +211,7 @@ class Coordinator:
         """Audit the run whose load has stopped and closed its connections; the full report.
         `workers`: in a distributed run, what each worker shipped, and the workers that were lost."""
         run, self._run = self._run, None
-        faults = self._injector.stop() if self._injector is not None else []
+        faults = self._injector.stop() if self.settings.chaos else []
         samples = self._sampler.stop()
         run["duration_s"] = time.monotonic() - self._started
         run["agents"] = max(run["agents"], peak_agents)
@@ -234,9 +244,12 @@ class Coordinator:
             timeseries=samples,
         )
         report["faults"] = faults
+        report["settings"] = settings_summary(self.settings)
         if workers is not None:
             report["workers"] = workers
         problems = verdict.evidence_problems(metrics, workers["lost"] if workers else None)
+        if workers is not None:
+            problems += verdict.settings_problems(workers["settings"], run["settings_fingerprint"])
         if self._redis_claim.lost:
             problems.append({"kind": "keys_lost", "detail": f"another run took the Redis keys {self._redis_claim.key}:*"
                                                             " during this one: their data is not this run's"})
@@ -252,8 +265,7 @@ class Coordinator:
         return report
 
     def close(self) -> None:
-        if self._injector is not None:
-            self._injector.close()
+        self._injector.close()
         self._redis_claim.release()
         self._redis.close()
         self._session.close()

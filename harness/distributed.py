@@ -19,12 +19,19 @@ from locust.runners import STATE_MISSING, MasterRunner
 
 from harness.metrics import Metrics
 
-__all__ = ["SERVERS_MESSAGE", "STOP_MESSAGE", "FINAL_MESSAGE", "STAGE_MESSAGE", "LOAD_FAILED_MESSAGE", "REPORT_KEY",
+__all__ = ["CHECK_MESSAGE", "CHECKED_MESSAGE", "SERVERS_MESSAGE", "STOP_MESSAGE", "FINAL_MESSAGE", "STAGE_MESSAGE",
+           "LOAD_FAILED_MESSAGE", "REPORT_KEY",
            "WORKER_STOP_MESSAGE", "WorkerShipments"]
 
 log = logging.getLogger(__name__)
 
-SERVERS_MESSAGE = "toolclash_servers"  # master -> workers: where the servers are, at each test start
+# master -> workers, at each test start before any agent is spawned: the options a worker must
+# share with the master (harness.worker_check); each worker answers with CHECKED_MESSAGE.
+CHECK_MESSAGE = "toolclash_check"
+CHECKED_MESSAGE = "toolclash_checked"  # worker -> master: {"test", "refusal": None or one line}
+# master -> workers: where the servers are, the run id and seed, at each test start; or that the
+# test was refused ("refused": True) and no load may start.
+SERVERS_MESSAGE = "toolclash_servers"
 # master -> workers: stop your agents now. Locust's master, when it quits at the end of
 # --run-time, fires test_stop before it tells the workers to quit: the audit must not run
 # while agents still write.
@@ -35,7 +42,8 @@ LOAD_FAILED_MESSAGE = "toolclash_load_failed"  # worker -> master: its pool coul
 WORKER_STOP_MESSAGE = "toolclash_worker_stop"  # master -> one worker: die at once (--chaos worker-stop)
 REPORT_KEY = "toolclash"  # the shipment's key in Locust's worker stats report
 
-# A shipment: {"test": the test it belongs to, as numbered by the master, "metrics": Metrics.to_dict()}
+# A shipment: {"test": the test it belongs to, as numbered by the master, "metrics": Metrics.to_dict(),
+#              "settings": the fingerprint of the settings the worker ran the test with (harness.run_settings)}
 
 _FINALS_GRACE_S = 30.0
 
@@ -49,6 +57,7 @@ class WorkerShipments:
         self._last_shipment: dict[str, float] = {}
         self._finals: set[str] = set()
         self._expected: set[str] = set()
+        self._settings: dict[str, str] = {}
         self._test = 0
 
     def begin(self, runner: MasterRunner, test: int) -> None:
@@ -57,6 +66,7 @@ class WorkerShipments:
         self._by_worker.clear()
         self._last_shipment.clear()
         self._finals.clear()
+        self._settings.clear()
         self._expected = set(runner.clients.keys())
 
     def add(self, worker_id: str, shipment: dict[str, Any], *, final: bool = False) -> None:
@@ -68,6 +78,8 @@ class WorkerShipments:
         self._by_worker.setdefault(worker_id, Metrics()).merge(received)
         self._last_shipment[worker_id] = time.time()
         self._expected.add(worker_id)
+        if shipment.get("settings") is not None:
+            self._settings[worker_id] = shipment["settings"]
         if final:
             self._finals.add(worker_id)
 
@@ -94,6 +106,10 @@ class WorkerShipments:
             return False
         client = runner.clients.get(worker)
         return client is not None and client.state != STATE_MISSING
+
+    def settings(self) -> dict[str, str]:
+        """The fingerprint of the settings each worker ran the test with."""
+        return dict(sorted(self._settings.items()))
 
     def per_worker(self) -> dict[str, dict[str, int]]:
         """Each worker's own totals: what the report's figures are the sums of."""

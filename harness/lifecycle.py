@@ -2,9 +2,12 @@
 
     init          validate the options and open the --history file; where the verdict is made
                   (local runner or master): reach or start the servers and claim the schema
-    test_start    seed the run's data, choose the run's seed (unless --seed gave it) and read the
-                  server's counters (verdict side); open the pool (agents' side: local runner or
-                  worker)
+    test_start    read the test's settings from the per-run options as they are now (the command
+                  line's, the web UI form's, or on a worker the master's: harness.run_settings);
+                  on a master, have every worker check the options it must share, and refuse the
+                  test before any load if one cannot (harness.worker_check); seed the run's data,
+                  choose the run's seed (unless --seed gave it) and read the server's counters
+                  (verdict side); open the pool (agents' side: local runner or worker)
     test_stop     drain and close the pool, flush the history; read the counters again, audit,
                   report (verdict side, once every worker's final metrics are in)
     quitting      make sure the run was stopped and audited, set the exit code, stop the servers,
@@ -40,6 +43,8 @@ from db.schema import SchemaRefused
 from harness.chaos import stop_this_worker
 from harness.coordinator import Coordinator
 from harness.distributed import (
+    CHECK_MESSAGE,
+    CHECKED_MESSAGE,
     FINAL_MESSAGE,
     LOAD_FAILED_MESSAGE,
     REPORT_KEY,
@@ -55,12 +60,15 @@ from harness.junit import write_junit
 from harness.load import Load
 from harness.matrix import MATRIX_LEVEL_VARIABLE, run_matrix
 from harness.metrics import Metrics
-from harness.options import BadOption, Settings, add_arguments
+from harness.options import RUN_OPTIONS, BadOption, Settings, add_arguments
+from harness.run_settings import fingerprint, fixed_options, settings_for_test
 from harness.verdict import CONFIGURATION_ERROR, configuration_errors
 from harness.report import format_summary, log_summary, write_json
 from harness.services import Services
 from harness.shapes import AgentStages
 from harness.web_ui import Panel
+from harness.web_form import check_start_form
+from harness.worker_check import Shared, WorkerChecks, refusal
 
 __all__ = ["install", "toolclash_of", "Toolclash"]
 
@@ -85,24 +93,25 @@ def _fail_configuration(message: str) -> NoReturn:
 
 
 def _on_init(environment: Environment, runner: Runner, web_ui: Any = None, **_: Any) -> None:
+    options = environment.parsed_options
+    worker = isinstance(runner, WorkerRunner)
     try:
-        settings = Settings.from_options(environment.parsed_options)
+        settings = Settings.from_options(options, judge=not worker)
     except BadOption as exc:
         _fail_configuration(str(exc))
-    if settings.chaos:
-        # psycopg_pool warns of every connection it finds dead: under --chaos, those are the faults
-        # the run injects on purpose, counted in the report, not news.
-        logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
     if settings.isolation_matrix and MATRIX_LEVEL_VARIABLE not in os.environ:
         if not environment.parsed_options.headless:
             _fail_configuration("--isolation-matrix runs headless: add --headless")
         raise SystemExit(run_matrix(sys.argv[1:], settings.report_json, settings.history, settings.seed_for_test()))
     history = _open_history(settings.history, runner) if settings.history else None
     _audit_on_ctrl_c()
-    if isinstance(runner, WorkerRunner):
+    if worker:
         # The master owns the servers and the schema; it says where they are at each test start.
         run = Toolclash(environment, settings, None, None, Load(settings, environment.events.request,
                                                                  runner.worker_index), history)
+        run.own = Shared.given_to_worker(options)
+        _warn_of_own_run_options(options)
+        runner.register_message(CHECK_MESSAGE, run.on_check_message)
         runner.register_message(SERVERS_MESSAGE, run.on_servers_message)
         # Concurrent: stopping waits for the agents, and the worker must keep answering heartbeats.
         runner.register_message(STOP_MESSAGE, lambda environment, msg, **_: environment.runner.stop(),
@@ -128,7 +137,9 @@ def _on_init(environment: Environment, runner: Runner, web_ui: Any = None, **_: 
         if web_ui is not None:
             Panel(run, web_ui)
             install_on_web_ui(web_ui, run.html_section)
+            check_start_form(environment, web_ui, run.settings_for_test)
         if isinstance(runner, MasterRunner):
+            runner.register_message(CHECKED_MESSAGE, run.on_checked_message)
             runner.register_message(FINAL_MESSAGE, run.on_final_message)
             runner.register_message(LOAD_FAILED_MESSAGE, run.on_load_failed_message)
             environment.events.worker_report.add_listener(run.on_worker_report)
@@ -183,6 +194,14 @@ def _name_the_servers(environment: Environment, services: Services) -> None:
     for user_class in environment.user_classes:
         if not user_class.host:
             user_class.host = servers
+
+
+def _warn_of_own_run_options(options: Any) -> None:
+    """A worker started with per-run options of its own runs the master's anyway: say so once."""
+    given = [o.flag for o in RUN_OPTIONS if o.dest != "tools_module" and getattr(options, o.dest) != o.default]
+    if given and not options.processes:  # --processes' workers have the master's options
+        log.warning("this worker's %s will not be used: every test runs the master's per-run options",
+                    ", ".join(given))
 
 
 def _open_history(path: str, runner: Runner) -> History:
@@ -257,24 +276,99 @@ class Toolclash:
         # The test's run id and seed: chosen where the verdict is made, told to the workers.
         self._run_id = ""
         self._seed = 0
+        # The options fixed when this process started (Locust overwrites a worker's parsed_options
+        # with the master's at each spawn message).
+        self.fixed = fixed_options(environment.parsed_options)
+        # A worker's own values of the options it must share with the master (None elsewhere),
+        # and the master's, told at each test start.
+        self.own: Shared | None = None
+        self._masters: Shared | None = None
+        self.checks = WorkerChecks()
+        # The fingerprint of this process's settings for the current test.
+        self._fingerprint: str | None = None
+        # This test was refused (a worker's options are not the master's): no load starts.
+        self._refused = False
 
     @property
     def _master(self) -> MasterRunner | None:
         runner = self.environment.runner
         return runner if isinstance(runner, MasterRunner) else None
 
+    def settings_for_test(self, options: Any) -> Settings:
+        """This process's settings for a test started with `options` (Locust's parsed_options as
+        they are at that test's start); raises BadOption."""
+        if self.own is None:
+            return settings_for_test(options, self.fixed)
+        # A worker: the master's schema, and the tools module's file at its own path if it was given one.
+        fixed = {**self.fixed, "schema": self._masters.schema if self._masters else self.fixed["schema"]}
+        if self.own.tools_module is not None:
+            fixed["tools_module"] = self.own.tools_module
+        return settings_for_test(options, fixed, judge=False)
+
+    def _use(self, settings: Settings) -> None:
+        self.settings = settings
+        self._fingerprint = fingerprint(settings)
+        if self.coordinator is not None:
+            self.coordinator.use(settings)
+        if self.load is not None:
+            self.load.use(settings)
+        if settings.chaos:
+            # psycopg_pool warns of every connection it finds dead: under --chaos, those are the
+            # faults the run injects on purpose, counted in the report, not news.
+            logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+
     # -- the agents' side -------------------------------------------------------------------
 
+    def on_check_message(self, environment: Environment, msg: Any, **_: Any) -> None:
+        """The master's values of the options a worker must share, before each test: answer
+        whether this worker can run the test."""
+        self._masters = Shared(**msg.data["shared"])
+        reason = refusal(self.own, self._masters)
+        if reason is not None:
+            print(f"toolclash: error: {reason}", file=sys.stderr, flush=True)
+            self.exit_code = CONFIGURATION_ERROR
+        environment.runner.send_message(CHECKED_MESSAGE, {"test": msg.data["test"], "refusal": reason})
+
     def on_servers_message(self, environment: Environment, msg: Any, **_: Any) -> None:
+        self._test, self._refused = msg.data["test"], msg.data.get("refused", False)
+        if self._refused:
+            return
         self.load.pg_dsn, self.load.redis_url = msg.data["pg_dsn"], msg.data["redis_url"]
-        self._test, self._agents_here = msg.data["test"], msg.data["agents_per_worker"]
+        self._agents_here = msg.data["agents_per_worker"]
         self._run_id, self._seed = msg.data["run_id"], msg.data["seed"]
+
+    def _start_worker_test(self, environment: Environment, agents: int) -> None:
+        """A worker's test start: Locust has copied the master's options into parsed_options."""
+        if self._refused:
+            return  # the master refused the test; it is ending, with no load anywhere
+        index = environment.runner.worker_index
+        if self._masters is None:
+            return self._refuse_worker(f"worker {index} joined after the test started: it was not told the master's"
+                                       " servers and options; it can run the next test")
+        try:
+            settings = self.settings_for_test(environment.parsed_options)
+        except BadOption as exc:  # e.g. the tools module imports a package this host lacks
+            print(f"toolclash: error: {exc}", file=sys.stderr, flush=True)
+            self.exit_code = CONFIGURATION_ERROR
+            return self._refuse_worker(f"worker {index}: {exc}")
+        self._use(settings)
+        if self.history is not None:
+            self.history.run_started(self._run_id, self._seed)
+        failure = self.load.start(self._agents_here or settings.most_agents(agents), self._seed)
+        if failure is not None:
+            environment.runner.send_message(LOAD_FAILED_MESSAGE, failure)
+
+    def _refuse_worker(self, detail: str) -> None:
+        """This worker cannot run the test: no load here, and the master ends the run (exit 2)."""
+        failure = {"process": self.environment.runner.worker_index, "kind": "worker_refused", "detail": detail}
+        self.load.metrics.load_failures.append(failure)
+        self.environment.runner.send_message(LOAD_FAILED_MESSAGE, failure)
 
     def on_agent_error(self, exception: BaseException, **_: Any) -> None:
         self.load.metrics.record_agent_error(exception)
 
     def _shipment(self) -> dict[str, Any]:
-        return {"test": self._test, "metrics": self.load.take_metrics().to_dict()}
+        return {"test": self._test, "metrics": self.load.take_metrics().to_dict(), "settings": self._fingerprint}
 
     def on_stage_message(self, environment: Environment, msg: Any, **_: Any) -> None:
         self.load.stage = msg.data["index"]
@@ -292,6 +386,9 @@ class Toolclash:
     def on_worker_report(self, client_id: str, data: dict[str, Any], **_: Any) -> None:
         if REPORT_KEY in data:
             self.shipments.add(client_id, data[REPORT_KEY])
+
+    def on_checked_message(self, environment: Environment, msg: Any, **_: Any) -> None:
+        self.checks.answer(msg.node_id, msg.data)
 
     def on_final_message(self, environment: Environment, msg: Any, **_: Any) -> None:
         self.shipments.add(msg.node_id, msg.data, final=True)
@@ -321,25 +418,57 @@ class Toolclash:
         self.audit_error = None
         agents = environment.runner.target_user_count or 0
         self._peak_agents = agents
-        if self.coordinator is not None:
-            self._seed = self.settings.seed_for_test()
-            self._run_id = self.coordinator.begin(agents, lambda: environment.runner.user_count, self._seed)
+        if isinstance(environment.runner, WorkerRunner):
+            return self._start_worker_test(environment, agents)
         master = self._master
         if master is not None:
             self._test += 1
             self.shipments.begin(master, self._test)
+        refusals = self._prepare_test(environment)
+        if refusals:
+            return self._refuse_test(refusals)
+        self._seed = self.settings.seed_for_test()
+        self._run_id = self.coordinator.begin(agents, lambda: environment.runner.user_count, self._seed)
+        if master is not None:
             master.send_message(SERVERS_MESSAGE, {"pg_dsn": self.services.pg_dsn, "redis_url": self.services.redis_url,
                                                   "test": self._test, "run_id": self._run_id, "seed": self._seed,
                                                   "agents_per_worker": math.ceil(self.settings.most_agents(agents)
                                                                                  / max(1, master.worker_count))})
         if self.history is not None:
             self.history.run_started(self._run_id, self._seed)
-        if (self.load is not None
-                and self.load.start(self._agents_here or self.settings.most_agents(agents), self._seed) is not None):
-            if isinstance(environment.runner, WorkerRunner):
-                environment.runner.send_message(LOAD_FAILED_MESSAGE, self.load.metrics.load_failures[-1])
-            else:
-                self._end_test_early()
+        if self.load is not None and self.load.start(self.settings.most_agents(agents), self._seed) is not None:
+            self._end_test_early()
+
+    def _prepare_test(self, environment: Environment) -> list[str]:
+        """Where the verdict is made, before any load: this test's settings, and every worker's
+        check of the options it must share; what refuses the test, one line each."""
+        try:
+            settings = self.settings_for_test(environment.parsed_options)
+        except BadOption as exc:
+            return [str(exc)]
+        master = self._master
+        if master is not None:
+            shared = Shared(self.services.pg_dsn, self.services.redis_url, settings.schema, settings.tools_module,
+                            settings.tools_digest)
+            message = {"test": self._test, "shared": shared.as_message()}
+            refusals = self.checks.wait(master, self._test, lambda: master.send_message(CHECK_MESSAGE, message))
+            if refusals:
+                return refusals
+        self._use(settings)
+        return []
+
+    def _refuse_test(self, lines: list[str]) -> None:
+        """The test cannot run as asked: say why, end it before any load, exit code 2."""
+        headless = self.environment.parsed_options.headless
+        for line in lines:
+            if headless:
+                print(f"toolclash: error: {line}", file=sys.stderr, flush=True)
+            else:  # the web UI's log shows it
+                log.error("toolclash: error: %s", line)
+        self.exit_code = CONFIGURATION_ERROR
+        if self._master is not None:
+            self._master.send_message(SERVERS_MESSAGE, {"test": self._test, "refused": True})
+        self._end_test_early()
 
     def _end_test_early(self) -> None:
         """A load process could not start: end the run now (it is judged on what it has), rather
@@ -365,7 +494,7 @@ class Toolclash:
             self._master.send_message(STOP_MESSAGE)
             lost = self.shipments.wait_for_finals(self._master, environment.stop_timeout)
             metrics = self.shipments.total
-            workers = {"shipped": self.shipments.per_worker(), "lost": lost}
+            workers = {"shipped": self.shipments.per_worker(), "lost": lost, "settings": self.shipments.settings()}
         else:
             metrics = self.load.metrics
         try:

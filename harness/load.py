@@ -76,6 +76,11 @@ class Load:
         # How many agents run in this process now (Locust's runner tells: set by the life cycle).
         self.agents_now: Callable[[], int] = lambda: 0
 
+    def use(self, settings: Settings) -> None:
+        """The settings of the next test (its per-run options may differ from the last one's)."""
+        self.settings = settings
+        self.toolbox = Toolbox(settings)
+
     def _record(self, record) -> None:
         self.metrics.record(record)
         self._totals["attempts"] += record.attempts

@@ -3,12 +3,15 @@ and their validation into one immutable `Settings`."""
 
 from __future__ import annotations
 
+import argparse
+import hashlib
 import math
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from db.pool import ISOLATION_LEVELS
 from db.redis_keys import RedisKeys
@@ -19,7 +22,8 @@ from harness.shapes import SHAPES
 from harness.sla import DEFAULT_SLA_FILE, BadSlaFile, Rule, load_rules
 from tasks.user_tools import BadToolsModule, load_tools_module
 
-__all__ = ["BadOption", "DEFAULT_POOL_SIZE", "HARNESS_SESSIONS", "Settings", "add_arguments"]
+__all__ = ["BadOption", "DEFAULT_POOL_SIZE", "DEFAULT_SCHEMA", "HARNESS_SESSIONS", "RUN_OPTIONS", "RunOption",
+           "Settings", "add_arguments", "file_digest", "typed_run_options"]
 
 INITIAL_BALANCE = 1_000_000
 # Agents share a bounded pool, as on an AI platform: more agents queue for it (that wait is
@@ -29,15 +33,108 @@ DEFAULT_POOL_SIZE = 20
 # The harness's sessions besides the coordinator's (which is open when the budget is checked):
 # the server sampler's and the fault injector's.
 HARNESS_SESSIONS = 2
+DEFAULT_SCHEMA = "toolclash"
 
 
 class BadOption(ValueError):
     """An option's value makes no sense; the message names the option and the value."""
 
 
+@dataclass(frozen=True)
+class RunOption:
+    """An option that may change from one test to the next: read again at each test start
+    (Locust forwards the master's to every worker with each spawn message), and offered by the
+    web UI's start form."""
+
+    flag: str
+    env_var: str
+    default: Any
+    help: str
+    type: Callable[[str], Any] = str
+    choices: tuple[str, ...] | None = None
+
+    @property
+    def dest(self) -> str:
+        return self.flag[2:].replace("-", "_")
+
+    def typed(self, value: Any) -> Any:
+        """`value` as this option's type: argparse gives it typed, the web UI's form as text
+        ('' for an option without a default: none)."""
+        given = value
+        if isinstance(value, str):
+            text = value.strip()
+            if not text and (self.default is None or self.type is not str):
+                return None if self.default is None else self._refuse(given, "give a value")
+            if self.type is not str:
+                try:
+                    value = self.type(text)
+                except ValueError:
+                    self._refuse(given, "give a whole number" if self.type is int else "give a number")
+        if isinstance(value, float) and not math.isfinite(value):
+            self._refuse(given, "give a finite number")
+        if self.choices is not None and value not in self.choices:
+            self._refuse(given, f"choose one of {', '.join(self.choices)}")
+        return value
+
+    def _refuse(self, value: Any, what: str) -> NoReturn:
+        raise BadOption(f"{self.flag} {value!r}: {what}")
+
+
+RUN_OPTIONS: tuple[RunOption, ...] = (
+    RunOption("--scenario", "TOOLCLASH_SCENARIO", "",
+              "comma-separated scenarios to run (default: the default mix, or the --tools-module's tools)"),
+    RunOption("--tools-module", "TOOLCLASH_TOOLS_MODULE", None,
+              "a Python file of your own tools (functions whose first parameter is tx), run as a scenario named"
+              " after it"),
+    RunOption("--isolation", "TOOLCLASH_ISOLATION", "read_committed",
+              "isolation level of every tool transaction (default: read_committed)",
+              choices=tuple(sorted(ISOLATION_LEVELS))),
+    RunOption("--accounts", "TOOLCLASH_ACCOUNTS", 200,
+              "credit accounts shared by the agents: fewer accounts, hotter rows (default: 200)", int),
+    RunOption("--counters", "TOOLCLASH_COUNTERS", 8, "isolation: counters the agents increment (default: 8)", int),
+    RunOption("--queue-capacity", "TOOLCLASH_QUEUE_CAPACITY", 50,
+              "queue: jobs the bounded queue holds before it refuses more (default: 50)", int),
+    RunOption("--teams", "TOOLCLASH_TEAMS", 4,
+              "agent_state: teams sharing one plan each; fewer teams, more WATCH conflicts (default: 4)", int),
+    RunOption("--hold-time", "TOOLCLASH_HOLD_TIME", 50.0,
+              "pool_exhaustion: ms its tool keeps its connection, working inside its transaction (default: 50)", float),
+    RunOption("--tool-work", "TOOLCLASH_TOOL_WORK", 5.0,
+              "ms of work a tool does between its statements while holding its locks (default: 5)", float),
+    RunOption("--think-time", "TOOLCLASH_THINK_TIME", 0.0, "ms an agent waits between two tool calls (default: 0)",
+              float),
+    RunOption("--pool-size", "TOOLCLASH_POOL_SIZE", None,
+              f"connections per load process (default: one per agent on that process, at most {DEFAULT_POOL_SIZE};"
+              " half of that when pool_exhaustion runs)", int),
+    RunOption("--pool-timeout", "TOOLCLASH_POOL_TIMEOUT", 5.0,
+              "seconds a call waits for a connection before it fails as a pool timeout (default: 5)", float),
+    RunOption("--max-tries", "TOOLCLASH_MAX_TRIES", 5,
+              "attempts per call, retries included, for retryable failures (default: 5)", int),
+    RunOption("--backoff-base", "TOOLCLASH_BACKOFF_BASE", 10.0,
+              "ms: backoff ceiling after the first failure, doubled per retry, full jitter (default: 10)", float),
+    RunOption("--backoff-max", "TOOLCLASH_BACKOFF_MAX", 500.0,
+              "ms: the backoff ceiling never grows past this (default: 500)", float),
+    RunOption("--deadlock-timeout", "TOOLCLASH_DEADLOCK_TIMEOUT", None,
+              "ms: PostgreSQL deadlock_timeout for the harness's sessions, when the role may set it"
+              " (default: the server's value)", int),
+    RunOption("--lock-timeout", "TOOLCLASH_LOCK_TIMEOUT", 0,
+              "ms: PostgreSQL lock_timeout; a lock wait past it fails as lock_timeouts and is retried"
+              " (default: 0, none)", int),
+    RunOption("--seed", "TOOLCLASH_SEED", None,
+              "the same seed gives every agent the same tools and arguments, call after call (default: a random"
+              " seed, in the report)", int),
+    RunOption("--chaos", "TOOLCLASH_CHAOS", None,
+              "faults injected on purpose, kind:every[:share] comma-separated: pg-kill (terminate the load's"
+              " backends), redis-kill (kill the load's Redis clients), worker-stop (one worker dies; distributed"
+              " runs), e.g. pg-kill:3s,redis-kill:5s:25%%; share default 50%%"),
+    RunOption("--sla", "TOOLCLASH_SLA", None,
+              "TOML file of SLA rules ([[rule]] metric, op, threshold, scope); default: sla/default.toml"),
+)
+
+
 def add_arguments(parser: Any) -> None:
     """The `init_command_line_parser` listener."""
-    group = parser.add_argument_group("toolclash", "the servers, the conflict scenarios and the verdict")
+    group = parser.add_argument_group("toolclash", "the servers, the schema, the files written, the load shape:"
+                                                   " fixed when the process starts")
     # Added to a group, not with parser.add_argument: Locust then leaves them out of the web UI's
     # start form, rightly, since they are fixed when the process starts (servers reached, schema claimed).
     add = group.add_argument
@@ -45,48 +142,12 @@ def add_arguments(parser: Any) -> None:
         help="PostgreSQL to stress (libpq DSN or URI). Unset with --redis-url unset too: an embedded PostgreSQL is started")
     add("--redis-url", env_var="TOOLCLASH_REDIS_URL", default=None,
         help="Redis to stress (redis:// or unix:// URL). Unset: an embedded Redis is started")
-    add("--schema", env_var="TOOLCLASH_SCHEMA", default="toolclash",
-        help="the schema the harness works in; nothing outside it is touched (default: toolclash)")
+    add("--schema", env_var="TOOLCLASH_SCHEMA", default=DEFAULT_SCHEMA,
+        help=f"the schema the harness works in; nothing outside it is touched (default: {DEFAULT_SCHEMA})")
     add("--reset", env_var="TOOLCLASH_RESET", action="store_true", default=False,
         help="drop and re-create the schema first, even if an interrupted run left data in it")
-    add("--scenario", env_var="TOOLCLASH_SCENARIO", default="",
-        help="comma-separated scenarios to run (default: the default mix, or the --tools-module's tools)")
-    add("--tools-module", env_var="TOOLCLASH_TOOLS_MODULE", default=None,
-        help="a Python file of your own tools (functions whose first parameter is tx), run as a scenario named after it")
     add("--isolation-matrix", env_var="TOOLCLASH_ISOLATION_MATRIX", action="store_true", default=False,
         help="run the scenarios once per isolation level and print the table to choose a level by")
-    add("--accounts", env_var="TOOLCLASH_ACCOUNTS", type=int, default=200,
-        help="credit accounts shared by the agents: fewer accounts, hotter rows (default: 200)")
-    add("--counters", env_var="TOOLCLASH_COUNTERS", type=int, default=8,
-        help="isolation: counters the agents increment (default: 8)")
-    add("--queue-capacity", env_var="TOOLCLASH_QUEUE_CAPACITY", type=int, default=50,
-        help="queue: jobs the bounded queue holds before it refuses more (default: 50)")
-    add("--teams", env_var="TOOLCLASH_TEAMS", type=int, default=4,
-        help="agent_state: teams sharing one plan each; fewer teams, more WATCH conflicts (default: 4)")
-    add("--hold-time", env_var="TOOLCLASH_HOLD_TIME", type=float, default=50.0,
-        help="pool_exhaustion: ms its tool keeps its connection, working inside its transaction (default: 50)")
-    add("--isolation", env_var="TOOLCLASH_ISOLATION", default="read_committed", choices=sorted(ISOLATION_LEVELS),
-        help="isolation level of every tool transaction (default: read_committed)")
-    add("--pool-size", env_var="TOOLCLASH_POOL_SIZE", type=int, default=None,
-        help=f"connections per load process (default: one per agent on that process, at most {DEFAULT_POOL_SIZE};"
-             " half of that when pool_exhaustion runs)")
-    add("--pool-timeout", env_var="TOOLCLASH_POOL_TIMEOUT", type=float, default=5.0,
-        help="seconds a call waits for a connection before it fails as a pool timeout (default: 5)")
-    add("--max-tries", env_var="TOOLCLASH_MAX_TRIES", type=int, default=5,
-        help="attempts per call, retries included, for retryable failures (default: 5)")
-    add("--backoff-base", env_var="TOOLCLASH_BACKOFF_BASE", type=float, default=10.0,
-        help="ms: backoff ceiling after the first failure, doubled per retry, full jitter (default: 10)")
-    add("--backoff-max", env_var="TOOLCLASH_BACKOFF_MAX", type=float, default=500.0,
-        help="ms: the backoff ceiling never grows past this (default: 500)")
-    add("--deadlock-timeout", env_var="TOOLCLASH_DEADLOCK_TIMEOUT", type=int, default=None,
-        help="ms: PostgreSQL deadlock_timeout for the harness's sessions, when the role may set it"
-             " (default: the server's value)")
-    add("--lock-timeout", env_var="TOOLCLASH_LOCK_TIMEOUT", type=int, default=0,
-        help="ms: PostgreSQL lock_timeout; a lock wait past it fails as lock_timeouts and is retried (default: 0, none)")
-    add("--tool-work", env_var="TOOLCLASH_TOOL_WORK", type=float, default=5.0,
-        help="ms of work a tool does between its statements while holding its locks (default: 5)")
-    add("--think-time", env_var="TOOLCLASH_THINK_TIME", type=float, default=0.0,
-        help="ms an agent waits between two tool calls (default: 0)")
     add("--sample-interval", env_var="TOOLCLASH_SAMPLE_INTERVAL", type=float, default=1.0,
         help="seconds between two samples of the servers (locks, counters, Redis INFO) during the run (default: 1)")
     add("--timeseries-csv", env_var="TOOLCLASH_TIMESERIES_CSV", default=None,
@@ -97,22 +158,28 @@ def add_arguments(parser: Any) -> None:
         help="the shape's stages as comma-separated agent counts, e.g. 20,40,80,160")
     add("--shape-hold", env_var="TOOLCLASH_SHAPE_HOLD", type=float, default=12.0,
         help="seconds each stage of the shape is held (default: 12)")
-    add("--sla", env_var="TOOLCLASH_SLA", default=None,
-        help="TOML file of SLA rules ([[rule]] metric, op, threshold, scope); default: sla/default.toml")
     add("--report-json", env_var="TOOLCLASH_REPORT_JSON", default=None,
         help="write the run's report as JSON to this path")
     add("--junit-xml", env_var="TOOLCLASH_JUNIT_XML", default=None,
         help="write one JUnit test case per SLA rule and per audit check to this path, for CI")
-    add("--chaos", env_var="TOOLCLASH_CHAOS", default=None,
-        help="faults injected on purpose, kind:every[:share] comma-separated: pg-kill (terminate the load's"
-             " backends), redis-kill (kill the load's Redis clients), worker-stop (one worker dies; distributed"
-             " runs), e.g. pg-kill:3s,redis-kill:5s:25%%; share default 50%%")
     add("--history", env_var="TOOLCLASH_HISTORY", default=None,
         help="write a JSON-lines history of the run to this path, one line per call's invocation and one per its"
              " completion (a worker writes PATH.worker-<index>)")
-    add("--seed", env_var="TOOLCLASH_SEED", type=int, default=None,
-        help="the same seed gives every agent the same tools and arguments, call after call (default: a random"
-             " seed, in the report)")
+    per_run = parser.add_argument_group("toolclash, per test", "read again at each test start, taken from the master"
+                                                               " by every worker, and offered by the web UI's form")
+    for option in RUN_OPTIONS:
+        action = per_run.add_argument(option.flag, env_var=option.env_var, default=option.default, help=option.help,
+                                      type=None if option.type is str else option.type, choices=option.choices)
+        # What Locust's own parser.add_argument(include_in_web_ui=True) sets: the web UI's start
+        # form offers the option, and Locust applies the value to parsed_options for that test.
+        action.include_in_web_ui, action.is_secret, action.is_required, action.is_multiple = True, False, False, False
+
+
+def typed_run_options(options: Any) -> argparse.Namespace:
+    """A copy of Locust's parsed options with the per-run ones typed (see RunOption.typed);
+    raises BadOption naming the option and the value."""
+    typed = {o.dest: o.typed(getattr(options, o.dest, o.default)) for o in RUN_OPTIONS}
+    return argparse.Namespace(**{**vars(options), **typed})
 
 
 # A random seed below this: short enough to type into --seed.
@@ -194,10 +261,15 @@ class Settings:
     history: str | None = None
     seed: int | None = None
     initial_balance: int = INITIAL_BALANCE
+    tools_module: str | None = None
+    tools_digest: str | None = None  # the --tools-module file's SHA-256: every process must run the same code
 
     @classmethod
-    def from_options(cls, options: Any) -> Settings:
-        """Validate Locust's parsed options; raises BadOption with a one-line reason."""
+    def from_options(cls, options: Any, *, judge: bool = True) -> Settings:
+        """Validate Locust's parsed options; raises BadOption with a one-line reason. `judge`:
+        this process makes the verdict (local runner or master), so the SLA file is read here; a
+        worker never reads it (the path is the master's)."""
+        options = typed_run_options(options)
         if getattr(options, "num_users", None) is not None and options.num_users < 1:
             raise BadOption(f"--users {options.num_users}: at least one agent is needed")
         _at_least("--accounts", options.accounts, 2)
@@ -222,9 +294,12 @@ class Settings:
         schema = _schema_name(options.schema)
         try:
             user_scenarios = (load_tools_module(options.tools_module),) if options.tools_module else ()
+            tools_digest = file_digest(options.tools_module) if options.tools_module else None
             scenarios = tuple(select(options.scenario, options.isolation, user_scenarios))
         except BadToolsModule as exc:
             raise BadOption(str(exc)) from None
+        except OSError as exc:
+            raise BadOption(f"--tools-module {options.tools_module}: cannot read it: {exc.strerror or exc}") from None
         except UnknownScenario as exc:
             raise BadOption(f"--scenario: {exc}") from None
         params = ScenarioParams(
@@ -239,7 +314,7 @@ class Settings:
             raise BadOption(f"--scenario {options.scenario!r}: the mix has no tool with a weight above 0")
         scopes = _scopes(scenarios, params)
         try:
-            sla_rules = load_rules(Path(options.sla) if options.sla else DEFAULT_SLA_FILE, scopes)
+            sla_rules = load_rules(Path(options.sla) if options.sla else DEFAULT_SLA_FILE, scopes) if judge else ()
         except BadSlaFile as exc:
             raise BadOption(str(exc)) from None
         try:
@@ -273,6 +348,8 @@ class Settings:
             chaos=chaos,
             history=options.history or None,
             seed=options.seed,
+            tools_module=options.tools_module,
+            tools_digest=tools_digest,
         )
 
     def seed_for_test(self) -> int:
@@ -298,3 +375,8 @@ class Settings:
         the pool of one process)."""
         per_process = self.pool_size_for(math.ceil(agents / max(1, processes)))
         return per_process * processes + HARNESS_SESSIONS, per_process
+
+
+def file_digest(path: str) -> str:
+    """The SHA-256 of a file's bytes, hex; raises OSError."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -123,6 +123,11 @@ def format_summary(report: dict[str, Any]) -> str:
         f" seed {report['run']['seed']} (the same calls again: --seed {report['run']['seed']})",
     ]
     lines += [f"  {server['description']}" for server in report["servers"]]
+    if "workers" in report:
+        expected, ran = report["run"]["settings_fingerprint"], report["workers"]["settings"]
+        others = sorted(worker for worker, fingerprint in ran.items() if fingerprint != expected)
+        lines.append(f"  settings {expected}: {len(ran) - len(others)} worker(s) ran with them"
+                     + (f", NOT {', '.join(others)}" if others else ""))
     lines.append("")
     header = f"{'tool':<24}{'calls':>9}{'ok':>9}{'failed':>8}{'indet.':>7}{'retries':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
     lines.append(header)

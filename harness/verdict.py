@@ -13,7 +13,8 @@ from typing import Any
 
 from harness.metrics import Metrics
 
-__all__ = ["CONFIGURATION_ERROR", "PASS", "FAIL", "configuration_errors", "decide", "evidence_problems"]
+__all__ = ["CONFIGURATION_ERROR", "PASS", "FAIL", "configuration_errors", "decide", "evidence_problems",
+           "settings_problems"]
 
 PASS = "pass"
 FAIL = "fail"
@@ -21,7 +22,7 @@ CONFIGURATION_ERROR = 2
 _EXIT_CODES = {PASS: 0, FAIL: 1}
 
 # Problems that say the run was set up wrong (fix the options or the server, then run again).
-_CONFIGURATION_KINDS = frozenset({"server_refused"})
+_CONFIGURATION_KINDS = frozenset({"server_refused", "worker_refused"})
 
 
 def evidence_problems(metrics: Metrics, lost_workers: list[dict[str, Any]] | None = None) -> list[dict[str, str]]:
@@ -42,6 +43,15 @@ def evidence_problems(metrics: Metrics, lost_workers: list[dict[str, Any]] | Non
                       f" its last shipment ({worker['last_shipment_at'] or 'none'}) are unknown",
         })
     return problems
+
+
+def settings_problems(worker_settings: dict[str, str], expected: str) -> list[dict[str, str]]:
+    """A worker that ran the test with other settings than the master's (fingerprints of
+    harness.run_settings): its calls are not those of the run the report describes."""
+    return [{"kind": "settings_mismatch",
+             "detail": f"worker {worker} ran with settings {theirs}, not the master's {expected}: the report would"
+                       " describe a run that did not happen"}
+            for worker, theirs in sorted(worker_settings.items()) if theirs != expected]
 
 
 def decide(report: dict[str, Any]) -> tuple[str, int]:
