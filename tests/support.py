@@ -65,12 +65,18 @@ def adapter_on(dsn: str, session: SessionSettings, recorder: Recorder, *, size: 
                              recorder.call_started)
 
 
-def own_master_port() -> list[str]:
-    """Options giving a distributed run a master port of its own: other test runs on this machine
-    may hold Locust's default 5557, and workers must not join another run's master."""
+def free_port() -> int:
+    """A TCP port nothing listens on now: other test runs on this machine may hold Locust's
+    defaults (5557, 8089)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = str(probe.getsockname()[1])
+        return probe.getsockname()[1]
+
+
+def own_master_port() -> list[str]:
+    """Options giving a distributed run a master port of its own: workers must not join another
+    run's master."""
+    port = str(free_port())
     return ["--master-bind-port", port, "--master-port", port]
 
 

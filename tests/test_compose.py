@@ -13,7 +13,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support import LOCUST, ROOT, read_report
+from tests.support import LOCUST, ROOT, free_port, read_report
 
 COMPOSE_INSTALL = "apt-get install -y docker-compose"
 ENV_EXAMPLE = ROOT / ".env.example"
@@ -112,11 +111,6 @@ def _volume_source(volume: str | dict[str, Any]) -> str:
     return volume["source"] if isinstance(volume, dict) else volume.split(":")[0]
 
 
-def _free_port() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return str(probe.getsockname()[1])
-
 
 def test_the_compose_file_is_valid_and_runs_the_readmes_commands(compose, tmp_path):
     empty_env = tmp_path / "empty.env"
@@ -194,9 +188,9 @@ def test_the_readmes_commands_run_a_master_and_two_workers_to_the_verdict(compos
 
     # What only a container has differently: its own network. Here the master gets free ports,
     # and the workers find it on this host, not by the service name.
-    port = _free_port()
+    port = str(free_port())
     base = {**_clean_environment(), "PATH": f"{Path(LOCUST).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    master_env.update(LOCUST_MASTER_BIND_HOST="127.0.0.1", LOCUST_MASTER_BIND_PORT=port, LOCUST_WEB_PORT=_free_port())
+    master_env.update(LOCUST_MASTER_BIND_HOST="127.0.0.1", LOCUST_MASTER_BIND_PORT=port, LOCUST_WEB_PORT=str(free_port()))
     assert worker_env["LOCUST_MASTER_NODE_HOST"] == "master"
     worker_env.update(LOCUST_MASTER_NODE_HOST="127.0.0.1", LOCUST_MASTER_NODE_PORT=port)
 

@@ -13,15 +13,14 @@ import signal
 import subprocess
 import time
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from harness.html_report import SECTION_ID
-from tests.support import LOCUST, ROOT, read_report, run_locust
-from tests.test_web_ui import _free_port, _port_open, _post, _wait_for
+from tests.support import LOCUST, ROOT, free_port, read_report, run_locust
+from tests.test_web_ui import _port_open, _post, _wait_for
 
 # The charts the issue asks for; the report draws a few more (lock wait, rollbacks, Redis, what
 # the scenarios sample).
@@ -144,7 +143,7 @@ def _get(url: str) -> tuple[str, dict[str, str]]:
 
 
 def test_the_web_uis_download_report_carries_the_section(servers, schema, tmp_path, browser):
-    port, report_path = _free_port(), tmp_path / "report.json"
+    port, report_path = free_port(), tmp_path / "report.json"
     process = subprocess.Popen(
         [LOCUST, "--web-host", "127.0.0.1", "--web-port", str(port), "--pg-dsn", servers.pg_dsn,
          "--redis-url", servers.redis_url, "--schema", schema, "--scenario", "deadlock", "--accounts", "6",

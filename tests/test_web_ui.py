@@ -13,13 +13,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from tests.support import LOCUST, ROOT, own_master_port, read_report
+from tests.support import LOCUST, ROOT, free_port, own_master_port, read_report
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _post(port: int, path: str, **form: object) -> None:
@@ -85,7 +80,7 @@ def _wait_for(predicate, timeout_s: float) -> None:
 
 
 def test_two_ramps_from_the_web_ui_are_each_audited(servers, schema, tmp_path):
-    port, report_path = _free_port(), tmp_path / "report.json"
+    port, report_path = free_port(), tmp_path / "report.json"
     process = subprocess.Popen(
         [LOCUST, "--web-host", "127.0.0.1", "--web-port", str(port), "--pg-dsn", servers.pg_dsn,
          "--redis-url", servers.redis_url, "--schema", schema, "--scenario", "optimistic_locking,queue",
@@ -121,7 +116,7 @@ def _port_open(port: int) -> bool:
 
 
 def test_the_start_form_sets_each_ramps_toolclash_options_on_the_workers_too(servers, schema, tmp_path):
-    port, report_path, master_port = _free_port(), tmp_path / "report.json", own_master_port()
+    port, report_path, master_port = free_port(), tmp_path / "report.json", own_master_port()
     master = _locust(tmp_path / "master.log", "--master", *master_port[:2], "--web-host", "127.0.0.1",
                      "--web-port", str(port), "--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url,
                      "--schema", schema, "--report-json", str(report_path))
@@ -149,7 +144,7 @@ def test_the_start_form_sets_each_ramps_toolclash_options_on_the_workers_too(ser
 
 def test_a_bad_value_from_the_form_is_refused_with_the_command_lines_line_and_nothing_starts(servers, schema,
                                                                                             tmp_path):
-    port, report_path = _free_port(), tmp_path / "report.json"
+    port, report_path = free_port(), tmp_path / "report.json"
     process = _locust(tmp_path / "locust.log", "--web-host", "127.0.0.1", "--web-port", str(port),
                       "--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema,
                       "--scenario", "optimistic_locking", "--accounts", "50", "--report-json", str(report_path))

@@ -23,16 +23,11 @@ from selenium.webdriver.common.keys import Keys
 
 from db.connect import redact
 from harness.web_ui import load_series
-from tests.support import LOCUST, ROOT, own_master_port, read_report
+from tests.support import LOCUST, ROOT, free_port, own_master_port, read_report
 
 SCREENSHOTS = ROOT / "tests" / "screenshots"
 HOT = ("--scenario", "optimistic_locking,deadlock", "--accounts", "6", "--deadlock-timeout", "50")
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_for(predicate, timeout_s: float, what: str):
@@ -59,7 +54,7 @@ class Toolclash:
     (for Ctrl-C); its output in files (a pipe nobody reads could fill)."""
 
     def __init__(self, tmp_path: Path, *args: str) -> None:
-        self.port = _free_port()  # a headless run still must not take another run's port
+        self.port = free_port()  # a headless run still must not take another run's port
         self.report_path = tmp_path / "report.json"
         self._out, self._err = (tmp_path / "stdout.txt").open("w+"), (tmp_path / "stderr.txt").open("w+")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCUST_", "TOOLCLASH_"))}
