@@ -14,6 +14,7 @@ from psycopg.conninfo import make_conninfo
 
 from db.pool import SessionSettings, load_application_name, open_pool
 from harness.distributed import WorkerShipments
+from harness.options import HARNESS_SESSIONS
 from harness.metrics import Metrics
 from harness.verdict import evidence_problems
 from tests.support import read_report, run_locust, settings_from
@@ -54,7 +55,7 @@ def test_a_run_the_server_cannot_hold_is_refused_before_any_load(servers, admin,
                       "--scenario", "deadlock", "--pool-size", str(max_connections), timeout=60)
     assert done.returncode == 2, done.stderr[-2000:]
     [line] = [line for line in done.stderr.splitlines() if line.startswith("toolclash: error:")]
-    assert f"needs {max_connections + 2} PostgreSQL connections" in line
+    assert f"needs {max_connections + HARNESS_SESSIONS} PostgreSQL connections" in line
     assert f"max_connections {max_connections}" in line and "--pool-size" in line
     assert "Traceback" not in done.stderr
     begun = admin.execute("SELECT to_regclass(%s)", (f"{schema}.run_state",)).fetchone()[0]
