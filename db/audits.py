@@ -18,10 +18,11 @@ from psycopg import sql
 from db.op_ids import OpIds
 from db.redis_keys import RedisKeys
 
-__all__ = ["ANOMALIES", "Check", "Acknowledged", "AuditContext", "copy_outcomes", "identities_in_table", "listing",
-           "listing_ids"]
+__all__ = ["ANOMALIES", "SHOW_AT_MOST", "Check", "Acknowledged", "AuditContext", "copy_outcomes", "identities_in_table",
+           "listing", "listing_ids"]
 
-_SHOW_AT_MOST = 5
+# The ids or rows a check's detail names at most.
+SHOW_AT_MOST = 5
 
 # What the audits count as anomalies; the report always shows them all (0 when none was seen).
 ANOMALIES = (
@@ -111,7 +112,7 @@ def identities_in_table(conn: psycopg.Connection, table: str, acknowledged: Ackn
                       (SELECT count(*) FROM {0} WHERE op_id IS NULL)
                FROM told t FULL JOIN stored s USING (op_id)"""
         ).format(sql.Identifier(table)),
-        {"n": _SHOW_AT_MOST},
+        {"n": SHOW_AT_MOST},
     ).fetchone()
     lost_ids, lost, twice_ids, twice, unknown_ids, unknown, applied_ids, applied, maybe, told_twice, no_id = found
     succeeded = len(acknowledged.succeeded)
@@ -154,12 +155,12 @@ def copy_outcomes(conn: psycopg.Connection, acknowledged: Acknowledged) -> None:
 
 def listing_ids(op_ids: Collection[Any], total: int | None = None) -> str:
     """A few of `op_ids` (of `total` in all) for a check's detail."""
-    shown = sorted(map(str, op_ids))[:_SHOW_AT_MOST]
+    shown = sorted(map(str, op_ids))[:SHOW_AT_MOST]
     total = len(op_ids) if total is None else total
     return ", ".join(shown) + (f" … ({total} in all)" if total > len(shown) else "")
 
 
 def listing(template: str, rows: Iterable[tuple[Any, ...]]) -> str:
     rows = list(rows)
-    shown = "; ".join(template.format(*row) for row in rows[:_SHOW_AT_MOST])
-    return shown + (" …" if len(rows) > _SHOW_AT_MOST else "")
+    shown = "; ".join(template.format(*row) for row in rows[:SHOW_AT_MOST])
+    return shown + (" …" if len(rows) > SHOW_AT_MOST else "")

@@ -19,7 +19,7 @@ import psycopg
 import redis
 from psycopg import sql
 
-__all__ = ["StreamId", "drain_stream", "drained_through"]
+__all__ = ["StreamId", "drain_stream"]
 
 # Entries copied in one transaction: a drain that fell behind catches up in steps this size.
 _BATCH = 5_000
@@ -44,16 +44,14 @@ class StreamId:
         return StreamId(self.ms, self.seq + 1)
 
 
-def drained_through(conn: psycopg.Connection, schema: str, stream: str, *, lock: bool = False) -> StreamId | None:
-    """The last entry of `stream` copied into PostgreSQL, or None. With `lock` (inside a
-    transaction), drains of the same stream wait for each other from here."""
+def _locked_through(conn: psycopg.Connection, schema: str, stream: str) -> StreamId | None:
+    """The last entry of `stream` copied into PostgreSQL, or None; from here to the end of the
+    transaction, other drains of the same stream wait."""
     table = sql.Identifier(schema, "drained_streams")
-    if lock:
-        # The row first, so that even the first two drains of a stream find one to lock.
-        conn.execute(sql.SQL("INSERT INTO {} (stream) VALUES (%s) ON CONFLICT DO NOTHING").format(table), (stream,))
+    # The row first, so that even the first two drains of a stream find one to lock.
+    conn.execute(sql.SQL("INSERT INTO {} (stream) VALUES (%s) ON CONFLICT DO NOTHING").format(table), (stream,))
     row = conn.execute(
-        sql.SQL("SELECT through_ms, through_seq FROM {} WHERE stream = %s" + (" FOR UPDATE" if lock else "")
-                ).format(table), (stream,)
+        sql.SQL("SELECT through_ms, through_seq FROM {} WHERE stream = %s FOR UPDATE").format(table), (stream,)
     ).fetchone()
     return StreamId(*row) if row and row[0] is not None else None
 
@@ -76,7 +74,7 @@ def drain_stream(
     copied = 0
     while True:
         with conn.transaction():
-            through = drained_through(conn, schema, stream, lock=True)
+            through = _locked_through(conn, schema, stream)
             entries = client.xrange(stream, min="-" if through is None else f"({through}", count=_BATCH)
             if entries:
                 with conn.cursor().copy(copy) as rows:

@@ -46,7 +46,6 @@ class Drainer:
         self._application_name = application_name
         self._stop = gevent.event.Event()
         self._greenlet: gevent.Greenlet | None = None
-        self.moved = 0  # entries and ids moved from Redis to PostgreSQL since the start
 
     def start(self) -> None:
         """Drain every interval until stopped; nothing at all when no scenario has a drain."""
@@ -67,7 +66,7 @@ class Drainer:
         try:
             while not self._stop.wait(self._interval_s):
                 for drain in self._drains:
-                    self.moved += session.run(lambda conn, drain=drain: drain(self._context(conn)))
+                    session.run(lambda conn, drain=drain: drain(self._context(conn)))
         except (SessionLost, RedisLost) as exc:
             # Redis grows again until the audits, which drain to the end and meet the same server.
             log.warning("toolclash: the drain of Redis stops: %s", exc)

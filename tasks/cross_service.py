@@ -27,7 +27,7 @@ import redis
 import redis.exceptions
 from psycopg import sql
 
-from db.audits import AuditContext, Check, identities_in_table, listing_ids
+from db.audits import SHOW_AT_MOST, AuditContext, Check, identities_in_table, listing_ids
 from db.redis_keys import RedisKeys
 from db.tool import Transaction
 from tasks.credits import MAX_AMOUNT, debit
@@ -200,7 +200,7 @@ def _usage_applied_by_identity(conn: psycopg.Connection, left: list[bytes]) -> C
                   (array_agg(a.op_id) FILTER (WHERE o.op_id IS NULL))[1:%(n)s], count(*) FILTER (WHERE o.op_id IS NULL),
                   count(o.op_id)
            FROM usage_outbox o FULL JOIN applied a USING (op_id)""",
-        {"n": 5},
+        {"n": SHOW_AT_MOST},
     ).fetchone()
     not_charged = [*map(str, extra_ids or []), *no_ids]
     extra += len(no_ids)

@@ -17,14 +17,13 @@ import psycopg
 import redis
 from psycopg import sql
 
-from db.audits import AuditContext, Check, copy_outcomes, listing_ids
+from db.audits import SHOW_AT_MOST, AuditContext, Check, copy_outcomes, listing_ids
 from db.redis_drain import StreamId
 from tasks.queue import QueueKeys, drain_queue_log
 from tasks.queue_replay import Replay, replay_log
 
 __all__ = ["audit_queue"]
 
-_SHOW_AT_MOST = 5
 # The bound of a replay of every entry there is (a log Redis never had, or that was deleted).
 _EVERY_ENTRY = StreamId(2**63 - 1, 2**63 - 1)
 
@@ -138,7 +137,7 @@ def _copy_queue_now(conn: psycopg.Connection, snapshot: _Snapshot) -> list[str]:
 
 
 def _membership(conn: psycopg.Connection, log_end: StreamId, strangers: list[str]) -> _Membership:
-    row = conn.execute(_MEMBERSHIP, {"ms": log_end.ms, "seq": log_end.seq, "n": _SHOW_AT_MOST}).fetchone()
+    row = conn.execute(_MEMBERSHIP, {"ms": log_end.ms, "seq": log_end.seq, "n": SHOW_AT_MOST}).fetchone()
     enqueued, *found, missing_from_levels, queued_again = row
     sets = [_Found([str(job) for job in shown or []], count) for shown, count in zip(found[0::2], found[1::2])]
     not_enqueued, unknown, failed_applied, lost = sets

@@ -41,7 +41,7 @@ class QueueRun:
     def __init__(self, client: redis.Redis, other: redis.Redis, keys: RedisKeys, admin, schema: str) -> None:
         # The agents' client sends each command once, as the load's does; `other` is another
         # session's, which corrupts the queue's data.
-        self.client, self.other, self.keys, self._admin, self._schema = client, other, keys, admin, schema
+        self.client, self.other, self.keys, self.admin, self.schema = client, other, keys, admin, schema
         self.recorder = Recorder()
         self.enqueue = Tool("enqueue_job", partial(enqueue_job, keys=keys, capacity=CAPACITY), backend="redis")
         self.dequeue = Tool("dequeue_job", partial(dequeue_job, keys=keys), backend="redis")
@@ -83,7 +83,7 @@ class QueueRun:
 
     def context(self, client: redis.Redis | None = None):
         records = self.recorder.records
-        return context_for(self._admin, self._schema,
+        return context_for(self.admin, self.schema,
                            lambda tools: acknowledged_from([r for r in records if r.tool in tools]),
                            client or self.other)
 
@@ -332,18 +332,18 @@ def test_lost_replies_are_sent_again_without_harm(full_queue, servers, script):
     assert _failed(full_queue.audit()) == {}
 
 
-def _drained_rows(run: QueueRun, event: str) -> list[tuple[uuid.UUID, uuid.UUID]]:
-    """(job, consumer) of the drained log's entries of one kind, oldest first."""
-    return run._admin.execute(
-        sql.SQL("SELECT job, consumer FROM {} WHERE event = %s ORDER BY stream_ms, stream_seq").format(
-            sql.Identifier(run._schema, "queue_log")), (event,)).fetchall()
+def _drained_jobs(run: QueueRun, event: str) -> list[uuid.UUID]:
+    """The jobs of the drained log's entries of one kind, oldest first."""
+    return [job for (job,) in run.admin.execute(
+        sql.SQL("SELECT job FROM {} WHERE event = %s ORDER BY stream_ms, stream_seq").format(
+            sql.Identifier(run.schema, "queue_log")), (event,))]
 
 
 def test_an_enqueue_deleted_from_the_drained_log_is_a_lost_job(full_queue):
     """A corruption after the drain, in PostgreSQL: the log's copy loses a job's enqueue."""
-    job = _drained_rows(full_queue, "ack")[0][0]  # enqueued, dequeued and acknowledged before the drain
-    full_queue._admin.execute(sql.SQL("DELETE FROM {} WHERE job = %s AND event = 'enqueue'").format(
-        sql.Identifier(full_queue._schema, "queue_log")), (job,))
+    job = _drained_jobs(full_queue, "ack")[0]  # enqueued, dequeued and acknowledged before the drain
+    full_queue.admin.execute(sql.SQL("DELETE FROM {} WHERE job = %s AND event = 'enqueue'").format(
+        sql.Identifier(full_queue.schema, "queue_log")), (job,))
     failed = _failed(full_queue.audit())
     assert set(failed) == {"acknowledged_jobs_enqueued", "queue_matches_its_log"}
     assert failed["acknowledged_jobs_enqueued"].anomaly_count == 1 and str(job) in failed["acknowledged_jobs_enqueued"].detail
@@ -351,9 +351,9 @@ def test_an_enqueue_deleted_from_the_drained_log_is_a_lost_job(full_queue):
 
 
 def test_an_acknowledgement_deleted_from_the_drained_log_leaves_its_job_unacknowledged(full_queue):
-    job = _drained_rows(full_queue, "ack")[-1][0]
-    full_queue._admin.execute(sql.SQL("DELETE FROM {} WHERE job = %s AND event = 'ack'").format(
-        sql.Identifier(full_queue._schema, "queue_log")), (job,))
+    job = _drained_jobs(full_queue, "ack")[-1]
+    full_queue.admin.execute(sql.SQL("DELETE FROM {} WHERE job = %s AND event = 'ack'").format(
+        sql.Identifier(full_queue.schema, "queue_log")), (job,))
     failed = _failed(full_queue.audit())
     assert set(failed) == {"no_unacknowledged_jobs", "queue_matches_its_log"}
     assert str(job) in failed["no_unacknowledged_jobs"].detail
@@ -361,8 +361,8 @@ def test_an_acknowledgement_deleted_from_the_drained_log_leaves_its_job_unacknow
 
 
 def _drained(run: QueueRun) -> int:
-    return run._admin.execute(sql.SQL("SELECT count(*) FROM {}").format(
-        sql.Identifier(run._schema, "queue_log"))).fetchone()[0]
+    return run.admin.execute(sql.SQL("SELECT count(*) FROM {}").format(
+        sql.Identifier(run.schema, "queue_log"))).fetchone()[0]
 
 
 @pytest.mark.parametrize("command", [b"XRANGE", b"XTRIM"], ids=["before-its-commit", "after-its-commit"])

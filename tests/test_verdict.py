@@ -186,9 +186,9 @@ def test_the_default_pool_is_bounded_and_the_budget_counts_every_process():
     settings = settings_from("--scenario", "deadlock")
     assert settings.pool_size_for(5) == 5
     assert settings.pool_size_for(1000) == 20
-    assert settings.connections_needed(300, 2) == (42, 20)
+    assert settings.connections_needed(300, 2) == (40 + HARNESS_SESSIONS, 20)
     assert settings_from("--scenario", "pool_exhaustion").pool_size_for(1000) == 10
-    assert settings_from("--pool-size", "50").connections_needed(1000, 1) == (52, 50)
+    assert settings_from("--pool-size", "50").connections_needed(1000, 1) == (50 + HARNESS_SESSIONS, 50)
 
 
 def test_no_call_agent_errors_and_lost_workers_are_no_evidence():
