@@ -11,7 +11,6 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
 
 import psycopg
 import redis
@@ -262,7 +261,7 @@ def _queue_matches_its_log(snapshot: _Snapshot, replay: Replay, missing_from_lev
     """Whatever changed the lists or `processing` without a script leaves them unlike the log."""
     misplaced = {job for level, jobs in enumerate(snapshot.levels) for job in jobs if job not in replay.waiting[level]}
     held_unlike_log = set(snapshot.held.items()) ^ {(consumer, job) for job, consumer in replay.held.items()}
-    disagreements: dict[str, Any] = {
+    disagreements: dict[str, int] = {
         "events at which the scripts counted another depth than the log's": replay.depth_disagreements,
         "jobs dequeued that the log never enqueued": len(replay.never_enqueued),
         "jobs dequeued from another level than their own": len(replay.moved),
