@@ -18,9 +18,11 @@ from psycopg import sql
 from db.op_ids import OpIds
 from db.redis_keys import RedisKeys
 
-__all__ = ["ANOMALIES", "Check", "Acknowledged", "AuditContext", "identities_in_table", "listing", "listing_ids"]
+__all__ = ["ANOMALIES", "SHOW_AT_MOST", "Check", "Acknowledged", "AuditContext", "copy_outcomes", "identities_in_table",
+           "listing", "listing_ids"]
 
-_SHOW_AT_MOST = 5
+# The ids or rows a check's detail names at most.
+SHOW_AT_MOST = 5
 
 # What the audits count as anomalies; the report always shows them all (0 when none was seen).
 ANOMALIES = (
@@ -82,17 +84,19 @@ class AuditContext:
 
 
 def identities_in_table(conn: psycopg.Connection, table: str, acknowledged: Acknowledged, *,
-                        present: str, within: str, failed: str) -> list[Check]:
+                        present: str, within: str, failed: str, lost_anomaly: str | None = None) -> list[Check]:
     """Compare the set of op_ids in `table` with the calls' outcomes (inside a transaction):
 
-    - `present`: every succeeded call is in the table exactly once (else lost, or applied twice);
-    - `within`: every row belongs to a succeeded or indeterminate call (else invented);
+    - `present`: every succeeded call is in the table exactly once (else lost, or applied twice;
+      the lost ones count as `lost_anomaly`, if given);
+    - `within`: every row belongs to a succeeded or indeterminate call (else invented; a row with
+      no op_id, an entry no call wrote, is one too);
     - `failed`: no call reported failed is in the table (a failure that was applied).
     """
-    _copy_outcomes(conn, acknowledged)
+    copy_outcomes(conn, acknowledged)
     found = conn.execute(
         sql.SQL(
-            """WITH stored AS (SELECT op_id, count(*) AS times FROM {} GROUP BY op_id),
+            """WITH stored AS (SELECT op_id, count(*) AS times FROM {0} WHERE op_id IS NOT NULL GROUP BY op_id),
                     told AS (SELECT op_id, min(outcome) AS outcome, count(*) AS times
                              FROM harness_outcomes GROUP BY op_id)
                SELECT (array_agg(op_id) FILTER (WHERE t.outcome = 'succeeded' AND s.op_id IS NULL))[1:%(n)s],
@@ -104,12 +108,13 @@ def identities_in_table(conn: psycopg.Connection, table: str, acknowledged: Ackn
                       (array_agg(op_id) FILTER (WHERE t.outcome = 'failed' AND s.op_id IS NOT NULL))[1:%(n)s],
                       count(*) FILTER (WHERE t.outcome = 'failed' AND s.op_id IS NOT NULL),
                       count(*) FILTER (WHERE t.outcome = 'indeterminate' AND s.op_id IS NOT NULL),
-                      count(*) FILTER (WHERE t.times > 1)
+                      count(*) FILTER (WHERE t.times > 1),
+                      (SELECT count(*) FROM {0} WHERE op_id IS NULL)
                FROM told t FULL JOIN stored s USING (op_id)"""
         ).format(sql.Identifier(table)),
-        {"n": _SHOW_AT_MOST},
+        {"n": SHOW_AT_MOST},
     ).fetchone()
-    lost_ids, lost, twice_ids, twice, unknown_ids, unknown, applied_ids, applied, maybe, told_twice = found
+    lost_ids, lost, twice_ids, twice, unknown_ids, unknown, applied_ids, applied, maybe, told_twice, no_id = found
     succeeded = len(acknowledged.succeeded)
     detail = f"every succeeded call is in {table} exactly once"
     if lost:
@@ -121,9 +126,12 @@ def identities_in_table(conn: psycopg.Connection, table: str, acknowledged: Ackn
     within_detail = (f"{unknown} {table} rows belong to no call the harness made: {listing_ids(unknown_ids or [], unknown)}"
                      if unknown else f"every {table} row belongs to a succeeded call, or to one of the"
                      f" {len(acknowledged.indeterminate)} indeterminate ones ({maybe} of which were applied)")
+    if no_id:
+        within_detail = f"{no_id} {table} rows of no operation id" + (f"; {within_detail}" if unknown else "")
     return [
-        Check(present, not (lost or twice or told_twice), succeeded, succeeded - lost, detail),
-        Check(within, not unknown, 0, unknown, within_detail),
+        Check(present, not (lost or twice or told_twice), succeeded, succeeded - lost, detail,
+              anomaly=lost_anomaly, anomaly_count=lost if lost_anomaly else 0),
+        Check(within, not (unknown or no_id), 0, unknown + no_id, within_detail),
         Check(failed, not applied, 0, applied,
               f"applied although reported failed: {listing_ids(applied_ids or [], applied)}" if applied
               else f"none of the {len(acknowledged.failed)} calls reported failed is in {table}",
@@ -131,8 +139,9 @@ def identities_in_table(conn: psycopg.Connection, table: str, acknowledged: Ackn
     ]
 
 
-def _copy_outcomes(conn: psycopg.Connection, acknowledged: Acknowledged) -> None:
-    """The calls' ids and outcomes into a temporary table, by binary COPY of their raw bytes (a
+def copy_outcomes(conn: psycopg.Connection, acknowledged: Acknowledged) -> None:
+    """The calls' ids and outcomes into a temporary table harness_outcomes (op_id, outcome: succeeded,
+    failed or indeterminate), inside a transaction, by binary COPY of their raw bytes (a
     uuid's binary form is its 16 bytes, so they go as bytea and land as uuid)."""
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS harness_outcomes (op_id uuid, outcome text) ON COMMIT DROP")
     conn.execute("TRUNCATE harness_outcomes")
@@ -146,12 +155,12 @@ def _copy_outcomes(conn: psycopg.Connection, acknowledged: Acknowledged) -> None
 
 def listing_ids(op_ids: Collection[Any], total: int | None = None) -> str:
     """A few of `op_ids` (of `total` in all) for a check's detail."""
-    shown = sorted(map(str, op_ids))[:_SHOW_AT_MOST]
+    shown = sorted(map(str, op_ids))[:SHOW_AT_MOST]
     total = len(op_ids) if total is None else total
     return ", ".join(shown) + (f" … ({total} in all)" if total > len(shown) else "")
 
 
 def listing(template: str, rows: Iterable[tuple[Any, ...]]) -> str:
     rows = list(rows)
-    shown = "; ".join(template.format(*row) for row in rows[:_SHOW_AT_MOST])
-    return shown + (" …" if len(rows) > _SHOW_AT_MOST else "")
+    shown = "; ".join(template.format(*row) for row in rows[:SHOW_AT_MOST])
+    return shown + (" …" if len(rows) > SHOW_AT_MOST else "")

@@ -65,12 +65,45 @@ _TABLES = (
         applied_at timestamptz,
         relayed boolean NOT NULL DEFAULT false  -- applied to Redis by the relay, not by its agent
     )""",
+    # What the drain (db/redis_drain.py) moved out of Redis during the run, so that Redis keeps a
+    # bounded amount of it. Each stream's entries keep their stream id (ms, seq): their order.
+    # How far each Redis stream was copied into its table (NULL: nothing yet).
+    """CREATE TABLE drained_streams (
+        stream text PRIMARY KEY,
+        through_ms bigint,
+        through_seq bigint
+    )""",
+    # queue: the queue's log. event is enqueue, dequeue or ack, or 'unreadable' for an entry no
+    # script wrote (its other columns NULL).
+    """CREATE TABLE queue_log (
+        stream_ms bigint NOT NULL,
+        stream_seq bigint NOT NULL,
+        event text NOT NULL,
+        job uuid,
+        level smallint,
+        depth integer,
+        consumer uuid,
+        PRIMARY KEY (stream_ms, stream_seq)
+    )""",
+    # agent_state: every change applied to a plan (op_id NULL: an entry no call wrote).
+    """CREATE TABLE plan_log (
+        stream_ms bigint NOT NULL,
+        stream_seq bigint NOT NULL,
+        op_id uuid,
+        team integer,
+        PRIMARY KEY (stream_ms, stream_seq)
+    )""",
+    # cross_service: the charges Redis applied, moved out of its guard set usage:applied.
+    """CREATE TABLE usage_applied (
+        op_id uuid PRIMARY KEY
+    )""",
 )
 
 # The comment on every schema toolclash creates: only such a schema is ever used, emptied or dropped.
 _MARK = "made by toolclash; --reset drops it"
 
-_RUN_TABLES = ("ledger", "usage_outbox", "counter_ops", "counters", "duty_leave", "accounts")
+_RUN_TABLES = ("ledger", "usage_outbox", "counter_ops", "counters", "duty_leave", "accounts", "drained_streams",
+               "queue_log", "plan_log", "usage_applied")
 
 
 class SchemaRefused(Exception):

@@ -25,6 +25,7 @@ from db.server_stats import connection_room, database_counters, wait_for_session
 from db.session import Session, SessionLost
 from harness import sla, verdict
 from harness.chaos import FaultInjector
+from harness.drainer import Drainer
 from harness.hub_lag import HubLag, hub_note, hub_section
 from harness.metrics import Metrics
 from harness.options import HARNESS_SESSIONS, Settings
@@ -58,6 +59,7 @@ class Coordinator:
         # clients from the load's (the only ones --chaos redis-kill hits).
         self._redis = redis.Redis.from_url(redis_url, client_name=name)
         self._sampler: ServerSampler | None = None
+        self._drainer: Drainer | None = None
         self._servers = servers
         # Every use of it goes through self._session.run: work lost with its connection is done
         # again, whole, on a new one (the schema re-claimed first).
@@ -148,6 +150,14 @@ class Coordinator:
             f"toolclash-sampler:{self.settings.schema}",
         )
         self._sampler.start(self._baseline)
+        self._drainer = Drainer(
+            self._pg_dsn,
+            self.settings.sample_interval_s,
+            lambda conn: self._context(conn=conn),
+            [s.drain for s in self.settings.scenarios if s.drain is not None],
+            f"toolclash-drain:{self.settings.schema}",
+        )
+        self._drainer.start()
         if self.settings.chaos:
             self._injector.start(self._started, self.settings.chaos)
         self._run = {
@@ -218,6 +228,8 @@ class Coordinator:
         run, self._run = self._run, None
         faults = self._injector.stop() if self.settings.chaos else []
         samples = self._sampler.stop()
+        # Before the audits, which drain to the end themselves: two drains must not overlap.
+        self._drainer.stop()
         run["duration_s"] = time.monotonic() - self._started
         run["agents"] = max(run["agents"], peak_agents)
         sessions_left = self._session.run(partial(
@@ -236,7 +248,7 @@ class Coordinator:
         for scenario in self.settings.scenarios:
             audits.update(scenario.audits(self.settings.params))
         # An audit cut short by a lost connection runs again whole, on a new session: the audits
-        # only read, but for the outbox relay, which is idempotent.
+        # only read, but for the outbox relay and the drains of Redis, which are idempotent.
         checks = [check for audit in audits.values()
                   for check in self._session.run(lambda conn, audit=audit: audit(self._context(conn, metrics)))]
         report = build_report(

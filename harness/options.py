@@ -31,8 +31,8 @@ INITIAL_BALANCE = 1_000_000
 # 4 processes and the harness's own sessions on a stock server (max_connections 100).
 DEFAULT_POOL_SIZE = 20
 # The harness's sessions besides the coordinator's (which is open when the budget is checked):
-# the server sampler's and the fault injector's.
-HARNESS_SESSIONS = 2
+# the server sampler's, the drain's (harness/drainer.py) and the fault injector's.
+HARNESS_SESSIONS = 3
 DEFAULT_SCHEMA = "toolclash"
 
 

@@ -4,27 +4,28 @@ Producers enqueue jobs at high, normal or low priority; a full queue refuses a j
 (one Lua script: the depth check and the push cannot be separated). Consumers take the
 highest priority first, FIFO within a level, hold the job in `processing` while they work, and
 acknowledge it. Each script also appends what it did to a log (a Redis stream) in the same
-atomic step. The audit replays that log on its own and compares it with the lists the
-consumers really read: capacity, priority and FIFO order, and every job by id.
+atomic step. The coordinator drains the log into PostgreSQL (queue_log) during the run, so Redis
+holds the queue and the log's last few entries, however long the run; the audit
+(tasks/queue_audit.py) replays the log on its own and compares it with the lists the consumers
+really read: capacity, priority and FIFO order, and every job by id.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import TypeVar
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import gevent
 import redis
 
-from db.audits import AuditContext, Check, listing_ids
+from db.audits import AuditContext
 from db.errors import QueueFull
-from db.op_ids import OpIds
+from db.redis_drain import drain_stream
 from db.redis_keys import RedisKeys
 from db.tool import Transaction
 
-__all__ = ["PRIORITIES", "enqueue_job", "dequeue_job", "audit_queue", "queue_depth"]
+__all__ = ["PRIORITIES", "QueueKeys", "enqueue_job", "dequeue_job", "queue_depth", "drain_queue_log"]
 
 T = TypeVar("T")
 
@@ -107,7 +108,7 @@ _SENDS = 3
 _REPLY_LOST = (redis.ConnectionError, redis.TimeoutError)
 
 
-class _Keys:
+class QueueKeys:
     def __init__(self, keys: RedisKeys) -> None:
         self.levels = [keys("queue", level) for level in PRIORITIES]
         self.processing = keys("queue", "processing")
@@ -115,7 +116,7 @@ class _Keys:
 
 
 def enqueue_job(tx: Transaction, *, keys: RedisKeys, capacity: int) -> None:
-    k = _Keys(keys)
+    k = QueueKeys(keys)
     level = tx.rng.choices((1, 2, 3), weights=_PRIORITY_WEIGHTS)[0]
     depth = tx.redis.eval(_ENQUEUE, 4, *k.levels, k.log, capacity, level, str(tx.op_id))
     if depth < 0:
@@ -131,7 +132,7 @@ def dequeue_job(tx: Transaction, *, keys: RedisKeys) -> None:
     a consumer that really dies (its process, or its connection for good) leaves a job held by
     nobody, which the audit reports.
     """
-    consumer = gevent.spawn(_take_work_acknowledge, tx, _Keys(keys))
+    consumer = gevent.spawn(_take_work_acknowledge, tx, QueueKeys(keys))
     try:
         consumer.get()
     except gevent.GreenletExit:
@@ -139,7 +140,7 @@ def dequeue_job(tx: Transaction, *, keys: RedisKeys) -> None:
         raise
 
 
-def _take_work_acknowledge(tx: Transaction, k: _Keys) -> None:
+def _take_work_acknowledge(tx: Transaction, k: QueueKeys) -> None:
     """A failed acknowledgement (the job is no longer held by this consumer) is an error of the
     call: the script's error reply."""
     consumer = str(tx.op_id)
@@ -164,299 +165,37 @@ def _sent_until_answered(send: Callable[[bool], T]) -> T:
 
 
 def queue_depth(client: redis.Redis, keys: RedisKeys) -> int:
-    k = _Keys(keys)
+    k = QueueKeys(keys)
     with client.pipeline(transaction=False) as pipe:
         for level in k.levels:
             pipe.llen(level)
         return sum(pipe.execute())
 
 
-# --- The audit -------------------------------------------------------------------------------
-
-_LOG_BATCH = 10_000
-
-
-@dataclass(frozen=True)
-class _Snapshot:
-    """The queue's keys at one instant (one MULTI): job ids per level, head first; who holds
-    which job; and the log's last entry, up to which the audit replays it."""
-
-    levels: list[list[str]]
-    held: dict[str, str]  # consumer -> job id
-    log_end: bytes | None
-
-    @property
-    def queued(self) -> Counter[str]:
-        return Counter(job for level in self.levels for job in level)
+_LOG_COLUMNS = ("event", "job", "level", "depth", "consumer")
+_LOG_FIELDS = {  # what each script writes besides `event` and `job`
+    "enqueue": ("level", "depth"),
+    "dequeue": ("level", "depth", "consumer"),
+    "ack": ("consumer",),
+}
 
 
-def _job_id(entry: bytes) -> str:
-    return entry.decode().split("|", 1)[0]
+def _log_row(fields: dict[bytes, bytes]) -> tuple[Any, ...]:
+    """A log entry as a queue_log row; 'unreadable' (and NULLs) for one no script wrote."""
+    try:
+        entry = {key.decode(): value.decode() for key, value in fields.items()}
+        event = entry["event"]
+        wanted = _LOG_FIELDS[event]
+        level = int(entry["level"]) if "level" in wanted else None
+        if level is not None and not 1 <= level <= len(PRIORITIES):
+            raise ValueError(f"no queue level {level}")
+        return (event, uuid.UUID(entry["job"]), level,
+                int(entry["depth"]) if "depth" in wanted else None,
+                uuid.UUID(entry["consumer"]) if "consumer" in wanted else None)
+    except (KeyError, ValueError, UnicodeDecodeError):
+        return ("unreadable", None, None, None, None)
 
 
-def _snapshot(r: redis.Redis, k: _Keys) -> _Snapshot:
-    with r.pipeline(transaction=True) as pipe:
-        for level in k.levels:
-            pipe.lrange(level, 0, -1)
-        pipe.hgetall(k.processing)
-        pipe.xrevrange(k.log, count=1)
-        *levels, held, last = pipe.execute()
-    return _Snapshot(
-        levels=[[_job_id(entry) for entry in level] for level in levels],
-        held={consumer.decode(): _job_id(job) for consumer, job in held.items()},
-        log_end=last[0][0] if last else None,
-    )
-
-
-def _log_entries(r: redis.Redis, log: str, end: bytes | None) -> Iterator[dict[str, str]]:
-    """The log's entries up to `end`, oldest first, in batches."""
-    start = "-"
-    while end is not None:
-        batch = r.xrange(log, min=start, max=end, count=_LOG_BATCH)
-        for _, fields in batch:
-            yield {key.decode(): value.decode() for key, value in fields.items()}
-        if len(batch) < _LOG_BATCH:
-            return
-        start = "(" + batch[-1][0].decode()
-
-
-@dataclass
-class _Replay:
-    """The queue as its log tells it, rebuilt event by event without the scripts' help.
-
-    Order and the deepest the queue was are judged only among `real` jobs: those the log later
-    shows dequeued, or that are still in the lists. A job removed behind the log's back is no
-    longer in the lists while the log thinks it waits, so counting it would blame the consumers
-    that passed it by and the producers that took its place; it is reported lost instead.
-    `depth` counts every job the log enqueued and did not dequeue, to compare with the depth
-    the scripts counted in the lists.
-    """
-
-    real: set[str]
-    waiting: list[dict[str, int]] = field(default_factory=lambda: [{} for _ in PRIORITIES])  # job -> rank
-    level_of: dict[str, int] = field(default_factory=dict)  # a waiting real job -> its level (0 = high)
-    depth: int = 0
-    deepest: int = 0
-    rank: int = 0
-    enqueued: set[str] = field(default_factory=set)
-    dequeued: set[str] = field(default_factory=set)
-    held: dict[str, str] = field(default_factory=dict)  # job -> consumer, dequeued and not acknowledged
-    duplicates: set[str] = field(default_factory=set)
-    inversions: int = 0
-    fifo_violations: int = 0
-    # Where the lists and the log disagree, as the log shows it.
-    depth_disagreements: int = 0
-    never_enqueued: set[str] = field(default_factory=set)  # dequeued, but the log never enqueued them
-    moved: set[str] = field(default_factory=set)  # dequeued from another level than their own
-    stray_acks: set[str] = field(default_factory=set)  # acknowledged by a consumer that did not hold them
-    unreadable: int = 0
-
-    def apply(self, entry: dict[str, str]) -> None:
-        try:
-            event, job = entry["event"], entry["job"]
-            if event == "enqueue":
-                self._enqueue(job, int(entry["level"]) - 1, int(entry["depth"]))
-            elif event == "dequeue":
-                self._dequeue(job, int(entry["level"]) - 1, int(entry["depth"]), entry["consumer"])
-            elif event == "ack":
-                self._ack(job, entry["consumer"])
-            else:
-                self.unreadable += 1
-        except (KeyError, ValueError):  # written by something other than the scripts
-            self.unreadable += 1
-
-    def _saw(self, depth: int) -> None:
-        self.deepest = max(self.deepest, depth, len(self.level_of))
-        if depth != self.depth:
-            self.depth_disagreements += 1
-
-    def _enqueue(self, job: str, level: int, depth: int) -> None:
-        if job in self.enqueued:
-            self.duplicates.add(job)  # its first enqueue keeps its place
-        else:
-            self.enqueued.add(job)
-            self.depth += 1
-            if job in self.real:
-                self.waiting[level][job] = self.rank
-                self.level_of[job] = level
-        self.rank += 1
-        self._saw(depth)
-
-    def _dequeue(self, job: str, level: int, depth: int, consumer: str) -> None:
-        self._saw(depth)
-        if job in self.dequeued:
-            self.duplicates.add(job)
-        elif job in self.enqueued:
-            self.depth -= 1
-        else:
-            self.never_enqueued.add(job)
-        self.dequeued.add(job)
-        self.held[job] = consumer
-        own = self.level_of.pop(job, None)
-        if own is None:
-            return
-        self._judge_order(job, own)
-        del self.waiting[own][job]
-        if own != level:
-            self.moved.add(job)
-
-    def _judge_order(self, job: str, level: int) -> None:
-        """A dequeue should take the oldest job of the highest level that has one."""
-        if any(self.waiting[higher] for higher in range(level)):
-            self.inversions += 1
-        elif next(iter(self.waiting[level])) != job:
-            self.fifo_violations += 1
-
-    def _ack(self, job: str, consumer: str) -> None:
-        if self.held.get(job) == consumer:
-            del self.held[job]
-        else:
-            self.stray_acks.add(job)
-
-
-def _replayed(r: redis.Redis, k: _Keys, snapshot: _Snapshot) -> _Replay:
-    """Two passes over the log: which jobs were really dequeued, then the replay."""
-    dequeued = {entry.get("job") for entry in _log_entries(r, k.log, snapshot.log_end) if entry.get("event") == "dequeue"}
-    replay = _Replay(real=dequeued | set(snapshot.queued))
-    for entry in _log_entries(r, k.log, snapshot.log_end):
-        replay.apply(entry)
-    return replay
-
-
-def _served_ahead_of_older(ranks: list[int]) -> int:
-    """Jobs in a level's list (head first, by enqueue rank) that would be served while an older
-    job of the level still waits behind them."""
-    ahead, oldest_behind = 0, None
-    for rank in reversed(ranks):
-        if oldest_behind is not None and rank > oldest_behind:
-            ahead += 1
-        oldest_behind = rank if oldest_behind is None else min(oldest_behind, rank)
-    return ahead
-
-
-def _ids(op_ids: OpIds) -> set[str]:
-    return {str(op) for op in op_ids}
-
-
-def audit_queue(ctx: AuditContext, *, capacity: int) -> list[Check]:
-    """The queue's keys at one instant, the log replayed up to that instant, and the enqueue
-    calls' outcomes, compared job by job."""
-    k = _Keys(ctx.keys)
-    snapshot = _snapshot(ctx.redis, k)
-    replay = _replayed(ctx.redis, k, snapshot)
-    acknowledged = ctx.acknowledged_of(["enqueue_job"])
-    succeeded, indeterminate, failed = (_ids(acknowledged.succeeded), _ids(acknowledged.indeterminate),
-                                        _ids(acknowledged.failed))
-    queued, held = snapshot.queued, set(snapshot.held.values())
-    every_job = replay.enqueued | replay.dequeued | set(queued) | held
-    missing_from_levels = replay.enqueued - replay.dequeued - set(queued)
-    lost = missing_from_levels - held
-    return [
-        _acknowledged_jobs_enqueued(succeeded, replay),
-        _jobs_within_acknowledged(every_job, succeeded | indeterminate | failed, len(indeterminate)),
-        _failed_jobs_never_queued(every_job & failed, len(failed), len(acknowledged.rejected)),
-        _jobs_accounted_for(lost, replay),
-        _no_duplicate_jobs(snapshot, replay),
-        _no_unacknowledged_jobs(snapshot, replay),
-        _capacity_never_exceeded(capacity, max(replay.deepest, sum(queued.values()))),
-        _priority_order_held(replay),
-        _fifo_within_level(snapshot, replay),
-        _queue_matches_its_log(snapshot, replay, missing_from_levels),
-    ]
-
-
-def _acknowledged_jobs_enqueued(succeeded: set[str], replay: _Replay) -> Check:
-    missing = succeeded - replay.enqueued
-    return Check("acknowledged_jobs_enqueued", not missing, len(succeeded), len(succeeded) - len(missing),
-                 f"producers were told these were queued, the log never enqueued them: {listing_ids(missing)}"
-                 if missing else "every job a producer was told was queued is in the log's enqueues",
-                 anomaly="lost_jobs", anomaly_count=len(missing))
-
-
-def _jobs_within_acknowledged(every_job: set[str], called: set[str], indeterminate: int) -> Check:
-    unknown = every_job - called
-    return Check("jobs_within_acknowledged", not unknown, 0, len(unknown),
-                 f"jobs of no enqueue the harness made: {listing_ids(unknown)}" if unknown
-                 else f"every job in the log, the levels or processing belongs to a succeeded enqueue,"
-                      f" or to one of the {indeterminate} indeterminate ones")
-
-
-def _failed_jobs_never_queued(applied: set[str], failed: int, rejected: int) -> Check:
-    return Check("failed_jobs_never_queued", not applied, 0, len(applied),
-                 f"queued although the producer was told it failed: {listing_ids(applied)}" if applied
-                 else f"none of the {failed} failed enqueues ({rejected} refused by a full queue) was ever queued",
-                 anomaly="failed_but_applied", anomaly_count=len(applied))
-
-
-def _jobs_accounted_for(lost: set[str], replay: _Replay) -> Check:
-    enqueued = len(replay.enqueued)
-    return Check("jobs_accounted_for", not lost, enqueued, enqueued - len(lost),
-                 f"enqueued, never dequeued, and in no level nor in processing: {listing_ids(lost)}" if lost
-                 else "every job the log enqueued was dequeued or is still queued",
-                 anomaly="lost_jobs", anomaly_count=len(lost))
-
-
-def _no_duplicate_jobs(snapshot: _Snapshot, replay: _Replay) -> Check:
-    twice_queued = {job for job, times in snapshot.queued.items() if times > 1}
-    queued_again = set(snapshot.queued) & replay.dequeued
-    duplicates = replay.duplicates | twice_queued | queued_again
-    return Check("no_duplicate_jobs", not duplicates, 0, len(duplicates),
-                 f"enqueued or dequeued more than once, or queued again after their dequeue: {listing_ids(duplicates)}"
-                 if duplicates else "each job was enqueued once and handed to one consumer only",
-                 anomaly="duplicate_jobs", anomaly_count=len(duplicates))
-
-
-def _no_unacknowledged_jobs(snapshot: _Snapshot, replay: _Replay) -> Check:
-    """After the drain (agents finish the call they are in, a consumer killed mid-call its job),
-    a job still held was taken by a consumer that died, or by something other than a consumer:
-    it is neither done nor queued."""
-    unacknowledged = set(replay.held) | set(snapshot.held.values())
-    return Check("no_unacknowledged_jobs", not unacknowledged, 0, len(unacknowledged),
-                 f"dequeued and never acknowledged: {listing_ids(unacknowledged)}" if unacknowledged
-                 else "every dequeued job was acknowledged by the consumer that took it",
-                 anomaly="unacknowledged_jobs", anomaly_count=len(unacknowledged))
-
-
-def _capacity_never_exceeded(capacity: int, deepest: int) -> Check:
-    over = max(0, deepest - capacity)
-    return Check("capacity_never_exceeded", not over, f"<= {capacity}", deepest,
-                 f"deepest the queue was, in the log's replay, as the scripts counted it, and now: {deepest}",
-                 anomaly="capacity_overshoots", anomaly_count=over)
-
-
-def _priority_order_held(replay: _Replay) -> Check:
-    return Check("priority_order_held", not replay.inversions, 0, replay.inversions,
-                 "dequeues that took a job while one of a higher priority waited, replaying the log",
-                 anomaly="priority_inversions", anomaly_count=replay.inversions)
-
-
-def _fifo_within_level(snapshot: _Snapshot, replay: _Replay) -> Check:
-    queued_ahead = sum(
-        _served_ahead_of_older([replay.waiting[level][job] for job in dict.fromkeys(jobs) if job in replay.waiting[level]])
-        for level, jobs in enumerate(snapshot.levels)
-    )
-    violations = replay.fifo_violations + queued_ahead
-    return Check("fifo_within_level", not violations, 0, violations,
-                 f"dequeues that passed an older job of their level: {replay.fifo_violations}; jobs still"
-                 f" queued ahead of an older one of their level: {queued_ahead}",
-                 anomaly="fifo_violations", anomaly_count=violations)
-
-
-def _queue_matches_its_log(snapshot: _Snapshot, replay: _Replay, missing_from_levels: set[str]) -> Check:
-    """Whatever changed the lists or `processing` without a script leaves them unlike the log."""
-    misplaced = {job for level, jobs in enumerate(snapshot.levels) for job in jobs if job not in replay.waiting[level]}
-    held_unlike_log = set(snapshot.held.items()) ^ {(consumer, job) for job, consumer in replay.held.items()}
-    disagreements = {
-        "events at which the scripts counted another depth than the log's": replay.depth_disagreements,
-        "jobs dequeued that the log never enqueued": len(replay.never_enqueued),
-        "jobs dequeued from another level than their own": len(replay.moved),
-        "acknowledgements by a consumer that did not hold the job": len(replay.stray_acks),
-        "log entries no script wrote": replay.unreadable,
-        "jobs in a level where the log has them nowhere or elsewhere": len(misplaced),
-        "jobs the log has queued that are in no level": len(missing_from_levels),
-        "jobs held in processing unlike the log": len(held_unlike_log),
-    }
-    found = {what: count for what, count in disagreements.items() if count}
-    return Check("queue_matches_its_log", not found, 0, sum(found.values()),
-                 "; ".join(f"{what}: {count}" for what, count in found.items())
-                 or "the levels, in order, and processing hold what the log's replay leaves in them")
+def drain_queue_log(ctx: AuditContext) -> int:
+    """Move the queue's log from Redis into queue_log; how many entries were moved."""
+    return drain_stream(ctx.conn, ctx.schema, ctx.redis, QueueKeys(ctx.keys).log, "queue_log", _LOG_COLUMNS, _log_row)

@@ -11,13 +11,14 @@ from typing import Any
 from db.audits import AuditContext, Check
 from db.redis_keys import RedisKeys
 from db.tool import Tool
-from tasks.agent_state import audit_agent_state, update_plan
+from tasks.agent_state import audit_agent_state, drain_plan_log, update_plan
 from tasks.credits import deduct_credits, transfer_credits
 from tasks.credits_audit import audit_credits
-from tasks.cross_service import audit_cross_service, charge_usage, relay_outbox
+from tasks.cross_service import audit_cross_service, charge_usage, drain_usage_applied, relay_outbox
 from tasks.isolation import audit_isolation, increment_counter, reserve_slot
 from tasks.pool_exhaustion import audit_pool, summarize_accounts
-from tasks.queue import audit_queue, dequeue_job, enqueue_job, queue_depth
+from tasks.queue import dequeue_job, drain_queue_log, enqueue_job, queue_depth
+from tasks.queue_audit import audit_queue
 
 __all__ = ["ScenarioParams", "Scenario", "SCENARIOS", "WeightedTool", "UnknownScenario", "select"]
 
@@ -51,6 +52,10 @@ class Scenario:
     # Called with every server sample (--sample-interval) on the coordinator; what it returns
     # joins the sample's row in the report's time series.
     sample: Callable[[AuditContext, ScenarioParams], dict[str, Any]] | None = None
+    # Moves what the scenario's tools keep appending to in Redis into the run's schema, so that
+    # Redis stays bounded (harness/drainer.py, on the coordinator, every --sample-interval). Safe
+    # to run again whole; the scenario's audit drains to the end itself first.
+    drain: Callable[[AuditContext], int] | None = None
     # Called at the start of a run with the harness's schema on the search path.
     setup: Callable[[Any], None] | None = None
     joins_default_mix: Callable[[str], bool] = field(default=lambda isolation: True)
@@ -99,6 +104,7 @@ SCENARIOS: dict[str, Scenario] = {
             ],
             lambda p: {"queue": partial(audit_queue, capacity=p.queue_capacity)},
             sample=lambda ctx, params: {"queue_depth": queue_depth(ctx.redis, ctx.keys)},
+            drain=drain_queue_log,
         ),
         Scenario(
             "cross_service",
@@ -107,11 +113,13 @@ SCENARIOS: dict[str, Scenario] = {
             sample=lambda ctx, params: {
                 "outbox_relayed": relay_outbox(ctx.conn, ctx.schema, ctx.redis, ctx.keys)["caught_up"]
             },
+            drain=drain_usage_applied,
         ),
         Scenario(
             "agent_state",
             lambda p: [_tool("update_plan", update_plan, backend="redis", keys=p.keys, teams=p.teams)],
             lambda p: {"agent_state": partial(audit_agent_state, teams=p.teams)},
+            drain=drain_plan_log,
         ),
     )
 }

@@ -55,9 +55,9 @@ def test_a_chaos_run_passes_the_audit_of_a_healthy_server(servers, admin, schema
 
 
 def test_a_run_whose_every_session_is_killed_again_and_again_ends_with_a_verdict(servers, schema, tmp_path):
-    """Another session terminates all the run's backends, the coordinator's and the sampler's
-    too, and kills all its Redis clients, every 2 s, until the run is over: its sessions
-    reconnect, its audits run again."""
+    """Another session terminates all the run's backends, the coordinator's, the sampler's and
+    the drain's too, and kills all its Redis clients, every 2 s, until the run is over: its
+    sessions reconnect, its drains and audits run again."""
     hit: set[str] = set()
     redis_hit: set[str] = set()
     running = True
@@ -85,7 +85,7 @@ def test_a_run_whose_every_session_is_killed_again_and_again_ends_with_a_verdict
     finally:
         running = False
         killer.join()
-    assert hit >= {"toolclash-coordinator", "toolclash-sampler", "toolclash-load"}, hit
+    assert hit >= {"toolclash-coordinator", "toolclash-sampler", "toolclash-drain", "toolclash-load"}, hit
     assert redis_hit >= {"toolclash-coordinator", "toolclash-load"}, redis_hit
     assert done.returncode != 2, done.stderr[-3000:]
     report = read_report(path)

@@ -13,6 +13,7 @@ from functools import partial
 import gevent
 import pytest
 import redis
+from psycopg import sql
 
 from db.adapter import ToolAdapter
 from db.audits import Check
@@ -21,8 +22,10 @@ from db.errors import Failure
 from db.redis_keys import RedisKeys
 from db.session import SEND_ONCE
 from db.tool import Tool, Transaction
-from tasks.queue import PRIORITIES, audit_queue, dequeue_job, enqueue_job
-from tests.support import QUICK_RETRIES, ROOT, Recorder, ReplyLosingProxy, acknowledged_from, context_for
+from tasks.queue import PRIORITIES, dequeue_job, drain_queue_log, enqueue_job
+from tasks.queue_audit import audit_queue
+from tests.support import (QUICK_RETRIES, ROOT, Recorder, ReplyLosingProxy, acknowledged_from, context_for,
+                           prepared_schema)
 
 CAPACITY = 8
 AGENTS = 6
@@ -38,7 +41,7 @@ class QueueRun:
     def __init__(self, client: redis.Redis, other: redis.Redis, keys: RedisKeys, admin, schema: str) -> None:
         # The agents' client sends each command once, as the load's does; `other` is another
         # session's, which corrupts the queue's data.
-        self.client, self.other, self.keys, self._admin, self._schema = client, other, keys, admin, schema
+        self.client, self.other, self.keys, self.admin, self.schema = client, other, keys, admin, schema
         self.recorder = Recorder()
         self.enqueue = Tool("enqueue_job", partial(enqueue_job, keys=keys, capacity=CAPACITY), backend="redis")
         self.dequeue = Tool("dequeue_job", partial(dequeue_job, keys=keys), backend="redis")
@@ -78,11 +81,18 @@ class QueueRun:
     def processing(self) -> str:
         return self.keys("queue", "processing")
 
-    def audit(self) -> dict[str, Check]:
+    def context(self, client: redis.Redis | None = None):
         records = self.recorder.records
-        checks = audit_queue(context_for(self._admin, self._schema,
-                                         lambda tools: acknowledged_from([r for r in records if r.tool in tools]),
-                                         self.other), capacity=CAPACITY)
+        return context_for(self.admin, self.schema,
+                           lambda tools: acknowledged_from([r for r in records if r.tool in tools]),
+                           client or self.other)
+
+    def drain_log(self) -> int:
+        """What the coordinator's drain does during a run: the log so far into queue_log."""
+        return drain_queue_log(self.context())
+
+    def audit(self) -> dict[str, Check]:
+        checks = audit_queue(self.context(), capacity=CAPACITY)
         assert {c.name for c in checks} == CHECKS
         return {c.name: c for c in checks}
 
@@ -104,6 +114,7 @@ def _producers_and_consumers(run: QueueRun):
 @pytest.fixture
 def full_queue(servers, admin, schema) -> Iterator[QueueRun]:
     """A contended run, then enqueues until the queue is full: CAPACITY jobs wait in it."""
+    prepared_schema(admin, schema)
     with (redis.Redis.from_url(servers.redis_url, retry=SEND_ONCE) as client,
           redis.Redis.from_url(servers.redis_url) as other):
         yield _contended_run(QueueRun(client, other, RedisKeys(schema), admin, schema))
@@ -114,6 +125,9 @@ def _contended_run(run: QueueRun) -> QueueRun:
     records = run.recorder.records
     assert any(r.failures[-1:] == [Failure.QUEUE_REJECTED] for r in records), "producers must meet a full queue"
     assert any(name == "queue_wait" for r in records for name, _ in r.observations), "consumers must get jobs"
+    # As the coordinator does during a run: the log so far moves to PostgreSQL and leaves Redis;
+    # the audit replays it from there, followed by what is logged from now on.
+    assert run.drain_log() > 0 and run.other.xlen(run.keys("queue", "log")) == 0
     run.fill()
     assert sum(run.other.llen(level) for level in run.levels()) == CAPACITY
     return run
@@ -315,4 +329,54 @@ def test_lost_replies_are_sent_again_without_harm(full_queue, servers, script):
     consumers = full_queue.recorder.records[-2 * AGENTS:]
     assert all(r.outcome is Outcome.SUCCEEDED for r in consumers), [(r.outcome, r.exception) for r in consumers]
     assert sum(full_queue.other.llen(level) for level in full_queue.levels()) == 0
+    assert _failed(full_queue.audit()) == {}
+
+
+def _drained_jobs(run: QueueRun, event: str) -> list[uuid.UUID]:
+    """The jobs of the drained log's entries of one kind, oldest first."""
+    return [job for (job,) in run.admin.execute(
+        sql.SQL("SELECT job FROM {} WHERE event = %s ORDER BY stream_ms, stream_seq").format(
+            sql.Identifier(run.schema, "queue_log")), (event,))]
+
+
+def test_an_enqueue_deleted_from_the_drained_log_is_a_lost_job(full_queue):
+    """A corruption after the drain, in PostgreSQL: the log's copy loses a job's enqueue."""
+    job = _drained_jobs(full_queue, "ack")[0]  # enqueued, dequeued and acknowledged before the drain
+    full_queue.admin.execute(sql.SQL("DELETE FROM {} WHERE job = %s AND event = 'enqueue'").format(
+        sql.Identifier(full_queue.schema, "queue_log")), (job,))
+    failed = _failed(full_queue.audit())
+    assert set(failed) == {"acknowledged_jobs_enqueued", "queue_matches_its_log"}
+    assert failed["acknowledged_jobs_enqueued"].anomaly_count == 1 and str(job) in failed["acknowledged_jobs_enqueued"].detail
+    assert "jobs dequeued that the log never enqueued: 1" in failed["queue_matches_its_log"].detail
+
+
+def test_an_acknowledgement_deleted_from_the_drained_log_leaves_its_job_unacknowledged(full_queue):
+    job = _drained_jobs(full_queue, "ack")[-1]
+    full_queue.admin.execute(sql.SQL("DELETE FROM {} WHERE job = %s AND event = 'ack'").format(
+        sql.Identifier(full_queue.schema, "queue_log")), (job,))
+    failed = _failed(full_queue.audit())
+    assert set(failed) == {"no_unacknowledged_jobs", "queue_matches_its_log"}
+    assert str(job) in failed["no_unacknowledged_jobs"].detail
+    assert "jobs held in processing unlike the log: 1" in failed["queue_matches_its_log"].detail
+
+
+def _drained(run: QueueRun) -> int:
+    return run.admin.execute(sql.SQL("SELECT count(*) FROM {}").format(
+        sql.Identifier(run.schema, "queue_log"))).fetchone()[0]
+
+
+@pytest.mark.parametrize("command", [b"XRANGE", b"XTRIM"], ids=["before-its-commit", "after-its-commit"])
+def test_a_drain_cut_short_by_a_lost_connection_copies_each_entry_once(full_queue, servers, command):
+    """The drain's Redis connection lost while it reads the log (its transaction rolls back), or
+    while it trims what it has committed: the next drain copies each entry exactly once."""
+    full_queue.drain()
+    waiting, drained = full_queue.other.xlen(full_queue.keys("queue", "log")), _drained(full_queue)
+    assert waiting > 0
+    with ReplyLosingProxy(servers.redis_url, (command,), losses=1) as proxy, proxy.client() as lossy:
+        with pytest.raises(redis.ConnectionError):
+            drain_queue_log(full_queue.context(lossy))
+    assert proxy.lost == 1
+    assert full_queue.drain_log() == (waiting if command == b"XRANGE" else 0)
+    assert _drained(full_queue) == drained + waiting
+    assert full_queue.other.xlen(full_queue.keys("queue", "log")) == 0
     assert _failed(full_queue.audit()) == {}

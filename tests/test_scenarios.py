@@ -89,6 +89,9 @@ class Corruption:
     failed: tuple[str, ...]  # exactly the checks that must fail; the first is the corruption's own
     observed: Callable[[dict[str, Any]], Any]  # that check's observed figure, given the check
     anomaly: tuple[str, int] | None = None  # the only anomaly the report may then count
+    # "redis": the data in Redis, before the drain moves it; "drained": what the drain moved
+    # into the run's schema, after it did.
+    where: str = "redis"
 
 
 def _job_held_by_a_ghost(at: At) -> str:
@@ -110,6 +113,30 @@ def _ledger_rows(at: At) -> int:
     return rows_in(at.db, at.schema, "ledger")
 
 
+def _queue_log_entries(at: At) -> int:
+    """The log's entries, in Redis and drained (Redis first: an entry between the drain's commit
+    and its trim is counted twice, never missed)."""
+    return at.redis.xlen(at.keys("queue", "log")) + rows_in(at.db, at.schema, "queue_log")
+
+
+def _plan_changes(at: At) -> int:
+    return int(at.redis.hget(at.keys("plan", 1), "version") or 0)
+
+
+def _drained_row_deleted(at: At, table: str, where: str, returning: str) -> str:
+    """One drained row of `table` deleted (the drain has moved at least one): what it held."""
+    wait_until(lambda: at.db.execute(sql.SQL("SELECT 1 FROM {} WHERE " + where).format(sql.Identifier(table))
+                                     ).fetchone(), f"a drained row in {table}")
+    return str(at.db.execute(sql.SQL(
+        "DELETE FROM {0} WHERE (stream_ms, stream_seq) = (SELECT stream_ms, stream_seq FROM {0} WHERE " + where
+        + " ORDER BY stream_ms, stream_seq LIMIT 1) RETURNING " + returning).format(sql.Identifier(table))
+    ).fetchone()[0])
+
+
+# The drain runs every --sample-interval: twice a second, so that it has run before the corruption
+# and again after it within a 3 s run.
+OFTEN = ("--sample-interval", "0.5")
+
 CORRUPTIONS = [
     # An acknowledged deduction's ledger row deleted: a lost operation.
     Corruption("optimistic_locking", ("--accounts", "4"), _ledger_rows,
@@ -130,17 +157,31 @@ CORRUPTIONS = [
                                         " WHERE id IN (1, 2)"),
                ("no_lost_updates",), lambda check: {"lost": 1, "invented": 1}, ("lost_updates", 2)),
     # A queued job taken by a consumer that never was, behind the scripts' back: unacknowledged.
-    Corruption("queue", ("--queue-capacity", "5"), lambda at: at.redis.xlen(at.keys("queue", "log")),
+    Corruption("queue", ("--queue-capacity", "5", *OFTEN), _queue_log_entries,
                lambda at: _job_held_by_a_ghost(at),
                ("no_unacknowledged_jobs", "queue_matches_its_log"), lambda check: 1, ("unacknowledged_jobs", 1)),
+    # An acknowledgement the drain moved into queue_log, deleted there: its job was never acknowledged.
+    Corruption("queue", ("--queue-capacity", "5", *OFTEN), _queue_log_entries,
+               lambda at: _drained_row_deleted(at, "queue_log", "event = 'ack'", "job"),
+               ("no_unacknowledged_jobs", "queue_matches_its_log"), lambda check: 1, ("unacknowledged_jobs", 1),
+               where="drained"),
     # Redis counts usage PostgreSQL never charged to one agent.
-    Corruption("cross_service", ("--accounts", "20"), lambda at: at.redis.scard(at.keys("usage", "applied")),
+    Corruption("cross_service", ("--accounts", "20", *OFTEN), _ledger_rows,
                lambda at: _usage_added(at, 5),
                ("usage_agrees_per_agent",), lambda check: 1, ("cross_service_mismatches", 1)),
-    # A step in the plans that no agent's call made.
-    Corruption("agent_state", ("--teams", "1"), lambda at: at.redis.scard(at.keys("plan", 1, "steps")),
+    # Redis's guard set claims a charge no agent made was applied.
+    Corruption("cross_service", ("--accounts", "20", *OFTEN), _ledger_rows,
+               lambda at: _ghost_applied(at, str(uuid.uuid4())),
+               ("usage_applied_by_identity",), lambda check: check["expected"]),
+    # A step in the plans that no agent's call made, with the version raised to match.
+    Corruption("agent_state", ("--teams", "1", *OFTEN), _plan_changes,
                lambda at: _step_added(at, str(uuid.uuid4())),
                ("plan_steps_within_acknowledged",), lambda check: 1),
+    # A change the drain moved into plan_log, deleted there: a lost update.
+    Corruption("agent_state", ("--teams", "1", *OFTEN), _plan_changes,
+               lambda at: _drained_row_deleted(at, "plan_log", "true", "op_id"),
+               ("plan_steps_not_lost", "plan_version_counts_changes"), lambda check: check["expected"] - 1,
+               ("lost_updates", 1), where="drained"),
 ]
 
 
@@ -150,12 +191,18 @@ def _usage_added(at: At, amount: int) -> str:
     return f"agent {agent}: "
 
 
+def _ghost_applied(at: At, op_id: str) -> str:
+    at.redis.sadd(at.keys("usage", "applied"), op_id)
+    return op_id
+
+
 def _step_added(at: At, step: str) -> str:
-    at.redis.sadd(at.keys("plan", "all_steps"), step)
+    at.redis.xadd(at.keys("plan", "log"), {"step": step, "team": 1})
+    at.redis.hincrby(at.keys("plan", 1), "version", 1)
     return step
 
 
-@pytest.mark.parametrize("case", CORRUPTIONS, ids=[c.scenario for c in CORRUPTIONS])
+@pytest.mark.parametrize("case", CORRUPTIONS, ids=[f"{c.scenario}-{c.where}" for c in CORRUPTIONS])
 def test_scenario_audit_fails_on_data_corrupted_during_the_run(case, servers, admin, schema, tmp_path):
     report_path = tmp_path / "report.json"
     admin.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))

@@ -15,6 +15,7 @@ from psycopg.conninfo import make_conninfo
 from db.pool import SessionSettings, load_application_name, open_pool
 from harness.distributed import WorkerShipments
 from harness.hub_lag import HubLag
+from harness.options import HARNESS_SESSIONS
 from harness.metrics import Metrics
 from harness.verdict import evidence_problems
 from tests.support import read_report, run_locust, settings_from
@@ -55,7 +56,7 @@ def test_a_run_the_server_cannot_hold_is_refused_before_any_load(servers, admin,
                       "--scenario", "deadlock", "--pool-size", str(max_connections), timeout=60)
     assert done.returncode == 2, done.stderr[-2000:]
     [line] = [line for line in done.stderr.splitlines() if line.startswith("toolclash: error:")]
-    assert f"needs {max_connections + 2} PostgreSQL connections" in line
+    assert f"needs {max_connections + HARNESS_SESSIONS} PostgreSQL connections" in line
     assert f"max_connections {max_connections}" in line and "--pool-size" in line
     assert "Traceback" not in done.stderr
     begun = admin.execute("SELECT to_regclass(%s)", (f"{schema}.run_state",)).fetchone()[0]
@@ -186,9 +187,9 @@ def test_the_default_pool_is_bounded_and_the_budget_counts_every_process():
     settings = settings_from("--scenario", "deadlock")
     assert settings.pool_size_for(5) == 5
     assert settings.pool_size_for(1000) == 20
-    assert settings.connections_needed(300, 2) == (42, 20)
+    assert settings.connections_needed(300, 2) == (40 + HARNESS_SESSIONS, 20)
     assert settings_from("--scenario", "pool_exhaustion").pool_size_for(1000) == 10
-    assert settings_from("--pool-size", "50").connections_needed(1000, 1) == (52, 50)
+    assert settings_from("--pool-size", "50").connections_needed(1000, 1) == (50 + HARNESS_SESSIONS, 50)
 
 
 def test_no_call_agent_errors_and_lost_workers_are_no_evidence():

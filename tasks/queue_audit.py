@@ -1,0 +1,277 @@
+"""The queue's audit: the queue's keys at one instant, its log (drained into queue_log first)
+replayed up to that instant, and the enqueue calls' outcomes, compared job by job.
+
+Sets of jobs are compared in PostgreSQL (the calls' outcomes and the jobs now in the queue are
+copied beside queue_log), and the replay streams the log through a bounded state
+(tasks/queue_replay.py): the audit's memory does not grow with the run.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+
+import psycopg
+import redis
+from psycopg import sql
+
+from db.audits import SHOW_AT_MOST, AuditContext, Check, copy_outcomes, listing_ids
+from db.redis_drain import StreamId
+from tasks.queue import QueueKeys, drain_queue_log
+from tasks.queue_replay import Replay, replay_log
+
+__all__ = ["audit_queue"]
+
+# The bound of a replay of every entry there is (a log Redis never had, or that was deleted).
+_EVERY_ENTRY = StreamId(2**63 - 1, 2**63 - 1)
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """The queue's keys at one instant (one MULTI): job ids per level, head first; who holds
+    which job; and the last id the log was given, up to which the audit replays it."""
+
+    levels: list[list[str]]
+    held: dict[str, str]  # consumer -> job id
+    log_end: StreamId
+
+    @property
+    def queued(self) -> Counter[str]:
+        return Counter(job for level in self.levels for job in level)
+
+
+def _job_id(entry: bytes) -> str:
+    return entry.decode().split("|", 1)[0]
+
+
+def _snapshot(r: redis.Redis, k: QueueKeys) -> _Snapshot:
+    with r.pipeline(transaction=True) as pipe:
+        for level in k.levels:
+            pipe.lrange(level, 0, -1)
+        pipe.hgetall(k.processing)
+        # The last id even when the drain has trimmed every entry; an error when there is no log.
+        pipe.xinfo_stream(k.log)
+        *levels, held, log = pipe.execute(raise_on_error=False)
+    return _Snapshot(
+        levels=[[_job_id(entry) for entry in level] for level in levels],
+        held={consumer.decode(): _job_id(job) for consumer, job in held.items()},
+        log_end=_EVERY_ENTRY if isinstance(log, redis.ResponseError) else StreamId.parse(log["last-generated-id"]),
+    )
+
+
+@dataclass(frozen=True)
+class _Found:
+    """Some of a set of jobs (first few, as text), and how many it holds."""
+
+    shown: list[str]
+    count: int
+
+    def listing(self) -> str:
+        return listing_ids(self.shown, self.count)
+
+
+@dataclass(frozen=True)
+class _Membership:
+    """The jobs of the log, the levels and processing against the enqueues' outcomes."""
+
+    enqueued: int  # jobs the log enqueued
+    not_enqueued: _Found  # succeeded enqueues the log never enqueued
+    unknown: _Found  # jobs anywhere of no enqueue the harness made
+    failed_applied: _Found  # jobs anywhere of an enqueue reported failed
+    lost: _Found  # enqueued, never dequeued, in no level and not held
+    missing_from_levels: int  # enqueued, never dequeued, in no level
+    queued_again: set[str]  # in a level, and dequeued in the log
+
+
+_MEMBERSHIP = """
+    WITH logged AS (
+        SELECT job, bool_or(event = 'enqueue') AS enqueued, bool_or(event = 'dequeue') AS dequeued
+        FROM queue_log WHERE event IN ('enqueue', 'dequeue') AND (stream_ms, stream_seq) <= (%(ms)s, %(seq)s)
+        GROUP BY job
+    ), now AS (
+        SELECT job, bool_or(place = 'level') AS queued, bool_or(place = 'processing') AS held
+        FROM queue_now GROUP BY job
+    ), jobs AS (
+        SELECT job, coalesce(l.enqueued, false) AS enqueued, coalesce(l.dequeued, false) AS dequeued,
+               coalesce(n.queued, false) AS queued, coalesce(n.held, false) AS held
+        FROM logged l FULL JOIN now n USING (job)
+    ), told AS (
+        SELECT op_id AS job, min(outcome) AS outcome FROM harness_outcomes GROUP BY op_id
+    ), both_sides AS (
+        SELECT job, j.job IS NOT NULL AS anywhere, t.outcome, coalesce(j.enqueued, false) AS enqueued,
+               coalesce(j.dequeued, false) AS dequeued, coalesce(j.queued, false) AS queued,
+               coalesce(j.held, false) AS held
+        FROM jobs j FULL JOIN told t USING (job)
+    )
+    SELECT count(*) FILTER (WHERE enqueued),
+           (array_agg(job) FILTER (WHERE outcome = 'succeeded' AND NOT enqueued))[1:%(n)s],
+           count(*) FILTER (WHERE outcome = 'succeeded' AND NOT enqueued),
+           (array_agg(job) FILTER (WHERE anywhere AND outcome IS NULL))[1:%(n)s],
+           count(*) FILTER (WHERE anywhere AND outcome IS NULL),
+           (array_agg(job) FILTER (WHERE anywhere AND outcome = 'failed'))[1:%(n)s],
+           count(*) FILTER (WHERE anywhere AND outcome = 'failed'),
+           (array_agg(job) FILTER (WHERE enqueued AND NOT dequeued AND NOT queued AND NOT held))[1:%(n)s],
+           count(*) FILTER (WHERE enqueued AND NOT dequeued AND NOT queued AND NOT held),
+           count(*) FILTER (WHERE enqueued AND NOT dequeued AND NOT queued),
+           array_agg(job) FILTER (WHERE queued AND dequeued)
+    FROM both_sides
+"""
+
+
+def _copy_queue_now(conn: psycopg.Connection, snapshot: _Snapshot) -> list[str]:
+    """The jobs in the levels and in processing into the temporary table queue_now (job, place);
+    those whose id is no UUID (no script wrote them) are returned instead."""
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS queue_now (job uuid, place text) ON COMMIT DROP")
+    conn.execute("TRUNCATE queue_now")
+    places = [(job, "level") for job in snapshot.queued.elements()] + [(job, "processing") for job in snapshot.held.values()]
+    strangers = []
+    with conn.cursor().copy("COPY queue_now (job, place) FROM STDIN") as rows:
+        for job, place in places:
+            try:
+                rows.write_row((uuid.UUID(job), place))
+            except ValueError:
+                strangers.append(job)
+    return strangers
+
+
+def _membership(conn: psycopg.Connection, log_end: StreamId, strangers: list[str]) -> _Membership:
+    row = conn.execute(_MEMBERSHIP, {"ms": log_end.ms, "seq": log_end.seq, "n": SHOW_AT_MOST}).fetchone()
+    enqueued, *found, missing_from_levels, queued_again = row
+    sets = [_Found([str(job) for job in shown or []], count) for shown, count in zip(found[0::2], found[1::2])]
+    not_enqueued, unknown, failed_applied, lost = sets
+    unknown = _Found(unknown.shown + strangers, unknown.count + len(set(strangers)))
+    return _Membership(enqueued, not_enqueued, unknown, failed_applied, lost, missing_from_levels,
+                       {str(job) for job in queued_again or []})
+
+
+def audit_queue(ctx: AuditContext, *, capacity: int) -> list[Check]:
+    """The queue's keys at one instant, the log replayed up to that instant, and the enqueue
+    calls' outcomes, compared job by job."""
+    snapshot = _snapshot(ctx.redis, QueueKeys(ctx.keys))
+    drain_queue_log(ctx)  # the log up to the snapshot's instant, and maybe a little more
+    acknowledged = ctx.acknowledged_of(["enqueue_job"])
+    conn = ctx.conn
+    with conn.transaction():
+        conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(ctx.schema)))
+        copy_outcomes(conn, acknowledged)
+        strangers = _copy_queue_now(conn, snapshot)
+        found = _membership(conn, snapshot.log_end, strangers)
+        replay = replay_log(conn, snapshot.log_end)
+    queued = snapshot.queued
+    return [
+        _acknowledged_jobs_enqueued(len(acknowledged.succeeded), found.not_enqueued),
+        _jobs_within_acknowledged(found.unknown, len(acknowledged.indeterminate)),
+        _failed_jobs_never_queued(found.failed_applied, len(acknowledged.failed), len(acknowledged.rejected)),
+        _jobs_accounted_for(found.lost, found.enqueued),
+        _no_duplicate_jobs(snapshot, replay, found.queued_again),
+        _no_unacknowledged_jobs(snapshot, replay),
+        _capacity_never_exceeded(capacity, max(replay.deepest, sum(queued.values()))),
+        _priority_order_held(replay),
+        _fifo_within_level(snapshot, replay),
+        _queue_matches_its_log(snapshot, replay, found.missing_from_levels),
+    ]
+
+
+def _acknowledged_jobs_enqueued(succeeded: int, missing: _Found) -> Check:
+    return Check("acknowledged_jobs_enqueued", not missing.count, succeeded, succeeded - missing.count,
+                 f"producers were told these were queued, the log never enqueued them: {missing.listing()}"
+                 if missing.count else "every job a producer was told was queued is in the log's enqueues",
+                 anomaly="lost_jobs", anomaly_count=missing.count)
+
+
+def _jobs_within_acknowledged(unknown: _Found, indeterminate: int) -> Check:
+    return Check("jobs_within_acknowledged", not unknown.count, 0, unknown.count,
+                 f"jobs of no enqueue the harness made: {unknown.listing()}" if unknown.count
+                 else f"every job in the log, the levels or processing belongs to a succeeded enqueue,"
+                      f" or to one of the {indeterminate} indeterminate ones")
+
+
+def _failed_jobs_never_queued(applied: _Found, failed: int, rejected: int) -> Check:
+    return Check("failed_jobs_never_queued", not applied.count, 0, applied.count,
+                 f"queued although the producer was told it failed: {applied.listing()}" if applied.count
+                 else f"none of the {failed} failed enqueues ({rejected} refused by a full queue) was ever queued",
+                 anomaly="failed_but_applied", anomaly_count=applied.count)
+
+
+def _jobs_accounted_for(lost: _Found, enqueued: int) -> Check:
+    return Check("jobs_accounted_for", not lost.count, enqueued, enqueued - lost.count,
+                 f"enqueued, never dequeued, and in no level nor in processing: {lost.listing()}" if lost.count
+                 else "every job the log enqueued was dequeued or is still queued",
+                 anomaly="lost_jobs", anomaly_count=lost.count)
+
+
+def _no_duplicate_jobs(snapshot: _Snapshot, replay: Replay, queued_again: set[str]) -> Check:
+    twice_queued = {job for job, times in snapshot.queued.items() if times > 1}
+    duplicates = replay.duplicates | twice_queued | queued_again
+    return Check("no_duplicate_jobs", not duplicates, 0, len(duplicates),
+                 f"enqueued or dequeued more than once, or queued again after their dequeue: {listing_ids(duplicates)}"
+                 if duplicates else "each job was enqueued once and handed to one consumer only",
+                 anomaly="duplicate_jobs", anomaly_count=len(duplicates))
+
+
+def _no_unacknowledged_jobs(snapshot: _Snapshot, replay: Replay) -> Check:
+    """After the drain (agents finish the call they are in, a consumer killed mid-call its job),
+    a job still held was taken by a consumer that died, or by something other than a consumer:
+    it is neither done nor queued."""
+    unacknowledged = set(replay.held) | set(snapshot.held.values())
+    return Check("no_unacknowledged_jobs", not unacknowledged, 0, len(unacknowledged),
+                 f"dequeued and never acknowledged: {listing_ids(unacknowledged)}" if unacknowledged
+                 else "every dequeued job was acknowledged by the consumer that took it",
+                 anomaly="unacknowledged_jobs", anomaly_count=len(unacknowledged))
+
+
+def _capacity_never_exceeded(capacity: int, deepest: int) -> Check:
+    over = max(0, deepest - capacity)
+    return Check("capacity_never_exceeded", not over, f"<= {capacity}", deepest,
+                 f"deepest the queue was, in the log's replay, as the scripts counted it, and now: {deepest}",
+                 anomaly="capacity_overshoots", anomaly_count=over)
+
+
+def _priority_order_held(replay: Replay) -> Check:
+    return Check("priority_order_held", not replay.inversions, 0, replay.inversions,
+                 "dequeues that took a job while one of a higher priority waited, replaying the log",
+                 anomaly="priority_inversions", anomaly_count=replay.inversions)
+
+
+def _served_ahead_of_older(ranks: list[int]) -> int:
+    """Jobs in a level's list (head first, by enqueue rank) that would be served while an older
+    job of the level still waits behind them."""
+    ahead, oldest_behind = 0, None
+    for rank in reversed(ranks):
+        if oldest_behind is not None and rank > oldest_behind:
+            ahead += 1
+        oldest_behind = rank if oldest_behind is None else min(oldest_behind, rank)
+    return ahead
+
+
+def _fifo_within_level(snapshot: _Snapshot, replay: Replay) -> Check:
+    queued_ahead = sum(
+        _served_ahead_of_older([replay.waiting[level][job] for job in dict.fromkeys(jobs) if job in replay.waiting[level]])
+        for level, jobs in enumerate(snapshot.levels)
+    )
+    violations = replay.fifo_violations + queued_ahead
+    return Check("fifo_within_level", not violations, 0, violations,
+                 f"dequeues that passed an older job of their level: {replay.fifo_violations}; jobs still"
+                 f" queued ahead of an older one of their level: {queued_ahead}",
+                 anomaly="fifo_violations", anomaly_count=violations)
+
+
+def _queue_matches_its_log(snapshot: _Snapshot, replay: Replay, missing_from_levels: int) -> Check:
+    """Whatever changed the lists or `processing` without a script leaves them unlike the log."""
+    misplaced = {job for level, jobs in enumerate(snapshot.levels) for job in jobs if job not in replay.waiting[level]}
+    held_unlike_log = set(snapshot.held.items()) ^ {(consumer, job) for job, consumer in replay.held.items()}
+    disagreements: dict[str, int] = {
+        "events at which the scripts counted another depth than the log's": replay.depth_disagreements,
+        "jobs dequeued that the log never enqueued": len(replay.never_enqueued),
+        "jobs dequeued from another level than their own": len(replay.moved),
+        "acknowledgements by a consumer that did not hold the job": len(replay.stray_acks),
+        "log entries no script wrote": replay.unreadable,
+        "jobs in a level where the log has them nowhere or elsewhere": len(misplaced),
+        "jobs the log has queued that are in no level": missing_from_levels,
+        "jobs held in processing unlike the log": len(held_unlike_log),
+    }
+    found = {what: count for what, count in disagreements.items() if count}
+    return Check("queue_matches_its_log", not found, 0, sum(found.values()),
+                 "; ".join(f"{what}: {count}" for what, count in found.items())
+                 or "the levels, in order, and processing hold what the log's replay leaves in them")
