@@ -56,7 +56,9 @@ class WorkerShipments:
 
     def __init__(self) -> None:
         self.total = Metrics()
-        self._by_worker: dict[str, Metrics] = {}
+        # Each worker's own totals (counts only: the operation ids, 16 bytes a call, are kept
+        # once, in `total`, for the audits).
+        self._by_worker: dict[str, dict[str, int]] = {}
         self._hub_lags: dict[str, HubLag] = {}
         self._last_shipment: dict[str, float] = {}
         self._finals: set[str] = set()
@@ -80,7 +82,9 @@ class WorkerShipments:
             return
         received = Metrics.from_dict(shipment["metrics"])
         self.total.merge(received)
-        self._by_worker.setdefault(worker_id, Metrics()).merge(received)
+        totals = self._by_worker.setdefault(worker_id, {})
+        for name, count in _totals(received).items():
+            totals[name] = totals.get(name, 0) + count
         self._hub_lags.setdefault(worker_id, HubLag()).merge(HubLag.from_dict(shipment["hub_lag"]))
         self._last_shipment[worker_id] = time.time()
         self._expected.add(worker_id)
@@ -123,14 +127,15 @@ class WorkerShipments:
 
     def per_worker(self) -> dict[str, dict[str, int]]:
         """Each worker's own totals: what the report's figures are the sums of."""
-        summary = {}
-        for worker, metrics in sorted(self._by_worker.items()):
-            tools = metrics.tools.values()
-            summary[worker] = {
-                "calls": sum(t.calls for t in tools),
-                "succeeded": sum(t.succeeded for t in tools),
-                "failed": sum(t.failed for t in tools),
-                "retries": sum(t.retries for t in tools),
-                **metrics.conflicts,
-            }
-        return summary
+        return {worker: dict(totals) for worker, totals in sorted(self._by_worker.items())}
+
+
+def _totals(metrics: Metrics) -> dict[str, int]:
+    tools = metrics.tools.values()
+    return {
+        "calls": sum(t.calls for t in tools),
+        "succeeded": sum(t.succeeded for t in tools),
+        "failed": sum(t.failed for t in tools),
+        "retries": sum(t.retries for t in tools),
+        **metrics.conflicts,
+    }
