@@ -491,7 +491,7 @@ class Toolclash:
         self._peak_agents = max(self._peak_agents, user_count)
 
     def on_test_stop(self, environment: Environment, **_: Any) -> None:
-        self.hub_probe.stop()  # the test's load is over: what the hub does next (the audit) is not its
+        self.hub_probe.stop()  # the load is over: the audit's pace is not the run's
         if self.load is not None:
             self.load.stop()
             if self.history is not None:
