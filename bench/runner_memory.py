@@ -24,7 +24,7 @@ from pathlib import Path
 
 import psutil
 
-from toolclash_processes import Toolclash
+from toolclash_processes import Toolclash, verdict_of
 
 _MB = 1024 * 1024
 
@@ -97,7 +97,7 @@ def main() -> None:
     calls = sum(t["calls"] for t in report["tools"].values())
     rate = calls / report["run"]["duration_s"]
     print(f"{args.users} agents, no think time, {args.processes} workers, {args.minutes:g} min: {calls:,} calls,"
-          f" {rate:,.0f} calls/s, verdict {report['verdict']}; {os.cpu_count()} cores, load average now"
+          f" {rate:,.0f} calls/s, verdict {verdict_of(report)}; {os.cpu_count()} cores, load average now"
           f" {os.getloadavg()[0]:.1f}")
     print(f"{'process':<11}{'RSS at load start MB':>22}{'peak MB':>9}{'growth bytes/s':>16}{'MB per 1M calls':>17}"
           f"{'1 h MB':>8}")

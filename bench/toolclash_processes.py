@@ -14,7 +14,8 @@ from typing import Any
 
 import psutil
 
-__all__ = ["ROOT", "CpuWindow", "Toolclash", "cpu_of", "machine_cpu", "process_tree", "server_processes"]
+__all__ = ["ROOT", "CpuWindow", "Toolclash", "cpu_of", "machine_cpu", "process_tree", "server_processes",
+           "verdict_of"]
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUST = str(Path(sys.executable).with_name("locust"))
@@ -106,3 +107,11 @@ class CpuWindow:
         """CPU seconds spent per second of the window (1.0: one core busy all along)."""
         spent = sum(cpu - self._before.get(key, 0.0) for key, cpu in self._sample().items())
         return spent / (time.monotonic() - self._started)
+
+
+def verdict_of(report: dict[str, Any]) -> str:
+    """The run's verdict, and what failed it: evidence problems, audit checks, SLA rules."""
+    failed = ([problem["kind"] for problem in report["evidence"]["problems"]]
+              + [check["name"] for check in report["audit"]["checks"] if not check["ok"]]
+              + [rule["name"] for rule in report["sla"] if not rule["ok"]])
+    return report["verdict"] + (f" ({'; '.join(failed)})" if failed else "")
