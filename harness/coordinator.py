@@ -26,6 +26,7 @@ from db.session import Session, SessionLost
 from harness import sla, verdict
 from harness.chaos import FaultInjector
 from harness.drainer import Drainer
+from harness.hub_lag import HubLag, hub_note, hub_section
 from harness.metrics import Metrics
 from harness.options import HARNESS_SESSIONS, Settings
 from harness.report import build_report, stage_reports
@@ -215,11 +216,15 @@ class Coordinator:
         self,
         metrics: Metrics,
         peak_agents: int,
+        hub_lags: dict[str, HubLag],
+        heartbeats: dict[str, Any] | None = None,
         workers: dict[str, Any] | None = None,
         stages: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """Audit the run whose load has stopped and closed its connections; the full report.
-        `workers`: in a distributed run, what each worker shipped, and the workers that were lost."""
+        `hub_lags`: each process's event-loop probe, by process; `heartbeats`: on a master, the
+        workers' heartbeat gaps; `workers`: in a distributed run, what each worker shipped, and
+        the workers that were lost."""
         run, self._run = self._run, None
         faults = self._injector.stop() if self.settings.chaos else []
         samples = self._sampler.stop()
@@ -256,6 +261,7 @@ class Coordinator:
             timeseries=samples,
         )
         report["faults"] = faults
+        report["hub"] = hub_section(hub_lags, samples, self.settings.sample_interval_s, heartbeats)
         report["settings"] = settings_summary(self.settings)
         if workers is not None:
             report["workers"] = workers
@@ -265,7 +271,9 @@ class Coordinator:
         if self._redis_claim.lost:
             problems.append({"kind": "keys_lost", "detail": f"another run took the Redis keys {self._redis_claim.key}:*"
                                                             " during this one: their data is not this run's"})
-        report["evidence"] = {"ok": not problems, "problems": problems}
+        # What the reader must know but the verdict does not rest on: the figures are still the run's.
+        note = hub_note(report["hub"])
+        report["evidence"] = {"ok": not problems, "problems": problems, "notes": [note] if note else []}
         report["sla"] = sla.evaluate(self.settings.sla_rules, report, self.settings.scopes)
         if stages:
             report["steps"] = stage_reports(metrics, stages, time.monotonic(), self.settings.sla_rules,

@@ -5,7 +5,8 @@ Each worker ships what it recorded since its last shipment: with every Locust st
 adds the shipments up (counts, and histograms with the same buckets everywhere), so every figure
 of the report is that of all the calls together. Before auditing, the master waits for each
 worker's final message, or for the worker to be gone; a worker that vanished is reported with the
-time of its last shipment, and what it had shipped is kept.
+time of its last shipment, and what it had shipped is kept. Each shipment also carries the
+worker's hub-lag probe since the last one (harness.hub_lag), kept per worker.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import gevent
 from locust.runners import STATE_MISSING, MasterRunner
 
+from harness.hub_lag import HubLag
 from harness.metrics import Metrics
 
 __all__ = ["CHECK_MESSAGE", "CHECKED_MESSAGE", "SERVERS_MESSAGE", "STOP_MESSAGE", "FINAL_MESSAGE", "STAGE_MESSAGE",
@@ -43,7 +45,8 @@ WORKER_STOP_MESSAGE = "toolclash_worker_stop"  # master -> one worker: die at on
 REPORT_KEY = "toolclash"  # the shipment's key in Locust's worker stats report
 
 # A shipment: {"test": the test it belongs to, as numbered by the master, "metrics": Metrics.to_dict(),
-#              "settings": the fingerprint of the settings the worker ran the test with (harness.run_settings)}
+#              "settings": the fingerprint of the settings the worker ran the test with (harness.run_settings),
+#              "hub_lag": HubLag.to_dict(), the worker's event loop since its last shipment}
 
 _FINALS_GRACE_S = 30.0
 
@@ -53,7 +56,10 @@ class WorkerShipments:
 
     def __init__(self) -> None:
         self.total = Metrics()
-        self._by_worker: dict[str, Metrics] = {}
+        # Each worker's own totals (counts only: the operation ids, 16 bytes a call, are kept
+        # once, in `total`, for the audits).
+        self._by_worker: dict[str, dict[str, int]] = {}
+        self._hub_lags: dict[str, HubLag] = {}
         self._last_shipment: dict[str, float] = {}
         self._finals: set[str] = set()
         self._expected: set[str] = set()
@@ -64,6 +70,7 @@ class WorkerShipments:
         self._test = test
         self.total = Metrics()
         self._by_worker.clear()
+        self._hub_lags.clear()
         self._last_shipment.clear()
         self._finals.clear()
         self._settings.clear()
@@ -75,7 +82,10 @@ class WorkerShipments:
             return
         received = Metrics.from_dict(shipment["metrics"])
         self.total.merge(received)
-        self._by_worker.setdefault(worker_id, Metrics()).merge(received)
+        totals = self._by_worker.setdefault(worker_id, {})
+        for name, count in _totals(received).items():
+            totals[name] = totals.get(name, 0) + count
+        self._hub_lags.setdefault(worker_id, HubLag()).merge(HubLag.from_dict(shipment["hub_lag"]))
         self._last_shipment[worker_id] = time.time()
         self._expected.add(worker_id)
         if shipment.get("settings") is not None:
@@ -111,16 +121,21 @@ class WorkerShipments:
         """The fingerprint of the settings each worker ran the test with."""
         return dict(sorted(self._settings.items()))
 
+    def hub_lags(self) -> dict[str, HubLag]:
+        """Each worker's event-loop lag during the test, as its probe measured it."""
+        return dict(self._hub_lags)
+
     def per_worker(self) -> dict[str, dict[str, int]]:
         """Each worker's own totals: what the report's figures are the sums of."""
-        summary = {}
-        for worker, metrics in sorted(self._by_worker.items()):
-            tools = metrics.tools.values()
-            summary[worker] = {
-                "calls": sum(t.calls for t in tools),
-                "succeeded": sum(t.succeeded for t in tools),
-                "failed": sum(t.failed for t in tools),
-                "retries": sum(t.retries for t in tools),
-                **metrics.conflicts,
-            }
-        return summary
+        return {worker: dict(totals) for worker, totals in sorted(self._by_worker.items())}
+
+
+def _totals(metrics: Metrics) -> dict[str, int]:
+    tools = metrics.tools.values()
+    return {
+        "calls": sum(t.calls for t in tools),
+        "succeeded": sum(t.succeeded for t in tools),
+        "failed": sum(t.failed for t in tools),
+        "retries": sum(t.retries for t in tools),
+        **metrics.conflicts,
+    }

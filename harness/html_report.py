@@ -54,6 +54,7 @@ _STYLE = """
 #toolclash-report .tc-note{color:var(--tc-text2)}
 #toolclash-report .tc-ok{color:var(--tc-ok);font-weight:500}
 #toolclash-report .tc-fail{color:var(--tc-fail);font-weight:500}
+#toolclash-report .tc-warn{color:var(--tc-warn);font-weight:500}
 #toolclash-report .tc-pair{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:32px}
 #toolclash-report .tc-stack{display:flex;flex-direction:column;row-gap:32px}
 #toolclash-report .tc-verdict{padding:16px 24px;border-left:6px solid var(--tc-ok)}
@@ -238,6 +239,8 @@ def _why(report: dict[str, Any]) -> list[str]:
                                  for r in broken))
     else:
         lines.append(f"<span class='tc-ok'>SLAs: all {len(rules)} held</span>")
+    lines += [f"<span class='tc-warn'>Warning (the verdict does not rest on it):</span> {escape(note['detail'])}"
+              for note in report["evidence"]["notes"]]
     return lines
 
 
@@ -440,13 +443,49 @@ def _server(report: dict[str, Any]) -> str:
             _cell(f"at rest, process {escape(str(finding.get('process', '?')))}"),
             _cell(", ".join(f"{_label(k)} {_number(v)}" for k, v in finding.items() if k != "process"))))
     pool_part = _block("Pool", _table("pool", ["Figure", "Value"], rows), "pool")
+    hub_part = _hub(report["hub"])
     faults = ""
     if report.get("faults"):
         rows = [_row(_cell(_seconds(f.get("at_s")), True), _cell(escape(f["kind"])),
                      _cell(_number(f.get("targets")), True), _cell(_number(f.get("hit")), True))
                 for f in report["faults"]]
         faults = _block("Faults (--chaos)", _table("faults", ["At", "Fault", "Targets", "Hit"], rows), "faults")
-    return f"<div class='tc-pair'>{figures}<div class='tc-stack'>{pool_part}{faults}</div></div>"
+    return f"<div class='tc-pair'>{figures}<div class='tc-stack'>{pool_part}{hub_part}{faults}</div></div>"
+
+
+def _lag(value: float | None) -> str:
+    """An event loop's lag: in milliseconds below a second."""
+    if value is None:
+        return DASH
+    return f"{_number(value * 1000)} ms" if value < 1 else _seconds(value)
+
+
+def _hub(hub: dict[str, Any]) -> str:
+    """Whether the harness's own event loops kept their schedule (harness.hub_lag)."""
+    worst = _lag(hub["worst_lag_s"])
+    if hub["fell_behind"]:
+        state = (f"<span class='tc-warn'>fell behind</span> by {worst} (the {escape(hub['worst_in'])},"
+                 f" at {_seconds(hub['worst_at_s'])})")
+    else:
+        state = f"<span class='tc-ok'>kept up</span> {_note(f'(worst lag {worst})')}"
+    threshold = _note(f"(falling behind: late by more than {_seconds(hub['threshold_s'])},"
+                      " Locust's heartbeat interval)")
+    rows = [_row(_cell(f"event loops {threshold}"), _cell(state))]
+    for process, lag in hub["processes"].items():
+        figures = ", ".join(f"{name} {_lag(lag[f'{name}_s'])}" for name in ("p50", "p99", "max"))
+        wakeups = _note(f"({_number(lag['wakeups'])} wake-ups)")
+        rows.append(_row(_cell(f"lag of the {escape(process)}"), _cell(f"{figures} {wakeups}", True)))
+    sampler = hub["sampler"]
+    intervals = f"p50 {_seconds(sampler['actual_interval_p50_s'])}, max {_seconds(sampler['actual_interval_max_s'])}"
+    late_by = _lag(sampler["late_threshold_s"])
+    late = (f"{_number(sampler['late_samples'])} of {_number(sampler['samples'])} samples late"
+            f" {_note(f'(by more than {late_by})')}")
+    rows.append(_row(_cell(f"server sampler, asked every {_seconds(sampler['asked_interval_s'])}"),
+                     _cell(f"{intervals}; {late}", True)))
+    for worker, seen in hub.get("heartbeats", {}).get("workers", {}).items():
+        rows.append(_row(_cell(f"heartbeats of worker {escape(worker)}"),
+                         _cell(f"{_number(seen['heartbeats'])}, longest gap {_seconds(seen['longest_gap_s'])}", True)))
+    return _block("Harness", _table("hub", ["Figure", "Value"], rows), "hub")
 
 
 # -- charts ---------------------------------------------------------------------------------
@@ -553,6 +592,7 @@ _SERIES = (
     ("rollbacks", "Rollbacks (PostgreSQL, since the start)", "pg_xact_rollback", "rollbacks", "", "#8E4585"),
     ("redis_ops", "Redis ops/s", "redis_ops_per_sec", "ops/s", "", "#ff6d6d"),
     ("redis_clients", "Redis clients", "redis_connected_clients", "clients", "", "#0099ff"),
+    ("sampler_late", "Sampler: started late by (s), the harness's hub", "sampler_late_s", "late by", " s", "#ff9f00"),
 )
 _NOT_CHARTED = {"t_s", "pg_xact_commit", "pg_conflicts", "redis_rejected_connections"}
 

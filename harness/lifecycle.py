@@ -55,6 +55,7 @@ from harness.distributed import (
     WorkerShipments,
 )
 from harness.history import History, worker_path
+from harness.hub_lag import HeartbeatGaps, HubLag, HubLagProbe
 from harness.html_report import add_to_html_report, install_on_web_ui, pending_section, section
 from harness.junit import write_junit
 from harness.load import Load
@@ -143,6 +144,8 @@ def _on_init(environment: Environment, runner: Runner, web_ui: Any = None, **_: 
             runner.register_message(FINAL_MESSAGE, run.on_final_message)
             runner.register_message(LOAD_FAILED_MESSAGE, run.on_load_failed_message)
             environment.events.worker_report.add_listener(run.on_worker_report)
+            run.heartbeats = HeartbeatGaps()
+            environment.events.heartbeat_sent.add_listener(run.heartbeats.on_heartbeat)
         if settings.shape_stages:
             shape = AgentStages(settings.shape_stages, settings.shape_hold_s,
                                 environment.parsed_options.spawn_rate or max(settings.shape_stages), run.on_stage)
@@ -288,6 +291,10 @@ class Toolclash:
         self._fingerprint: str | None = None
         # This test was refused (a worker's options are not the master's): no load starts.
         self._refused = False
+        # Whether this process's event loop kept its schedule during the test (harness.hub_lag);
+        # on a master, also the workers' heartbeats as they arrived.
+        self.hub_probe = HubLagProbe()
+        self.heartbeats: HeartbeatGaps | None = None
 
     @property
     def _master(self) -> MasterRunner | None:
@@ -368,7 +375,8 @@ class Toolclash:
         self.load.metrics.record_agent_error(exception)
 
     def _shipment(self) -> dict[str, Any]:
-        return {"test": self._test, "metrics": self.load.take_metrics().to_dict(), "settings": self._fingerprint}
+        return {"test": self._test, "metrics": self.load.take_metrics().to_dict(), "settings": self._fingerprint,
+                "hub_lag": self.hub_probe.take().to_dict()}
 
     def on_stage_message(self, environment: Environment, msg: Any, **_: Any) -> None:
         self.load.stage = msg.data["index"]
@@ -416,6 +424,9 @@ class Toolclash:
 
     def on_test_start(self, environment: Environment, **_: Any) -> None:
         self.audit_error = None
+        self.hub_probe.start()
+        if self.heartbeats is not None:
+            self.heartbeats.begin(environment.runner.clients.keys())
         agents = environment.runner.target_user_count or 0
         self._peak_agents = agents
         if isinstance(environment.runner, WorkerRunner):
@@ -480,6 +491,7 @@ class Toolclash:
         self._peak_agents = max(self._peak_agents, user_count)
 
     def on_test_stop(self, environment: Environment, **_: Any) -> None:
+        self.hub_probe.stop()  # the load is over: the audit's pace is not the run's
         if self.load is not None:
             self.load.stop()
             if self.history is not None:
@@ -495,10 +507,15 @@ class Toolclash:
             lost = self.shipments.wait_for_finals(self._master, environment.stop_timeout)
             metrics = self.shipments.total
             workers = {"shipped": self.shipments.per_worker(), "lost": lost, "settings": self.shipments.settings()}
+            hub_lags = {"master": self.hub_probe.take(),
+                        **{f"worker {worker}": lag for worker, lag in self.shipments.hub_lags().items()}}
         else:
             metrics = self.load.metrics
+            hub_lags = {"local runner": self.hub_probe.take()}
+        heartbeats = self.heartbeats.summary() if self.heartbeats is not None else None
         try:
-            self.report = self.coordinator.finish(metrics, self._peak_agents, workers, self._stages)
+            self.report = self.coordinator.finish(metrics, self._peak_agents, hub_lags, heartbeats, workers,
+                                                  self._stages)
         except (psycopg.Error, redis.RedisError) as exc:
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
             print(f"toolclash: error: could not audit the run: {reason}", file=sys.stderr, flush=True)

@@ -114,6 +114,18 @@ def _faults_line(report: dict[str, Any]) -> str:
               f" indeterminate={report['conflicts']['indeterminate']}, {slowest}")
 
 
+def _hub_line(hub: dict[str, Any]) -> str:
+    """Whether the harness's event loops kept their schedule (harness.hub_lag)."""
+    sampler = hub["sampler"]
+    worst = f"worst event-loop lag {hub['worst_lag_s']:.3f} s"
+    if hub["worst_in"] is not None:
+        worst += f" in the {hub['worst_in']} at {hub['worst_at_s']:.1f} s"
+    return (f"hub: {'FELL BEHIND' if hub['fell_behind'] else 'kept up'} ({worst}; more than"
+            f" {hub['threshold_s']:g} s is falling behind); sampler asked every {sampler['asked_interval_s']:g} s:"
+            f" p50 {_figure(sampler['actual_interval_p50_s'])} s, max {_figure(sampler['actual_interval_max_s'])} s,"
+            f" {sampler['late_samples']} of {sampler['samples']} samples late")
+
+
 def format_summary(report: dict[str, Any]) -> str:
     lines = [
         "",
@@ -141,6 +153,7 @@ def format_summary(report: dict[str, Any]) -> str:
     lines.append("anomalies: " + ", ".join(f"{k}={v}" for k, v in report["anomalies"].items()))
     if report.get("faults"):
         lines.append(_faults_line(report))
+    lines.append(_hub_line(report["hub"]))
     lines.append(f"pool: peak requests waiting={report['pool']['peak_waiting']},"
                  f" fewest free connections={_figure(report['pool']['min_available'])}")
     server = report["server"]
@@ -184,6 +197,10 @@ def format_summary(report: dict[str, Any]) -> str:
                 f"{_figure(step['conflict_rate']):>11}{_ms(step['pool_wait_p95_ms']):>15}  "
                 + ("held" if not failed else "BROKEN: " + ", ".join(failed))
             )
+    if report["evidence"]["notes"]:
+        lines.append("")
+        lines.append("warnings (the verdict does not rest on them):")
+        lines += [f"  [WARN] {note['kind']}: {note['detail']}" for note in report["evidence"]["notes"]]
     if report["evidence"]["problems"]:
         lines.append("")
         lines.append("the run is not evidence enough to pass:")
@@ -197,7 +214,8 @@ def format_summary(report: dict[str, Any]) -> str:
 def log_summary(report: dict[str, Any]) -> None:
     """The summary through `logging` too, one record per line (Locust's Logs tab shows each
     record as a line of its own, and its log file gets them), but not to the console: the summary
-    is printed there already. A FAIL verdict is a warning, so the Logs tab marks it."""
+    is printed there already. A FAIL verdict and the warnings are warnings, so the Logs tab marks
+    them."""
     _summary_log.propagate = False
     _summary_log.handlers = [handler for handler in logging.getLogger().handlers
                              if not (isinstance(handler, logging.StreamHandler)
@@ -205,8 +223,8 @@ def log_summary(report: dict[str, Any]) -> None:
     _summary_log.setLevel(logging.INFO)
     for line in format_summary(report).splitlines():
         if line.strip() and not line.startswith("="):
-            failed = line.startswith("verdict: FAIL")
-            _summary_log.log(logging.WARNING if failed else logging.INFO, "%s", line)
+            alarming = line.startswith(("verdict: FAIL", "  [WARN]"))
+            _summary_log.log(logging.WARNING if alarming else logging.INFO, "%s", line)
 
 
 def stage_reports(

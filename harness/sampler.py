@@ -1,7 +1,7 @@
 """The servers' side of the story, sampled during the run (on the local runner or the master
 only, on one session of its own): PostgreSQL's database counters and lock waits, Redis's
-clients and throughput, what the scenarios watch (queue depth, the outbox relay), and how many
-agents were running, every --sample-interval."""
+clients and throughput, what the scenarios watch (queue depth, the outbox relay), how many
+agents were running, and how late the sample started, every --sample-interval."""
 
 from __future__ import annotations
 
@@ -99,7 +99,12 @@ class ServerSampler:
             # On a schedule, not `interval` after the end of the last sample: a slow sample (a busy
             # server) must not stretch the series.
             while not self._stop.wait(max(0.0, due - time.monotonic())):
-                self.rows.append(session.run(self._sample))
+                # How late this sample starts: the hub's delay, when something held it (the
+                # report's `hub` section); a slow sample stretches the interval instead.
+                late_s = max(0.0, time.monotonic() - due)
+                row = session.run(self._sample)
+                row["sampler_late_s"] = round(late_s, 3)
+                self.rows.append(row)
                 due = max(due + self._interval_s, time.monotonic())
         except (SessionLost, RedisLost) as exc:
             # The run goes on without samples; the audit meets the same server and ends the run.

@@ -5,6 +5,11 @@ evidence at all. It is not when a load process never started, when agents raised
 finishing their calls, when no tool call was made, or when a worker vanished with calls whose
 outcome nobody reported. The server refusing the run's connections is the run's configuration,
 not a verdict on the platform: exit code 2, like a bad option.
+
+The report's `evidence.notes` are what a reader must know but the verdict does not rest on: a
+harness whose event loop fell behind (harness.hub_lag) measured latencies that include its own
+delay, yet its calls and the audits of them are the run's; a latency SLA that the delay breaks
+fails on its own figures.
 """
 
 from __future__ import annotations

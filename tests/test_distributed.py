@@ -34,6 +34,21 @@ def _as_the_server_counted(figures: list[dict[str, int]], rows: list[int]) -> bo
     )
 
 
+def _hub_figures_are_sane(report, processes: set[str]) -> None:
+    """Every process probed its event loop all along, and the sampler kept about its schedule
+    (generous bounds: other test runs share this machine's cores)."""
+    hub = report["hub"]
+    assert set(hub["processes"]) == processes
+    for lag in hub["processes"].values():
+        assert lag["wakeups"] > 10, lag  # 10 a second
+        assert 0 <= lag["p50_s"] <= lag["p99_s"] <= lag["max_s"] * 1.01, lag  # percentiles are buckets, max exact
+    sampler = hub["sampler"]
+    assert sampler["asked_interval_s"] == 1.0 and sampler["samples"] >= 3, sampler
+    assert 0.5 <= sampler["actual_interval_p50_s"] <= 3, sampler
+    assert hub["fell_behind"] == (hub["worst_lag_s"] > hub["threshold_s"])
+    assert bool(report["evidence"]["notes"]) == hub["fell_behind"]
+
+
 def test_one_process_and_two_workers_both_agree_with_the_server(servers, admin, schema, tmp_path):
     common = ("--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema,
               "--users", "20", "--spawn-rate", "20", "--run-time", "6s", *HOT_CREDITS)
@@ -52,6 +67,8 @@ def test_one_process_and_two_workers_both_agree_with_the_server(servers, admin, 
         assert _as_the_server_counted([totals], [sum(rows[mode])]), (mode, totals, rows[mode])
 
     assert len(rows["local"]) == 1 and "workers" not in reports["local"]
+    _hub_figures_are_sane(reports["local"], {"local runner"})
+    assert "heartbeats" not in reports["local"]["hub"]
     distributed = reports["distributed"]
     shipped = distributed["workers"]["shipped"]
     assert len(shipped) == 2 and distributed["workers"]["lost"] == []
@@ -61,6 +78,12 @@ def test_one_process_and_two_workers_both_agree_with_the_server(servers, admin, 
     assert sum(w["deadlocks"] for w in shipped.values()) == distributed["server"]["deadlocks"]
     # Two pools, one per worker, each checked when its load stopped.
     assert sorted(f["process"] for f in distributed["pool"]["at_rest"]) == [0, 1]
+    # The master's event loop and each worker's (shipped with their metrics); the workers'
+    # heartbeats as the master received them.
+    _hub_figures_are_sane(distributed, {"master", *(f"worker {worker}" for worker in shipped)})
+    heartbeats = distributed["hub"]["heartbeats"]
+    assert set(heartbeats["workers"]) == set(shipped) and heartbeats["interval_s"] == 1
+    assert all(seen["heartbeats"] >= 3 for seen in heartbeats["workers"].values()), heartbeats
 
 
 def test_embedded_servers_serve_the_workers_and_stop_once(tmp_path):

@@ -67,8 +67,11 @@ def _check_page(browser, section, report: dict[str, Any]) -> None:
     distributions = section.find_element(By.CSS_SELECTOR, "table[data-table=distributions]").text
     for name in ("deadlock detection", "deadlock resolution", "pool wait", "queue wait", "cross-service window"):
         assert name in distributions
-    for part in ("conflicts", "anomalies", "server", "pool", "timeseries"):
+    for part in ("conflicts", "anomalies", "server", "pool", "hub", "timeseries"):
         assert section.find_elements(By.CSS_SELECTOR, f"[data-part={part}]"), part
+    hub = section.find_element(By.CSS_SELECTOR, "table[data-table=hub]").text
+    assert ("fell behind" if report["hub"]["fell_behind"] else "kept up") in hub
+    assert all(f"lag of the {process}" in hub for process in report["hub"]["processes"])
 
     charts = {figure.get_attribute("data-chart"): figure
               for figure in section.find_elements(By.CSS_SELECTOR, "figure[data-chart]")}

@@ -14,6 +14,7 @@ from psycopg.conninfo import make_conninfo
 
 from db.pool import SessionSettings, load_application_name, open_pool
 from harness.distributed import WorkerShipments
+from harness.hub_lag import HubLag
 from harness.options import HARNESS_SESSIONS
 from harness.metrics import Metrics
 from harness.verdict import evidence_problems
@@ -210,7 +211,7 @@ def test_a_late_shipment_of_an_earlier_test_is_left_out():
     shipments.begin(_Master(), 2)
     late = Metrics()
     late.record_agent_error(RuntimeError("of test 1"))
-    shipments.add("w1", {"test": 1, "metrics": late.to_dict()}, final=True)
+    shipments.add("w1", {"test": 1, "metrics": late.to_dict(), "hub_lag": HubLag().to_dict()}, final=True)
     assert shipments.total.agent_errors == 0
-    shipments.add("w1", {"test": 2, "metrics": late.to_dict()}, final=True)
+    shipments.add("w1", {"test": 2, "metrics": late.to_dict(), "hub_lag": HubLag().to_dict()}, final=True)
     assert shipments.total.agent_errors == 1

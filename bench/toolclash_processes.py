@@ -1,0 +1,117 @@
+"""What the benches that run toolclash itself share: its command line, the processes of a run
+(the locust process and its workers) and of the servers, and the CPU they spend in a window."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+__all__ = ["ROOT", "CpuWindow", "Toolclash", "cpu_of", "machine_cpu", "process_tree", "server_processes",
+           "verdict_of"]
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCUST = str(Path(sys.executable).with_name("locust"))
+
+
+def _free_port() -> int:
+    """A TCP port nothing listens on now (another run on this machine may hold Locust's 5557)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Toolclash:
+    """A headless toolclash run in the background: `users` agents (all spawned in the first
+    second, no think time unless `extra` says) on `processes` load processes, with a master
+    port of its own; its output goes to a file (a pipe nobody reads would fill up and stall it)."""
+
+    def __init__(self, scratch: Path, *, pg_dsn: str, redis_url: str, schema: str, users: int, seconds: float,
+                 processes: int, extra: tuple[str, ...] = ()) -> None:
+        self._report = scratch / "report.json"
+        self._log = scratch / "locust.log"
+        port = str(_free_port())
+        command = [LOCUST, "-f", str(ROOT / "locustfile.py"), "--headless", "--only-summary",
+                   "--users", str(users), "--spawn-rate", str(users), "--run-time", f"{seconds:g}s",
+                   "--processes", str(processes), "--master-bind-port", port, "--master-port", port,
+                   "--pg-dsn", pg_dsn, "--redis-url", redis_url, "--schema", schema, "--reset",
+                   "--report-json", str(self._report), *extra]
+        with self._log.open("w", encoding="utf-8") as log:
+            self.process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL)
+
+    def report(self) -> dict[str, Any]:
+        """Wait for the run's end; its report (exit 1, a failed SLA or audit, is still a run)."""
+        if self.process.wait() not in (0, 1):
+            output = self._log.read_text(encoding="utf-8")
+            raise SystemExit(f"toolclash failed (exit {self.process.returncode}): {output[-1500:]}")
+        return json.loads(self._report.read_text(encoding="utf-8"))
+
+
+def process_tree(pid: int) -> list[psutil.Process]:
+    """The process `pid` and its descendants now (locust --processes forks its workers)."""
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+def server_processes(port: int) -> list[psutil.Process]:
+    """The server listening on TCP `port` of this machine, with its children (PostgreSQL's
+    backends, including other clients' sessions: the machine is shared)."""
+    for connection in psutil.net_connections("tcp"):
+        if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port and connection.pid:
+            return process_tree(connection.pid)
+    raise SystemExit(f"no process of this machine listens on port {port} (a remote server cannot be measured)")
+
+
+def cpu_of(processes: list[psutil.Process]) -> dict[int, float]:
+    """The CPU seconds (user + system) each of `processes` has spent so far, by pid."""
+    spent = {}
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        spent[process.pid] = times.user + times.system
+    return spent
+
+
+def machine_cpu() -> dict[str, float]:
+    """The CPU seconds all cores of the machine spent busy since boot (not idle, not waiting on
+    I/O)."""
+    times = psutil.cpu_times()
+    return {"machine": sum(times) - times.idle - getattr(times, "iowait", 0.0)}
+
+
+class CpuWindow:
+    """The CPU that what `sample` measures (CPU seconds so far, by process) spends between
+    start() and stop(), in cores: processes that appear meanwhile count from zero, those that
+    exit meanwhile are lost (none do in a run's steady state)."""
+
+    def __init__(self, sample: Callable[[], dict[Any, float]]) -> None:
+        self._sample = sample
+        self._before: dict[Any, float] = {}
+        self._started = 0.0
+
+    def start(self) -> None:
+        self._started = time.monotonic()
+        self._before = self._sample()
+
+    def stop(self) -> float:
+        """CPU seconds spent per second of the window (1.0: one core busy all along)."""
+        spent = sum(cpu - self._before.get(key, 0.0) for key, cpu in self._sample().items())
+        return spent / (time.monotonic() - self._started)
+
+
+def verdict_of(report: dict[str, Any]) -> str:
+    """The run's verdict, and what failed it: evidence problems, audit checks, SLA rules."""
+    failed = ([problem["kind"] for problem in report["evidence"]["problems"]]
+              + [check["name"] for check in report["audit"]["checks"] if not check["ok"]]
+              + [rule["name"] for rule in report["sla"] if not rule["ok"]])
+    return report["verdict"] + (f" ({'; '.join(failed)})" if failed else "")
