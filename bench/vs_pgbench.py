@@ -1,7 +1,7 @@
 """toolclash side by side with pgbench and a bare Locust user, on the same transaction.
 
     .venv/bin/python bench/vs_pgbench.py --pg-dsn postgresql://postgres@127.0.0.1:5432/test \\
-        --redis-url redis://127.0.0.1:6379/0 [--clients 16] [--seconds 20]
+        --redis-url redis://127.0.0.1:6379/0 [--clients 16] [--seconds 20] [--repeat 3] [--no-pgbench]
 
 The transaction: two UPDATEs moving one credit between two random accounts of 1,000 (in lock
 order), BEGIN/COMMIT, in a database of the bench's own. Run in one sitting, each client with
@@ -12,7 +12,9 @@ pgbench `-M prepared` and `-M simple`, a bare 20-line Locust user with psycopg 3
 `--tool-work 0`, one pool connection per agent, every hook and the audit included). Prints
 tx/s (PostgreSQL's commits in the window), the ratio to the bare Locust user, and the client's
 CPU time per transaction (user + system of its process). Run it on a quiet machine: the
-clients and the server share its cores.
+clients and the server share its cores. With `--repeat N` the clients take turns N times (bare
+Locust and toolclash alternating, so a change in the machine's load hits both alike) and the
+table shows each figure's median, the runs' figures after it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -89,6 +92,8 @@ def main() -> None:
                         required="TOOLCLASH_REDIS_URL" not in os.environ)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=int, default=20, help="the measured window of each client")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each client, taking turns; medians shown")
+    parser.add_argument("--no-pgbench", action="store_true", help="only the bare Locust user and toolclash")
     args = parser.parse_args()
 
     load_before = os.getloadavg()[0]
@@ -100,22 +105,31 @@ def main() -> None:
     pgbench = ["pgbench", "-n", "-j", str(min(args.clients, os.cpu_count() or 1)), "-f", str(script),
                "-c", clients, "-T", run_s]
     locust = [str(BIN / "locust"), "--headless", "--only-summary", "-u", clients, "-r", clients, "-t", f"{run_s}s"]
-    commands = {
+    commands = {} if args.no_pgbench else {
         "pgbench -M prepared": ([*pgbench, "-M", "prepared", dsn], {}),
         "pgbench -M simple": ([*pgbench, "-M", "simple", dsn], {}),
+    }
+    commands |= {
         "bare Locust + psycopg 3": ([*locust, "-f", str(ROOT / "bench" / "bare_locust.py")],
                                     {"env": {**os.environ, "BENCH_PG_DSN": dsn}, "cwd": ROOT / "bench"}),
         "toolclash": ([*locust, "-f", str(ROOT / "locustfile.py"), "--tools-module", str(ROOT / "bench" / "transfer_tool.py"),
                        "--tool-work", "0", "--pool-size", clients, "--pg-dsn", dsn, "--redis-url", args.redis_url,
                        "--schema", "bench_toolclash", "--reset"], {"cwd": ROOT}),
     }
-    results = {name: _steady_state(command, dsn, warmup, window, **popen) for name, (command, popen) in commands.items()}
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
+    for _ in range(args.repeat):
+        for name, (command, popen) in commands.items():
+            runs[name].append(_steady_state(command, dsn, warmup, window, **popen))
     shutil.rmtree(script.parent)
-    bare_rate = results["bare Locust + psycopg 3"][0]
-    print(f"{args.clients} clients, {window:g} s measured after {warmup:g} s, load average before: {load_before:.1f}")
+    medians = {name: (statistics.median(rate for rate, _ in measured), statistics.median(cpu for _, cpu in measured))
+               for name, measured in runs.items()}
+    bare_rate = medians["bare Locust + psycopg 3"][0]
+    print(f"{args.clients} clients, {window:g} s measured after {warmup:g} s, {args.repeat} run(s) each"
+          f"{' (medians)' if args.repeat > 1 else ''}, load average before: {load_before:.1f}")
     print(f"{'client':<26}{'tx/s':>10}{'x bare':>9}{'client CPU µs/tx':>19}")
-    for name, (rate, cpu_us) in results.items():
-        print(f"{name:<26}{rate:>10.0f}{rate / bare_rate:>9.2f}{cpu_us:>19.0f}")
+    for name, (rate, cpu_us) in medians.items():
+        each = "   runs: " + ", ".join(f"{r:.0f} tx/s {c:.0f} µs" for r, c in runs[name]) if args.repeat > 1 else ""
+        print(f"{name:<26}{rate:>10.0f}{rate / bare_rate:>9.2f}{cpu_us:>19.0f}{each}")
     with psycopg.connect(args.pg_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(DATABASE)))
 
