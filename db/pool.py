@@ -13,6 +13,8 @@ from psycopg import IsolationLevel, sql
 from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from db.hub_wait import HubWaitConnection
+
 __all__ = [
     "ISOLATION_LEVELS",
     "AgentPool",
@@ -194,6 +196,7 @@ def open_pool(dsn: str, settings: SessionSettings, *, size: int, timeout_s: floa
     would not give them all (the pool is closed then)."""
     pool = ConnectionPool(
         dsn,
+        connection_class=HubWaitConnection,  # psycopg's waits on gevent's hub, for less CPU a statement
         min_size=size,
         max_size=size,
         timeout=timeout_s,
