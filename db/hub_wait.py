@@ -49,7 +49,12 @@ def wait_on_hub(gen: PQGen[RV], fileno: int) -> RV:
 class HubWaitConnection(psycopg.Connection):
     """A psycopg connection whose waits without a deadline (every statement, COMMIT and
     ROLLBACK) are `wait_on_hub`. The rare waits with one (psycopg's `notifies()`, its cancel
-    after an interrupt) stay psycopg's own, which raises its own timeout error."""
+    after an interrupt) stay psycopg's own, which raises its own timeout error.
+
+    psycopg's own wait also cancels the running statement when a KeyboardInterrupt lands in it;
+    here none does (under gevent, Ctrl-C reaches Locust's main greenlet, never an agent's), and
+    an agent stopped in a wait gets GreenletExit, after which the adapter cancels the statement
+    itself (db/adapter.py `_cancel_running_statement`)."""
 
     def wait(self, gen: PQGen[RV], interval: float = _PSYCOPG_INTERVAL_S, timeout: float | None = None) -> RV:
         if timeout is not None:
