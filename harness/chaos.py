@@ -29,13 +29,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import gevent
-import gevent.event
 import psycopg
 import redis
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, MasterRunner, Runner
 
 from db.pool import load_application_prefix
 from db.session import RedisLost, Session, SessionLost
+from harness.background import Background
 from harness.distributed import WORKER_STOP_MESSAGE
 
 __all__ = ["PG_KILL", "REDIS_KILL", "WORKER_STOP", "BadChaos", "Fault", "FaultInjector", "parse_chaos",
@@ -58,8 +58,6 @@ _SHARE = re.compile(r"(\d+(?:\.\d+)?)%")
 # ended, not those merely signalled.
 _TERMINATE_WAIT_S = 1.0
 _TERMINATE_POLL_S = 0.01
-# A fault takes milliseconds (pg-kill up to _TERMINATE_WAIT_S); longer, it is waiting for a lost server.
-_STOP_WAIT_S = 5.0
 # A worker stopped on purpose exits with this code (it never says goodbye to the master).
 _WORKER_STOP_EXIT_CODE = 1
 
@@ -143,8 +141,7 @@ class FaultInjector:
         self._redis = redis.Redis.from_url(redis_url, client_name=name)
         self._load_prefix = load_application_prefix(schema)
         self._rng = random.Random()
-        self._stop = gevent.event.Event()
-        self._greenlet: gevent.Greenlet | None = None
+        self._background = Background()
         self._master: MasterRunner | None = None
         self._stopped_workers: set[str] = set()
         self.injected: list[dict[str, Any]] = []
@@ -161,17 +158,12 @@ class FaultInjector:
         self._faults = faults
         self.injected = []
         self._stopped_workers = set()
-        self._stop.clear()
-        self._greenlet = gevent.spawn(self._run, started)
+        self._background.start(self._run, started)
 
     def stop(self) -> list[dict[str, Any]]:
         """Inject no more (a fault being injected is finished, unless it is still waiting for a
         lost server after a few seconds); what was injected."""
-        if self._greenlet is not None:
-            self._stop.set()
-            self._greenlet.join(timeout=_STOP_WAIT_S)
-            self._greenlet.kill()
-            self._greenlet = None
+        self._background.stop()
         return self.injected
 
     def close(self) -> None:
@@ -183,7 +175,7 @@ class FaultInjector:
         due = {fault: fault.every_s for fault in self._faults}  # seconds since the start
         while True:
             fault = min(due, key=due.get)
-            if self._stop.wait(max(0.0, started + due[fault] - time.monotonic())):
+            if self._background.stopping.wait(max(0.0, started + due[fault] - time.monotonic())):
                 return
             at_s = round(time.monotonic() - started, 3)
             try:

@@ -12,20 +12,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-import gevent
-import gevent.event
 import psycopg
 
 from db.audits import AuditContext
 from db.session import RedisLost, Session, SessionLost
+from harness.background import Background
 
 __all__ = ["Drainer"]
 
 log = logging.getLogger(__name__)
-
-# A drain takes milliseconds; longer, it is waiting for a lost server or catching up on a
-# backlog that the audits' own drain will finish.
-_STOP_WAIT_S = 5.0
 
 Drain = Callable[[AuditContext], int]
 
@@ -44,27 +39,21 @@ class Drainer:
         self._context = context
         self._drains = drains
         self._application_name = application_name
-        self._stop = gevent.event.Event()
-        self._greenlet: gevent.Greenlet | None = None
+        self._background = Background()
 
     def start(self) -> None:
         """Drain every interval until stopped; nothing at all when no scenario has a drain."""
         if self._drains:
-            self._stop.clear()
-            self._greenlet = gevent.spawn(self._run)
+            self._background.start(self._run)
 
     def stop(self) -> None:
         """Finish the drain being made, then stop."""
-        if self._greenlet is not None:
-            self._stop.set()
-            self._greenlet.join(timeout=_STOP_WAIT_S)
-            self._greenlet.kill()
-            self._greenlet = None
+        self._background.stop()
 
     def _run(self) -> None:
         session = Session(self._pg_dsn, self._application_name)
         try:
-            while not self._stop.wait(self._interval_s):
+            while not self._background.stopping.wait(self._interval_s):
                 for drain in self._drains:
                     session.run(lambda conn, drain=drain: drain(self._context(conn)))
         except (SessionLost, RedisLost) as exc:

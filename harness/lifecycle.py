@@ -55,7 +55,7 @@ from harness.distributed import (
     WorkerShipments,
 )
 from harness.history import History, worker_path
-from harness.hub_lag import HeartbeatGaps, HubLag, HubLagProbe
+from harness.hub_lag import HeartbeatGaps, HubLagProbe
 from harness.html_report import add_to_html_report, install_on_web_ui, pending_section, section
 from harness.junit import write_junit
 from harness.load import Load

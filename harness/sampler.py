@@ -12,21 +12,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import gevent
-import gevent.event
 import psycopg
 import redis
 
 from db.audits import AuditContext
 from db.server_stats import DATABASE_COUNTERS, database_counters
 from db.session import RedisLost, Session, SessionLost
+from harness.background import Background
 
 __all__ = ["ServerSampler", "summarize", "write_csv"]
 
 log = logging.getLogger(__name__)
-
-# A sample takes milliseconds; longer, it is waiting for a lost server.
-_STOP_WAIT_S = 5.0
 
 # Sessions of this database waiting for a lock: since when, and who blocks them.
 _LOCK_WAITS = """
@@ -69,25 +65,19 @@ class ServerSampler:
         self._scenario_samples = scenario_samples
         self._agents_now = agents_now
         self._application_name = application_name
-        self._stop = gevent.event.Event()
-        self._greenlet: gevent.Greenlet | None = None
+        self._background = Background()
         self.rows: list[dict[str, Any]] = []
 
     def start(self, baseline: dict[str, int]) -> None:
         self.rows = []
         self._baseline = baseline
         self._started = time.monotonic()
-        self._stop.clear()
-        self._greenlet = gevent.spawn(self._run)
+        self._background.start(self._run)
 
     def stop(self) -> list[dict[str, Any]]:
         """Finish the sample being taken, then stop; the rows. A sample still waiting for a lost
         server after a few seconds is given up: the audit will wait for that server anyway."""
-        if self._greenlet is not None:
-            self._stop.set()
-            self._greenlet.join(timeout=_STOP_WAIT_S)
-            self._greenlet.kill()
-            self._greenlet = None
+        self._background.stop()
         return self.rows
 
     def _run(self) -> None:
@@ -98,7 +88,7 @@ class ServerSampler:
         try:
             # On a schedule, not `interval` after the end of the last sample: a slow sample (a busy
             # server) must not stretch the series.
-            while not self._stop.wait(max(0.0, due - time.monotonic())):
+            while not self._background.stopping.wait(max(0.0, due - time.monotonic())):
                 # How late this sample starts: the hub's delay, when something held it (the
                 # report's `hub` section); a slow sample stretches the interval instead.
                 late_s = max(0.0, time.monotonic() - due)
