@@ -186,7 +186,8 @@ CORRUPTIONS = [
 
 
 def _usage_added(at: At, amount: int) -> str:
-    agent = min(at.redis.hkeys(at.keys("usage"))).decode()
+    # A ledger row commits before its usage reaches Redis (after the commit): wait for a counter.
+    agent = min(wait_until(lambda: at.redis.hkeys(at.keys("usage")), "a usage counter in Redis")).decode()
     at.redis.hincrby(at.keys("usage"), agent, amount)
     return f"agent {agent}: "
 
