@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import bare_locust  # noqa: E402
+from toolclash_processes import add_server_arguments  # noqa: E402
 import transfer_tool  # noqa: E402
 from db.tool import Tool  # noqa: E402
 from harness.load import Load  # noqa: E402
@@ -77,9 +78,7 @@ def _measure(call, agents: int, seconds: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pg-dsn", default=os.environ.get("TOOLCLASH_PG_DSN"), required="TOOLCLASH_PG_DSN" not in os.environ)
-    parser.add_argument("--redis-url", default=os.environ.get("TOOLCLASH_REDIS_URL"),
-                        required="TOOLCLASH_REDIS_URL" not in os.environ, help="the load's client (this tool sends nothing)")
+    add_server_arguments(parser)
     parser.add_argument("--agents", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=5.0, help="the measured window of each turn")
     parser.add_argument("--rounds", type=int, default=5, help="0: only the harness's own path alone")

@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 
 import psycopg
 
-from toolclash_processes import ROOT, CpuWindow, Toolclash, cpu_of, machine_cpu, process_tree, server_processes
+from toolclash_processes import ROOT, CpuWindow, Toolclash, add_server_arguments, cpu_of, machine_cpu, process_tree, server_processes
 
 WORKLOADS = {
     "default mix": (),
@@ -67,9 +67,7 @@ def _run(args: argparse.Namespace, workload: str, processes: int, ports: tuple[i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pg-dsn", default=os.environ.get("TOOLCLASH_PG_DSN"), required="TOOLCLASH_PG_DSN" not in os.environ)
-    parser.add_argument("--redis-url", default=os.environ.get("TOOLCLASH_REDIS_URL"),
-                        required="TOOLCLASH_REDIS_URL" not in os.environ)
+    add_server_arguments(parser)
     parser.add_argument("--processes", default="1,2,3", help="the numbers of load processes, comma-separated")
     parser.add_argument("--users", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=40.0, help="each run's --run-time")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import psutil
 
-from toolclash_processes import Toolclash, verdict_of
+from toolclash_processes import Toolclash, add_server_arguments, verdict_of
 
 _MB = 1024 * 1024
 
@@ -66,9 +66,7 @@ def _sample(master: psutil.Process, series: dict[str, list[tuple[float, int]]], 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pg-dsn", default=os.environ.get("TOOLCLASH_PG_DSN"), required="TOOLCLASH_PG_DSN" not in os.environ)
-    parser.add_argument("--redis-url", default=os.environ.get("TOOLCLASH_REDIS_URL"),
-                        required="TOOLCLASH_REDIS_URL" not in os.environ)
+    add_server_arguments(parser)
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--users", type=int, default=64)
     parser.add_argument("--processes", type=int, default=2)
@@ -92,6 +90,7 @@ def main() -> None:
             peak = max(peak, _high_water_mark(master.pid) or 0)
             # Faster once the load has stopped: the audit's peak is short.
             time.sleep(args.every if time.monotonic() - started < run_s else 0.2)
+        after_load = time.monotonic() - started - run_s
         report = run.report()
 
     calls = sum(t["calls"] for t in report["tools"].values())
@@ -99,6 +98,7 @@ def main() -> None:
     print(f"{args.users} agents, no think time, {args.processes} workers, {args.minutes:g} min: {calls:,} calls,"
           f" {rate:,.0f} calls/s, verdict {verdict_of(report)}; {os.cpu_count()} cores, load average now"
           f" {os.getloadavg()[0]:.1f}")
+    print(f"from the load's end to the exit code (the last drain, the audits, the report): {after_load:.1f} s")
     print(f"{'process':<11}{'RSS at load start MB':>22}{'peak MB':>9}{'growth bytes/s':>16}{'MB per 1M calls':>17}"
           f"{'1 h MB':>8}")
     for name, points in series.items():

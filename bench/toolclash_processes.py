@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -14,11 +16,19 @@ from typing import Any
 
 import psutil
 
-__all__ = ["ROOT", "CpuWindow", "Toolclash", "cpu_of", "machine_cpu", "process_tree", "server_processes",
+__all__ = ["ROOT", "CpuWindow", "Toolclash", "add_server_arguments", "cpu_of", "machine_cpu", "process_tree", "server_processes",
            "verdict_of"]
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUST = str(Path(sys.executable).with_name("locust"))
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """--pg-dsn and --redis-url, read from TOOLCLASH_PG_DSN and TOOLCLASH_REDIS_URL when not given,
+    as toolclash's own options are."""
+    for option, variable in (("--pg-dsn", "TOOLCLASH_PG_DSN"), ("--redis-url", "TOOLCLASH_REDIS_URL")):
+        parser.add_argument(option, default=os.environ.get(variable), required=variable not in os.environ,
+                            help=f"default: ${variable}")
 
 
 def _free_port() -> int:

@@ -36,7 +36,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-ROOT = Path(__file__).resolve().parent.parent
+from toolclash_processes import ROOT, add_server_arguments
 BIN = Path(sys.executable).parent
 DATABASE = "toolclash_bench_vs_pgbench"
 ACCOUNTS = 1000
@@ -96,9 +96,7 @@ def _database(admin_dsn: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pg-dsn", default=os.environ.get("TOOLCLASH_PG_DSN"), required="TOOLCLASH_PG_DSN" not in os.environ)
-    parser.add_argument("--redis-url", default=os.environ.get("TOOLCLASH_REDIS_URL"),
-                        required="TOOLCLASH_REDIS_URL" not in os.environ)
+    add_server_arguments(parser)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=int, default=20, help="the measured window of each client")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each client, taking turns; medians shown")
