@@ -7,7 +7,8 @@ rate: its growth per 1 million calls, its peak, and what a 1-hour soak would tak
 Runs toolclash headless (the default scenario mix, no think time) on `--processes` workers and
 samples every `--every` seconds the RSS of the master (the locust process, which keeps what the
 audits need: every call's operation id and outcome) and of each worker (which ships what it
-recorded to the master every few seconds). The growth is the slope of RSS over the run's load
+recorded to the master every few seconds). With `--processes 0`, Locust's local runner: one
+process that runs the agents and keeps what the audits need, measured as the master is. The growth is the slope of RSS over the run's load
 (after `--settle` seconds), turned into bytes per call with the run's calls/s. The master's
 peak includes the audit after the load (its high-water mark, VmHWM); the 1-hour figure is the
 master's RSS when the load started plus what the run's calls cost it up to that peak, scaled to
@@ -53,10 +54,11 @@ def _slope(points: list[tuple[float, int]]) -> float:
     return sum((t - mean_t) * (b - mean_b) for t, b in points) / spread if spread else 0.0
 
 
-def _sample(master: psutil.Process, series: dict[str, list[tuple[float, int]]], t: float) -> None:
-    """One RSS sample of the master and of each worker (named by their order of pid)."""
+def _sample(master: psutil.Process, name: str, series: dict[str, list[tuple[float, int]]], t: float) -> None:
+    """One RSS sample of the master (or local runner), called `name`, and of each worker (named by
+    their order of pid)."""
     try:
-        processes = {"master": master, **{f"worker {index}": worker for index, worker in
+        processes = {name: master, **{f"worker {index}": worker for index, worker in
                                           enumerate(sorted(master.children(), key=lambda p: p.pid), 1)}}
         for name, process in processes.items():
             series.setdefault(name, []).append((t, process.memory_info().rss))
@@ -69,14 +71,15 @@ def main() -> None:
     add_server_arguments(parser)
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--users", type=int, default=64)
-    parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--pool-size", type=int, default=16, help="PostgreSQL connections per worker")
+    parser.add_argument("--processes", type=int, default=2, help="workers; 0: the local runner, no master")
+    parser.add_argument("--pool-size", type=int, default=16, help="PostgreSQL connections per load process")
     parser.add_argument("--every", type=float, default=5.0, help="seconds between two samples of RSS")
     parser.add_argument("--settle", type=float, default=30.0, help="seconds of load before the growth is measured")
     parser.add_argument("--schema", default="bench_runner_memory")
     args = parser.parse_args()
 
     run_s = args.minutes * 60
+    keeper = "master" if args.processes else "local"
     series: dict[str, list[tuple[float, int]]] = {}
     with tempfile.TemporaryDirectory(prefix="toolclash-memory-") as scratch:
         run = Toolclash(Path(scratch), pg_dsn=args.pg_dsn, redis_url=args.redis_url, schema=args.schema,
@@ -86,7 +89,7 @@ def main() -> None:
         started = time.monotonic()
         peak = 0
         while run.process.poll() is None:
-            _sample(master, series, time.monotonic() - started)
+            _sample(master, keeper, series, time.monotonic() - started)
             peak = max(peak, _high_water_mark(master.pid) or 0)
             # Faster once the load has stopped: the audit's peak is short.
             time.sleep(args.every if time.monotonic() - started < run_s else 0.2)
@@ -95,7 +98,8 @@ def main() -> None:
 
     calls = sum(t["calls"] for t in report["tools"].values())
     rate = calls / report["run"]["duration_s"]
-    print(f"{args.users} agents, no think time, {args.processes} workers, {args.minutes:g} min: {calls:,} calls,"
+    processes = f"{args.processes} workers" if args.processes else "the local runner"
+    print(f"{args.users} agents, no think time, {processes}, {args.minutes:g} min: {calls:,} calls,"
           f" {rate:,.0f} calls/s, verdict {verdict_of(report)}; {os.cpu_count()} cores, load average now"
           f" {os.getloadavg()[0]:.1f}")
     print(f"from the load's end to the exit code (the last drain, the audits, the report): {after_load:.1f} s")
@@ -108,7 +112,7 @@ def main() -> None:
         slope = _slope(during_load)
         start_rss = during_load[0][1]
         process_peak = max(rss for _, rss in points)
-        if name == "master":
+        if name == keeper:
             # Its peak is the audit's, after the load: what the run's calls cost it up to there.
             process_peak = max(process_peak, peak)
             per_call = (process_peak - start_rss) / (calls * (run_s - args.settle) / run_s)
@@ -117,8 +121,8 @@ def main() -> None:
         in_one_hour = start_rss + per_call * rate * 3600
         print(f"{name:<11}{start_rss / _MB:>22.0f}{process_peak / _MB:>9.0f}{slope:>16,.0f}"
               f"{per_call * 1e6 / _MB:>17.1f}{in_one_hour / _MB:>8.0f}")
-    print("master: its peak is the audit's, VmHWM; its MB per 1M calls are (peak - RSS at load start) over the calls"
-          " made since; a worker's are its RSS slope during the load over the calls/s.")
+    print(f"{keeper}: its peak is the audit's, VmHWM; its MB per 1M calls are (peak - RSS at load start) over the"
+          " calls made since; a worker's are its RSS slope during the load over the calls/s.")
 
 
 if __name__ == "__main__":

@@ -41,16 +41,17 @@ def _free_port() -> int:
 class Toolclash:
     """A headless toolclash run in the background: `users` agents (all spawned in the first
     second, no think time unless `extra` says) on `processes` load processes, with a master
-    port of its own; its output goes to a file (a pipe nobody reads would fill up and stall it)."""
+    port of its own, or on Locust's local runner (one process, no master) when `processes` is 0;
+    its output goes to a file (a pipe nobody reads would fill up and stall it)."""
 
     def __init__(self, scratch: Path, *, pg_dsn: str, redis_url: str, schema: str, users: int, seconds: float,
                  processes: int, extra: tuple[str, ...] = ()) -> None:
         self._report = scratch / "report.json"
         self._log = scratch / "locust.log"
         port = str(_free_port())
+        distribution = ("--processes", str(processes), "--master-bind-port", port, "--master-port", port) if processes else ()
         command = [LOCUST, "-f", str(ROOT / "locustfile.py"), "--headless", "--only-summary",
-                   "--users", str(users), "--spawn-rate", str(users), "--run-time", f"{seconds:g}s",
-                   "--processes", str(processes), "--master-bind-port", port, "--master-port", port,
+                   "--users", str(users), "--spawn-rate", str(users), "--run-time", f"{seconds:g}s", *distribution,
                    "--pg-dsn", pg_dsn, "--redis-url", redis_url, "--schema", schema, "--reset",
                    "--report-json", str(self._report), *extra]
         with self._log.open("w", encoding="utf-8") as log:
