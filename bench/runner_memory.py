@@ -8,11 +8,11 @@ Runs toolclash headless (the default scenario mix, no think time) on `--processe
 samples every `--every` seconds the RSS of the master (the locust process, which keeps what the
 audits need: every call's operation id and outcome) and of each worker (which ships what it
 recorded to the master every few seconds). With `--processes 0`, Locust's local runner: one
-process that runs the agents and keeps what the audits need, measured as the master is. The growth is the slope of RSS over the run's load
-(after `--settle` seconds), turned into bytes per call with the run's calls/s. The master's
-peak includes the audit after the load (its high-water mark, VmHWM); the 1-hour figure is the
-master's RSS when the load started plus what the run's calls cost it up to that peak, scaled to
-the calls of an hour at the same rate.
+process that runs the agents and keeps what the audits need, measured as the master is. The
+growth is the slope of RSS over the run's load (after `--settle` seconds), turned into bytes per
+call with the run's calls/s. The master's peak includes the audit after the load (its
+high-water mark, VmHWM); the 1-hour figure is the master's RSS when the load started plus what
+the run's calls cost it up to that peak, scaled to the calls of an hour at the same rate.
 """
 
 from __future__ import annotations
