@@ -12,7 +12,9 @@ process that runs the agents and keeps what the audits need, measured as the mas
 growth is the slope of RSS over the run's load (after `--settle` seconds), turned into bytes per
 call with the run's calls/s. The master's peak includes the audit after the load (its
 high-water mark, VmHWM); the 1-hour figure is the master's RSS when the load started plus what
-the run's calls cost it up to that peak, scaled to the calls of an hour at the same rate.
+the run's calls cost it up to that peak, scaled to the calls of an hour at the same rate. Run
+it for minutes, not seconds: a process's first minute of load is mostly its warm-up (45 s
+here extrapolated the master to 1.3 GB an hour; the hour itself peaked at 258 MB).
 """
 
 from __future__ import annotations
@@ -54,11 +56,11 @@ def _slope(points: list[tuple[float, int]]) -> float:
     return sum((t - mean_t) * (b - mean_b) for t, b in points) / spread if spread else 0.0
 
 
-def _sample(master: psutil.Process, name: str, series: dict[str, list[tuple[float, int]]], t: float) -> None:
-    """One RSS sample of the master (or local runner), called `name`, and of each worker (named by
+def _sample(master: psutil.Process, keeper: str, series: dict[str, list[tuple[float, int]]], t: float) -> None:
+    """One RSS sample of the master (or local runner), called `keeper`, and of each worker (named by
     their order of pid)."""
     try:
-        processes = {name: master, **{f"worker {index}": worker for index, worker in
+        processes = {keeper: master, **{f"worker {index}": worker for index, worker in
                                           enumerate(sorted(master.children(), key=lambda p: p.pid), 1)}}
         for name, process in processes.items():
             series.setdefault(name, []).append((t, process.memory_info().rss))
