@@ -144,8 +144,12 @@ class ToolAdapter:
             return failure, tx
         finally:
             if conn is not None:
-                _end_transaction(conn)
-                self._pool.putconn(conn)
+                try:
+                    _end_transaction(conn)
+                finally:
+                    # The rollback is a round trip: an agent stopped during it still gives its
+                    # connection back (the pool replaces one left in the middle of a statement).
+                    self._pool.putconn(conn)
 
     def _report(self, record: CallRecord) -> None:
         if record.outcome is not Outcome.INTERRUPTED:

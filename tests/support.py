@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import gevent
+import gevent.event
 import psutil
 import psycopg
+import psycopg.conninfo
 import redis
 from gevent.server import StreamServer
 from psycopg import sql
@@ -201,40 +203,43 @@ def embedded_pgdata() -> set[str]:
             if re.search(r"toolclash-[^/]+/pg$", arg)}
 
 
-class ReplyLosingProxy:
-    """A proxy in front of the real Redis. For the first `losses` commands that carry one of
-    `markers` (the text of a script), it forwards the command, waits for the server's reply, and
-    cuts the connection instead of passing the reply on: the server ran the script, the client
-    only sees its connection drop."""
+class _Proxy:
+    """A TCP proxy in front of a real server, with a hook on what passes each way."""
 
-    def __init__(self, redis_url: str, markers: tuple[bytes, ...], losses: int) -> None:
-        self._upstream = redis.Redis.from_url(redis_url).connection_pool.connection_kwargs
-        self._markers = markers
-        self._to_lose = losses
-        self.lost = 0
+    def __init__(self, upstream: tuple[str, int] | str) -> None:
+        self._upstream = upstream  # (host, port), or a Unix socket's path
         self._server = StreamServer(("127.0.0.1", 0), self._relay)
 
-    def client(self) -> redis.Redis:
-        auth = {k: self._upstream[k] for k in ("db", "username", "password") if k in self._upstream}
-        return redis.Redis(host="127.0.0.1", port=self._server.server_port, retry=SEND_ONCE, **auth)
+    @property
+    def port(self) -> int:
+        return self._server.server_port
 
-    def __enter__(self) -> ReplyLosingProxy:
+    def __enter__(self):
         self._server.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._server.stop()
 
+    def _request(self, data: bytes, connection: dict) -> None:
+        """Sees what the client sends, before the server gets it. `connection`: this
+        connection's own state."""
+
+    def _reply(self, data: bytes, connection: dict) -> bool:
+        """Sees what the server answers, before the client gets it; False cuts the connection
+        instead of passing it on."""
+        return True
+
     def _connect_upstream(self) -> socket.socket:
-        if "path" in self._upstream:
+        if isinstance(self._upstream, str):
             upstream = socket.socket(socket.AF_UNIX)
-            upstream.connect(self._upstream["path"])
+            upstream.connect(self._upstream)
             return upstream
-        return socket.create_connection((self._upstream.get("host", "localhost"), self._upstream.get("port", 6379)))
+        return socket.create_connection(self._upstream)
 
     def _relay(self, client: socket.socket, _address: object) -> None:
         upstream = self._connect_upstream()
-        reply_to_lose = False
+        connection: dict = {}
 
         def cut() -> None:
             for end in (client, upstream):
@@ -242,12 +247,9 @@ class ReplyLosingProxy:
                     end.shutdown(socket.SHUT_RDWR)
 
         def to_server() -> None:
-            nonlocal reply_to_lose
             with suppress(OSError):
                 while data := client.recv(65536):
-                    if self._to_lose and any(marker in data for marker in self._markers):
-                        self._to_lose -= 1
-                        reply_to_lose = True  # before the server can answer
+                    self._request(data, connection)
                     upstream.sendall(data)
             cut()
 
@@ -255,11 +257,72 @@ class ReplyLosingProxy:
         try:
             with suppress(OSError):
                 while data := upstream.recv(65536):
-                    if reply_to_lose:  # the server has answered: it ran the script
-                        self.lost += 1
+                    if not self._reply(data, connection):
                         break
                     client.sendall(data)
         finally:
             cut()
             requests.join()
             upstream.close()
+
+
+class ReplyLosingProxy(_Proxy):
+    """A proxy in front of the real Redis. For the first `losses` commands that carry one of
+    `markers` (the text of a script), it forwards the command, waits for the server's reply, and
+    cuts the connection instead of passing the reply on: the server ran the script, the client
+    only sees its connection drop."""
+
+    def __init__(self, redis_url: str, markers: tuple[bytes, ...], losses: int) -> None:
+        kwargs = redis.Redis.from_url(redis_url).connection_pool.connection_kwargs
+        super().__init__(kwargs["path"] if "path" in kwargs else (kwargs.get("host", "localhost"), kwargs.get("port", 6379)))
+        self._upstream_kwargs = kwargs
+        self._markers = markers
+        self._to_lose = losses
+        self.lost = 0
+
+    def client(self) -> redis.Redis:
+        auth = {k: self._upstream_kwargs[k] for k in ("db", "username", "password") if k in self._upstream_kwargs}
+        return redis.Redis(host="127.0.0.1", port=self.port, retry=SEND_ONCE, **auth)
+
+    def _request(self, data: bytes, connection: dict) -> None:
+        if self._to_lose and any(marker in data for marker in self._markers):
+            self._to_lose -= 1
+            connection["reply_to_lose"] = True  # before the server can answer
+
+    def _reply(self, data: bytes, connection: dict) -> bool:
+        if connection.get("reply_to_lose"):  # the server has answered: it ran the script
+            self.lost += 1
+            return False
+        return True
+
+
+class ReplyHoldingProxy(_Proxy):
+    """A proxy in front of the real PostgreSQL. After `hold_next_reply()`, the next answer the
+    server sends is kept from the client (which waits for it, as on a slow network) until
+    `release()`; `holding` is set when it arrives."""
+
+    def __init__(self, pg_dsn: str) -> None:
+        params = psycopg.conninfo.conninfo_to_dict(pg_dsn)
+        host, port = params.get("host") or "/tmp", int(params.get("port") or 5432)
+        super().__init__(f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port))
+        self._pg_dsn = pg_dsn
+        self.holding = gevent.event.Event()
+        self._released = gevent.event.Event()
+        self._hold = False
+
+    @property
+    def dsn(self) -> str:
+        return psycopg.conninfo.make_conninfo(self._pg_dsn, host="127.0.0.1", port=self.port)
+
+    def hold_next_reply(self) -> None:
+        self._hold = True
+
+    def release(self) -> None:
+        self._released.set()
+
+    def _reply(self, data: bytes, connection: dict) -> bool:
+        if self._hold:
+            self._hold = False
+            self.holding.set()
+            self._released.wait()
+        return True
