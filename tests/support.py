@@ -315,6 +315,8 @@ class ReplyHoldingProxy(_Proxy):
         return psycopg.conninfo.make_conninfo(self._pg_dsn, host="127.0.0.1", port=self.port)
 
     def hold_next_reply(self) -> None:
+        self.holding.clear()
+        self._released.clear()
         self._hold = True
 
     def release(self) -> None:
