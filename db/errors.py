@@ -13,14 +13,21 @@ import redis.exceptions
 from psycopg import errors as pg_errors
 from psycopg_pool import PoolTimeout
 
-__all__ = ["CallFailed", "Failure", "QueueFull", "VersionConflict", "classify"]
+__all__ = ["CallFailed", "Failure", "QueueFull", "Refused", "VersionConflict", "classify"]
 
 
 class VersionConflict(Exception):
     """Raised by a tool whose optimistic check found that someone else changed the row first."""
 
 
-class QueueFull(Exception):
+class Refused(Exception):
+    """Raised by a tool that says a business "no" (the account cannot pay): the platform worked
+    and answered, so the call is counted as refused, never retried, and is no failure of the
+    platform. Anything a tool raises that is neither this nor a known conflict is an error: a
+    bug, which keeps the run from being evidence."""
+
+
+class QueueFull(Refused):
     """Raised by a tool whose bounded queue refused a job: overflow, not retried (the agent is
     told at once, as a producer would be)."""
 
@@ -44,6 +51,7 @@ class Failure(enum.Enum):
     # connection dropped while watching (possibly after the server ran EXEC). See _BY_CLASS.
     REDIS_WATCH_CONFLICT = "redis_watch_conflicts"
     CONNECTION_LOST = "connection_errors"
+    REFUSED = "refusals"  # the tool's own business "no" (Refused), other than a full queue
     ERROR = "errors"  # anything else: a bug or a constraint, never retried
 
     @property
@@ -51,6 +59,17 @@ class Failure(enum.Enum):
         # A pool timeout has already waited --pool-timeout; retrying would only multiply the
         # wait the user asked to bound.
         return self in _RETRYABLE
+
+    @property
+    def counted_as_conflict(self) -> bool:
+        """Counted in the report's conflicts (a full queue too: contention for its room); a
+        refusal and an error are counted apart."""
+        return self not in (Failure.ERROR, Failure.REFUSED)
+
+    @property
+    def refusal(self) -> bool:
+        """The tool answered "no" (Refused): the call is over, and the platform did its job."""
+        return self in (Failure.QUEUE_REJECTED, Failure.REFUSED)
 
 
 _RETRYABLE = frozenset(
@@ -72,6 +91,7 @@ _BY_CLASS: tuple[tuple[type[BaseException], Failure], ...] = (
     (pg_errors.LockNotAvailable, Failure.LOCK_TIMEOUT),
     (PoolTimeout, Failure.POOL_TIMEOUT),
     (QueueFull, Failure.QUEUE_REJECTED),
+    (Refused, Failure.REFUSED),
     # WatchError has two meanings, told apart by no class: a WATCHed key changed before EXEC
     # (EXEC aborted, nothing applied), or the connection dropped while watching, which redis-py
     # reports as WatchError too (Pipeline._disconnect_raise_on_watching), even when EXEC had

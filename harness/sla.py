@@ -68,6 +68,25 @@ def _failures_of(report: Report, tools: list[str] | None, kind: str) -> int:
     return sum(t["failures"].get(kind, 0) for t in _tools(report, tools))
 
 
+def _success_rate(report: Report, tools: list[str] | None) -> float | None:
+    """Succeeded calls among those the platform had to serve: a tool's own refusal (it answered
+    "no", e.g. the account cannot pay) is neither a success nor a failure of the platform."""
+    return _ratio(_total(report, tools, "succeeded"), _total(report, tools, "calls") - _total(report, tools, "refused"))
+
+
+# At repeatable read and serializable, PostgreSQL refuses the concurrent update that a version
+# check would catch before the check runs (40001): there, the version conflicts are those too.
+_BECOMES = {Failure.VERSION_CONFLICT: Failure.SERIALIZATION_FAILURE}
+_LEVELS_THAT_REFUSE = ("repeatable_read", "serializable")
+
+
+def _counted_as(kind: Failure, report: Report) -> tuple[Failure, ...]:
+    becomes = _BECOMES.get(kind)
+    if becomes is not None and report["run"]["isolation"] in _LEVELS_THAT_REFUSE:
+        return kind, becomes
+    return (kind,)
+
+
 def _percentile_of_tool(key: str) -> Callable[[Report, list[str] | None], float | None]:
     def read(report: Report, tools: list[str] | None) -> float | None:
         values = [t[key] for t in _tools(report, tools) if t[key] is not None]
@@ -86,13 +105,14 @@ METRICS: dict[str, Metric] = {
                                   over_calls=True)
         for p in ("p50", "p95", "p99")
     },
-    "success_rate": Metric("rate", lambda r, t: _ratio(_total(r, t, "succeeded"), _total(r, t, "calls")),
-                           scoped=True, over_calls=True),
+    "success_rate": Metric("rate", _success_rate, scoped=True, over_calls=True),
+    "tool_success_rate": Metric("rate", _success_rate, per_tool=True, scoped=True, over_calls=True),
     "failure_rate": Metric("rate", lambda r, t: _ratio(_total(r, t, "failed") + _total(r, t, "indeterminate"),
                                                        _total(r, t, "calls")), scoped=True, over_calls=True),
     **{
         f"{kind.value}_per_attempt": Metric(
-            "rate", lambda r, t, kind=kind.value: _ratio(_failures_of(r, t, kind), _total(r, t, "attempts")),
+            "rate", lambda r, t, kind=kind: _ratio(sum(_failures_of(r, t, k.value) for k in _counted_as(kind, r)),
+                                                   _total(r, t, "attempts")),
             scoped=True, over_calls=True)
         for kind in Failure
     },

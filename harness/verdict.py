@@ -3,7 +3,9 @@
 A run passes only when its data backs it: the audits held, every SLA rule held, and the run is
 evidence at all. It is not when a load process never started, when agents raised instead of
 finishing their calls, when no tool call was made, or when a worker vanished with calls whose
-outcome nobody reported. The server refusing the run's connections is the run's configuration,
+outcome nobody reported, or when a tool raised an error (neither a conflict nor its own refusal:
+a bug, a missing table, a constraint): a run whose tools fail is no evidence that the platform
+holds. The server refusing the run's connections is the run's configuration,
 not a verdict on the platform: exit code 2, like a bad option.
 
 The report's `evidence.notes` are what a reader must know but the verdict does not rest on: a
@@ -38,6 +40,12 @@ def evidence_problems(metrics: Metrics, lost_workers: list[dict[str, Any]] | Non
             "kind": "agent_errors",
             "detail": f"{metrics.agent_errors} agent tasks raised instead of finishing their tool call"
                       f" (a harness or tools-module bug), e.g. {metrics.agent_error_samples[0]}",
+        })
+    if metrics.errors:
+        problems.append({
+            "kind": "tool_errors",
+            "detail": f"{metrics.errors} tool call attempts raised an error that is neither a conflict nor the tool's"
+                      f" own refusal (a missing table, a constraint, a bug), e.g. {metrics.error_samples[0]}",
         })
     if not any(stats.calls for stats in metrics.tools.values()):
         problems.append({"kind": "no_calls", "detail": "no tool call was made: there is nothing to judge"})

@@ -7,7 +7,7 @@ between the same pair in opposite directions deadlock, as careless tool code doe
 
 from __future__ import annotations
 
-from db.errors import VersionConflict
+from db.errors import Refused, VersionConflict
 from db.tool import Transaction
 from tasks.ledger import record_in_ledger
 
@@ -16,7 +16,7 @@ __all__ = ["InsufficientCredits", "debit", "deduct_credits", "transfer_credits",
 MAX_AMOUNT = 10
 
 
-class InsufficientCredits(Exception):
+class InsufficientCredits(Refused):
     """The account cannot pay: a refusal by the tool, not a conflict, so never retried."""
 
 
