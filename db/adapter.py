@@ -56,7 +56,24 @@ class ToolAdapter:
         self._call_finished = call_finished
         self._call_started = call_started
         self._backoff_rng = random.Random()
-        self.calls_in_flight = 0
+        # The calls started and not yet reported, by op id: those still here when the load gives
+        # up waiting for them are reported indeterminate (abandon_calls_in_flight).
+        self._in_flight: dict[uuid.UUID, CallRecord] = {}
+
+    @property
+    def calls_in_flight(self) -> int:
+        return len(self._in_flight)
+
+    def abandon_calls_in_flight(self) -> list[CallRecord]:
+        """Report every call still in flight as indeterminate, now (it may yet commit: its agent
+        was not seen to end it), and ignore its own end if it ever comes."""
+        abandoned = list(self._in_flight.values())
+        self._in_flight.clear()
+        for record in abandoned:
+            record.outcome = Outcome.INDETERMINATE
+            record.duration_s = (monotonic_ns() - record.started_ns) / 1e9
+            self._report(record)
+        return abandoned
 
     def call(self, tool: Tool, agent_id: str, seed: int) -> CallRecord:
         record = CallRecord(tool=tool.name, backend=tool.backend, op_id=uuid.uuid4(), agent_id=agent_id, seed=seed,
@@ -65,7 +82,7 @@ class ToolAdapter:
             self._call_started.fire(record=record)
         started = perf_counter()
         first_deadlock_at: float | None = None
-        self.calls_in_flight += 1
+        self._in_flight[record.op_id] = record
         try:
             for attempt in range(1, self._policy.max_tries + 1):
                 record.attempts = attempt
@@ -84,13 +101,13 @@ class ToolAdapter:
                 if attempt < self._policy.max_tries:
                     gevent.sleep(self._policy.backoff(attempt, self._backoff_rng))
         finally:
-            self.calls_in_flight -= 1
             record.duration_s = perf_counter() - started
             if first_deadlock_at is not None and record.deadlock_resolution_s is None:
                 # Never resolved (it gave up, or failed otherwise): the time it was held up is
                 # still the worst case of the distribution, not one to leave out.
                 record.deadlock_resolution_s = perf_counter() - first_deadlock_at
-            self._report(record)
+            if self._in_flight.pop(record.op_id, None) is not None:  # else abandoned: reported already
+                self._report(record)
         return record
 
     def _attempt(
@@ -115,7 +132,7 @@ class ToolAdapter:
                 finally:  # a wait that ended in a pool timeout is the worst of all: keep it
                     record.pool_waits_s.append(perf_counter() - asked_at)
             tx = Transaction(record.op_id, agent_id, seed, conn, self._redis, self._tool_work_s)
-            tool.run(tx)
+            record.value = tool.run(tx)
             if conn is not None:
                 committing = True
                 conn.commit()

@@ -7,7 +7,7 @@ it expected and what it observed, so a failed audit tells the user where to look
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -18,8 +18,8 @@ from psycopg import sql
 from db.op_ids import OpIds
 from db.redis_keys import RedisKeys
 
-__all__ = ["ANOMALIES", "SHOW_AT_MOST", "Check", "Acknowledged", "AuditContext", "copy_outcomes", "identities_in_table",
-           "listing", "listing_ids"]
+__all__ = ["ANOMALIES", "SHOW_AT_MOST", "Check", "Acknowledged", "AuditContext", "Baseline", "copy_outcomes", "identities_in_table",
+           "listing", "listing_ids", "rows_match_values"]
 
 # The ids or rows a check's detail names at most.
 SHOW_AT_MOST = 5
@@ -68,6 +68,22 @@ class Acknowledged:
 
 
 @dataclass(frozen=True)
+class Baseline:
+    """The state a run starts from, as the harness seeds it from the options: what the audits
+    compare the servers' data with. Never read back from the tables they audit, so a row added,
+    removed or rewritten there outside a tool call is found."""
+
+    accounts: int  # ids 1..accounts
+    initial_balance: int  # each account's
+    counters: int  # ids 1..counters, each at 0
+    teams: int  # plans 1..teams, each at version 0
+    queue_capacity: int
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class AuditContext:
     """What an audit gets: the coordinator's autocommit session, Redis, and what the harness
     acknowledged for the tools the audit covers."""
@@ -77,6 +93,7 @@ class AuditContext:
     redis: redis.Redis
     keys: RedisKeys
     acknowledged_of: Callable[[Collection[str]], Acknowledged]  # by tool names
+    baseline: Baseline
     # Adds a measurement only the servers' data holds to the run's distributions (name, seconds).
     observe: Callable[[str, float], None]
     # What each load process saw when it stopped (its pool's state, ...).
@@ -84,52 +101,66 @@ class AuditContext:
 
 
 def identities_in_table(conn: psycopg.Connection, table: str, acknowledged: Acknowledged, *,
-                        present: str, within: str, failed: str, lost_anomaly: str | None = None) -> list[Check]:
+                        present: str, within: str, failed: str, lost_anomaly: str | None = None,
+                        wrote: str = "true") -> list[Check]:
     """Compare the set of op_ids in `table` with the calls' outcomes (inside a transaction):
 
-    - `present`: every succeeded call is in the table exactly once (else lost, or applied twice;
-      the lost ones count as `lost_anomaly`, if given);
-    - `within`: every row belongs to a succeeded or indeterminate call (else invented; a row with
-      no op_id, an entry no call wrote, is one too);
+    - `present`: every succeeded call that wrote is in the table exactly once (else lost, or
+      applied twice; the lost ones count as `lost_anomaly`, if given);
+    - `within`: every row belongs to a succeeded or indeterminate call that wrote (else
+      invented; a row with no op_id, an entry no call wrote, is one too);
     - `failed`: no call reported failed is in the table (a failure that was applied).
+
+    `wrote` is an SQL condition on the call's value (`value`, jsonb: what its tool returned)
+    that says whether the call writes a row here, for a tool that may decide not to (e.g.
+    "(value->>'wrote')::boolean"); by default every call writes one. "Applied more than once"
+    is looked for only where the table lets it happen: not under a unique index on op_id alone.
     """
     copy_outcomes(conn, acknowledged)
+    unique = _op_id_is_unique(conn, table)
     found = conn.execute(
         sql.SQL(
             """WITH stored AS (SELECT op_id, count(*) AS times FROM {0} WHERE op_id IS NOT NULL GROUP BY op_id),
-                    told AS (SELECT op_id, min(outcome) AS outcome, count(*) AS times
-                             FROM harness_outcomes GROUP BY op_id)
-               SELECT (array_agg(op_id) FILTER (WHERE t.outcome = 'succeeded' AND s.op_id IS NULL))[1:%(n)s],
-                      count(*) FILTER (WHERE t.outcome = 'succeeded' AND s.op_id IS NULL),
+                    told AS (SELECT op_id, min(outcome) AS outcome, count(*) AS times,
+                                    bool_or(coalesce({1}, false)) AS wrote
+                             FROM (SELECT op_id, outcome, value::jsonb AS value FROM harness_outcomes) h
+                             GROUP BY op_id)
+               SELECT (array_agg(op_id) FILTER (WHERE t.outcome = 'succeeded' AND t.wrote AND s.op_id IS NULL))[1:%(n)s],
+                      count(*) FILTER (WHERE t.outcome = 'succeeded' AND t.wrote AND s.op_id IS NULL),
                       (array_agg(op_id) FILTER (WHERE s.times > 1))[1:%(n)s],
                       count(*) FILTER (WHERE s.times > 1),
-                      (array_agg(op_id) FILTER (WHERE t.op_id IS NULL))[1:%(n)s],
-                      count(*) FILTER (WHERE t.op_id IS NULL),
+                      (array_agg(op_id) FILTER (WHERE s.op_id IS NOT NULL AND (t.op_id IS NULL
+                                                OR (t.outcome <> 'failed' AND NOT t.wrote))))[1:%(n)s],
+                      count(*) FILTER (WHERE s.op_id IS NOT NULL AND (t.op_id IS NULL
+                                       OR (t.outcome <> 'failed' AND NOT t.wrote))),
                       (array_agg(op_id) FILTER (WHERE t.outcome = 'failed' AND s.op_id IS NOT NULL))[1:%(n)s],
                       count(*) FILTER (WHERE t.outcome = 'failed' AND s.op_id IS NOT NULL),
                       count(*) FILTER (WHERE t.outcome = 'indeterminate' AND s.op_id IS NOT NULL),
                       count(*) FILTER (WHERE t.times > 1),
+                      count(*) FILTER (WHERE t.outcome = 'succeeded' AND t.wrote),
                       (SELECT count(*) FROM {0} WHERE op_id IS NULL)
                FROM told t FULL JOIN stored s USING (op_id)"""
-        ).format(sql.Identifier(table)),
+        ).format(sql.Identifier(table), sql.SQL(wrote)),
         {"n": SHOW_AT_MOST},
     ).fetchone()
-    lost_ids, lost, twice_ids, twice, unknown_ids, unknown, applied_ids, applied, maybe, told_twice, no_id = found
-    succeeded = len(acknowledged.succeeded)
-    detail = f"every succeeded call is in {table} exactly once"
+    (lost_ids, lost, twice_ids, twice, unknown_ids, unknown, applied_ids, applied, maybe, told_twice, writes,
+     no_id) = found
+    detail = f"every succeeded call that wrote is in {table} exactly once" if not unique else \
+        f"every succeeded call that wrote is in {table} (once: op_id is unique there)"
     if lost:
         detail = f"lost: {listing_ids(lost_ids or [], lost)}"
     if twice:
         detail += f"; applied more than once: {listing_ids(twice_ids or [], twice)}"
     if told_twice:
         detail += f"; {told_twice} operation ids were reported more than once"
-    within_detail = (f"{unknown} {table} rows belong to no call the harness made: {listing_ids(unknown_ids or [], unknown)}"
-                     if unknown else f"every {table} row belongs to a succeeded call, or to one of the"
+    within_detail = (f"{unknown} {table} rows belong to no call the harness made or to a call that wrote none:"
+                     f" {listing_ids(unknown_ids or [], unknown)}"
+                     if unknown else f"every {table} row belongs to a succeeded call that wrote, or to one of the"
                      f" {len(acknowledged.indeterminate)} indeterminate ones ({maybe} of which were applied)")
     if no_id:
         within_detail = f"{no_id} {table} rows of no operation id" + (f"; {within_detail}" if unknown else "")
     return [
-        Check(present, not (lost or twice or told_twice), succeeded, succeeded - lost, detail,
+        Check(present, not (lost or twice or told_twice), writes, writes - lost, detail,
               anomaly=lost_anomaly, anomaly_count=lost if lost_anomaly else 0),
         Check(within, not (unknown or no_id), 0, unknown + no_id, within_detail),
         Check(failed, not applied, 0, applied,
@@ -139,18 +170,52 @@ def identities_in_table(conn: psycopg.Connection, table: str, acknowledged: Ackn
     ]
 
 
+def rows_match_values(conn: psycopg.Connection, table: str, columns: Mapping[str, str], *, name: str) -> Check:
+    """Every row of `table` that belongs to a call the harness knows holds what that call said
+    it wrote: for each (column, key) of `columns`, the row's column = the call's value[key]
+    (compared as text; JSON null = SQL NULL). Inside the transaction of an identities_in_table
+    (whose copy of the outcomes it reads)."""
+    differs = sql.SQL(" OR ").join(
+        sql.SQL("t.{}::text IS DISTINCT FROM (h.value::jsonb ->> {})").format(sql.Identifier(column), sql.Literal(key))
+        for column, key in columns.items()
+    )
+    ids, count, compared = conn.execute(
+        sql.SQL("""SELECT (array_agg(t.op_id) FILTER (WHERE {1}))[1:%(n)s], count(*) FILTER (WHERE {1}), count(*)
+                   FROM {0} t JOIN harness_outcomes h ON h.op_id = t.op_id AND h.outcome <> 'failed'"""
+                ).format(sql.Identifier(table), differs),
+        {"n": SHOW_AT_MOST},
+    ).fetchone()
+    what = ", ".join(columns)
+    return Check(name, not count, 0, count,
+                 f"{table} rows whose {what} differ from what their call wrote: {listing_ids(ids or [], count)}"
+                 if count else f"each of the {compared} {table} rows of a call holds the {what} that call wrote")
+
+
+def _op_id_is_unique(conn: psycopg.Connection, table: str) -> bool:
+    """Whether a unique index on op_id alone keeps `table` from holding an op_id twice."""
+    return conn.execute(
+        """SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid
+                          AND a.attnum = i.indkey[0]
+                          WHERE i.indrelid = to_regclass(%s) AND i.indisunique AND i.indnkeyatts = 1
+                          AND a.attname = 'op_id')""",
+        (table,),
+    ).fetchone()[0]
+
+
 def copy_outcomes(conn: psycopg.Connection, acknowledged: Acknowledged) -> None:
-    """The calls' ids and outcomes into a temporary table harness_outcomes (op_id, outcome: succeeded,
-    failed or indeterminate), inside a transaction, by binary COPY of their raw bytes (a
-    uuid's binary form is its 16 bytes, so they go as bytea and land as uuid)."""
-    conn.execute("CREATE TEMP TABLE IF NOT EXISTS harness_outcomes (op_id uuid, outcome text) ON COMMIT DROP")
+    """The calls' ids, outcomes and values into a temporary table harness_outcomes (op_id,
+    outcome: succeeded, failed or indeterminate; value: the JSON text of what the call's tool
+    returned), inside a transaction, by binary COPY (a uuid's binary form is its 16 bytes, so
+    they go as bytea and land as uuid)."""
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS harness_outcomes (op_id uuid, outcome text, value text)"
+                 " ON COMMIT DROP")
     conn.execute("TRUNCATE harness_outcomes")
-    with conn.cursor().copy("COPY harness_outcomes (op_id, outcome) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types(["bytea", "text"])
+    with conn.cursor().copy("COPY harness_outcomes (op_id, outcome, value) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(["bytea", "text", "text"])
         for outcome, op_ids in (("succeeded", acknowledged.succeeded), ("failed", acknowledged.failed),
                                 ("indeterminate", acknowledged.indeterminate)):
-            for raw in op_ids.raw():
-                copy.write_row((raw, outcome))
+            for raw, value in op_ids.raw_with_values():
+                copy.write_row((raw, outcome, value))
 
 
 def listing_ids(op_ids: Collection[Any], total: int | None = None) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from db.errors import Failure
 
@@ -39,6 +40,9 @@ class CallRecord:
     agent_id: str = ""
     seed: int = 0
     started_ns: int = 0  # time.monotonic_ns() when the call started, before its first attempt
+    # What the tool handed its agent (its function's return value, JSON-able): set by the last
+    # attempt that ran the tool to its end, so an indeterminate call has the value it would have.
+    value: Any = None
 
     @property
     def retries(self) -> int:

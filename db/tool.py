@@ -74,10 +74,14 @@ class Transaction:
 class Tool:
     """A named plain function run as one transaction; `backend` is Locust's request_type:
     "pg" (the adapter opens a PostgreSQL transaction) or "redis" (Redis only, no connection
-    borrowed from the pool)."""
+    borrowed from the pool).
+
+    What the function returns is the call's value: what the agent is handed (a balance read, the
+    job taken, what was written), JSON-able. It is kept with the call's outcome, written to
+    `--history` and given to the audits, which compare it with what the servers hold."""
 
     name: str
-    run: Callable[[Transaction], None]
+    run: Callable[[Transaction], Any]
     backend: str = "pg"
 
     @property
@@ -85,13 +89,13 @@ class Tool:
         return self.backend != "redis"
 
 
-def tool(*, weight: int = 1, backend: str = "pg") -> Callable[[Callable[[Transaction], None]], Callable[[Transaction], None]]:
+def tool(*, weight: int = 1, backend: str = "pg") -> Callable[[Callable[[Transaction], Any]], Callable[[Transaction], Any]]:
     """Optional marks on a user-written tool function: how often agents pick it, and whether it
     needs a PostgreSQL transaction ("pg") or only Redis ("redis")."""
     if weight < 0 or backend not in ("pg", "redis"):
         raise ValueError(f"tool(weight={weight!r}, backend={backend!r}): weight >= 0, backend 'pg' or 'redis'")
 
-    def mark(function: Callable[[Transaction], None]) -> Callable[[Transaction], None]:
+    def mark(function: Callable[[Transaction], Any]) -> Callable[[Transaction], Any]:
         function.toolclash_weight = weight
         function.toolclash_backend = backend
         return function

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from functools import partial
 from typing import Any
 
@@ -17,7 +17,7 @@ from locust.runners import Runner
 from psycopg import sql
 
 from db import schema as run_schema
-from db.audits import AuditContext
+from db.audits import Acknowledged, AuditContext
 from db.connect import ServerInfo
 from db.pool import SessionSettings, load_application_prefix
 from db.redis_keys import RedisClaim
@@ -180,7 +180,7 @@ class Coordinator:
             self.settings.schema,
             run_id,
             accounts=self.settings.params.accounts,
-            initial_balance=self.settings.initial_balance,
+            initial_balance=self.settings.params.initial_balance,
             counters=self.settings.params.counters,
         )
         self.settings.params.keys.clear(self._redis)
@@ -191,14 +191,23 @@ class Coordinator:
                     scenario.setup(conn)
         return database_counters(conn)
 
-    def _context(self, conn: psycopg.Connection, metrics: Metrics | None = None) -> AuditContext:
+    def _context(self, conn: psycopg.Connection, metrics: Metrics | None = None,
+                 audited: set[str] | None = None) -> AuditContext:
+        """What an audit gets; the tools whose outcomes it asks for join `audited`."""
         metrics = metrics or Metrics()
+
+        def acknowledged_of(tools: Collection[str]) -> Acknowledged:
+            if audited is not None:
+                audited.update(tools)
+            return metrics.acknowledged(set(tools))
+
         return AuditContext(
             conn=conn,
             schema=self.settings.schema,
             redis=self._redis,
             keys=self.settings.params.keys,
-            acknowledged_of=metrics.acknowledged,
+            acknowledged_of=acknowledged_of,
+            baseline=self.settings.params.baseline,
             observe=metrics.observe,
             findings=metrics.findings,
         )
@@ -249,8 +258,9 @@ class Coordinator:
             audits.update(scenario.audits(self.settings.params))
         # An audit cut short by a lost connection runs again whole, on a new session: the audits
         # only read, but for the outbox relay and the drains of Redis, which are idempotent.
+        audited: set[str] = set()
         checks = [check for audit in audits.values()
-                  for check in self._session.run(lambda conn, audit=audit: audit(self._context(conn, metrics)))]
+                  for check in self._session.run(lambda conn, audit=audit: audit(self._context(conn, metrics, audited)))]
         report = build_report(
             metrics=metrics,
             server=server,
@@ -260,6 +270,10 @@ class Coordinator:
                       "description": s.describe()} for s in self._servers],
             timeseries=samples,
         )
+        report["baseline"] = self.settings.params.baseline.as_dict()
+        # A tool no audit compared by operation id: its calls' effects are unchecked, which the
+        # reader must see rather than take the audit's "ok" for them too.
+        report["not_audited_by_identity"] = sorted(set(metrics.tools) - audited)
         report["faults"] = faults
         report["hub"] = hub_section(hub_lags, samples, self.settings.sample_interval_s, heartbeats)
         report["settings"] = settings_summary(self.settings)
@@ -277,7 +291,7 @@ class Coordinator:
         report["sla"] = sla.evaluate(self.settings.sla_rules, report, self.settings.scopes)
         if stages:
             report["steps"] = stage_reports(metrics, stages, time.monotonic(), self.settings.sla_rules,
-                                            self.settings.scopes)
+                                            self.settings.scopes, self.settings.isolation)
         report["verdict"], report["exit_code"] = verdict.decide(report)
         # A failed audit's data is the evidence of what went wrong: the next run must not wipe it
         # unless told --reset.

@@ -70,7 +70,7 @@ class History:
                      "agent": record.agent_id, "op": str(record.op_id), "tool": record.tool,
                      "outcome": record.outcome.value, "attempts": record.attempts,
                      "failures": [failure.value for failure in record.failures],
-                     "duration_ns": round(record.duration_s * 1e9)})
+                     "duration_ns": round(record.duration_s * 1e9), "value": record.value})
 
     def _write(self, line: dict[str, Any]) -> None:
         if self._file is None:

@@ -19,7 +19,6 @@ from psycopg_pool import PoolTimeout
 from db.adapter import ToolAdapter
 from db.pool import PoolNotOpened, SessionSettings, load_application_name, open_pool
 from db.call_record import Outcome
-from db.errors import Failure
 from db.session import SEND_ONCE, connection_lost
 from db.tool import Tool
 from harness.metrics import Metrics
@@ -89,7 +88,7 @@ class Load:
         self.metrics.record(record)
         self._totals["attempts"] += record.attempts
         if record.failures:  # most calls have none
-            self._totals["conflicts"] += sum(failure is not Failure.ERROR for failure in record.failures)
+            self._totals["conflicts"] += sum(failure.counted_as_conflict for failure in record.failures)
         if record.outcome is not Outcome.INTERRUPTED:
             self._totals["calls"] += 1
         if self.stage is not None:
@@ -168,16 +167,19 @@ class Load:
         deadline = time.monotonic() + _DRAIN_TIMEOUT_S
         while self.adapter.calls_in_flight and time.monotonic() < deadline:
             gevent.sleep(0.01)
-        if self.adapter.calls_in_flight:
-            log.warning("%d tool calls still in flight after %.0f s", self.adapter.calls_in_flight, _DRAIN_TIMEOUT_S)
+        # Their agents were not seen to end them: each may yet commit, so each is indeterminate.
+        abandoned = len(self.adapter.abandon_calls_in_flight())
+        if abandoned:
+            log.warning("%d tool calls still in flight after %.0f s: reported indeterminate", abandoned,
+                        _DRAIN_TIMEOUT_S)
         self._sampler.kill()
-        self.metrics.findings.append(self._pool_at_rest())
+        self.metrics.findings.append(self._pool_at_rest(abandoned))
         self._pool.close()
         self._redis.close()
         self.adapter = None
         self._pool = None
 
-    def _pool_at_rest(self) -> dict:
+    def _pool_at_rest(self, calls_in_flight: int) -> dict:
         """With every agent stopped: does the pool hold all its connections again, and is any of
         the load's sessions still idle in a transaction?"""
         stats = self._pool.wait_until_at_rest(_DRAIN_TIMEOUT_S)
@@ -188,7 +190,7 @@ class Load:
             "available": stats["available"],
             "idle_in_transaction": self._sessions_idle_in_transaction(),
             # Calls not finished when the load gave up waiting: they still hold their connections.
-            "calls_in_flight": self.adapter.calls_in_flight,
+            "calls_in_flight": calls_in_flight,
         }
 
     def _sessions_idle_in_transaction(self) -> int | None:

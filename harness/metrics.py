@@ -19,8 +19,9 @@ from db.op_ids import OpIds
 __all__ = ["Histogram", "ToolStats", "Metrics", "CONFLICT_COUNTERS"]
 
 # The report's conflict counters: one per kind of failed attempt, plus the calls whose outcome
-# is unknown. "errors" (bugs, constraint violations) are reported as failures, not conflicts.
-CONFLICT_COUNTERS = tuple(f.value for f in Failure if f is not Failure.ERROR) + ("indeterminate",)
+# is unknown. "errors" (bugs, constraint violations) are reported apart, as evidence problems;
+# "refusals" (a tool's business "no") are counted per tool with the calls' outcomes.
+CONFLICT_COUNTERS = tuple(f.value for f in Failure if f.counted_as_conflict) + ("indeterminate",)
 
 
 class Histogram:
@@ -87,6 +88,7 @@ class ToolStats:
     calls: int = 0  # calls that finished: succeeded + failed + indeterminate
     succeeded: int = 0
     failed: int = 0
+    refused: int = 0  # of the failed: the tool's own "no" (Refused), the platform did its job
     indeterminate: int = 0
     interrupted: int = 0  # stopped with the run before COMMIT: rolled back, not counted as calls
     attempts: int = 0
@@ -94,7 +96,7 @@ class ToolStats:
     failures: dict[str, int] = field(default_factory=dict)  # failed attempts, by kind
     latency: Histogram = field(default_factory=Histogram)
 
-    _COUNTS = ("calls", "succeeded", "failed", "indeterminate", "interrupted", "attempts", "retries")
+    _COUNTS = ("calls", "succeeded", "failed", "refused", "indeterminate", "interrupted", "attempts", "retries")
 
     def merge(self, other: ToolStats) -> None:
         for name in self._COUNTS:
@@ -116,7 +118,7 @@ class ToolStats:
 
 _DISTRIBUTIONS = ("pool_wait", "deadlock_detection", "deadlock_resolution")
 _OUTCOMES = ("succeeded", "failed", "indeterminate", "rejected")
-_AGENT_ERROR_SAMPLES = 5
+_ERROR_SAMPLES = 5
 
 
 class Metrics:
@@ -129,6 +131,7 @@ class Metrics:
         self.tools: dict[str, ToolStats] = {}
         self.conflicts: dict[str, int] = dict.fromkeys(CONFLICT_COUNTERS, 0)
         self.errors = 0
+        self.error_samples: list[str] = []  # the first few errors' exceptions, for the report
         self.distributions: dict[str, Histogram] = {name: Histogram() for name in _DISTRIBUTIONS}
         # Every call's id by tool and outcome (succeeded, failed, indeterminate, rejected: the
         # failed ones a full queue refused), 16 bytes an id: what the audits compare.
@@ -148,8 +151,7 @@ class Metrics:
     def record_agent_error(self, exception: BaseException) -> None:
         """The `user_error` listener: an agent's task raised instead of finishing its call."""
         self.agent_errors += 1
-        if len(self.agent_error_samples) < _AGENT_ERROR_SAMPLES:
-            self.agent_error_samples.append(f"{type(exception).__name__}: {exception}".splitlines()[0])
+        _sample(self.agent_error_samples, exception)
 
     def acknowledged(self, tools: set[str]) -> Acknowledged:
         """What the agents were told about the calls of `tools`."""
@@ -165,7 +167,7 @@ class Metrics:
             op_ids = kept.get(outcome)
             if op_ids is None:
                 op_ids = kept[outcome] = OpIds()
-            op_ids.add(record.op_id)
+            op_ids.add(record.op_id, record.value)
 
     def stage(self, index: int) -> Metrics:
         stage = self.stages.get(index)
@@ -191,7 +193,8 @@ class Metrics:
             stats.failures[failure.value] = stats.failures.get(failure.value, 0) + 1
             if failure is Failure.ERROR:
                 self.errors += 1
-            else:
+                _sample(self.error_samples, record.exception)
+            elif failure.counted_as_conflict:
                 self.conflicts[failure.value] += 1
         for wait in record.pool_waits_s:
             self.distributions["pool_wait"].record(wait)
@@ -219,7 +222,10 @@ class Metrics:
         else:
             stats.failed += 1
             self._keep(record, "failed")
-            if record.failures and record.failures[-1] is Failure.QUEUE_REJECTED:
+            last = record.failures[-1] if record.failures else None
+            if last is not None and last.refusal:
+                stats.refused += 1
+            if last is Failure.QUEUE_REJECTED:
                 self._keep(record, "rejected")
 
     def merge(self, other: Metrics) -> None:
@@ -228,6 +234,7 @@ class Metrics:
         for name, count in other.conflicts.items():
             self.conflicts[name] = self.conflicts.get(name, 0) + count
         self.errors += other.errors
+        _merge_samples(self.error_samples, other.error_samples)
         for name, histogram in other.distributions.items():
             self._histogram(name).merge(histogram)
         for tool, by_outcome in other.op_ids.items():
@@ -239,8 +246,7 @@ class Metrics:
         self.load_samples.extend(other.load_samples)
         self.load_failures.extend(other.load_failures)
         self.agent_errors += other.agent_errors
-        room = _AGENT_ERROR_SAMPLES - len(self.agent_error_samples)
-        self.agent_error_samples.extend(other.agent_error_samples[:max(0, room)])
+        _merge_samples(self.agent_error_samples, other.agent_error_samples)
         for index, stage in other.stages.items():
             self.stage(index).merge(stage)
 
@@ -249,6 +255,7 @@ class Metrics:
             "tools": {name: stats.to_dict() for name, stats in self.tools.items()},
             "conflicts": dict(self.conflicts),
             "errors": self.errors,
+            "error_samples": self.error_samples,
             "distributions": {name: h.to_dict() for name, h in self.distributions.items()},
             "op_ids": {tool: {outcome: op_ids.to_wire() for outcome, op_ids in by_outcome.items()}
                        for tool, by_outcome in self.op_ids.items()},
@@ -267,9 +274,10 @@ class Metrics:
         metrics.tools = {name: ToolStats.from_dict(stats) for name, stats in data["tools"].items()}
         metrics.conflicts.update(data["conflicts"])
         metrics.errors = data["errors"]
+        metrics.error_samples = list(data["error_samples"])
         for name, histogram in data["distributions"].items():
             metrics.distributions[name] = Histogram.from_dict(histogram)
-        metrics.op_ids = {tool: {outcome: OpIds(raw) for outcome, raw in by_outcome.items()}
+        metrics.op_ids = {tool: {outcome: OpIds.from_wire(wire) for outcome, wire in by_outcome.items()}
                           for tool, by_outcome in data["op_ids"].items()}
         metrics.findings = list(data["findings"])
         metrics.pool_samples = list(data["pool_samples"])
@@ -280,3 +288,11 @@ class Metrics:
         metrics.stages = {int(index): cls.from_dict(stage, keep_op_ids=False) for index, stage in data["stages"].items()}
         return metrics
 
+
+def _sample(samples: list[str], exception: BaseException | None) -> None:
+    if len(samples) < _ERROR_SAMPLES:
+        samples.append(f"{type(exception).__name__}: {exception}".splitlines()[0])
+
+
+def _merge_samples(samples: list[str], others: list[str]) -> None:
+    samples.extend(others[:max(0, _ERROR_SAMPLES - len(samples))])

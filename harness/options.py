@@ -260,7 +260,6 @@ class Settings:
     chaos: tuple[Fault, ...] = ()
     history: str | None = None
     seed: int | None = None
-    initial_balance: int = INITIAL_BALANCE
     tools_module: str | None = None
     tools_digest: str | None = None  # the --tools-module file's SHA-256: every process must run the same code
 
@@ -309,6 +308,7 @@ class Settings:
             teams=options.teams,
             queue_capacity=options.queue_capacity,
             hold_s=options.hold_time / 1000.0,
+            initial_balance=INITIAL_BALANCE,
         )
         if not any(wt.weight > 0 for scenario in scenarios for wt in scenario.tools(params)):
             raise BadOption(f"--scenario {options.scenario!r}: the mix has no tool with a weight above 0")

@@ -35,6 +35,7 @@ def build_report(
             "calls": stats.calls,
             "succeeded": stats.succeeded,
             "failed": stats.failed,
+            "refused": stats.refused,
             "indeterminate": stats.indeterminate,
             "interrupted": stats.interrupted,
             "attempts": stats.attempts,
@@ -141,11 +142,12 @@ def format_summary(report: dict[str, Any]) -> str:
         lines.append(f"  settings {expected}: {len(ran) - len(others)} worker(s) ran with them"
                      + (f", NOT {', '.join(others)}" if others else ""))
     lines.append("")
-    header = f"{'tool':<24}{'calls':>9}{'ok':>9}{'failed':>8}{'indet.':>7}{'retries':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
+    header = (f"{'tool':<24}{'calls':>9}{'ok':>9}{'failed':>8}{'refused':>8}{'indet.':>7}{'retries':>9}{'p50 ms':>9}"
+              f"{'p95 ms':>9}{'p99 ms':>9}")
     lines.append(header)
     for name, tool in report["tools"].items():
         lines.append(
-            f"{name:<24}{tool['calls']:>9}{tool['succeeded']:>9}{tool['failed']:>8}{tool['indeterminate']:>7}"
+            f"{name:<24}{tool['calls']:>9}{tool['succeeded']:>9}{tool['failed']:>8}{tool['refused']:>8}{tool['indeterminate']:>7}"
             f"{tool['retries']:>9}{_ms(tool['p50_ms']):>9}{_ms(tool['p95_ms']):>9}{_ms(tool['p99_ms']):>9}"
         )
     lines.append("")
@@ -174,7 +176,11 @@ def format_summary(report: dict[str, Any]) -> str:
             f" p99={_ms(summary['p99'])} max={_ms(summary['max'])} (n={summary['count']})"
         )
     lines.append("")
-    lines.append("audit: " + ("ok" if report["audit"]["ok"] else "FAILED"))
+    lines.append("audit: " + ("ok" if report["audit"]["ok"] else "FAILED")
+                 + f" (against the harness's baseline: {', '.join(f'{k}={v}' for k, v in report['baseline'].items())})")
+    if report["not_audited_by_identity"]:
+        lines.append(f"  [WARN] not audited by identity (no check compared their calls with the servers' data):"
+                     f" {', '.join(report['not_audited_by_identity'])}")
     for check in report["audit"]["checks"]:
         mark = "ok  " if check["ok"] else "FAIL"
         lines.append(
@@ -228,7 +234,8 @@ def log_summary(report: dict[str, Any]) -> None:
 
 
 def stage_reports(
-    metrics: Metrics, stages: list[dict[str, Any]], ended: float, rules: tuple[Any, ...], scopes: dict[str, list[str]]
+    metrics: Metrics, stages: list[dict[str, Any]], ended: float, rules: tuple[Any, ...], scopes: dict[str, list[str]],
+    isolation: str,
 ) -> list[dict[str, Any]]:
     """Per stage of a load shape: agents, throughput, p95, conflict rate, pool wait p95, and
     whether each SLA held, so the user sees at which number of agents the platform stops
@@ -238,7 +245,7 @@ def stage_reports(
         until = stages[position + 1]["started"] if position + 1 < len(stages) else ended
         duration = max(until - stage["started"], 1e-9)
         stage_metrics = metrics.stages.get(stage["stage"], Metrics(keep_op_ids=False))
-        report = build_report(metrics=stage_metrics, server={}, checks=[], run={"duration_s": duration},
+        report = build_report(metrics=stage_metrics, server={}, checks=[], run={"duration_s": duration, "isolation": isolation},
                               servers=[], timeseries=[])
         all_calls = Histogram()
         for stats in stage_metrics.tools.values():

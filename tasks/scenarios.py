@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from db.audits import AuditContext, Check
+from db.audits import AuditContext, Baseline, Check
 from db.redis_keys import RedisKeys
 from db.tool import Tool
 from tasks.agent_state import audit_agent_state, drain_plan_log, update_plan
@@ -35,6 +35,11 @@ class ScenarioParams:
     teams: int = 4
     queue_capacity: int = 50
     hold_s: float = 0.05
+    initial_balance: int = 1_000_000
+
+    @property
+    def baseline(self) -> Baseline:
+        return Baseline(self.accounts, self.initial_balance, self.counters, self.teams, self.queue_capacity)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from locust.event import EventHook
 
 from db import schema as run_schema
 from db.adapter import ToolAdapter
-from db.audits import Acknowledged, AuditContext
+from db.audits import Acknowledged, AuditContext, Baseline
 from db.redis_keys import RedisKeys
 from db.pool import SessionSettings, open_pool
 from db.retry import RetryPolicy
@@ -40,8 +40,9 @@ LOCUST = str(Path(sys.executable).with_name("locust"))
 
 
 def prepared_schema(admin: psycopg.Connection, schema: str, accounts: int = 10, balance: int = 1000) -> None:
+    """The run's tables seeded as a run of PREPARED's baseline (`accounts` and `balance` unless told)."""
     run_schema.prepare(admin, schema, reset=False)
-    run_schema.begin_run(admin, schema, "test", accounts=accounts, initial_balance=balance, counters=4)
+    run_schema.begin_run(admin, schema, "test", accounts=accounts, initial_balance=balance, counters=PREPARED.counters)
 
 
 class Recorder:
@@ -182,10 +183,14 @@ def settings_from(*args: str):
     return Settings.from_options(parser.parse_args(list(args)))
 
 
+# What prepared_schema seeds (and the scenarios' defaults for the rest).
+PREPARED = Baseline(accounts=10, initial_balance=1000, counters=4, teams=4, queue_capacity=50)
+
+
 def context_for(conn: psycopg.Connection, schema: str, acknowledged_of, redis_client=None, findings=(),
-                metrics: Metrics | None = None) -> AuditContext:
+                metrics: Metrics | None = None, baseline: Baseline = PREPARED) -> AuditContext:
     """An audit's context on the test's own session; what the audit observes goes to `metrics`."""
-    return AuditContext(conn, schema, redis_client, RedisKeys(schema), acknowledged_of,
+    return AuditContext(conn, schema, redis_client, RedisKeys(schema), acknowledged_of, baseline,
                         (metrics or Metrics()).observe, list(findings))
 
 
