@@ -98,6 +98,12 @@ class AuditContext:
     observe: Callable[[str, float], None]
     # What each load process saw when it stopped (its pool's state, ...).
     findings: list[dict[str, Any]] = field(default_factory=list)
+    # What the reader must know of the audit but no check fails on ({kind, detail}: the relay
+    # applied charges their agents could not); they join the report's evidence notes.
+    notes: list[dict[str, str]] = field(default_factory=list)
+
+    def note(self, kind: str, detail: str) -> None:
+        self.notes.append({"kind": kind, "detail": detail})
 
 
 def identities_in_table(conn: psycopg.Connection, table: str, acknowledged: Acknowledged, *,

@@ -192,8 +192,9 @@ class Coordinator:
         return database_counters(conn)
 
     def _context(self, conn: psycopg.Connection, metrics: Metrics | None = None,
-                 audited: set[str] | None = None) -> AuditContext:
-        """What an audit gets; the tools whose outcomes it asks for join `audited`."""
+                 audited: set[str] | None = None, notes: list[dict[str, str]] | None = None) -> AuditContext:
+        """What an audit gets; the tools whose outcomes it asks for join `audited`, what it notes
+        joins `notes`."""
         metrics = metrics or Metrics()
 
         def acknowledged_of(tools: Collection[str]) -> Acknowledged:
@@ -210,6 +211,7 @@ class Coordinator:
             baseline=self.settings.params.baseline,
             observe=metrics.observe,
             findings=metrics.findings,
+            notes=notes if notes is not None else [],
         )
 
     @property
@@ -259,8 +261,15 @@ class Coordinator:
         # An audit cut short by a lost connection runs again whole, on a new session: the audits
         # only read, but for the outbox relay and the drains of Redis, which are idempotent.
         audited: set[str] = set()
-        checks = [check for audit in audits.values()
-                  for check in self._session.run(lambda conn, audit=audit: audit(self._context(conn, metrics, audited)))]
+        audit_notes: list[dict[str, str]] = []
+
+        def run_audit(conn: psycopg.Connection, audit: Any, noted_before: int) -> list[Any]:
+            del audit_notes[noted_before:]  # an audit cut short and run again notes once
+            return audit(self._context(conn, metrics, audited, audit_notes))
+
+        checks = []
+        for audit in audits.values():
+            checks += self._session.run(partial(run_audit, audit=audit, noted_before=len(audit_notes)))
         report = build_report(
             metrics=metrics,
             server=server,
@@ -287,7 +296,8 @@ class Coordinator:
                                                             " during this one: their data is not this run's"})
         # What the reader must know but the verdict does not rest on: the figures are still the run's.
         note = hub_note(report["hub"])
-        report["evidence"] = {"ok": not problems, "problems": problems, "notes": [note] if note else []}
+        report["evidence"] = {"ok": not problems, "problems": problems,
+                              "notes": ([note] if note else []) + audit_notes}
         report["sla"] = sla.evaluate(self.settings.sla_rules, report, self.settings.scopes)
         if stages:
             report["steps"] = stage_reports(metrics, stages, time.monotonic(), self.settings.sla_rules,
