@@ -105,6 +105,23 @@ class AuditContext:
     def note(self, kind: str, detail: str) -> None:
         self.notes.append({"kind": kind, "detail": detail})
 
+    def check_writes(self, table: str, tools: Collection[str], *, wrote: str = "true",
+                     columns: Mapping[str, str] | None = None) -> list[Check]:
+        """For a user's tools: the identity checks of the built-in ones, on `table` of the run's
+        schema, whose rows carry the writing call's `tx.op_id` in an `op_id` column (written in
+        the call's own transaction). Every succeeded call that wrote has its row, every row is a
+        succeeded or indeterminate call's, no failed call's row is there (see identities_in_table
+        for `wrote`); with `columns` ({column: key of the call's value}), each row holds what its
+        call returned it wrote. Asking marks `tools` as audited by identity."""
+        with self.conn.transaction():
+            self.conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(self.schema)))
+            checks = identities_in_table(self.conn, table, self.acknowledged_of(tools), present=f"{table}_written",
+                                         within=f"{table}_within_acknowledged", failed=f"{table}_not_of_failed_calls",
+                                         wrote=wrote)
+            if columns:
+                checks.append(rows_match_values(self.conn, table, columns, name=f"{table}_as_written"))
+        return checks
+
 
 def identities_in_table(conn: psycopg.Connection, table: str, acknowledged: Acknowledged, *,
                         present: str, within: str, failed: str, lost_anomaly: str | None = None,

@@ -278,13 +278,15 @@ def _tools(report: dict[str, Any]) -> str:
     if not tools:
         return _block("Tool Calls", f"<p>{_note('No tool call was made.')}</p>", "tools")
     with_interrupted = any(t["interrupted"] for t in tools.values())
-    headers = ["Tool", "Calls", "Succeeded", "Failed", "Indeterminate"] + (["Interrupted"] if with_interrupted else [])
+    headers = ["Tool", "Calls", "Succeeded", "Failed", "Refused", "Indeterminate"]
+    headers += ["Interrupted"] if with_interrupted else []
     headers += ["Attempts", "Retries", "p50 (ms)", "p95 (ms)", "p99 (ms)", "Max (ms)", "Failed attempts"]
     rows = []
     for name, t in tools.items():
         failures = ", ".join(f"{_label(k)} {v:,}" for k, v in t["failures"].items()) or _note("none")
         cells = [_cell(escape(name)), _cell(_number(t["calls"]), True), _cell(_number(t["succeeded"]), True),
-                 _cell(_number(t["failed"]), True, "tc-fail" if t["failed"] else ""),
+                 _cell(_number(t["failed"]), True, "tc-fail" if t["failed"] > t["refused"] else ""),
+                 _cell(_number(t["refused"]), True),
                  _cell(_number(t["indeterminate"]), True, "tc-fail" if t["indeterminate"] else "")]
         if with_interrupted:
             cells.append(_cell(_number(t["interrupted"]), True))
@@ -292,7 +294,9 @@ def _tools(report: dict[str, Any]) -> str:
         cells += [_cell(_number(t[k]), True) for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms")]
         cells.append(_cell(failures))
         rows.append(_row(*cells))
-    note = "<p class='tc-note'>Latency of a call, retries included; failed attempts by kind.</p>"
+    note = ("<p class='tc-note'>Latency of a call, retries included; failed attempts by kind. Refused: the tool's own"
+            " answer \"no\" (a full queue, an account that cannot pay), a part of the failed calls that is no failure of the"
+            " platform: success rates leave it out.</p>")
     return _block("Tool Calls", _table("tools", headers, rows) + note, "tools")
 
 
@@ -405,7 +409,12 @@ def _audit(report: dict[str, Any]) -> str:
     rows = [_row(_cell(escape(c["name"])), _cell(_number(c["expected"]), True), _cell(_number(c["observed"]), True),
                  _cell(_mark(c["ok"])), _cell(_note(escape(str(c["detail"]))) if c["detail"] else ""))
             for c in report["audit"]["checks"]]
-    head = f"<p>The audit: {_mark(report['audit']['ok'], 'ok', 'FAILED')}, after the load stopped.</p>"
+    baseline = ", ".join(f"{_label(k)} {_number(v)}" for k, v in report["baseline"].items())
+    head = (f"<p>The audit: {_mark(report['audit']['ok'], 'ok', 'FAILED')}, after the load stopped, against the"
+            f" state the harness seeded: {baseline}.</p>")
+    if report["not_audited_by_identity"]:
+        head += (f"<p class='tc-fail'>Not audited by identity (no check compared their calls with the servers'"
+                 f" data): {escape(', '.join(report['not_audited_by_identity']))}.</p>")
     return _block("Audit", head + _table("audit", ["Check", "Expected", "Observed", "Result", "Detail"], rows),
                   "audit")
 

@@ -52,7 +52,7 @@ _CALL_COLUMNS = ("calls", "succeeded", "failed", "indeterminate", "retries")
 # The charts keep at most this many points per series: a long ramp is shown in wider steps.
 _MAX_POINTS = 600
 _REPORT_SECTIONS = ("run", "verdict", "exit_code", "tools", "conflicts", "errors", "anomalies", "sla", "audit",
-                    "evidence", "server", "latency_ms", "steps")
+                    "evidence", "server", "latency_ms", "steps", "baseline", "not_audited_by_identity")
 
 
 class Panel:

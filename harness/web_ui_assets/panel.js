@@ -90,7 +90,9 @@ function renderOutcome(report) {
   $("#tc-sla tbody").replaceChildren(...report.sla.map((rule) => el("tr", {"data-rule": rule.name},
     el("td", {}, rule.name), el("td", {"data-value": rule.observed}, figure(rule.observed)),
     el("td", {}, `${rule.op} ${figure(rule.threshold)}`), result(rule.ok))));
-  $("#tc-audit-summary").textContent = report.audit.ok ? "the data stayed right" : "the data did NOT stay right";
+  $("#tc-audit-summary").textContent = (report.audit.ok ? "the data stayed right" : "the data did NOT stay right")
+    + (report.not_audited_by_identity.length
+       ? `; not audited by identity: ${report.not_audited_by_identity.join(", ")}` : "");
   $("#tc-audit tbody").replaceChildren(...report.audit.checks.map((check) => el("tr", {"data-check": check.name},
     el("td", {}, check.name, check.detail ? el("div", {class: "tc-detail"}, check.detail) : null),
     el("td", {}, figure(check.expected)), el("td", {}, figure(check.observed)), result(check.ok))));
