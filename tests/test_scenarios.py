@@ -90,7 +90,7 @@ class Corruption:
     observed: Callable[[dict[str, Any]], Any]  # that check's observed figure, given the check
     anomaly: tuple[str, int] | None = None  # the only anomaly the report may then count
     # "redis": the data in Redis, before the drain moves it; "drained": what the drain moved
-    # into the run's schema, after it did.
+    # into the run's schema, after it did; "failover": Redis's last writes undone.
     where: str = "redis"
 
 
@@ -177,11 +177,17 @@ CORRUPTIONS = [
     Corruption("agent_state", ("--teams", "1", *OFTEN), _plan_changes,
                lambda at: _step_added(at, str(uuid.uuid4())),
                ("plan_steps_within_acknowledged",), lambda check: 1),
-    # A change the drain moved into plan_log, deleted there: a lost update.
+    # A change the drain moved into plan_log, deleted there: a lost update, and every change of
+    # the plan after it one place earlier in the log than the version its call was told.
     Corruption("agent_state", ("--teams", "1", *OFTEN), _plan_changes,
                lambda at: _drained_row_deleted(at, "plan_log", "true", "op_id"),
-               ("plan_steps_not_lost", "plan_version_counts_changes"), lambda check: check["expected"] - 1,
-               ("lost_updates", 1), where="drained"),
+               ("plan_steps_not_lost", "plan_version_counts_changes", "plan_versions_in_log_order"),
+               lambda check: check["expected"] - 1, ("lost_updates", 1), where="drained"),
+    # A failover to a replica that missed the last change: its log entry and its version gone, the
+    # next writer is told that version again. No drain during the run: the entry is still in Redis.
+    Corruption("agent_state", ("--teams", "1", "--sample-interval", "60"), _plan_changes, lambda at: _last_change_lost(at),
+               ("plan_versions_in_log_order", "plan_steps_not_lost"), lambda check: 1, ("lost_updates", 1),
+               where="failover"),
 ]
 
 
@@ -201,6 +207,18 @@ def _step_added(at: At, step: str) -> str:
     at.redis.xadd(at.keys("plan", "log"), {"step": step, "team": 1})
     at.redis.hincrby(at.keys("plan", 1), "version", 1)
     return step
+
+
+# As a lagging replica promoted would: the plans' last log entry and its plan's version undone, at once.
+_UNDO_LAST_CHANGE = """local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+redis.call('XDEL', KEYS[1], last[1])
+redis.call('HINCRBY', KEYS[2], 'version', -1)
+return last[2][2]"""
+
+
+def _last_change_lost(at: At) -> str:
+    """The step of the change undone (one team: its plan is plan 1)."""
+    return at.redis.eval(_UNDO_LAST_CHANGE, 2, at.keys("plan", "log"), at.keys("plan", 1)).decode()
 
 
 @pytest.mark.parametrize("case", CORRUPTIONS, ids=[f"{c.scenario}-{c.where}" for c in CORRUPTIONS])
