@@ -249,33 +249,42 @@ def test_scenario_audit_fails_on_data_corrupted_during_the_run(case, servers, ad
     assert "toolclash verdict: FAIL (exit code 1)" in done.stdout
 
 
-def test_pool_audit_fails_on_a_session_of_the_load_left_idle_in_transaction(servers, admin, schema, tmp_path):
+def test_a_session_of_the_load_left_idle_in_transaction_fails_the_pool_audit_and_the_evidence(
+        servers, admin, schema, tmp_path):
     """The pool audit reads no data: its view from the server is pg_stat_activity, where a session
     in the load's application_name left idle in a transaction is a connection the load leaked.
-    Here another session takes that name and stays so until the load has closed its pool, so the
-    load's count at its stop sees it. (Its other check, pool_connections_returned, is the pool's
-    own bookkeeping: nothing done at the server can make it fail.)"""
+    Here another session takes that name and stays so until the run has ended, so the load's
+    count at its stop sees it, and the coordinator finds it still there when the audits begin:
+    what it may yet commit is not in the audited data, so the run is no evidence. (The pool
+    audit's other check, pool_connections_returned, is the pool's own bookkeeping: nothing done
+    at the server can make it fail.)
+
+    The same run has its hold on the Redis keys wiped, as by a Redis restart without its data: it
+    is taken again, and the report says so (before: the run failed as keys_lost)."""
     report_path = tmp_path / "report.json"
     name = load_application_name(schema, 0)
     sessions = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND pid <> %s"
-    with locust_in_background(
+    with redis.Redis.from_url(servers.redis_url) as client, locust_in_background(
         *_servers_args(servers, schema), "--run-time", "3s", "--scenario", "pool_exhaustion",
         "--pool-size", "2", "--hold-time", "100", "--pool-timeout", "0.3", "--report-json", str(report_path),
     ) as run:
         wait_until(lambda: admin.execute(sessions, (name, 0)).fetchone()[0] >= 2, "the load's pool to open",
                    still=run.running)
+        assert client.delete(f"toolclash:{schema}") == 1
         with psycopg.connect(servers.pg_dsn, application_name=name) as impostor:
             impostor.execute("SELECT 1")  # opens a transaction, left idle in it
-            pid = impostor.info.backend_pid
-            wait_until(lambda: admin.execute(sessions, (name, pid)).fetchone()[0] == 0,
-                       "the load to close its pool", still=run.running)
-        done = run.finish()
+            done = run.finish()
     report = read_report(report_path)
     assert done.returncode == report["exit_code"] == 1 and report["verdict"] == "fail", done.stderr[-2000:]
     failed = {c["name"]: c for c in report["audit"]["checks"] if not c["ok"]}
     assert list(failed) == ["no_session_idle_in_transaction"] and failed["no_session_idle_in_transaction"]["observed"] == 1
     assert [f["idle_in_transaction"] for f in report["pool"]["at_rest"]] == [1]
     assert "[FAIL] no_session_idle_in_transaction: expected 0, observed 1" in done.stdout
+    assert report["server"]["load_sessions_left"] == 1
+    [problem] = report["evidence"]["problems"]
+    assert problem["kind"] == "load_sessions_left" and problem["detail"].startswith("1 session(s) of the load")
+    [claim] = [n for n in report["evidence"]["notes"] if n["kind"] == "keys_claimed_again"]
+    assert f"toolclash:{schema}:*" in claim["detail"]
     assert "toolclash verdict: FAIL (exit code 1)" in done.stdout
 
 
