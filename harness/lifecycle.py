@@ -104,7 +104,8 @@ def _on_init(environment: Environment, runner: Runner, web_ui: Any = None, **_: 
     if settings.isolation_matrix and MATRIX_LEVEL_VARIABLE not in os.environ:
         if not environment.parsed_options.headless:
             _fail_configuration("--isolation-matrix runs headless: add --headless")
-        raise SystemExit(run_matrix(sys.argv[1:], settings.report_json, settings.history, settings.seed_for_test()))
+        raise SystemExit(run_matrix(sys.argv[1:], settings.report_json, settings.history, settings.seed_for_test(),
+                                    settings.required_levels))
     history = _open_history(settings.history, runner) if settings.history else None
     _audit_on_ctrl_c()
     if worker:
