@@ -69,8 +69,8 @@ def run_matrix(argv: list[str], report_json: str | None, history: str | None, se
         with tempfile.TemporaryDirectory(prefix="toolclash-matrix-") as scratch:
             report_path = Path(scratch) / "report.json"
             env = {**os.environ, **variables, MATRIX_LEVEL_VARIABLE: level}
-            # An empty --require-levels: the level's run is no matrix, whatever its config file or
-            # environment says.
+            # An empty --require-levels: a level's run, which is no matrix, requires no level, whatever
+            # its config file or environment says (it would be refused: --require-levels needs the matrix).
             own = ["--isolation", level, "--report-json", str(report_path), "--seed", str(seed), "--require-levels="]
             if history:
                 own += ["--history", f"{history}.{level}"]
