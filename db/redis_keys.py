@@ -43,24 +43,35 @@ class RedisClaim:
     would clear and audit each other's keys. So the coordinator also holds one key, the prefix
     itself (outside the prefix's keys, which each run clears), set only if absent and with a
     time to live it renews: a run that dies lets go within that time.
+
+    The hold is lost only to another run's value in the key. A key found missing (Redis
+    restarted without its data, or the hold expired while Redis was unreachable) is taken again
+    and counted (take_claimed_again): the run's keys are still its own, and what Redis lost of
+    them is for the audits to find; the reader is told.
     """
 
-    _TTL_MS = 30_000
-    _RENEW_EVERY_S = 5.0
-    # Renew or delete the hold only while it is still ours.
-    _RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
+    # Renew the hold while it is ours (1), take it again when it is gone (2); 0: another's.
+    _RENEW = """local held = redis.call('GET', KEYS[1])
+if held == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
+if not held then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 2 end
+return 0"""
     _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+    _RENEWED, _CLAIMED_AGAIN = 1, 2
 
-    def __init__(self, client: redis.Redis, keys: RedisKeys, holder: str) -> None:
+    def __init__(self, client: redis.Redis, keys: RedisKeys, holder: str, *, ttl_ms: int = 30_000,
+                 renew_every_s: float = 5.0) -> None:
         self._client = client
         self.key = keys.prefix.rstrip(":")
         self._token = f"{holder}:{uuid.uuid4().hex}"
+        self._ttl_ms = ttl_ms
+        self._renew_every_s = renew_every_s
         self._renewer: gevent.Greenlet | None = None
         self.lost = False  # another run holds the keys now: this run's Redis data is not its own
+        self._claimed_again = 0  # times the hold was found missing and taken again, since last asked
 
     def claim(self) -> None:
         """Hold the keys, and keep holding them; raises SchemaRefused when another run does."""
-        if not self._client.set(self.key, self._token, nx=True, px=self._TTL_MS):
+        if not self._client.set(self.key, self._token, nx=True, px=self._ttl_ms):
             holder = self._client.get(self.key)
             raise SchemaRefused(
                 f"the Redis keys {self.key}:* are in use by another toolclash run ({(holder or b'?').decode()});"
@@ -70,16 +81,25 @@ class RedisClaim:
 
     def _renew(self) -> None:
         while True:
-            gevent.sleep(self._RENEW_EVERY_S)
+            gevent.sleep(self._renew_every_s)
             try:
-                held = self._client.eval(self._RENEW, 1, self.key, self._token, self._TTL_MS)
+                held = self._client.eval(self._RENEW, 1, self.key, self._token, self._ttl_ms)
             except redis.RedisError as exc:
                 log.warning("could not renew the hold on %s (%s); trying again", self.key, type(exc).__name__)
                 continue
-            if not held:
+            if held == self._CLAIMED_AGAIN:
+                self._claimed_again += 1
+                log.warning("the hold on the Redis keys %s:* was gone (Redis restarted, or it expired while Redis was"
+                            " unreachable): taken again", self.key)
+            elif held != self._RENEWED:
                 log.error("the hold on the Redis keys %s:* was lost to another run", self.key)
                 self.lost = True
                 return
+
+    def take_claimed_again(self) -> int:
+        """How many times the hold was found missing and taken again since the last call."""
+        taken, self._claimed_again = self._claimed_again, 0
+        return taken
 
     def release(self) -> None:
         if self._renewer is not None:

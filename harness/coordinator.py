@@ -288,16 +288,20 @@ class Coordinator:
         report["settings"] = settings_summary(self.settings)
         if workers is not None:
             report["workers"] = workers
-        problems = verdict.evidence_problems(metrics, workers["lost"] if workers else None)
+        problems = verdict.evidence_problems(metrics, workers, sessions_left)
         if workers is not None:
             problems += verdict.settings_problems(workers["settings"], run["settings_fingerprint"])
         if self._redis_claim.lost:
             problems.append({"kind": "keys_lost", "detail": f"another run took the Redis keys {self._redis_claim.key}:*"
                                                             " during this one: their data is not this run's"})
         # What the reader must know but the verdict does not rest on: the figures are still the run's.
-        note = hub_note(report["hub"])
-        report["evidence"] = {"ok": not problems, "problems": problems,
-                              "notes": ([note] if note else []) + audit_notes}
+        notes = [note] if (note := hub_note(report["hub"])) else []
+        if claimed_again := self._redis_claim.take_claimed_again():
+            notes.append({"kind": "keys_claimed_again",
+                          "detail": f"the hold on the Redis keys {self._redis_claim.key}:* was gone {claimed_again}"
+                                    " time(s) and taken again: Redis restarted without its data, or the hold expired"
+                                    " while Redis was unreachable; what Redis lost of the run is for the audits"})
+        report["evidence"] = {"ok": not problems, "problems": problems, "notes": notes + audit_notes}
         report["sla"] = sla.evaluate(self.settings.sla_rules, report, self.settings.scopes)
         if stages:
             report["steps"] = stage_reports(metrics, stages, time.monotonic(), self.settings.sla_rules,

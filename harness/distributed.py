@@ -7,6 +7,11 @@ of the report is that of all the calls together. Before auditing, the master wai
 worker's final message, or for the worker to be gone; a worker that vanished is reported with the
 time of its last shipment, and what it had shipped is kept. Each shipment also carries the
 worker's hub-lag probe since the last one (harness.hub_lag), kept per worker.
+
+A worker numbers its shipments of a test from 1 (ShipmentNumbers): a number the master never
+received before a later one arrived is a shipment lost on the way, with the outcomes of the
+calls it carried (its succeeded calls would be missing from what the audits compare with the
+servers). The master counts them per worker (`shipments_lost`), and the verdict will not pass.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from harness.metrics import Metrics
 
 __all__ = ["CHECK_MESSAGE", "CHECKED_MESSAGE", "SERVERS_MESSAGE", "STOP_MESSAGE", "FINAL_MESSAGE", "STAGE_MESSAGE",
            "LOAD_FAILED_MESSAGE", "REPORT_KEY",
-           "WORKER_STOP_MESSAGE", "WorkerShipments"]
+           "WORKER_STOP_MESSAGE", "ShipmentNumbers", "WorkerShipments"]
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +49,26 @@ LOAD_FAILED_MESSAGE = "toolclash_load_failed"  # worker -> master: its pool coul
 WORKER_STOP_MESSAGE = "toolclash_worker_stop"  # master -> one worker: die at once (--chaos worker-stop)
 REPORT_KEY = "toolclash"  # the shipment's key in Locust's worker stats report
 
-# A shipment: {"test": the test it belongs to, as numbered by the master, "metrics": Metrics.to_dict(),
+# A shipment: {"test": the test it belongs to, as numbered by the master, "number": its number among the
+#              worker's shipments of that test, from 1, "metrics": Metrics.to_dict(),
 #              "settings": the fingerprint of the settings the worker ran the test with (harness.run_settings),
 #              "hub_lag": HubLag.to_dict(), the worker's event loop since its last shipment}
 
 _FINALS_GRACE_S = 30.0
+
+
+class ShipmentNumbers:
+    """A worker's numbering of its shipments, from 1 in each test."""
+
+    def __init__(self) -> None:
+        self._test: int | None = None
+        self._last = 0
+
+    def next(self, test: int) -> int:
+        if test != self._test:
+            self._test, self._last = test, 0
+        self._last += 1
+        return self._last
 
 
 class WorkerShipments:
@@ -61,6 +81,8 @@ class WorkerShipments:
         self._by_worker: dict[str, dict[str, int]] = {}
         self._hub_lags: dict[str, HubLag] = {}
         self._last_shipment: dict[str, float] = {}
+        self._last_number: dict[str, int] = {}  # the highest shipment number received, per worker
+        self._numbers_missing: dict[str, int] = {}
         self._finals: set[str] = set()
         self._expected: set[str] = set()
         self._settings: dict[str, str] = {}
@@ -72,6 +94,8 @@ class WorkerShipments:
         self._by_worker.clear()
         self._hub_lags.clear()
         self._last_shipment.clear()
+        self._last_number.clear()
+        self._numbers_missing.clear()
         self._finals.clear()
         self._settings.clear()
         self._expected = set(runner.clients.keys())
@@ -80,6 +104,9 @@ class WorkerShipments:
         if shipment["test"] != self._test:
             log.info("worker %s shipped metrics of test %s during test %s: left out", worker_id, shipment["test"], self._test)
             return
+        last, number = self._last_number.get(worker_id, 0), shipment["number"]
+        self._numbers_missing[worker_id] = self._numbers_missing.get(worker_id, 0) + max(0, number - last - 1)
+        self._last_number[worker_id] = max(last, number)
         received = Metrics.from_dict(shipment["metrics"])
         self.total.merge(received)
         totals = self._by_worker.setdefault(worker_id, {})
@@ -124,6 +151,10 @@ class WorkerShipments:
     def hub_lags(self) -> dict[str, HubLag]:
         """Each worker's event-loop lag during the test, as its probe measured it."""
         return dict(self._hub_lags)
+
+    def shipments_lost(self) -> dict[str, int]:
+        """How many of each worker's shipments never arrived, though a later one did."""
+        return dict(sorted(self._numbers_missing.items()))
 
     def per_worker(self) -> dict[str, dict[str, int]]:
         """Each worker's own totals: what the report's figures are the sums of."""

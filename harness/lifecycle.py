@@ -52,6 +52,7 @@ from harness.distributed import (
     STAGE_MESSAGE,
     STOP_MESSAGE,
     WORKER_STOP_MESSAGE,
+    ShipmentNumbers,
     WorkerShipments,
 )
 from harness.history import History, worker_path
@@ -103,7 +104,8 @@ def _on_init(environment: Environment, runner: Runner, web_ui: Any = None, **_: 
     if settings.isolation_matrix and MATRIX_LEVEL_VARIABLE not in os.environ:
         if not environment.parsed_options.headless:
             _fail_configuration("--isolation-matrix runs headless: add --headless")
-        raise SystemExit(run_matrix(sys.argv[1:], settings.report_json, settings.history, settings.seed_for_test()))
+        raise SystemExit(run_matrix(sys.argv[1:], settings.report_json, settings.history, settings.seed_for_test(),
+                                    settings.required_levels))
     history = _open_history(settings.history, runner) if settings.history else None
     _audit_on_ctrl_c()
     if worker:
@@ -264,6 +266,7 @@ class Toolclash:
         self.load = load
         self.history = history
         self.shipments = WorkerShipments()
+        self._shipment_numbers = ShipmentNumbers()  # a worker's
         self.report: dict[str, Any] | None = None
         # The worst exit code of the tests (web-UI ramps) so far: the process's exit code.
         self.exit_code: int | None = None
@@ -375,7 +378,8 @@ class Toolclash:
         self.load.metrics.record_agent_error(exception)
 
     def _shipment(self) -> dict[str, Any]:
-        return {"test": self._test, "metrics": self.load.take_metrics().to_dict(), "settings": self._fingerprint,
+        return {"test": self._test, "number": self._shipment_numbers.next(self._test),
+                "metrics": self.load.take_metrics().to_dict(), "settings": self._fingerprint,
                 "hub_lag": self.hub_probe.take().to_dict()}
 
     def on_stage_message(self, environment: Environment, msg: Any, **_: Any) -> None:
@@ -506,7 +510,8 @@ class Toolclash:
             self._master.send_message(STOP_MESSAGE)
             lost = self.shipments.wait_for_finals(self._master, environment.stop_timeout)
             metrics = self.shipments.total
-            workers = {"shipped": self.shipments.per_worker(), "lost": lost, "settings": self.shipments.settings()}
+            workers = {"shipped": self.shipments.per_worker(), "lost": lost, "settings": self.shipments.settings(),
+                       "shipments_lost": self.shipments.shipments_lost()}
             hub_lags = {"master": self.hub_probe.take(),
                         **{f"worker {worker}": lag for worker, lag in self.shipments.hub_lags().items()}}
         else:

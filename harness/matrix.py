@@ -3,6 +3,10 @@
 Each level is a whole `locust` run of its own (the same options, `--isolation` set), so every
 row has its own servers' counters, audits and verdict. Every level runs with the same seed, so
 its agents make the same calls; with --history PATH, each level writes PATH.<level>.
+
+The matrix fails (exit 1) when the strongest level it ran fails, or a level named in
+--require-levels does: the weaker levels of the default `isolation` scenario fail by design
+(they allow the anomalies it provokes), and that is what the table shows, not a failure.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any
 from db.pool import ISOLATION_LEVELS
 from harness.report import write_json
 
-__all__ = ["MATRIX_LEVEL_VARIABLE", "run_matrix", "format_matrix"]
+__all__ = ["MATRIX_LEVEL_VARIABLE", "format_matrix", "levels_failing", "run_matrix"]
 
 # Set in the environment of each level's run, so that it runs that level only, whatever the
 # config file or the parent's variables say about --isolation-matrix.
@@ -26,7 +30,7 @@ MATRIX_LEVEL_VARIABLE = "TOOLCLASH_MATRIX_LEVEL"
 
 # Options the matrix sets itself in each level's run; the user's values for them are dropped.
 _OWN_OPTIONS = {"--isolation": True, "--report-json": True, "--isolation-matrix": False, "--history": True,
-                "--seed": True}
+                "--seed": True, "--require-levels": True}
 # Given to each level's run through its environment, not its command line, which every user of
 # the machine can read (`ps`): a DSN or URL may hold a password.
 _BY_ENVIRONMENT = {"--pg-dsn": "TOOLCLASH_PG_DSN", "--redis-url": "TOOLCLASH_REDIS_URL"}
@@ -51,9 +55,10 @@ def _level_arguments(argv: list[str]) -> tuple[list[str], dict[str, str]]:
     return kept, variables
 
 
-def run_matrix(argv: list[str], report_json: str | None, history: str | None, seed: int) -> int:
-    """Run every level; print the table; 0 when at least one level passes, 1 when none does,
-    2 when a level's run could not produce a verdict."""
+def run_matrix(argv: list[str], report_json: str | None, history: str | None, seed: int,
+               required: tuple[str, ...] = ()) -> int:
+    """Run every level; print the table; 1 when the strongest level or one of `required` failed
+    (levels_failing), else 0; 2 when a level's run could not produce a verdict."""
     rows: list[dict[str, Any]] = []
     arguments, variables = _level_arguments(argv)
     for position, level in enumerate(ISOLATION_LEVELS):
@@ -64,7 +69,9 @@ def run_matrix(argv: list[str], report_json: str | None, history: str | None, se
         with tempfile.TemporaryDirectory(prefix="toolclash-matrix-") as scratch:
             report_path = Path(scratch) / "report.json"
             env = {**os.environ, **variables, MATRIX_LEVEL_VARIABLE: level}
-            own = ["--isolation", level, "--report-json", str(report_path), "--seed", str(seed)]
+            # An empty --require-levels: a level's run, which is no matrix, requires no level, whatever
+            # its config file or environment says (it would be refused: --require-levels needs the matrix).
+            own = ["--isolation", level, "--report-json", str(report_path), "--seed", str(seed), "--require-levels="]
             if history:
                 own += ["--history", f"{history}.{level}"]
             done = subprocess.run(
@@ -78,10 +85,22 @@ def run_matrix(argv: list[str], report_json: str | None, history: str | None, se
                 return 2
             report = json.loads(report_path.read_text(encoding="utf-8"))
         rows.append({"level": level, "report": report})
+    must_pass, failing = levels_failing(rows, required)
     print(format_matrix(rows), flush=True)
+    print(f"toolclash: isolation matrix: {'FAIL' if failing else 'PASS'}: must pass {', '.join(must_pass)};"
+          f" failed: {', '.join(failing) or 'none'}", flush=True)
     if report_json:
-        write_json({"matrix": rows}, report_json)
-    return 0 if any(row["report"]["verdict"] == "pass" for row in rows) else 1
+        write_json({"matrix": rows, "must_pass": must_pass, "failed": failing, "exit_code": 1 if failing else 0},
+                   report_json)
+    return 1 if failing else 0
+
+
+def levels_failing(rows: list[dict[str, Any]], required: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """(the levels that must pass: the strongest one run, then `required`; those of them that
+    failed). `rows` go from the weakest level to the strongest."""
+    verdicts = {row["level"]: row["report"]["verdict"] for row in rows}
+    must_pass = list(dict.fromkeys([rows[-1]["level"], *required]))
+    return must_pass, [level for level in must_pass if verdicts[level] != "pass"]
 
 
 def _row_figures(report: dict[str, Any]) -> tuple[int, int, int, int, str]:

@@ -148,6 +148,9 @@ def add_arguments(parser: Any) -> None:
         help="drop and re-create the schema first, even if an interrupted run left data in it")
     add("--isolation-matrix", env_var="TOOLCLASH_ISOLATION_MATRIX", action="store_true", default=False,
         help="run the scenarios once per isolation level and print the table to choose a level by")
+    add("--require-levels", env_var="TOOLCLASH_REQUIRE_LEVELS", default=None,
+        help="with --isolation-matrix: comma-separated isolation levels that must pass too; the strongest level"
+             " run (serializable) always must (default: none)")
     add("--sample-interval", env_var="TOOLCLASH_SAMPLE_INTERVAL", type=float, default=1.0,
         help="seconds between two samples of the servers (locks, counters, Redis INFO) during the run (default: 1)")
     add("--timeseries-csv", env_var="TOOLCLASH_TIMESERIES_CSV", default=None,
@@ -222,6 +225,18 @@ def _shape_stages(options: Any) -> tuple[int, ...] | None:
     return stages
 
 
+def _required_levels(options: Any) -> tuple[str, ...]:
+    if not options.require_levels:
+        return ()
+    levels = tuple(level.strip() for level in options.require_levels.split(","))
+    if not set(levels) <= set(ISOLATION_LEVELS):
+        raise BadOption(f"--require-levels {options.require_levels!r}: comma-separated, among"
+                        f" {', '.join(ISOLATION_LEVELS)}")
+    if not options.isolation_matrix:
+        raise BadOption("--require-levels needs --isolation-matrix")
+    return levels
+
+
 def _scopes(scenarios: tuple[Scenario, ...], params: ScenarioParams) -> dict[str, list[str]]:
     """What an SLA rule's scope may name: each tool, and each scenario (its tools)."""
     scopes: dict[str, list[str]] = {}
@@ -250,6 +265,7 @@ class Settings:
     think_time_s: float
     report_json: str | None
     isolation_matrix: bool = False
+    required_levels: tuple[str, ...] = ()  # with isolation_matrix: the levels that must pass, besides the strongest
     sla_rules: tuple[Rule, ...] = ()
     scopes: dict[str, list[str]] = field(default_factory=dict)  # tool and scenario names -> tools
     junit_xml: str | None = None
@@ -288,6 +304,7 @@ class Settings:
         _at_least("--think-time", options.think_time, 0, " ms")
         _at_least("--seed", options.seed, 0)
         shape_stages = _shape_stages(options)
+        required_levels = _required_levels(options)
         if options.sample_interval <= 0:
             raise BadOption(f"--sample-interval {options.sample_interval}: must be more than 0 seconds")
         schema = _schema_name(options.schema)
@@ -338,6 +355,7 @@ class Settings:
             think_time_s=options.think_time / 1000.0,
             report_json=options.report_json,
             isolation_matrix=options.isolation_matrix,
+            required_levels=required_levels,
             sla_rules=sla_rules,
             scopes=scopes,
             junit_xml=options.junit_xml,

@@ -29,8 +29,8 @@ from harness.options import Settings
 __all__ = ["FIXED_DESTS", "fingerprint", "fixed_options", "settings_for_test", "settings_summary"]
 
 FIXED_DESTS = (
-    "pg_dsn", "redis_url", "schema", "reset", "isolation_matrix", "sample_interval", "timeseries_csv", "shape",
-    "shape_agents", "shape_hold", "report_json", "junit_xml", "history",
+    "pg_dsn", "redis_url", "schema", "reset", "isolation_matrix", "require_levels", "sample_interval", "timeseries_csv",
+    "shape", "shape_agents", "shape_hold", "report_json", "junit_xml", "history",
 )
 
 

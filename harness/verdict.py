@@ -2,10 +2,11 @@
 
 A run passes only when its data backs it: the audits held, every SLA rule held, and the run is
 evidence at all. It is not when a load process never started, when agents raised instead of
-finishing their calls, when no tool call was made, or when a worker vanished with calls whose
-outcome nobody reported, or when a tool raised an error (neither a conflict nor its own refusal:
-a bug, a missing table, a constraint): a run whose tools fail is no evidence that the platform
-holds. The server refusing the run's connections is the run's configuration,
+finishing their calls, when no tool call was made, when a worker vanished with calls whose
+outcome nobody reported, when a worker's shipment of outcomes never reached the master, when a
+session of the load was still open at the audit (what it may yet commit is not in the audited
+data), or when a tool raised an error (neither a conflict nor its own refusal: a bug, a missing
+table, a constraint): a run whose tools fail is no evidence that the platform holds. The server refusing the run's connections is the run's configuration,
 not a verdict on the platform: exit code 2, like a bad option.
 
 The report's `evidence.notes` are what a reader must know but the verdict does not rest on: a
@@ -32,8 +33,11 @@ _EXIT_CODES = {PASS: 0, FAIL: 1}
 _CONFIGURATION_KINDS = frozenset({"server_refused", "worker_refused"})
 
 
-def evidence_problems(metrics: Metrics, lost_workers: list[dict[str, Any]] | None = None) -> list[dict[str, str]]:
-    """What keeps the run from being evidence, each as {kind, detail}; empty when nothing does."""
+def evidence_problems(metrics: Metrics, workers: dict[str, Any] | None = None,
+                      load_sessions_left: int = 0) -> list[dict[str, str]]:
+    """What keeps the run from being evidence, each as {kind, detail}; empty when nothing does.
+    `workers`: in a distributed run, the report's `workers` (lost workers, lost shipments);
+    `load_sessions_left`: the load's sessions still open when the audits began."""
     problems = [{"kind": f["kind"], "detail": f["detail"]} for f in metrics.load_failures]
     if metrics.agent_errors:
         problems.append({
@@ -49,11 +53,25 @@ def evidence_problems(metrics: Metrics, lost_workers: list[dict[str, Any]] | Non
         })
     if not any(stats.calls for stats in metrics.tools.values()):
         problems.append({"kind": "no_calls", "detail": "no tool call was made: there is nothing to judge"})
-    for worker in lost_workers or ():
+    for worker in (workers or {}).get("lost", ()):
         problems.append({
             "kind": "worker_lost",
             "detail": f"worker {worker['worker']} vanished ({worker['state']}); the outcomes of its calls since"
                       f" its last shipment ({worker['last_shipment_at'] or 'none'}) are unknown",
+        })
+    for worker, lost in (workers or {}).get("shipments_lost", {}).items():
+        if lost:
+            problems.append({
+                "kind": "shipment_lost",
+                "detail": f"{lost} shipment(s) of worker {worker} never reached the master: the outcomes of the calls"
+                          " they carried are unknown, and their succeeded calls are missing from what the audits"
+                          " compare with the servers",
+            })
+    if load_sessions_left:
+        problems.append({
+            "kind": "load_sessions_left",
+            "detail": f"{load_sessions_left} session(s) of the load were still open when the audits began: what they"
+                      " may yet commit is not in the data the audits read",
         })
     return problems
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import uuid
 
+import psycopg
+import redis
 from psycopg import sql
 
-from db.audits import AuditContext, Check, identities_in_table
+from db.audits import SHOW_AT_MOST, AuditContext, Check, identities_in_table
 from db.redis_drain import drain_stream
 from db.redis_keys import RedisKeys
 from db.tool import Transaction
@@ -20,30 +22,48 @@ from db.tool import Transaction
 __all__ = ["update_plan", "drain_plan_log", "audit_agent_state"]
 
 
-def update_plan(tx: Transaction, *, keys: RedisKeys, teams: int) -> None:
-    """Add the call's step to its team's plan and bump the plan's version, once per call.
+def update_plan(tx: Transaction, *, keys: RedisKeys, teams: int) -> dict[str, int]:
+    """Add the call's step to its team's plan and bump the plan's version, once per call; the
+    value is {"team", "version": the version this call wrote}.
 
     redis-py also raises WatchError when the connection drops while watching, EXEC included:
-    the attempt it ended may have been applied, and the adapter retries it (same op_id, same
-    team). So each attempt first looks, under the WATCH, at the last step its agent applied: an
-    agent makes one call at a time and retries only within it, so one key per agent guards
-    every retry that can still come. An earlier attempt's EXEC that reaches the server after
-    this check changes the plan and aborts this attempt, whose retry then finds the step.
+    the attempt may have been applied. So the agent's own key (`applied_by`, written in the same
+    MULTI: the last step the agent applied, and the version it wrote) settles it from the
+    server: read again after a failed EXEC, it holds this call's step when EXEC was applied (the
+    call then succeeded, on any attempt, the last one included), another step when it was not
+    (a conflict: retried); when that read fails too, its ConnectionError makes the call
+    indeterminate (db.adapter: a Redis tool's lost connection). An agent makes one call at a
+    time and retries only within it, so one key per agent guards every retry that can still
+    come; each attempt also looks at it first, under the WATCH: an earlier attempt's EXEC that
+    reached the server only after the settling read changes the plan and aborts this attempt,
+    whose retry then finds the step.
     """
     team = tx.rng.randint(1, teams)
     plan, applied_by = keys("plan", team), keys("plan", "applied_by", tx.agent_id)
     step = str(tx.op_id)
     with tx.redis.pipeline() as pipe:
         pipe.watch(plan)
-        if pipe.get(applied_by) == step.encode():
-            return  # applied by an earlier attempt whose reply was lost
-        version = int(pipe.hget(plan, "version") or 0)
+        earlier = _version_applied(pipe.get(applied_by), step)
+        if earlier is not None:
+            return {"team": team, "version": earlier}
+        version = int(pipe.hget(plan, "version") or 0) + 1
         tx.work()  # the agent decides its change while others may change the plan
         pipe.multi()
-        pipe.hset(plan, mapping={"version": version + 1, "last_step": step})
-        pipe.set(applied_by, step)
+        pipe.hset(plan, mapping={"version": version, "last_step": step})
+        pipe.set(applied_by, f"{step} {version}")
         pipe.xadd(keys("plan", "log"), {"step": step, "team": team})
-        pipe.execute()  # WatchError if the plan changed since WATCH (or the connection dropped): retried
+        try:
+            pipe.execute()
+        except (redis.WatchError, redis.ConnectionError, redis.TimeoutError):
+            if _version_applied(tx.redis.get(applied_by), step) is None:
+                raise  # not applied: a conflict is retried, a lost connection is indeterminate
+    return {"team": team, "version": version}
+
+
+def _version_applied(held: bytes | None, step: str) -> int | None:
+    """The version `step` wrote, if `held` (an agent's applied_by) says it was applied."""
+    applied, _, version = (held or b"").decode().partition(" ")
+    return int(version) if applied == step else None
 
 
 def _plan_log_row(fields: dict[bytes, bytes]) -> tuple[uuid.UUID | None, int | None]:
@@ -61,8 +81,9 @@ def drain_plan_log(ctx: AuditContext) -> int:
 
 
 def audit_agent_state(ctx: AuditContext, *, teams: int) -> list[Check]:
-    """Every change by identity in plan_log (drained to the end first), and each plan's version
-    against the number of its changes there."""
+    """Every change by identity in plan_log (drained to the end first), each version a call was
+    told it wrote against that call's place in plan_log, and each plan's version against the
+    number of its changes there."""
     drain_plan_log(ctx)
     conn = ctx.conn
     versions = {team: int(ctx.redis.hget(ctx.keys("plan", team), "version") or 0) for team in range(1, teams + 1)}
@@ -72,6 +93,7 @@ def audit_agent_state(ctx: AuditContext, *, teams: int) -> list[Check]:
         present, within, failed = identities_in_table(
             conn, "plan_log", ctx.acknowledged_of(["update_plan"]), present="plan_steps_not_lost",
             within="plan_steps_within_acknowledged", failed="failed_not_in_plans", lost_anomaly="lost_updates")
+        in_order = _versions_in_log_order(conn)
     wrong_versions = sorted((team, versions.get(team, 0), changes.get(team, 0)) for team in set(versions) | set(changes)
                             if versions.get(team, 0) != changes.get(team, 0))
     return [
@@ -79,6 +101,41 @@ def audit_agent_state(ctx: AuditContext, *, teams: int) -> list[Check]:
         Check("plan_version_counts_changes", not wrong_versions, 0, len(wrong_versions),
               "; ".join(f"team {t} at version {v} after {a} changes" for t, v, a in wrong_versions[:5])
               or "each team's version = the number of changes applied to its plan"),
+        in_order,
         within,
         failed,
     ]
+
+
+def _versions_in_log_order(conn: psycopg.Connection) -> Check:
+    """Each call told it wrote version k of team t's plan (succeeded, or indeterminate and found
+    in plan_log) is the k-th change of team t in plan_log, in the stream's order. A change the
+    server lost whose version the next writer was given again fails it, and so does a version
+    set back, reused by every change after it. Inside identities_in_table's transaction (its
+    copy of the outcomes)."""
+    wrong, shown, compared = conn.execute(
+        """WITH log AS (SELECT op_id, team,
+                               row_number() OVER (PARTITION BY team ORDER BY stream_ms, stream_seq) AS version
+                        FROM plan_log WHERE team IS NOT NULL AND op_id IS NOT NULL),
+                told AS (SELECT op_id, outcome, (value::jsonb ->> 'team')::int AS team,
+                                (value::jsonb ->> 'version')::int AS version
+                         FROM harness_outcomes WHERE outcome <> 'failed' AND value::jsonb ? 'version'),
+                wrong AS (SELECT t.op_id, t.team, t.version, l.team AS log_team, l.version AS log_version
+                          FROM told t LEFT JOIN log l USING (op_id)
+                          WHERE (l.op_id IS NOT NULL OR t.outcome = 'succeeded')
+                            AND (l.team, l.version) IS DISTINCT FROM (t.team, t.version))
+           SELECT (SELECT count(*) FROM wrong),
+                  (SELECT json_agg(w) FROM (SELECT * FROM wrong ORDER BY team, version LIMIT %s) w),
+                  (SELECT count(*) FROM told)""",
+        (SHOW_AT_MOST,),
+    ).fetchone()
+    if not wrong:
+        return Check("plan_versions_in_log_order", True, 0, 0,
+                     f"each of the {compared} calls told a version is that change of its plan in plan_log")
+    places = "; ".join(
+        f"call {w['op_id']} wrote team {w['team']}'s version {w['version']}, "
+        + ("not in plan_log" if w["log_team"] is None else f"is team {w['log_team']}'s change {w['log_version']} there")
+        for w in shown)
+    return Check("plan_versions_in_log_order", False, 0, wrong,
+                 f"{wrong} calls were told a version that is not their place in plan_log: {places}"
+                 + (" …" if wrong > len(shown) else ""))

@@ -1,5 +1,6 @@
-"""update_plan against the real Redis when a connection dies at the worst moment: the server
-applied EXEC, the agent never heard of it, and redis-py reports a WatchError that is retried."""
+"""update_plan against the real Redis when a connection dies at the worst moment (the server
+applied EXEC, the agent never heard of it), and its audit when another session changes the
+plans behind the agents' backs."""
 
 from __future__ import annotations
 
@@ -17,99 +18,171 @@ from db.call_record import Outcome
 from db.errors import Failure
 from db.redis_keys import RedisKeys
 from db.retry import RetryPolicy
-from db.tool import Tool
+from db.tool import Tool, Transaction
 from tasks.agent_state import audit_agent_state, drain_plan_log, update_plan
 from tests.support import Recorder, ReplyLosingProxy, acknowledged_from, context_for, prepared_schema
 
 _EXEC = b"$4\r\nEXEC\r\n"  # how the EXEC of a MULTI block goes over the wire
+ONE_ATTEMPT = RetryPolicy(max_tries=1)
+QUICK = RetryPolicy(max_tries=20, base_s=0.001, cap_s=0.01)
 
 
-def test_a_lost_exec_reply_is_retried_without_applying_the_change_twice(servers, admin, schema):
+class _GoneAfterALostReply(ReplyLosingProxy):
+    """Loses the reply of the first EXEC, then every reply after it: Redis is unreachable from
+    the moment it applied that EXEC."""
+
+    def _reply(self, data: bytes, connection: dict) -> bool:
+        return not self.lost and super()._reply(data, connection)
+
+
+def _plan_changes(client: redis.Redis, schema: str, policy: RetryPolicy, *, agents: int, calls_each: int,
+                  teams: int, recorder: Recorder) -> None:
+    """`agents` agents make `calls_each` update_plan calls each through the adapter, on `client`."""
+    plan_change = Tool("update_plan", partial(update_plan, keys=RedisKeys(schema), teams=teams), backend="redis")
+    # A Redis tool borrows no PostgreSQL connection: no pool.
+    adapter = ToolAdapter(None, client, policy, 0.0, recorder.request, recorder.call_finished)
+
+    def agent(number: int) -> None:
+        for call in range(calls_each):
+            adapter.call(plan_change, f"agent-{number}", seed=number * 1000 + call)
+
+    gevent.joinall([gevent.spawn(agent, n) for n in range(agents)], timeout=30, raise_error=True)
+
+
+def _log(client: redis.Redis, schema: str) -> list[tuple[str, int]]:
+    """The plans' log in Redis: (step, team) in stream order."""
+    return [(fields[b"step"].decode(), int(fields[b"team"]))
+            for _, fields in client.xrange(RedisKeys(schema)("plan", "log"))]
+
+
+def test_a_lost_exec_reply_is_settled_from_the_server_even_on_the_last_attempt(servers, admin, schema):
+    """Before: the last attempt's lost EXEC reply was a WatchError, the call reported failed
+    although its change was in the plan (failed_but_applied). Now the agent's applied_by key
+    says it was applied: the call succeeded, with the version it wrote."""
     teams, agents, calls_each, losses = 2, 4, 10, 3
-    keys = RedisKeys(schema)
     recorder = Recorder()
-    plan_change = Tool("update_plan", partial(update_plan, keys=keys, teams=teams), backend="redis")
     with ReplyLosingProxy(servers.redis_url, (_EXEC,), losses) as proxy, proxy.client() as client:
-        # A Redis tool borrows no PostgreSQL connection: no pool.
-        adapter = ToolAdapter(None, client, RetryPolicy(max_tries=20, base_s=0.001, cap_s=0.01), 0.0,
-                              recorder.request, recorder.call_finished)
-
-        def agent(number: int) -> None:
-            for call in range(calls_each):
-                adapter.call(plan_change, f"agent-{number}", seed=number * 1000 + call)
-
-        gevent.joinall([gevent.spawn(agent, n) for n in range(agents)], timeout=30, raise_error=True)
+        _plan_changes(client, schema, ONE_ATTEMPT, agents=agents, calls_each=calls_each, teams=teams,
+                      recorder=recorder)
     assert proxy.lost == losses
     records = recorder.records
     assert len(records) == agents * calls_each
-    assert all(r.outcome is Outcome.SUCCEEDED for r in records), [(r.outcome, r.failures) for r in records]
-    assert sum(Failure.REDIS_WATCH_CONFLICT in r.failures for r in records) >= losses
+    succeeded = [r for r in records if r.outcome is Outcome.SUCCEEDED]
+    # A call failed only on a real conflict, which applied nothing.
+    assert all(r.outcome is Outcome.FAILED and r.failures == [Failure.REDIS_WATCH_CONFLICT]
+               for r in records if r not in succeeded), [(r.outcome, r.failures) for r in records]
 
     with redis.Redis.from_url(servers.redis_url) as direct:
-        log = [fields for _, fields in direct.xrange(keys("plan", "log"))]
+        log = _log(direct, schema)
+        # Exactly the succeeded calls' steps, each once, and each at the version it was told.
+        assert sorted(step for step, _ in log) == sorted(str(r.op_id) for r in succeeded)
         for team in range(1, teams + 1):
-            version = int(direct.hget(keys("plan", team), "version") or 0)
-            assert version == sum(fields[b"team"] == str(team).encode() for fields in log), f"team {team}"
-        # Each call's step exactly once: none lost, none applied twice by a retry.
-        assert sorted(fields[b"step"].decode() for fields in log) == sorted(str(r.op_id) for r in records)
-
+            steps = [step for step, t in log if t == team]
+            told = {str(r.op_id): r.value["version"] for r in succeeded if r.value["team"] == team}
+            assert [told[step] for step in steps] == list(range(1, len(steps) + 1)), f"team {team}"
         prepared_schema(admin, schema)
         checks = audit_agent_state(context_for(admin, schema, lambda tools: acknowledged_from(records), direct),
                                    teams=teams)
     assert all(c.ok for c in checks), [c for c in checks if not c.ok]
 
 
+def test_a_lost_exec_reply_whose_settling_read_fails_too_is_indeterminate(servers, admin, schema):
+    recorder = Recorder()
+    with _GoneAfterALostReply(servers.redis_url, (_EXEC,), 1) as proxy, proxy.client() as client:
+        _plan_changes(client, schema, QUICK, agents=1, calls_each=1, teams=1, recorder=recorder)
+    [record] = recorder.records
+    assert record.outcome is Outcome.INDETERMINATE and record.failures == [Failure.CONNECTION_LOST], record
+    assert isinstance(record.exception, redis.ConnectionError)
+    with redis.Redis.from_url(servers.redis_url) as direct:
+        assert _log(direct, schema) == [(str(record.op_id), 1)], "the server had applied it"
+        prepared_schema(admin, schema)
+        checks = audit_agent_state(context_for(admin, schema, lambda tools: acknowledged_from([record]), direct),
+                                   teams=1)
+    assert all(c.ok for c in checks), [c for c in checks if not c.ok]
+
+
+def test_an_attempt_finding_its_call_applied_returns_the_version_that_call_wrote(servers, schema):
+    """An earlier attempt's EXEC that reached the server after the settling read: the next
+    attempt finds the step under its WATCH and writes nothing."""
+    keys, op_id = RedisKeys(schema), uuid.uuid4()
+    with redis.Redis.from_url(servers.redis_url) as client:
+        client.set(keys("plan", "applied_by", "agent-1"), f"{op_id} 7")
+        client.hset(keys("plan", 1), "version", 7)
+        value = update_plan(Transaction(op_id, "agent-1", 0, None, client), keys=keys, teams=1)
+        assert value == {"team": 1, "version": 7}
+        assert client.hget(keys("plan", 1), "version") == b"7" and client.xlen(keys("plan", "log")) == 0
+
+
+class _HalfDrained:
+    """Plans changed by agents, drained so far into plan_log, changed again: the audit sees
+    changes in PostgreSQL and in Redis."""
+
+    def __init__(self, admin, schema: str, client: redis.Redis) -> None:
+        self.client, self.keys, self.recorder = client, RedisKeys(schema), Recorder()
+        self._admin, self._schema = admin, schema
+
+    def changes(self, calls_each: int = 10) -> None:
+        _plan_changes(self.client, self._schema, QUICK, agents=4, calls_each=calls_each, teams=2,
+                      recorder=self.recorder)
+
+    def context(self):
+        return context_for(self._admin, self._schema, lambda tools: acknowledged_from(self.recorder.records),
+                           self.client)
+
+    def failed(self) -> dict[str, Check]:
+        return {c.name: c for c in audit_agent_state(self.context(), teams=2) if not c.ok}
+
+
 @pytest.fixture
 def plans_half_drained(servers, admin, schema):
-    """Agents change the plans, the coordinator's drain moves the log so far into plan_log, and
-    the agents go on: the audit sees changes in PostgreSQL and in Redis. Yields
-    (audit, another session's Redis client)."""
-    teams, keys, recorder = 2, RedisKeys(schema), Recorder()
     prepared_schema(admin, schema)
-    plan_change = Tool("update_plan", partial(update_plan, keys=keys, teams=teams), backend="redis")
     with redis.Redis.from_url(servers.redis_url) as client:
-        adapter = ToolAdapter(None, client, RetryPolicy(max_tries=20, base_s=0.001, cap_s=0.01), 0.0,
-                              recorder.request, recorder.call_finished)
-
-        def agents(first_call: int) -> None:
-            def agent(number: int) -> None:
-                for call in range(first_call, first_call + 10):
-                    adapter.call(plan_change, f"agent-{number}", seed=number * 1000 + call)
-            gevent.joinall([gevent.spawn(agent, n) for n in range(4)], timeout=30, raise_error=True)
-
-        def context():
-            return context_for(admin, schema, lambda tools: acknowledged_from(recorder.records), client)
-
-        agents(0)
-        assert drain_plan_log(context()) == 40 and client.xlen(keys("plan", "log")) == 0
-        agents(10)
-        assert client.xlen(keys("plan", "log")) == 40
-
-        def audit() -> dict[str, Check]:
-            return {c.name: c for c in audit_agent_state(context(), teams=teams)}
-
-        assert [c for c in audit().values() if not c.ok] == []
-        yield audit, client
+        plans = _HalfDrained(admin, schema, client)
+        plans.changes()
+        assert drain_plan_log(plans.context()) == 40 and client.xlen(plans.keys("plan", "log")) == 0
+        plans.changes()
+        assert client.xlen(plans.keys("plan", "log")) == 40
+        assert plans.failed() == {}
+        yield plans
 
 
-def test_a_step_of_no_call_logged_before_a_drain_is_caught(plans_half_drained, schema):
+def test_a_step_of_no_call_logged_before_a_drain_is_caught(plans_half_drained):
     """Consistent in every way but its identity: the step in the log and the plan's version raised."""
-    audit, client = plans_half_drained
-    keys, ghost = RedisKeys(schema), str(uuid.uuid4())
-    client.xadd(keys("plan", "log"), {"step": ghost, "team": 1})
-    client.hincrby(keys("plan", 1), "version", 1)
-    failed = {name: c for name, c in audit().items() if not c.ok}
+    plans, ghost = plans_half_drained, str(uuid.uuid4())
+    plans.client.xadd(plans.keys("plan", "log"), {"step": ghost, "team": 1})
+    plans.client.hincrby(plans.keys("plan", 1), "version", 1)
+    plans.changes()  # the next changes take the versions after the ghost's
+    failed = plans.failed()
     assert set(failed) == {"plan_steps_within_acknowledged"}
     assert failed["plan_steps_within_acknowledged"].observed == 1 and ghost in failed["plan_steps_within_acknowledged"].detail
 
 
 def test_a_step_deleted_from_plan_log_after_its_drain_is_lost(plans_half_drained, admin, schema):
-    audit, _ = plans_half_drained
+    """The first change of a team deleted: every later change of that team is one place earlier
+    in the log than the version it was told."""
+    plans = plans_half_drained
     lost, team = admin.execute(sql.SQL("DELETE FROM {} WHERE (stream_ms, stream_seq) = (SELECT stream_ms, stream_seq"
                                        " FROM {} ORDER BY stream_ms, stream_seq LIMIT 1) RETURNING op_id, team").format(
         sql.Identifier(schema, "plan_log"), sql.Identifier(schema, "plan_log"))).fetchone()
-    failed = {name: c for name, c in audit().items() if not c.ok}
-    assert set(failed) == {"plan_steps_not_lost", "plan_version_counts_changes"}
+    failed = plans.failed()
+    assert set(failed) == {"plan_steps_not_lost", "plan_version_counts_changes", "plan_versions_in_log_order"}
     assert failed["plan_steps_not_lost"].anomaly == "lost_updates" and failed["plan_steps_not_lost"].anomaly_count == 1
     assert str(lost) in failed["plan_steps_not_lost"].detail
     assert f"team {team} at version" in failed["plan_version_counts_changes"].detail
+    of_team = [r for r in plans.recorder.records if r.outcome is Outcome.SUCCEEDED and r.value["team"] == team]
+    assert failed["plan_versions_in_log_order"].observed == len(of_team)  # the lost one, and each after it
+    assert f"call {lost} wrote team {team}'s version 1, not in plan_log" in failed["plan_versions_in_log_order"].detail
+
+
+def test_a_plan_version_set_back_is_reused_by_every_change_after_it(plans_half_drained):
+    """As after a failover to a replica that missed the last HSET but not the log's entry: the
+    next writer is given the version of the change before it again."""
+    plans = plans_half_drained
+    before = len(plans.recorder.records)
+    plans.client.hincrby(plans.keys("plan", 1), "version", -1)
+    plans.changes()
+    failed = plans.failed()
+    assert set(failed) == {"plan_versions_in_log_order", "plan_version_counts_changes"}
+    after = [r for r in plans.recorder.records[before:] if r.outcome is Outcome.SUCCEEDED and r.value["team"] == 1]
+    assert after and failed["plan_versions_in_log_order"].observed == len(after)
+    assert failed["plan_version_counts_changes"].detail.startswith("team 1 at version")

@@ -12,7 +12,7 @@ import redis
 
 from db.session import Session, SessionLost
 from harness.coordinator import Coordinator
-from tests.support import read_report, run_locust, settings_from
+from tests.support import read_report, run_locust, settings_from, wait_until
 
 SHORT_RUN = ("--users", "20", "--spawn-rate", "20", "--run-time", "8s")
 
@@ -170,3 +170,27 @@ def test_work_that_fails_on_its_own_is_not_run_again(servers):
         session.run(divide_by_zero)
     session.close()
     assert len(tries) == 1
+
+
+def test_the_redis_hold_gone_is_taken_again_and_only_another_runs_hold_is_lost(servers, schema):
+    """Before: a hold missing after a Redis restart longer than its expiry was "lost to another
+    run", and the run failed as keys_lost."""
+    from db.redis_keys import RedisClaim, RedisKeys
+
+    with redis.Redis.from_url(servers.redis_url) as client, redis.Redis.from_url(servers.redis_url) as other:
+        # Renewed less often than it expires: it expires between two renewals, as in a long restart.
+        claim = RedisClaim(client, RedisKeys(schema), "toolclash-coordinator:test", ttl_ms=100, renew_every_s=0.3)
+        claim.claim()
+        try:
+            ours = client.get(claim.key)
+            wait_until(lambda: other.get(claim.key) is None, "the hold to expire")
+            wait_until(lambda: other.get(claim.key) == ours, "the hold to be taken again")
+            other.delete(claim.key)  # wiped, as by a restart without persistence
+            wait_until(lambda: other.get(claim.key) == ours, "the hold to be taken again after a wipe")
+            assert not claim.lost and claim.take_claimed_again() >= 2
+            other.set(claim.key, "toolclash-coordinator:another-run")
+            wait_until(lambda: claim.lost, "the hold to be lost to the other run")
+            assert other.get(claim.key) == b"toolclash-coordinator:another-run", "another run's hold is left alone"
+        finally:
+            claim.release()
+            other.delete(claim.key)

@@ -72,6 +72,7 @@ def test_one_process_and_two_workers_both_agree_with_the_server(servers, admin, 
     distributed = reports["distributed"]
     shipped = distributed["workers"]["shipped"]
     assert len(shipped) == 2 and distributed["workers"]["lost"] == []
+    assert distributed["workers"]["shipments_lost"] == {worker: 0 for worker in shipped}
     # Each worker's own figures, against the server: the ledger rows of its agents (both workers'
     # agents committed some), and together the deadlocks PostgreSQL detected.
     assert _as_the_server_counted(list(shipped.values()), rows["distributed"]), (shipped, rows["distributed"])

@@ -63,7 +63,7 @@ def test_a_malformed_dsn_or_url_is_reported_without_its_password():
 
 def test_the_isolation_matrix_passes_the_servers_to_its_runs_by_environment():
     argv = ["--pg-dsn", "postgresql://app:s3cret@db/x", "--redis-url=redis://:pw@cache/0", "--users", "5",
-            "--isolation", "serializable", "--isolation-matrix"]
+            "--isolation", "serializable", "--isolation-matrix", "--require-levels", "repeatable_read"]
     arguments, variables = _level_arguments(argv)
     assert arguments == ["--users", "5", "--scenario", "isolation"]
     assert variables == {"TOOLCLASH_PG_DSN": "postgresql://app:s3cret@db/x", "TOOLCLASH_REDIS_URL": "redis://:pw@cache/0"}

@@ -13,7 +13,8 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from db.pool import SessionSettings, load_application_name, open_pool
-from harness.distributed import WorkerShipments
+from db.call_record import CallRecord, Outcome
+from harness.distributed import ShipmentNumbers, WorkerShipments
 from harness.hub_lag import HubLag
 from harness.options import HARNESS_SESSIONS
 from harness.metrics import Metrics
@@ -212,17 +213,25 @@ def test_the_default_pool_is_bounded_and_the_budget_counts_every_process():
     assert settings_from("--pool-size", "50").connections_needed(1000, 1) == (50 + HARNESS_SESSIONS, 50)
 
 
-def test_no_call_agent_errors_and_lost_workers_are_no_evidence():
+def test_no_call_agent_errors_lost_workers_lost_shipments_and_sessions_left_are_no_evidence():
     metrics = Metrics()
     assert [p["kind"] for p in evidence_problems(metrics)] == ["no_calls"]
     metrics.record_agent_error(RuntimeError("adapter is None"))
-    lost = [{"worker": "w1", "state": "missing", "last_shipment_at": None}]
-    kinds = [p["kind"] for p in evidence_problems(metrics, lost)]
-    assert kinds == ["agent_errors", "no_calls", "worker_lost"]
+    workers = {"lost": [{"worker": "w1", "state": "missing", "last_shipment_at": None}],
+               "shipments_lost": {"w1": 0, "w2": 3}}
+    problems = evidence_problems(metrics, workers, load_sessions_left=2)
+    assert [p["kind"] for p in problems] == ["agent_errors", "no_calls", "worker_lost", "shipment_lost",
+                                             "load_sessions_left"]
+    assert problems[3]["detail"].startswith("3 shipment(s) of worker w2 never reached the master")
+    assert problems[4]["detail"].startswith("2 session(s) of the load were still open")
 
 
 class _Master:
     clients: dict = {}
+
+
+def _shipment(test: int, number: int, metrics: Metrics) -> dict:
+    return {"test": test, "number": number, "metrics": metrics.to_dict(), "hub_lag": HubLag().to_dict()}
 
 
 def test_a_late_shipment_of_an_earlier_test_is_left_out():
@@ -231,7 +240,34 @@ def test_a_late_shipment_of_an_earlier_test_is_left_out():
     shipments.begin(_Master(), 2)
     late = Metrics()
     late.record_agent_error(RuntimeError("of test 1"))
-    shipments.add("w1", {"test": 1, "metrics": late.to_dict(), "hub_lag": HubLag().to_dict()}, final=True)
+    shipments.add("w1", _shipment(1, 7, late), final=True)
     assert shipments.total.agent_errors == 0
-    shipments.add("w1", {"test": 2, "metrics": late.to_dict(), "hub_lag": HubLag().to_dict()}, final=True)
+    shipments.add("w1", _shipment(2, 1, late), final=True)
     assert shipments.total.agent_errors == 1
+    assert shipments.shipments_lost() == {"w1": 0}
+
+
+def _succeeded_calls(count: int) -> Metrics:
+    metrics = Metrics()
+    for _ in range(count):
+        metrics.record(CallRecord("deduct_credits", "pg", uuid.uuid4(), Outcome.SUCCEEDED, attempts=1))
+    return metrics
+
+
+def test_a_shipment_that_never_arrived_is_counted_per_worker():
+    """Before: a dropped shipment silently took its succeeded calls out of what the audits
+    compare with the servers."""
+    numbers = {"w1": ShipmentNumbers(), "w2": ShipmentNumbers()}
+    shipments = WorkerShipments()
+    shipments.begin(_Master(), 1)
+    shipped = []
+    for worker, calls in (("w1", 2), ("w2", 3), ("w1", 5), ("w1", 7), ("w2", 1), ("w1", 4), ("w2", 2)):
+        shipped.append((worker, _shipment(1, numbers[worker].next(1), _succeeded_calls(calls))))
+    dropped = [shipped.pop(2), shipped.pop(2), shipped.pop(-1)]  # w1's 2nd and 3rd, w2's last
+    for position, (worker, shipment) in enumerate(shipped):
+        shipments.add(worker, shipment, final=position == len(shipped) - 1)
+    assert shipments.shipments_lost() == {"w1": 2, "w2": 0}  # w2's last loss is after its last arrival
+    assert len(shipments.total.acknowledged({"deduct_credits"}).succeeded) == 2 + 3 + 1 + 4
+    assert sum(len(Metrics.from_dict(s["metrics"]).acknowledged({"deduct_credits"}).succeeded)
+               for _, s in dropped) == 5 + 7 + 2
+    assert numbers["w1"].next(2) == 1, "numbered from 1 in each test"
