@@ -1,5 +1,6 @@
-"""The docs hold together: every relative link and anchor of README.md and docs/*.md resolves.
-Reads files only: no server, no `locust` process."""
+"""The docs hold together: every relative link and anchor of README.md and docs/*.md resolves,
+and docs/development.md's Layout names every file of the code's folders. Reads files only: no
+server, no `locust` process."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # [text](target) and ![alt](target); the text may hold code (`--chaos`) but no bracket.
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
+# The folders whose every file the Layout table names, and what in them is not a file of the project.
+LAYOUT_FOLDERS = ("bench", "db", "examples", "harness", "tasks", "tests")
+NOT_PROJECT_FILES = {"__pycache__", "screenshots"}
 
 
 def _prose(text: str) -> list[tuple[int, str]]:
@@ -79,3 +83,38 @@ def test_slugs_are_githubs():
     assert _slug("The harness's own schedule: `hub`") == "the-harnesss-own-schedule-hub"
     assert _slug("Load shapes: `--shape steps` / `--shape spike`") == "load-shapes---shape-steps----shape-spike"
     assert _slug("Benchmarks: `bench/`") == "benchmarks-bench"
+
+
+def _layout_paths() -> set[str]:
+    """The paths the first column of docs/development.md's Layout table names."""
+    text = (ROOT / "docs" / "development.md").read_text(encoding="utf-8")
+    table = text[text.index("## Layout"):]
+    named = set()
+    for line in table.splitlines():
+        if line.startswith("| `"):
+            cells = line.split(" | ")
+            named.update(re.findall(r"`([^`]+)`", cells[0]))
+    return named
+
+
+def test_the_layout_names_every_file():
+    named = _layout_paths()
+    missing = []
+    for folder in LAYOUT_FOLDERS:
+        for path in sorted((ROOT / folder).rglob("*")):
+            relative = path.relative_to(ROOT)
+            project_file = path.is_file() and not NOT_PROJECT_FILES & set(relative.parts) and path.suffix != ".pyc"
+            if project_file and relative.as_posix() not in named:
+                missing.append(relative.as_posix())
+    assert not missing, f"docs/development.md's Layout does not name: {', '.join(missing)}"
+    gone = sorted(path for path in named if not (ROOT / path).exists())
+    assert not gone, f"docs/development.md's Layout names what does not exist: {', '.join(gone)}"
+
+
+def test_the_layout_is_ordered_by_folder():
+    text = (ROOT / "docs" / "development.md").read_text(encoding="utf-8")
+    rows = [line.split(" | ")[0] for line in text[text.index("## Layout"):].splitlines() if line.startswith("| `")]
+    paths = [re.search(r"`([^`]+)`", row).group(1) for row in rows]
+    folders = [path.split("/")[0] if "/" in path else "" for path in paths]
+    # The files at the top first, then each folder's rows together, the folders in order.
+    assert folders == sorted(folders), list(zip(folders, paths))
