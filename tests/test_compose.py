@@ -1,6 +1,6 @@
 """docker-compose.yml: valid for docker compose, and the master's and workers' commands it runs are
-those docs/distributed.md shows, run here as local processes against the real servers: the master's exit code is the
-verdict, and the report has both workers' figures.
+those docs/distributed.md shows, run here as local processes against the real servers: the master's
+exit code is the verdict, and the report has both workers' figures.
 
 No image is built or pulled (these machines cannot): `docker compose config` (or Compose v1's
 `docker-compose config`) resolves the file without a daemon, and what it resolves to (the commands
