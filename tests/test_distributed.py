@@ -118,6 +118,7 @@ def test_a_worker_that_vanishes_is_reported_and_the_run_ends(servers, schema, tm
     [lost] = report["workers"]["lost"]
     assert lost["last_shipment_at"] is not None and lost["state"] in ("missing", "gone")
     assert lost["worker"] in report["workers"]["shipped"], "what it shipped before it vanished is kept"
-    # As the README promises: the outcomes of its last calls are unknown, so the run never passes.
+    # As docs/distributed.md and docs/chaos.md promise: the outcomes of its last calls are unknown, so the run
+    # never passes.
     assert report["verdict"] == "fail" and process.returncode == 1
     assert "worker_lost" in {problem["kind"] for problem in report["evidence"]["problems"]}

@@ -1,5 +1,5 @@
 """--history and --seed: the history read back and checked against the ledger, per-worker files
-joined as the README says, and the same seed making the same calls."""
+joined as docs/observing.md says, and the same seed making the same calls."""
 
 from __future__ import annotations
 
@@ -128,7 +128,7 @@ def test_workers_write_files_of_their_own_that_join_into_one_history(servers, ad
         assert times == sorted(times), "a process's lines are in its own time order"
     assert all(len(per_process[w]) > 1 for w in ("worker-0", "worker-1")), "both workers ran agents"
 
-    # The README's way of joining them.
+    # docs/observing.md's way of joining them.
     joined_run = subprocess.run([sys.executable, "-m", "harness.history", str(history)], cwd=ROOT,
                                 capture_output=True, text=True, check=True)
     joined = [json.loads(text) for text in joined_run.stdout.splitlines()]

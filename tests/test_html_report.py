@@ -2,7 +2,7 @@
 web UI's 'Download Report'. Where the section sits, the verdict it shows, figures a reader can
 read (rounded, never `None`), and charts with data points.
 
-TOOLCLASH_HTML_SCREENSHOT=docs/html-report.png saves the README's screenshots (that file, and
+TOOLCLASH_HTML_SCREENSHOT=docs/html-report.png saves docs/observing.md's screenshots (that file, and
 docs/html-report-charts.png)."""
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def test_the_html_report_tells_the_run_after_locusts_summary(servers, schema, tm
         "the section fetches nothing: the page works offline"
 
     screenshot = os.environ.get("TOOLCLASH_HTML_SCREENSHOT")
-    if screenshot:  # the README's: the page's top, and the time series
+    if screenshot:  # docs/observing.md's: the page's top, and the time series
         target = ROOT / screenshot
         browser.set_window_size(1400, 1150)
         browser.execute_script("window.scrollTo(0, 0)")

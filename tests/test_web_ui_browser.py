@@ -3,7 +3,7 @@ form, toolclash's tab with numbers that move, the verdict, the SLA table and the
 stop, checked against the JSON report; and Ctrl-C in the middle of a ramp.
 
 Screenshots of what the browser showed are written to tests/screenshots/ (not kept by git; the
-README shows one of them, copied to docs/)."""
+README and docs/observing.md show one of them, copied to docs/)."""
 
 from __future__ import annotations
 
