@@ -21,6 +21,7 @@ import logging
 import time
 import uuid
 from itertools import islice
+from typing import Any
 
 import psycopg
 import redis
@@ -66,11 +67,13 @@ def _apply(client: redis.Redis, keys: RedisKeys, op_id: uuid.UUID, agent_id: str
                             str(op_id), agent_id, amount, int(by_relay)))
 
 
-def charge_usage(tx: Transaction, *, accounts: int, keys: RedisKeys) -> None:
+def charge_usage(tx: Transaction, *, accounts: int, keys: RedisKeys) -> dict[str, Any]:
+    """What it wrote in both tables: the ledger's debit and amount, and the agent the outbox row
+    (and so Redis's usage) is charged to."""
     account = tx.rng.randint(1, accounts)
     amount = tx.rng.randint(1, MAX_AMOUNT)
     debit(tx, account, amount)
-    record_in_ledger(tx, "charge_usage", debit=account, credit=None, amount=amount)
+    charged = {**record_in_ledger(tx, "charge_usage", debit=account, credit=None, amount=amount), "agent": tx.agent_id}
     tx.execute("INSERT INTO usage_outbox (op_id, agent_id, amount) VALUES (%s, %s, %s)",
                (tx.op_id, tx.agent_id, amount))
     tx.work()
@@ -86,6 +89,7 @@ def charge_usage(tx: Transaction, *, accounts: int, keys: RedisKeys) -> None:
         tx.observe("cross_service_window", time.perf_counter() - tx.committed_at)
 
     tx.after_commit.append(apply_usage)
+    return charged
 
 
 def relay_outbox(conn: psycopg.Connection, schema: str, client: redis.Redis, keys: RedisKeys) -> dict[str, int]:
