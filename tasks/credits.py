@@ -7,6 +7,8 @@ between the same pair in opposite directions deadlock, as careless tool code doe
 
 from __future__ import annotations
 
+from typing import Any
+
 from db.errors import Refused, VersionConflict
 from db.tool import Transaction
 from tasks.ledger import record_in_ledger
@@ -20,7 +22,9 @@ class InsufficientCredits(Refused):
     """The account cannot pay: a refusal by the tool, not a conflict, so never retried."""
 
 
-def deduct_credits(tx: Transaction, *, accounts: int) -> None:
+def deduct_credits(tx: Transaction, *, accounts: int) -> dict[str, Any]:
+    """What it wrote, and the version it read and wrote from (the audit finds two deductions
+    that wrote from one version: an optimistic update lost)."""
     account = tx.rng.randint(1, accounts)
     amount = tx.rng.randint(1, MAX_AMOUNT)
     balance, version = tx.execute("SELECT balance, version FROM accounts WHERE id = %s", (account,)).fetchone()
@@ -33,7 +37,7 @@ def deduct_credits(tx: Transaction, *, accounts: int) -> None:
     )
     if updated.rowcount == 0:
         raise VersionConflict(f"account {account} is no longer at version {version}")
-    record_in_ledger(tx, "deduct_credits", debit=account, credit=None, amount=amount)
+    return {**record_in_ledger(tx, "deduct_credits", debit=account, credit=None, amount=amount), "version": version}
 
 
 def debit(tx: Transaction, account: int, amount: int) -> None:
@@ -46,10 +50,10 @@ def debit(tx: Transaction, account: int, amount: int) -> None:
         raise InsufficientCredits(f"account {account} cannot pay {amount}")
 
 
-def transfer_credits(tx: Transaction, *, accounts: int) -> None:
+def transfer_credits(tx: Transaction, *, accounts: int) -> dict[str, Any]:
     payer, payee = tx.rng.sample(range(1, accounts + 1), 2)
     amount = tx.rng.randint(1, MAX_AMOUNT)
     debit(tx, payer, amount)
     tx.work()
     tx.execute("UPDATE accounts SET balance = balance + %s, version = version + 1 WHERE id = %s", (amount, payee))
-    record_in_ledger(tx, "transfer_credits", debit=payer, credit=payee, amount=amount)
+    return record_in_ledger(tx, "transfer_credits", debit=payer, credit=payee, amount=amount)

@@ -5,8 +5,8 @@ counters a rate limiter reads). Both cannot commit together, so the charge write
 row in its own transaction; the usage is applied to Redis from the outbox, idempotently (a
 set of applied operation ids guards the increment), right after the commit by the agent, and
 by the relay for anything an agent could not apply (a crash, a Redis error). Between the commit
-and the apply the two services disagree: that window is measured, and the relay's catch-ups
-are counted.
+and the apply the two services disagree: that window is measured, and the charges the relay
+applied are counted and noted in the report (relay_healed), never healed silently.
 
 The guard set would grow by one id a charge for the whole run, so the coordinator drains it
 (`drain_usage_applied`): the ids go to PostgreSQL (usage_applied) and their outbox rows are
@@ -21,13 +21,15 @@ import logging
 import time
 import uuid
 from itertools import islice
+from typing import Any
 
 import psycopg
 import redis
 import redis.exceptions
 from psycopg import sql
 
-from db.audits import SHOW_AT_MOST, AuditContext, Check, identities_in_table, listing_ids
+from db.audits import SHOW_AT_MOST, AuditContext, Check, identities_in_table, listing, listing_ids, \
+    rows_match_values
 from db.redis_keys import RedisKeys
 from db.tool import Transaction
 from tasks.credits import MAX_AMOUNT, debit
@@ -66,11 +68,13 @@ def _apply(client: redis.Redis, keys: RedisKeys, op_id: uuid.UUID, agent_id: str
                             str(op_id), agent_id, amount, int(by_relay)))
 
 
-def charge_usage(tx: Transaction, *, accounts: int, keys: RedisKeys) -> None:
+def charge_usage(tx: Transaction, *, accounts: int, keys: RedisKeys) -> dict[str, Any]:
+    """What it wrote in both tables: the ledger's debit and amount, and the agent the outbox row
+    (and so Redis's usage) is charged to."""
     account = tx.rng.randint(1, accounts)
     amount = tx.rng.randint(1, MAX_AMOUNT)
     debit(tx, account, amount)
-    record_in_ledger(tx, "charge_usage", debit=account, credit=None, amount=amount)
+    charged = {**record_in_ledger(tx, "charge_usage", debit=account, credit=None, amount=amount), "agent": tx.agent_id}
     tx.execute("INSERT INTO usage_outbox (op_id, agent_id, amount) VALUES (%s, %s, %s)",
                (tx.op_id, tx.agent_id, amount))
     tx.work()
@@ -86,6 +90,7 @@ def charge_usage(tx: Transaction, *, accounts: int, keys: RedisKeys) -> None:
         tx.observe("cross_service_window", time.perf_counter() - tx.committed_at)
 
     tx.after_commit.append(apply_usage)
+    return charged
 
 
 def relay_outbox(conn: psycopg.Connection, schema: str, client: redis.Redis, keys: RedisKeys) -> dict[str, int]:
@@ -148,20 +153,27 @@ def drain_usage_applied(ctx: AuditContext) -> int:
 
 
 def audit_cross_service(ctx: AuditContext) -> list[Check]:
-    """Redis's usage counters against PostgreSQL's charges, per agent; and the charges Redis
-    applied (drained into usage_applied, and whatever the set still holds) against the outbox,
-    by operation id, in PostgreSQL."""
-    relayed = relay_outbox(ctx.conn, ctx.schema, ctx.redis, ctx.keys)
+    """Each charge whole in PostgreSQL (its ledger row and its outbox row, or neither, alike, as
+    its call wrote them); Redis's usage counters against both, per agent; and the charges Redis
+    applied (drained into usage_applied, and whatever the set still holds) against the outbox, by
+    operation id. Charges the relay applied for their agent are counted and noted."""
+    caught_up = relay_outbox(ctx.conn, ctx.schema, ctx.redis, ctx.keys)["caught_up"]
     drain_usage_applied(ctx)
     # After the drain: members that are no operation id (the drain leaves them), few.
     left = list(ctx.redis.sscan_iter(ctx.keys("usage", "applied"), count=1000))
     counted = {agent.decode(): int(total) for agent, total in ctx.redis.hgetall(ctx.keys("usage")).items()}
     conn = ctx.conn
     with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(ctx.schema)))
-        charged = dict(conn.execute("SELECT agent_id, sum(amount) FROM usage_outbox GROUP BY agent_id").fetchall())
-        # The charges no agent could apply: their window lasted until the relay applied them
-        # (from the row's insertion, a little before COMMIT: never shorter than the real one).
+        charged = {agent: (int(ledger), int(outbox)) for agent, ledger, outbox in conn.execute(
+            """SELECT agent_id, coalesce(l.total, 0), coalesce(o.total, 0)
+               FROM (SELECT agent_id, sum(amount) AS total FROM ledger WHERE tool = 'charge_usage' GROUP BY agent_id) l
+               FULL JOIN (SELECT agent_id, sum(amount) AS total FROM usage_outbox GROUP BY agent_id) o USING (agent_id)"""
+        ).fetchall()}
+        # The charges no agent applied, by the sampler's relay during the run or the one above:
+        # their window lasted until the relay applied them (from the row's insertion, a little
+        # before COMMIT: never shorter than the real one).
         relay_windows = conn.execute(
             "SELECT extract(epoch FROM applied_at - committed_at)::float8 FROM usage_outbox WHERE relayed"
         ).fetchall()
@@ -169,23 +181,52 @@ def audit_cross_service(ctx: AuditContext) -> list[Check]:
         in_outbox = identities_in_table(conn, "usage_outbox", ctx.acknowledged_of(["charge_usage"]),
                                         present="charges_in_outbox", within="outbox_within_acknowledged",
                                         failed="failed_not_in_outbox")
+        as_written = rows_match_values(conn, "usage_outbox", {"amount": "amount", "agent_id": "agent"},
+                                       name="outbox_rows_match_calls")
+        atomic = _charges_atomic(conn)
     # Last, so that an audit cut short by a lost connection and run again adds them once.
     for (window_s,) in relay_windows:
         ctx.observe("cross_service_window", window_s)
+    healed = (f"the relay applied {len(relay_windows)} charges their agents had not ({caught_up} at the audit,"
+              f" {len(relay_windows) - caught_up} during the run)" if relay_windows else "the relay applied none")
+    if relay_windows:
+        ctx.note("relay_healed", f"{healed}: without it Redis would count less usage than PostgreSQL charged")
     mismatched = sorted(
-        (agent, int(charged.get(agent, 0)), counted.get(agent, 0))
+        (agent, *charged.get(agent, (0, 0)), counted.get(agent, 0))
         for agent in set(charged) | set(counted)
-        if int(charged.get(agent, 0)) != counted.get(agent, 0)
+        if len({*charged.get(agent, (0, 0)), counted.get(agent, 0)}) > 1
     )
+    agreement = listing("agent {}: the ledger charged {}, the outbox {}, Redis counted {}", mismatched) or \
+        f"the ledger's charges = the outbox's = Redis's usage counters for all {len(charged)} agents"
     return [
-        Check("usage_agrees_per_agent", not mismatched, 0, len(mismatched),
-              "; ".join(f"agent {a}: PostgreSQL charged {p}, Redis counted {r}" for a, p, r in mismatched[:5])
-              or f"PostgreSQL's charges = Redis's usage counters for all {len(charged)} agents"
-                 f" (the relay caught up {relayed['caught_up']} at the end)",
+        Check("usage_agrees_per_agent", not mismatched, 0, len(mismatched), f"{agreement} ({healed})",
               anomaly="cross_service_mismatches", anomaly_count=len(mismatched)),
         by_identity,
         *in_outbox,
+        as_written,
+        atomic,
     ]
+
+
+def _charges_atomic(conn: psycopg.Connection) -> Check:
+    """A charge writes its ledger row and its outbox row in one transaction: both or neither (for
+    an indeterminate call too, which the identity checks let be either), alike."""
+    only_ledger_ids, only_ledger, only_outbox_ids, only_outbox, unlike_ids, unlike, whole = conn.execute(
+        """SELECT (array_agg(op_id) FILTER (WHERE o.op_id IS NULL))[1:%(n)s], count(*) FILTER (WHERE o.op_id IS NULL),
+                  (array_agg(op_id) FILTER (WHERE l.op_id IS NULL))[1:%(n)s], count(*) FILTER (WHERE l.op_id IS NULL),
+                  (array_agg(op_id) FILTER (WHERE l.amount <> o.amount OR l.agent_id <> o.agent_id))[1:%(n)s],
+                  count(*) FILTER (WHERE l.amount <> o.amount OR l.agent_id <> o.agent_id),
+                  count(*) FILTER (WHERE l.op_id IS NOT NULL AND o.op_id IS NOT NULL)
+           FROM (SELECT op_id, amount, agent_id FROM ledger WHERE tool = 'charge_usage') l
+           FULL JOIN usage_outbox o USING (op_id)""",
+        {"n": SHOW_AT_MOST},
+    ).fetchone()
+    torn = only_ledger + only_outbox + unlike
+    return Check("charges_atomic", not torn, 0, torn, "; ".join(filter(None, (
+        only_ledger and f"in the ledger, not in the outbox: {listing_ids(only_ledger_ids, only_ledger)}",
+        only_outbox and f"in the outbox, not in the ledger: {listing_ids(only_outbox_ids, only_outbox)}",
+        unlike and f"amount or agent differ between ledger and outbox: {listing_ids(unlike_ids, unlike)}",
+    ))) or f"each of the {whole} charges is in both the ledger and the outbox, with the same amount and agent")
 
 
 def _usage_applied_by_identity(conn: psycopg.Connection, left: list[bytes]) -> Check:

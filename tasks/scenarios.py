@@ -16,7 +16,7 @@ from tasks.credits import deduct_credits, transfer_credits
 from tasks.credits_audit import audit_credits
 from tasks.cross_service import audit_cross_service, charge_usage, drain_usage_applied, relay_outbox
 from tasks.isolation import audit_isolation, increment_counter, reserve_slot
-from tasks.pool_exhaustion import audit_pool, summarize_accounts
+from tasks.pool_exhaustion import audit_pool, audit_summaries, summarize_accounts
 from tasks.queue import dequeue_job, drain_queue_log, enqueue_job, queue_depth
 from tasks.queue_audit import audit_queue
 
@@ -99,7 +99,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             "pool_exhaustion",
             lambda p: [_tool("summarize_accounts", summarize_accounts, hold_s=p.hold_s)],
-            lambda p: {"pool": audit_pool},
+            lambda p: {"pool": audit_pool, "summaries": audit_summaries},
         ),
         Scenario(
             "queue",

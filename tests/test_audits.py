@@ -3,28 +3,38 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from functools import partial
 
 import gevent
 import pytest
+import redis
 from psycopg import sql
 
+from db.adapter import ToolAdapter
 from db.audits import Acknowledged
-from db.op_ids import OpIds
 from db.call_record import Outcome
-from db.pool import SessionSettings
+from db.op_ids import OpIds
+from db.pool import SessionSettings, open_pool
+from db.redis_keys import RedisKeys
+from db.session import SEND_ONCE
 from db.tool import Tool
 from tasks.credits import deduct_credits, transfer_credits
 from tasks.credits_audit import audit_credits as audit_credits_in
-from tests.support import Recorder, acknowledged_from, adapter_on, context_for, prepared_schema
+from tasks.cross_service import audit_cross_service, charge_usage
+from tasks.pool_exhaustion import audit_summaries, summarize_accounts
+from tests.support import PREPARED, QUICK_RETRIES, Recorder, acknowledged_from, adapter_on, context_for, free_port, \
+    prepared_schema
 
 ACCOUNTS = 5
+BALANCE = 100_000
+SEEDED = replace(PREPARED, accounts=ACCOUNTS, initial_balance=BALANCE)
 
 
 @pytest.fixture
 def audited_run(servers, admin, schema):
     """Agents deduct and transfer concurrently on 5 hot accounts; what they acknowledged."""
-    prepared_schema(admin, schema, accounts=ACCOUNTS, balance=100_000)
+    prepared_schema(admin, schema, accounts=ACCOUNTS, balance=BALANCE)
     recorder = Recorder()
     pool, adapter = adapter_on(servers.pg_dsn, SessionSettings(schema, deadlock_timeout_ms=20), recorder,
                                size=8, tool_work_s=0.002)
@@ -43,12 +53,16 @@ def audited_run(servers, admin, schema):
     return schema, acknowledged_from(recorder.records)
 
 
-def audit_credits(admin, schema, acknowledged):
-    return audit_credits_in(context_for(admin, schema, lambda tools: acknowledged))
+def audit_credits(admin, schema, acknowledged, baseline=SEEDED):
+    return audit_credits_in(context_for(admin, schema, lambda tools: acknowledged, baseline=baseline))
 
 
 def _failed(checks) -> set[str]:
     return {c.name for c in checks if not c.ok}
+
+
+def _named(checks, name: str):
+    return next(c for c in checks if c.name == name)
 
 
 def test_a_clean_run_passes_every_check(admin, audited_run):
@@ -56,18 +70,43 @@ def test_a_clean_run_passes_every_check(admin, audited_run):
     checks = audit_credits(admin, schema, acknowledged)
     assert _failed(checks) == set(), [c for c in checks if not c.ok]
     assert {c.name for c in checks} == {
-        "credits_conserved", "balances_match_ledger", "no_negative_balance",
-        "acknowledged_in_ledger", "ledger_within_acknowledged", "failed_not_in_ledger", "versions_count_updates",
+        "accounts_as_seeded", "credits_conserved", "balances_match_ledger", "no_negative_balance",
+        "acknowledged_in_ledger", "ledger_within_acknowledged", "failed_not_in_ledger", "ledger_rows_match_calls",
+        "versions_count_updates", "one_deduction_per_version",
     }
+    assert _named(checks, "ledger_rows_match_calls").detail.startswith(f"each of the {len(acknowledged.succeeded)}")
 
 
-def test_credits_appearing_from_nowhere_break_conservation(admin, audited_run):
+def test_credits_appearing_from_nowhere_break_conservation_whatever_the_table_says_was_seeded(admin, audited_run):
     schema, acknowledged = audited_run
-    admin.execute("UPDATE accounts SET balance = balance + 7 WHERE id = 2")
+    admin.execute("UPDATE accounts SET balance = balance + 7, initial_balance = initial_balance + 7 WHERE id = 2")
     checks = audit_credits(admin, schema, acknowledged)
     assert _failed(checks) == {"credits_conserved", "balances_match_ledger"}
-    conserved = next(c for c in checks if c.name == "credits_conserved")
+    conserved = _named(checks, "credits_conserved")
     assert conserved.observed - conserved.expected == 7
+    assert "account 2 holds" in _named(checks, "balances_match_ledger").detail
+
+
+def test_an_account_added_or_gone_is_found(admin, audited_run):
+    schema, acknowledged = audited_run
+    admin.execute("INSERT INTO accounts (id, balance, initial_balance) VALUES (77, %s, %s)", (BALANCE, BALANCE))
+    checks = audit_credits(admin, schema, acknowledged, replace(SEEDED, accounts=ACCOUNTS + 1))
+    # Account 6 was seeded (says the harness) and is gone with its credits; 77 never was.
+    assert _failed(checks) == {"accounts_as_seeded"}
+    seeded = _named(checks, "accounts_as_seeded")
+    assert seeded.observed == {"added": 1, "removed": 1}
+    assert "accounts no run seeded: 77" in seeded.detail and "seeded accounts gone: 6" in seeded.detail
+
+
+def test_a_ledger_row_rewritten_is_found_by_its_content(admin, audited_run):
+    schema, acknowledged = audited_run
+    edited = admin.execute("UPDATE ledger SET amount = amount + 1 WHERE op_id = (SELECT op_id FROM ledger"
+                           " WHERE tool = 'transfer_credits' LIMIT 1) RETURNING op_id").fetchone()[0]
+    checks = audit_credits(admin, schema, acknowledged)
+    # A transfer moves credits: the total holds, the two accounts' balances do not.
+    assert _failed(checks) == {"ledger_rows_match_calls", "balances_match_ledger"}
+    assert _named(checks, "ledger_rows_match_calls").observed == 1
+    assert str(edited) in _named(checks, "ledger_rows_match_calls").detail
 
 
 def test_a_lost_acknowledged_operation_is_named(admin, audited_run):
@@ -76,34 +115,42 @@ def test_a_lost_acknowledged_operation_is_named(admin, audited_run):
     admin.execute("DELETE FROM ledger WHERE op_id = %s", (lost,))
     checks = audit_credits(admin, schema, acknowledged)
     assert {"acknowledged_in_ledger"} <= _failed(checks)
-    assert str(lost) in next(c for c in checks if c.name == "acknowledged_in_ledger").detail
+    assert str(lost) in _named(checks, "acknowledged_in_ledger").detail
 
 
-def _ghost_deduction(admin, op_id: uuid.UUID) -> None:
-    """A deduction with its balance change, consistent in every way but its identity."""
-    admin.execute("INSERT INTO ledger (op_id, tool, agent_id, debit_account, amount) VALUES (%s, 'ghost', 'x', 1, 1)",
-                  (op_id,))
-    admin.execute("UPDATE accounts SET balance = balance - 1, version = version + 1 WHERE id = 1")
+def _ghost_deduction(admin, op_id: uuid.UUID, account: int = 1, amount: int = 1) -> dict[str, int]:
+    """A deduction with its balance change, consistent in every way but its identity; what its
+    call would have written."""
+    admin.execute("INSERT INTO ledger (op_id, tool, agent_id, debit_account, amount) VALUES (%s, 'ghost', 'x', %s, %s)",
+                  (op_id, account, amount))
+    admin.execute("UPDATE accounts SET balance = balance - %s, version = version + 1 WHERE id = %s", (amount, account))
+    return {"debit": account, "amount": amount}
+
+
+def _with_indeterminate(acknowledged: Acknowledged, op_id: uuid.UUID, value=None) -> Acknowledged:
+    return Acknowledged(acknowledged.succeeded, acknowledged.failed, OpIds.of([op_id], [value]))
 
 
 def test_a_ghost_deduction_is_caught_even_beside_an_indeterminate_call(admin, audited_run):
     schema, acknowledged = audited_run
     # One call's outcome is unknown: a count-based audit would let one extra row through.
-    unknown = Acknowledged(acknowledged.succeeded, acknowledged.failed, OpIds.of([uuid.uuid4()]))
+    unknown = _with_indeterminate(acknowledged, uuid.uuid4())
     ghost = uuid.uuid4()
     _ghost_deduction(admin, ghost)
     checks = audit_credits(admin, schema, unknown)
     assert _failed(checks) == {"ledger_within_acknowledged"}
-    assert str(ghost) in next(c for c in checks if c.name == "ledger_within_acknowledged").detail
+    assert str(ghost) in _named(checks, "ledger_within_acknowledged").detail
 
 
 def test_an_indeterminate_call_may_have_been_applied(admin, audited_run):
     schema, acknowledged = audited_run
-    # An operation whose COMMIT outcome was unknown to the harness, but which did commit.
+    # An operation whose COMMIT outcome was unknown to the harness, but which did commit what it said.
     applied = uuid.uuid4()
-    _ghost_deduction(admin, applied)
-    widened = Acknowledged(acknowledged.succeeded, acknowledged.failed, OpIds.of([applied]))
-    assert _failed(audit_credits(admin, schema, widened)) == set()
+    wrote = _ghost_deduction(admin, applied)
+    assert _failed(audit_credits(admin, schema, _with_indeterminate(acknowledged, applied, wrote))) == set()
+    # The same row holding another amount than its call wrote.
+    checks = audit_credits(admin, schema, _with_indeterminate(acknowledged, applied, {**wrote, "amount": 2}))
+    assert _failed(checks) == {"ledger_rows_match_calls"}
 
 
 def test_a_failed_call_that_was_applied_is_an_anomaly(admin, audited_run):
@@ -122,7 +169,116 @@ def test_a_version_that_skipped_is_caught(admin, audited_run):
     assert _failed(audit_credits(admin, schema, acknowledged)) == {"versions_count_updates"}
 
 
-def test_a_negative_balance_is_caught(admin, audited_run):
+def test_a_negative_balance_is_caught_even_when_the_ledger_explains_it(admin, audited_run):
+    """An overdraft by a call whose outcome is unknown: every row accounted for, every balance
+    as its ledger says, and still an account below zero."""
     schema, acknowledged = audited_run
-    admin.execute("UPDATE accounts SET balance = -5, initial_balance = initial_balance - balance - 5 WHERE id = 3")
-    assert "no_negative_balance" in _failed(audit_credits(admin, schema, acknowledged))
+    overdraft = uuid.uuid4()
+    balance = admin.execute("SELECT balance FROM accounts WHERE id = 3").fetchone()[0]
+    wrote = _ghost_deduction(admin, overdraft, account=3, amount=balance + 5)
+    checks = audit_credits(admin, schema, _with_indeterminate(acknowledged, overdraft, wrote))
+    assert _failed(checks) == {"no_negative_balance"}
+    assert "account 3 at -5" in _named(checks, "no_negative_balance").detail
+
+
+def test_two_deductions_from_one_version_are_a_lost_update(servers, admin, schema):
+    """The account's version put back by another session: the next deductions read versions
+    earlier ones already wrote from."""
+    prepared_schema(admin, schema, accounts=1)
+    recorder = Recorder()
+    pool, adapter = adapter_on(servers.pg_dsn, SessionSettings(schema), recorder)
+    deduct = Tool("deduct_credits", partial(deduct_credits, accounts=1))
+    with pool:
+        for seed in range(3):
+            adapter.call(deduct, "a", seed)
+        admin.execute(sql.SQL("UPDATE {} SET version = 1 WHERE id = 1").format(sql.Identifier(schema, "accounts")))
+        for seed in range(3, 5):
+            adapter.call(deduct, "a", seed)
+    assert [r.value["version"] for r in recorder.records] == [0, 1, 2, 1, 2]
+    admin.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+    checks = audit_credits(admin, schema, acknowledged_from(recorder.records), replace(PREPARED, accounts=1))
+    assert _failed(checks) == {"one_deduction_per_version", "versions_count_updates"}
+    lost = _named(checks, "one_deduction_per_version")
+    assert (lost.observed, lost.anomaly, lost.anomaly_count) == (2, "lost_updates", 2)
+    assert "account 1: 2 deductions wrote from version 1" in lost.detail
+
+
+def test_summaries_are_checked_against_the_seeded_baseline(servers, admin, schema):
+    prepared_schema(admin, schema)
+    recorder = Recorder()
+    pool, adapter = adapter_on(servers.pg_dsn, SessionSettings(schema), recorder)
+    summarize = Tool("summarize_accounts", partial(summarize_accounts, hold_s=0))
+    deduct = Tool("deduct_credits", partial(deduct_credits, accounts=PREPARED.accounts))
+    accounts = sql.Identifier(schema, "accounts")
+    with pool:
+        for seed in range(3):
+            adapter.call(deduct, "a", seed)
+        adapter.call(summarize, "a", 10)
+        admin.execute(sql.SQL("UPDATE {} SET balance = balance + 3 WHERE id = 2").format(accounts))
+        adapter.call(summarize, "a", 11)
+        admin.execute(sql.SQL("UPDATE {} SET balance = balance - 3 WHERE id = 2").format(accounts))
+        admin.execute(sql.SQL("INSERT INTO {} (id, balance, initial_balance) VALUES (11, 0, 0)").format(accounts))
+        adapter.call(summarize, "a", 12)
+    clean, richer, wider = (r for r in recorder.records if r.tool == "summarize_accounts")
+    assert clean.value["accounts"] == 10 and clean.value["deducted"] > 0
+    assert clean.value["balance"] + clean.value["deducted"] == PREPARED.accounts * PREPARED.initial_balance
+    audited: list[set[str]] = []
+
+    def acknowledged_of(tools):
+        audited.append(set(tools))
+        return acknowledged_from(recorder.records)
+
+    [check] = audit_summaries(context_for(admin, schema, acknowledged_of))
+    assert audited == [{"summarize_accounts"}]
+    assert (check.name, check.ok, check.observed) == ("summaries_match_baseline", False, 2)
+    assert str(richer.op_id) in check.detail and str(wider.op_id) in check.detail
+    assert str(clean.op_id) not in check.detail and "2 of 3 summaries" in check.detail
+
+
+def _charge_adapter(servers, schema, recorder, client):
+    pool = open_pool(servers.pg_dsn, SessionSettings(schema), size=2, timeout_s=5)
+    charge = Tool("charge_usage", partial(charge_usage, accounts=PREPARED.accounts, keys=RedisKeys(schema)))
+    return pool, ToolAdapter(pool, client, QUICK_RETRIES, 0.0, recorder.request, recorder.call_finished), charge
+
+
+def test_charges_redis_missed_are_healed_by_the_relay_and_said_so(servers, admin, schema):
+    prepared_schema(admin, schema)
+    recorder = Recorder()
+    with redis.Redis.from_url(servers.redis_url) as client, \
+            redis.Redis(port=free_port(), retry=SEND_ONCE) as unreachable:
+        pool, adapter, charge = _charge_adapter(servers, schema, recorder, unreachable)
+        with pool:
+            missed = [adapter.call(charge, f"a{n}", n) for n in range(2)]
+        pool, adapter, charge = _charge_adapter(servers, schema, recorder, client)
+        with pool:
+            adapter.call(charge, "a0", 3)
+        assert [r.outcome for r in recorder.records] == [Outcome.SUCCEEDED] * 3
+        assert missed[0].value == {"debit": missed[0].value["debit"], "amount": missed[0].value["amount"],
+                                   "agent": "a0"}
+        ctx = context_for(admin, schema, lambda tools: acknowledged_from(recorder.records), client)
+        checks = audit_cross_service(ctx) + audit_credits_in(ctx)
+    assert _failed(checks) == set(), [c for c in checks if not c.ok]
+    assert [note["kind"] for note in ctx.notes] == ["relay_healed"]
+    assert "the relay applied 2 charges their agents had not (2 at the audit, 0 during the run)" in ctx.notes[0]["detail"]
+    assert "the relay applied 2 charges" in _named(checks, "usage_agrees_per_agent").detail
+
+
+def test_a_torn_charge_fails_even_when_its_outcome_is_unknown(servers, admin, schema):
+    """The charge's COMMIT was lost to the harness; the ledger holds it and the outbox does not,
+    which no commit of its one transaction can leave."""
+    prepared_schema(admin, schema)
+    recorder = Recorder()
+    with redis.Redis.from_url(servers.redis_url) as client, \
+            redis.Redis(port=free_port(), retry=SEND_ONCE) as unreachable:
+        pool, adapter, charge = _charge_adapter(servers, schema, recorder, unreachable)
+        with pool:
+            torn = adapter.call(charge, "a0", 1)
+        admin.execute(sql.SQL("DELETE FROM {} WHERE op_id = %s").format(sql.Identifier(schema, "usage_outbox")),
+                      (torn.op_id,))
+        unknown = Acknowledged(indeterminate=OpIds.of([torn.op_id], [torn.value]))
+        checks = audit_cross_service(context_for(admin, schema, lambda tools: unknown, client))
+    assert _failed(checks) == {"charges_atomic", "usage_agrees_per_agent"}
+    assert f"in the ledger, not in the outbox: {torn.op_id}" in _named(checks, "charges_atomic").detail
+    amount = torn.value["amount"]
+    assert (f"agent a0: the ledger charged {amount}, the outbox 0, Redis counted 0"
+            in _named(checks, "usage_agrees_per_agent").detail)

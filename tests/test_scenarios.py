@@ -87,7 +87,8 @@ class Corruption:
     scenario: str
     options: tuple[str, ...]
     progress: Callable[[At], int]  # grows while the agents work
-    # Changes the servers' data; what the failed check's detail must then name, if anything.
+    # Changes the servers' data; what the failed check's detail must then name, if anything: a
+    # text in the first check's, or {check: text} for several.
     corrupt: Callable[[At], Any]
     failed: tuple[str, ...]  # exactly the checks that must fail; the first is the corruption's own
     observed: Callable[[dict[str, Any]], Any]  # that check's observed figure, given the check
@@ -141,18 +142,21 @@ def _drained_row_deleted(at: At, table: str, where: str, returning: str) -> str:
 OFTEN = ("--sample-interval", "0.5")
 
 CORRUPTIONS = [
-    # An acknowledged deduction's ledger row deleted: a lost operation.
-    Corruption("optimistic_locking", ("--accounts", "4"), _ledger_rows,
-               lambda at: str(at.db.execute("DELETE FROM ledger WHERE op_id = (SELECT op_id FROM ledger LIMIT 1)"
-                                            " RETURNING op_id").fetchone()[0]),
-               ("acknowledged_in_ledger", "credits_conserved", "balances_match_ledger", "versions_count_updates"),
-               lambda check: check["expected"] - 1),
-    # A transfer in the ledger that no agent made (the balances are left alone).
+    # The issue's case 1: credits invented on account 7 (and its initial_balance raised to match),
+    # an account no run seeded; with account 3's version put back by one, so that the next
+    # deduction there writes from a version another already wrote from; while summaries read.
+    Corruption("optimistic_locking,pool_exhaustion", ("--accounts", "8"), lambda at: _version_of(at, 3),
+               lambda at: _money_invented_and_a_version_put_back(at),
+               ("credits_conserved", "accounts_as_seeded", "balances_match_ledger", "versions_count_updates",
+                "one_deduction_per_version", "summaries_match_baseline"),
+               lambda check: check["expected"] + 1_005_000, ("lost_updates", 1)),
+    # A transfer in the ledger that no agent made (the balances are left alone), an acknowledged
+    # transfer's row deleted (a lost operation), and account 6 overdrawn by a million that
+    # account 5 gained (the total holds: the credits moved where no transfer took them).
     Corruption("deadlock", ("--accounts", "6", "--deadlock-timeout", "20"), _ledger_rows,
-               lambda at: str(at.db.execute(
-                   "INSERT INTO ledger (op_id, tool, agent_id, debit_account, credit_account, amount)"
-                   " VALUES (gen_random_uuid(), 'transfer_credits', 'p0-a1', 1, 2, 5) RETURNING op_id").fetchone()[0]),
-               ("ledger_within_acknowledged", "balances_match_ledger", "versions_count_updates"),
+               lambda at: _transfers_invented_lost_and_an_overdraft(at),
+               ("ledger_within_acknowledged", "acknowledged_in_ledger", "balances_match_ledger", "versions_count_updates",
+                "no_negative_balance"),
                lambda check: 1),
     # One counter moved up and another down: the sum of the counters still matches.
     Corruption("isolation", ("--isolation", "serializable"), lambda at: rows_in(at.db, at.schema, "counter_ops"),
@@ -168,14 +172,16 @@ CORRUPTIONS = [
                lambda at: _drained_row_deleted(at, "queue_log", "event = 'ack'", "job"),
                ("no_unacknowledged_jobs", "queue_matches_its_log"), lambda check: 1, ("unacknowledged_jobs", 1),
                where="drained"),
-    # Redis counts usage PostgreSQL never charged to one agent.
+    # Four agents' charges made to disagree: one torn (its outbox row deleted after it was applied
+    # to Redis), one's ledger amount and another's outbox amount raised by one, and an outbox row
+    # no call wrote, for the agent whose Redis counter is also raised; and in what Redis applied,
+    # a drained charge deleted and a charge no agent made.
     Corruption("cross_service", ("--accounts", "20", *OFTEN), _ledger_rows,
-               lambda at: _usage_added(at, 5),
-               ("usage_agrees_per_agent",), lambda check: 1, ("cross_service_mismatches", 1)),
-    # Redis's guard set claims a charge no agent made was applied.
-    Corruption("cross_service", ("--accounts", "20", *OFTEN), _ledger_rows,
-               lambda at: _ghost_applied(at, str(uuid.uuid4())),
-               ("usage_applied_by_identity",), lambda check: check["expected"]),
+               lambda at: _charges_torn_edited_and_invented(at),
+               ("charges_atomic", "charges_in_outbox", "outbox_within_acknowledged", "outbox_rows_match_calls",
+                "usage_applied_by_identity", "usage_agrees_per_agent", "ledger_rows_match_calls", "credits_conserved",
+                "balances_match_ledger"),
+               lambda check: 4, ("cross_service_mismatches", 4)),
     # A step in the plans that no agent's call made, with the version raised to match.
     Corruption("agent_state", ("--teams", "1", *OFTEN), _plan_changes,
                lambda at: _step_added(at, str(uuid.uuid4())),
@@ -194,16 +200,73 @@ CORRUPTIONS = [
 ]
 
 
-def _usage_added(at: At, amount: int) -> str:
-    # A ledger row commits before its usage reaches Redis (after the commit): wait for a counter.
-    agent = min(wait_until(lambda: at.redis.hkeys(at.keys("usage")), "a usage counter in Redis")).decode()
-    at.redis.hincrby(at.keys("usage"), agent, amount)
-    return f"agent {agent}: "
+def _version_of(at: At, account: int) -> int:
+    """The account's version now; 0 while the run has not seeded it yet."""
+    if not rows_in(at.db, at.schema, "accounts"):
+        return 0
+    return at.db.execute("SELECT version FROM accounts WHERE id = %s", (account,)).fetchone()[0]
 
 
-def _ghost_applied(at: At, op_id: str) -> str:
-    at.redis.sadd(at.keys("usage", "applied"), op_id)
-    return op_id
+def _money_invented_and_a_version_put_back(at: At) -> dict[str, str]:
+    with at.db.transaction():  # one change for the summaries: each sees all of it or none
+        at.db.execute("UPDATE accounts SET balance = balance + 5000, initial_balance = initial_balance + 5000"
+                      " WHERE id = 7")
+        at.db.execute("INSERT INTO accounts (id, balance, initial_balance) VALUES (9, 1000000, 1000000)")
+        version = at.db.execute("UPDATE accounts SET version = version - 1 WHERE id = 3 RETURNING version").fetchone()[0]
+    return {"accounts_as_seeded": "accounts no run seeded: 9", "balances_match_ledger": "account 7 holds",
+            "versions_count_updates": "account 3 at version",
+            "one_deduction_per_version": f"account 3: 2 deductions wrote from version {version}",
+            "summaries_match_baseline": '"accounts": 9'}
+
+
+def _transfers_invented_lost_and_an_overdraft(at: At) -> dict[str, str]:
+    invented = at.db.execute("INSERT INTO ledger (op_id, tool, agent_id, debit_account, credit_account, amount)"
+                             " VALUES (gen_random_uuid(), 'transfer_credits', 'p0-a1', 1, 2, 5) RETURNING op_id").fetchone()[0]
+    lost = at.db.execute("DELETE FROM ledger WHERE op_id = (SELECT op_id FROM ledger WHERE tool = 'transfer_credits'"
+                         " ORDER BY recorded_at LIMIT 1) RETURNING op_id").fetchone()[0]
+    # Far below zero: the transfers to account 6 in the rest of the run cannot lift it back.
+    with at.db.transaction():  # account 6 locked first: no transfer moves its balance in between
+        # A transfer locking 5 then 6 deadlocks with this: its session (20 ms) gives way, never this one.
+        at.db.execute("SET LOCAL deadlock_timeout = '10s'")
+        moved = at.db.execute("SELECT balance + 1000000 FROM accounts WHERE id = 6 FOR UPDATE").fetchone()[0]
+        at.db.execute("UPDATE accounts SET balance = balance - %s WHERE id = 6", (moved,))
+        at.db.execute("UPDATE accounts SET balance = balance + %s WHERE id = 5", (moved,))
+    return {"ledger_within_acknowledged": str(invented), "acknowledged_in_ledger": str(lost),
+            "no_negative_balance": "account 6 at -"}
+
+
+# The first charges of three agents other than the one given, oldest first.
+_FIRST_CHARGES = """SELECT op_id FROM (SELECT DISTINCT ON (agent_id) op_id, committed_at FROM usage_outbox
+                                       WHERE agent_id <> %s ORDER BY agent_id, committed_at) first_charges
+                    ORDER BY committed_at LIMIT 3"""
+
+
+def _charges_torn_edited_and_invented(at: At) -> dict[str, str]:
+    # A ledger row commits before its usage reaches Redis (after the commit): wait for a counter,
+    # for charges of three other agents, and for the drain to have moved a charge out of Redis.
+    invented_for = min(wait_until(lambda: at.redis.hkeys(at.keys("usage")), "a usage counter in Redis")).decode()
+
+    def three_charges() -> list[uuid.UUID] | None:
+        charges = [op_id for op_id, in at.db.execute(_FIRST_CHARGES, (invented_for,))]
+        return charges if len(charges) == 3 else None
+
+    torn, ledger_edited, outbox_edited = picked = wait_until(three_charges, "charges of three other agents")
+    drained = wait_until(lambda: at.db.execute("SELECT op_id FROM usage_applied WHERE op_id <> ALL(%s) LIMIT 1",
+                                               (picked,)).fetchone(), "a drained charge")[0]
+    invented, ghost = uuid.uuid4(), str(uuid.uuid4())
+    with at.db.transaction():
+        at.db.execute("DELETE FROM usage_outbox WHERE op_id = %s", (torn,))
+        at.db.execute("UPDATE ledger SET amount = amount + 1 WHERE op_id = %s", (ledger_edited,))
+        at.db.execute("UPDATE usage_outbox SET amount = amount + 1 WHERE op_id = %s", (outbox_edited,))
+        at.db.execute("INSERT INTO usage_outbox (op_id, agent_id, amount) VALUES (%s, %s, 1)", (invented, invented_for))
+        at.db.execute("DELETE FROM usage_applied WHERE op_id = %s", (drained,))
+    at.redis.hincrby(at.keys("usage"), invented_for, 5)
+    at.redis.sadd(at.keys("usage", "applied"), ghost)
+    return {"charges_atomic": f"in the outbox, not in the ledger: {invented}", "charges_in_outbox": str(torn),
+            "outbox_within_acknowledged": str(invented), "outbox_rows_match_calls": str(outbox_edited),
+            "ledger_rows_match_calls": str(ledger_edited), "usage_agrees_per_agent": f"agent {invented_for}: ",
+            "usage_applied_by_identity": f"charged but never applied to Redis: {drained}; applied to Redis but charged"
+                                         f" nowhere: {', '.join(sorted((str(torn), ghost)))}"}
 
 
 def _step_added(at: At, step: str) -> str:
@@ -245,8 +308,9 @@ def test_scenario_audit_fails_on_data_corrupted_during_the_run(case, servers, ad
     assert set(failed) == set(case.failed), failed
     check = failed[case.failed[0]]
     assert check["observed"] == case.observed(check), check
-    if isinstance(named, str):
-        assert named in check["detail"], check
+    named = {check["name"]: named} if isinstance(named, str) else named if isinstance(named, dict) else {}
+    for name, text in named.items():
+        assert text in failed[name]["detail"], failed[name]
     assert {k: v for k, v in report["anomalies"].items() if v} == dict([case.anomaly] if case.anomaly else []), check
     assert f"[FAIL] {check['name']}: expected {check['expected']}, observed {check['observed']}" in done.stdout
     assert "toolclash verdict: FAIL (exit code 1)" in done.stdout
