@@ -65,3 +65,27 @@ def test_metrics_survive_the_wire_form_and_add_up():
     acknowledged = total.acknowledged({"deduct_credits"})
     assert list(acknowledged.succeeded) == [succeeded.op_id] and list(acknowledged.failed) == [failed.op_id]
     assert not acknowledged.indeterminate and not acknowledged.rejected
+
+
+def test_values_are_kept_with_their_ids_through_a_merge_of_other_shapes_and_the_wire():
+    """A dict's keys are kept once per shape; ids from processes that met the shapes in another
+    order, and values of every kind, come back as they were given, in JSON text for the audits."""
+    import json
+    import uuid
+
+    from db.op_ids import OpIds
+
+    given = [{"debit": 3, "amount": 7, "credit": None}, None, {"job": str(uuid.uuid4())}, 5, "text",
+             {"job": None}, {"note": "a, \"quoted\" one", "n": [1, {"x": True}]}, {"debit": 1, "amount": 2.5}]
+    here, there = OpIds(), OpIds()
+    ids = [uuid.uuid4() for _ in given]
+    for op_id, value in zip(ids[:4], given[:4]):
+        here.add(op_id, value)
+    for op_id, value in zip(ids[4:], given[4:]):  # the job's shape is this one's first
+        there.add(op_id, value)
+    here.extend(OpIds.from_wire(there.to_wire()))
+    shipped = OpIds.from_wire(here.to_wire())
+    assert list(shipped) == ids
+    assert list(shipped.values()) == given
+    assert [json.loads(text) for _, text in shipped.raw_with_values()] == given
+    assert [raw for raw, _ in shipped.raw_with_values()] == [op_id.bytes for op_id in ids]
