@@ -36,6 +36,8 @@ class ScenarioParams:
     queue_capacity: int = 50
     hold_s: float = 0.05
     initial_balance: int = 1_000_000
+    # Of every tool transaction: what the isolation audit may expect of the reads.
+    isolation: str = "read_committed"
 
     @property
     def baseline(self) -> Baseline:
@@ -91,7 +93,7 @@ SCENARIOS: dict[str, Scenario] = {
                 _tool("increment_counter", increment_counter, counters=p.counters),
                 _tool("reserve_slot", reserve_slot),
             ],
-            lambda p: {"isolation": audit_isolation},
+            lambda p: {"isolation": partial(audit_isolation, isolation=p.isolation)},
             # Its tools exist to show the anomalies of the weaker levels: in the default mix
             # only where they must not happen.
             joins_default_mix=lambda isolation: isolation == "serializable",

@@ -5,6 +5,7 @@ while the run goes on."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -14,14 +15,10 @@ import pytest
 import redis
 from psycopg import sql
 
-from db.audits import Acknowledged
 from db.pool import load_application_name
 from db.redis_keys import RedisKeys
 from tasks.queue import PRIORITIES
-from tests.support import ROOT, context_for, locust_in_background, read_report, rows_in, run_locust, wait_until
-
-NOTHING_ACKNOWLEDGED = Acknowledged()
-
+from tests.support import ROOT, locust_in_background, read_report, rows_in, run_locust, wait_until
 
 def _servers_args(servers, schema: str) -> tuple[str, ...]:
     return ("--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema,
@@ -151,11 +148,6 @@ CORRUPTIONS = [
                    " VALUES (gen_random_uuid(), 'transfer_credits', 'p0-a1', 1, 2, 5) RETURNING op_id").fetchone()[0]),
                ("ledger_within_acknowledged", "balances_match_ledger", "versions_count_updates"),
                lambda check: 1),
-    # One counter moved up and another down: the sum of the counters still matches.
-    Corruption("isolation", ("--isolation", "serializable"), lambda at: rows_in(at.db, at.schema, "counter_ops"),
-               lambda at: at.db.execute("UPDATE counters SET value = value + CASE id WHEN 1 THEN 1 ELSE -1 END"
-                                        " WHERE id IN (1, 2)"),
-               ("no_lost_updates",), lambda check: {"lost": 1, "invented": 1}, ("lost_updates", 2)),
     # A queued job taken by a consumer that never was, behind the scripts' back: unacknowledged.
     Corruption("queue", ("--queue-capacity", "5", *OFTEN), _queue_log_entries,
                lambda at: _job_held_by_a_ghost(at),
@@ -231,6 +223,58 @@ def test_scenario_audit_fails_on_data_corrupted_during_the_run(case, servers, ad
     assert "toolclash verdict: FAIL (exit code 1)" in done.stdout
 
 
+def _failed_run(done, report_path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """A run that FAILed on its audit: its report, and its failed checks by name, each printed."""
+    report = read_report(report_path)
+    assert done.returncode == report["exit_code"] == 1 and report["verdict"] == "fail", done.stderr[-2000:]
+    failed = {c["name"]: c for c in report["audit"]["checks"] if not c["ok"]}
+    for check in failed.values():
+        assert f"[FAIL] {check['name']}: expected {check['expected']}, observed {check['observed']}" in done.stdout
+    assert "toolclash verdict: FAIL (exit code 1)" in done.stdout
+    return report, failed
+
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _increments_of(at: At, counter: int) -> int:
+    return at.db.execute("SELECT count(*) FROM counter_ops WHERE counter_id = %s", (counter,)).fetchone()[0]
+
+
+def test_isolation_audit_fails_on_rows_lost_invented_and_rewritten_during_the_run(servers, admin, schema, tmp_path):
+    """At serializable, where neither anomaly may happen, another session: moves counter 1 up
+    and counter 2 down (their sum still matches); deletes 30 acknowledged reservations and
+    invents one; adds a counter the harness never seeded."""
+    report_path = tmp_path / "report.json"
+    admin.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+    with locust_in_background(*_servers_args(servers, schema), "--run-time", "3s", "--scenario", "isolation",
+                              "--isolation", "serializable", "--report-json", str(report_path)) as run:
+        at = At(admin, None, RedisKeys(schema), schema)
+        wait_until(lambda: rows_in(admin, schema, "duty_leave") >= 60, "reservations", still=run.running)
+        admin.execute("UPDATE counters SET value = value + CASE id WHEN 1 THEN 1 ELSE -1 END WHERE id IN (1, 2)")
+        deleted = [str(op_id) for (op_id,) in admin.execute(
+            "DELETE FROM duty_leave WHERE op_id IN (SELECT op_id FROM duty_leave LIMIT 30) RETURNING op_id")]
+        invented = str(admin.execute("INSERT INTO duty_leave VALUES (-1, 0, gen_random_uuid()) RETURNING op_id"
+                                     ).fetchone()[0])
+        admin.execute("INSERT INTO counters (id, value) VALUES (99, 0)")
+        # Counter 2 set back: the next increment of it reads a value an earlier one read.
+        since = _increments_of(at, 2)
+        wait_until(lambda: _increments_of(at, 2) > since, "an increment of counter 2 after", still=run.running)
+        done = run.finish()
+    report, failed = _failed_run(done, report_path)
+    assert set(failed) == {"no_lost_updates", "increment_reads_serial", "reservations_in_duty_leave",
+                           "duty_leave_within_acknowledged", "counters_as_seeded"}, failed
+    assert failed["no_lost_updates"]["observed"] == {"lost": 1, "invented": 1}
+    assert "counter 2 read" in failed["increment_reads_serial"]["detail"]
+    lost = failed["reservations_in_duty_leave"]
+    assert lost["observed"] == lost["expected"] - 30 and lost["detail"].endswith("(30 in all)")
+    assert set(_UUID.findall(lost["detail"])) <= set(deleted)
+    assert failed["duty_leave_within_acknowledged"]["observed"] == 1
+    assert invented in failed["duty_leave_within_acknowledged"]["detail"]
+    assert failed["counters_as_seeded"]["observed"] == 9 and "never seeded: 99" in failed["counters_as_seeded"]["detail"]
+    assert {k: v for k, v in report["anomalies"].items() if v} == {"lost_updates": 2}
+
+
 def test_pool_audit_fails_on_a_session_of_the_load_left_idle_in_transaction(servers, admin, schema, tmp_path):
     """The pool audit reads no data: its view from the server is pg_stat_activity, where a session
     in the load's application_name left idle in a transaction is a connection the load leaked.
@@ -283,36 +327,6 @@ def test_isolation_matrix_agrees_with_postgresqls_documented_behaviour(servers, 
     assert ser["anomalies"]["lost_updates"] == 0 and ser["anomalies"]["write_skew"] == 0
     assert ser["conflicts"]["serialization_failures"] > 0 and ser["audit"]["ok"]
     assert done.returncode == (0 if ser["verdict"] == "pass" else 1)
-
-
-def test_isolation_audit_counts_corrupted_counters_and_pairs(admin, schema):
-    from tests.support import prepared_schema
-    from tasks.isolation import audit_isolation
-
-    prepared_schema(admin, schema)
-    admin.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-    assert all(c.ok for c in audit_isolation(context_for(admin, schema, lambda tools: NOTHING_ACKNOWLEDGED)))
-    admin.execute("INSERT INTO counter_ops VALUES (gen_random_uuid(), 1, 1), (gen_random_uuid(), 1, 1)")
-    admin.execute("UPDATE counters SET value = 1 WHERE id = 1")  # two increments, one survived
-    admin.execute("INSERT INTO duty_leave VALUES (7, 0, gen_random_uuid()), (7, 1, gen_random_uuid())")
-    checks = {c.name: c for c in audit_isolation(context_for(admin, schema, lambda tools: NOTHING_ACKNOWLEDGED))}
-    assert checks["no_lost_updates"].anomaly_count == 1 and not checks["no_lost_updates"].ok
-    assert checks["no_write_skew"].anomaly_count == 1 and not checks["no_write_skew"].ok
-
-
-def test_isolation_audit_sees_a_lost_and_an_invented_increment_on_two_counters(admin, schema):
-    """Before: counter 1 one short and counter 2 one over cancelled out in a signed sum: pass."""
-    from tests.support import prepared_schema
-    from tasks.isolation import audit_isolation
-
-    prepared_schema(admin, schema)
-    admin.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-    admin.execute("INSERT INTO counter_ops VALUES (gen_random_uuid(), 1, 1), (gen_random_uuid(), 2, 1)")
-    admin.execute("UPDATE counters SET value = CASE id WHEN 1 THEN 0 WHEN 2 THEN 2 END WHERE id IN (1, 2)")
-    checks = {c.name: c for c in audit_isolation(context_for(admin, schema, lambda tools: NOTHING_ACKNOWLEDGED))}
-    assert not checks["no_lost_updates"].ok
-    assert checks["no_lost_updates"].observed == {"lost": 1, "invented": 1}
-    assert checks["no_lost_updates"].anomaly_count == 2
 
 
 def test_user_tools_module_runs_through_locust(servers, schema, tmp_path):
