@@ -109,7 +109,7 @@ SCENARIOS: dict[str, Scenario] = {
                 _tool("enqueue_job", enqueue_job, backend="redis", keys=p.keys, capacity=p.queue_capacity),
                 _tool("dequeue_job", dequeue_job, backend="redis", keys=p.keys),
             ],
-            lambda p: {"queue": partial(audit_queue, capacity=p.queue_capacity)},
+            lambda p: {"queue": audit_queue},
             sample=lambda ctx, params: {"queue_depth": queue_depth(ctx.redis, ctx.keys)},
             drain=drain_queue_log,
         ),

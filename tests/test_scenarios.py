@@ -18,7 +18,8 @@ from psycopg import sql
 from db.pool import load_application_name
 from db.redis_keys import RedisKeys
 from tasks.queue import PRIORITIES
-from tests.support import ROOT, locust_in_background, read_report, rows_in, run_locust, wait_until
+from tests.support import (ROOT, locust_in_background, lose_last_dequeue_and_ack, read_report, rows_in, run_locust,
+                           wait_until)
 
 def _servers_args(servers, schema: str) -> tuple[str, ...]:
     return ("--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema,
@@ -148,14 +149,12 @@ CORRUPTIONS = [
                    " VALUES (gen_random_uuid(), 'transfer_credits', 'p0-a1', 1, 2, 5) RETURNING op_id").fetchone()[0]),
                ("ledger_within_acknowledged", "balances_match_ledger", "versions_count_updates"),
                lambda check: 1),
-    # A queued job taken by a consumer that never was, behind the scripts' back: unacknowledged.
-    Corruption("queue", ("--queue-capacity", "5", *OFTEN), _queue_log_entries,
-               lambda at: _job_held_by_a_ghost(at),
-               ("no_unacknowledged_jobs", "queue_matches_its_log"), lambda check: 1, ("unacknowledged_jobs", 1)),
-    # An acknowledgement the drain moved into queue_log, deleted there: its job was never acknowledged.
+    # An acknowledgement the drain moved into queue_log, deleted there: its job was never
+    # acknowledged, and its consumer was told it was.
     Corruption("queue", ("--queue-capacity", "5", *OFTEN), _queue_log_entries,
                lambda at: _drained_row_deleted(at, "queue_log", "event = 'ack'", "job"),
-               ("no_unacknowledged_jobs", "queue_matches_its_log"), lambda check: 1, ("unacknowledged_jobs", 1),
+               ("no_unacknowledged_jobs", "queue_matches_its_log", "dequeues_in_log"), lambda check: 1,
+               ("unacknowledged_jobs", 1),
                where="drained"),
     # Redis counts usage PostgreSQL never charged to one agent.
     Corruption("cross_service", ("--accounts", "20", *OFTEN), _ledger_rows,
@@ -273,6 +272,75 @@ def test_isolation_audit_fails_on_rows_lost_invented_and_rewritten_during_the_ru
     assert invented in failed["duty_leave_within_acknowledged"]["detail"]
     assert failed["counters_as_seeded"]["observed"] == 9 and "never seeded: 99" in failed["counters_as_seeded"]["detail"]
     assert {k: v for k, v in report["anomalies"].items() if v} == {"lost_updates": 2}
+
+
+# A producer whose capacity check failed (KEYS: the queue's three levels, high first, and its log;
+# ARGV: the depth to reach, then job ids): it pushes jobs to the low level, and logs each, as the
+# enqueue script does, until the queue holds that many. How many it pushed.
+_ENQUEUED_PAST_CAPACITY = """
+local depth = redis.call('LLEN', KEYS[1]) + redis.call('LLEN', KEYS[2]) + redis.call('LLEN', KEYS[3])
+local pushed = 0
+while depth < tonumber(ARGV[1]) do
+  pushed = pushed + 1
+  local time = redis.call('TIME')
+  redis.call('RPUSH', KEYS[3], ARGV[1 + pushed] .. '|' .. time[1] .. string.format('%06d', tonumber(time[2])))
+  depth = depth + 1
+  redis.call('XADD', KEYS[4], '*', 'event', 'enqueue', 'job', ARGV[1 + pushed], 'level', 3, 'depth', depth)
+end
+return pushed
+"""
+
+
+def _queued_jobs(at: At) -> set[str]:
+    return {entry.decode().split("|")[0] for level in PRIORITIES for entry in at.redis.lrange(at.keys("queue", level), 0, -1)}
+
+
+def test_queue_audit_fails_on_a_failover_a_ghost_consumer_and_an_overfull_queue_during_the_run(
+        servers, admin, schema, tmp_path):
+    """Another session, during one run: takes a queued job for a consumer that never was; makes
+    Redis lose its last two writes three times, each one consumer's dequeue and acknowledgement
+    of a job, as a failover to a lagging replica does (their job goes back to the head of its
+    level, and another consumer takes it); then, as a producer whose capacity check failed,
+    fills the queue to two jobs past its capacity.
+
+    The failover acts on the log in Redis, before any drain copies it (--sample-interval longer
+    than the run): writes a failover loses are the newest, which no drain has read yet; acting
+    on queue_log after the drain would be PostgreSQL losing rows instead. No tool work lets a
+    consumer's dequeue and acknowledgement be the last two writes often."""
+    report_path = tmp_path / "report.json"
+    capacity = 5
+    admin.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+    with redis.Redis.from_url(servers.redis_url) as client, locust_in_background(
+        *_servers_args(servers, schema), "--run-time", "3s", "--scenario", "queue", "--queue-capacity", str(capacity),
+        "--tool-work", "0", "--sample-interval", "60", "--report-json", str(report_path),
+    ) as run:
+        at = At(admin, client, RedisKeys(schema), schema)
+        wait_until(lambda: _queue_log_entries(at), "the agents to use the queue", still=run.running)
+        ghost_job = _job_held_by_a_ghost(at)
+        handed_again = [wait_until(lambda: lose_last_dequeue_and_ack(client, at.keys),
+                                   "a consumer's dequeue and acknowledgement as the last two writes", still=run.running,
+                                   every=0.002)
+                        for _ in range(3)]
+        wait_until(lambda: not set(handed_again) & _queued_jobs(at), "the jobs to be taken again", still=run.running)
+        levels = [at.keys("queue", level) for level in PRIORITIES]
+        pushed = client.eval(_ENQUEUED_PAST_CAPACITY, 4, *levels, at.keys("queue", "log"), capacity + 2,
+                             *(str(uuid.uuid4()) for _ in range(capacity + 2)))
+        since = _queue_log_entries(at)
+        wait_until(lambda: _queue_log_entries(at) > since, "the agents to go on after", still=run.running)
+        done = run.finish()
+    report, failed = _failed_run(done, report_path)
+    assert set(failed) == {"dequeues_in_log", "no_duplicate_jobs", "no_unacknowledged_jobs", "queue_matches_its_log",
+                           "capacity_never_exceeded", "jobs_within_acknowledged"}, failed
+    assert failed["dequeues_in_log"]["observed"] == failed["dequeues_in_log"]["expected"] - 3
+    # A job handed again may be lost again, by the consumer that took it again.
+    assert failed["no_duplicate_jobs"]["observed"] == len(set(handed_again))
+    assert all(job in failed["no_duplicate_jobs"]["detail"] for job in handed_again)
+    assert failed["no_unacknowledged_jobs"]["observed"] == 1 and ghost_job in failed["no_unacknowledged_jobs"]["detail"]
+    assert failed["capacity_never_exceeded"]["observed"] == capacity + 2
+    assert failed["jobs_within_acknowledged"]["observed"] == pushed
+    assert {k: v for k, v in report["anomalies"].items() if v} == {
+        "duplicate_jobs": len(set(handed_again)), "unacknowledged_jobs": 1, "capacity_overshoots": 2}
+    assert report["not_audited_by_identity"] == []
 
 
 def test_pool_audit_fails_on_a_session_of_the_load_left_idle_in_transaction(servers, admin, schema, tmp_path):
