@@ -70,8 +70,13 @@ class OpIds:
         return (view[i : i + ID_BYTES] for i in range(0, len(view), ID_BYTES))
 
     def raw_with_values(self) -> Iterator[tuple[bytes, str]]:
-        """Each id's 16 bytes with its value's JSON text."""
-        return zip(self.raw(), bytes(self._values).decode().split("\n"))
+        """Each id's 16 bytes with its value's JSON text, one value decoded at a time: an audit
+        copying a run's values holds no list of them all."""
+        start = 0
+        for raw in self.raw():
+            end = self._values.index(b"\n", start)
+            yield raw, self._values[start:end].decode()
+            start = end + 1
 
     def values(self) -> Iterator[Any]:
         return (json.loads(text) for _, text in self.raw_with_values())

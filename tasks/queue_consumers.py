@@ -1,7 +1,8 @@
 """The dequeue calls against the consumers in the queue's log: what each consumer was told it
 took (its call's value: the job, or none when the queue was empty) against what the log says
 it dequeued and acknowledged. Compared in PostgreSQL, the calls' outcomes copied beside
-queue_log, so that the audit's memory does not grow with the run.
+queue_log: the audit holds a few of the consumers found wrong, and the jobs handed twice (the
+violations found), never every consumer of the run.
 
 Every dequeue script logs its consumer, the call's op id: a succeeded call that took a job is
 the consumer of exactly one dequeue and one acknowledgement, of that job; an idle one, and a
