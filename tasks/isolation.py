@@ -143,7 +143,7 @@ _IMPOSSIBLE_READS = """
         FROM reads JOIN made USING (counter)
         WHERE times > 1 OR read < 0 OR read >= at_most
     )
-    SELECT (array_agg(ARRAY[counter, read, times, at_most] ORDER BY counter, read))[1:%(n)s], coalesce(sum(wrong), 0),
+    SELECT (array_agg(ARRAY[counter, read, times, at_most] ORDER BY counter, read))[1:%(n)s], coalesce(sum(wrong), 0)::bigint,
            (SELECT count(*) FROM increments WHERE outcome = 'succeeded')
     FROM impossible
 """

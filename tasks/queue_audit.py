@@ -67,7 +67,8 @@ class _Membership:
     """The jobs of the log, the levels and processing against the enqueues' outcomes."""
 
     enqueued: int  # jobs the log enqueued
-    not_enqueued: Found  # succeeded enqueues the log never enqueued at the level their producer was told
+    not_enqueued: Found  # succeeded enqueues the log never enqueued
+    elsewhere: Found  # succeeded enqueues the log enqueued at another level than their producer was told
     unknown: Found  # jobs anywhere of no enqueue the harness made
     failed_applied: Found  # jobs anywhere of an enqueue reported failed
     lost: Found  # enqueued, never dequeued, in no level and not held
@@ -100,8 +101,10 @@ _MEMBERSHIP = """
         FROM jobs j FULL JOIN told t USING (job)
     )
     SELECT count(*) FILTER (WHERE enqueued),
-           (array_agg(job) FILTER (WHERE outcome = 'succeeded' AND NOT enqueued_as_told))[1:%(n)s],
-           count(*) FILTER (WHERE outcome = 'succeeded' AND NOT enqueued_as_told),
+           (array_agg(job) FILTER (WHERE outcome = 'succeeded' AND NOT enqueued))[1:%(n)s],
+           count(*) FILTER (WHERE outcome = 'succeeded' AND NOT enqueued),
+           (array_agg(job) FILTER (WHERE outcome = 'succeeded' AND enqueued AND NOT enqueued_as_told))[1:%(n)s],
+           count(*) FILTER (WHERE outcome = 'succeeded' AND enqueued AND NOT enqueued_as_told),
            (array_agg(job) FILTER (WHERE anywhere AND outcome IS NULL))[1:%(n)s],
            count(*) FILTER (WHERE anywhere AND outcome IS NULL),
            (array_agg(job) FILTER (WHERE anywhere AND outcome = 'failed'))[1:%(n)s],
@@ -134,9 +137,9 @@ def _membership(conn: psycopg.Connection, log_end: StreamId, strangers: list[str
     row = conn.execute(_MEMBERSHIP, {"ms": log_end.ms, "seq": log_end.seq, "n": SHOW_AT_MOST}).fetchone()
     enqueued, *found, missing_from_levels, queued_again = row
     sets = [Found([str(job) for job in shown or []], count) for shown, count in zip(found[0::2], found[1::2])]
-    not_enqueued, unknown, failed_applied, lost = sets
+    not_enqueued, elsewhere, unknown, failed_applied, lost = sets
     unknown = Found(unknown.shown + strangers, unknown.count + len(set(strangers)))
-    return _Membership(enqueued, not_enqueued, unknown, failed_applied, lost, missing_from_levels,
+    return _Membership(enqueued, not_enqueued, elsewhere, unknown, failed_applied, lost, missing_from_levels,
                        {str(job) for job in queued_again or []})
 
 
@@ -156,7 +159,7 @@ def audit_queue(ctx: AuditContext) -> list[Check]:
         consumers = consumers_in_log(conn, dequeues, snapshot.log_end)
         replay = replay_log(conn, snapshot.log_end)
     return [
-        _acknowledged_jobs_enqueued(len(enqueues.succeeded), found.not_enqueued),
+        _acknowledged_jobs_enqueued(len(enqueues.succeeded), found.not_enqueued, found.elsewhere),
         _jobs_within_acknowledged(found.unknown, len(enqueues.indeterminate)),
         _failed_jobs_never_queued(found.failed_applied, len(enqueues.failed), len(enqueues.rejected)),
         _jobs_accounted_for(found.lost, found.enqueued),
@@ -171,11 +174,15 @@ def audit_queue(ctx: AuditContext) -> list[Check]:
     ]
 
 
-def _acknowledged_jobs_enqueued(succeeded: int, missing: Found) -> Check:
-    return Check("acknowledged_jobs_enqueued", not missing.count, succeeded, succeeded - missing.count,
-                 f"producers were told these were queued, the log never enqueued them at that level: {missing.listing()}"
-                 if missing.count else "every job a producer was told was queued is in the log's enqueues, at the"
-                                       " level the producer was told",
+def _acknowledged_jobs_enqueued(succeeded: int, missing: Found, elsewhere: Found) -> Check:
+    wrong = missing.count + elsewhere.count
+    detail = "; ".join(what for what in (
+        missing.count and f"producers were told these were queued, the log never enqueued them: {missing.listing()}",
+        elsewhere.count and f"the log enqueued these at another level than their producers were told: {elsewhere.listing()}",
+    ) if what)
+    return Check("acknowledged_jobs_enqueued", not wrong, succeeded, succeeded - wrong,
+                 detail or "every job a producer was told was queued is in the log's enqueues, at the level the"
+                           " producer was told",
                  anomaly="lost_jobs", anomaly_count=missing.count)
 
 

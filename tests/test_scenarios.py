@@ -264,7 +264,7 @@ def test_isolation_audit_fails_on_rows_lost_invented_and_rewritten_during_the_ru
     assert set(failed) == {"no_lost_updates", "increment_reads_serial", "reservations_in_duty_leave",
                            "duty_leave_within_acknowledged", "counters_as_seeded"}, failed
     assert failed["no_lost_updates"]["observed"] == {"lost": 1, "invented": 1}
-    assert "counter 2 read" in failed["increment_reads_serial"]["detail"]
+    assert failed["increment_reads_serial"]["observed"] >= 1 and "counter 2 read" in failed["increment_reads_serial"]["detail"]
     lost = failed["reservations_in_duty_leave"]
     assert lost["observed"] == lost["expected"] - 30 and lost["detail"].endswith("(30 in all)")
     assert set(_UUID.findall(lost["detail"])) <= set(deleted)
