@@ -91,7 +91,13 @@ class OpIds:
         return (view[i : i + ID_BYTES] for i in range(0, len(view), ID_BYTES))
 
     def _texts(self) -> Iterator[str]:
-        return iter(bytes(self._lines).decode().split("\n")[:-1])
+        """Each value's line, decoded one at a time: an audit copying a run's values holds no
+        list of them all."""
+        lines, start = self._lines, 0
+        for _ in range(len(self)):
+            end = lines.index(b"\n", start)
+            yield lines[start:end].decode()
+            start = end + 1
 
     def _value(self, text: str) -> Any:
         if not text:

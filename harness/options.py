@@ -326,6 +326,7 @@ class Settings:
             queue_capacity=options.queue_capacity,
             hold_s=options.hold_time / 1000.0,
             initial_balance=INITIAL_BALANCE,
+            isolation=options.isolation,
         )
         if not any(wt.weight > 0 for scenario in scenarios for wt in scenario.tools(params)):
             raise BadOption(f"--scenario {options.scenario!r}: the mix has no tool with a weight above 0")

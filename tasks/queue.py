@@ -7,7 +7,8 @@ acknowledge it. Each script also appends what it did to a log (a Redis stream) i
 atomic step. The coordinator drains the log into PostgreSQL (queue_log) during the run, so Redis
 holds the queue and the log's last few entries, however long the run; the audit
 (tasks/queue_audit.py) replays the log on its own and compares it with the lists the consumers
-really read: capacity, priority and FIFO order, and every job by id.
+really read and with what each call was told (the level a job was queued at, the job a consumer
+took): capacity, priority and FIFO order, every job and every consumer by id.
 """
 
 from __future__ import annotations
@@ -115,16 +116,19 @@ class QueueKeys:
         self.log = keys("queue", "log")
 
 
-def enqueue_job(tx: Transaction, *, keys: RedisKeys, capacity: int) -> None:
+def enqueue_job(tx: Transaction, *, keys: RedisKeys, capacity: int) -> dict[str, int]:
+    """Queue a job (its id: the call's op id) at a priority; the level it was queued at (1 = high)."""
     k = QueueKeys(keys)
     level = tx.rng.choices((1, 2, 3), weights=_PRIORITY_WEIGHTS)[0]
     depth = tx.redis.eval(_ENQUEUE, 4, *k.levels, k.log, capacity, level, str(tx.op_id))
     if depth < 0:
         raise QueueFull(f"queue at its capacity of {capacity}")
+    return {"level": level}
 
 
-def dequeue_job(tx: Transaction, *, keys: RedisKeys) -> None:
-    """Take the next job, work on it, acknowledge it.
+def dequeue_job(tx: Transaction, *, keys: RedisKeys) -> dict[str, str | None]:
+    """Take the next job, work on it, acknowledge it; the job taken ({"job": None}: the queue
+    was empty). The consumer is the call's op id.
 
     Locust kills an agent it stops when it finds it waiting, and one waking from its think time
     just then is killed in the middle of its next call. A consumer is not left holding a job
@@ -134,24 +138,25 @@ def dequeue_job(tx: Transaction, *, keys: RedisKeys) -> None:
     """
     consumer = gevent.spawn(_take_work_acknowledge, tx, QueueKeys(keys))
     try:
-        consumer.get()
+        return {"job": consumer.get()}
     except gevent.GreenletExit:
         consumer.get()
         raise
 
 
-def _take_work_acknowledge(tx: Transaction, k: QueueKeys) -> None:
-    """A failed acknowledgement (the job is no longer held by this consumer) is an error of the
-    call: the script's error reply."""
+def _take_work_acknowledge(tx: Transaction, k: QueueKeys) -> str | None:
+    """The job taken and acknowledged, None for an idle consumer. A failed acknowledgement (the
+    job is no longer held by this consumer) is an error of the call: the script's error reply."""
     consumer = str(tx.op_id)
     held = _sent_until_answered(lambda resent: tx.redis.eval(_DEQUEUE, 5, *k.levels, k.processing, k.log, consumer))
     if held is None:
-        return  # nothing to do: an idle consumer
+        return None
     job_id, enqueued_at, dequeued_at = held.decode().split("|")
     # One server's clock, which may still be stepped back between the two readings.
     tx.observe("queue_wait", max(0.0, (int(dequeued_at) - int(enqueued_at)) / 1e6))
     tx.work()
     _sent_until_answered(lambda resent: tx.redis.eval(_ACK, 2, k.processing, k.log, consumer, job_id, int(resent)))
+    return job_id
 
 
 def _sent_until_answered(send: Callable[[bool], T]) -> T:

@@ -1,5 +1,6 @@
 """The queue's audit: the queue's keys at one instant, its log (drained into queue_log first)
-replayed up to that instant, and the enqueue calls' outcomes, compared job by job.
+replayed up to that instant, and the enqueue and dequeue calls' outcomes and values, compared
+job by job and consumer by consumer (tasks/queue_consumers.py).
 
 Sets of jobs are compared in PostgreSQL (the calls' outcomes and the jobs now in the queue are
 copied beside queue_log), and the replay streams the log through a bounded state
@@ -19,6 +20,7 @@ from psycopg import sql
 from db.audits import SHOW_AT_MOST, AuditContext, Check, copy_outcomes, listing_ids
 from db.redis_drain import StreamId
 from tasks.queue import QueueKeys, drain_queue_log
+from tasks.queue_consumers import Consumers, Found, consumers_in_log, consumers_within_dequeues, dequeues_in_log
 from tasks.queue_replay import Replay, replay_log
 
 __all__ = ["audit_queue"]
@@ -61,32 +63,23 @@ def _snapshot(r: redis.Redis, k: QueueKeys) -> _Snapshot:
 
 
 @dataclass(frozen=True)
-class _Found:
-    """Some of a set of jobs (first few, as text), and how many it holds."""
-
-    shown: list[str]
-    count: int
-
-    def listing(self) -> str:
-        return listing_ids(self.shown, self.count)
-
-
-@dataclass(frozen=True)
 class _Membership:
     """The jobs of the log, the levels and processing against the enqueues' outcomes."""
 
     enqueued: int  # jobs the log enqueued
-    not_enqueued: _Found  # succeeded enqueues the log never enqueued
-    unknown: _Found  # jobs anywhere of no enqueue the harness made
-    failed_applied: _Found  # jobs anywhere of an enqueue reported failed
-    lost: _Found  # enqueued, never dequeued, in no level and not held
+    not_enqueued: Found  # succeeded enqueues the log never enqueued
+    elsewhere: Found  # succeeded enqueues the log enqueued at another level than their producer was told
+    unknown: Found  # jobs anywhere of no enqueue the harness made
+    failed_applied: Found  # jobs anywhere of an enqueue reported failed
+    lost: Found  # enqueued, never dequeued, in no level and not held
     missing_from_levels: int  # enqueued, never dequeued, in no level
     queued_again: set[str]  # in a level, and dequeued in the log
 
 
 _MEMBERSHIP = """
     WITH logged AS (
-        SELECT job, bool_or(event = 'enqueue') AS enqueued, bool_or(event = 'dequeue') AS dequeued
+        SELECT job, bool_or(event = 'enqueue') AS enqueued, bool_or(event = 'dequeue') AS dequeued,
+               array_agg(DISTINCT level) FILTER (WHERE event = 'enqueue') AS levels
         FROM queue_log WHERE event IN ('enqueue', 'dequeue') AND (stream_ms, stream_seq) <= (%(ms)s, %(seq)s)
         GROUP BY job
     ), now AS (
@@ -94,12 +87,15 @@ _MEMBERSHIP = """
         FROM queue_now GROUP BY job
     ), jobs AS (
         SELECT job, coalesce(l.enqueued, false) AS enqueued, coalesce(l.dequeued, false) AS dequeued,
-               coalesce(n.queued, false) AS queued, coalesce(n.held, false) AS held
+               coalesce(n.queued, false) AS queued, coalesce(n.held, false) AS held, l.levels
         FROM logged l FULL JOIN now n USING (job)
     ), told AS (
-        SELECT op_id AS job, min(outcome) AS outcome FROM harness_outcomes GROUP BY op_id
+        SELECT op_id AS job, min(outcome) AS outcome, min(value::jsonb ->> 'level') AS level
+        FROM harness_outcomes GROUP BY op_id
     ), both_sides AS (
-        SELECT job, j.job IS NOT NULL AS anywhere, t.outcome, coalesce(j.enqueued, false) AS enqueued,
+        SELECT job, j.job IS NOT NULL AS anywhere, t.outcome,
+               coalesce(j.enqueued AND j.levels = ARRAY[t.level::smallint], false) AS enqueued_as_told,
+               coalesce(j.enqueued, false) AS enqueued,
                coalesce(j.dequeued, false) AS dequeued, coalesce(j.queued, false) AS queued,
                coalesce(j.held, false) AS held
         FROM jobs j FULL JOIN told t USING (job)
@@ -107,6 +103,8 @@ _MEMBERSHIP = """
     SELECT count(*) FILTER (WHERE enqueued),
            (array_agg(job) FILTER (WHERE outcome = 'succeeded' AND NOT enqueued))[1:%(n)s],
            count(*) FILTER (WHERE outcome = 'succeeded' AND NOT enqueued),
+           (array_agg(job) FILTER (WHERE outcome = 'succeeded' AND enqueued AND NOT enqueued_as_told))[1:%(n)s],
+           count(*) FILTER (WHERE outcome = 'succeeded' AND enqueued AND NOT enqueued_as_told),
            (array_agg(job) FILTER (WHERE anywhere AND outcome IS NULL))[1:%(n)s],
            count(*) FILTER (WHERE anywhere AND outcome IS NULL),
            (array_agg(job) FILTER (WHERE anywhere AND outcome = 'failed'))[1:%(n)s],
@@ -138,75 +136,85 @@ def _copy_queue_now(conn: psycopg.Connection, snapshot: _Snapshot) -> list[str]:
 def _membership(conn: psycopg.Connection, log_end: StreamId, strangers: list[str]) -> _Membership:
     row = conn.execute(_MEMBERSHIP, {"ms": log_end.ms, "seq": log_end.seq, "n": SHOW_AT_MOST}).fetchone()
     enqueued, *found, missing_from_levels, queued_again = row
-    sets = [_Found([str(job) for job in shown or []], count) for shown, count in zip(found[0::2], found[1::2])]
-    not_enqueued, unknown, failed_applied, lost = sets
-    unknown = _Found(unknown.shown + strangers, unknown.count + len(set(strangers)))
-    return _Membership(enqueued, not_enqueued, unknown, failed_applied, lost, missing_from_levels,
+    sets = [Found([str(job) for job in shown or []], count) for shown, count in zip(found[0::2], found[1::2])]
+    not_enqueued, elsewhere, unknown, failed_applied, lost = sets
+    unknown = Found(unknown.shown + strangers, unknown.count + len(set(strangers)))
+    return _Membership(enqueued, not_enqueued, elsewhere, unknown, failed_applied, lost, missing_from_levels,
                        {str(job) for job in queued_again or []})
 
 
-def audit_queue(ctx: AuditContext, *, capacity: int) -> list[Check]:
-    """The queue's keys at one instant, the log replayed up to that instant, and the enqueue
-    calls' outcomes, compared job by job."""
+def audit_queue(ctx: AuditContext) -> list[Check]:
+    """The queue's keys at one instant, the log replayed up to that instant, and the enqueue and
+    dequeue calls' outcomes and values, compared job by job and consumer by consumer."""
     snapshot = _snapshot(ctx.redis, QueueKeys(ctx.keys))
     drain_queue_log(ctx)  # the log up to the snapshot's instant, and maybe a little more
-    acknowledged = ctx.acknowledged_of(["enqueue_job"])
+    enqueues = ctx.acknowledged_of(["enqueue_job"])
+    dequeues = ctx.acknowledged_of(["dequeue_job"])
     conn = ctx.conn
     with conn.transaction():
         conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(ctx.schema)))
-        copy_outcomes(conn, acknowledged)
+        copy_outcomes(conn, enqueues)
         strangers = _copy_queue_now(conn, snapshot)
         found = _membership(conn, snapshot.log_end, strangers)
+        consumers = consumers_in_log(conn, dequeues, snapshot.log_end)
         replay = replay_log(conn, snapshot.log_end)
-    queued = snapshot.queued
     return [
-        _acknowledged_jobs_enqueued(len(acknowledged.succeeded), found.not_enqueued),
-        _jobs_within_acknowledged(found.unknown, len(acknowledged.indeterminate)),
-        _failed_jobs_never_queued(found.failed_applied, len(acknowledged.failed), len(acknowledged.rejected)),
+        _acknowledged_jobs_enqueued(len(enqueues.succeeded), found.not_enqueued, found.elsewhere),
+        _jobs_within_acknowledged(found.unknown, len(enqueues.indeterminate)),
+        _failed_jobs_never_queued(found.failed_applied, len(enqueues.failed), len(enqueues.rejected)),
         _jobs_accounted_for(found.lost, found.enqueued),
-        _no_duplicate_jobs(snapshot, replay, found.queued_again),
+        dequeues_in_log(consumers),
+        consumers_within_dequeues(consumers),
+        _no_duplicate_jobs(snapshot, replay, found.queued_again, consumers),
         _no_unacknowledged_jobs(snapshot, replay),
-        _capacity_never_exceeded(capacity, max(replay.deepest, sum(queued.values()))),
+        _capacity_never_exceeded(ctx.baseline.queue_capacity, replay.deepest, sum(snapshot.queued.values())),
         _priority_order_held(replay),
         _fifo_within_level(snapshot, replay),
         _queue_matches_its_log(snapshot, replay, found.missing_from_levels),
     ]
 
 
-def _acknowledged_jobs_enqueued(succeeded: int, missing: _Found) -> Check:
-    return Check("acknowledged_jobs_enqueued", not missing.count, succeeded, succeeded - missing.count,
-                 f"producers were told these were queued, the log never enqueued them: {missing.listing()}"
-                 if missing.count else "every job a producer was told was queued is in the log's enqueues",
+def _acknowledged_jobs_enqueued(succeeded: int, missing: Found, elsewhere: Found) -> Check:
+    wrong = missing.count + elsewhere.count
+    detail = "; ".join(what for what in (
+        missing.count and f"producers were told these were queued, the log never enqueued them: {missing.listing()}",
+        elsewhere.count and f"the log enqueued these at another level than their producers were told: {elsewhere.listing()}",
+    ) if what)
+    return Check("acknowledged_jobs_enqueued", not wrong, succeeded, succeeded - wrong,
+                 detail or "every job a producer was told was queued is in the log's enqueues, at the level the"
+                           " producer was told",
                  anomaly="lost_jobs", anomaly_count=missing.count)
 
 
-def _jobs_within_acknowledged(unknown: _Found, indeterminate: int) -> Check:
+def _jobs_within_acknowledged(unknown: Found, indeterminate: int) -> Check:
     return Check("jobs_within_acknowledged", not unknown.count, 0, unknown.count,
                  f"jobs of no enqueue the harness made: {unknown.listing()}" if unknown.count
                  else f"every job in the log, the levels or processing belongs to a succeeded enqueue,"
                       f" or to one of the {indeterminate} indeterminate ones")
 
 
-def _failed_jobs_never_queued(applied: _Found, failed: int, rejected: int) -> Check:
+def _failed_jobs_never_queued(applied: Found, failed: int, rejected: int) -> Check:
     return Check("failed_jobs_never_queued", not applied.count, 0, applied.count,
                  f"queued although the producer was told it failed: {applied.listing()}" if applied.count
                  else f"none of the {failed} failed enqueues ({rejected} refused by a full queue) was ever queued",
                  anomaly="failed_but_applied", anomaly_count=applied.count)
 
 
-def _jobs_accounted_for(lost: _Found, enqueued: int) -> Check:
+def _jobs_accounted_for(lost: Found, enqueued: int) -> Check:
     return Check("jobs_accounted_for", not lost.count, enqueued, enqueued - lost.count,
                  f"enqueued, never dequeued, and in no level nor in processing: {lost.listing()}" if lost.count
                  else "every job the log enqueued was dequeued or is still queued",
                  anomaly="lost_jobs", anomaly_count=lost.count)
 
 
-def _no_duplicate_jobs(snapshot: _Snapshot, replay: Replay, queued_again: set[str]) -> Check:
+def _no_duplicate_jobs(snapshot: _Snapshot, replay: Replay, queued_again: set[str], consumers: Consumers) -> Check:
     twice_queued = {job for job, times in snapshot.queued.items() if times > 1}
-    duplicates = replay.duplicates | twice_queued | queued_again
+    duplicates = replay.duplicates | twice_queued | queued_again | consumers.told_twice
     return Check("no_duplicate_jobs", not duplicates, 0, len(duplicates),
-                 f"enqueued or dequeued more than once, or queued again after their dequeue: {listing_ids(duplicates)}"
-                 if duplicates else "each job was enqueued once and handed to one consumer only",
+                 f"enqueued or dequeued more than once, queued again after their dequeue, or taken by more than one"
+                 f" consumer: {listing_ids(duplicates)}"
+                 if duplicates else "each job was enqueued once and handed to one consumer only, in the log and"
+                                    " by what the consumers were told",
                  anomaly="duplicate_jobs", anomaly_count=len(duplicates))
 
 
@@ -221,10 +229,13 @@ def _no_unacknowledged_jobs(snapshot: _Snapshot, replay: Replay) -> Check:
                  anomaly="unacknowledged_jobs", anomaly_count=len(unacknowledged))
 
 
-def _capacity_never_exceeded(capacity: int, deepest: int) -> Check:
+def _capacity_never_exceeded(capacity: int, deepest_in_log: int, queued_now: int) -> Check:
+    """Against the capacity the harness gave the queue: the most jobs the log itself had waiting
+    at once, and the jobs in the lists now."""
+    deepest = max(deepest_in_log, queued_now)
     over = max(0, deepest - capacity)
     return Check("capacity_never_exceeded", not over, f"<= {capacity}", deepest,
-                 f"deepest the queue was, in the log's replay, as the scripts counted it, and now: {deepest}",
+                 f"the most jobs waiting at once in the log's replay: {deepest_in_log}; in the lists now: {queued_now}",
                  anomaly="capacity_overshoots", anomaly_count=over)
 
 

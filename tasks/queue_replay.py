@@ -46,8 +46,9 @@ class Replay:
     dequeued at some point, or that are still in the lists. A job removed behind the log's back
     is no longer in the lists while the log thinks it waits, so counting it would blame the
     consumers that passed it by and the producers that took its place; it is reported lost
-    instead. `depth` counts every job the log enqueued and did not dequeue, to compare with the
-    depth the scripts counted in the lists.
+    instead. `deepest` is the most real jobs the log had waiting at once (its own count, never
+    the scripts'); `depth` counts every job the log enqueued and did not dequeue, to compare
+    with the depth the scripts counted in the lists.
     """
 
     waiting: list[dict[str, int]] = field(default_factory=lambda: [{} for _ in PRIORITIES])  # job -> rank
@@ -78,7 +79,6 @@ class Replay:
             self.unreadable += 1
 
     def _saw(self, depth: int) -> None:
-        self.deepest = max(self.deepest, depth, len(self.level_of))
         if depth != self.depth:
             self.depth_disagreements += 1
 
@@ -90,6 +90,7 @@ class Replay:
             if real:
                 self.waiting[level][job] = self.rank
                 self.level_of[job] = level
+                self.deepest = max(self.deepest, len(self.level_of))
         self.rank += 1
         self._saw(depth)
 

@@ -36,6 +36,8 @@ class ScenarioParams:
     queue_capacity: int = 50
     hold_s: float = 0.05
     initial_balance: int = 1_000_000
+    # Of every tool transaction: what the isolation audit may expect of the reads.
+    isolation: str = "read_committed"
 
     @property
     def baseline(self) -> Baseline:
@@ -91,7 +93,7 @@ SCENARIOS: dict[str, Scenario] = {
                 _tool("increment_counter", increment_counter, counters=p.counters),
                 _tool("reserve_slot", reserve_slot),
             ],
-            lambda p: {"isolation": audit_isolation},
+            lambda p: {"isolation": partial(audit_isolation, isolation=p.isolation)},
             # Its tools exist to show the anomalies of the weaker levels: in the default mix
             # only where they must not happen.
             joins_default_mix=lambda isolation: isolation == "serializable",
@@ -107,7 +109,7 @@ SCENARIOS: dict[str, Scenario] = {
                 _tool("enqueue_job", enqueue_job, backend="redis", keys=p.keys, capacity=p.queue_capacity),
                 _tool("dequeue_job", dequeue_job, backend="redis", keys=p.keys),
             ],
-            lambda p: {"queue": partial(audit_queue, capacity=p.queue_capacity)},
+            lambda p: {"queue": audit_queue},
             sample=lambda ctx, params: {"queue_depth": queue_depth(ctx.redis, ctx.keys)},
             drain=drain_queue_log,
         ),

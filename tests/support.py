@@ -34,6 +34,7 @@ from db.pool import SessionSettings, open_pool
 from db.retry import RetryPolicy
 from db.session import SEND_ONCE
 from harness.metrics import Metrics
+from tasks.queue import QueueKeys
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUST = str(Path(sys.executable).with_name("locust"))
@@ -146,9 +147,10 @@ T = TypeVar("T")
 
 
 def wait_until(measure: Callable[[], T], what: str, *, timeout: float = 60,
-               still: Callable[[], bool] = lambda: True) -> T:
-    """Poll `measure` until it returns something true, and return that; fail naming `what` after
-    `timeout` seconds, or as soon as `still()` turns false (e.g. the run it waits on has ended)."""
+               still: Callable[[], bool] = lambda: True, every: float = 0.05) -> T:
+    """Poll `measure` every `every` seconds until it returns something true, and return that;
+    fail naming `what` after `timeout` seconds, or as soon as `still()` turns false (e.g. the
+    run it waits on has ended)."""
     deadline = time.monotonic() + timeout
     while True:
         value = measure()
@@ -158,7 +160,7 @@ def wait_until(measure: Callable[[], T], what: str, *, timeout: float = 60,
             raise AssertionError(f"gave up waiting for {what}: what it waited on has ended")
         if time.monotonic() >= deadline:
             raise AssertionError(f"gave up waiting for {what} after {timeout:g} s")
-        time.sleep(0.05)
+        time.sleep(every)
 
 
 def rows_in(conn: psycopg.Connection, schema: str, table: str) -> int:
@@ -333,3 +335,37 @@ class ReplyHoldingProxy(_Proxy):
             self.holding.set()
             self._released.wait()
         return True
+
+
+# Redis failing over to a replica that lacks its last two writes, when those were one consumer's
+# dequeue and acknowledgement of a job (KEYS: the queue's three levels, high first, and its log):
+# the log loses both entries and the job is back at the head of its level, as the replica holds
+# them. The job's time of enqueue is in no log entry: its dequeue's stands in for it.
+_LOSE_LAST_DEQUEUE_AND_ACK = """
+local last = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 2)
+if #last < 2 then
+  return false
+end
+local function fields(entry)
+  local named = {}
+  for i = 1, #entry[2], 2 do
+    named[entry[2][i]] = entry[2][i + 1]
+  end
+  return named
+end
+local ack, dequeue = fields(last[1]), fields(last[2])
+if ack.event ~= 'ack' or dequeue.event ~= 'dequeue' or ack.consumer ~= dequeue.consumer then
+  return false
+end
+redis.call('XDEL', KEYS[4], last[1][1], last[2][1])
+redis.call('LPUSH', KEYS[tonumber(dequeue.level)], dequeue.job .. '|' .. string.match(last[2][1], '^%d+') .. '000')
+return dequeue.job
+"""
+
+
+def lose_last_dequeue_and_ack(client: redis.Redis, keys: RedisKeys) -> str | None:
+    """The job whose dequeue and acknowledgement a failover lost (see above), or None when the
+    queue's last two writes were not those."""
+    queue = QueueKeys(keys)
+    job = client.eval(_LOSE_LAST_DEQUEUE_AND_ACK, 4, *queue.levels, queue.log)
+    return job.decode() if job else None

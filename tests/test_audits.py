@@ -12,7 +12,7 @@ import redis
 from psycopg import sql
 
 from db.adapter import ToolAdapter
-from db.audits import Acknowledged
+from db.audits import Acknowledged, Check
 from db.call_record import Outcome
 from db.op_ids import OpIds
 from db.pool import SessionSettings, open_pool
@@ -22,6 +22,7 @@ from db.tool import Tool
 from tasks.credits import deduct_credits, transfer_credits
 from tasks.credits_audit import audit_credits as audit_credits_in
 from tasks.cross_service import audit_cross_service, charge_usage
+from tasks.isolation import audit_isolation, increment_counter, reserve_slot
 from tasks.pool_exhaustion import audit_summaries, summarize_accounts
 from tests.support import PREPARED, QUICK_RETRIES, Recorder, acknowledged_from, adapter_on, context_for, free_port, \
     prepared_schema
@@ -282,3 +283,170 @@ def test_a_torn_charge_fails_even_when_its_outcome_is_unknown(servers, admin, sc
     amount = torn.value["amount"]
     assert (f"agent a0: the ledger charged {amount}, the outbox 0, Redis counted 0"
             in _named(checks, "usage_agrees_per_agent").detail)
+
+
+ISOLATION_CHECKS = {
+    "counters_as_seeded", "no_lost_updates", "no_write_skew", "increments_in_counter_ops",
+    "counter_ops_within_acknowledged", "failed_not_in_counter_ops", "counter_ops_match_calls",
+    "reservations_in_duty_leave", "duty_leave_within_acknowledged", "failed_not_in_duty_leave", "duty_leave_match_calls",
+}
+
+
+class IsolationRun:
+    """Agents calling the isolation scenario's tools through the adapter at one level, on
+    PREPARED's counters; then the audit of what they left."""
+
+    def __init__(self, servers, admin, schema: str, isolation: str) -> None:
+        prepared_schema(admin, schema)
+        admin.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+        self.admin, self.schema, self.isolation = admin, schema, isolation
+        self.recorder = Recorder()
+        self._pool, self._adapter = adapter_on(servers.pg_dsn, SessionSettings(schema, isolation=isolation),
+                                               self.recorder, size=4)
+        self.increment = Tool("increment_counter", partial(increment_counter, counters=PREPARED.counters))
+        self.reserve = Tool("reserve_slot", reserve_slot)
+
+    def calls(self, tool: Tool, agents: int = 4, each: int = 10) -> None:
+        def agent(n: int) -> None:
+            for i in range(each):
+                self._adapter.call(tool, f"a{n}", seed=len(self.recorder.records) * 100 + n * 1000 + i)
+
+        gevent.joinall([gevent.spawn(agent, n) for n in range(agents)], raise_error=True)
+
+    def succeeded(self, tool: str) -> list:
+        return [r for r in self.recorder.records if r.tool == tool and r.outcome is Outcome.SUCCEEDED]
+
+    def audit(self) -> dict[str, Check]:
+        checks = audit_isolation(context_for(self.admin, self.schema, lambda tools: acknowledged_from(
+            [r for r in self.recorder.records if r.tool in tools])), isolation=self.isolation)
+        return {c.name: c for c in checks}
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+@pytest.fixture
+def isolation_run(servers, admin, schema, request):
+    run = IsolationRun(servers, admin, schema, getattr(request, "param", "serializable"))
+    yield run
+    run.close()
+
+
+def _failed_checks(checks: dict[str, Check]) -> dict[str, Check]:
+    return {name: c for name, c in checks.items() if not c.ok}
+
+
+@pytest.mark.parametrize("isolation_run", ["read_committed", "repeatable_read", "serializable"], indirect=True)
+def test_the_reads_are_checked_only_where_the_level_refuses_lost_updates(isolation_run):
+    isolation_run.calls(isolation_run.increment)
+    checks = isolation_run.audit()
+    serial = {"increment_reads_serial"} if isolation_run.isolation != "read_committed" else set()
+    assert set(checks) == ISOLATION_CHECKS | serial
+    if serial:
+        assert _failed_checks(checks) == {}, _failed_checks(checks)
+
+
+def test_a_counter_raised_and_lowered_between_increments_is_seen_only_in_their_reads(isolation_run):
+    """The counter ends as its increments left it, so its value and its rows agree: only the
+    values read in between tell that it held what no increment wrote."""
+    run, admin = isolation_run, isolation_run.admin
+    run.calls(run.increment)
+    admin.execute("UPDATE counters SET value = value + 1000")
+    before = len(run.succeeded("increment_counter"))
+    run.calls(run.increment)
+    admin.execute("UPDATE counters SET value = value - 1000")
+    failed = _failed_checks(run.audit())
+    assert set(failed) == {"increment_reads_serial"}
+    # Every read of the second round: above the 80 increments made.
+    assert failed["increment_reads_serial"].observed == len(run.succeeded("increment_counter")) - before
+    assert "counter 1 read 10" in failed["increment_reads_serial"].detail
+
+
+def test_a_counter_set_back_makes_two_increments_read_the_same_value(isolation_run):
+    run, admin = isolation_run, isolation_run.admin
+    run.calls(run.increment)
+    counter = run.succeeded("increment_counter")[-1].value["counter"]
+    admin.execute("UPDATE counters SET value = value - 1 WHERE id = %s", (counter,))
+    run.calls(run.increment, agents=1, each=1)
+    while run.succeeded("increment_counter")[-1].value["counter"] != counter:
+        run.calls(run.increment, agents=1, each=1)
+    failed = _failed_checks(run.audit())
+    assert set(failed) == {"increment_reads_serial", "no_lost_updates"}
+    assert failed["increment_reads_serial"].observed == 1
+    assert f"counter {counter} read" in failed["increment_reads_serial"].detail
+
+
+def test_counters_are_the_seeded_ones(isolation_run):
+    run, admin = isolation_run, isolation_run.admin
+    run.calls(run.increment)
+    untouched = PREPARED.counters + 1
+    admin.execute("INSERT INTO counters (id, value) VALUES (%s, 0)", (untouched,))
+    failed = _failed_checks(run.audit())
+    assert set(failed) == {"counters_as_seeded"}
+    assert failed["counters_as_seeded"].observed == PREPARED.counters + 1
+    admin.execute("DELETE FROM counters WHERE id = %s", (untouched,))
+    emptied = run.succeeded("increment_counter")[0].value["counter"]
+    admin.execute("DELETE FROM counter_ops WHERE counter_id = %s", (emptied,))
+    admin.execute("DELETE FROM counters WHERE id = %s", (emptied,))
+    failed = _failed_checks(run.audit())
+    assert set(failed) == {"counters_as_seeded", "increments_in_counter_ops"}
+    assert failed["counters_as_seeded"].observed == PREPARED.counters - 1
+    assert f"seeded counters missing: {emptied}" in failed["counters_as_seeded"].detail
+
+
+def test_an_increment_moved_to_another_counter_differs_from_its_call(isolation_run):
+    run, admin = isolation_run, isolation_run.admin
+    run.calls(run.increment)
+    moved = run.succeeded("increment_counter")[0]
+    counter = moved.value["counter"]
+    admin.execute("UPDATE counter_ops SET counter_id = %s WHERE op_id = %s", (counter % PREPARED.counters + 1, moved.op_id))
+    failed = _failed_checks(run.audit())
+    assert set(failed) == {"counter_ops_match_calls", "no_lost_updates"}
+    assert str(moved.op_id) in failed["counter_ops_match_calls"].detail
+    assert failed["no_lost_updates"].observed == {"lost": 1, "invented": 1}
+
+
+def test_a_reservation_is_in_duty_leave_exactly_when_its_call_wrote(isolation_run):
+    run, admin = isolation_run, isolation_run.admin
+    run.calls(run.reserve)
+    wrote = [r for r in run.succeeded("reserve_slot") if r.value["wrote"]]
+    stayed = [r for r in run.succeeded("reserve_slot") if not r.value["wrote"]]
+    assert wrote and stayed, "both agents of some pair must have been asked"
+    assert _failed_checks(run.audit()) == {}
+    lost, rewritten = wrote[0], wrote[1]
+    admin.execute("DELETE FROM duty_leave WHERE op_id = %s", (lost.op_id,))
+    admin.execute("UPDATE duty_leave SET slot = 1 - slot WHERE op_id = %s", (rewritten.op_id,))
+    # A row for a call that found the pair's other agent off already: it wrote none.
+    admin.execute("INSERT INTO duty_leave VALUES (-1, 0, %s)", (stayed[0].op_id,))
+    failed = _failed_checks(run.audit())
+    assert set(failed) == {"reservations_in_duty_leave", "duty_leave_within_acknowledged", "duty_leave_match_calls"}
+    assert failed["reservations_in_duty_leave"].observed == len(wrote) - 1
+    assert str(lost.op_id) in failed["reservations_in_duty_leave"].detail
+    assert str(stayed[0].op_id) in failed["duty_leave_within_acknowledged"].detail
+    assert str(rewritten.op_id) in failed["duty_leave_match_calls"].detail
+
+
+def test_isolation_audit_counts_corrupted_counters_and_pairs(admin, schema):
+    prepared_schema(admin, schema)
+    admin.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+    nothing = context_for(admin, schema, lambda tools: Acknowledged())
+    assert all(c.ok for c in audit_isolation(nothing, isolation="read_committed"))
+    admin.execute("INSERT INTO counter_ops VALUES (gen_random_uuid(), 1, 1), (gen_random_uuid(), 1, 1)")
+    admin.execute("UPDATE counters SET value = 1 WHERE id = 1")  # two increments, one survived
+    admin.execute("INSERT INTO duty_leave VALUES (7, 0, gen_random_uuid()), (7, 1, gen_random_uuid())")
+    checks = {c.name: c for c in audit_isolation(nothing, isolation="read_committed")}
+    assert checks["no_lost_updates"].anomaly_count == 1 and not checks["no_lost_updates"].ok
+    assert checks["no_write_skew"].anomaly_count == 1 and not checks["no_write_skew"].ok
+
+
+def test_isolation_audit_sees_a_lost_and_an_invented_increment_on_two_counters(admin, schema):
+    """Before: counter 1 one short and counter 2 one over cancelled out in a signed sum: pass."""
+    prepared_schema(admin, schema)
+    admin.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+    admin.execute("INSERT INTO counter_ops VALUES (gen_random_uuid(), 1, 1), (gen_random_uuid(), 2, 1)")
+    admin.execute("UPDATE counters SET value = CASE id WHEN 1 THEN 0 WHEN 2 THEN 2 END WHERE id IN (1, 2)")
+    checks = {c.name: c for c in audit_isolation(context_for(admin, schema, lambda tools: Acknowledged()),
+                                                 isolation="read_committed")}
+    assert not checks["no_lost_updates"].ok
+    assert checks["no_lost_updates"].observed == {"lost": 1, "invented": 1}
+    assert checks["no_lost_updates"].anomaly_count == 2

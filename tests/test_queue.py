@@ -4,6 +4,7 @@ the run, and the check that must see it fails with its anomaly count."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import uuid
@@ -24,15 +25,16 @@ from db.session import SEND_ONCE
 from db.tool import Tool, Transaction
 from tasks.queue import PRIORITIES, dequeue_job, drain_queue_log, enqueue_job
 from tasks.queue_audit import audit_queue
-from tests.support import (QUICK_RETRIES, ROOT, Recorder, ReplyLosingProxy, acknowledged_from, context_for,
-                           prepared_schema)
+from tests.support import (PREPARED, QUICK_RETRIES, ROOT, Recorder, ReplyLosingProxy, acknowledged_from,
+                           context_for, lose_last_dequeue_and_ack, prepared_schema)
 
 CAPACITY = 8
 AGENTS = 6
 CALLS_EACH = 30
 CHECKS = {"acknowledged_jobs_enqueued", "jobs_within_acknowledged", "failed_jobs_never_queued", "jobs_accounted_for",
-          "no_duplicate_jobs", "no_unacknowledged_jobs", "capacity_never_exceeded", "priority_order_held",
-          "fifo_within_level", "queue_matches_its_log"}
+          "dequeues_in_log", "consumers_within_dequeues", "no_duplicate_jobs", "no_unacknowledged_jobs",
+          "capacity_never_exceeded", "priority_order_held", "fifo_within_level", "queue_matches_its_log"}
+BASELINE = dataclasses.replace(PREPARED, queue_capacity=CAPACITY)
 
 
 class QueueRun:
@@ -85,14 +87,14 @@ class QueueRun:
         records = self.recorder.records
         return context_for(self.admin, self.schema,
                            lambda tools: acknowledged_from([r for r in records if r.tool in tools]),
-                           client or self.other)
+                           client or self.other, baseline=BASELINE)
 
     def drain_log(self) -> int:
         """What the coordinator's drain does during a run: the log so far into queue_log."""
         return drain_queue_log(self.context())
 
     def audit(self) -> dict[str, Check]:
-        checks = audit_queue(self.context(), capacity=CAPACITY)
+        checks = audit_queue(self.context())
         assert {c.name for c in checks} == CHECKS
         return {c.name: c for c in checks}
 
@@ -155,14 +157,31 @@ def test_a_job_pushed_past_capacity_is_an_overshoot(full_queue):
     assert {"jobs_within_acknowledged", "queue_matches_its_log"} <= set(failed)
 
 
-def test_a_job_pushed_past_capacity_during_the_run_is_seen_by_the_next_dequeue(full_queue):
+def test_a_job_pushed_behind_the_logs_back_during_the_run_is_seen_by_the_next_dequeue(full_queue):
+    """The log never had it: the queue is over capacity only in the depth the next dequeue script
+    counted, which disagrees with the log's (the capacity check counts the log's jobs, not the
+    scripts')."""
     full_queue.other.rpush(full_queue.levels()[0], _forged_job())
     full_queue.drain()  # the consumers serve the forged job too, and acknowledge it
     failed = _failed(full_queue.audit())
-    assert failed["capacity_never_exceeded"].anomaly_count == 1
+    assert set(failed) == {"jobs_within_acknowledged", "queue_matches_its_log"}
     assert "jobs dequeued that the log never enqueued: 1" in failed["queue_matches_its_log"].detail
+    assert "events at which the scripts counted another depth than the log's" in failed["queue_matches_its_log"].detail
     assert failed["jobs_within_acknowledged"].observed == 1
-    assert "no_unacknowledged_jobs" not in failed and "priority_order_held" not in failed
+
+
+def test_jobs_enqueued_past_capacity_during_the_run_are_an_overshoot(full_queue):
+    """Enqueued by the script itself, told a larger capacity: the log and the lists agree, and
+    hold more jobs than the harness's capacity."""
+    for seed in range(2):
+        intruder = Transaction(uuid.uuid4(), "intruder", seed, None, full_queue.other)
+        enqueue_job(intruder, keys=full_queue.keys, capacity=CAPACITY + 2)
+    full_queue.drain()
+    failed = _failed(full_queue.audit())
+    assert set(failed) == {"capacity_never_exceeded", "jobs_within_acknowledged"}
+    assert failed["capacity_never_exceeded"].observed == CAPACITY + 2
+    assert failed["capacity_never_exceeded"].anomaly_count == 2
+    assert f"in the log's replay: {CAPACITY + 2}; in the lists now: 0" in failed["capacity_never_exceeded"].detail
 
 
 def _level_with_two_jobs(run: QueueRun) -> str:
@@ -272,27 +291,101 @@ def test_a_consumer_whose_process_dies_leaves_its_job_unacknowledged(full_queue,
         consumer.kill()  # SIGKILL during its work: nothing of it runs again
         consumer.wait()
     failed = _failed(full_queue.audit())
-    assert set(failed) == {"no_unacknowledged_jobs"}
+    assert set(failed) == {"no_unacknowledged_jobs", "consumers_within_dequeues"}  # of no call the harness made
     assert failed["no_unacknowledged_jobs"].anomaly_count == 1
+    assert failed["consumers_within_dequeues"].observed == 1
 
 
-class _JobTakenDuringWork(Transaction):
-    """A consumer's transaction during whose work another session takes its job from processing."""
+def _dequeue_robbed_during_its_work(run: QueueRun) -> Tool:
+    """dequeue_job, during whose work another session takes its job from processing."""
+    def robbed(tx: Transaction) -> dict[str, str | None]:
+        def rob() -> None:
+            while not run.other.hdel(run.processing(), str(tx.op_id)):
+                gevent.sleep(0.005)
 
-    def __init__(self, run: QueueRun) -> None:
-        super().__init__(uuid.uuid4(), "consumer", 1, None, run.client)
-        self._run = run
+        robber = gevent.spawn(rob)
+        try:
+            return dequeue_job(tx, keys=run.keys)
+        finally:
+            robber.kill()
 
-    def work(self) -> None:
-        self._run.other.hdel(self._run.processing(), str(self.op_id))
+    return Tool("dequeue_job", robbed, backend="redis")
 
 
-def test_an_acknowledgement_of_a_job_no_longer_held_is_an_error(full_queue):
-    with pytest.raises(redis.ResponseError, match="does not hold job"):
-        dequeue_job(_JobTakenDuringWork(full_queue), keys=full_queue.keys)
+def test_an_acknowledgement_of_a_job_no_longer_held_fails_the_call_after_its_dequeue(full_queue):
+    record = full_queue.adapter_on(full_queue.client, tool_work_s=0.2).call(
+        _dequeue_robbed_during_its_work(full_queue), "consumer", seed=1)
+    assert record.outcome is Outcome.FAILED and record.failures == [Failure.ERROR]
+    assert isinstance(record.exception, redis.ResponseError) and "does not hold job" in str(record.exception)
     failed = _failed(full_queue.audit())
+    assert set(failed) == {"consumers_within_dequeues", "no_unacknowledged_jobs", "queue_matches_its_log"}
+    # The call failed, its dequeue is in the log.
+    assert failed["consumers_within_dequeues"].anomaly == "failed_but_applied"
+    assert failed["consumers_within_dequeues"].anomaly_count == 1
+    assert str(record.op_id) in failed["consumers_within_dequeues"].detail
     assert failed["no_unacknowledged_jobs"].anomaly_count == 1  # the log has no acknowledgement
     assert "jobs held in processing unlike the log: 1" in failed["queue_matches_its_log"].detail
+
+
+def test_a_dequeue_and_its_acknowledgement_lost_in_a_failover_hand_the_job_to_a_second_consumer(full_queue):
+    """Before: the log, its lists and its replay all agreed, and no_duplicate_jobs said "handed
+    to one consumer only" although two consumers were told they took the job."""
+    first = full_queue.adapter.call(full_queue.dequeue, "consumer", seed=1)
+    job = lose_last_dequeue_and_ack(full_queue.other, full_queue.keys)
+    assert job == first.value["job"]
+    takers = []
+    while job not in takers:  # jobs of a higher level first, then the head of its own
+        takers.append(full_queue.adapter.call(full_queue.dequeue, "consumer", seed=2).value["job"])
+    failed = _failed(full_queue.audit())
+    assert set(failed) == {"dequeues_in_log", "no_duplicate_jobs"}
+    assert failed["dequeues_in_log"].observed == failed["dequeues_in_log"].expected - 1
+    assert str(first.op_id) in failed["dequeues_in_log"].detail
+    assert failed["no_duplicate_jobs"].anomaly_count == 1 and job in failed["no_duplicate_jobs"].detail
+
+
+def test_an_idle_consumer_in_the_log_is_caught(full_queue):
+    full_queue.drain()
+    idle = full_queue.adapter.call(full_queue.dequeue, "consumer", seed=1)
+    assert idle.outcome is Outcome.SUCCEEDED and idle.value == {"job": None}
+    full_queue.adapter.call(full_queue.enqueue, "producer", seed=1)
+    # The dequeue script itself, under the idle call's id: the log and the lists agree.
+    assert dequeue_job(Transaction(idle.op_id, "impostor", 1, None, full_queue.other), keys=full_queue.keys)["job"]
+    failed = _failed(full_queue.audit())
+    assert set(failed) == {"consumers_within_dequeues"}
+    assert failed["consumers_within_dequeues"].observed == 1 and str(idle.op_id) in failed["consumers_within_dequeues"].detail
+
+
+def test_consumers_swapped_in_the_drained_log_are_not_what_they_were_told(full_queue):
+    """Two consumers' entries exchanged in queue_log: each job still dequeued and acknowledged
+    once, by one consumer, so only what the consumers were told can differ."""
+    took = [r for r in full_queue.recorder.records
+            if r.tool == "dequeue_job" and r.outcome is Outcome.SUCCEEDED and r.value["job"]]
+    first, second = took[0].op_id, took[1].op_id
+    full_queue.admin.execute(sql.SQL(
+        "UPDATE {} SET consumer = CASE consumer WHEN %(a)s THEN %(b)s::uuid ELSE %(a)s::uuid END"
+        " WHERE consumer IN (%(a)s, %(b)s)").format(sql.Identifier(full_queue.schema, "queue_log")),
+        {"a": first, "b": second})
+    failed = _failed(full_queue.audit())
+    assert set(failed) == {"dequeues_in_log"}
+    assert failed["dequeues_in_log"].observed == failed["dequeues_in_log"].expected - 2
+    assert str(first) in failed["dequeues_in_log"].detail and str(second) in failed["dequeues_in_log"].detail
+
+
+def test_a_job_enqueued_at_another_level_than_its_producer_was_told(full_queue):
+    """The log's copy moves a job to another level, where it was alone in the queue from its
+    enqueue to its dequeue: the order of no dequeue changes, only the level differs from what
+    its producer was told."""
+    full_queue.drain()
+    job = full_queue.adapter.call(full_queue.enqueue, "producer", seed=1).op_id
+    assert full_queue.adapter.call(full_queue.dequeue, "consumer", seed=1).value == {"job": str(job)}
+    full_queue.drain_log()
+    full_queue.admin.execute(sql.SQL("UPDATE {} SET level = level %% 3 + 1 WHERE job = %s").format(
+        sql.Identifier(full_queue.schema, "queue_log")), (job,))
+    failed = _failed(full_queue.audit())
+    assert set(failed) == {"acknowledged_jobs_enqueued"}
+    assert failed["acknowledged_jobs_enqueued"].observed == failed["acknowledged_jobs_enqueued"].expected - 1
+    assert failed["acknowledged_jobs_enqueued"].anomaly_count == 0  # not lost: queued elsewhere
+    assert f"at another level than their producers were told: {job}" in failed["acknowledged_jobs_enqueued"].detail
 
 
 def test_an_enqueue_of_an_id_never_acknowledged_is_caught(full_queue):
@@ -355,8 +448,9 @@ def test_an_acknowledgement_deleted_from_the_drained_log_leaves_its_job_unacknow
     full_queue.admin.execute(sql.SQL("DELETE FROM {} WHERE job = %s AND event = 'ack'").format(
         sql.Identifier(full_queue.schema, "queue_log")), (job,))
     failed = _failed(full_queue.audit())
-    assert set(failed) == {"no_unacknowledged_jobs", "queue_matches_its_log"}
+    assert set(failed) == {"no_unacknowledged_jobs", "queue_matches_its_log", "dequeues_in_log"}
     assert str(job) in failed["no_unacknowledged_jobs"].detail
+    assert failed["dequeues_in_log"].observed == failed["dequeues_in_log"].expected - 1
     assert "jobs held in processing unlike the log: 1" in failed["queue_matches_its_log"].detail
 
 

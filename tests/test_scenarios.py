@@ -5,6 +5,7 @@ while the run goes on."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -14,16 +15,13 @@ import pytest
 import redis
 from psycopg import sql
 
-from db.audits import Acknowledged
 from db.pool import ISOLATION_LEVELS, load_application_name
 from db.redis_keys import RedisKeys
 from harness.matrix import levels_failing
 from harness.options import BadOption
 from tasks.queue import PRIORITIES
-from tests.support import (ROOT, context_for, locust_in_background, read_report, rows_in, run_locust, settings_from,
-                           wait_until)
-
-NOTHING_ACKNOWLEDGED = Acknowledged()
+from tests.support import (ROOT, locust_in_background, lose_last_dequeue_and_ack, read_report, rows_in, run_locust,
+                           settings_from, wait_until)
 
 
 def _servers_args(servers, schema: str) -> tuple[str, ...]:
@@ -158,19 +156,12 @@ CORRUPTIONS = [
                ("ledger_within_acknowledged", "acknowledged_in_ledger", "balances_match_ledger", "versions_count_updates",
                 "no_negative_balance"),
                lambda check: 1),
-    # One counter moved up and another down: the sum of the counters still matches.
-    Corruption("isolation", ("--isolation", "serializable"), lambda at: rows_in(at.db, at.schema, "counter_ops"),
-               lambda at: at.db.execute("UPDATE counters SET value = value + CASE id WHEN 1 THEN 1 ELSE -1 END"
-                                        " WHERE id IN (1, 2)"),
-               ("no_lost_updates",), lambda check: {"lost": 1, "invented": 1}, ("lost_updates", 2)),
-    # A queued job taken by a consumer that never was, behind the scripts' back: unacknowledged.
-    Corruption("queue", ("--queue-capacity", "5", *OFTEN), _queue_log_entries,
-               lambda at: _job_held_by_a_ghost(at),
-               ("no_unacknowledged_jobs", "queue_matches_its_log"), lambda check: 1, ("unacknowledged_jobs", 1)),
-    # An acknowledgement the drain moved into queue_log, deleted there: its job was never acknowledged.
+    # An acknowledgement the drain moved into queue_log, deleted there: its job was never
+    # acknowledged, and its consumer was told it was.
     Corruption("queue", ("--queue-capacity", "5", *OFTEN), _queue_log_entries,
                lambda at: _drained_row_deleted(at, "queue_log", "event = 'ack'", "job"),
-               ("no_unacknowledged_jobs", "queue_matches_its_log"), lambda check: 1, ("unacknowledged_jobs", 1),
+               ("no_unacknowledged_jobs", "queue_matches_its_log", "dequeues_in_log"), lambda check: 1,
+               ("unacknowledged_jobs", 1),
                where="drained"),
     # Four agents' charges made to disagree: one torn (its outbox row deleted after it was applied
     # to Redis), one's ledger amount and another's outbox amount raised by one, and an outbox row
@@ -316,6 +307,127 @@ def test_scenario_audit_fails_on_data_corrupted_during_the_run(case, servers, ad
     assert "toolclash verdict: FAIL (exit code 1)" in done.stdout
 
 
+def _failed_run(done, report_path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """A run that FAILed on its audit: its report, and its failed checks by name, each printed."""
+    report = read_report(report_path)
+    assert done.returncode == report["exit_code"] == 1 and report["verdict"] == "fail", done.stderr[-2000:]
+    failed = {c["name"]: c for c in report["audit"]["checks"] if not c["ok"]}
+    for check in failed.values():
+        assert f"[FAIL] {check['name']}: expected {check['expected']}, observed {check['observed']}" in done.stdout
+    assert "toolclash verdict: FAIL (exit code 1)" in done.stdout
+    return report, failed
+
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _increments_of(at: At, counter: int) -> int:
+    return at.db.execute("SELECT count(*) FROM counter_ops WHERE counter_id = %s", (counter,)).fetchone()[0]
+
+
+def test_isolation_audit_fails_on_rows_lost_invented_and_rewritten_during_the_run(servers, admin, schema, tmp_path):
+    """At serializable, where neither anomaly may happen, another session: moves counter 1 up
+    and counter 2 down (their sum still matches); deletes 30 acknowledged reservations and
+    invents one; adds a counter the harness never seeded."""
+    report_path = tmp_path / "report.json"
+    admin.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+    with locust_in_background(*_servers_args(servers, schema), "--run-time", "3s", "--scenario", "isolation",
+                              "--isolation", "serializable", "--report-json", str(report_path)) as run:
+        at = At(admin, None, RedisKeys(schema), schema)
+        wait_until(lambda: rows_in(admin, schema, "duty_leave") >= 60, "reservations", still=run.running)
+        admin.execute("UPDATE counters SET value = value + CASE id WHEN 1 THEN 1 ELSE -1 END WHERE id IN (1, 2)")
+        deleted = [str(op_id) for (op_id,) in admin.execute(
+            "DELETE FROM duty_leave WHERE op_id IN (SELECT op_id FROM duty_leave LIMIT 30) RETURNING op_id")]
+        invented = str(admin.execute("INSERT INTO duty_leave VALUES (-1, 0, gen_random_uuid()) RETURNING op_id"
+                                     ).fetchone()[0])
+        admin.execute("INSERT INTO counters (id, value) VALUES (99, 0)")
+        # Counter 2 set back: the next increment of it reads a value an earlier one read.
+        since = _increments_of(at, 2)
+        wait_until(lambda: _increments_of(at, 2) > since, "an increment of counter 2 after", still=run.running)
+        done = run.finish()
+    report, failed = _failed_run(done, report_path)
+    assert set(failed) == {"no_lost_updates", "increment_reads_serial", "reservations_in_duty_leave",
+                           "duty_leave_within_acknowledged", "counters_as_seeded"}, failed
+    assert failed["no_lost_updates"]["observed"] == {"lost": 1, "invented": 1}
+    assert failed["increment_reads_serial"]["observed"] >= 1 and "counter 2 read" in failed["increment_reads_serial"]["detail"]
+    lost = failed["reservations_in_duty_leave"]
+    assert lost["observed"] == lost["expected"] - 30 and lost["detail"].endswith("(30 in all)")
+    assert set(_UUID.findall(lost["detail"])) <= set(deleted)
+    assert failed["duty_leave_within_acknowledged"]["observed"] == 1
+    assert invented in failed["duty_leave_within_acknowledged"]["detail"]
+    assert failed["counters_as_seeded"]["observed"] == 9 and "never seeded: 99" in failed["counters_as_seeded"]["detail"]
+    assert {k: v for k, v in report["anomalies"].items() if v} == {"lost_updates": 2}
+
+
+# A producer whose capacity check failed (KEYS: the queue's three levels, high first, and its log;
+# ARGV: the depth to reach, then job ids): it pushes jobs to the low level, and logs each, as the
+# enqueue script does, until the queue holds that many. How many it pushed.
+_ENQUEUED_PAST_CAPACITY = """
+local depth = redis.call('LLEN', KEYS[1]) + redis.call('LLEN', KEYS[2]) + redis.call('LLEN', KEYS[3])
+local pushed = 0
+while depth < tonumber(ARGV[1]) do
+  pushed = pushed + 1
+  local time = redis.call('TIME')
+  redis.call('RPUSH', KEYS[3], ARGV[1 + pushed] .. '|' .. time[1] .. string.format('%06d', tonumber(time[2])))
+  depth = depth + 1
+  redis.call('XADD', KEYS[4], '*', 'event', 'enqueue', 'job', ARGV[1 + pushed], 'level', 3, 'depth', depth)
+end
+return pushed
+"""
+
+
+def _queued_jobs(at: At) -> set[str]:
+    return {entry.decode().split("|")[0] for level in PRIORITIES for entry in at.redis.lrange(at.keys("queue", level), 0, -1)}
+
+
+def test_queue_audit_fails_on_a_failover_a_ghost_consumer_and_an_overfull_queue_during_the_run(
+        servers, admin, schema, tmp_path):
+    """Another session, during one run: takes a queued job for a consumer that never was; makes
+    Redis lose its last two writes three times, each one consumer's dequeue and acknowledgement
+    of a job, as a failover to a lagging replica does (their job goes back to the head of its
+    level, and another consumer takes it); then, as a producer whose capacity check failed,
+    fills the queue to two jobs past its capacity.
+
+    The failover acts on the log in Redis, before any drain copies it (--sample-interval longer
+    than the run): writes a failover loses are the newest, which no drain has read yet; acting
+    on queue_log after the drain would be PostgreSQL losing rows instead. No tool work lets a
+    consumer's dequeue and acknowledgement be the last two writes often."""
+    report_path = tmp_path / "report.json"
+    capacity = 5
+    admin.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+    with redis.Redis.from_url(servers.redis_url) as client, locust_in_background(
+        *_servers_args(servers, schema), "--run-time", "3s", "--scenario", "queue", "--queue-capacity", str(capacity),
+        "--tool-work", "0", "--sample-interval", "60", "--report-json", str(report_path),
+    ) as run:
+        at = At(admin, client, RedisKeys(schema), schema)
+        wait_until(lambda: _queue_log_entries(at), "the agents to use the queue", still=run.running)
+        ghost_job = _job_held_by_a_ghost(at)
+        handed_again = [wait_until(lambda: lose_last_dequeue_and_ack(client, at.keys),
+                                   "a consumer's dequeue and acknowledgement as the last two writes", still=run.running,
+                                   every=0.002)
+                        for _ in range(3)]
+        wait_until(lambda: not set(handed_again) & _queued_jobs(at), "the jobs to be taken again", still=run.running)
+        levels = [at.keys("queue", level) for level in PRIORITIES]
+        pushed = client.eval(_ENQUEUED_PAST_CAPACITY, 4, *levels, at.keys("queue", "log"), capacity + 2,
+                             *(str(uuid.uuid4()) for _ in range(capacity + 2)))
+        since = _queue_log_entries(at)
+        wait_until(lambda: _queue_log_entries(at) > since, "the agents to go on after", still=run.running)
+        done = run.finish()
+    report, failed = _failed_run(done, report_path)
+    assert set(failed) == {"dequeues_in_log", "no_duplicate_jobs", "no_unacknowledged_jobs", "queue_matches_its_log",
+                           "capacity_never_exceeded", "jobs_within_acknowledged"}, failed
+    assert failed["dequeues_in_log"]["observed"] == failed["dequeues_in_log"]["expected"] - 3
+    # A job handed again may be lost again, by the consumer that took it again.
+    assert failed["no_duplicate_jobs"]["observed"] == len(set(handed_again))
+    assert all(job in failed["no_duplicate_jobs"]["detail"] for job in handed_again)
+    assert failed["no_unacknowledged_jobs"]["observed"] == 1 and ghost_job in failed["no_unacknowledged_jobs"]["detail"]
+    assert failed["capacity_never_exceeded"]["observed"] == capacity + 2
+    assert failed["jobs_within_acknowledged"]["observed"] == pushed
+    assert {k: v for k, v in report["anomalies"].items() if v} == {
+        "duplicate_jobs": len(set(handed_again)), "unacknowledged_jobs": 1, "capacity_overshoots": 2}
+    assert report["not_audited_by_identity"] == []
+
+
 def test_a_session_of_the_load_left_idle_in_transaction_fails_the_pool_audit_and_the_evidence(
         servers, admin, schema, tmp_path):
     """The pool audit reads no data: its view from the server is pg_stat_activity, where a session
@@ -415,36 +527,6 @@ def test_require_levels_names_isolation_levels_of_a_matrix():
         with pytest.raises(BadOption) as refused:
             settings_from(*words)
         assert str(refused.value).startswith(says)
-
-
-def test_isolation_audit_counts_corrupted_counters_and_pairs(admin, schema):
-    from tests.support import prepared_schema
-    from tasks.isolation import audit_isolation
-
-    prepared_schema(admin, schema)
-    admin.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-    assert all(c.ok for c in audit_isolation(context_for(admin, schema, lambda tools: NOTHING_ACKNOWLEDGED)))
-    admin.execute("INSERT INTO counter_ops VALUES (gen_random_uuid(), 1, 1), (gen_random_uuid(), 1, 1)")
-    admin.execute("UPDATE counters SET value = 1 WHERE id = 1")  # two increments, one survived
-    admin.execute("INSERT INTO duty_leave VALUES (7, 0, gen_random_uuid()), (7, 1, gen_random_uuid())")
-    checks = {c.name: c for c in audit_isolation(context_for(admin, schema, lambda tools: NOTHING_ACKNOWLEDGED))}
-    assert checks["no_lost_updates"].anomaly_count == 1 and not checks["no_lost_updates"].ok
-    assert checks["no_write_skew"].anomaly_count == 1 and not checks["no_write_skew"].ok
-
-
-def test_isolation_audit_sees_a_lost_and_an_invented_increment_on_two_counters(admin, schema):
-    """Before: counter 1 one short and counter 2 one over cancelled out in a signed sum: pass."""
-    from tests.support import prepared_schema
-    from tasks.isolation import audit_isolation
-
-    prepared_schema(admin, schema)
-    admin.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-    admin.execute("INSERT INTO counter_ops VALUES (gen_random_uuid(), 1, 1), (gen_random_uuid(), 2, 1)")
-    admin.execute("UPDATE counters SET value = CASE id WHEN 1 THEN 0 WHEN 2 THEN 2 END WHERE id IN (1, 2)")
-    checks = {c.name: c for c in audit_isolation(context_for(admin, schema, lambda tools: NOTHING_ACKNOWLEDGED))}
-    assert not checks["no_lost_updates"].ok
-    assert checks["no_lost_updates"].observed == {"lost": 1, "invented": 1}
-    assert checks["no_lost_updates"].anomaly_count == 2
 
 
 def test_user_tools_module_runs_through_locust_and_its_writes_are_audited_by_identity(servers, admin, schema,
