@@ -26,8 +26,8 @@ COMPOSE_INSTALL = "apt-get install -y docker-compose"
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCS = ROOT / "docs" / "distributed.md"
 DOCS_MARKER = "<!-- docker-compose.yml's commands:"
-# Not passed by the compose file: each level of the matrix is a run of one process.
-NOT_IN_COMPOSE = {"TOOLCLASH_ISOLATION_MATRIX"}
+# Not passed by the compose file: each level of the matrix (and its required levels) is a run of one process.
+NOT_IN_COMPOSE = {"TOOLCLASH_ISOLATION_MATRIX", "TOOLCLASH_REQUIRE_LEVELS"}
 
 
 @pytest.fixture(scope="module")

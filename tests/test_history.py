@@ -68,6 +68,10 @@ def _check_against_ledger(completed: dict[str, dict], ledger: list[tuple]) -> No
     assert by_type["ok"] <= in_ledger, "every ok call wrote its ledger row"
     assert not by_type["fail"] & in_ledger, "no failed call wrote a ledger row"
     assert in_ledger <= by_type["ok"] | by_type["info"], "every ledger row is an ok call's, or an unknown outcome's"
+    # Each completion carries what its tool returned: for a credit call, the ledger row it wrote.
+    for op_id, tool, debit, credit, amount in ledger:
+        value = completed[op_id]["value"]
+        assert (value["debit"], value.get("credit"), value["amount"]) == (debit, credit, amount), (tool, value)
 
 
 def test_the_history_of_a_run_agrees_with_the_ledger_and_the_report(servers, admin, schema, tmp_path):

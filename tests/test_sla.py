@@ -28,7 +28,7 @@ def test_the_default_file_holds_the_product_briefs_rules():
     rules = load_rules(DEFAULT_SLA_FILE, SCOPES)
     assert [(r.metric, r.op, r.threshold) for r in rules] == [
         ("deadlock_resolution_p95_ms", "<", 500), ("version_conflicts_per_attempt", "<", 0.2),
-        ("success_rate", ">", 0.95), ("tool_p95_ms", "<", 2000),
+        ("success_rate", ">", 0.95), ("tool_success_rate", ">", 0.9), ("tool_p95_ms", "<", 2000),
     ]
 
 
