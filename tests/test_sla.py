@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from harness.sla import DEFAULT_SLA_FILE, BadSlaFile, evaluate, load_rules
+from harness.sla import METRICS, DEFAULT_SLA_FILE, BadSlaFile, evaluate, load_rules
 from tests.support import read_report, run_locust
 
 SCOPES = {"optimistic_locking": ["deduct_credits"], "deduct_credits": ["deduct_credits"],
@@ -125,3 +125,17 @@ threshold = 0
     assert cases["lost_updates <= 0"].find("failure") is None
     assert {c["name"] for c in report["audit"]["checks"]} <= set(cases)
     assert suites.get("failures") == "1"
+
+
+def test_the_version_conflict_rate_counts_what_conflicts_become_at_the_stronger_levels():
+    """At repeatable read and serializable PostgreSQL refuses the concurrent update (40001)
+    before the tool's version check runs: there were 0 version conflicts beside 141
+    serialization failures, and the rule held whatever the contention."""
+    report = {"tools": {"deduct_credits": {"calls": 100, "succeeded": 100, "failed": 0, "refused": 0,
+                                           "indeterminate": 0, "attempts": 200,
+                                           "failures": {"serialization_failures": 100}}},
+              "run": {"isolation": "read_committed"}}
+    rate = METRICS["version_conflicts_per_attempt"].read
+    assert rate(report, None) == 0.0
+    for level in ("repeatable_read", "serializable"):
+        assert rate({**report, "run": {"isolation": level}}, None) == 0.5, level

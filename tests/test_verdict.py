@@ -158,6 +158,35 @@ def test_an_agent_stopped_while_queued_for_a_connection_takes_none_along(servers
         pool.close()
 
 
+def test_a_tool_that_raises_is_no_evidence_and_its_refusals_are_no_failure_of_the_platform(servers, schema, tmp_path):
+    """Before: a tool whose every write failed on an error was a failed call, which only a
+    success-rate rule could catch; with an SLA file without one, such a run passed."""
+    tools, rules, path = tmp_path / "writes_nowhere.py", tmp_path / "sla.toml", tmp_path / "report.json"
+    tools.write_text(textwrap.dedent("""
+        from db.errors import Refused
+
+        def write_to_a_missing_table(tx):
+            tx.execute("INSERT INTO no_such_table VALUES (1)")
+
+        def say_no(tx):
+            raise Refused("this account cannot pay")
+    """))
+    rules.write_text('[[rule]]\nmetric = "deadlocks"\nop = "<="\nthreshold = 1000000\n', encoding="utf-8")
+    done = run_locust(*_servers_args(servers, schema), "--users", "4", "--spawn-rate", "4", "--run-time", "3s",
+                      "--tools-module", str(tools), "--sla", str(rules), "--report-json", str(path), timeout=60)
+    report = read_report(path)
+    assert done.returncode == report["exit_code"] == 1 and report["verdict"] == "fail", done.stderr[-2000:]
+    assert [problem["kind"] for problem in report["evidence"]["problems"]] == ["tool_errors"]
+    assert "UndefinedTable" in report["evidence"]["problems"][0]["detail"]
+    broken, refusing = report["tools"]["write_to_a_missing_table"], report["tools"]["say_no"]
+    assert broken["failed"] == broken["calls"] > 0 and broken["refused"] == 0
+    assert broken["failures"] == {"errors": broken["calls"]} and report["errors"] == broken["calls"]
+    assert refusing["failed"] == refusing["refused"] == refusing["calls"] > 0
+    assert refusing["failures"] == {"refusals": refusing["calls"]} and refusing["retries"] == 0
+    assert "refusals" not in report["conflicts"]
+    assert report["sla"][0]["ok"], "the run failed on its evidence, not on its SLA"
+
+
 def test_a_failed_audit_keeps_its_data_until_reset(servers, schema, tmp_path):
     """A user audit that raises is a failed check (not an exception out of test_stop); a failed
     audit leaves its data for inspection: the next run is refused until --reset."""
