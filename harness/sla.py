@@ -71,7 +71,12 @@ def _failures_of(report: Report, tools: list[str] | None, kind: str) -> int:
 def _success_rate(report: Report, tools: list[str] | None) -> float | None:
     """Succeeded calls among those the platform had to serve: a tool's own refusal (it answered
     "no", e.g. the account cannot pay) is neither a success nor a failure of the platform."""
-    return _ratio(_total(report, tools, "succeeded"), _total(report, tools, "calls") - _total(report, tools, "refused"))
+    return _ratio(_total(report, tools, "succeeded"), _served(report, tools))
+
+
+def _served(report: Report, tools: list[str] | None) -> int:
+    """The calls the platform had to serve: all but the tool's own refusals."""
+    return _total(report, tools, "calls") - _total(report, tools, "refused")
 
 
 # At repeatable read and serializable, PostgreSQL refuses the concurrent update that a version
@@ -107,8 +112,9 @@ METRICS: dict[str, Metric] = {
     },
     "success_rate": Metric("rate", _success_rate, scoped=True, over_calls=True),
     "tool_success_rate": Metric("rate", _success_rate, per_tool=True, scoped=True, over_calls=True),
-    "failure_rate": Metric("rate", lambda r, t: _ratio(_total(r, t, "failed") + _total(r, t, "indeterminate"),
-                                                       _total(r, t, "calls")), scoped=True, over_calls=True),
+    "failure_rate": Metric("rate", lambda r, t: _ratio(
+        _total(r, t, "failed") - _total(r, t, "refused") + _total(r, t, "indeterminate"), _served(r, t)),
+        scoped=True, over_calls=True),
     **{
         f"{kind.value}_per_attempt": Metric(
             "rate", lambda r, t, kind=kind: _ratio(sum(_failures_of(r, t, k.value) for k in _counted_as(kind, r)),

@@ -19,7 +19,7 @@ from harness.hub_lag import HubLag
 from harness.options import HARNESS_SESSIONS
 from harness.metrics import Metrics
 from harness.verdict import evidence_problems
-from tests.support import read_report, run_locust, settings_from
+from tests.support import ROOT, read_report, run_locust, settings_from
 
 
 def _servers_args(servers, schema):
@@ -85,26 +85,11 @@ def test_a_pool_the_server_refuses_never_passes(servers, schema, limited_role, t
     assert "Traceback" not in done.stderr
 
 
-# The default SLA file's rules that do not depend on how fast this shared 2-core machine is.
-_RULES_WITHOUT_LATENCY = """
-[[rule]]
-metric = "success_rate"
-op = ">"
-threshold = 0.95
-
-[[rule]]
-metric = "tool_success_rate"
-op = ">"
-threshold = 0.90
-"""
-
-
 def test_300_agents_on_two_processes_under_faults_pass_on_a_healthy_server(servers, admin, schema, tmp_path):
     """Sessions of both servers killed every few seconds: every call the faults left indeterminate
     is matched by id, the audits and the evidence hold, and each pool holds all its connections
     again. Before the fix: FAIL from pool_connections_returned ("48 of 75 connections free")."""
-    path, rules = tmp_path / "report.json", tmp_path / "sla.toml"
-    rules.write_text(_RULES_WITHOUT_LATENCY, encoding="utf-8")
+    path, rules = tmp_path / "report.json", ROOT / "sla" / "without_latency.toml"
     done = run_locust(*_servers_args(servers, schema), "--users", "300", "--spawn-rate", "300", "--run-time", "15s",
                       "--processes", "2", "--chaos", "pg-kill:2s,redis-kill:3s", "--sla", str(rules),
                       "--report-json", str(path), timeout=240)
