@@ -11,7 +11,7 @@ export LOCUST_USERS ?= 50
 export LOCUST_SPAWN_RATE ?= 50
 export LOCUST_RUN_TIME ?= 60s
 
-.PHONY: run test venv clean
+.PHONY: run test options venv clean
 
 venv: $(INSTALLED)
 
@@ -27,6 +27,10 @@ run: $(INSTALLED)
 # Extra pytest options: make test PYTEST_ARGS="-k audit -x"
 test: $(INSTALLED)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# toolclash's options (Locust's --help exits before it reads the locustfile, so it shows Locust's only)
+options: $(INSTALLED)
+	$(BIN)/python -m harness.options_help
 
 clean:
 	rm -rf $(VENV) .pytest_cache

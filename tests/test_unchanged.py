@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from harness.options_help import options_help
 from tests.support import ROOT, read_report, run_locust
 
 GOLDEN = ROOT / "tests" / "golden"
@@ -30,24 +31,8 @@ def _same_as_recorded(name: str, now: str) -> None:
     assert now == recorded, f"{name} changed: record it again if that was meant (see this module's docstring)"
 
 
-def _toolclash_help() -> str:
-    """The toolclash groups of the parser's help, as the locust process builds the parser (Locust
-    2.47's `locust --help` exits before it reads the locustfile, so it never shows them)."""
-    from locust.argument_parser import get_parser
-
-    from harness.options import add_arguments
-
-    parser = get_parser()
-    add_arguments(parser)
-    os.environ["COLUMNS"] = "100"
-    text = parser.format_help()
-    start = text.index("\ntoolclash:")
-    end = text.index("\n\n", text.index("\ntoolclash, per test:") + 1)
-    return text[start:end].strip() + "\n"
-
-
 def test_the_options_help_is_unchanged():
-    _same_as_recorded("options_help.txt", _toolclash_help())
+    _same_as_recorded("options_help.txt", options_help())
 
 
 def _report_shape(report: dict[str, Any], schema: str) -> dict[str, Any]:
