@@ -274,10 +274,14 @@ def _run_both(servers, accounts, tools, policy=QUICK_RETRIES):
 
 def test_a_deadlock_on_statements_run_on_the_connection_directly_is_timed_from_its_transaction(servers, accounts):
     """Before: statement_started stayed 0, and the detection time was the seconds since boot."""
-    [victim] = [r for r in _run_both(servers, accounts, _deadlocking_pair(direct=True)) if r.failures]
-    assert victim.exception.sqlstate == "40P01"
-    [detection] = victim.deadlock_detections_s
-    assert 0.05 <= detection < 5
+    # Usually one victim; on a busy machine its quick retry can take row 2 back before the other
+    # call does, and they deadlock again: each detection is timed all the same.
+    victims = [r for r in _run_both(servers, accounts, _deadlocking_pair(direct=True)) if r.failures]
+    assert victims and all(victim.failures == [Failure.DEADLOCK] * len(victim.deadlock_detections_s)
+                           for victim in victims)
+    for victim in victims:
+        assert victim.exception.sqlstate == "40P01"
+        assert all(0.05 <= detection < 5 for detection in victim.deadlock_detections_s)
 
 
 def test_a_call_that_gives_up_on_a_deadlock_still_counts_in_the_resolution_distribution(servers, accounts):
