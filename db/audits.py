@@ -18,8 +18,8 @@ from psycopg import sql
 from db.op_ids import OpIds
 from db.redis_keys import RedisKeys
 
-__all__ = ["ANOMALIES", "SHOW_AT_MOST", "Check", "Acknowledged", "AuditContext", "Baseline", "copy_outcomes", "identities_in_table",
-           "listing", "listing_ids", "rows_match_values"]
+__all__ = ["ANOMALIES", "SHOW_AT_MOST", "Check", "Acknowledged", "AuditContext", "Baseline", "copy_outcomes",
+           "identities_in_table", "listing", "listing_ids", "rows_match_values"]
 
 # The ids or rows a check's detail names at most.
 SHOW_AT_MOST = 5
@@ -148,7 +148,8 @@ def identities_in_table(conn: psycopg.Connection, table: str, acknowledged: Ackn
                                     bool_or(coalesce({1}, false)) AS wrote
                              FROM (SELECT op_id, outcome, value::jsonb AS value FROM harness_outcomes) h
                              GROUP BY op_id)
-               SELECT (array_agg(op_id) FILTER (WHERE t.outcome = 'succeeded' AND t.wrote AND s.op_id IS NULL))[1:%(n)s],
+               SELECT (array_agg(op_id) FILTER (WHERE t.outcome = 'succeeded' AND t.wrote
+                                                AND s.op_id IS NULL))[1:%(n)s],
                       count(*) FILTER (WHERE t.outcome = 'succeeded' AND t.wrote AND s.op_id IS NULL),
                       (array_agg(op_id) FILTER (WHERE s.times > 1))[1:%(n)s],
                       count(*) FILTER (WHERE s.times > 1),

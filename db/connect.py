@@ -64,7 +64,8 @@ def probe_redis(url: str, origin: str) -> ServerInfo:
             url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=CONNECT_TIMEOUT_S
         )
     except ValueError as exc:
-        raise ServiceUnreachable(f"invalid Redis URL {redact(url)!r} (from {origin}): {redact(_first_line(exc))}") from None
+        raise ServiceUnreachable(
+            f"invalid Redis URL {redact(url)!r} (from {origin}): {redact(_first_line(exc))}") from None
     kwargs = client.connection_pool.connection_kwargs
     target = kwargs.get("path") or f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
     target += f"/{kwargs.get('db', 0)}"

@@ -89,7 +89,8 @@ class Tool:
         return self.backend != "redis"
 
 
-def tool(*, weight: int = 1, backend: str = "pg") -> Callable[[Callable[[Transaction], Any]], Callable[[Transaction], Any]]:
+def tool(*, weight: int = 1,
+         backend: str = "pg") -> Callable[[Callable[[Transaction], Any]], Callable[[Transaction], Any]]:
     """Optional marks on a user-written tool function: how often agents pick it, and whether it
     needs a PostgreSQL transaction ("pg") or only Redis ("redis")."""
     if weight < 0 or backend not in ("pg", "redis"):
