@@ -11,7 +11,7 @@ export LOCUST_USERS ?= 50
 export LOCUST_SPAWN_RATE ?= 50
 export LOCUST_RUN_TIME ?= 60s
 
-.PHONY: run test venv clean
+.PHONY: run test lint venv clean
 
 venv: $(INSTALLED)
 
@@ -28,5 +28,10 @@ run: $(INSTALLED)
 test: $(INSTALLED)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# ruff check over the whole tree (rules in pyproject.toml), then mypy --strict on db/; both run,
+# and the target fails if either found anything.
+lint: $(INSTALLED)
+	status=0; $(BIN)/ruff check . || status=1; $(BIN)/mypy --strict db || status=1; exit $$status
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
