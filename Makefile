@@ -11,7 +11,7 @@ export LOCUST_USERS ?= 50
 export LOCUST_SPAWN_RATE ?= 50
 export LOCUST_RUN_TIME ?= 60s
 
-.PHONY: run test options venv clean
+.PHONY: run test lint options venv clean
 
 venv: $(INSTALLED)
 
@@ -28,9 +28,14 @@ run: $(INSTALLED)
 test: $(INSTALLED)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# ruff check over the whole tree (rules in pyproject.toml), then mypy --strict on db/; both run,
+# and the target fails if either found anything.
+lint: $(INSTALLED)
+	status=0; $(BIN)/ruff check . || status=1; $(BIN)/mypy --strict db || status=1; exit $$status
+
 # toolclash's options (Locust's --help exits before it reads the locustfile, so it shows Locust's only)
 options: $(INSTALLED)
 	$(BIN)/python -m harness.options_help
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -24,5 +24,6 @@ class Transfer(User):
         with self.conn.transaction():
             self.conn.execute("UPDATE bench_accounts SET balance = balance - 1 WHERE id = %s", (a,))
             self.conn.execute("UPDATE bench_accounts SET balance = balance + 1 WHERE id = %s", (b,))
-        self.environment.events.request.fire(request_type="pg", name="transfer", response_time=(time.perf_counter() - started) * 1000,
+        self.environment.events.request.fire(request_type="pg", name="transfer",
+                                             response_time=(time.perf_counter() - started) * 1000,
                                              response_length=0, exception=None, context={})

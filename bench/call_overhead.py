@@ -40,11 +40,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import bare_locust  # noqa: E402
-from toolclash_processes import add_server_arguments  # noqa: E402
 import transfer_tool  # noqa: E402
 from db.tool import Tool  # noqa: E402
 from harness.load import Load  # noqa: E402
 from harness.options import Settings, add_arguments  # noqa: E402
+from toolclash_processes import add_server_arguments  # noqa: E402
 
 SCHEMA = "toolclash_bench_call_overhead"
 
@@ -136,11 +136,14 @@ def main() -> None:
 
     if args.rounds:  # 0: the harness's own path alone
         medians = {name: statistics.median(values) for name, values in measured.items()}
-        print(f"{args.agents} greenlets, {args.rounds} turns of {args.seconds:g} s each, load average {os.getloadavg()[0]:.1f}")
+        print(f"{args.agents} greenlets, {args.rounds} turns of {args.seconds:g} s each,"
+              f" load average {os.getloadavg()[0]:.1f}")
         for name, values in measured.items():
-            print(f"{name:<16}{medians[name]:>7.0f} µs CPU a transaction (median; turns: {', '.join(f'{v:.0f}' for v in values)})")
+            turns = ", ".join(f"{v:.0f}" for v in values)
+            print(f"{name:<16}{medians[name]:>7.0f} µs CPU a transaction (median; turns: {turns})")
         print(f"{'harness':<16}{medians['toolclash'] - medians['bare psycopg 3']:>+7.0f} µs a call")
-    print(f"the harness's own path alone: {harness_alone:.1f} µs CPU a call (a tool with no statement, {args.calls} calls)")
+    print(f"the harness's own path alone: {harness_alone:.1f} µs CPU a call"
+          f" (a tool with no statement, {args.calls} calls)")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ SHOWN = {
     "isolation": lambda r: f"lost_updates={r['anomalies']['lost_updates']} write_skew={r['anomalies']['write_skew']}"
                            f" serialization_failures={r['conflicts']['serialization_failures']}",
     "pool_exhaustion": lambda r: f"pool_wait_p95={r['latency_ms']['pool_wait']['p95']}ms"
-                                 f" peak_waiting={r['pool']['peak_waiting']} pool_timeouts={r['conflicts']['pool_timeouts']}",
+                                 f" peak_waiting={r['pool']['peak_waiting']}"
+                                 f" pool_timeouts={r['conflicts']['pool_timeouts']}",
     "queue": lambda r: f"queue_rejections={r['conflicts']['queue_rejections']}"
                        f" queue_wait_p95={r['latency_ms']['queue_wait']['p95']}ms",
     "cross_service": lambda r: f"windows={r['latency_ms']['cross_service_window']['count']}"

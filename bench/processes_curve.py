@@ -25,7 +25,16 @@ from urllib.parse import urlparse
 
 import psycopg
 
-from toolclash_processes import ROOT, CpuWindow, Toolclash, add_server_arguments, cpu_of, machine_cpu, process_tree, server_processes
+from toolclash_processes import (
+    ROOT,
+    CpuWindow,
+    Toolclash,
+    add_server_arguments,
+    cpu_of,
+    machine_cpu,
+    process_tree,
+    server_processes,
+)
 
 WORKLOADS = {
     "default mix": (),

@@ -41,7 +41,8 @@ _SAMPLE_EVERY_S = 0.2
 
 
 def _keys_bytes(client: redis.Redis, keys: RedisKeys) -> int:
-    return sum(client.memory_usage(key, samples=0) or 0 for key in client.scan_iter(match=keys.prefix + "*", count=1000))
+    return sum(client.memory_usage(key, samples=0) or 0
+               for key in client.scan_iter(match=keys.prefix + "*", count=1000))
 
 
 def _drained_bytes(pg_dsn: str, schema: str) -> int:

@@ -16,8 +16,8 @@ from typing import Any
 
 import psutil
 
-__all__ = ["ROOT", "CpuWindow", "Toolclash", "add_server_arguments", "cpu_of", "machine_cpu", "process_tree", "server_processes",
-           "verdict_of"]
+__all__ = ["ROOT", "CpuWindow", "Toolclash", "add_server_arguments", "cpu_of", "machine_cpu", "process_tree",
+           "server_processes", "verdict_of"]
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUST = str(Path(sys.executable).with_name("locust"))
@@ -49,7 +49,8 @@ class Toolclash:
         self._report = scratch / "report.json"
         self._log = scratch / "locust.log"
         port = str(_free_port())
-        distribution = ("--processes", str(processes), "--master-bind-port", port, "--master-port", port) if processes else ()
+        distribution = (("--processes", str(processes), "--master-bind-port", port, "--master-port", port)
+                        if processes else ())
         command = [LOCUST, "-f", str(ROOT / "locustfile.py"), "--headless", "--only-summary",
                    "--users", str(users), "--spawn-rate", str(users), "--run-time", f"{seconds:g}s", *distribution,
                    "--pg-dsn", pg_dsn, "--redis-url", redis_url, "--schema", schema, "--reset",

@@ -37,6 +37,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from toolclash_processes import ROOT, add_server_arguments
+
 BIN = Path(sys.executable).parent
 DATABASE = "toolclash_bench_vs_pgbench"
 ACCOUNTS = 1000
@@ -56,13 +57,15 @@ def _sample(dsn: str) -> tuple[int, dict[int, float]]:
     """PostgreSQL's commits in the bench's database, and the CPU time (s) of each server process
     serving it now (the client's sessions, and a harness's own)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        commits = conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()").fetchone()[0]
+        commits = conn.execute(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()").fetchone()[0]
         pids = [pid for (pid,) in conn.execute(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")]
     return commits, {pid: sum(psutil.Process(pid).cpu_times()[:2]) for pid in pids if psutil.pid_exists(pid)}
 
 
-def _steady_state(command: list, dsn: str, warmup_s: float, window_s: float, **popen: Any) -> tuple[float, float, float]:
+def _steady_state(command: list, dsn: str, warmup_s: float, window_s: float,
+                  **popen: Any) -> tuple[float, float, float]:
     """(tx/s, client CPU µs a transaction, server CPU µs a transaction) of `command` between
     `warmup_s` after its start and `window_s` later: the commits PostgreSQL counted in the bench's
     own database, the CPU time of the client's process (its threads included) and of the server
@@ -119,7 +122,8 @@ def main() -> None:
     commands |= {
         "bare Locust + psycopg 3": ([*locust, "-f", str(ROOT / "bench" / "bare_locust.py")],
                                     {"env": {**os.environ, "BENCH_PG_DSN": dsn}, "cwd": ROOT / "bench"}),
-        "toolclash": ([*locust, "-f", str(ROOT / "locustfile.py"), "--tools-module", str(ROOT / "bench" / "transfer_tool.py"),
+        "toolclash": ([*locust, "-f", str(ROOT / "locustfile.py"),
+                       "--tools-module", str(ROOT / "bench" / "transfer_tool.py"),
                        "--tool-work", "0", "--pool-size", clients, "--pg-dsn", dsn, "--redis-url", args.redis_url,
                        "--schema", "bench_toolclash", "--reset"], {"cwd": ROOT}),
     }

@@ -14,21 +14,22 @@ from __future__ import annotations
 import logging
 import random
 import uuid
+from collections.abc import Callable
 from time import monotonic_ns, perf_counter
+from typing import Protocol
 
 import gevent
 import psycopg
 import redis
 from locust.event import EventHook
 from psycopg.pq import TransactionStatus
-from psycopg_pool import ConnectionPool
 
 from db.call_record import CallRecord, Outcome
 from db.errors import CallFailed, Failure, classify
 from db.retry import RetryPolicy
 from db.tool import Tool, Transaction
 
-__all__ = ["ToolAdapter"]
+__all__ = ["ConnectionLender", "ToolAdapter"]
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +38,19 @@ log = logging.getLogger(__name__)
 _STOPPED = (gevent.GreenletExit, KeyboardInterrupt, SystemExit)
 
 
+class ConnectionLender(Protocol):
+    """Where the adapter borrows a PostgreSQL tool's connection: the load's AgentPool (db.pool),
+    or a psycopg_pool.ConnectionPool."""
+
+    def getconn(self) -> psycopg.Connection: ...
+
+    def putconn(self, conn: psycopg.Connection, /) -> None: ...
+
+
 class ToolAdapter:
     def __init__(
         self,
-        pool: ConnectionPool,
+        pool: ConnectionLender,
         redis_client: redis.Redis | None,
         policy: RetryPolicy,
         tool_work_s: float,
@@ -86,12 +96,12 @@ class ToolAdapter:
         try:
             for attempt in range(1, self._policy.max_tries + 1):
                 record.attempts = attempt
-                failure, tx = self._attempt(tool, agent_id, seed, record, first_deadlock_at)
+                failure, after_commit = self._attempt(tool, agent_id, seed, record, first_deadlock_at)
                 if failure is None:
                     # The call has succeeded already: an agent stopped in a follow-up is still
                     # reported as succeeded, and one that raises is a harness bug that reaches
                     # the agent, never a failure of the call.
-                    for follow_up in tx.after_commit:
+                    for follow_up in after_commit:
                         follow_up()
                     break
                 if failure is Failure.DEADLOCK and first_deadlock_at is None:
@@ -112,8 +122,9 @@ class ToolAdapter:
 
     def _attempt(
         self, tool: Tool, agent_id: str, seed: int, record: CallRecord, first_deadlock_at: float | None
-    ) -> tuple[Failure | None, Transaction | None]:
-        """One try of the call: the failure it met (None when it committed), and its transaction.
+    ) -> tuple[Failure | None, list[Callable[[], None]]]:
+        """One try of the call: the failure it met, or None and the follow-ups of the transaction
+        it committed (its `after_commit`, the same list).
 
         Success is recorded as soon as COMMIT returns (or a Redis tool's commands did), before
         the connection goes back to the pool: an agent stopped after that point made a call that
@@ -142,7 +153,7 @@ class ToolAdapter:
             record.observations = tx.observations
             if first_deadlock_at is not None:
                 record.deadlock_resolution_s = perf_counter() - first_deadlock_at
-            return None, tx
+            return None, tx.after_commit
         except _STOPPED:
             record.outcome = Outcome.INDETERMINATE if committing else Outcome.INTERRUPTED
             if conn is not None:
@@ -158,7 +169,7 @@ class ToolAdapter:
                 record.outcome = Outcome.INDETERMINATE
             if failure is Failure.ERROR:
                 log.warning("tool %s failed: %s: %s", tool.name, type(exc).__name__, exc)
-            return failure, tx
+            return failure, []
         finally:
             if conn is not None:
                 try:

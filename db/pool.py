@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from time import monotonic
+from typing import cast
 
 import gevent
 import gevent.lock
@@ -135,7 +137,8 @@ class AgentPool:
         try:
             return taker.get()
         except _STOPPED:
-            taker.link_value(lambda done: self.putconn(done.value))
+            # Called back only if the taker returned: its value is the connection.
+            taker.link_value(lambda done: self.putconn(cast("psycopg.Connection", done.value)))
             taker.link_exception(lambda _: self._slots.release())
             raise
         except BaseException:
@@ -157,7 +160,7 @@ class AgentPool:
         finally:
             self._slots.release()
 
-    def connection(self, timeout_s: float):
+    def connection(self, timeout_s: float) -> AbstractContextManager[psycopg.Connection]:
         """A connection for the harness's own checks, straight from the pool."""
         return self._pool.connection(timeout=timeout_s)
 
@@ -194,7 +197,7 @@ def open_pool(dsn: str, settings: SessionSettings, *, size: int, timeout_s: floa
     """Open a pool of exactly `size` connections, all connected before the first call, so
     that connection set-up is never measured as pool wait. Raises PoolNotOpened when the server
     would not give them all (the pool is closed then)."""
-    pool = ConnectionPool(
+    pool: ConnectionPool[psycopg.Connection] = ConnectionPool(
         dsn,
         connection_class=HubWaitConnection,  # psycopg's waits on gevent's hub, for less CPU a statement
         min_size=size,

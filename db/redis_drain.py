@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 import redis
@@ -75,7 +75,10 @@ def drain_stream(
     while True:
         with conn.transaction():
             through = _locked_through(conn, schema, stream)
-            entries = client.xrange(stream, min="-" if through is None else f"({through}", count=_BATCH)
+            # redis-py types an entry for any client; this one is given raw bytes (no
+            # decode_responses), and XRANGE answers a list, empty at the end, never nil.
+            entries = cast("list[tuple[bytes, dict[bytes, bytes]]]", client.xrange(
+                stream, min="-" if through is None else f"({through}", count=_BATCH))
             if entries:
                 with conn.cursor().copy(copy) as rows:
                     for raw_id, fields in entries:

@@ -65,16 +65,17 @@ return 0"""
         self._token = f"{holder}:{uuid.uuid4().hex}"
         self._ttl_ms = ttl_ms
         self._renew_every_s = renew_every_s
-        self._renewer: gevent.Greenlet | None = None
+        self._renewer: gevent.Greenlet[[], None] | None = None
         self.lost = False  # another run holds the keys now: this run's Redis data is not its own
         self._claimed_again = 0  # times the hold was found missing and taken again, since last asked
 
     def claim(self) -> None:
         """Hold the keys, and keep holding them; raises SchemaRefused when another run does."""
         if not self._client.set(self.key, self._token, nx=True, px=self._ttl_ms):
-            holder = self._client.get(self.key)
+            holder = self._client.get(self.key) or b"?"
+            shown = holder.decode() if isinstance(holder, bytes) else holder
             raise SchemaRefused(
-                f"the Redis keys {self.key}:* are in use by another toolclash run ({(holder or b'?').decode()});"
+                f"the Redis keys {self.key}:* are in use by another toolclash run ({shown});"
                 " use --schema to pick another"
             )
         self._renewer = gevent.spawn(self._renew)

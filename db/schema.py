@@ -11,6 +11,8 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
+from db.rows import one_row
+
 __all__ = ["SchemaRefused", "claim", "prepare", "begin_run", "finish_run"]
 
 _TABLES = (
@@ -115,9 +117,9 @@ def claim(conn: psycopg.Connection, schema: str) -> None:
 
     `conn` must stay open for the whole run: the lock goes with the session.
     """
-    got = conn.execute(
+    got = one_row(conn.execute(
         "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (f"toolclash:{schema}",)
-    ).fetchone()[0]
+    ))[0]
     if not got:
         raise SchemaRefused(f"schema {schema!r} is in use by another toolclash run; use --schema to pick another")
 
@@ -156,10 +158,11 @@ def prepare(conn: psycopg.Connection, schema: str, *, reset: bool) -> None:
 
 def _made_by_toolclash(conn: psycopg.Connection, schema: str) -> bool:
     # Schemas made before the mark existed have our run_state table.
-    comment, has_run_state = conn.execute(
+    # Asked of a schema that exists: pg_namespace has its row.
+    comment, has_run_state = one_row(conn.execute(
         "SELECT obj_description(oid, 'pg_namespace'), to_regclass(%s) IS NOT NULL FROM pg_namespace WHERE nspname = %s",
         (f"{_quoted(schema)}.run_state", schema),
-    ).fetchone()
+    ))
     return comment == _MARK or (comment is None and has_run_state)
 
 
@@ -196,7 +199,7 @@ def _add_missing_tables(conn: psycopg.Connection, schema: str) -> None:
         conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema)))
         for ddl in _TABLES:
             name = ddl.split()[2]
-            if conn.execute("SELECT to_regclass(%s)", (f"{_quoted(schema)}.{name}",)).fetchone()[0] is None:
+            if one_row(conn.execute("SELECT to_regclass(%s)", (f"{_quoted(schema)}.{name}",)))[0] is None:
                 conn.execute(ddl)
         # Schemas made before a run could end 'audit_failed' allowed only 'running' and 'finished'.
         conn.execute("ALTER TABLE run_state DROP CONSTRAINT IF EXISTS run_state_status_check")

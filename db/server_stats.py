@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import psycopg
 
+from db.rows import one_row
+
 __all__ = ["DATABASE_COUNTERS", "ConnectionRoom", "connection_room", "database_counters", "wait_for_sessions_to_end"]
 
 DATABASE_COUNTERS = ("deadlocks", "xact_commit", "xact_rollback", "conflicts")
@@ -15,9 +17,9 @@ DATABASE_COUNTERS = ("deadlocks", "xact_commit", "xact_rollback", "conflicts")
 def database_counters(conn: psycopg.Connection) -> dict[str, int]:
     """The cumulative counters of the current database, fresh (not a cached snapshot)."""
     conn.execute("SELECT pg_stat_clear_snapshot()")
-    row = conn.execute(
+    row = one_row(conn.execute(
         f"SELECT {', '.join(DATABASE_COUNTERS)} FROM pg_stat_database WHERE datname = current_database()"
-    ).fetchone()
+    ))
     return {name: int(value) for name, value in zip(DATABASE_COUNTERS, row, strict=True)}
 
 
@@ -30,11 +32,11 @@ def wait_for_sessions_to_end(conn: psycopg.Connection, application_prefix: str, 
     """
     deadline = time.monotonic() + timeout_s
     while True:
-        left = conn.execute(
+        left: int = one_row(conn.execute(
             "SELECT count(*) FROM pg_stat_activity"
             " WHERE left(application_name, length(%(p)s)) = %(p)s AND datname = current_database()",
             {"p": application_prefix},
-        ).fetchone()[0]
+        ))[0]
         if left == 0 or time.monotonic() >= deadline:
             return left
         time.sleep(0.05)
@@ -58,11 +60,11 @@ class ConnectionRoom:
 
 def connection_room(conn: psycopg.Connection) -> ConnectionRoom:
     """What the server allows now; `conn` counts as in use."""
-    row = conn.execute(
+    row = one_row(conn.execute(
         """SELECT current_setting('max_connections')::int,
                   current_setting('superuser_reserved_connections')::int
                   + coalesce(current_setting('reserved_connections', true)::int, 0),
                   (SELECT count(*) FROM pg_stat_activity
                    WHERE backend_type = 'client backend')"""
-    ).fetchone()
+    ))
     return ConnectionRoom(*(int(v) for v in row))

@@ -55,6 +55,8 @@ class Transaction:
     def execute(self, query: Any, params: Any = None) -> psycopg.Cursor:
         """Run one statement, remembering when it started (a deadlock's detection time is
         measured from the start of the statement the server chose as victim)."""
+        if self.conn is None:
+            raise RuntimeError("execute() of a Redis-only tool (backend 'redis'): it has no PostgreSQL transaction")
         self.statement_started = perf_counter()
         return self.conn.execute(query, params)
 
@@ -89,15 +91,17 @@ class Tool:
         return self.backend != "redis"
 
 
-def tool(*, weight: int = 1, backend: str = "pg") -> Callable[[Callable[[Transaction], Any]], Callable[[Transaction], Any]]:
+def tool(*, weight: int = 1,
+         backend: str = "pg") -> Callable[[Callable[[Transaction], Any]], Callable[[Transaction], Any]]:
     """Optional marks on a user-written tool function: how often agents pick it, and whether it
     needs a PostgreSQL transaction ("pg") or only Redis ("redis")."""
     if weight < 0 or backend not in ("pg", "redis"):
         raise ValueError(f"tool(weight={weight!r}, backend={backend!r}): weight >= 0, backend 'pg' or 'redis'")
 
     def mark(function: Callable[[Transaction], Any]) -> Callable[[Transaction], Any]:
-        function.toolclash_weight = weight
-        function.toolclash_backend = backend
+        # Read back with getattr (tasks.user_tools); a function's attributes are not in its type.
+        setattr(function, "toolclash_weight", weight)
+        setattr(function, "toolclash_backend", backend)
         return function
 
     return mark

@@ -27,7 +27,8 @@ def setup(conn):
 @tool(weight=3)
 def book_seat(tx):
     """Take a free seat; when all are taken, free a random one first (the booking expires)."""
-    row = tx.execute("SELECT id FROM seats WHERE booked_by IS NULL ORDER BY random() LIMIT 1 FOR UPDATE SKIP LOCKED").fetchone()
+    row = tx.execute(
+        "SELECT id FROM seats WHERE booked_by IS NULL ORDER BY random() LIMIT 1 FOR UPDATE SKIP LOCKED").fetchone()
     if row is None:
         row = tx.execute("SELECT id FROM seats WHERE id = %s FOR UPDATE", (tx.rng.randint(1, SEATS),)).fetchone()
     tx.work()

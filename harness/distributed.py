@@ -102,7 +102,8 @@ class WorkerShipments:
 
     def add(self, worker_id: str, shipment: dict[str, Any], *, final: bool = False) -> None:
         if shipment["test"] != self._test:
-            log.info("worker %s shipped metrics of test %s during test %s: left out", worker_id, shipment["test"], self._test)
+            log.info("worker %s shipped metrics of test %s during test %s: left out",
+                     worker_id, shipment["test"], self._test)
             return
         last, number = self._last_number.get(worker_id, 0), shipment["number"]
         self._numbers_missing[worker_id] = self._numbers_missing.get(worker_id, 0) + max(0, number - last - 1)

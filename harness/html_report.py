@@ -295,8 +295,8 @@ def _tools(report: dict[str, Any]) -> str:
         cells.append(_cell(failures))
         rows.append(_row(*cells))
     note = ("<p class='tc-note'>Latency of a call, retries included; failed attempts by kind. Refused: the tool's own"
-            " answer \"no\" (a full queue, an account that cannot pay), a part of the failed calls that is no failure of the"
-            " platform: success rates leave it out.</p>")
+            " answer \"no\" (a full queue, an account that cannot pay), a part of the failed calls that is no failure"
+            " of the platform: success rates leave it out.</p>")
     return _block("Tool Calls", _table("tools", headers, rows) + note, "tools")
 
 

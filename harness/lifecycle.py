@@ -56,20 +56,20 @@ from harness.distributed import (
     WorkerShipments,
 )
 from harness.history import History, worker_path
-from harness.hub_lag import HeartbeatGaps, HubLagProbe
 from harness.html_report import add_to_html_report, install_on_web_ui, pending_section, section
+from harness.hub_lag import HeartbeatGaps, HubLagProbe
 from harness.junit import write_junit
 from harness.load import Load
 from harness.matrix import MATRIX_LEVEL_VARIABLE, run_matrix
 from harness.metrics import Metrics
 from harness.options import RUN_OPTIONS, BadOption, Settings, add_arguments
-from harness.run_settings import fingerprint, fixed_options, settings_for_test
-from harness.verdict import CONFIGURATION_ERROR, configuration_errors
 from harness.report import format_summary, log_summary, write_json
+from harness.run_settings import fingerprint, fixed_options, settings_for_test
 from harness.services import Services
 from harness.shapes import AgentStages
-from harness.web_ui import Panel
+from harness.verdict import CONFIGURATION_ERROR, configuration_errors
 from harness.web_form import check_start_form
+from harness.web_ui import Panel
 from harness.worker_check import Shared, WorkerChecks, refusal
 
 __all__ = ["install", "toolclash_of", "Toolclash"]

@@ -17,8 +17,8 @@ from locust.event import EventHook
 from psycopg_pool import PoolTimeout
 
 from db.adapter import ToolAdapter
-from db.pool import PoolNotOpened, SessionSettings, load_application_name, open_pool
 from db.call_record import Outcome
+from db.pool import PoolNotOpened, SessionSettings, load_application_name, open_pool
 from db.session import SEND_ONCE, connection_lost
 from db.tool import Tool
 from harness.metrics import Metrics

@@ -117,7 +117,8 @@ def _row_figures(report: dict[str, Any]) -> tuple[int, int, int, int, str]:
 def format_matrix(rows: list[dict[str, Any]]) -> str:
     lines = [
         "",
-        f"{'isolation level':<18}{'calls':>9}{'serialization failures':>24}{'lost updates':>14}{'write skew':>12}  verdict",
+        f"{'isolation level':<18}{'calls':>9}{'serialization failures':>24}{'lost updates':>14}{'write skew':>12}"
+        "  verdict",
     ]
     for row in rows:
         calls, failures, lost, skew, verdict = _row_figures(row["report"])

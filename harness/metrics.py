@@ -285,7 +285,8 @@ class Metrics:
         metrics.load_failures = list(data["load_failures"])
         metrics.agent_errors = data["agent_errors"]
         metrics.agent_error_samples = list(data["agent_error_samples"])
-        metrics.stages = {int(index): cls.from_dict(stage, keep_op_ids=False) for index, stage in data["stages"].items()}
+        metrics.stages = {int(index): cls.from_dict(stage, keep_op_ids=False)
+                          for index, stage in data["stages"].items()}
         return metrics
 
 

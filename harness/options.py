@@ -16,10 +16,10 @@ from typing import Any, NoReturn
 from db.pool import ISOLATION_LEVELS
 from db.redis_keys import RedisKeys
 from db.retry import RetryPolicy
-from tasks.scenarios import Scenario, ScenarioParams, UnknownScenario, select
 from harness.chaos import BadChaos, Fault, parse_chaos
 from harness.shapes import SHAPES
 from harness.sla import DEFAULT_SLA_FILE, BadSlaFile, Rule, load_rules
+from tasks.scenarios import Scenario, ScenarioParams, UnknownScenario, select
 from tasks.user_tools import BadToolsModule, load_tools_module
 
 __all__ = ["BadOption", "DEFAULT_POOL_SIZE", "DEFAULT_SCHEMA", "HARNESS_SESSIONS", "RUN_OPTIONS", "RunOption",
@@ -139,7 +139,8 @@ def add_arguments(parser: Any) -> None:
     # start form, rightly, since they are fixed when the process starts (servers reached, schema claimed).
     add = group.add_argument
     add("--pg-dsn", env_var="TOOLCLASH_PG_DSN", default=None,
-        help="PostgreSQL to stress (libpq DSN or URI). Unset with --redis-url unset too: an embedded PostgreSQL is started")
+        help="PostgreSQL to stress (libpq DSN or URI)."
+             " Unset with --redis-url unset too: an embedded PostgreSQL is started")
     add("--redis-url", env_var="TOOLCLASH_REDIS_URL", default=None,
         help="Redis to stress (redis:// or unix:// URL). Unset: an embedded Redis is started")
     add("--schema", env_var="TOOLCLASH_SCHEMA", default=DEFAULT_SCHEMA,
@@ -197,8 +198,8 @@ def _schema_name(value: str) -> str:
     if not value or len(value) > 40 or value.startswith("pg_") or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", value):
         raise BadOption(f"--schema {value!r}: give a plain identifier of at most 40 characters, not starting with pg_")
     if value.lower() in _SHARED_SCHEMAS:
-        raise BadOption(f"--schema {value}: shared by everything in the database; toolclash works in a schema of its own"
-                        " (default: toolclash)")
+        raise BadOption(f"--schema {value}: shared by everything in the database;"
+                        " toolclash works in a schema of its own (default: toolclash)")
     return value
 
 

@@ -151,7 +151,8 @@ def format_summary(report: dict[str, Any]) -> str:
             f"{tool['retries']:>9}{_ms(tool['p50_ms']):>9}{_ms(tool['p95_ms']):>9}{_ms(tool['p99_ms']):>9}"
         )
     lines.append("")
-    lines.append("conflicts: " + ", ".join(f"{k}={v}" for k, v in report["conflicts"].items()) + f", errors={report['errors']}")
+    lines.append("conflicts: " + ", ".join(f"{k}={v}" for k, v in report["conflicts"].items())
+                 + f", errors={report['errors']}")
     lines.append("anomalies: " + ", ".join(f"{k}={v}" for k, v in report["anomalies"].items()))
     if report.get("faults"):
         lines.append(_faults_line(report))
@@ -166,7 +167,8 @@ def format_summary(report: dict[str, Any]) -> str:
     lines.append(f"deadlock_timeout: {server['deadlock_timeout']['note']}")
     lines.append(
         f"server peaks ({server['samples']} samples): lock waiters={server['peak_lock_waiters']},"
-        f" longest lock wait={server['longest_lock_wait_ms']} ms, longest blocking chain={server['longest_blocking_chain']},"
+        f" longest lock wait={server['longest_lock_wait_ms']} ms,"
+        f" longest blocking chain={server['longest_blocking_chain']},"
         f" Redis clients={server['peak_redis_clients']}, Redis ops/s={server['peak_redis_ops_per_sec']},"
         f" Redis rejected connections={server['redis_rejected_connections']}"
     )
@@ -191,11 +193,13 @@ def format_summary(report: dict[str, Any]) -> str:
     for rule in report["sla"]:
         mark = "ok  " if rule["ok"] else "FAIL"
         lines.append(
-            f"  [{mark}] {rule['name']}: observed {_figure(rule['observed'])} (needs {rule['op']} {rule['threshold']:g})"
+            f"  [{mark}] {rule['name']}: observed {_figure(rule['observed'])}"
+            f" (needs {rule['op']} {rule['threshold']:g})"
         )
     if report.get("steps"):
         lines.append("")
-        lines.append(f"{'stage':<7}{'agents':>7}{'calls/s':>10}{'p95 ms':>9}{'conflicts':>11}{'pool wait p95':>15}  SLAs")
+        lines.append(f"{'stage':<7}{'agents':>7}{'calls/s':>10}{'p95 ms':>9}{'conflicts':>11}{'pool wait p95':>15}"
+                     "  SLAs")
         for step in report["steps"]:
             failed = [r["name"] for r in step["sla"] if not r["ok"]]
             lines.append(
@@ -245,8 +249,8 @@ def stage_reports(
         until = stages[position + 1]["started"] if position + 1 < len(stages) else ended
         duration = max(until - stage["started"], 1e-9)
         stage_metrics = metrics.stages.get(stage["stage"], Metrics(keep_op_ids=False))
-        report = build_report(metrics=stage_metrics, server={}, checks=[], run={"duration_s": duration, "isolation": isolation},
-                              servers=[], timeseries=[])
+        report = build_report(metrics=stage_metrics, server={}, checks=[],
+                              run={"duration_s": duration, "isolation": isolation}, servers=[], timeseries=[])
         all_calls = Histogram()
         for stats in stage_metrics.tools.values():
             all_calls.merge(stats.latency)

@@ -32,7 +32,8 @@ __all__ = ["BadSlaFile", "DEFAULT_SLA_FILE", "METRICS", "Rule", "evaluate", "loa
 
 DEFAULT_SLA_FILE = Path(__file__).resolve().parent.parent / "sla" / "default.toml"
 
-_OPS: dict[str, Callable[[float, float], bool]] = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+_OPS: dict[str, Callable[[float, float], bool]] = {"<": operator.lt, "<=": operator.le,
+                                                   ">": operator.gt, ">=": operator.ge}
 
 Report = dict[str, Any]
 

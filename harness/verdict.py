@@ -6,8 +6,9 @@ finishing their calls, when no tool call was made, when a worker vanished with c
 outcome nobody reported, when a worker's shipment of outcomes never reached the master, when a
 session of the load was still open at the audit (what it may yet commit is not in the audited
 data), or when a tool raised an error (neither a conflict nor its own refusal: a bug, a missing
-table, a constraint): a run whose tools fail is no evidence that the platform holds. The server refusing the run's connections is the run's configuration,
-not a verdict on the platform: exit code 2, like a bad option.
+table, a constraint): a run whose tools fail is no evidence that the platform holds. The server
+refusing the run's connections is the run's configuration, not a verdict on the platform: exit
+code 2, like a bad option.
 
 The report's `evidence.notes` are what a reader must know but the verdict does not rest on: a
 harness whose event loop fell behind (harness.hub_lag) measured latencies that include its own

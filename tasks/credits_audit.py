@@ -12,8 +12,16 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from db.audits import SHOW_AT_MOST, AuditContext, Baseline, Check, identities_in_table, listing, listing_ids, \
-    rows_match_values
+from db.audits import (
+    SHOW_AT_MOST,
+    AuditContext,
+    Baseline,
+    Check,
+    identities_in_table,
+    listing,
+    listing_ids,
+    rows_match_values,
+)
 
 __all__ = ["LEDGER_TOOLS", "audit_credits"]
 
@@ -35,7 +43,8 @@ def audit_credits(ctx: AuditContext) -> list[Check]:
             _no_negative_balance(conn),
             *identities_in_table(conn, "ledger", acknowledged, present="acknowledged_in_ledger",
                                  within="ledger_within_acknowledged", failed="failed_not_in_ledger"),
-            rows_match_values(conn, "ledger", {"debit_account": "debit", "credit_account": "credit", "amount": "amount"},
+            rows_match_values(conn, "ledger",
+                              {"debit_account": "debit", "credit_account": "credit", "amount": "amount"},
                               name="ledger_rows_match_calls"),
             _versions_count_updates(conn),
             _one_deduction_per_version(conn),
@@ -44,8 +53,10 @@ def audit_credits(ctx: AuditContext) -> list[Check]:
 
 def _accounts_as_seeded(conn: psycopg.Connection, baseline: Baseline) -> Check:
     added_ids, added, removed_ids, removed = conn.execute(
-        """SELECT (array_agg(a.id ORDER BY a.id) FILTER (WHERE s.id IS NULL))[1:%(n)s], count(*) FILTER (WHERE s.id IS NULL),
-                  (array_agg(s.id ORDER BY s.id) FILTER (WHERE a.id IS NULL))[1:%(n)s], count(*) FILTER (WHERE a.id IS NULL)
+        """SELECT (array_agg(a.id ORDER BY a.id) FILTER (WHERE s.id IS NULL))[1:%(n)s],
+                  count(*) FILTER (WHERE s.id IS NULL),
+                  (array_agg(s.id ORDER BY s.id) FILTER (WHERE a.id IS NULL))[1:%(n)s],
+                  count(*) FILTER (WHERE a.id IS NULL)
            FROM accounts a FULL JOIN generate_series(1, %(accounts)s) AS s (id) ON s.id = a.id""",
         {"n": SHOW_AT_MOST, "accounts": baseline.accounts},
     ).fetchone()

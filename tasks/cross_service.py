@@ -28,8 +28,7 @@ import redis
 import redis.exceptions
 from psycopg import sql
 
-from db.audits import SHOW_AT_MOST, AuditContext, Check, identities_in_table, listing, listing_ids, \
-    rows_match_values
+from db.audits import SHOW_AT_MOST, AuditContext, Check, identities_in_table, listing, listing_ids, rows_match_values
 from db.redis_keys import RedisKeys
 from db.tool import Transaction
 from tasks.credits import MAX_AMOUNT, debit
@@ -168,8 +167,10 @@ def audit_cross_service(ctx: AuditContext) -> list[Check]:
         conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(ctx.schema)))
         charged = {agent: (int(ledger), int(outbox)) for agent, ledger, outbox in conn.execute(
             """SELECT agent_id, coalesce(l.total, 0), coalesce(o.total, 0)
-               FROM (SELECT agent_id, sum(amount) AS total FROM ledger WHERE tool = 'charge_usage' GROUP BY agent_id) l
-               FULL JOIN (SELECT agent_id, sum(amount) AS total FROM usage_outbox GROUP BY agent_id) o USING (agent_id)"""
+               FROM (SELECT agent_id, sum(amount) AS total FROM ledger WHERE tool = 'charge_usage'
+                     GROUP BY agent_id) l
+               FULL JOIN (SELECT agent_id, sum(amount) AS total FROM usage_outbox GROUP BY agent_id) o
+               USING (agent_id)"""
         ).fetchall()}
         # The charges no agent applied, by the sampler's relay during the run or the one above:
         # their window lasted until the relay applied them (from the row's insertion, a little

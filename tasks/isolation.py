@@ -139,11 +139,13 @@ _IMPOSSIBLE_READS = """
     ), reads AS (
         SELECT counter, read, count(*) AS times FROM increments WHERE outcome = 'succeeded' GROUP BY counter, read
     ), impossible AS (
-        SELECT counter, read, times, at_most, CASE WHEN read < 0 OR read >= at_most THEN times ELSE times - 1 END AS wrong
+        SELECT counter, read, times, at_most,
+               CASE WHEN read < 0 OR read >= at_most THEN times ELSE times - 1 END AS wrong
         FROM reads JOIN made USING (counter)
         WHERE times > 1 OR read < 0 OR read >= at_most
     )
-    SELECT (array_agg(ARRAY[counter, read, times, at_most] ORDER BY counter, read))[1:%(n)s], coalesce(sum(wrong), 0)::bigint,
+    SELECT (array_agg(ARRAY[counter, read, times, at_most] ORDER BY counter, read))[1:%(n)s],
+           coalesce(sum(wrong), 0)::bigint,
            (SELECT count(*) FROM increments WHERE outcome = 'succeeded')
     FROM impossible
 """

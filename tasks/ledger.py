@@ -9,7 +9,8 @@ from db.tool import Transaction
 __all__ = ["record_in_ledger"]
 
 
-def record_in_ledger(tx: Transaction, tool: str, *, debit: int | None, credit: int | None, amount: int) -> dict[str, Any]:
+def record_in_ledger(tx: Transaction, tool: str, *, debit: int | None, credit: int | None,
+                     amount: int) -> dict[str, Any]:
     """Keyed by the call's operation id: a retried or replayed call can never be counted twice.
 
     What it wrote, as the call's value: {"debit", "credit", "amount"}, without "credit" when no

@@ -67,7 +67,8 @@ def audit_pool(ctx: AuditContext) -> list[Check]:
     idle = sum(f["idle_in_transaction"] or 0 for f in ctx.findings)
     return [
         Check("pool_connections_returned", not leaked, "all", "all" if not leaked else leaked,
-              "; ".join(f"{f['process']}: {f['available']} of {f['connections']} connections free, pool size {f['size']}"
+              "; ".join(f"{f['process']}: {f['available']} of {f['connections']} connections free,"
+                        f" pool size {f['size']}"
                         + (f", {f['calls_in_flight']} calls still in flight after the load's 10 s wait"
                            if f["calls_in_flight"] else "")
                         for f in ctx.findings)),

@@ -122,7 +122,8 @@ def _copy_queue_now(conn: psycopg.Connection, snapshot: _Snapshot) -> list[str]:
     those whose id is no UUID (no script wrote them) are returned instead."""
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS queue_now (job uuid, place text) ON COMMIT DROP")
     conn.execute("TRUNCATE queue_now")
-    places = [(job, "level") for job in snapshot.queued.elements()] + [(job, "processing") for job in snapshot.held.values()]
+    places = ([(job, "level") for job in snapshot.queued.elements()]
+              + [(job, "processing") for job in snapshot.held.values()])
     strangers = []
     with conn.cursor().copy("COPY queue_now (job, place) FROM STDIN") as rows:
         for job, place in places:
@@ -178,7 +179,8 @@ def _acknowledged_jobs_enqueued(succeeded: int, missing: Found, elsewhere: Found
     wrong = missing.count + elsewhere.count
     detail = "; ".join(what for what in (
         missing.count and f"producers were told these were queued, the log never enqueued them: {missing.listing()}",
-        elsewhere.count and f"the log enqueued these at another level than their producers were told: {elsewhere.listing()}",
+        elsewhere.count and ("the log enqueued these at another level than their producers were told:"
+                             f" {elsewhere.listing()}"),
     ) if what)
     return Check("acknowledged_jobs_enqueued", not wrong, succeeded, succeeded - wrong,
                  detail or "every job a producer was told was queued is in the log's enqueues, at the level the"
@@ -258,7 +260,8 @@ def _served_ahead_of_older(ranks: list[int]) -> int:
 
 def _fifo_within_level(snapshot: _Snapshot, replay: Replay) -> Check:
     queued_ahead = sum(
-        _served_ahead_of_older([replay.waiting[level][job] for job in dict.fromkeys(jobs) if job in replay.waiting[level]])
+        _served_ahead_of_older([replay.waiting[level][job] for job in dict.fromkeys(jobs)
+                                if job in replay.waiting[level]])
         for level, jobs in enumerate(snapshot.levels)
     )
     violations = replay.fifo_violations + queued_ahead

@@ -39,7 +39,8 @@ _CONSUMERS = """
            count(*) FILTER (WHERE outcome = 'succeeded' AND took AND NOT as_told),
            (array_agg(consumer) FILTER (WHERE logged AND (outcome IS NULL OR outcome = 'failed'
                                                           OR (outcome = 'succeeded' AND NOT took))))[1:%(n)s],
-           count(*) FILTER (WHERE logged AND (outcome IS NULL OR outcome = 'failed' OR (outcome = 'succeeded' AND NOT took))),
+           count(*) FILTER (WHERE logged AND (outcome IS NULL OR outcome = 'failed'
+                                              OR (outcome = 'succeeded' AND NOT took))),
            count(*) FILTER (WHERE logged AND outcome = 'failed'),
            count(*) FILTER (WHERE logged AND outcome = 'indeterminate'),
            (SELECT array_agg(job) FROM (SELECT value::jsonb ->> 'job' AS job FROM harness_outcomes

@@ -68,7 +68,8 @@ class Scenario:
     joins_default_mix: Callable[[str], bool] = field(default=lambda isolation: True)
 
 
-def _tool(name: str, function: Callable[..., None], weight: int = 1, backend: str = "pg", **params: Any) -> WeightedTool:
+def _tool(name: str, function: Callable[..., None], weight: int = 1, backend: str = "pg",
+          **params: Any) -> WeightedTool:
     return WeightedTool(Tool(name, partial(function, **params), backend), weight)
 
 
