@@ -213,8 +213,12 @@ def _money_invented_and_a_version_put_back(at: At) -> dict[str, str]:
 def _transfers_invented_lost_and_an_overdraft(at: At) -> dict[str, str]:
     invented = at.db.execute("INSERT INTO ledger (op_id, tool, agent_id, debit_account, credit_account, amount)"
                              " VALUES (gen_random_uuid(), 'transfer_credits', 'p0-a1', 1, 2, 5) RETURNING op_id").fetchone()[0]
-    lost = at.db.execute("DELETE FROM ledger WHERE op_id = (SELECT op_id FROM ledger WHERE tool = 'transfer_credits'"
-                         " ORDER BY recorded_at LIMIT 1) RETURNING op_id").fetchone()[0]
+    # Not one between accounts 1 and 2: its movements would cancel the invented one's in the
+    # versions (and, of the same amount back, in the balances).
+    lost = wait_until(lambda: at.db.execute(
+        "DELETE FROM ledger WHERE op_id = (SELECT op_id FROM ledger WHERE tool = 'transfer_credits'"
+        " AND NOT (debit_account IN (1, 2) AND credit_account IN (1, 2)) ORDER BY recorded_at LIMIT 1)"
+        " RETURNING op_id").fetchone(), "a transfer not between accounts 1 and 2")[0]
     # Far below zero: the transfers to account 6 in the rest of the run cannot lift it back.
     with at.db.transaction():  # account 6 locked first: no transfer moves its balance in between
         # A transfer locking 5 then 6 deadlocks with this: its session (20 ms) gives way, never this one.
