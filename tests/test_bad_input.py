@@ -7,7 +7,6 @@ import time
 import pytest
 from psycopg import sql
 
-from tests.support import run_locust
 
 RUN = ["--users", "2", "--run-time", "2s"]
 
@@ -20,22 +19,22 @@ def _one_clear_line(done) -> str:
     return lines[0]
 
 
-def test_an_unreachable_postgres_names_what_was_tried_within_10_seconds(servers):
+def test_an_unreachable_postgres_names_what_was_tried_within_10_seconds(servers, locust):
     started = time.monotonic()
-    done = run_locust("--pg-dsn", "postgresql://postgres@127.0.0.1:1/test", "--redis-url", servers.redis_url, *RUN)
+    done = locust.run("--pg-dsn", "postgresql://postgres@127.0.0.1:1/test", "--redis-url", servers.redis_url, *RUN)
     line = _one_clear_line(done)
     assert time.monotonic() - started < 10
     assert "127.0.0.1:1/test" in line and "--pg-dsn" in line and "PostgreSQL" in line
 
 
-def test_an_unreachable_redis_names_what_was_tried(servers, schema):
-    done = run_locust("--pg-dsn", servers.pg_dsn, "--redis-url", "redis://127.0.0.1:1/0", "--schema", schema, *RUN)
+def test_an_unreachable_redis_names_what_was_tried(servers, schema, locust):
+    done = locust.run("--pg-dsn", servers.pg_dsn, "--redis-url", "redis://127.0.0.1:1/0", "--schema", schema, *RUN)
     line = _one_clear_line(done)
     assert "Redis at 127.0.0.1:1/0" in line
 
 
-def test_a_dsn_that_does_not_parse_is_refused(servers):
-    done = run_locust("--pg-dsn", "host=127.0.0.1 port", "--redis-url", servers.redis_url, *RUN)
+def test_a_dsn_that_does_not_parse_is_refused(servers, locust):
+    done = locust.run("--pg-dsn", "host=127.0.0.1 port", "--redis-url", servers.redis_url, *RUN)
     assert "invalid PostgreSQL DSN" in _one_clear_line(done)
 
 
@@ -61,33 +60,33 @@ def test_a_dsn_that_does_not_parse_is_refused(servers):
         (["--history", "/no/such/directory/history.jsonl"], "--history /no/such/directory/history.jsonl"),
     ],
 )
-def test_nonsense_options_are_refused_before_any_server_is_touched(args, says):
+def test_nonsense_options_are_refused_before_any_server_is_touched(args, says, locust):
     # No DSN given: an option error must come before the embedded servers would start.
-    done = run_locust(*RUN, *args)
+    done = locust.run(*RUN, *args)
     assert says in _one_clear_line(done)
 
 
-def test_a_schema_left_dirty_is_refused_until_reset(servers, admin, schema):
-    first = run_locust("--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema, *RUN)
+def test_a_schema_left_dirty_is_refused_until_reset(servers, admin, schema, locust):
+    first = locust.run("--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema, *RUN)
     assert first.returncode == 0, first.stderr[-2000:]
     admin.execute(sql.SQL("UPDATE {}.run_state SET status = 'running'").format(sql.Identifier(schema)))
     ledger = sql.SQL("SELECT count(*) FROM {}.ledger").format(sql.Identifier(schema))
     rows = admin.execute(ledger).fetchone()[0]
 
-    refused = run_locust("--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema, *RUN)
+    refused = locust.run("--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema, *RUN)
     line = _one_clear_line(refused)
     assert "did not finish" in line and "--reset" in line
     assert admin.execute(ledger).fetchone()[0] == rows, "the interrupted run's data is kept"
 
-    reset = run_locust("--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema, "--reset", *RUN)
+    reset = locust.run("--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema, "--reset", *RUN)
     assert reset.returncode == 0, reset.stderr[-2000:]
 
 
-def test_a_schema_not_made_by_toolclash_is_never_touched(servers, admin, schema):
+def test_a_schema_not_made_by_toolclash_is_never_touched(servers, admin, schema, locust):
     admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
     admin.execute(sql.SQL("CREATE TABLE {}.precious (id int)").format(sql.Identifier(schema)))
     for extra in ([], ["--reset"]):
-        done = run_locust("--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema, *extra, *RUN)
+        done = locust.run("--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema, *extra, *RUN)
         assert "not made by toolclash" in _one_clear_line(done)
     assert admin.execute(sql.SQL("SELECT to_regclass({})").format(sql.Literal(f"{schema}.precious"))).fetchone()[0]
 
@@ -102,10 +101,10 @@ def test_a_schema_not_made_by_toolclash_is_never_touched(servers, admin, schema)
     ],
     ids=["syntax", "import", "no-tool", "empty-mix"],
 )
-def test_a_tools_module_that_cannot_serve_is_refused(tmp_path, source, says):
+def test_a_tools_module_that_cannot_serve_is_refused(tmp_path, source, says, locust):
     module = tmp_path / "tools.py"
     module.write_text(source)
-    done = run_locust(*RUN, "--tools-module", str(module))
+    done = locust.run(*RUN, "--tools-module", str(module))
     assert says in _one_clear_line(done)
 
 

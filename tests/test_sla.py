@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from harness.sla import METRICS, DEFAULT_SLA_FILE, BadSlaFile, evaluate, load_rules
-from tests.support import read_report, run_locust
+from tests.support import read_report
 
 SCOPES = {"optimistic_locking": ["deduct_credits"], "deduct_credits": ["deduct_credits"],
           "deadlock": ["transfer_credits"], "transfer_credits": ["transfer_credits"]}
@@ -83,17 +83,17 @@ def test_a_bad_rule_is_named_with_what_is_wrong(tmp_path, body, says):
     assert says in str(caught.value) and str(sla) in str(caught.value)
 
 
-def test_a_malformed_sla_file_stops_the_run_before_any_load(tmp_path):
+def test_a_malformed_sla_file_stops_the_run_before_any_load(tmp_path, locust):
     sla = tmp_path / "sla.toml"
     sla.write_text('[[rule]]\nmetric = "success_rate"\nop = ">"\nthreshold = 2')
-    done = run_locust("--users", "2", "--run-time", "2s", "--sla", str(sla))
+    done = locust.run("--users", "2", "--run-time", "2s", "--sla", str(sla))
     assert done.returncode == 2
     [line] = [line for line in done.stderr.splitlines() if line.startswith("toolclash: error:")]
     assert "rule 1" in line and "between 0 and 1" in line and "Traceback" not in done.stderr
     assert "Ramping" not in done.stderr
 
 
-def test_a_users_sla_decides_the_exit_code_and_shows_in_junit(servers, schema, tmp_path):
+def test_a_users_sla_decides_the_exit_code_and_shows_in_junit(servers, schema, tmp_path, locust):
     sla = tmp_path / "strict.toml"
     sla.write_text("""
 [[rule]]
@@ -109,7 +109,7 @@ op = "<="
 threshold = 0
 """)
     report_path, junit_path = tmp_path / "report.json", tmp_path / "junit.xml"
-    done = run_locust(
+    done = locust.run(
         "--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema,
         "--users", "5", "--spawn-rate", "5", "--run-time", "3s", "--scenario", "optimistic_locking",
         "--sla", str(sla), "--report-json", str(report_path), "--junit-xml", str(junit_path),

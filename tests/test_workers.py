@@ -4,17 +4,13 @@ master's is refused before any load; each test's settings are re-read, and finge
 
 from __future__ import annotations
 
-import os
-import subprocess
-from pathlib import Path
-
 import pytest
 from psycopg import sql
 
 from harness import verdict
 from harness.options import BadOption
 from harness.run_settings import fingerprint, fixed_options, settings_for_test
-from tests.support import LOCUST, ROOT, own_master_port, read_report
+from tests.support import own_master_port, read_report
 
 # A tools module that writes down the isolation level the server ran each of its transactions at.
 PROBE = '''
@@ -28,35 +24,14 @@ def record_isolation(tx):
 '''
 
 
-def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("LOCUST_", "TOOLCLASH_"))}
-
-
-def _locust(log: Path, *args: str) -> subprocess.Popen:
-    with log.open("w") as out:  # a file, not a pipe: nobody reads while the others run
-        return subprocess.Popen([LOCUST, *args], cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=out,
-                                stdin=subprocess.DEVNULL)
-
-
-def _run_by_hand(logs: Path, master_args: list[str], *worker_args: list[str], timeout: float = 180):
+def _run_by_hand(locust, master_args: list[str], *worker_args: list[str], timeout: float = 180):
     """A master (headless, expecting one worker per `worker_args`) and its workers, each a process
     started by hand as a user would; their (exit code, stderr)s, master first."""
     port = own_master_port()  # --master-bind-port P --master-port P
-    master = _locust(logs / "master.err", "--headless", "--only-summary", "--master", *port[:2],
-                     "--expect-workers", str(len(worker_args)), *master_args)
-    workers = [_locust(logs / f"worker{i}.err", "--worker", "--master-host", "127.0.0.1", *port[2:], *args)
-               for i, args in enumerate(worker_args)]
-    processes = [master, *workers]
-    try:
-        for p in processes:
-            p.wait(timeout=timeout)
-    finally:
-        for p in processes:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    names = ["master.err", *(f"worker{i}.err" for i in range(len(workers)))]
-    return [(p.returncode, (logs / name).read_text()) for p, name in zip(processes, names)]
+    master = locust.start("--master", *port[:2], "--expect-workers", str(len(worker_args)), *master_args)
+    workers = [locust.start("--worker", "--master-host", "127.0.0.1", *port[2:], *args, headless=False)
+               for args in worker_args]
+    return [(run.wait(timeout), run.stderr()) for run in (master, *workers)]
 
 
 def _servers(servers, schema) -> list[str]:
@@ -71,12 +46,13 @@ def _error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("toolclash: error:")]
 
 
-def test_workers_started_with_no_option_run_the_masters_scenario_and_isolation(servers, admin, schema, tmp_path):
+def test_workers_started_with_no_option_run_the_masters_scenario_and_isolation(servers, admin, schema, tmp_path,
+                                                                              locust):
     probe = tmp_path / "isolation_probe.py"
     probe.write_text(PROBE)
     path = tmp_path / "report.json"
     results = _run_by_hand(
-        tmp_path,
+        locust,
         [*_servers(servers, schema), "--users", "10", "--spawn-rate", "10", "--run-time", "5s",
          "--tools-module", str(probe), "--scenario", "isolation_probe,deadlock", "--isolation", "serializable",
          "--report-json", str(path)],
@@ -109,7 +85,8 @@ def test_workers_started_with_no_option_run_the_masters_scenario_and_isolation(s
 
 
 @pytest.mark.parametrize("option", ["--pg-dsn", "--tools-module"])
-def test_a_worker_with_another_fixed_option_is_refused_before_any_load(servers, admin, schema, tmp_path, option):
+def test_a_worker_with_another_fixed_option_is_refused_before_any_load(servers, admin, schema, tmp_path, option,
+                                                                        locust):
     mine, other = tmp_path / "mine" / "probe.py", tmp_path / "other" / "probe.py"
     for module, text in ((mine, PROBE), (other, PROBE + "\n# another version\n")):
         module.parent.mkdir()
@@ -122,7 +99,7 @@ def test_a_worker_with_another_fixed_option_is_refused_before_any_load(servers, 
         extra = ["--tools-module", str(mine)]
     path = tmp_path / "report.json"
     (master_code, master_err), (good_code, _), (refused_code, refused_err) = _run_by_hand(
-        tmp_path,
+        locust,
         [*_servers(servers, schema), "--users", "4", "--spawn-rate", "4", "--run-time", "20s", *extra,
          "--report-json", str(path)],
         [], [option, worker_value],
