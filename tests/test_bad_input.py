@@ -1,4 +1,11 @@
-"""Bad input: one clear line, exit code 2, no traceback, nothing touched."""
+"""Bad input: one clear line, exit code 2, no traceback, nothing touched.
+
+What a refused option says is checked where it is said: the settings parser (settings_from
+parses as the `locust` process does), the servers' probes, the --history file's opening. That
+such a refusal leaves the process as one line, exit code 2 and no traceback is checked by one
+real run per place an error leaves it: the start-up settings and the isolation matrix's child
+runs here, the web UI's start form in test_web_ui.py, the workers' check in test_workers.py.
+What the servers refuse (unreachable, a schema not ours or left dirty) is run for real."""
 
 from __future__ import annotations
 
@@ -7,6 +14,9 @@ import time
 import pytest
 from psycopg import sql
 
+from harness.lifecycle import _open_history
+from harness.options import BadOption
+from tests.support import settings_from
 
 RUN = ["--users", "2", "--run-time", "2s"]
 
@@ -17,6 +27,32 @@ def _one_clear_line(done) -> str:
     assert len(lines) == 1, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     return lines[0]
+
+
+def _refused(*words: str) -> str:
+    """The one-line reason the settings parser refuses these options for."""
+    with pytest.raises(BadOption) as refused:
+        settings_from(*RUN, *words)
+    assert "\n" not in str(refused.value), str(refused.value)
+    return str(refused.value)
+
+
+def test_a_bad_option_at_start_is_one_line_exit_2_no_traceback_and_no_load(locust):
+    """The start-up settings' real run: every refusal of the settings parser leaves the process
+    so (harness.lifecycle's init prints it, exits 2), before any server is touched."""
+    done = locust.run(*RUN, "--scenario", "deadlock,nonsense")
+    assert "unknown scenario 'nonsense'" in _one_clear_line(done)
+    assert "Ramping" not in done.stderr
+
+
+def test_a_matrix_level_that_gives_no_verdict_is_one_line_exit_2_no_traceback(servers, locust):
+    """The isolation matrix's real run: a level's own run (a child process) cannot reach
+    PostgreSQL; the matrix names the level and the child's reason, in one line."""
+    done = locust.run("--pg-dsn", "postgresql://postgres@127.0.0.1:1/test", "--redis-url", servers.redis_url,
+                      "--isolation-matrix", *RUN, timeout=60)
+    line = _one_clear_line(done)
+    assert "the read_committed run gave no verdict" in line and "127.0.0.1:1/test" in line, line
+    assert "running at repeatable_read" not in done.stdout, "no level ran after the one that failed"
 
 
 def test_an_unreachable_postgres_names_what_was_tried_within_10_seconds(servers, locust):
@@ -33,9 +69,13 @@ def test_an_unreachable_redis_names_what_was_tried(servers, schema, locust):
     assert "Redis at 127.0.0.1:1/0" in line
 
 
-def test_a_dsn_that_does_not_parse_is_refused(servers, locust):
-    done = locust.run("--pg-dsn", "host=127.0.0.1 port", "--redis-url", servers.redis_url, *RUN)
-    assert "invalid PostgreSQL DSN" in _one_clear_line(done)
+def test_a_dsn_that_does_not_parse_is_refused(servers):
+    from db.connect import ServiceUnreachable
+    from harness.services import Services
+
+    with pytest.raises(ServiceUnreachable) as refused:
+        Services("host=127.0.0.1 port", servers.redis_url).start()
+    assert "invalid PostgreSQL DSN" in str(refused.value) and "\n" not in str(refused.value)
 
 
 @pytest.mark.parametrize(
@@ -57,13 +97,20 @@ def test_a_dsn_that_does_not_parse_is_refused(servers, locust):
         (["--shape", "steps", "--shape-agents", "5,x"], "comma-separated whole numbers"),
         (["--shape", "spike", "--shape-agents", "5,0,5"], "at least one agent"),
         (["--seed", "-1"], "--seed -1"),
-        (["--history", "/no/such/directory/history.jsonl"], "--history /no/such/directory/history.jsonl"),
     ],
 )
-def test_nonsense_options_are_refused_before_any_server_is_touched(args, says, locust):
-    # No DSN given: an option error must come before the embedded servers would start.
-    done = locust.run(*RUN, *args)
-    assert says in _one_clear_line(done)
+def test_nonsense_options_are_refused_before_any_server_is_touched(args, says):
+    # The settings are parsed before anything else at start (harness.lifecycle's init).
+    assert says in _refused(*args)
+
+
+def test_a_history_file_that_cannot_be_written_is_refused(capfd):
+    """Opened at start, after the settings, before the servers: one line, exit code 2."""
+    with pytest.raises(SystemExit) as exited:
+        _open_history("/no/such/directory/history.jsonl", None)
+    assert exited.value.code == 2
+    [line] = capfd.readouterr().err.splitlines()
+    assert line.startswith("toolclash: error: --history /no/such/directory/history.jsonl"), line
 
 
 def test_a_schema_left_dirty_is_refused_until_reset(servers, admin, schema, locust):
@@ -101,11 +148,10 @@ def test_a_schema_not_made_by_toolclash_is_never_touched(servers, admin, schema,
     ],
     ids=["syntax", "import", "no-tool", "empty-mix"],
 )
-def test_a_tools_module_that_cannot_serve_is_refused(tmp_path, source, says, locust):
+def test_a_tools_module_that_cannot_serve_is_refused(tmp_path, source, says):
     module = tmp_path / "tools.py"
     module.write_text(source)
-    done = locust.run(*RUN, "--tools-module", str(module))
-    assert says in _one_clear_line(done)
+    assert says in _refused("--tools-module", str(module))
 
 
 def test_without_an_embedded_redis_for_this_platform_the_user_is_told_to_give_a_url(monkeypatch, tmp_path):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from psycopg import sql
 
+from harness.lifecycle import _reach_servers
 from harness.matrix import _level_arguments
+from harness.options import BadOption
+from tests.support import settings_from
 
 RUN = ("--users", "2", "--spawn-rate", "2", "--run-time", "2s", "--scenario", "optimistic_locking")
 
@@ -25,10 +29,12 @@ def test_an_empty_schema_toolclash_did_not_create_is_refused(servers, admin, sch
     assert tables == 0, "nothing was created in it"
 
 
-def test_the_public_schema_is_refused_before_any_server_is_touched(locust):
-    done = locust.run("--schema", "public", *RUN, timeout=30)
-    assert done.returncode == 2
-    [line] = _error_lines(done)
+def test_the_public_schema_is_refused_before_any_server_is_touched():
+    """By the settings parser, which runs first at start (tests/test_bad_input.py runs a refused
+    option for real: one line, exit code 2, no traceback)."""
+    with pytest.raises(BadOption) as refused:
+        settings_from("--schema", "public", *RUN)
+    [line] = str(refused.value).splitlines()
     assert "--schema public" in line and "a schema of its own" in line
 
 
@@ -50,13 +56,17 @@ def test_reset_refuses_to_drop_what_other_schemas_built_on_ours(servers, admin, 
         admin.execute(sql.SQL("DROP VIEW IF EXISTS public.{}").format(sql.Identifier(view)))
 
 
-def test_a_malformed_dsn_or_url_is_reported_without_its_password(locust):
-    for option, value in (("--pg-dsn", "postgresql://app:s3cret-pw@[db.internal"),
-                          ("--redis-url", "redis://app:s3cret-pw@cache.internal:notaport/0")):
-        done = locust.run(option, value, *RUN, timeout=30)
-        assert done.returncode == 2
-        [line] = _error_lines(done)
-        assert "s3cret-pw" not in done.stderr + done.stdout
+def test_a_malformed_dsn_or_url_is_reported_without_its_password(servers, capfd, caplog):
+    """What the process does at start with the servers it is given (harness.lifecycle's init):
+    exit code 2 and one line, and the password nowhere, not in what it logged either."""
+    for pg_dsn, redis_url in (("postgresql://app:s3cret-pw@[db.internal", servers.redis_url),
+                              (servers.pg_dsn, "redis://app:s3cret-pw@cache.internal:notaport/0")):
+        with pytest.raises(SystemExit) as exited:
+            _reach_servers(settings_from("--pg-dsn", pg_dsn, "--redis-url", redis_url, *RUN))
+        assert exited.value.code == 2
+        out, err = capfd.readouterr()
+        [line] = [line for line in err.splitlines() if line.startswith("toolclash: error:")]
+        assert "s3cret-pw" not in err + out + caplog.text
         assert "app:***@" in line
 
 
