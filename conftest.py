@@ -1,8 +1,13 @@
-"""Test fixtures: the real PostgreSQL and Redis, reached once per session.
+"""Test fixtures: the real PostgreSQL and Redis, reached once per session; the `locust` command;
+Chromium; and the markers that sort the tests into tiers (tests/README.md).
 
 The servers are this machine's when TOOLCLASH_TEST_PG_DSN / TOOLCLASH_TEST_REDIS_URL are set,
 the embedded ones (started here, stopped at the end) otherwise. If a server cannot be reached
 the whole run stops at once: no test of this project is meaningful without them.
+
+A test's markers follow from the fixtures it uses (tests/support.py's FIXTURE_MARKERS), never by hand:
+`make test-fast` deselects the slow tiers by marker, and a test that starts `locust` without
+taking the `locust` fixture fails (tests/support.py's LocustProcess checks).
 """
 
 from __future__ import annotations
@@ -27,6 +32,29 @@ from psycopg.conninfo import make_conninfo
 from db.connect import ServiceUnreachable, probe_postgres, probe_redis
 from db.embedded import EmbeddedPostgres, EmbeddedRedis, make_run_dir, remove_run_dir
 from db.redis_keys import RedisKeys
+from tests import support
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test gets the marker of every fixture of support.FIXTURE_MARKERS it uses, directly
+    or through another fixture; then support.LOCUST_TESTS holds the tests that may start `locust`."""
+    for item in items:
+        for fixture, marker in support.FIXTURE_MARKERS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(marker)
+    support.LOCUST_TESTS = {item.nodeid for item in items if item.get_closest_marker("locust")}
+
+
+@pytest.fixture
+def locust() -> Iterator[support.Locust]:
+    """Starts the real `locust` command (tests/support.py's Locust): the test gets the `locust`
+    marker. What it started and still runs at the test's end is killed."""
+    starter = support.Locust()
+    try:
+        yield starter
+    finally:
+        starter.close()
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Helpers shared by the tests: a prepared schema, an adapter on it, the `locust` command."""
+"""Helpers shared by the tests: a prepared schema, an adapter on it, the `locust` command (the one
+helper that starts it: LocustProcess, reached through the `locust` fixture), wait_until."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from contextlib import suppress
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,6 +23,7 @@ import gevent.event
 import psutil
 import psycopg
 import psycopg.conninfo
+import pytest
 import redis
 from gevent.server import StreamServer
 from psycopg import sql
@@ -84,63 +87,196 @@ def own_master_port() -> list[str]:
     return ["--master-bind-port", port, "--master-port", port]
 
 
+# The marker each of these fixtures gives every test that uses it, directly or through another
+# fixture (conftest.py applies them; pyproject.toml declares them; --strict-markers refuses others).
+FIXTURE_MARKERS = {
+    "servers": "servers",  # the real PostgreSQL and Redis (conftest.py)
+    "locust": "locust",  # starts the real `locust` command (conftest.py)
+    "browser": "browser",  # headless Chromium (conftest.py)
+    "compose": "compose",  # docker compose or docker-compose (tests/test_compose.py)
+}
+
+# The node ids of the collected tests that carry the `locust` marker: conftest.py fills it at
+# collection. None outside a pytest session run with the project's conftest.py.
+LOCUST_TESTS: set[str] | None = None
+
+
+def _require_the_locust_marker() -> None:
+    """Fail the running test, loudly, when it does not carry the `locust` marker: a test that
+    starts `locust` without it would escape `-m "not locust"` (make test-fast) and its tier."""
+    if LOCUST_TESTS is None:
+        return
+    current = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
+    if current not in LOCUST_TESTS:
+        pytest.fail(f"{current or 'code outside any test'} starts `locust` without the `locust` marker: take the"
+                    " `locust` fixture (conftest.py) and start it through that, so that the marker follows",
+                    pytrace=False)
+
+
 def _locust_env(env: dict[str, str] | None) -> dict[str, str]:
+    """The test process's environment without what Locust or toolclash would read, then `env`;
+    the venv's bin first on PATH (a command given as words finds `locust` there)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCUST_", "TOOLCLASH_"))}
+    full_env["PATH"] = f"{Path(LOCUST).parent}{os.pathsep}{full_env.get('PATH', '')}"
     full_env.update(env or {})
     return full_env
 
 
-def _locust_command(args: tuple[str, ...]) -> list[str]:
-    """The `locust` command line; a run with --processes gets a master port of its own."""
-    if "--processes" in args and "--master-bind-port" not in args:
-        args = (*args, *own_master_port())
-    return [LOCUST, "--headless", "--only-summary", *args]
+class LocustProcess:
+    """One `locust` process a test started: the one way the tests start `locust`.
 
+    `args` are `locust`'s options (from the project's directory, so locust.conf applies),
+    after `--headless --only-summary` unless `headless=False`; a run with --processes gets a
+    master port of its own. `web=True` gives it a web port of its own (`port`, `url`), on
+    127.0.0.1. `command`: the whole command line instead (its first word found on PATH, the
+    venv's bin first), e.g. the one docker-compose.yml runs. The environment is the test's
+    without LOCUST_* and TOOLCLASH_* variables, then `env`.
 
-def run_locust(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """The real `locust` command, from the project's directory (so locust.conf applies)."""
-    return subprocess.run(
-        _locust_command(args),
-        cwd=ROOT, env=_locust_env(env), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-    )
+    It runs in a session (process group) of its own: `ctrl_c()` sends SIGINT to the group as a
+    terminal does, and `close()` kills the group (its --processes workers too). Its output goes
+    to files, never a pipe nobody reads (it could fill up and stall it); `merge_output=True`
+    sends stderr into stdout."""
 
-
-class LocustInBackground:
-    """The real `locust` command running while the test does something else; its output goes to
-    files (a pipe nobody reads could fill up and stall it)."""
-
-    def __init__(self, args: tuple[str, ...], env: dict[str, str] | None) -> None:
-        self._out = tempfile.TemporaryFile(mode="w+", encoding="utf-8")
-        self._err = tempfile.TemporaryFile(mode="w+", encoding="utf-8")
+    def __init__(self, args: Sequence[str] = (), *, headless: bool = True, web: bool = False,
+                 command: Sequence[str] | None = None, env: dict[str, str] | None = None,
+                 merge_output: bool = False) -> None:
+        _require_the_locust_marker()
+        self.port: int | None = None
+        if command is None:
+            args = tuple(args)
+            if web:
+                self.port = free_port()
+                args = ("--web-host", "127.0.0.1", "--web-port", str(self.port), *args)
+            if "--processes" in args and "--master-bind-port" not in args:
+                args = (*args, *own_master_port())
+            command = [LOCUST, *(("--headless", "--only-summary") if headless else ()), *args]
+        self.args = list(command)
+        self._out = tempfile.TemporaryFile()  # noqa: SIM115 (closed by release())
+        self._err = None if merge_output else tempfile.TemporaryFile()  # noqa: SIM115
         self.process = subprocess.Popen(
-            _locust_command(args), cwd=ROOT, env=_locust_env(env),
-            stdout=self._out, stderr=self._err, text=True, stdin=subprocess.DEVNULL,
+            self.args, cwd=ROOT, env=_locust_env(env), stdin=subprocess.DEVNULL, start_new_session=True,
+            stdout=self._out, stderr=subprocess.STDOUT if self._err is None else self._err,
         )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def running(self) -> bool:
         return self.process.poll() is None
 
+    def stdout(self) -> str:
+        """What it printed so far (with stderr, when merged)."""
+        return _read(self._out)
+
+    def stderr(self) -> str:
+        return "" if self._err is None else _read(self._err)
+
+    def wait_for_web_ui(self, timeout: float = 60) -> None:
+        """Until its web UI answers; fails at once if the process ends first."""
+
+        def answers() -> bool:
+            with socket.socket() as probe:
+                return probe.connect_ex(("127.0.0.1", self.port)) == 0
+
+        try:
+            wait_until(answers, "the web UI", timeout=timeout, still=self.running)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.stderr()[-3000:]}") from None
+
+    def wait(self, timeout: float = 120) -> int:
+        """Its exit code, once it ended on its own; killed, and the test failed, after `timeout` s."""
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.close()
+            pytest.fail(f"`locust` did not end within {timeout:g} s: {' '.join(self.args)}\n"
+                        f"{self.stderr()[-3000:] or self.stdout()[-3000:]}", pytrace=False)
+
     def finish(self, timeout: float = 120) -> subprocess.CompletedProcess:
         """Wait for the run to end on its own; what it printed."""
-        returncode = self.process.wait(timeout=timeout)
-        self._out.seek(0), self._err.seek(0)
-        return subprocess.CompletedProcess(self.process.args, returncode, self._out.read(), self._err.read())
+        returncode = self.wait(timeout)
+        return subprocess.CompletedProcess(self.args, returncode, self.stdout(), self.stderr())
+
+    def ctrl_c(self, timeout: float = 90) -> int:
+        """SIGINT to its whole process group, as a terminal's Ctrl-C sends it; its exit code."""
+        os.killpg(self.process.pid, signal.SIGINT)
+        return self.wait(timeout)
+
+    def terminate(self, timeout: float = 60) -> int:
+        """SIGTERM to the process (not its group); its exit code."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.wait(timeout)
 
     def close(self) -> None:
+        """Kill its process group if it still runs (what it printed can still be read)."""
         if self.running():
-            self.process.kill()
+            with suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=30)
-        self._out.close(), self._err.close()
+
+    def release(self) -> None:
+        """close(), and let go of what it printed."""
+        self.close()
+        for file in (self._out, self._err):
+            if file is not None:
+                file.close()
+
+    def __enter__(self) -> LocustProcess:  # noqa: PYI034 (Python 3.10 has no typing.Self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _read(file: Any) -> str:
+    """A file the child writes to, read whole without moving the offset the child shares."""
+    size = os.fstat(file.fileno()).st_size
+    return os.pread(file.fileno(), size, 0).decode("utf-8", errors="replace")
+
+
+def run_locust(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`locust --headless --only-summary *args`, to its end; what it printed."""
+    with LocustProcess(args, env=env) as run:
+        return run.finish(timeout)
 
 
 @contextlib.contextmanager
-def locust_in_background(*args: str, env: dict[str, str] | None = None) -> Iterator[LocustInBackground]:
-    """Start `locust`; a run the test did not wait for is killed when the block ends."""
-    run = LocustInBackground(args, env)
-    try:
+def locust_in_background(*args: str, env: dict[str, str] | None = None) -> Iterator[LocustProcess]:
+    """Start `locust --headless --only-summary *args`; a run the test did not wait for is killed
+    when the block ends."""
+    with LocustProcess(args, env=env) as run:
         yield run
-    finally:
-        run.close()
+
+
+class Locust:
+    """The `locust` fixture (conftest.py): how a test starts `locust`, so that it carries the
+    `locust` marker. Whatever it started still runs at the test's end is killed then."""
+
+    def __init__(self) -> None:
+        self._started: list[LocustProcess] = []
+
+    def start(self, *args: str, **how: Any) -> LocustProcess:
+        """A running `locust` (LocustProcess's options)."""
+        self._started.append(LocustProcess(args, **how))
+        return self._started[-1]
+
+    def run(self, *args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        """`locust --headless --only-summary *args`, to its end; what it printed."""
+        return self.start(*args, env=env).finish(timeout)
+
+    def background(self, *args: str, env: dict[str, str] | None = None):
+        """A context manager: `locust --headless --only-summary *args` running while the block
+        goes on; killed at the block's end unless it ended."""
+        return locust_in_background(*args, env=env)
+
+    def close(self) -> None:
+        for run in self._started:
+            run.release()
 
 
 T = TypeVar("T")
@@ -208,6 +344,13 @@ def embedded_pgdata() -> set[str]:
     """The data directories of the embedded PostgreSQL servers running now."""
     return {arg for p in psutil.process_iter(["cmdline"]) for arg in (p.info["cmdline"] or [])
             if re.search(r"toolclash-[^/]+/pg$", arg)}
+
+
+def embedded_postgres_dsn(pgdata: str) -> str:
+    """The DSN of the embedded PostgreSQL running on `pgdata`: its Unix socket and port, as its
+    postmaster.pid says (lines 4 and 5), user postgres, trust."""
+    lines = (Path(pgdata) / "postmaster.pid").read_text().splitlines()
+    return psycopg.conninfo.make_conninfo(host=lines[4], port=lines[3], user="postgres", dbname="postgres")
 
 
 class _Proxy:

@@ -12,7 +12,7 @@ import redis
 from psycopg import sql
 
 from db.redis_keys import RedisKeys
-from tests.support import locust_in_background, read_report, rows_in, wait_until
+from tests.support import read_report, rows_in, wait_until
 
 AGENTS, TEAMS = 20, 4
 RUN = ("--users", str(AGENTS), "--spawn-rate", str(AGENTS), "--run-time", "10s", "--pool-size", "10",
@@ -38,11 +38,11 @@ def _sizes(client: redis.Redis, keys: RedisKeys) -> dict[str, int]:
     return sizes
 
 
-def test_redis_stays_bounded_and_the_audits_count_every_call(servers, admin, schema, tmp_path):
+def test_redis_stays_bounded_and_the_audits_count_every_call(servers, admin, schema, tmp_path, locust):
     keys, path = RedisKeys(schema), tmp_path / "report.json"
     largest: dict[str, int] = {}  # per key, the most it held while the run went on
     most_keys = samples = 0
-    with redis.Redis.from_url(servers.redis_url) as watcher, locust_in_background(
+    with redis.Redis.from_url(servers.redis_url) as watcher, locust.background(
         "--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema, *RUN,
         "--report-json", str(path),
     ) as run:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support import LOCUST, ROOT, free_port, read_report
+from tests.support import ROOT, free_port, read_report
 
 COMPOSE_INSTALL = "apt-get install -y docker-compose"
 ENV_EXAMPLE = ROOT / ".env.example"
@@ -168,7 +168,8 @@ def test_the_compose_file_is_valid_and_runs_the_documented_commands(compose, tmp
 
 
 @pytest.mark.parametrize("sla", ["default", "impossible"])
-def test_the_documented_commands_run_a_master_and_two_workers_to_the_verdict(compose, servers, schema, tmp_path, sla):
+def test_the_documented_commands_run_a_master_and_two_workers_to_the_verdict(compose, servers, schema, tmp_path, sla,
+                                                                             locust):
     report_path = tmp_path / "report.json"
     # The shell's variables, as a user overrides the compose file's: the two servers' addresses
     # (this machine's), a short run for two workers, and the test's own schema and report.
@@ -190,33 +191,21 @@ def test_the_documented_commands_run_a_master_and_two_workers_to_the_verdict(com
     # What only a container has differently: its own network. Here the master gets free ports,
     # and the workers find it on this host, not by the service name.
     port = str(free_port())
-    base = {**_clean_environment(), "PATH": f"{Path(LOCUST).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     master_env.update(LOCUST_MASTER_BIND_HOST="127.0.0.1", LOCUST_MASTER_BIND_PORT=port, LOCUST_WEB_PORT=str(free_port()))
     assert worker_env["LOCUST_MASTER_NODE_HOST"] == "master"
     worker_env.update(LOCUST_MASTER_NODE_HOST="127.0.0.1", LOCUST_MASTER_NODE_PORT=port)
 
+    # The documented commands as they are (`locust` found on PATH, the venv's first), with the
+    # container's environment.
     commands = documented_commands()
-    logs = {role: (tmp_path / f"{role}.out").open("w+") for role in ("master", "worker-1", "worker-2")}
-    processes = {}
-    try:
-        for role, command, env in (("master", commands["master"], master_env),
-                                   ("worker-1", commands["worker"], worker_env),
-                                   ("worker-2", commands["worker"], worker_env)):
-            processes[role] = subprocess.Popen(command, cwd=ROOT, env={**base, **env}, stdin=subprocess.DEVNULL,
-                                               stdout=logs[role], stderr=subprocess.STDOUT, text=True)
-        master_code = processes["master"].wait(timeout=180)
-        # The master tells its workers to quit when it does.
-        worker_codes = [processes[role].wait(timeout=60) for role in ("worker-1", "worker-2")]
-    finally:
-        for process in processes.values():
-            if process.poll() is None:
-                process.kill()
-                process.wait(timeout=30)
-    output = {}
-    for role, log in logs.items():
-        log.seek(0)
-        output[role] = log.read()
-        log.close()
+    processes = {role: locust.start(command=command, env=env, merge_output=True)
+                 for role, command, env in (("master", commands["master"], master_env),
+                                            ("worker-1", commands["worker"], worker_env),
+                                            ("worker-2", commands["worker"], worker_env))}
+    master_code = processes["master"].wait(timeout=180)
+    # The master tells its workers to quit when it does.
+    worker_codes = [processes[role].wait(timeout=60) for role in ("worker-1", "worker-2")]
+    output = {role: run.stdout() for role, run in processes.items()}
 
     report = read_report(report_path)
     assert master_code == report["exit_code"], output["master"][-3000:]

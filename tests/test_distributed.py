@@ -5,19 +5,21 @@ from __future__ import annotations
 
 import itertools
 import signal
-import subprocess
 import time
 
 import psutil
+from locust.runners import WORKER_REPORT_INTERVAL
 from psycopg import sql
 
-from tests.support import LOCUST, ROOT, embedded_pgdata, own_master_port, read_report, run_locust
+from tests.support import embedded_pgdata, read_report, rows_in, wait_until
 
 HOT_CREDITS = ("--scenario", "optimistic_locking,deadlock", "--accounts", "8", "--deadlock-timeout", "20")
 
 
 def _ledger_rows_by_process(admin, schema) -> list[int]:
     """The ledger's rows per load process, told apart by their agents' ids (p<process>-a<n>)."""
+    if not rows_in(admin, schema, "ledger"):
+        return []
     return [n for (n,) in admin.execute(
         sql.SQL("SELECT count(*) FROM {} GROUP BY split_part(agent_id, '-', 1) ORDER BY 1")
         .format(sql.Identifier(schema, "ledger"))
@@ -49,13 +51,13 @@ def _hub_figures_are_sane(report, processes: set[str]) -> None:
     assert bool(report["evidence"]["notes"]) == hub["fell_behind"]
 
 
-def test_one_process_and_two_workers_both_agree_with_the_server(servers, admin, schema, tmp_path):
+def test_one_process_and_two_workers_both_agree_with_the_server(servers, admin, schema, tmp_path, locust):
     common = ("--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema,
               "--users", "20", "--spawn-rate", "20", "--run-time", "6s", *HOT_CREDITS)
     reports, rows = {}, {}
     for mode, extra in (("local", ()), ("distributed", ("--processes", "2"))):
         path = tmp_path / f"{mode}.json"
-        done = run_locust(*common, *extra, "--report-json", str(path), timeout=180)
+        done = locust.run(*common, *extra, "--report-json", str(path), timeout=180)
         reports[mode] = report = read_report(path)
         rows[mode] = _ledger_rows_by_process(admin, schema)
         assert done.returncode == report["exit_code"], done.stderr[-2000:]
@@ -87,38 +89,40 @@ def test_one_process_and_two_workers_both_agree_with_the_server(servers, admin, 
     assert all(seen["heartbeats"] >= 3 for seen in heartbeats["workers"].values()), heartbeats
 
 
-def test_embedded_servers_serve_the_workers_and_stop_once(tmp_path):
+def test_embedded_servers_serve_the_workers_and_stop_once(tmp_path, locust):
     before = embedded_pgdata()
     path = tmp_path / "report.json"
-    done = run_locust("--users", "10", "--spawn-rate", "10", "--run-time", "4s", "--processes", "2",
+    done = locust.run("--users", "10", "--spawn-rate", "10", "--run-time", "4s", "--processes", "2",
                       "--report-json", str(path), timeout=180)
     report = read_report(path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(report["workers"]["shipped"]) == 2 and report["audit"]["ok"]
     assert report["servers"][0]["origin"].startswith("embedded")
-    time.sleep(1)
-    assert embedded_pgdata() == before, "the embedded PostgreSQL was stopped at the end"
+    # (within the second the test gives it)
+    wait_until(lambda: embedded_pgdata() == before, "the embedded PostgreSQL to be stopped at the end", timeout=1)
 
 
-def test_a_worker_that_vanishes_is_reported_and_the_run_ends(servers, schema, tmp_path):
+def test_a_worker_that_vanishes_is_reported_and_the_run_ends(servers, admin, schema, tmp_path, locust):
     path = tmp_path / "report.json"
-    process = subprocess.Popen(
-        [LOCUST, "--headless", "--only-summary", "--users", "10", "--spawn-rate", "10", "--run-time", "12s",
-         "--processes", "2", "--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema,
-         "--scenario", "optimistic_locking", "--report-json", str(path), *own_master_port()],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
-    )
-    time.sleep(6)
-    workers = psutil.Process(process.pid).children()
+    run = locust.start("--users", "10", "--spawn-rate", "10", "--run-time", "12s", "--processes", "2",
+                       "--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema,
+                       "--scenario", "optimistic_locking", "--report-json", str(path))
+    # Both workers' agents are making calls (the ledger has rows of both); then each worker has
+    # shipped its figures to the master, which it does every WORKER_REPORT_INTERVAL (3 s), a
+    # moment no one outside the master sees: wait 1.25 intervals, as Locust's docs advise.
+    wait_until(lambda: len(_ledger_rows_by_process(admin, schema)) == 2, "both workers' agents to make calls",
+               still=run.running)
+    time.sleep(1.25 * WORKER_REPORT_INTERVAL)
+    workers = psutil.Process(run.pid).children()
     assert len(workers) == 2
     workers[0].send_signal(signal.SIGKILL)
-    _, stderr = process.communicate(timeout=120)
+    returncode, stderr = run.wait(timeout=120), run.stderr()
     report = read_report(path)
-    assert process.returncode == report["exit_code"], stderr[-2000:]
+    assert returncode == report["exit_code"], stderr[-2000:]
     [lost] = report["workers"]["lost"]
     assert lost["last_shipment_at"] is not None and lost["state"] in ("missing", "gone")
     assert lost["worker"] in report["workers"]["shipped"], "what it shipped before it vanished is kept"
     # As docs/distributed.md and docs/chaos.md promise: the outcomes of its last calls are unknown, so the run
     # never passes.
-    assert report["verdict"] == "fail" and process.returncode == 1
+    assert report["verdict"] == "fail" and returncode == 1
     assert "worker_lost" in {problem["kind"] for problem in report["evidence"]["problems"]}

@@ -16,7 +16,7 @@ from db.call_record import Outcome
 from db.pool import SessionSettings
 from db.tool import Tool
 from harness.history import History
-from tests.support import ROOT, Recorder, adapter_on, prepared_schema, read_report, run_locust
+from tests.support import ROOT, Recorder, adapter_on, prepared_schema, read_report
 
 # The tools that write one ledger row when, and only when, they succeed.
 LEDGER_TOOLS = {"deduct_credits", "transfer_credits", "charge_usage"}
@@ -74,9 +74,9 @@ def _check_against_ledger(completed: dict[str, dict], ledger: list[tuple]) -> No
         assert (value["debit"], value.get("credit"), value["amount"]) == (debit, credit, amount), (tool, value)
 
 
-def test_the_history_of_a_run_agrees_with_the_ledger_and_the_report(servers, admin, schema, tmp_path):
+def test_the_history_of_a_run_agrees_with_the_ledger_and_the_report(servers, admin, schema, tmp_path, locust):
     history, report_path = tmp_path / "history.jsonl", tmp_path / "report.json"
-    done = run_locust(*_servers_args(servers, schema), "--users", "10", "--spawn-rate", "10", "--run-time", "5s",
+    done = locust.run(*_servers_args(servers, schema), "--users", "10", "--spawn-rate", "10", "--run-time", "5s",
                       "--accounts", "20", "--history", str(history), "--report-json", str(report_path))
     report = read_report(report_path)
     assert done.returncode == report["exit_code"] == 0, done.stderr[-3000:]
@@ -107,13 +107,13 @@ def test_the_history_of_a_run_agrees_with_the_ledger_and_the_report(servers, adm
             assert len(line["failures"]) == line["attempts"] - 1, "every attempt but the last one failed"
 
 
-def test_workers_write_files_of_their_own_that_join_into_one_history(servers, admin, schema, tmp_path):
+def test_workers_write_files_of_their_own_that_join_into_one_history(servers, admin, schema, tmp_path, locust):
     history, report_path = tmp_path / "history.jsonl", tmp_path / "report.json"
     # Left by an earlier run with more workers: not this run's, and joined with nothing.
     stale = tmp_path / "history.jsonl.worker-7"
     stale.write_text(json.dumps({"type": "run", "time": 1, "wall_time_ns": 1, "process": "worker-7",
                                  "run_id": "an-earlier-run", "seed": 1}) + "\n")
-    done = run_locust(*_servers_args(servers, schema), "--users", "10", "--spawn-rate", "10", "--run-time", "5s",
+    done = locust.run(*_servers_args(servers, schema), "--users", "10", "--spawn-rate", "10", "--run-time", "5s",
                       "--processes", "2", *CREDITS, "--accounts", "20", "--history", str(history),
                       "--report-json", str(report_path), timeout=180)
     report = read_report(report_path)
@@ -151,11 +151,12 @@ def test_workers_write_files_of_their_own_that_join_into_one_history(servers, ad
         tool["succeeded"] for tool in report["tools"].values())
 
 
-def _one_agent_run(servers, admin, schema, tmp_path, name: str, *seed: str) -> tuple[dict, list[tuple], list[tuple]]:
+def _one_agent_run(locust, servers, admin, schema, tmp_path, name: str,
+                   *seed: str) -> tuple[dict, list[tuple], list[tuple]]:
     """A run of one agent: its report, its calls' (tool, seed) and its ledger rows' (tool, debit,
     credit, amount), in order."""
     history, report_path = tmp_path / f"{name}.jsonl", tmp_path / f"{name}.json"
-    done = run_locust(*_servers_args(servers, schema), "--users", "1", "--spawn-rate", "1", "--run-time", "3s",
+    done = locust.run(*_servers_args(servers, schema), "--users", "1", "--spawn-rate", "1", "--run-time", "3s",
                       *CREDITS, "--accounts", "20", *seed, "--history", str(history), "--report-json", str(report_path))
     report = read_report(report_path)
     assert done.returncode == report["exit_code"] == 0, done.stderr[-3000:]
@@ -164,12 +165,12 @@ def _one_agent_run(servers, admin, schema, tmp_path, name: str, *seed: str) -> t
     return report, calls, [row[1:] for row in _ledger(admin, schema)]
 
 
-def test_the_same_seed_makes_the_same_calls_and_another_seed_others(servers, admin, schema, tmp_path):
+def test_the_same_seed_makes_the_same_calls_and_another_seed_others(servers, admin, schema, tmp_path, locust):
     # No --seed first: the seed the report names makes the same calls again.
-    first = _one_agent_run(servers, admin, schema, tmp_path, "first")
+    first = _one_agent_run(locust, servers, admin, schema, tmp_path, "first")
     seed = first[0]["run"]["seed"]
-    again = _one_agent_run(servers, admin, schema, tmp_path, "again", "--seed", str(seed))
-    other = _one_agent_run(servers, admin, schema, tmp_path, "other", "--seed", str(seed + 1))
+    again = _one_agent_run(locust, servers, admin, schema, tmp_path, "again", "--seed", str(seed))
+    other = _one_agent_run(locust, servers, admin, schema, tmp_path, "other", "--seed", str(seed + 1))
     assert again[0]["run"]["seed"] == seed and other[0]["run"]["seed"] == seed + 1
     n = min(len(first[1]), len(again[1]), len(other[1]), len(first[2]), len(again[2]), len(other[2]), 50)
     assert n >= 10, "each run made a few calls"

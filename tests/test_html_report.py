@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
 import time
 import urllib.request
 from typing import Any
@@ -19,8 +17,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from harness.html_report import SECTION_ID
-from tests.support import LOCUST, ROOT, free_port, read_report, run_locust
-from tests.test_web_ui import _port_open, _post, _wait_for
+from tests.support import ROOT, read_report, wait_until
+from tests.test_web_ui import _post, ramp_running
 
 # The charts the issue asks for; the report draws a few more (lock wait, rollbacks, Redis, what
 # the scenarios sample).
@@ -84,9 +82,9 @@ def _check_page(browser, section, report: dict[str, Any]) -> None:
         assert sum(map(len, lines)) == len(points)
 
 
-def test_the_html_report_tells_the_run_after_locusts_summary(servers, schema, tmp_path, browser):
+def test_the_html_report_tells_the_run_after_locusts_summary(servers, schema, tmp_path, browser, locust):
     report_path, html_path = tmp_path / "r.json", tmp_path / "locust.html"
-    done = run_locust(
+    done = locust.run(
         "--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema,
         "--users", "12", "--spawn-rate", "12", "--run-time", "4s", "--scenario", "deadlock,queue",
         "--accounts", "6", "--sample-interval", "0.25", "--report-json", str(report_path), "--html", str(html_path),
@@ -117,9 +115,9 @@ def test_the_html_report_tells_the_run_after_locusts_summary(servers, schema, tm
         browser.save_screenshot(str(target.with_name(target.stem + "-charts" + target.suffix)))
 
 
-def test_a_load_shape_report_shows_each_stage_and_why_a_figure_is_missing(servers, schema, tmp_path, browser):
+def test_a_load_shape_report_shows_each_stage_and_why_a_figure_is_missing(servers, schema, tmp_path, browser, locust):
     report_path, html_path = tmp_path / "r.json", tmp_path / "shape.html"
-    done = run_locust(
+    done = locust.run(
         "--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema,
         "--shape", "steps", "--shape-agents", "2,5", "--shape-hold", "2", "--scenario", "optimistic_locking",
         "--sample-interval", "0.25", "--report-json", str(report_path), "--html", str(html_path),
@@ -145,37 +143,30 @@ def _get(url: str) -> tuple[str, dict[str, str]]:
         return answer.read().decode("utf-8"), dict(answer.headers)
 
 
-def test_the_web_uis_download_report_carries_the_section(servers, schema, tmp_path, browser):
-    port, report_path = free_port(), tmp_path / "report.json"
-    process = subprocess.Popen(
-        [LOCUST, "--web-host", "127.0.0.1", "--web-port", str(port), "--pg-dsn", servers.pg_dsn,
-         "--redis-url", servers.redis_url, "--schema", schema, "--scenario", "deadlock", "--accounts", "6",
-         "--sample-interval", "0.25", "--report-json", str(report_path)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_for(lambda: _port_open(port), 30)
-        page, _ = _get(f"{base}/stats/report")
-        assert f"id='{SECTION_ID}'" in page and "No test has run yet" in page
+def test_the_web_uis_download_report_carries_the_section(servers, schema, tmp_path, browser, locust):
+    report_path = tmp_path / "report.json"
+    run = locust.start("--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema,
+                       "--scenario", "deadlock", "--accounts", "6", "--sample-interval", "0.25",
+                       "--report-json", str(report_path), headless=False, web=True)
+    base, port = run.url, run.port
+    run.wait_for_web_ui(30)
+    page, _ = _get(f"{base}/stats/report")
+    assert f"id='{SECTION_ID}'" in page and "No test has run yet" in page
 
-        _post(port, "/swarm", user_count=8, spawn_rate=8)
-        time.sleep(3)
-        _post(port, "/stop")
-        _wait_for(lambda: report_path.exists(), 60)
-        report = read_report(report_path)
+    _post(port, "/swarm", user_count=8, spawn_rate=8)
+    # Its agents have called, and the server was sampled a few times: the charts have points.
+    wait_until(lambda: (data := ramp_running(port, 8, {"transfer_credits"})) and len(data["series"]["server"]) >= 2,
+               "the ramp's calls and samples")
+    _post(port, "/stop")
+    wait_until(lambda: report_path.exists(), "the ramp's report")
+    report = read_report(report_path)
 
-        page, headers = _get(f"{base}/stats/report?download=1&theme=dark")
-        assert "attachment" in headers.get("Content-Disposition", "")
-        assert page.count(f"id='{SECTION_ID}'") == 1
-        assert report["run"]["run_id"] in page and f">{report['verdict'].upper()}<" in page
+    page, headers = _get(f"{base}/stats/report?download=1&theme=dark")
+    assert "attachment" in headers.get("Content-Disposition", "")
+    assert page.count(f"id='{SECTION_ID}'") == 1
+    assert report["run"]["run_id"] in page and f">{report['verdict'].upper()}<" in page
 
-        section = _open(browser, f"{base}/stats/report?theme=dark")
-        _check_page(browser, section, report)
-        assert section.get_attribute("data-mode") == "dark", "the section follows Locust's dark theme"
-        process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+    section = _open(browser, f"{base}/stats/report?theme=dark")
+    _check_page(browser, section, report)
+    assert section.get_attribute("data-mode") == "dark", "the section follows Locust's dark theme"
+    run.terminate(60)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import textwrap
 
 from harness.hub_lag import FELL_BEHIND_S, HubLag, hub_note, hub_section
-from tests.support import read_report, run_locust
+from tests.support import read_report
 
 # Holds the hub of its process for STALL_S once, as CPU work that never yields would: nothing
 # else in that process runs meanwhile, the heartbeats and the other agents' calls included.
@@ -28,11 +28,11 @@ STALL = textwrap.dedent(f"""
 """)
 
 
-def _run(servers, schema, tmp_path, *extra: str) -> tuple[dict, str]:
+def _run(locust, servers, schema, tmp_path, *extra: str) -> tuple[dict, str]:
     tools = tmp_path / "stall.py"
     tools.write_text(STALL)
     path = tmp_path / "report.json"
-    done = run_locust("--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema,
+    done = locust.run("--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema,
                       "--users", "4", "--spawn-rate", "4", "--run-time", "5s", "--tools-module", str(tools),
                       "--report-json", str(path), *extra, timeout=120)
     report = read_report(path)
@@ -53,17 +53,17 @@ def _fell_behind_and_warned(report: dict, stdout: str, process: str) -> None:
     assert "[WARN] hub_fell_behind: the " in stdout and "fell behind by" in stdout
 
 
-def test_a_tool_holding_the_hub_makes_the_run_fall_behind_and_warn(servers, schema, tmp_path):
-    report, stdout = _run(servers, schema, tmp_path)
+def test_a_tool_holding_the_hub_makes_the_run_fall_behind_and_warn(servers, schema, tmp_path, locust):
+    report, stdout = _run(locust, servers, schema, tmp_path)
     _fell_behind_and_warned(report, stdout, "local runner")
     # The sampler shares the local runner's hub: one of its samples started late too, or it
     # was not due while the hub was held (a 1.5 s hold spans at least one sample's due time).
     assert report["hub"]["sampler"]["late_samples"] >= 1
 
 
-def test_workers_holding_their_hubs_are_seen_by_the_master(servers, schema, tmp_path):
+def test_workers_holding_their_hubs_are_seen_by_the_master(servers, schema, tmp_path, locust):
     """The workers' probes ship to the master; a held worker's heartbeats come late."""
-    report, stdout = _run(servers, schema, tmp_path, "--processes", "2")
+    report, stdout = _run(locust, servers, schema, tmp_path, "--processes", "2")
     workers = [f"worker {worker}" for worker in report["workers"]["shipped"]]
     assert set(report["hub"]["processes"]) == {"master", *workers}
     _fell_behind_and_warned(report, stdout, report["hub"]["worst_in"])

@@ -3,26 +3,24 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import time
+from contextlib import suppress
 
 import psutil
+import psycopg
 from psycopg import sql
 
 from db.server_stats import database_counters
-from tests.support import LOCUST, ROOT, embedded_pgdata, read_report, run_locust
+from tests.support import embedded_pgdata, embedded_postgres_dsn, read_report, rows_in, wait_until
 
 
 def _servers_args(servers, schema):
     return ["--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema]
 
 
-def test_headless_run_report_agrees_with_the_server_and_with_locust(servers, admin, schema, tmp_path):
+def test_headless_run_report_agrees_with_the_server_and_with_locust(servers, admin, schema, tmp_path, locust):
     report_path = tmp_path / "report.json"
     before = database_counters(admin)
-    done = run_locust(
+    done = locust.run(
         *_servers_args(servers, schema), "--users", "20", "--spawn-rate", "20", "--run-time", "8s",
         "--scenario", "optimistic_locking,deadlock", "--accounts", "8", "--deadlock-timeout", "20",
         "--report-json", str(report_path),
@@ -66,11 +64,11 @@ def test_headless_run_report_agrees_with_the_server_and_with_locust(servers, adm
     assert locust_counts == {name: tool["calls"] for name, tool in report["tools"].items()}
 
 
-def test_a_failed_sla_makes_the_exit_code_1(servers, schema, tmp_path):
+def test_a_failed_sla_makes_the_exit_code_1(servers, schema, tmp_path, locust):
     report_path = tmp_path / "report.json"
     # One account, transfers impossible... so: deductions only, on 2 accounts, one try each:
     # most calls fail on version conflicts, and the success-rate SLA cannot hold.
-    done = run_locust(
+    done = locust.run(
         *_servers_args(servers, schema), "--users", "20", "--spawn-rate", "20", "--run-time", "4s",
         "--scenario", "optimistic_locking", "--accounts", "2", "--max-tries", "1", "--tool-work", "20",
         "--report-json", str(report_path),
@@ -82,37 +80,38 @@ def test_a_failed_sla_makes_the_exit_code_1(servers, schema, tmp_path):
     assert {"success rate after retries > 95%", "success rate after retries > 90% for each tool [deduct_credits]"} <= failed
 
 
-def test_the_embedded_default_runs_and_stops_on_ctrl_c(tmp_path):
+def _runs_a_redis_server(pid: int) -> bool:
+    """Whether one of the process's descendants is a redis-server (some end while it looks)."""
+    for child in psutil.Process(pid).children(recursive=True):
+        with suppress(psutil.NoSuchProcess):
+            if child.name() == "redis-server":
+                return True
+    return False
+
+
+def test_the_embedded_default_runs_and_stops_on_ctrl_c(tmp_path, locust):
     """No DSN, no URL: real servers from the wheels; Ctrl-C (to the whole process group, as a
     terminal sends it: the embedded servers must not get it) still audits, reports and stops them."""
     report_path = tmp_path / "report.json"
     already_running = embedded_pgdata()
-    process = subprocess.Popen(
-        [LOCUST, "--headless", "--only-summary", "--users", "5", "--spawn-rate", "5", "--run-time", "60s",
-         "--report-json", str(report_path)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 60
-    stderr = ""
-    while time.monotonic() < deadline:
-        children = psutil.Process(process.pid).children(recursive=True)
-        if any(p.name() == "redis-server" for p in children):
-            break
-        time.sleep(0.2)
-    time.sleep(4)
+    run = locust.start("--users", "5", "--spawn-rate", "5", "--run-time", "60s", "--report-json", str(report_path))
+    wait_until(lambda: _runs_a_redis_server(run.pid), "the embedded Redis", still=run.running)
     pgdata = sorted(embedded_pgdata() - already_running)
-    os.killpg(process.pid, signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=60)
-    assert process.returncode == 0, (process.returncode, stdout[-3000:], stderr[-1500:])
+    assert pgdata, "the embedded PostgreSQL was running during the run"
+    # The agents are in their calls: the run's ledger, on the embedded server, has their rows.
+    with psycopg.connect(embedded_postgres_dsn(pgdata[0]), autocommit=True) as embedded:
+        wait_until(lambda: rows_in(embedded, "toolclash", "ledger") >= 200, "the agents' calls", still=run.running)
+    code = run.ctrl_c(timeout=60)
+    stdout, stderr = run.stdout(), run.stderr()
+    assert code == 0, (code, stdout[-3000:], stderr[-1500:])
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-3000:]
     report = read_report(report_path)
     assert report["verdict"] == "pass"
     assert [s["origin"] for s in report["servers"]] == ["embedded, no --pg-dsn given", "embedded, no --redis-url given"]
     assert sum(t["succeeded"] for t in report["tools"].values()) > 0
     assert "PostgreSQL 18" in stdout or "PostgreSQL 18" in stderr
-    # The servers were stopped and their data directory removed.
-    assert pgdata, "the embedded PostgreSQL was running during the run"
-    time.sleep(1)
-    still = [p for p in psutil.process_iter(["cmdline"]) if pgdata[0] in " ".join(p.info["cmdline"] or [])]
-    assert not still
+    # The servers were stopped and their data directory removed (within the second the test gave them).
+    def still() -> list:
+        return [p for p in psutil.process_iter(["cmdline"]) if pgdata[0] in " ".join(p.info["cmdline"] or [])]
+
+    wait_until(lambda: not still(), "the embedded PostgreSQL to be gone", timeout=1)

@@ -20,8 +20,7 @@ from db.redis_keys import RedisKeys
 from harness.matrix import levels_failing
 from harness.options import BadOption
 from tasks.queue import PRIORITIES
-from tests.support import (ROOT, locust_in_background, lose_last_dequeue_and_ack, read_report, rows_in, run_locust,
-                           settings_from, wait_until)
+from tests.support import ROOT, lose_last_dequeue_and_ack, read_report, rows_in, settings_from, wait_until
 
 
 def _servers_args(servers, schema: str) -> tuple[str, ...]:
@@ -57,9 +56,9 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.scenario for c in CASES])
-def test_scenario_produces_its_conflicts_and_its_audit_passes(case, servers, schema, tmp_path):
+def test_scenario_produces_its_conflicts_and_its_audit_passes(case, servers, schema, tmp_path, locust):
     report_path = tmp_path / "report.json"
-    done = run_locust(*_servers_args(servers, schema), "--run-time", "5s", "--scenario", case.scenario,
+    done = locust.run(*_servers_args(servers, schema), "--run-time", "5s", "--scenario", case.scenario,
                       *case.options, "--report-json", str(report_path))
     report = read_report(report_path)
     assert done.returncode == report["exit_code"], done.stderr[-2000:]
@@ -283,10 +282,10 @@ def _last_change_lost(at: At) -> str:
 
 
 @pytest.mark.parametrize("case", CORRUPTIONS, ids=[f"{c.scenario}-{c.where}" for c in CORRUPTIONS])
-def test_scenario_audit_fails_on_data_corrupted_during_the_run(case, servers, admin, schema, tmp_path):
+def test_scenario_audit_fails_on_data_corrupted_during_the_run(case, servers, admin, schema, tmp_path, locust):
     report_path = tmp_path / "report.json"
     admin.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-    with redis.Redis.from_url(servers.redis_url) as client, locust_in_background(
+    with redis.Redis.from_url(servers.redis_url) as client, locust.background(
         *_servers_args(servers, schema), "--run-time", "3s", "--scenario", case.scenario, *case.options,
         "--report-json", str(report_path),
     ) as run:
@@ -329,13 +328,13 @@ def _increments_of(at: At, counter: int) -> int:
     return at.db.execute("SELECT count(*) FROM counter_ops WHERE counter_id = %s", (counter,)).fetchone()[0]
 
 
-def test_isolation_audit_fails_on_rows_lost_invented_and_rewritten_during_the_run(servers, admin, schema, tmp_path):
+def test_isolation_audit_fails_on_rows_lost_invented_and_rewritten_during_the_run(servers, admin, schema, tmp_path, locust):
     """At serializable, where neither anomaly may happen, another session: moves counter 1 up
     and counter 2 down (their sum still matches); deletes 30 acknowledged reservations and
     invents one; adds a counter the harness never seeded."""
     report_path = tmp_path / "report.json"
     admin.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-    with locust_in_background(*_servers_args(servers, schema), "--run-time", "3s", "--scenario", "isolation",
+    with locust.background(*_servers_args(servers, schema), "--run-time", "3s", "--scenario", "isolation",
                               "--isolation", "serializable", "--report-json", str(report_path)) as run:
         at = At(admin, None, RedisKeys(schema), schema)
         wait_until(lambda: rows_in(admin, schema, "duty_leave") >= 60, "reservations", still=run.running)
@@ -385,7 +384,7 @@ def _queued_jobs(at: At) -> set[str]:
 
 
 def test_queue_audit_fails_on_a_failover_a_ghost_consumer_and_an_overfull_queue_during_the_run(
-        servers, admin, schema, tmp_path):
+        servers, admin, schema, tmp_path, locust):
     """Another session, during one run: takes a queued job for a consumer that never was; makes
     Redis lose its last two writes three times, each one consumer's dequeue and acknowledgement
     of a job, as a failover to a lagging replica does (their job goes back to the head of its
@@ -399,7 +398,7 @@ def test_queue_audit_fails_on_a_failover_a_ghost_consumer_and_an_overfull_queue_
     report_path = tmp_path / "report.json"
     capacity = 5
     admin.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-    with redis.Redis.from_url(servers.redis_url) as client, locust_in_background(
+    with redis.Redis.from_url(servers.redis_url) as client, locust.background(
         *_servers_args(servers, schema), "--run-time", "3s", "--scenario", "queue", "--queue-capacity", str(capacity),
         "--tool-work", "0", "--sample-interval", "60", "--report-json", str(report_path),
     ) as run:
@@ -433,7 +432,7 @@ def test_queue_audit_fails_on_a_failover_a_ghost_consumer_and_an_overfull_queue_
 
 
 def test_a_session_of_the_load_left_idle_in_transaction_fails_the_pool_audit_and_the_evidence(
-        servers, admin, schema, tmp_path):
+        servers, admin, schema, tmp_path, locust):
     """The pool audit reads no data: its view from the server is pg_stat_activity, where a session
     in the load's application_name left idle in a transaction is a connection the load leaked.
     Here another session takes that name and stays so until the run has ended, so the load's
@@ -447,7 +446,7 @@ def test_a_session_of_the_load_left_idle_in_transaction_fails_the_pool_audit_and
     report_path = tmp_path / "report.json"
     name = load_application_name(schema, 0)
     sessions = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND pid <> %s"
-    with redis.Redis.from_url(servers.redis_url) as client, locust_in_background(
+    with redis.Redis.from_url(servers.redis_url) as client, locust.background(
         *_servers_args(servers, schema), "--run-time", "3s", "--scenario", "pool_exhaustion",
         "--pool-size", "2", "--hold-time", "100", "--pool-timeout", "0.3", "--report-json", str(report_path),
     ) as run:
@@ -471,12 +470,12 @@ def test_a_session_of_the_load_left_idle_in_transaction_fails_the_pool_audit_and
     assert "toolclash verdict: FAIL (exit code 1)" in done.stdout
 
 
-def test_isolation_matrix_agrees_with_postgresqls_documented_behaviour(servers, schema, tmp_path):
+def test_isolation_matrix_agrees_with_postgresqls_documented_behaviour(servers, schema, tmp_path, locust):
     """Repeatable read required: it fails (write skew), so the matrix does, although serializable
     passes (before: exit 0 when any level passed); read committed's failure, by design, counts
     for nothing."""
     report_path = tmp_path / "matrix.json"
-    done = run_locust(
+    done = locust.run(
         "--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema,
         "--users", "20", "--spawn-rate", "20", "--run-time", "5s", "--isolation-matrix",
         "--require-levels", "repeatable_read", "--counters", "4", "--report-json", str(report_path), timeout=240,
@@ -534,13 +533,13 @@ def test_require_levels_names_isolation_levels_of_a_matrix():
 
 
 def test_user_tools_module_runs_through_locust_and_its_writes_are_audited_by_identity(servers, admin, schema,
-                                                                                      tmp_path):
+                                                                                      tmp_path, locust):
     """examples/seat_tools.py audits its bookings with ctx.check_writes: a booking deleted and
     another's seat rewritten from another session during the run are found, by id; the tool
     whose reads no check compares is listed as not audited by identity."""
     report_path = tmp_path / "report.json"
     admin.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-    with locust_in_background(
+    with locust.background(
         "--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema,
         "--users", "10", "--spawn-rate", "10", "--run-time", "3s",
         "--tools-module", str(ROOT / "examples" / "seat_tools.py"), "--report-json", str(report_path),

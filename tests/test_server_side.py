@@ -7,7 +7,7 @@ import csv
 
 from harness.html_report import SECTION_ID
 from harness.sampler import _longest_chain
-from tests.support import read_report, run_locust
+from tests.support import read_report
 
 
 def test_blocking_chains_are_measured_in_sessions():
@@ -17,9 +17,9 @@ def test_blocking_chains_are_measured_in_sessions():
     assert _longest_chain({10: [11], 11: [10]}) == 2, "a deadlock cycle is a chain of two, not a hang"
 
 
-def test_lock_waits_time_series_and_html_report(servers, schema, tmp_path):
+def test_lock_waits_time_series_and_html_report(servers, schema, tmp_path, locust):
     report_path, csv_path, html_path = tmp_path / "r.json", tmp_path / "series.csv", tmp_path / "locust.html"
-    done = run_locust(
+    done = locust.run(
         "--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema,
         "--users", "20", "--spawn-rate", "20", "--run-time", "5s", "--scenario", "deadlock,queue",
         "--accounts", "6", "--sample-interval", "0.25", "--report-json", str(report_path),
@@ -52,9 +52,9 @@ def test_lock_waits_time_series_and_html_report(servers, schema, tmp_path):
     assert "deadlocks" in section and f"data-verdict-word>{report['verdict'].upper()}</span>" in section
 
 
-def test_a_step_ramp_reports_each_stage(servers, schema, tmp_path):
+def test_a_step_ramp_reports_each_stage(servers, schema, tmp_path, locust):
     report_path = tmp_path / "r.json"
-    done = run_locust(
+    done = locust.run(
         "--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema,
         "--shape", "steps", "--shape-agents", "2,8", "--shape-hold", "3", "--scenario", "optimistic_locking",
         "--report-json", str(report_path),
@@ -69,9 +69,9 @@ def test_a_step_ramp_reports_each_stage(servers, schema, tmp_path):
     assert "stage" in done.stdout and report["run"]["agents"] == 8
 
 
-def test_a_spike_across_two_workers_is_counted_by_stage(servers, schema, tmp_path):
+def test_a_spike_across_two_workers_is_counted_by_stage(servers, schema, tmp_path, locust):
     report_path = tmp_path / "r.json"
-    done = run_locust(
+    done = locust.run(
         "--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema, "--processes", "2",
         "--shape", "spike", "--shape-agents", "2,10,2", "--shape-hold", "3", "--scenario", "optimistic_locking",
         "--report-json", str(report_path), timeout=180,

@@ -6,8 +6,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from harness.options import BadOption
 from harness.sla import METRICS, DEFAULT_SLA_FILE, BadSlaFile, evaluate, load_rules
-from tests.support import read_report, run_locust
+from tests.support import read_report, settings_from
 
 SCOPES = {"optimistic_locking": ["deduct_credits"], "deduct_credits": ["deduct_credits"],
           "deadlock": ["transfer_credits"], "transfer_credits": ["transfer_credits"]}
@@ -84,16 +85,17 @@ def test_a_bad_rule_is_named_with_what_is_wrong(tmp_path, body, says):
 
 
 def test_a_malformed_sla_file_stops_the_run_before_any_load(tmp_path):
+    """Refused by the settings parser, in one line, before any load; tests/test_bad_input.py runs
+    a refused option for real (one line, exit code 2, no traceback, no "Ramping")."""
     sla = tmp_path / "sla.toml"
     sla.write_text('[[rule]]\nmetric = "success_rate"\nop = ">"\nthreshold = 2')
-    done = run_locust("--users", "2", "--run-time", "2s", "--sla", str(sla))
-    assert done.returncode == 2
-    [line] = [line for line in done.stderr.splitlines() if line.startswith("toolclash: error:")]
-    assert "rule 1" in line and "between 0 and 1" in line and "Traceback" not in done.stderr
-    assert "Ramping" not in done.stderr
+    with pytest.raises(BadOption) as refused:
+        settings_from("--users", "2", "--run-time", "2s", "--sla", str(sla))
+    [line] = str(refused.value).splitlines()
+    assert "rule 1" in line and "between 0 and 1" in line
 
 
-def test_a_users_sla_decides_the_exit_code_and_shows_in_junit(servers, schema, tmp_path):
+def test_a_users_sla_decides_the_exit_code_and_shows_in_junit(servers, schema, tmp_path, locust):
     sla = tmp_path / "strict.toml"
     sla.write_text("""
 [[rule]]
@@ -109,7 +111,7 @@ op = "<="
 threshold = 0
 """)
     report_path, junit_path = tmp_path / "report.json", tmp_path / "junit.xml"
-    done = run_locust(
+    done = locust.run(
         "--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema,
         "--users", "5", "--spawn-rate", "5", "--run-time", "3s", "--scenario", "optimistic_locking",
         "--sla", str(sla), "--report-json", str(report_path), "--junit-xml", str(junit_path),

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.options_help import options_help
-from tests.support import ROOT, read_report, run_locust
+from tests.support import ROOT, read_report
 
 GOLDEN = ROOT / "tests" / "golden"
 _RECORD = os.environ.get("TOOLCLASH_RECORD_GOLDEN") == "1"
@@ -84,9 +84,9 @@ def _html_shape(page: str) -> str:
     return "\n".join(next(part for part in found if part) for found in parts) + "\n"
 
 
-def test_a_seeded_runs_report_summary_and_html_keep_their_shape(servers, schema, tmp_path):
+def test_a_seeded_runs_report_summary_and_html_keep_their_shape(servers, schema, tmp_path, locust):
     report_path, html = tmp_path / "report.json", tmp_path / "report.html"
-    done = run_locust("--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema,
+    done = locust.run("--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema,
                       "--users", "4", "--spawn-rate", "4", "--run-time", "3s", "--seed", "7",
                       "--sla", str(ROOT / "sla" / "without_latency.toml"),
                       "--report-json", str(report_path), "--html", str(html))

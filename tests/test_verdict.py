@@ -19,7 +19,7 @@ from harness.hub_lag import HubLag
 from harness.options import HARNESS_SESSIONS
 from harness.metrics import Metrics
 from harness.verdict import evidence_problems
-from tests.support import ROOT, read_report, run_locust, settings_from
+from tests.support import ROOT, read_report, settings_from
 
 
 def _servers_args(servers, schema):
@@ -51,9 +51,9 @@ def limited_role(servers, admin):
     admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
-def test_a_run_the_server_cannot_hold_is_refused_before_any_load(servers, admin, schema):
+def test_a_run_the_server_cannot_hold_is_refused_before_any_load(servers, admin, schema, locust):
     max_connections = int(admin.execute("SHOW max_connections").fetchone()[0])
-    done = run_locust(*_servers_args(servers, schema), "--users", "200", "--spawn-rate", "200", "--run-time", "5s",
+    done = locust.run(*_servers_args(servers, schema), "--users", "200", "--spawn-rate", "200", "--run-time", "5s",
                       "--scenario", "deadlock", "--pool-size", str(max_connections), timeout=60)
     assert done.returncode == 2, done.stderr[-2000:]
     [line] = [line for line in done.stderr.splitlines() if line.startswith("toolclash: error:")]
@@ -65,12 +65,12 @@ def test_a_run_the_server_cannot_hold_is_refused_before_any_load(servers, admin,
         sql.Identifier(schema))).fetchone()[0] == 0, "no run was begun"
 
 
-def test_a_pool_the_server_refuses_never_passes(servers, schema, limited_role, tmp_path):
+def test_a_pool_the_server_refuses_never_passes(servers, schema, limited_role, tmp_path, locust):
     """The server's room is fine, but the role may open 3 connections: the pool of 20 cannot open.
     Before the fix: zero calls, `verdict: pass`, exit 0."""
     path = tmp_path / "report.json"
     dsn = make_conninfo(servers.pg_dsn, user=limited_role)
-    done = run_locust("--pg-dsn", dsn, "--redis-url", servers.redis_url, "--schema", schema, "--users", "20",
+    done = locust.run("--pg-dsn", dsn, "--redis-url", servers.redis_url, "--schema", schema, "--users", "20",
                       "--spawn-rate", "20", "--run-time", "10s", "--scenario", "deadlock",
                       "--report-json", str(path), timeout=90)
     report = read_report(path)
@@ -85,12 +85,12 @@ def test_a_pool_the_server_refuses_never_passes(servers, schema, limited_role, t
     assert "Traceback" not in done.stderr
 
 
-def test_300_agents_on_two_processes_under_faults_pass_on_a_healthy_server(servers, admin, schema, tmp_path):
+def test_300_agents_on_two_processes_under_faults_pass_on_a_healthy_server(servers, admin, schema, tmp_path, locust):
     """Sessions of both servers killed every few seconds: every call the faults left indeterminate
     is matched by id, the audits and the evidence hold, and each pool holds all its connections
     again. Before the fix: FAIL from pool_connections_returned ("48 of 75 connections free")."""
     path, rules = tmp_path / "report.json", ROOT / "sla" / "without_latency.toml"
-    done = run_locust(*_servers_args(servers, schema), "--users", "300", "--spawn-rate", "300", "--run-time", "15s",
+    done = locust.run(*_servers_args(servers, schema), "--users", "300", "--spawn-rate", "300", "--run-time", "15s",
                       "--processes", "2", "--chaos", "pg-kill:2s,redis-kill:3s", "--sla", str(rules),
                       "--report-json", str(path), timeout=240)
     report = read_report(path)
@@ -106,11 +106,11 @@ def test_300_agents_on_two_processes_under_faults_pass_on_a_healthy_server(serve
     assert report["not_audited_by_identity"] == []
 
 
-def test_1000_agents_on_one_process_end_with_a_report_and_an_audit_that_holds(servers, schema, tmp_path):
+def test_1000_agents_on_one_process_end_with_a_report_and_an_audit_that_holds(servers, schema, tmp_path, locust):
     """Before the fix: PoolTimeout in test_stop, no report, Locust's exit code 1; and with more than
     100 agents, redis-py's default pool refused the 101st agent as a lost connection."""
     path = tmp_path / "report.json"
-    done = run_locust(*_servers_args(servers, schema), "--users", "1000", "--spawn-rate", "500",
+    done = locust.run(*_servers_args(servers, schema), "--users", "1000", "--spawn-rate", "500",
                       "--run-time", "15s", "--think-time", "1000", "--pool-size", "50",
                       "--report-json", str(path), timeout=300)
     report = read_report(path)
@@ -143,7 +143,7 @@ def test_an_agent_stopped_while_queued_for_a_connection_takes_none_along(servers
         pool.close()
 
 
-def test_a_tool_that_raises_is_no_evidence_and_its_refusals_are_no_failure_of_the_platform(servers, schema, tmp_path):
+def test_a_tool_that_raises_is_no_evidence_and_its_refusals_are_no_failure_of_the_platform(servers, schema, tmp_path, locust):
     """Before: a tool whose every write failed on an error was a failed call, which only a
     success-rate rule could catch; with an SLA file without one, such a run passed."""
     tools, rules, path = tmp_path / "writes_nowhere.py", tmp_path / "sla.toml", tmp_path / "report.json"
@@ -157,7 +157,7 @@ def test_a_tool_that_raises_is_no_evidence_and_its_refusals_are_no_failure_of_th
             raise Refused("this account cannot pay")
     """))
     rules.write_text('[[rule]]\nmetric = "deadlocks"\nop = "<="\nthreshold = 1000000\n', encoding="utf-8")
-    done = run_locust(*_servers_args(servers, schema), "--users", "4", "--spawn-rate", "4", "--run-time", "3s",
+    done = locust.run(*_servers_args(servers, schema), "--users", "4", "--spawn-rate", "4", "--run-time", "3s",
                       "--tools-module", str(tools), "--sla", str(rules), "--report-json", str(path), timeout=60)
     report = read_report(path)
     assert done.returncode == report["exit_code"] == 1 and report["verdict"] == "fail", done.stderr[-2000:]
@@ -172,7 +172,7 @@ def test_a_tool_that_raises_is_no_evidence_and_its_refusals_are_no_failure_of_th
     assert report["sla"][0]["ok"], "the run failed on its evidence, not on its SLA"
 
 
-def test_a_failed_audit_keeps_its_data_until_reset(servers, schema, tmp_path):
+def test_a_failed_audit_keeps_its_data_until_reset(servers, schema, tmp_path, locust):
     """A user audit that raises is a failed check (not an exception out of test_stop); a failed
     audit leaves its data for inspection: the next run is refused until --reset."""
     tools = tmp_path / "broken_audit.py"
@@ -186,19 +186,19 @@ def test_a_failed_audit_keeps_its_data_until_reset(servers, schema, tmp_path):
     common = (*_servers_args(servers, schema), "--users", "4", "--spawn-rate", "4", "--run-time", "3s",
               "--tools-module", str(tools))
     path = tmp_path / "report.json"
-    first = run_locust(*common, "--report-json", str(path), timeout=60)
+    first = locust.run(*common, "--report-json", str(path), timeout=60)
     report = read_report(path)
     assert first.returncode == report["exit_code"] == 1, first.stderr[-2000:]
     [failed] = [c for c in report["audit"]["checks"] if not c["ok"]]
     assert failed["name"] == "broken_audit.audit" and "ZeroDivisionError" in failed["detail"]
 
-    again = run_locust(*common, timeout=60)
+    again = locust.run(*common, timeout=60)
     assert again.returncode == 2 and "whose audit failed" in again.stderr and "--reset" in again.stderr
-    reset = run_locust(*common, "--reset", timeout=60)
+    reset = locust.run(*common, "--reset", timeout=60)
     assert reset.returncode == 1, reset.stderr[-2000:]  # the same broken audit, on fresh data
 
 
-def test_idle_sessions_of_another_database_are_not_counted(servers, admin, schema, tmp_path):
+def test_idle_sessions_of_another_database_are_not_counted(servers, admin, schema, tmp_path, locust):
     """Before the fix, a session of another database with the same application_name failed
     no_session_idle_in_transaction on a healthy run."""
     other = f"tc_other_{uuid.uuid4().hex[:8]}"
@@ -208,7 +208,7 @@ def test_idle_sessions_of_another_database_are_not_counted(servers, admin, schem
                              application_name=load_application_name(schema, 0)) as elsewhere:
             elsewhere.execute("SELECT 1")  # and stays idle in its transaction
             path = tmp_path / "report.json"
-            done = run_locust(*_servers_args(servers, schema), "--users", "6", "--spawn-rate", "6", "--run-time", "3s",
+            done = locust.run(*_servers_args(servers, schema), "--users", "6", "--spawn-rate", "6", "--run-time", "3s",
                               "--scenario", "pool_exhaustion", "--report-json", str(path), timeout=60)
             report = read_report(path)
             assert done.returncode == report["exit_code"], done.stderr[-2000:]

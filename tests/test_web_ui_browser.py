@@ -8,10 +8,6 @@ README and docs/observing.md show one of them, copied to docs/)."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
 import time
 import urllib.parse
 import urllib.request
@@ -23,7 +19,7 @@ from selenium.webdriver.common.keys import Keys
 
 from db.connect import redact
 from harness.web_ui import load_series
-from tests.support import LOCUST, ROOT, free_port, own_master_port, read_report
+from tests.support import ROOT, own_master_port, read_report, rows_in, wait_until
 
 SCREENSHOTS = ROOT / "tests" / "screenshots"
 HOT = ("--scenario", "optimistic_locking,deadlock", "--accounts", "6", "--deadlock-timeout", "50")
@@ -50,51 +46,36 @@ def _http(port: int, path: str, post: bool = False, **form: object):
 
 
 class Toolclash:
-    """A `locust` process, with the web UI unless told --headless, in a process group of its own
-    (for Ctrl-C); its output in files (a pipe nobody reads could fill)."""
+    """A `locust` process, with the web UI unless told --headless, on a web port of its own (a
+    headless run still must not take another run's port), started through the `locust` fixture
+    (a process group of its own, for Ctrl-C; its output in files)."""
 
-    def __init__(self, tmp_path: Path, *args: str) -> None:
-        self.port = free_port()  # a headless run still must not take another run's port
+    def __init__(self, locust, tmp_path: Path, *args: str) -> None:
         self.report_path = tmp_path / "report.json"
-        self._out, self._err = (tmp_path / "stdout.txt").open("w+"), (tmp_path / "stderr.txt").open("w+")
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCUST_", "TOOLCLASH_"))}
-        self.process = subprocess.Popen(
-            [LOCUST, "--web-host", "127.0.0.1", "--web-port", str(self.port), "--report-json", str(self.report_path),
-             *args],
-            cwd=ROOT, env=env, stdout=self._out, stderr=self._err, stdin=subprocess.DEVNULL, start_new_session=True,
-        )
+        self._run = locust.start("--report-json", str(self.report_path), *args, headless=False, web=True)
+        self.port = self._run.port
         if "--headless" not in args:
-            _wait_for(self._answers, 60, "the web UI")
-
-    def _answers(self) -> bool:
-        assert self.process.poll() is None, self.stderr()[-3000:]
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", self.port)) == 0
+            self._run.wait_for_web_ui(60)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
+        return f"{self._run.url}/"
 
     def data(self) -> dict:
         return _http(self.port, "/toolclash/data")
 
     def ctrl_c(self, timeout_s: float = 90) -> int:
         """SIGINT to the whole process group, as a terminal's Ctrl-C sends it."""
-        os.killpg(self.process.pid, signal.SIGINT)
-        return self.process.wait(timeout=timeout_s)
+        return self._run.ctrl_c(timeout_s)
 
     def stdout(self) -> str:
-        self._out.seek(0)
-        return self._out.read()
+        return self._run.stdout()
 
     def stderr(self) -> str:
-        self._err.seek(0)
-        return self._err.read()
+        return self._run.stderr()
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        self._run.close()
 
 
 @pytest.fixture
@@ -226,8 +207,9 @@ def _wait_for_report(path: Path, other_than: str | None) -> dict:
 
 # -- the tests ----------------------------------------------------------------------------------
 
-def test_two_ramps_in_the_browser_show_the_figures_the_verdict_and_the_audit(browser, servers, servers_args, tmp_path):
-    run = Toolclash(tmp_path, *servers_args, *HOT)
+def test_two_ramps_in_the_browser_show_the_figures_the_verdict_and_the_audit(browser, servers, servers_args, tmp_path,
+                                                                            locust):
+    run = Toolclash(locust, tmp_path, *servers_args, *HOT)
     try:
         browser.set_window_size(1400, 1000)
         browser.get(run.url)
@@ -292,10 +274,10 @@ def test_two_ramps_in_the_browser_show_the_figures_the_verdict_and_the_audit(bro
     assert "Traceback" not in run.stderr()
 
 
-def test_a_distributed_run_shows_the_masters_exact_sum(servers_args, tmp_path):
+def test_a_distributed_run_shows_the_masters_exact_sum(servers_args, tmp_path, locust):
     """The master's figures are the workers' shipments added up: live they grow as shipments come
     in; after the stop they are the report's, which are the sums of each worker's totals."""
-    run = Toolclash(tmp_path, *servers_args, *HOT, "--processes", "2", *own_master_port())
+    run = Toolclash(locust, tmp_path, *servers_args, *HOT, "--processes", "2", *own_master_port())
     try:
         _wait_for(lambda: run.data() and _http(run.port, "/stats/requests")["worker_count"] == 2, 60, "2 workers")
         _http(run.port, "/swarm", user_count=6, spawn_rate=6)
@@ -324,14 +306,16 @@ def test_a_distributed_run_shows_the_masters_exact_sum(servers_args, tmp_path):
 
 
 @pytest.mark.parametrize("ui", ["headless", "web UI"])
-def test_ctrl_c_in_the_middle_of_a_ramp_ends_with_the_audit_and_no_traceback(servers_args, tmp_path, ui):
+def test_ctrl_c_in_the_middle_of_a_ramp_ends_with_the_audit_and_no_traceback(admin, schema, servers_args, tmp_path,
+                                                                            ui, locust):
     """SIGINT to the process group, as a terminal sends it, while 20 agents are in their calls."""
     headless = ("--headless", "--users", "20", "--spawn-rate", "20", "--run-time", "60s") if ui == "headless" else ()
-    run = Toolclash(tmp_path, *servers_args, *HOT, *headless)
+    run = Toolclash(locust, tmp_path, *servers_args, *HOT, *headless)
     try:
         if headless:
             _wait_for(lambda: "All users spawned" in run.stderr(), 60, "the agents")
-            time.sleep(3)
+            # As the web UI's ramp below: more than 50 calls made (here, committed to the ledger).
+            wait_until(lambda: rows_in(admin, schema, "ledger") > 50, "calls", timeout=30)
         else:
             _http(run.port, "/swarm", user_count=20, spawn_rate=20)
             _wait_for(lambda: run.data()["figures"]["rows"][-1]["calls"] > 50, 30, "calls")

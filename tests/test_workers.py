@@ -4,17 +4,14 @@ master's is refused before any load; each test's settings are re-read, and finge
 
 from __future__ import annotations
 
-import os
-import subprocess
-from pathlib import Path
-
 import pytest
 from psycopg import sql
 
 from harness import verdict
-from harness.options import BadOption
+from harness.options import BadOption, file_digest
 from harness.run_settings import fingerprint, fixed_options, settings_for_test
-from tests.support import LOCUST, ROOT, own_master_port, read_report
+from harness.worker_check import Shared, WorkerChecks, refusal
+from tests.support import own_master_port, read_report
 
 # A tools module that writes down the isolation level the server ran each of its transactions at.
 PROBE = '''
@@ -28,35 +25,14 @@ def record_isolation(tx):
 '''
 
 
-def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("LOCUST_", "TOOLCLASH_"))}
-
-
-def _locust(log: Path, *args: str) -> subprocess.Popen:
-    with log.open("w") as out:  # a file, not a pipe: nobody reads while the others run
-        return subprocess.Popen([LOCUST, *args], cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=out,
-                                stdin=subprocess.DEVNULL)
-
-
-def _run_by_hand(logs: Path, master_args: list[str], *worker_args: list[str], timeout: float = 180):
+def _run_by_hand(locust, master_args: list[str], *worker_args: list[str], timeout: float = 180):
     """A master (headless, expecting one worker per `worker_args`) and its workers, each a process
     started by hand as a user would; their (exit code, stderr)s, master first."""
     port = own_master_port()  # --master-bind-port P --master-port P
-    master = _locust(logs / "master.err", "--headless", "--only-summary", "--master", *port[:2],
-                     "--expect-workers", str(len(worker_args)), *master_args)
-    workers = [_locust(logs / f"worker{i}.err", "--worker", "--master-host", "127.0.0.1", *port[2:], *args)
-               for i, args in enumerate(worker_args)]
-    processes = [master, *workers]
-    try:
-        for p in processes:
-            p.wait(timeout=timeout)
-    finally:
-        for p in processes:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    names = ["master.err", *(f"worker{i}.err" for i in range(len(workers)))]
-    return [(p.returncode, (logs / name).read_text()) for p, name in zip(processes, names)]
+    master = locust.start("--master", *port[:2], "--expect-workers", str(len(worker_args)), *master_args)
+    workers = [locust.start("--worker", "--master-host", "127.0.0.1", *port[2:], *args, headless=False)
+               for args in worker_args]
+    return [(run.wait(timeout), run.stderr()) for run in (master, *workers)]
 
 
 def _servers(servers, schema) -> list[str]:
@@ -71,12 +47,13 @@ def _error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("toolclash: error:")]
 
 
-def test_workers_started_with_no_option_run_the_masters_scenario_and_isolation(servers, admin, schema, tmp_path):
+def test_workers_started_with_no_option_run_the_masters_scenario_and_isolation(servers, admin, schema, tmp_path,
+                                                                              locust):
     probe = tmp_path / "isolation_probe.py"
     probe.write_text(PROBE)
     path = tmp_path / "report.json"
     results = _run_by_hand(
-        tmp_path,
+        locust,
         [*_servers(servers, schema), "--users", "10", "--spawn-rate", "10", "--run-time", "5s",
          "--tools-module", str(probe), "--scenario", "isolation_probe,deadlock", "--isolation", "serializable",
          "--report-json", str(path)],
@@ -108,22 +85,14 @@ def test_workers_started_with_no_option_run_the_masters_scenario_and_isolation(s
     assert report["evidence"]["ok"], report["evidence"]
 
 
-@pytest.mark.parametrize("option", ["--pg-dsn", "--tools-module"])
-def test_a_worker_with_another_fixed_option_is_refused_before_any_load(servers, admin, schema, tmp_path, option):
-    mine, other = tmp_path / "mine" / "probe.py", tmp_path / "other" / "probe.py"
-    for module, text in ((mine, PROBE), (other, PROBE + "\n# another version\n")):
-        module.parent.mkdir()
-        module.write_text(text)
-    if option == "--pg-dsn":
-        master_value, worker_value = servers.pg_dsn, "postgresql://postgres@127.0.0.1:1/elsewhere"
-        extra = []
-    else:
-        master_value, worker_value = str(mine), str(other)
-        extra = ["--tools-module", str(mine)]
+def test_a_worker_with_another_fixed_option_is_refused_before_any_load(servers, admin, schema, tmp_path, locust):
+    """The workers' check's real run (what the check says of each option: below): the master and
+    the refused worker end with one line each, exit code 2, no traceback; nothing ran."""
+    option, master_value, worker_value = "--pg-dsn", servers.pg_dsn, "postgresql://postgres@127.0.0.1:1/elsewhere"
     path = tmp_path / "report.json"
     (master_code, master_err), (good_code, _), (refused_code, refused_err) = _run_by_hand(
-        tmp_path,
-        [*_servers(servers, schema), "--users", "4", "--spawn-rate", "4", "--run-time", "20s", *extra,
+        locust,
+        [*_servers(servers, schema), "--users", "4", "--spawn-rate", "4", "--run-time", "20s",
          "--report-json", str(path)],
         [], [option, worker_value],
     )
@@ -133,10 +102,51 @@ def test_a_worker_with_another_fixed_option_is_refused_before_any_load(servers, 
     assert "Traceback" not in master_err
     [own_line] = _error_lines(refused_err)
     assert refused_code == 2 and option in own_line
+    assert "Traceback" not in refused_err
     assert good_code == 0
     # Nothing ran: no report, no run begun, no call made.
     assert not path.exists()
     assert _count(admin, schema, "run_state") == 0 and _count(admin, schema, "ledger") == 0
+
+
+class _Node:
+    state = "ready"
+
+
+class _Master:
+    """What WorkerChecks reads of a MasterRunner: its connected workers."""
+
+    def __init__(self, *workers: str) -> None:
+        self.clients = {worker: _Node() for worker in workers}
+
+
+@pytest.mark.parametrize("option", ["--pg-dsn", "--tools-module"])
+def test_the_check_names_the_option_and_both_values_for_the_master_and_the_worker(tmp_path, option):
+    """What the master prints (one line, naming the worker) and the refused worker prints (its
+    refusal) when a worker's fixed option is not the master's."""
+    mine, other = tmp_path / "mine" / "probe.py", tmp_path / "other" / "probe.py"
+    for module, text in ((mine, PROBE), (other, PROBE + "\n# another version\n")):
+        module.parent.mkdir()
+        module.write_text(text)
+    servers = ("postgresql://postgres@127.0.0.1:5432/test", "redis://127.0.0.1:6379/0", "toolclash")
+    if option == "--pg-dsn":
+        master_value, worker_value = servers[0], "postgresql://postgres@127.0.0.1:1/elsewhere"
+        master = Shared(*servers)
+    else:  # what the master sends: its settings' tools module, as given, and the file's digest
+        master_value, worker_value = str(mine), str(other)
+        master = Shared(*servers, str(mine), file_digest(str(mine)))
+    good, refused = Shared.given_to_worker(_options()), Shared.given_to_worker(_options(option, worker_value))
+    checks = WorkerChecks()
+
+    def ask() -> None:  # each worker answers the master's check, as on_check_message does
+        for worker, own in (("w0", good), ("w1", refused)):
+            checks.answer(worker, {"test": 1, "refusal": refusal(own, master)})
+
+    [line] = checks.wait(_Master("w0", "w1"), 1, ask)
+    assert line.startswith("worker w1: ") and "\n" not in line
+    assert option in line and master_value in line and worker_value in line
+    own_line = refusal(refused, master)
+    assert option in own_line and "\n" not in own_line
 
 
 def _options(*args: str):
