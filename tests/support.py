@@ -4,7 +4,6 @@ helper that starts it: LocustProcess, reached through the `locust` fixture), wai
 from __future__ import annotations
 
 import contextlib
-from contextlib import suppress
 import json
 import os
 import re
@@ -15,6 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,14 +26,14 @@ import psycopg.conninfo
 import pytest
 import redis
 from gevent.server import StreamServer
-from psycopg import sql
 from locust.event import EventHook
+from psycopg import sql
 
 from db import schema as run_schema
 from db.adapter import ToolAdapter
 from db.audits import Acknowledged, AuditContext, Baseline
-from db.redis_keys import RedisKeys
 from db.pool import SessionSettings, open_pool
+from db.redis_keys import RedisKeys
 from db.retry import RetryPolicy
 from db.session import SEND_ONCE
 from harness.metrics import Metrics
@@ -424,7 +424,8 @@ class ReplyLosingProxy(_Proxy):
 
     def __init__(self, redis_url: str, markers: tuple[bytes, ...], losses: int) -> None:
         kwargs = redis.Redis.from_url(redis_url).connection_pool.connection_kwargs
-        super().__init__(kwargs["path"] if "path" in kwargs else (kwargs.get("host", "localhost"), kwargs.get("port", 6379)))
+        where = kwargs["path"] if "path" in kwargs else (kwargs.get("host", "localhost"), kwargs.get("port", 6379))
+        super().__init__(where)
         self._upstream_kwargs = kwargs
         self._markers = markers
         self._to_lose = losses

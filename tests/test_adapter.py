@@ -112,7 +112,8 @@ def test_a_deadlock_is_retried_timed_and_counted_by_the_server_too(servers, admi
 
     pool, adapter = adapter_on(servers.pg_dsn, session, recorder, size=2)
     with closing(pool):
-        calls = [gevent.spawn(adapter.call, Tool(f"t{a}{b}", lock_in_order(a, b)), "agent", 1) for a, b in [(1, 2), (2, 1)]]
+        calls = [gevent.spawn(adapter.call, Tool(f"t{a}{b}", lock_in_order(a, b)), "agent", 1)
+                 for a, b in [(1, 2), (2, 1)]]
         gevent.joinall(calls, timeout=20, raise_error=True)
     records = [g.value for g in calls]
     assert all(r.outcome is Outcome.SUCCEEDED for r in records)

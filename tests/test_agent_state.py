@@ -154,7 +154,8 @@ def test_a_step_of_no_call_logged_before_a_drain_is_caught(plans_half_drained):
     plans.changes()  # the next changes take the versions after the ghost's
     failed = plans.failed()
     assert set(failed) == {"plan_steps_within_acknowledged"}
-    assert failed["plan_steps_within_acknowledged"].observed == 1 and ghost in failed["plan_steps_within_acknowledged"].detail
+    invented = failed["plan_steps_within_acknowledged"]
+    assert invented.observed == 1 and ghost in invented.detail
 
 
 def test_a_step_deleted_from_plan_log_after_its_drain_is_lost(plans_half_drained, admin, schema):

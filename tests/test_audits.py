@@ -24,8 +24,16 @@ from tasks.credits_audit import audit_credits as audit_credits_in
 from tasks.cross_service import audit_cross_service, charge_usage
 from tasks.isolation import audit_isolation, increment_counter, reserve_slot
 from tasks.pool_exhaustion import audit_summaries, summarize_accounts
-from tests.support import PREPARED, QUICK_RETRIES, Recorder, acknowledged_from, adapter_on, context_for, free_port, \
-    prepared_schema
+from tests.support import (
+    PREPARED,
+    QUICK_RETRIES,
+    Recorder,
+    acknowledged_from,
+    adapter_on,
+    context_for,
+    free_port,
+    prepared_schema,
+)
 
 ACCOUNTS = 5
 BALANCE = 100_000
@@ -260,7 +268,8 @@ def test_charges_redis_missed_are_healed_by_the_relay_and_said_so(servers, admin
         checks = audit_cross_service(ctx) + audit_credits_in(ctx)
     assert _failed(checks) == set(), [c for c in checks if not c.ok]
     assert [note["kind"] for note in ctx.notes] == ["relay_healed"]
-    assert "the relay applied 2 charges their agents had not (2 at the audit, 0 during the run)" in ctx.notes[0]["detail"]
+    assert ("the relay applied 2 charges their agents had not (2 at the audit, 0 during the run)"
+            in ctx.notes[0]["detail"])
     assert "the relay applied 2 charges" in _named(checks, "usage_agrees_per_agent").detail
 
 
@@ -288,7 +297,8 @@ def test_a_torn_charge_fails_even_when_its_outcome_is_unknown(servers, admin, sc
 ISOLATION_CHECKS = {
     "counters_as_seeded", "no_lost_updates", "no_write_skew", "increments_in_counter_ops",
     "counter_ops_within_acknowledged", "failed_not_in_counter_ops", "counter_ops_match_calls",
-    "reservations_in_duty_leave", "duty_leave_within_acknowledged", "failed_not_in_duty_leave", "duty_leave_match_calls",
+    "reservations_in_duty_leave", "duty_leave_within_acknowledged", "failed_not_in_duty_leave",
+    "duty_leave_match_calls",
 }
 
 
@@ -399,7 +409,8 @@ def test_an_increment_moved_to_another_counter_differs_from_its_call(isolation_r
     run.calls(run.increment)
     moved = run.succeeded("increment_counter")[0]
     counter = moved.value["counter"]
-    admin.execute("UPDATE counter_ops SET counter_id = %s WHERE op_id = %s", (counter % PREPARED.counters + 1, moved.op_id))
+    admin.execute("UPDATE counter_ops SET counter_id = %s WHERE op_id = %s",
+                  (counter % PREPARED.counters + 1, moved.op_id))
     failed = _failed_checks(run.audit())
     assert set(failed) == {"counter_ops_match_calls", "no_lost_updates"}
     assert str(moved.op_id) in failed["counter_ops_match_calls"].detail

@@ -125,7 +125,8 @@ def test_a_schema_left_dirty_is_refused_until_reset(servers, admin, schema, locu
     assert "did not finish" in line and "--reset" in line
     assert admin.execute(ledger).fetchone()[0] == rows, "the interrupted run's data is kept"
 
-    reset = locust.run("--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema, "--reset", *RUN)
+    reset = locust.run("--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema, "--reset",
+                       *RUN)
     assert reset.returncode == 0, reset.stderr[-2000:]
 
 
@@ -133,7 +134,8 @@ def test_a_schema_not_made_by_toolclash_is_never_touched(servers, admin, schema,
     admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
     admin.execute(sql.SQL("CREATE TABLE {}.precious (id int)").format(sql.Identifier(schema)))
     for extra in ([], ["--reset"]):
-        done = locust.run("--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema, *extra, *RUN)
+        done = locust.run("--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema, *extra,
+                          *RUN)
         assert "not made by toolclash" in _one_clear_line(done)
     assert admin.execute(sql.SQL("SELECT to_regclass({})").format(sql.Literal(f"{schema}.precious"))).fetchone()[0]
 

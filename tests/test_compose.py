@@ -191,7 +191,8 @@ def test_the_documented_commands_run_a_master_and_two_workers_to_the_verdict(com
     # What only a container has differently: its own network. Here the master gets free ports,
     # and the workers find it on this host, not by the service name.
     port = str(free_port())
-    master_env.update(LOCUST_MASTER_BIND_HOST="127.0.0.1", LOCUST_MASTER_BIND_PORT=port, LOCUST_WEB_PORT=str(free_port()))
+    master_env.update(LOCUST_MASTER_BIND_HOST="127.0.0.1", LOCUST_MASTER_BIND_PORT=port,
+                      LOCUST_WEB_PORT=str(free_port()))
     assert worker_env["LOCUST_MASTER_NODE_HOST"] == "master"
     worker_env.update(LOCUST_MASTER_NODE_HOST="127.0.0.1", LOCUST_MASTER_NODE_PORT=port)
 

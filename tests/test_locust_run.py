@@ -77,7 +77,8 @@ def test_a_failed_sla_makes_the_exit_code_1(servers, schema, tmp_path, locust):
     assert report["verdict"] == "fail" and done.returncode == 1, done.stderr[-2000:]
     assert report["audit"]["ok"] is True, "the data is right even when the SLA fails"
     failed = {rule["name"] for rule in report["sla"] if not rule["ok"]}
-    assert {"success rate after retries > 95%", "success rate after retries > 90% for each tool [deduct_credits]"} <= failed
+    assert {"success rate after retries > 95%",
+            "success rate after retries > 90% for each tool [deduct_credits]"} <= failed
 
 
 def _runs_a_redis_server(pid: int) -> bool:

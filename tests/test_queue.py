@@ -25,8 +25,17 @@ from db.session import SEND_ONCE
 from db.tool import Tool, Transaction
 from tasks.queue import PRIORITIES, dequeue_job, drain_queue_log, enqueue_job
 from tasks.queue_audit import audit_queue
-from tests.support import (PREPARED, QUICK_RETRIES, ROOT, Recorder, ReplyLosingProxy, acknowledged_from,
-                           context_for, lose_last_dequeue_and_ack, prepared_schema)
+from tests.support import (
+    PREPARED,
+    QUICK_RETRIES,
+    ROOT,
+    Recorder,
+    ReplyLosingProxy,
+    acknowledged_from,
+    context_for,
+    lose_last_dequeue_and_ack,
+    prepared_schema,
+)
 
 CAPACITY = 8
 AGENTS = 6
@@ -352,7 +361,8 @@ def test_an_idle_consumer_in_the_log_is_caught(full_queue):
     assert dequeue_job(Transaction(idle.op_id, "impostor", 1, None, full_queue.other), keys=full_queue.keys)["job"]
     failed = _failed(full_queue.audit())
     assert set(failed) == {"consumers_within_dequeues"}
-    assert failed["consumers_within_dequeues"].observed == 1 and str(idle.op_id) in failed["consumers_within_dequeues"].detail
+    stranger = failed["consumers_within_dequeues"]
+    assert stranger.observed == 1 and str(idle.op_id) in stranger.detail
 
 
 def test_consumers_swapped_in_the_drained_log_are_not_what_they_were_told(full_queue):
@@ -439,7 +449,8 @@ def test_an_enqueue_deleted_from_the_drained_log_is_a_lost_job(full_queue):
         sql.Identifier(full_queue.schema, "queue_log")), (job,))
     failed = _failed(full_queue.audit())
     assert set(failed) == {"acknowledged_jobs_enqueued", "queue_matches_its_log"}
-    assert failed["acknowledged_jobs_enqueued"].anomaly_count == 1 and str(job) in failed["acknowledged_jobs_enqueued"].detail
+    misplaced = failed["acknowledged_jobs_enqueued"]
+    assert misplaced.anomaly_count == 1 and str(job) in misplaced.detail
     assert "jobs dequeued that the log never enqueued: 1" in failed["queue_matches_its_log"].detail
 
 

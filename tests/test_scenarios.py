@@ -48,7 +48,8 @@ CASES = [
     Case("queue", ("--queue-capacity", "5"),
          lambda r: r["conflicts"]["queue_rejections"] * r["latency_ms"]["queue_wait"]["count"], "jobs_accounted_for"),
     Case("cross_service", ("--accounts", "20",),
-         lambda r: r["latency_ms"]["cross_service_window"]["count"] if r["anomalies"]["cross_service_mismatches"] == 0 else 0,
+         lambda r: (r["latency_ms"]["cross_service_window"]["count"]
+                    if r["anomalies"]["cross_service_mismatches"] == 0 else 0),
          "usage_agrees_per_agent"),
     Case("agent_state", ("--teams", "1"),
          lambda r: r["conflicts"]["redis_watch_conflicts"], "plan_version_counts_changes"),
@@ -152,7 +153,8 @@ CORRUPTIONS = [
     # account 5 gained (the total holds: the credits moved where no transfer took them).
     Corruption("deadlock", ("--accounts", "6", "--deadlock-timeout", "20"), _ledger_rows,
                lambda at: _transfers_invented_lost_and_an_overdraft(at),
-               ("ledger_within_acknowledged", "acknowledged_in_ledger", "balances_match_ledger", "versions_count_updates",
+               ("ledger_within_acknowledged", "acknowledged_in_ledger", "balances_match_ledger",
+                "versions_count_updates",
                 "no_negative_balance"),
                lambda check: 1),
     # An acknowledgement the drain moved into queue_log, deleted there: its job was never
@@ -184,7 +186,8 @@ CORRUPTIONS = [
                lambda check: check["expected"] - 1, ("lost_updates", 1), where="drained"),
     # A failover to a replica that missed the last change: its log entry and its version gone, the
     # next writer is told that version again. No drain during the run: the entry is still in Redis.
-    Corruption("agent_state", ("--teams", "1", "--sample-interval", "60"), _plan_changes, lambda at: _last_change_lost(at),
+    Corruption("agent_state", ("--teams", "1", "--sample-interval", "60"), _plan_changes,
+               lambda at: _last_change_lost(at),
                ("plan_versions_in_log_order", "plan_steps_not_lost"), lambda check: 1, ("lost_updates", 1),
                where="failover"),
 ]
@@ -202,7 +205,8 @@ def _money_invented_and_a_version_put_back(at: At) -> dict[str, str]:
         at.db.execute("UPDATE accounts SET balance = balance + 5000, initial_balance = initial_balance + 5000"
                       " WHERE id = 7")
         at.db.execute("INSERT INTO accounts (id, balance, initial_balance) VALUES (9, 1000000, 1000000)")
-        version = at.db.execute("UPDATE accounts SET version = version - 1 WHERE id = 3 RETURNING version").fetchone()[0]
+        version = at.db.execute(
+            "UPDATE accounts SET version = version - 1 WHERE id = 3 RETURNING version").fetchone()[0]
     return {"accounts_as_seeded": "accounts no run seeded: 9", "balances_match_ledger": "account 7 holds",
             "versions_count_updates": "account 3 at version",
             "one_deduction_per_version": f"account 3: 2 deductions wrote from version {version}",
@@ -211,7 +215,8 @@ def _money_invented_and_a_version_put_back(at: At) -> dict[str, str]:
 
 def _transfers_invented_lost_and_an_overdraft(at: At) -> dict[str, str]:
     invented = at.db.execute("INSERT INTO ledger (op_id, tool, agent_id, debit_account, credit_account, amount)"
-                             " VALUES (gen_random_uuid(), 'transfer_credits', 'p0-a1', 1, 2, 5) RETURNING op_id").fetchone()[0]
+                             " VALUES (gen_random_uuid(), 'transfer_credits', 'p0-a1', 1, 2, 5) RETURNING op_id"
+                             ).fetchone()[0]
     # Not one between accounts 1 and 2: its movements would cancel the invented one's in the
     # versions (and, of the same amount back, in the balances).
     lost = wait_until(lambda: at.db.execute(
@@ -328,7 +333,8 @@ def _increments_of(at: At, counter: int) -> int:
     return at.db.execute("SELECT count(*) FROM counter_ops WHERE counter_id = %s", (counter,)).fetchone()[0]
 
 
-def test_isolation_audit_fails_on_rows_lost_invented_and_rewritten_during_the_run(servers, admin, schema, tmp_path, locust):
+def test_isolation_audit_fails_on_rows_lost_invented_and_rewritten_during_the_run(servers, admin, schema, tmp_path,
+                                                                                  locust):
     """At serializable, where neither anomaly may happen, another session: moves counter 1 up
     and counter 2 down (their sum still matches); deletes 30 acknowledged reservations and
     invents one; adds a counter the harness never seeded."""
@@ -352,13 +358,15 @@ def test_isolation_audit_fails_on_rows_lost_invented_and_rewritten_during_the_ru
     assert set(failed) == {"no_lost_updates", "increment_reads_serial", "reservations_in_duty_leave",
                            "duty_leave_within_acknowledged", "counters_as_seeded"}, failed
     assert failed["no_lost_updates"]["observed"] == {"lost": 1, "invented": 1}
-    assert failed["increment_reads_serial"]["observed"] >= 1 and "counter 2 read" in failed["increment_reads_serial"]["detail"]
+    reads = failed["increment_reads_serial"]
+    assert reads["observed"] >= 1 and "counter 2 read" in reads["detail"]
     lost = failed["reservations_in_duty_leave"]
     assert lost["observed"] == lost["expected"] - 30 and lost["detail"].endswith("(30 in all)")
     assert set(_UUID.findall(lost["detail"])) <= set(deleted)
     assert failed["duty_leave_within_acknowledged"]["observed"] == 1
     assert invented in failed["duty_leave_within_acknowledged"]["detail"]
-    assert failed["counters_as_seeded"]["observed"] == 9 and "never seeded: 99" in failed["counters_as_seeded"]["detail"]
+    counters = failed["counters_as_seeded"]
+    assert counters["observed"] == 9 and "never seeded: 99" in counters["detail"]
     assert {k: v for k, v in report["anomalies"].items() if v} == {"lost_updates": 2}
 
 
@@ -380,7 +388,8 @@ return pushed
 
 
 def _queued_jobs(at: At) -> set[str]:
-    return {entry.decode().split("|")[0] for level in PRIORITIES for entry in at.redis.lrange(at.keys("queue", level), 0, -1)}
+    return {entry.decode().split("|")[0]
+            for level in PRIORITIES for entry in at.redis.lrange(at.keys("queue", level), 0, -1)}
 
 
 def test_queue_audit_fails_on_a_failover_a_ghost_consumer_and_an_overfull_queue_during_the_run(
@@ -459,7 +468,8 @@ def test_a_session_of_the_load_left_idle_in_transaction_fails_the_pool_audit_and
     report = read_report(report_path)
     assert done.returncode == report["exit_code"] == 1 and report["verdict"] == "fail", done.stderr[-2000:]
     failed = {c["name"]: c for c in report["audit"]["checks"] if not c["ok"]}
-    assert list(failed) == ["no_session_idle_in_transaction"] and failed["no_session_idle_in_transaction"]["observed"] == 1
+    assert list(failed) == ["no_session_idle_in_transaction"]
+    assert failed["no_session_idle_in_transaction"]["observed"] == 1
     assert [f["idle_in_transaction"] for f in report["pool"]["at_rest"]] == [1]
     assert "[FAIL] no_session_idle_in_transaction: expected 0, observed 1" in done.stdout
     assert report["server"]["load_sessions_left"] == 1
@@ -524,7 +534,8 @@ def test_require_levels_names_isolation_levels_of_a_matrix():
     for words, says in (
         (("--isolation-matrix", "--require-levels", "snapshot"),
          "--require-levels 'snapshot': comma-separated, among read_committed, repeatable_read, serializable"),
-        (("--isolation-matrix", "--require-levels", "serializable,"), "--require-levels 'serializable,': comma-separated"),
+        (("--isolation-matrix", "--require-levels", "serializable,"),
+         "--require-levels 'serializable,': comma-separated"),
         (("--require-levels", "serializable"), "--require-levels needs --isolation-matrix"),
     ):
         with pytest.raises(BadOption) as refused:

@@ -12,12 +12,12 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from db.pool import SessionSettings, load_application_name, open_pool
 from db.call_record import CallRecord, Outcome
+from db.pool import SessionSettings, load_application_name, open_pool
 from harness.distributed import ShipmentNumbers, WorkerShipments
 from harness.hub_lag import HubLag
-from harness.options import HARNESS_SESSIONS
 from harness.metrics import Metrics
+from harness.options import HARNESS_SESSIONS
 from harness.verdict import evidence_problems
 from tests.support import ROOT, read_report, settings_from
 
@@ -143,7 +143,8 @@ def test_an_agent_stopped_while_queued_for_a_connection_takes_none_along(servers
         pool.close()
 
 
-def test_a_tool_that_raises_is_no_evidence_and_its_refusals_are_no_failure_of_the_platform(servers, schema, tmp_path, locust):
+def test_a_tool_that_raises_is_no_evidence_and_its_refusals_are_no_failure_of_the_platform(servers, schema, tmp_path,
+                                                                                           locust):
     """Before: a tool whose every write failed on an error was a failed call, which only a
     success-rate rule could catch; with an SLA file without one, such a run passed."""
     tools, rules, path = tmp_path / "writes_nowhere.py", tmp_path / "sla.toml", tmp_path / "report.json"
