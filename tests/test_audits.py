@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
 
@@ -244,23 +245,29 @@ def test_summaries_are_checked_against_the_seeded_baseline(servers, admin, schem
     assert str(clean.op_id) not in check.detail and "2 of 3 summaries" in check.detail
 
 
-def _charge_adapter(servers, schema, recorder, client):
+def _charged(servers, schema, recorder, client, calls):
+    """Each (agent, seed) of `calls` charged through the adapter, with `client` as its Redis."""
     pool = open_pool(servers.pg_dsn, SessionSettings(schema), size=2, timeout_s=5)
     charge = Tool("charge_usage", partial(charge_usage, accounts=PREPARED.accounts, keys=RedisKeys(schema)))
-    return pool, ToolAdapter(pool, client, QUICK_RETRIES, 0.0, recorder.request, recorder.call_finished), charge
+    adapter = ToolAdapter(pool, client, QUICK_RETRIES, 0.0, recorder.request, recorder.call_finished)
+    with pool:
+        return [adapter.call(charge, agent, seed) for agent, seed in calls]
+
+
+@contextmanager
+def _redis_reached_and_not(servers):
+    """The test's Redis, and a client of a port where none listens (an apply that fails)."""
+    with redis.Redis.from_url(servers.redis_url) as client, \
+            redis.Redis(port=free_port(), retry=SEND_ONCE) as unreachable:
+        yield client, unreachable
 
 
 def test_charges_redis_missed_are_healed_by_the_relay_and_said_so(servers, admin, schema):
     prepared_schema(admin, schema)
     recorder = Recorder()
-    with redis.Redis.from_url(servers.redis_url) as client, \
-            redis.Redis(port=free_port(), retry=SEND_ONCE) as unreachable:
-        pool, adapter, charge = _charge_adapter(servers, schema, recorder, unreachable)
-        with pool:
-            missed = [adapter.call(charge, f"a{n}", n) for n in range(2)]
-        pool, adapter, charge = _charge_adapter(servers, schema, recorder, client)
-        with pool:
-            adapter.call(charge, "a0", 3)
+    with _redis_reached_and_not(servers) as (client, unreachable):
+        missed = _charged(servers, schema, recorder, unreachable, [("a0", 0), ("a1", 1)])
+        _charged(servers, schema, recorder, client, [("a0", 3)])
         assert [r.outcome for r in recorder.records] == [Outcome.SUCCEEDED] * 3
         assert missed[0].value == {"debit": missed[0].value["debit"], "amount": missed[0].value["amount"],
                                    "agent": "a0"}
@@ -278,11 +285,8 @@ def test_a_torn_charge_fails_even_when_its_outcome_is_unknown(servers, admin, sc
     which no commit of its one transaction can leave."""
     prepared_schema(admin, schema)
     recorder = Recorder()
-    with redis.Redis.from_url(servers.redis_url) as client, \
-            redis.Redis(port=free_port(), retry=SEND_ONCE) as unreachable:
-        pool, adapter, charge = _charge_adapter(servers, schema, recorder, unreachable)
-        with pool:
-            torn = adapter.call(charge, "a0", 1)
+    with _redis_reached_and_not(servers) as (client, unreachable):
+        [torn] = _charged(servers, schema, recorder, unreachable, [("a0", 1)])
         admin.execute(sql.SQL("DELETE FROM {} WHERE op_id = %s").format(sql.Identifier(schema, "usage_outbox")),
                       (torn.op_id,))
         unknown = Acknowledged(indeterminate=OpIds.of([torn.op_id], [torn.value]))
