@@ -508,7 +508,7 @@ _COLORS = ("#0099ff", "#ff9f00", "#9966CC", "#ff6d6d", "#00ca5a", "#8E4585", "#8
 
 def _step(span: float, whole: bool, most: int = 4) -> float:
     """A tick step of 1, 2 or 5 times a power of ten giving at most `most` steps over `span`
-    (at least 1 for whole numbers)."""
+    (at least 1 for whole numbers, 0.001 for others)."""
     if span <= 0:
         return 1.0
     power = 10 ** math.floor(math.log10(span / most))
@@ -516,7 +516,9 @@ def _step(span: float, whole: bool, most: int = 4) -> float:
         step = factor * power
         if span / step <= most:
             break
-    return max(step, 1.0) if whole else step
+    # The sampled figures are rounded to the thousandth (seconds to the millisecond): a finer
+    # step would only label ticks with four decimals between values that cannot differ.
+    return max(step, 1.0) if whole else max(step, 0.001)
 
 
 def _tick(value: float) -> str:
