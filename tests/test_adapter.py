@@ -118,14 +118,18 @@ def test_a_deadlock_is_retried_timed_and_counted_by_the_server_too(servers, admi
     records = [g.value for g in calls]
     assert all(r.outcome is Outcome.SUCCEEDED for r in records)
     victims = [r for r in records if r.failures]
-    assert len(victims) == 1 and victims[0].failures == [Failure.DEADLOCK]
-    assert victims[0].exception.sqlstate == "40P01"
-    # Detection: from the start of the victim's statement to the error, at least deadlock_timeout.
-    [detection] = victims[0].deadlock_detections_s
-    assert 0.05 <= detection < 5
-    assert 0 < victims[0].deadlock_resolution_s < 5
+    # Usually one deadlock; on a busy machine the victim's quick retry can take its first row back
+    # before the other call does, and they deadlock again: the server counts each one all the same.
+    assert victims and all(set(victim.failures) == {Failure.DEADLOCK} for victim in victims)
+    deadlocks = sum(len(victim.failures) for victim in victims)
+    for victim in victims:
+        assert victim.exception.sqlstate == "40P01"
+        # Detection: from the start of the victim's statement to the error, at least deadlock_timeout.
+        assert len(victim.deadlock_detections_s) == len(victim.failures)
+        assert all(0.05 <= detection < 5 for detection in victim.deadlock_detections_s)
+        assert 0 < victim.deadlock_resolution_s < 5
     assert wait_for_sessions_to_end(admin, load_application_prefix(accounts), 10) == 0
-    assert database_counters(admin)["deadlocks"] - before["deadlocks"] == 1
+    assert database_counters(admin)["deadlocks"] - before["deadlocks"] == deadlocks
 
 
 def _slow_commit(admin, schema: str, event: str, *, seconds: float) -> None:
