@@ -2,8 +2,8 @@
 
 For each attempt: borrow a connection (the wait is timed apart from the tool's own time), run
 the tool in a transaction at the session's isolation level, commit, classify what failed, and
-retry by policy. When the call is over, fire Locust's `request` event once (so the call shows in
-Locust's stats, CSV and HTML report) and the project's `call_finished` hook with the full record.
+retry by policy. When the call is over, fire the `call_finished` hook once with the full record
+(db.hooks: the harness's listener tells Locust; db/ knows nothing of Locust).
 
 Before the first attempt, the optional `call_started` hook gets the record as it starts (a
 history writes the invocation then: a call that never ends still shows that it began).
@@ -21,11 +21,11 @@ from typing import Protocol
 import gevent
 import psycopg
 import redis
-from locust.event import EventHook
 from psycopg.pq import TransactionStatus
 
 from db.call_record import CallRecord, Outcome
-from db.errors import CallFailed, Failure, classify
+from db.errors import Failure, classify
+from db.hooks import CallHook
 from db.retry import RetryPolicy
 from db.tool import Tool, Transaction
 
@@ -54,15 +54,13 @@ class ToolAdapter:
         redis_client: redis.Redis | None,
         policy: RetryPolicy,
         tool_work_s: float,
-        request_event: EventHook,
-        call_finished: EventHook,
-        call_started: EventHook | None = None,
+        call_finished: CallHook,
+        call_started: CallHook | None = None,
     ) -> None:
         self._pool = pool
         self._redis = redis_client
         self._policy = policy
         self._tool_work_s = tool_work_s
-        self._request_event = request_event
         self._call_finished = call_finished
         self._call_started = call_started
         self._backoff_rng = random.Random()
@@ -180,34 +178,7 @@ class ToolAdapter:
                     self._pool.putconn(conn)
 
     def _report(self, record: CallRecord) -> None:
-        if record.outcome is not Outcome.INTERRUPTED:
-            self._request_event.fire(
-                request_type=record.backend,
-                name=record.tool,
-                response_time=record.duration_s * 1000.0,
-                response_length=0,
-                exception=None if record.outcome is Outcome.SUCCEEDED else _call_failed(record),
-                context={"op_id": str(record.op_id)},
-            )
         self._call_finished.fire(record=record)
-
-
-def _call_failed(record: CallRecord) -> CallFailed:
-    """What Locust is told of any call that did not succeed, whatever its record holds."""
-    last = record.failures[-1] if record.failures else None
-    if record.outcome is Outcome.INDETERMINATE:
-        what = "indeterminate: the connection was lost or the agent stopped during COMMIT"
-    elif last is None:  # ended by something other than a classified failure
-        what = "error: no attempt finished"
-    elif last is Failure.ERROR:
-        what = f"error: {type(record.exception).__name__}"
-    elif last.retryable:
-        what = f"{last.value}: gave up after {record.attempts} attempts"
-    else:
-        what = last.value
-    failed = CallFailed(what)
-    failed.__cause__ = record.exception
-    return failed
 
 
 def _end_transaction(conn: psycopg.Connection) -> None:

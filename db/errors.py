@@ -13,7 +13,7 @@ import redis.exceptions
 from psycopg import errors as pg_errors
 from psycopg_pool import PoolTimeout
 
-__all__ = ["CallFailed", "Failure", "QueueFull", "Refused", "VersionConflict", "classify"]
+__all__ = ["Failure", "QueueFull", "Refused", "VersionConflict", "classify"]
 
 
 class VersionConflict(Exception):
@@ -30,12 +30,6 @@ class Refused(Exception):
 class QueueFull(Refused):
     """Raised by a tool whose bounded queue refused a job: overflow, not retried (the agent is
     told at once, as a producer would be)."""
-
-
-class CallFailed(Exception):
-    """What Locust is told when a call did not succeed. Its text names the kind of failure only
-    (Locust groups its error report by text: one line per kind, not one per account and version);
-    the original exception is the cause."""
 
 
 class Failure(enum.Enum):

@@ -21,6 +21,7 @@ from db.call_record import Outcome
 from db.pool import PoolNotOpened, SessionSettings, load_application_name, open_pool
 from db.session import SEND_ONCE, connection_lost
 from db.tool import Tool
+from harness.locust_requests import told_to
 from harness.metrics import Metrics
 from harness.options import Settings
 
@@ -54,13 +55,15 @@ class Load:
         # Known at once in a local run; a worker learns them from the master at each test start.
         self.pg_dsn: str | None = None
         self.redis_url: str | None = None
-        self._request_event = request_event
         self.toolbox = Toolbox(settings)
         self.metrics = Metrics()
-        # The project's own hooks: each call's CallRecord as it starts (before its first attempt),
-        # and once it has finished, with every retry and its cause.
+        # The project's own hooks, which the adapter fires (db.hooks): each call's CallRecord as it
+        # starts (before its first attempt), and once it has finished, with every retry and its
+        # cause. Locust's EventHook, so that a listener's exception is handled as Locust handles
+        # any other's. Locust is told of each call first (its `request` event), then the metrics.
         self.call_started = EventHook()
         self.call_finished = EventHook()
+        self.call_finished.add_listener(told_to(request_event))
         self.call_finished.add_listener(self._record)
         # The load shape's current stage (None without --shape): calls are also counted per stage.
         self.stage: int | None = None
@@ -138,7 +141,7 @@ class Load:
         self._redis = redis.Redis.from_url(self.redis_url, max_connections=_AS_MANY_AS_AGENTS_WANT, retry=SEND_ONCE,
                                            client_name=load_application_name(self.settings.schema, self._process_index))
         self.adapter = ToolAdapter(self._pool, self._redis, self.settings.retry, self.settings.tool_work_s,
-                                   self._request_event, self.call_finished, self.call_started)
+                                   self.call_finished, self.call_started)
         self._started = time.monotonic()
         self._sampler = gevent.spawn(self._sample_pool)
         return None

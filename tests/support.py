@@ -32,10 +32,12 @@ from psycopg import sql
 from db import schema as run_schema
 from db.adapter import ToolAdapter
 from db.audits import Acknowledged, AuditContext, Baseline
+from db.hooks import Hook
 from db.pool import SessionSettings, open_pool
 from db.redis_keys import RedisKeys
 from db.retry import RetryPolicy
 from db.session import SEND_ONCE
+from harness.locust_requests import told_to
 from harness.metrics import Metrics
 from tasks.queue import QueueKeys
 
@@ -50,16 +52,19 @@ def prepared_schema(admin: psycopg.Connection, schema: str, accounts: int = 10, 
 
 
 class Recorder:
-    """Listens to the adapter's events."""
+    """Listens to the adapter's hooks (db.hooks) as the harness's Load does: `records`, each call's
+    record as the adapter reported it; `requests`, what Locust was told of each (its `request`
+    event, fired by the harness's own listener, harness.locust_requests, before the record is kept)."""
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.records: list[Any] = []
         self.request = EventHook()
         self.request.add_listener(lambda **kw: self.requests.append(kw))
-        self.call_finished = EventHook()
+        self.call_finished = Hook()
+        self.call_finished.add_listener(told_to(self.request))
         self.call_finished.add_listener(lambda record: self.records.append(record))
-        self.call_started = EventHook()
+        self.call_started = Hook()
 
 
 QUICK_RETRIES = RetryPolicy(max_tries=5, base_s=0.001, cap_s=0.01)
@@ -68,8 +73,7 @@ QUICK_RETRIES = RetryPolicy(max_tries=5, base_s=0.001, cap_s=0.01)
 def adapter_on(dsn: str, session: SessionSettings, recorder: Recorder, *, size: int = 2,
                policy: RetryPolicy = QUICK_RETRIES, tool_work_s: float = 0.0):
     pool = open_pool(dsn, session, size=size, timeout_s=5)
-    return pool, ToolAdapter(pool, None, policy, tool_work_s, recorder.request, recorder.call_finished,
-                             recorder.call_started)
+    return pool, ToolAdapter(pool, None, policy, tool_work_s, recorder.call_finished, recorder.call_started)
 
 
 def free_port() -> int:

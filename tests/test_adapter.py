@@ -4,7 +4,6 @@ commit's outcome is unknown. All against the real server."""
 from __future__ import annotations
 
 import random
-import uuid
 from contextlib import closing
 
 import gevent
@@ -13,9 +12,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from db.adapter import ToolAdapter, _call_failed
-from db.call_record import CallRecord, Outcome
-from db.errors import CallFailed, Failure, VersionConflict
+from db.adapter import ToolAdapter
+from db.call_record import Outcome
+from db.errors import Failure, VersionConflict
 from db.pool import SessionSettings, load_application_prefix, open_pool
 from db.retry import RetryPolicy
 from db.server_stats import database_counters, wait_for_sessions_to_end
@@ -205,7 +204,7 @@ def test_an_agent_stopped_after_commit_reports_its_call_as_succeeded(stopped_in,
 
     pool = open_pool(servers.pg_dsn, SessionSettings(accounts), size=1, timeout_s=5)
     lender = _SlowToTakeBack(pool, stopping_point) if stopped_in == "putconn" else pool
-    adapter = ToolAdapter(lender, None, QUICK_RETRIES, 0.0, recorder.request, recorder.call_finished)
+    adapter = ToolAdapter(lender, None, QUICK_RETRIES, 0.0, recorder.call_finished)
     with closing(pool):
         agent = gevent.spawn(adapter.call, Tool("charge", charge), "agent-1", 1)
         assert stopping_point.wait(10)
@@ -233,7 +232,7 @@ def test_an_agent_stopped_while_its_failed_attempt_rolls_back_gives_its_connecti
             raise VersionConflict("someone else was first")
 
         pool = open_pool(proxy.dsn, SessionSettings(accounts), size=1, timeout_s=5)
-        adapter = ToolAdapter(pool, None, QUICK_RETRIES, 0.0, recorder.request, recorder.call_finished)
+        adapter = ToolAdapter(pool, None, QUICK_RETRIES, 0.0, recorder.call_finished)
         with closing(pool):
             agent = gevent.spawn(adapter.call, Tool("bump", conflicting), "agent-1", 1)
             assert proxy.holding.wait(10), "the attempt never rolled back"
@@ -246,13 +245,6 @@ def test_an_agent_stopped_while_its_failed_attempt_rolls_back_gives_its_connecti
     assert record.outcome is Outcome.FAILED and record.failures == [Failure.VERSION_CONFLICT]
     version = admin.execute(sql.SQL("SELECT version FROM {}.accounts WHERE id = 1").format(sql.Identifier(accounts)))
     assert version.fetchone()[0] == 0, "the server rolled the attempt back"
-
-
-@pytest.mark.parametrize("outcome", [Outcome.FAILED, Outcome.INDETERMINATE])
-def test_locust_is_told_of_every_call_that_did_not_succeed(outcome):
-    """Even of one that ended before any attempt was classified: no failure, no exception."""
-    told = _call_failed(CallRecord("charge", "pg", uuid.uuid4(), outcome=outcome))
-    assert isinstance(told, CallFailed) and str(told)
 
 
 def _deadlocking_pair(direct: bool):
@@ -301,7 +293,7 @@ def test_a_wait_that_ends_in_a_pool_timeout_is_timed(servers, accounts):
     """Before: only waits that got a connection were recorded, never the longest ones."""
     recorder = Recorder()
     pool = open_pool(servers.pg_dsn, SessionSettings(accounts), size=1, timeout_s=0.3)
-    adapter = ToolAdapter(pool, None, QUICK_RETRIES, 0.0, recorder.request, recorder.call_finished)
+    adapter = ToolAdapter(pool, None, QUICK_RETRIES, 0.0, recorder.call_finished)
     with pool:
         held = pool.getconn()
         record = adapter.call(Tool("reads", lambda tx: tx.execute("SELECT 1")), "agent", 1)
@@ -323,7 +315,7 @@ def test_the_cross_service_window_starts_at_commit(servers, admin, accounts):
     recorder = Recorder()
     pool = open_pool(servers.pg_dsn, SessionSettings(accounts), size=1, timeout_s=5)
     client = redis.Redis.from_url(servers.redis_url)
-    adapter = ToolAdapter(pool, client, QUICK_RETRIES, 0.0, recorder.request, recorder.call_finished)
+    adapter = ToolAdapter(pool, client, QUICK_RETRIES, 0.0, recorder.call_finished)
     keys = RedisKeys(accounts)
     with pool, client:
         record = adapter.call(Tool("charge_usage", lambda tx: charge_usage(tx, accounts=10, keys=keys)), "agent", 1)

@@ -40,7 +40,7 @@ def _plan_changes(client: redis.Redis, schema: str, policy: RetryPolicy, *, agen
     """`agents` agents make `calls_each` update_plan calls each through the adapter, on `client`."""
     plan_change = Tool("update_plan", partial(update_plan, keys=RedisKeys(schema), teams=teams), backend="redis")
     # A Redis tool borrows no PostgreSQL connection: no pool.
-    adapter = ToolAdapter(None, client, policy, 0.0, recorder.request, recorder.call_finished)
+    adapter = ToolAdapter(None, client, policy, 0.0, recorder.call_finished)
 
     def agent(number: int) -> None:
         for call in range(calls_each):

@@ -249,7 +249,7 @@ def _charged(servers, schema, recorder, client, calls):
     """Each (agent, seed) of `calls` charged through the adapter, with `client` as its Redis."""
     pool = open_pool(servers.pg_dsn, SessionSettings(schema), size=2, timeout_s=5)
     charge = Tool("charge_usage", partial(charge_usage, accounts=PREPARED.accounts, keys=RedisKeys(schema)))
-    adapter = ToolAdapter(pool, client, QUICK_RETRIES, 0.0, recorder.request, recorder.call_finished)
+    adapter = ToolAdapter(pool, client, QUICK_RETRIES, 0.0, recorder.call_finished)
     with pool:
         return [adapter.call(charge, agent, seed) for agent, seed in calls]
 

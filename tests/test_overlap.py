@@ -23,8 +23,8 @@ _SCRIPT = textwrap.dedent(
 
     import json, sys, time
     import gevent, psycopg
-    from locust.event import EventHook
     from db.adapter import ToolAdapter
+    from db.hooks import Hook
     from db.pool import SessionSettings, open_pool, load_application_name
     from db.retry import RetryPolicy
     from db.tool import Tool
@@ -32,7 +32,7 @@ _SCRIPT = textwrap.dedent(
     dsn, agents, sleep_s = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
     session = SessionSettings("public")
     pool = open_pool(dsn, session, size=agents, timeout_s=30)
-    adapter = ToolAdapter(pool, None, RetryPolicy(), 0.0, EventHook(), EventHook())
+    adapter = ToolAdapter(pool, None, RetryPolicy(), 0.0, Hook())
     sleeping_seen = []
 
     def watch():

@@ -59,7 +59,7 @@ class QueueRun:
         self.adapter = self.adapter_on(client)
 
     def adapter_on(self, client: redis.Redis, tool_work_s: float = 0.0) -> ToolAdapter:
-        return ToolAdapter(None, client, QUICK_RETRIES, tool_work_s, self.recorder.request, self.recorder.call_finished)
+        return ToolAdapter(None, client, QUICK_RETRIES, tool_work_s, self.recorder.call_finished)
 
     def agents(self, tools_of_agent, calls_each: int = CALLS_EACH, adapter: ToolAdapter | None = None) -> None:
         """Agents concurrently, each calling `tools_of_agent(agent)[call % len]` in turn."""
