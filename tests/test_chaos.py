@@ -41,7 +41,8 @@ def test_a_chaos_run_passes_the_audit_of_a_healthy_server(servers, admin, schema
                       "--report-json", str(path))
     report = read_report(path)
     assert done.returncode == report["exit_code"] == 0, (done.stdout[-3000:], done.stderr[-2000:])
-    assert report["audit"]["ok"], [c for c in report["audit"]["checks"] if not c["ok"]]
+    assert report["audit"]["ok"], "; ".join(f"{c['name']}: expected {c['expected']}, observed {c['observed']}"
+                                            f" ({c['detail']})" for c in report["audit"]["checks"] if not c["ok"])
     assert report["verdict"] == "pass"
 
     kinds = {fault["kind"] for fault in report["faults"]}
@@ -91,7 +92,8 @@ def test_a_run_whose_every_session_is_killed_again_and_again_ends_with_a_verdict
     assert done.returncode != 2, done.stderr[-3000:]
     report = read_report(path)
     assert done.returncode == report["exit_code"] and report["verdict"] in ("pass", "fail")
-    assert report["audit"]["ok"], [c for c in report["audit"]["checks"] if not c["ok"]]
+    assert report["audit"]["ok"], "; ".join(f"{c['name']}: expected {c['expected']}, observed {c['observed']}"
+                                            f" ({c['detail']})" for c in report["audit"]["checks"] if not c["ok"])
     assert "toolclash-coordinator:" + schema + ": connection lost" in done.stderr
 
 

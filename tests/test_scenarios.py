@@ -269,8 +269,12 @@ def _charges_torn_edited_and_invented(at: At) -> dict[str, str]:
 
 
 def _step_added(at: At, step: str) -> str:
-    at.redis.xadd(at.keys("plan", "log"), {"step": step, "team": 1})
-    at.redis.hincrby(at.keys("plan", 1), "version", 1)
+    # At once, as a change would: an agent's change between the two would take the step's place
+    # in the log with the version before it, and fail plan_versions_in_log_order too.
+    with at.redis.pipeline(transaction=True) as change:
+        change.xadd(at.keys("plan", "log"), {"step": step, "team": 1})
+        change.hincrby(at.keys("plan", 1), "version", 1)
+        change.execute()
     return step
 
 
