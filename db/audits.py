@@ -7,7 +7,8 @@ it expected and what it observed, so a failed audit tells the user where to look
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -106,6 +107,16 @@ class AuditContext:
     def note(self, kind: str, detail: str) -> None:
         self.notes.append({"kind": kind, "detail": detail})
 
+    @contextmanager
+    def in_schema(self, *, one_snapshot: bool = False) -> Iterator[psycopg.Connection]:
+        """A transaction on the audit's session with the run's schema on its search path;
+        `one_snapshot`: at repeatable read, so that every check read in it agrees with the others."""
+        with self.conn.transaction():
+            if one_snapshot:
+                self.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            self.conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(self.schema)))
+            yield self.conn
+
     def check_writes(self, table: str, tools: Collection[str], *, wrote: str = "true",
                      columns: Mapping[str, str] | None = None) -> list[Check]:
         """For a user's tools: the identity checks of the built-in ones, on `table` of the run's
@@ -114,8 +125,7 @@ class AuditContext:
         succeeded or indeterminate call's, no failed call's row is there (see identities_in_table
         for `wrote`); with `columns` ({column: key of the call's value}), each row holds what its
         call returned it wrote. Asking marks `tools` as audited by identity."""
-        with self.conn.transaction():
-            self.conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(self.schema)))
+        with self.in_schema():
             checks = identities_in_table(self.conn, table, self.acknowledged_of(tools), present=f"{table}_written",
                                          within=f"{table}_within_acknowledged", failed=f"{table}_not_of_failed_calls",
                                          wrote=wrote)

@@ -12,7 +12,6 @@ import uuid
 
 import psycopg
 import redis
-from psycopg import sql
 
 from db.audits import SHOW_AT_MOST, AuditContext, Check, identities_in_table
 from db.redis_drain import drain_stream
@@ -87,8 +86,7 @@ def audit_agent_state(ctx: AuditContext, *, teams: int) -> list[Check]:
     drain_plan_log(ctx)
     conn = ctx.conn
     versions = {team: int(ctx.redis.hget(ctx.keys("plan", team), "version") or 0) for team in range(1, teams + 1)}
-    with conn.transaction():
-        conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(ctx.schema)))
+    with ctx.in_schema():
         changes = dict(conn.execute("SELECT team, count(*) FROM plan_log WHERE team IS NOT NULL GROUP BY team"))
         present, within, failed = identities_in_table(
             conn, "plan_log", ctx.acknowledged_of(["update_plan"]), present="plan_steps_not_lost",

@@ -10,7 +10,6 @@ every balance, version and the total are proven against the baseline and that le
 from __future__ import annotations
 
 import psycopg
-from psycopg import sql
 
 from db.audits import (
     SHOW_AT_MOST,
@@ -32,10 +31,8 @@ LEDGER_TOOLS = ("deduct_credits", "transfer_credits", "charge_usage")
 def audit_credits(ctx: AuditContext) -> list[Check]:
     """The credit accounts and their ledger, as the credit tools left them."""
     conn, acknowledged, baseline = ctx.conn, ctx.acknowledged_of(LEDGER_TOOLS), ctx.baseline
-    with conn.transaction():
-        # One snapshot for every check, so they agree with each other.
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(ctx.schema)))
+    # One snapshot for every check, so they agree with each other.
+    with ctx.in_schema(one_snapshot=True):
         return [
             _accounts_as_seeded(conn, baseline),
             _credits_conserved(conn, baseline),

@@ -162,9 +162,7 @@ def audit_cross_service(ctx: AuditContext) -> list[Check]:
     left = list(ctx.redis.sscan_iter(ctx.keys("usage", "applied"), count=1000))
     counted = {agent.decode(): int(total) for agent, total in ctx.redis.hgetall(ctx.keys("usage")).items()}
     conn = ctx.conn
-    with conn.transaction():
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(ctx.schema)))
+    with ctx.in_schema(one_snapshot=True):
         charged = {agent: (int(ledger), int(outbox)) for agent, ledger, outbox in conn.execute(
             """SELECT agent_id, coalesce(l.total, 0), coalesce(o.total, 0)
                FROM (SELECT agent_id, sum(amount) AS total FROM ledger WHERE tool = 'charge_usage'

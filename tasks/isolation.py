@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from db.audits import SHOW_AT_MOST, AuditContext, Check, identities_in_table, listing, listing_ids, rows_match_values
 from db.tool import Transaction
@@ -59,9 +58,7 @@ def audit_isolation(ctx: AuditContext, *, isolation: str) -> list[Check]:
     identities and values, and, at the levels that refuse lost updates, what the increments read."""
     conn = ctx.conn
     counters = ctx.baseline.counters
-    with conn.transaction():
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(ctx.schema)))
+    with ctx.in_schema(one_snapshot=True):
         seeded = _counters_as_seeded(conn, counters)
         lost_updates = _no_lost_updates(conn, counters)
         skewed = conn.execute(

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import psycopg
 import redis
-from psycopg import sql
 
 from db.audits import SHOW_AT_MOST, AuditContext, Check, copy_outcomes, listing_ids
 from db.redis_drain import StreamId
@@ -152,8 +151,7 @@ def audit_queue(ctx: AuditContext) -> list[Check]:
     enqueues = ctx.acknowledged_of(["enqueue_job"])
     dequeues = ctx.acknowledged_of(["dequeue_job"])
     conn = ctx.conn
-    with conn.transaction():
-        conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(ctx.schema)))
+    with ctx.in_schema():
         copy_outcomes(conn, enqueues)
         strangers = _copy_queue_now(conn, snapshot)
         found = _membership(conn, snapshot.log_end, strangers)
