@@ -39,11 +39,11 @@ test-fast: $(INSTALLED)
 # ruff check over the whole tree (rules in pyproject.toml), then mypy --strict on db/; both run,
 # and the target fails if either found anything.
 lint: $(INSTALLED)
-	status=0; $(BIN)/ruff check . || status=1; $(BIN)/mypy --strict db || status=1; exit $$status
+	status=0; $(BIN)/ruff check . || status=1; $(BIN)/mypy --strict db transport || status=1; exit $$status
 
 # toolclash's options (Locust's --help exits before it reads the locustfile, so it shows Locust's only)
 options: $(INSTALLED)
-	$(BIN)/python -m harness.options_help
+	$(BIN)/python -m harness.config.options_help
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

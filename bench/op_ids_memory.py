@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from db.audits import identities_in_table  # noqa: E402
-from db.call_record import CallRecord, Outcome  # noqa: E402
 from db.errors import Failure  # noqa: E402
-from harness.metrics import Metrics  # noqa: E402
+from harness.watch.metrics import Metrics  # noqa: E402
+from transport.call_record import CallRecord, Outcome  # noqa: E402
 
 
 def _records(calls: int, values: bool):

@@ -55,7 +55,7 @@ class HubWaitConnection(psycopg.Connection):
     psycopg's own wait also cancels the running statement when a KeyboardInterrupt lands in it;
     here none does (under gevent, Ctrl-C reaches Locust's main greenlet, never an agent's), and
     an agent stopped in a wait gets GreenletExit, after which the adapter cancels the statement
-    itself (db/adapter.py `_cancel_running_statement`)."""
+    itself (transport/in_process.py `_cancel_running_statement`)."""
 
     def wait(self, gen: PQGen[RV], interval: float = _PSYCOPG_INTERVAL_S, timeout: float | None = None) -> RV:
         if timeout is not None:

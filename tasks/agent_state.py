@@ -31,7 +31,7 @@ def update_plan(tx: Transaction, *, keys: RedisKeys, teams: int) -> dict[str, in
     server: read again after a failed EXEC, it holds this call's step when EXEC was applied (the
     call then succeeded, on any attempt, the last one included), another step when it was not
     (a conflict: retried); when that read fails too, its ConnectionError makes the call
-    indeterminate (db.adapter: a Redis tool's lost connection). An agent makes one call at a
+    indeterminate (transport.in_process: a Redis tool's lost connection). An agent makes one call at a
     time and retries only within it, so one key per agent guards every retry that can still
     come; each attempt also looks at it first, under the WATCH: an earlier attempt's EXEC that
     reached the server only after the settling read changes the plan and aborts this attempt,

@@ -60,7 +60,7 @@ class Scenario:
     # joins the sample's row in the report's time series.
     sample: Callable[[AuditContext, ScenarioParams], dict[str, Any]] | None = None
     # Moves what the scenario's tools keep appending to in Redis into the run's schema, so that
-    # Redis stays bounded (harness/drainer.py, on the coordinator, every --sample-interval). Safe
+    # Redis stays bounded (harness/verdict/drainer.py, on the coordinator, every --sample-interval). Safe
     # to run again whole; the scenario's audit drains to the end itself first.
     drain: Callable[[AuditContext], int] | None = None
     # Called at the start of a run with the harness's schema on the search path.

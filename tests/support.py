@@ -30,16 +30,16 @@ from locust.event import EventHook
 from psycopg import sql
 
 from db import schema as run_schema
-from db.adapter import ToolAdapter
 from db.audits import Acknowledged, AuditContext, Baseline
-from db.hooks import Hook
 from db.pool import SessionSettings, open_pool
 from db.redis_keys import RedisKeys
-from db.retry import RetryPolicy
 from db.session import SEND_ONCE
-from harness.locust_requests import told_to
-from harness.metrics import Metrics
+from harness.run.locust_requests import told_to
+from harness.watch.metrics import Metrics
 from tasks.queue import QueueKeys
+from transport.hooks import Hook
+from transport.in_process import ToolAdapter
+from transport.retry import RetryPolicy
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUST = str(Path(sys.executable).with_name("locust"))
@@ -52,9 +52,9 @@ def prepared_schema(admin: psycopg.Connection, schema: str, accounts: int = 10, 
 
 
 class Recorder:
-    """Listens to the adapter's hooks (db.hooks) as the harness's Load does: `records`, each call's
+    """Listens to the adapter's hooks (transport.hooks) as the harness's Load does: `records`, each call's
     record as the adapter reported it; `requests`, what Locust was told of each (its `request`
-    event, fired by the harness's own listener, harness.locust_requests, before the record is kept)."""
+    event, fired by the harness's own listener, harness.run.locust_requests, before the record is kept)."""
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
@@ -318,7 +318,7 @@ def settings_from(*args: str):
     """toolclash Settings parsed from command-line words, as the locust process parses them."""
     from locust.argument_parser import get_parser
 
-    from harness.options import Settings, add_arguments
+    from harness.config.options import Settings, add_arguments
 
     parser = get_parser()
     add_arguments(parser)

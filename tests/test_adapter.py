@@ -12,15 +12,15 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from db.adapter import ToolAdapter
-from db.call_record import Outcome
 from db.errors import Failure, VersionConflict
 from db.pool import SessionSettings, load_application_prefix, open_pool
-from db.retry import RetryPolicy
 from db.server_stats import database_counters, wait_for_sessions_to_end
 from db.tool import Tool
 from tasks.ledger import record_in_ledger
 from tests.support import QUICK_RETRIES, Recorder, ReplyHoldingProxy, adapter_on, prepared_schema
+from transport.call_record import Outcome
+from transport.in_process import ToolAdapter
+from transport.retry import RetryPolicy
 
 
 @pytest.fixture

@@ -12,15 +12,15 @@ import pytest
 import redis
 from psycopg import sql
 
-from db.adapter import ToolAdapter
 from db.audits import Check
-from db.call_record import Outcome
 from db.errors import Failure
 from db.redis_keys import RedisKeys
-from db.retry import RetryPolicy
 from db.tool import Tool, Transaction
 from tasks.agent_state import audit_agent_state, drain_plan_log, update_plan
 from tests.support import Recorder, ReplyLosingProxy, acknowledged_from, context_for, prepared_schema
+from transport.call_record import Outcome
+from transport.in_process import ToolAdapter
+from transport.retry import RetryPolicy
 
 _EXEC = b"$4\r\nEXEC\r\n"  # how the EXEC of a MULTI block goes over the wire
 ONE_ATTEMPT = RetryPolicy(max_tries=1)

@@ -12,9 +12,7 @@ import pytest
 import redis
 from psycopg import sql
 
-from db.adapter import ToolAdapter
 from db.audits import Acknowledged, Check
-from db.call_record import Outcome
 from db.op_ids import OpIds
 from db.pool import SessionSettings, open_pool
 from db.redis_keys import RedisKeys
@@ -35,6 +33,8 @@ from tests.support import (
     free_port,
     prepared_schema,
 )
+from transport.call_record import Outcome
+from transport.in_process import ToolAdapter
 
 ACCOUNTS = 5
 BALANCE = 100_000

@@ -14,8 +14,8 @@ import time
 import pytest
 from psycopg import sql
 
-from harness.lifecycle import _open_history
-from harness.options import BadOption
+from harness.config.options import BadOption
+from harness.run.lifecycle import _open_history
 from tests.support import settings_from
 
 RUN = ["--users", "2", "--run-time", "2s"]
@@ -39,7 +39,7 @@ def _refused(*words: str) -> str:
 
 def test_a_bad_option_at_start_is_one_line_exit_2_no_traceback_and_no_load(locust):
     """The start-up settings' real run: every refusal of the settings parser leaves the process
-    so (harness.lifecycle's init prints it, exits 2), before any server is touched."""
+    so (harness.run.lifecycle's init prints it, exits 2), before any server is touched."""
     done = locust.run(*RUN, "--scenario", "deadlock,nonsense")
     assert "unknown scenario 'nonsense'" in _one_clear_line(done)
     assert "Ramping" not in done.stderr
@@ -71,7 +71,7 @@ def test_an_unreachable_redis_names_what_was_tried(servers, schema, locust):
 
 def test_a_dsn_that_does_not_parse_is_refused(servers):
     from db.connect import ServiceUnreachable
-    from harness.services import Services
+    from harness.run.services import Services
 
     with pytest.raises(ServiceUnreachable) as refused:
         Services("host=127.0.0.1 port", servers.redis_url).start()
@@ -100,7 +100,7 @@ def test_a_dsn_that_does_not_parse_is_refused(servers):
     ],
 )
 def test_nonsense_options_are_refused_before_any_server_is_touched(args, says):
-    # The settings are parsed before anything else at start (harness.lifecycle's init).
+    # The settings are parsed before anything else at start (harness.run.lifecycle's init).
     assert says in _refused(*args)
 
 

@@ -11,8 +11,8 @@ import pytest
 import redis
 
 from db.session import Session, SessionLost
-from harness.coordinator import Coordinator
-from harness.options import BadOption
+from harness.config.options import BadOption
+from harness.verdict.coordinator import Coordinator
 from tests.support import read_report, settings_from, wait_until
 
 SHORT_RUN = ("--users", "20", "--spawn-rate", "20", "--run-time", "8s")

@@ -10,7 +10,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from db.pool import SessionSettings
-from harness.coordinator import Coordinator
+from harness.verdict.coordinator import Coordinator
 from tests.support import settings_from
 
 

@@ -13,13 +13,13 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from db.call_record import Outcome
 from db.errors import Failure, VersionConflict, classify
 from db.pool import SessionSettings
 from db.redis_keys import RedisKeys
 from db.tool import Tool
 from tasks.credits import deduct_credits
 from tests.support import Recorder, adapter_on, prepared_schema
+from transport.call_record import Outcome
 
 
 @pytest.fixture

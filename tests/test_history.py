@@ -12,11 +12,11 @@ from pathlib import Path
 
 from psycopg import sql
 
-from db.call_record import Outcome
 from db.pool import SessionSettings
 from db.tool import Tool
-from harness.history import History
+from harness.output.history import History
 from tests.support import ROOT, Recorder, adapter_on, prepared_schema, read_report
+from transport.call_record import Outcome
 
 # The tools that write one ledger row when, and only when, they succeed.
 LEDGER_TOOLS = {"deduct_credits", "transfer_credits", "charge_usage"}
@@ -133,7 +133,7 @@ def test_workers_write_files_of_their_own_that_join_into_one_history(servers, ad
     assert all(len(per_process[w]) > 1 for w in ("worker-0", "worker-1")), "both workers ran agents"
 
     # docs/observing.md's way of joining them.
-    joined_run = subprocess.run([sys.executable, "-m", "harness.history", str(history)], cwd=ROOT,
+    joined_run = subprocess.run([sys.executable, "-m", "harness.output.history", str(history)], cwd=ROOT,
                                 capture_output=True, text=True, check=True)
     joined = [json.loads(text) for text in joined_run.stdout.splitlines()]
     assert len(joined) == sum(len(lines) for lines in per_process.values())

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import textwrap
 
-from harness.hub_lag import FELL_BEHIND_S, HubLag, hub_note, hub_section
+from harness.watch.hub_lag import FELL_BEHIND_S, HubLag, hub_note, hub_section
 from tests.support import read_report
 
 # Holds the hub of its process for STALL_S once, as CPU work that never yields would: nothing

@@ -1,4 +1,4 @@
-"""What Locust is told of each call: the harness's listener (harness.locust_requests) on the
+"""What Locust is told of each call: the harness's listener (harness.run.locust_requests) on the
 adapter's `call_finished` hook fires Locust's `request` event from the record, once per call,
 never for an interrupted one. The adapter itself knows nothing of Locust (tests/test_layers.py).
 No server: records built by hand, or calls that never reach one."""
@@ -12,13 +12,13 @@ import gevent.event
 import pytest
 from locust.event import EventHook
 
-from db.adapter import ToolAdapter
-from db.call_record import CallRecord, Outcome
 from db.errors import Failure, VersionConflict
 from db.tool import Tool
-from harness.load import Load
-from harness.locust_requests import CallFailed, call_failed
+from harness.run.load import Load
+from harness.run.locust_requests import CallFailed, call_failed
 from tests.support import QUICK_RETRIES, settings_from
+from transport.call_record import CallRecord, Outcome
+from transport.in_process import ToolAdapter
 
 
 class _Told:

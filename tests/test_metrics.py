@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from harness.metrics import Histogram, Metrics
+from harness.watch.metrics import Histogram, Metrics
 
 
 def _nearest_rank(values_ms: list[float], percent: float) -> float:
@@ -46,8 +46,8 @@ def test_merged_percentiles_equal_those_of_the_concatenated_values_within_bucket
 def test_metrics_survive_the_wire_form_and_add_up():
     import uuid
 
-    from db.call_record import CallRecord, Outcome
     from db.errors import Failure
+    from transport.call_record import CallRecord, Outcome
 
     a, b = Metrics(), Metrics()
     succeeded = CallRecord("deduct_credits", "pg", uuid.uuid4(), Outcome.SUCCEEDED, 2, [Failure.VERSION_CONFLICT],

@@ -23,10 +23,10 @@ _SCRIPT = textwrap.dedent(
 
     import json, sys, time
     import gevent, psycopg
-    from db.adapter import ToolAdapter
-    from db.hooks import Hook
+    from transport.in_process import ToolAdapter
+    from transport.hooks import Hook
     from db.pool import SessionSettings, open_pool, load_application_name
-    from db.retry import RetryPolicy
+    from transport.retry import RetryPolicy
     from db.tool import Tool
 
     dsn, agents, sleep_s = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])

@@ -16,9 +16,7 @@ import pytest
 import redis
 from psycopg import sql
 
-from db.adapter import ToolAdapter
 from db.audits import Check
-from db.call_record import Outcome
 from db.errors import Failure
 from db.redis_keys import RedisKeys
 from db.session import SEND_ONCE
@@ -36,6 +34,8 @@ from tests.support import (
     lose_last_dequeue_and_ack,
     prepared_schema,
 )
+from transport.call_record import Outcome
+from transport.in_process import ToolAdapter
 
 CAPACITY = 8
 AGENTS = 6

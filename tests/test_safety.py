@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from psycopg import sql
 
-from harness.lifecycle import _reach_servers
-from harness.matrix import _level_arguments
-from harness.options import BadOption
+from harness.config.options import BadOption
+from harness.run.lifecycle import _reach_servers
+from harness.run.matrix import _level_arguments
 from tests.support import settings_from
 
 RUN = ("--users", "2", "--spawn-rate", "2", "--run-time", "2s", "--scenario", "optimistic_locking")
@@ -57,7 +57,7 @@ def test_reset_refuses_to_drop_what_other_schemas_built_on_ours(servers, admin, 
 
 
 def test_a_malformed_dsn_or_url_is_reported_without_its_password(servers, capfd, caplog):
-    """What the process does at start with the servers it is given (harness.lifecycle's init):
+    """What the process does at start with the servers it is given (harness.run.lifecycle's init):
     exit code 2 and one line, and the password nowhere, not in what it logged either."""
     for pg_dsn, redis_url in (("postgresql://app:s3cret-pw@[db.internal", servers.redis_url),
                               (servers.pg_dsn, "redis://app:s3cret-pw@cache.internal:notaport/0")):

@@ -17,8 +17,8 @@ from psycopg import sql
 
 from db.pool import ISOLATION_LEVELS, load_application_name
 from db.redis_keys import RedisKeys
-from harness.matrix import levels_failing
-from harness.options import BadOption
+from harness.config.options import BadOption
+from harness.run.matrix import levels_failing
 from tasks.queue import PRIORITIES
 from tests.support import ROOT, lose_last_dequeue_and_ack, read_report, rows_in, settings_from, wait_until
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import csv
 
-from harness.html_report import SECTION_ID
-from harness.sampler import _longest_chain
+from harness.output.html import SECTION_ID
+from harness.watch.sampler import _longest_chain
 from tests.support import read_report
 
 

@@ -6,8 +6,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from harness.options import BadOption
-from harness.sla import DEFAULT_SLA_FILE, METRICS, BadSlaFile, evaluate, load_rules
+from harness.config.options import BadOption
+from harness.config.sla import DEFAULT_SLA_FILE, METRICS, BadSlaFile, evaluate, load_rules
 from tests.support import read_report, settings_from
 
 SCOPES = {"optimistic_locking": ["deduct_credits"], "deduct_credits": ["deduct_credits"],

@@ -14,7 +14,7 @@ import os
 import re
 from typing import Any
 
-from harness.options_help import options_help
+from harness.config.options_help import options_help
 from tests.support import ROOT, read_report
 
 GOLDEN = ROOT / "tests" / "golden"

@@ -12,14 +12,14 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from db.call_record import CallRecord, Outcome
 from db.pool import SessionSettings, load_application_name, open_pool
-from harness.distributed import ShipmentNumbers, WorkerShipments
-from harness.hub_lag import HubLag
-from harness.metrics import Metrics
-from harness.options import HARNESS_SESSIONS
-from harness.verdict import evidence_problems
+from harness.config.options import HARNESS_SESSIONS
+from harness.distributed.shipments import ShipmentNumbers, WorkerShipments
+from harness.verdict.evidence import evidence_problems
+from harness.watch.hub_lag import HubLag
+from harness.watch.metrics import Metrics
 from tests.support import ROOT, read_report, settings_from
+from transport.call_record import CallRecord, Outcome
 
 
 def _servers_args(servers, schema):

@@ -18,7 +18,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
 from db.connect import redact
-from harness.web_ui import load_series
+from harness.web.panel import load_series
 from tests.support import ROOT, own_master_port, read_report, rows_in, wait_until
 
 SCREENSHOTS = ROOT / "tests" / "screenshots"

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 from psycopg import sql
 
-from harness import verdict
-from harness.options import BadOption, file_digest
-from harness.run_settings import fingerprint, fixed_options, settings_for_test
-from harness.worker_check import Shared, WorkerChecks, refusal
+from harness.config.options import BadOption, file_digest
+from harness.config.run_settings import fingerprint, fixed_options, settings_for_test
+from harness.distributed.worker_check import Shared, WorkerChecks, refusal
+from harness.verdict import evidence
 from tests.support import own_master_port, read_report
 
 # A tools module that writes down the isolation level the server ran each of its transactions at.
@@ -152,7 +152,7 @@ def test_the_check_names_the_option_and_both_values_for_the_master_and_the_worke
 def _options(*args: str):
     from locust.argument_parser import get_parser
 
-    from harness.options import add_arguments
+    from harness.config.options import add_arguments
 
     parser = get_parser()
     add_arguments(parser)
@@ -202,7 +202,7 @@ def test_the_same_settings_have_the_same_fingerprint_wherever_the_tools_module_l
 
 
 def test_a_worker_that_ran_other_settings_fails_the_verdict():
-    problems = verdict.settings_problems({"w1": "abc", "w2": "def"}, "abc")
+    problems = evidence.settings_problems({"w1": "abc", "w2": "def"}, "abc")
     assert [p["kind"] for p in problems] == ["settings_mismatch"] and "w2" in problems[0]["detail"]
     report = {"evidence": {"problems": problems}, "audit": {"ok": True}, "sla": []}
-    assert verdict.decide(report) == (verdict.FAIL, 1)
+    assert evidence.decide(report) == (evidence.FAIL, 1)

@@ -1,0 +1,174 @@
+"""The report written out: as JSON (--report-json), and as the console summary (also logged,
+for Locust's Logs tab)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["format_summary", "log_summary", "write_json"]
+
+_summary_log = logging.getLogger("toolclash.summary")
+
+
+def write_json(report: dict[str, Any], path: str) -> None:
+    """Written whole or not at all (a script watching the file never reads half a report)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    partial.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(partial, target)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _figure(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "-" if value is None else str(value)
+
+
+_FAULT_TARGETS = {"pg-kill": "backends ended", "redis-kill": "Redis clients killed", "worker-stop": "workers stopped"}
+
+
+def _faults_line(report: dict[str, Any]) -> str:
+    """--chaos: the faults of each kind, and what the run paid for them. The p95 is the slowest
+    tool's over every call of the run: which calls a fault slowed down is not known."""
+    times: dict[str, int] = {}
+    hit: dict[str, int] = {}
+    for fault in report["faults"]:
+        times[fault["kind"]] = times.get(fault["kind"], 0) + 1
+        hit[fault["kind"]] = hit.get(fault["kind"], 0) + fault["hit"]
+    p95s = [(tool["p95_ms"], name) for name, tool in report["tools"].items() if tool["p95_ms"] is not None]
+    slowest = "slowest tool p95={:.1f} ms ({})".format(*max(p95s)) if p95s else "no tool call"
+    return ("faults: " + ", ".join(f"{kind} x{n} ({_FAULT_TARGETS[kind]}: {hit[kind]})" for kind, n in times.items())
+            + f"; cost: connection_errors={report['conflicts']['connection_errors']},"
+              f" indeterminate={report['conflicts']['indeterminate']}, {slowest}")
+
+
+def _hub_line(hub: dict[str, Any]) -> str:
+    """Whether the harness's event loops kept their schedule (harness.watch.hub_lag)."""
+    sampler = hub["sampler"]
+    worst = f"worst event-loop lag {hub['worst_lag_s']:.3f} s"
+    if hub["worst_in"] is not None:
+        worst += f" in the {hub['worst_in']} at {hub['worst_at_s']:.1f} s"
+    return (f"hub: {'FELL BEHIND' if hub['fell_behind'] else 'kept up'} ({worst}; more than"
+            f" {hub['threshold_s']:g} s is falling behind); sampler asked every {sampler['asked_interval_s']:g} s:"
+            f" p50 {_figure(sampler['actual_interval_p50_s'])} s, max {_figure(sampler['actual_interval_max_s'])} s,"
+            f" {sampler['late_samples']} of {sampler['samples']} samples late")
+
+
+def format_summary(report: dict[str, Any]) -> str:
+    lines = [
+        "",
+        "=" * 100,
+        f"toolclash run {report['run']['run_id']}: {', '.join(report['run']['scenarios'])}"
+        f" at {report['run']['isolation']}, {report['run']['agents']} agents, {report['run']['duration_s']:.1f} s,"
+        f" seed {report['run']['seed']} (the same calls again: --seed {report['run']['seed']})",
+    ]
+    lines += [f"  {server['description']}" for server in report["servers"]]
+    if "workers" in report:
+        expected, ran = report["run"]["settings_fingerprint"], report["workers"]["settings"]
+        others = sorted(worker for worker, fingerprint in ran.items() if fingerprint != expected)
+        lines.append(f"  settings {expected}: {len(ran) - len(others)} worker(s) ran with them"
+                     + (f", NOT {', '.join(others)}" if others else ""))
+    lines.append("")
+    header = (f"{'tool':<24}{'calls':>9}{'ok':>9}{'failed':>8}{'refused':>8}{'indet.':>7}{'retries':>9}{'p50 ms':>9}"
+              f"{'p95 ms':>9}{'p99 ms':>9}")
+    lines.append(header)
+    for name, tool in report["tools"].items():
+        lines.append(
+            f"{name:<24}{tool['calls']:>9}{tool['succeeded']:>9}{tool['failed']:>8}{tool['refused']:>8}{tool['indeterminate']:>7}"
+            f"{tool['retries']:>9}{_ms(tool['p50_ms']):>9}{_ms(tool['p95_ms']):>9}{_ms(tool['p99_ms']):>9}"
+        )
+    lines.append("")
+    lines.append("conflicts: " + ", ".join(f"{k}={v}" for k, v in report["conflicts"].items())
+                 + f", errors={report['errors']}")
+    lines.append("anomalies: " + ", ".join(f"{k}={v}" for k, v in report["anomalies"].items()))
+    if report.get("faults"):
+        lines.append(_faults_line(report))
+    lines.append(_hub_line(report["hub"]))
+    lines.append(f"pool: peak requests waiting={report['pool']['peak_waiting']},"
+                 f" fewest free connections={_figure(report['pool']['min_available'])}")
+    server = report["server"]
+    lines.append(
+        "server (pg_stat_database, over the run): "
+        + ", ".join(f"{k}={server[k]}" for k in ("deadlocks", "xact_commit", "xact_rollback", "conflicts"))
+    )
+    lines.append(f"deadlock_timeout: {server['deadlock_timeout']['note']}")
+    lines.append(
+        f"server peaks ({server['samples']} samples): lock waiters={server['peak_lock_waiters']},"
+        f" longest lock wait={server['longest_lock_wait_ms']} ms,"
+        f" longest blocking chain={server['longest_blocking_chain']},"
+        f" Redis clients={server['peak_redis_clients']}, Redis ops/s={server['peak_redis_ops_per_sec']},"
+        f" Redis rejected connections={server['redis_rejected_connections']}"
+    )
+    for name, summary in report["latency_ms"].items():
+        lines.append(
+            f"{name + ' ms':<24} p50={_ms(summary['p50'])} p95={_ms(summary['p95'])}"
+            f" p99={_ms(summary['p99'])} max={_ms(summary['max'])} (n={summary['count']})"
+        )
+    lines.append("")
+    lines.append("audit: " + ("ok" if report["audit"]["ok"] else "FAILED")
+                 + f" (against the harness's baseline: {', '.join(f'{k}={v}' for k, v in report['baseline'].items())})")
+    if report["not_audited_by_identity"]:
+        lines.append(f"  [WARN] not audited by identity (no check compared their calls with the servers' data):"
+                     f" {', '.join(report['not_audited_by_identity'])}")
+    for check in report["audit"]["checks"]:
+        mark = "ok  " if check["ok"] else "FAIL"
+        lines.append(
+            f"  [{mark}] {check['name']}: expected {check['expected']}, observed {check['observed']}"
+            + (f" ({check['detail']})" if check["detail"] else "")
+        )
+    lines.append("SLA:")
+    for rule in report["sla"]:
+        mark = "ok  " if rule["ok"] else "FAIL"
+        lines.append(
+            f"  [{mark}] {rule['name']}: observed {_figure(rule['observed'])}"
+            f" (needs {rule['op']} {rule['threshold']:g})"
+        )
+    if report.get("steps"):
+        lines.append("")
+        lines.append(f"{'stage':<7}{'agents':>7}{'calls/s':>10}{'p95 ms':>9}{'conflicts':>11}{'pool wait p95':>15}"
+                     "  SLAs")
+        for step in report["steps"]:
+            failed = [r["name"] for r in step["sla"] if not r["ok"]]
+            lines.append(
+                f"{step['stage']:<7}{step['agents']:>7}{step['throughput_per_s']:>10.1f}{_ms(step['p95_ms']):>9}"
+                f"{_figure(step['conflict_rate']):>11}{_ms(step['pool_wait_p95_ms']):>15}  "
+                + ("held" if not failed else "BROKEN: " + ", ".join(failed))
+            )
+    if report["evidence"]["notes"]:
+        lines.append("")
+        lines.append("warnings (the verdict does not rest on them):")
+        lines += [f"  [WARN] {note['kind']}: {note['detail']}" for note in report["evidence"]["notes"]]
+    if report["evidence"]["problems"]:
+        lines.append("")
+        lines.append("the run is not evidence enough to pass:")
+        lines += [f"  [FAIL] {problem['kind']}: {problem['detail']}" for problem in report["evidence"]["problems"]]
+    lines.append("")
+    lines.append(f"verdict: {report['verdict'].upper()}")
+    lines.append("=" * 100)
+    return "\n".join(lines)
+
+
+def log_summary(report: dict[str, Any]) -> None:
+    """The summary through `logging` too, one record per line (Locust's Logs tab shows each
+    record as a line of its own, and its log file gets them), but not to the console: the summary
+    is printed there already. A FAIL verdict and the warnings are warnings, so the Logs tab marks
+    them."""
+    _summary_log.propagate = False
+    _summary_log.handlers = [handler for handler in logging.getLogger().handlers
+                             if not (isinstance(handler, logging.StreamHandler)
+                                     and getattr(handler, "stream", None) in (sys.stdout, sys.stderr))]
+    _summary_log.setLevel(logging.INFO)
+    for line in format_summary(report).splitlines():
+        if line.strip() and not line.startswith("="):
+            alarming = line.startswith(("verdict: FAIL", "  [WARN]"))
+            _summary_log.log(logging.WARNING if alarming else logging.INFO, "%s", line)

@@ -1,0 +1,126 @@
+"""--isolation-matrix: the same run once per isolation level, and the table to choose a level by.
+
+Each level is a whole `locust` run of its own (the same options, `--isolation` set), so every
+row has its own servers' counters, audits and verdict. Every level runs with the same seed, so
+its agents make the same calls; with --history PATH, each level writes PATH.<level>.
+
+The matrix fails (exit 1) when the strongest level it ran fails, or a level named in
+--require-levels does: the weaker levels of the default `isolation` scenario fail by design
+(they allow the anomalies it provokes), and that is what the table shows, not a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from db.pool import ISOLATION_LEVELS
+from harness.output.summary import write_json
+
+__all__ = ["MATRIX_LEVEL_VARIABLE", "format_matrix", "levels_failing", "run_matrix"]
+
+# Set in the environment of each level's run, so that it runs that level only, whatever the
+# config file or the parent's variables say about --isolation-matrix.
+MATRIX_LEVEL_VARIABLE = "TOOLCLASH_MATRIX_LEVEL"
+
+# Options the matrix sets itself in each level's run; the user's values for them are dropped.
+_OWN_OPTIONS = {"--isolation": True, "--report-json": True, "--isolation-matrix": False, "--history": True,
+                "--seed": True, "--require-levels": True}
+# Given to each level's run through its environment, not its command line, which every user of
+# the machine can read (`ps`): a DSN or URL may hold a password.
+_BY_ENVIRONMENT = {"--pg-dsn": "TOOLCLASH_PG_DSN", "--redis-url": "TOOLCLASH_REDIS_URL"}
+
+
+def _level_arguments(argv: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The command line of each level's run, and the variables to set in its environment."""
+    kept: list[str] = []
+    variables: dict[str, str] = {}
+    words = iter(argv)
+    for arg in words:
+        name, has_value, value = arg.partition("=")
+        if name in _BY_ENVIRONMENT:
+            variables[_BY_ENVIRONMENT[name]] = value if has_value else next(words, "")
+        elif name in _OWN_OPTIONS:
+            if _OWN_OPTIONS[name] and not has_value:
+                next(words, None)
+        else:
+            kept.append(arg)
+    if not any(a.split("=", 1)[0] == "--scenario" for a in kept) and "TOOLCLASH_SCENARIO" not in os.environ:
+        kept += ["--scenario", "isolation"]
+    return kept, variables
+
+
+def run_matrix(argv: list[str], report_json: str | None, history: str | None, seed: int,
+               required: tuple[str, ...] = ()) -> int:
+    """Run every level; print the table; 1 when the strongest level or one of `required` failed
+    (levels_failing), else 0; 2 when a level's run could not produce a verdict."""
+    rows: list[dict[str, Any]] = []
+    arguments, variables = _level_arguments(argv)
+    for position, level in enumerate(ISOLATION_LEVELS):
+        print(f"toolclash: isolation matrix: running at {level} …", flush=True)
+        # The schema then holds the previous level's data, which the matrix made and may have
+        # failed its audit on purpose; each level starts from fresh data.
+        fresh = ["--reset"] if position and "--reset" not in arguments else []
+        with tempfile.TemporaryDirectory(prefix="toolclash-matrix-") as scratch:
+            report_path = Path(scratch) / "report.json"
+            env = {**os.environ, **variables, MATRIX_LEVEL_VARIABLE: level}
+            # An empty --require-levels: a level's run, which is no matrix, requires no level, whatever
+            # its config file or environment says (it would be refused: --require-levels needs the matrix).
+            own = ["--isolation", level, "--report-json", str(report_path), "--seed", str(seed), "--require-levels="]
+            if history:
+                own += ["--history", f"{history}.{level}"]
+            done = subprocess.run(
+                [sys.executable, "-m", "locust", *arguments, *fresh, *own],
+                env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+            )
+            if not report_path.exists():
+                reason = next((line for line in reversed(done.stderr.splitlines()) if "toolclash: error" in line),
+                              f"exit code {done.returncode}")
+                print(f"toolclash: error: the {level} run gave no verdict: {reason}", file=sys.stderr, flush=True)
+                return 2
+            report = json.loads(report_path.read_text(encoding="utf-8"))
+        rows.append({"level": level, "report": report})
+    must_pass, failing = levels_failing(rows, required)
+    print(format_matrix(rows), flush=True)
+    print(f"toolclash: isolation matrix: {'FAIL' if failing else 'PASS'}: must pass {', '.join(must_pass)};"
+          f" failed: {', '.join(failing) or 'none'}", flush=True)
+    if report_json:
+        write_json({"matrix": rows, "must_pass": must_pass, "failed": failing, "exit_code": 1 if failing else 0},
+                   report_json)
+    return 1 if failing else 0
+
+
+def levels_failing(rows: list[dict[str, Any]], required: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """(the levels that must pass: the strongest one run, then `required`; those of them that
+    failed). `rows` go from the weakest level to the strongest."""
+    verdicts = {row["level"]: row["report"]["verdict"] for row in rows}
+    must_pass = list(dict.fromkeys([rows[-1]["level"], *required]))
+    return must_pass, [level for level in must_pass if verdicts[level] != "pass"]
+
+
+def _row_figures(report: dict[str, Any]) -> tuple[int, int, int, int, str]:
+    calls = sum(tool["calls"] for tool in report["tools"].values())
+    return (
+        calls,
+        report["conflicts"]["serialization_failures"],
+        report["anomalies"]["lost_updates"],
+        report["anomalies"]["write_skew"],
+        report["verdict"].upper(),
+    )
+
+
+def format_matrix(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "",
+        f"{'isolation level':<18}{'calls':>9}{'serialization failures':>24}{'lost updates':>14}{'write skew':>12}"
+        "  verdict",
+    ]
+    for row in rows:
+        calls, failures, lost, skew, verdict = _row_figures(row["report"])
+        lines.append(f"{row['level']:<18}{calls:>9}{failures:>24}{lost:>14}{skew:>12}  {verdict}")
+    return "\n".join(lines)

@@ -1,0 +1,101 @@
+"""The verdict, and the evidence it needs before it may say PASS.
+
+A run passes only when its data backs it: the audits held, every SLA rule held, and the run is
+evidence at all. It is not when a load process never started, when agents raised instead of
+finishing their calls, when no tool call was made, when a worker vanished with calls whose
+outcome nobody reported, when a worker's shipment of outcomes never reached the master, when a
+session of the load was still open at the audit (what it may yet commit is not in the audited
+data), or when a tool raised an error (neither a conflict nor its own refusal: a bug, a missing
+table, a constraint): a run whose tools fail is no evidence that the platform holds. The server
+refusing the run's connections is the run's configuration, not a verdict on the platform: exit
+code 2, like a bad option.
+
+The report's `evidence.notes` are what a reader must know but the verdict does not rest on: a
+harness whose event loop fell behind (harness.watch.hub_lag) measured latencies that include its own
+delay, yet its calls and the audits of them are the run's; a latency SLA that the delay breaks
+fails on its own figures.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.watch.metrics import Metrics
+
+__all__ = ["CONFIGURATION_ERROR", "PASS", "FAIL", "configuration_errors", "decide", "evidence_problems",
+           "settings_problems"]
+
+PASS = "pass"
+FAIL = "fail"
+CONFIGURATION_ERROR = 2
+_EXIT_CODES = {PASS: 0, FAIL: 1}
+
+# Problems that say the run was set up wrong (fix the options or the server, then run again).
+_CONFIGURATION_KINDS = frozenset({"server_refused", "worker_refused"})
+
+
+def evidence_problems(metrics: Metrics, workers: dict[str, Any] | None = None,
+                      load_sessions_left: int = 0) -> list[dict[str, str]]:
+    """What keeps the run from being evidence, each as {kind, detail}; empty when nothing does.
+    `workers`: in a distributed run, the report's `workers` (lost workers, lost shipments);
+    `load_sessions_left`: the load's sessions still open when the audits began."""
+    problems = [{"kind": f["kind"], "detail": f["detail"]} for f in metrics.load_failures]
+    if metrics.agent_errors:
+        problems.append({
+            "kind": "agent_errors",
+            "detail": f"{metrics.agent_errors} agent tasks raised instead of finishing their tool call"
+                      f" (a harness or tools-module bug), e.g. {metrics.agent_error_samples[0]}",
+        })
+    if metrics.errors:
+        problems.append({
+            "kind": "tool_errors",
+            "detail": f"{metrics.errors} tool call attempts raised an error that is neither a conflict nor the tool's"
+                      f" own refusal (a missing table, a constraint, a bug), e.g. {metrics.error_samples[0]}",
+        })
+    if not any(stats.calls for stats in metrics.tools.values()):
+        problems.append({"kind": "no_calls", "detail": "no tool call was made: there is nothing to judge"})
+    for worker in (workers or {}).get("lost", ()):
+        problems.append({
+            "kind": "worker_lost",
+            "detail": f"worker {worker['worker']} vanished ({worker['state']}); the outcomes of its calls since"
+                      f" its last shipment ({worker['last_shipment_at'] or 'none'}) are unknown",
+        })
+    for worker, lost in (workers or {}).get("shipments_lost", {}).items():
+        if lost:
+            problems.append({
+                "kind": "shipment_lost",
+                "detail": f"{lost} shipment(s) of worker {worker} never reached the master: the outcomes of the calls"
+                          " they carried are unknown, and their succeeded calls are missing from what the audits"
+                          " compare with the servers",
+            })
+    if load_sessions_left:
+        problems.append({
+            "kind": "load_sessions_left",
+            "detail": f"{load_sessions_left} session(s) of the load were still open when the audits began: what they"
+                      " may yet commit is not in the data the audits read",
+        })
+    return problems
+
+
+def settings_problems(worker_settings: dict[str, str], expected: str) -> list[dict[str, str]]:
+    """A worker that ran the test with other settings than the master's (fingerprints of
+    harness.config.run_settings): its calls are not those of the run the report describes."""
+    return [{"kind": "settings_mismatch",
+             "detail": f"worker {worker} ran with settings {theirs}, not the master's {expected}: the report would"
+                       " describe a run that did not happen"}
+            for worker, theirs in sorted(worker_settings.items()) if theirs != expected]
+
+
+def decide(report: dict[str, Any]) -> tuple[str, int]:
+    """(verdict, exit code) of a report whose `evidence`, `audit` and `sla` are filled in."""
+    problems = report["evidence"]["problems"]
+    if any(p["kind"] in _CONFIGURATION_KINDS for p in problems):
+        return FAIL, CONFIGURATION_ERROR
+    passed = not problems and report["audit"]["ok"] and all(rule["ok"] for rule in report["sla"])
+    verdict = PASS if passed else FAIL
+    return verdict, _EXIT_CODES[verdict]
+
+
+def configuration_errors(report: dict[str, Any]) -> list[str]:
+    """The one-line messages to print for a run that ended on its configuration."""
+    return [p["detail"] for p in report["evidence"]["problems"] if p["kind"] in _CONFIGURATION_KINDS]

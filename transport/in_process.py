@@ -1,0 +1,201 @@
+"""The adapter every tool call goes through.
+
+For each attempt: borrow a connection (the wait is timed apart from the tool's own time), run
+the tool in a transaction at the session's isolation level, commit, classify what failed, and
+retry by policy. When the call is over, fire the `call_finished` hook once with the full record
+(transport.hooks: the harness's listener tells Locust; db/ knows nothing of Locust).
+
+Before the first attempt, the optional `call_started` hook gets the record as it starts (a
+history writes the invocation then: a call that never ends still shows that it began).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from collections.abc import Callable
+from time import monotonic_ns, perf_counter
+from typing import Protocol
+
+import gevent
+import psycopg
+import redis
+from psycopg.pq import TransactionStatus
+
+from db.errors import Failure, classify
+from db.tool import Tool, Transaction
+from transport.call_record import CallRecord, Outcome
+from transport.hooks import CallHook
+from transport.retry import RetryPolicy
+
+__all__ = ["ConnectionLender", "ToolAdapter"]
+
+log = logging.getLogger(__name__)
+
+# Locust stops an agent by killing its greenlet: GreenletExit (a BaseException) arrives
+# wherever the agent is waiting, possibly in the middle of a statement or of COMMIT.
+_STOPPED = (gevent.GreenletExit, KeyboardInterrupt, SystemExit)
+
+
+class ConnectionLender(Protocol):
+    """Where the adapter borrows a PostgreSQL tool's connection: the load's AgentPool (db.pool),
+    or a psycopg_pool.ConnectionPool."""
+
+    def getconn(self) -> psycopg.Connection: ...
+
+    def putconn(self, conn: psycopg.Connection, /) -> None: ...
+
+
+class ToolAdapter:
+    def __init__(
+        self,
+        pool: ConnectionLender,
+        redis_client: redis.Redis | None,
+        policy: RetryPolicy,
+        tool_work_s: float,
+        call_finished: CallHook,
+        call_started: CallHook | None = None,
+    ) -> None:
+        self._pool = pool
+        self._redis = redis_client
+        self._policy = policy
+        self._tool_work_s = tool_work_s
+        self._call_finished = call_finished
+        self._call_started = call_started
+        self._backoff_rng = random.Random()
+        # The calls started and not yet reported, by op id: those still here when the load gives
+        # up waiting for them are reported indeterminate (abandon_calls_in_flight).
+        self._in_flight: dict[uuid.UUID, CallRecord] = {}
+
+    @property
+    def calls_in_flight(self) -> int:
+        return len(self._in_flight)
+
+    def abandon_calls_in_flight(self) -> list[CallRecord]:
+        """Report every call still in flight as indeterminate, now (it may yet commit: its agent
+        was not seen to end it), and ignore its own end if it ever comes."""
+        abandoned = list(self._in_flight.values())
+        self._in_flight.clear()
+        for record in abandoned:
+            record.outcome = Outcome.INDETERMINATE
+            record.duration_s = (monotonic_ns() - record.started_ns) / 1e9
+            self._report(record)
+        return abandoned
+
+    def call(self, tool: Tool, agent_id: str, seed: int) -> CallRecord:
+        record = CallRecord(tool=tool.name, backend=tool.backend, op_id=uuid.uuid4(), agent_id=agent_id, seed=seed,
+                            started_ns=monotonic_ns())
+        if self._call_started is not None:
+            self._call_started.fire(record=record)
+        started = perf_counter()
+        first_deadlock_at: float | None = None
+        self._in_flight[record.op_id] = record
+        try:
+            for attempt in range(1, self._policy.max_tries + 1):
+                record.attempts = attempt
+                failure, after_commit = self._attempt(tool, agent_id, seed, record, first_deadlock_at)
+                if failure is None:
+                    # The call has succeeded already: an agent stopped in a follow-up is still
+                    # reported as succeeded, and one that raises is a harness bug that reaches
+                    # the agent, never a failure of the call.
+                    for follow_up in after_commit:
+                        follow_up()
+                    break
+                if failure is Failure.DEADLOCK and first_deadlock_at is None:
+                    first_deadlock_at = perf_counter()
+                if record.outcome is Outcome.INDETERMINATE or not failure.retryable:
+                    break
+                if attempt < self._policy.max_tries:
+                    gevent.sleep(self._policy.backoff(attempt, self._backoff_rng))
+        finally:
+            record.duration_s = perf_counter() - started
+            if first_deadlock_at is not None and record.deadlock_resolution_s is None:
+                # Never resolved (it gave up, or failed otherwise): the time it was held up is
+                # still the worst case of the distribution, not one to leave out.
+                record.deadlock_resolution_s = perf_counter() - first_deadlock_at
+            if self._in_flight.pop(record.op_id, None) is not None:  # else abandoned: reported already
+                self._report(record)
+        return record
+
+    def _attempt(
+        self, tool: Tool, agent_id: str, seed: int, record: CallRecord, first_deadlock_at: float | None
+    ) -> tuple[Failure | None, list[Callable[[], None]]]:
+        """One try of the call: the failure it met, or None and the follow-ups of the transaction
+        it committed (its `after_commit`, the same list).
+
+        Success is recorded as soon as COMMIT returns (or a Redis tool's commands did), before
+        the connection goes back to the pool: an agent stopped after that point made a call that
+        committed, and reporting it otherwise would make the audit blame the server for its row.
+        """
+        asked_at = perf_counter()
+        conn: psycopg.Connection | None = None
+        # A Redis tool's commands are its commit: a connection lost during them leaves the
+        # outcome unknown.
+        committing = not tool.uses_postgres
+        tx: Transaction | None = None
+        try:
+            if tool.uses_postgres:
+                try:
+                    conn = self._pool.getconn()
+                finally:  # a wait that ended in a pool timeout is the worst of all: keep it
+                    record.pool_waits_s.append(perf_counter() - asked_at)
+            tx = Transaction(record.op_id, agent_id, seed, conn, self._redis, self._tool_work_s)
+            record.value = tool.run(tx)
+            if conn is not None:
+                committing = True
+                conn.commit()
+                tx.committed_at = perf_counter()
+            record.outcome = Outcome.SUCCEEDED
+            # The same list: what the follow-ups observe still joins the record.
+            record.observations = tx.observations
+            if first_deadlock_at is not None:
+                record.deadlock_resolution_s = perf_counter() - first_deadlock_at
+            return None, tx.after_commit
+        except _STOPPED:
+            record.outcome = Outcome.INDETERMINATE if committing else Outcome.INTERRUPTED
+            if conn is not None:
+                _cancel_running_statement(conn)
+            raise
+        except Exception as exc:  # every failure is classified below; a bug becomes Failure.ERROR
+            failure = classify(exc, conn)
+            record.failures.append(failure)
+            record.exception = exc
+            if failure is Failure.DEADLOCK and tx is not None:
+                record.deadlock_detections_s.append(perf_counter() - tx.statement_started)
+            if committing and failure is Failure.CONNECTION_LOST:
+                record.outcome = Outcome.INDETERMINATE
+            if failure is Failure.ERROR:
+                log.warning("tool %s failed: %s: %s", tool.name, type(exc).__name__, exc)
+            return failure, []
+        finally:
+            if conn is not None:
+                try:
+                    _end_transaction(conn)
+                finally:
+                    # The rollback is a round trip: an agent stopped during it still gives its
+                    # connection back (the pool replaces one left in the middle of a statement).
+                    self._pool.putconn(conn)
+
+    def _report(self, record: CallRecord) -> None:
+        self._call_finished.fire(record=record)
+
+
+def _end_transaction(conn: psycopg.Connection) -> None:
+    """Roll back a failed attempt here, quietly: the pool would do it too, but with a warning
+    per conflict, and conflicts are what this harness provokes by the thousand."""
+    if conn.pgconn.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+        try:
+            conn.rollback()
+        except psycopg.Error:
+            pass  # the connection is broken: the pool sees it and replaces it
+
+
+def _cancel_running_statement(conn: psycopg.Connection) -> None:
+    """Ask the server to stop a statement the agent will never read the end of, so that its
+    backend does not sit on locks (and count deadlocks) after the agent is gone."""
+    if conn.pgconn.transaction_status == TransactionStatus.ACTIVE:
+        try:
+            conn.cancel_safe(timeout=2.0)
+        except psycopg.Error as exc:
+            log.debug("could not cancel the statement of a stopped agent: %s", exc)
