@@ -62,6 +62,10 @@ class TestServers:
     pg_dsn: str
     redis_url: str
 
+    def args(self, schema: str) -> list[str]:
+        """The `locust` options that point a run at these servers, in a schema of its own."""
+        return ["--pg-dsn", self.pg_dsn, "--redis-url", self.redis_url, "--schema", schema]
+
 
 @pytest.fixture(scope="session")
 def servers() -> Iterator[TestServers]:

@@ -18,10 +18,6 @@ from tests.support import read_report, settings_from, wait_until
 SHORT_RUN = ("--users", "20", "--spawn-rate", "20", "--run-time", "8s")
 
 
-def _servers_args(servers, schema):
-    return ["--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema]
-
-
 def _sessions_killed(admin) -> int:
     """The server's own count of sessions of this database terminated by another session."""
     admin.execute("SELECT pg_stat_clear_snapshot()")
@@ -37,7 +33,7 @@ def _backend_of(admin, application_name: str) -> int:
 def test_a_chaos_run_passes_the_audit_of_a_healthy_server(servers, admin, schema, tmp_path, locust):
     path = tmp_path / "report.json"
     killed_before = _sessions_killed(admin)
-    done = locust.run(*_servers_args(servers, schema), *SHORT_RUN, "--chaos", "pg-kill:1s,redis-kill:1s:100%",
+    done = locust.run(*servers.args(schema), *SHORT_RUN, "--chaos", "pg-kill:1s,redis-kill:1s:100%",
                       "--report-json", str(path))
     report = read_report(path)
     assert done.returncode == report["exit_code"] == 0, (done.stdout[-3000:], done.stderr[-2000:])
@@ -83,7 +79,7 @@ def test_a_run_whose_every_session_is_killed_again_and_again_ends_with_a_verdict
     killer = gevent.spawn(kill_the_run_every_2_s)
     path = tmp_path / "report.json"
     try:
-        done = locust.run(*_servers_args(servers, schema), *SHORT_RUN, "--report-json", str(path))
+        done = locust.run(*servers.args(schema), *SHORT_RUN, "--report-json", str(path))
     finally:
         running = False
         killer.join()
@@ -99,7 +95,7 @@ def test_a_run_whose_every_session_is_killed_again_and_again_ends_with_a_verdict
 
 def test_a_worker_stopped_on_purpose_is_lost_and_the_run_fails(servers, schema, tmp_path, locust):
     path = tmp_path / "report.json"
-    done = locust.run(*_servers_args(servers, schema), "--users", "10", "--spawn-rate", "10", "--run-time", "10s",
+    done = locust.run(*servers.args(schema), "--users", "10", "--spawn-rate", "10", "--run-time", "10s",
                       "--processes", "2", "--chaos", "worker-stop:4s", "--report-json", str(path), timeout=180)
     report = read_report(path)
     [fault] = report["faults"]  # the last worker is never stopped

@@ -24,10 +24,6 @@ COMPLETIONS = {"ok", "fail", "info"}
 CREDITS = ("--scenario", "optimistic_locking,deadlock")
 
 
-def _servers_args(servers, schema):
-    return ["--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema]
-
-
 def _lines(path: Path) -> list[dict]:
     return [json.loads(text) for text in path.read_text(encoding="utf-8").splitlines()]
 
@@ -76,7 +72,7 @@ def _check_against_ledger(completed: dict[str, dict], ledger: list[tuple]) -> No
 
 def test_the_history_of_a_run_agrees_with_the_ledger_and_the_report(servers, admin, schema, tmp_path, locust):
     history, report_path = tmp_path / "history.jsonl", tmp_path / "report.json"
-    done = locust.run(*_servers_args(servers, schema), "--users", "10", "--spawn-rate", "10", "--run-time", "5s",
+    done = locust.run(*servers.args(schema), "--users", "10", "--spawn-rate", "10", "--run-time", "5s",
                       "--accounts", "20", "--history", str(history), "--report-json", str(report_path))
     report = read_report(report_path)
     assert done.returncode == report["exit_code"] == 0, done.stderr[-3000:]
@@ -113,7 +109,7 @@ def test_workers_write_files_of_their_own_that_join_into_one_history(servers, ad
     stale = tmp_path / "history.jsonl.worker-7"
     stale.write_text(json.dumps({"type": "run", "time": 1, "wall_time_ns": 1, "process": "worker-7",
                                  "run_id": "an-earlier-run", "seed": 1}) + "\n")
-    done = locust.run(*_servers_args(servers, schema), "--users", "10", "--spawn-rate", "10", "--run-time", "5s",
+    done = locust.run(*servers.args(schema), "--users", "10", "--spawn-rate", "10", "--run-time", "5s",
                       "--processes", "2", *CREDITS, "--accounts", "20", "--history", str(history),
                       "--report-json", str(report_path), timeout=180)
     report = read_report(report_path)
@@ -156,7 +152,7 @@ def _one_agent_run(locust, servers, admin, schema, tmp_path, name: str,
     """A run of one agent: its report, its calls' (tool, seed) and its ledger rows' (tool, debit,
     credit, amount), in order."""
     history, report_path = tmp_path / f"{name}.jsonl", tmp_path / f"{name}.json"
-    done = locust.run(*_servers_args(servers, schema), "--users", "1", "--spawn-rate", "1", "--run-time", "3s",
+    done = locust.run(*servers.args(schema), "--users", "1", "--spawn-rate", "1", "--run-time", "3s",
                       *CREDITS, "--accounts", "20", *seed, "--history", str(history), "--report-json", str(report_path))
     report = read_report(report_path)
     assert done.returncode == report["exit_code"] == 0, done.stderr[-3000:]

@@ -13,15 +13,11 @@ from db.server_stats import database_counters
 from tests.support import embedded_pgdata, embedded_postgres_dsn, read_report, rows_in, wait_until
 
 
-def _servers_args(servers, schema):
-    return ["--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema]
-
-
 def test_headless_run_report_agrees_with_the_server_and_with_locust(servers, admin, schema, tmp_path, locust):
     report_path = tmp_path / "report.json"
     before = database_counters(admin)
     done = locust.run(
-        *_servers_args(servers, schema), "--users", "20", "--spawn-rate", "20", "--run-time", "8s",
+        *servers.args(schema), "--users", "20", "--spawn-rate", "20", "--run-time", "8s",
         "--scenario", "optimistic_locking,deadlock", "--accounts", "8", "--deadlock-timeout", "20",
         "--report-json", str(report_path),
         "--json-file", str(tmp_path / "locust"),  # Locust adds .json
@@ -69,7 +65,7 @@ def test_a_failed_sla_makes_the_exit_code_1(servers, schema, tmp_path, locust):
     # One account, transfers impossible... so: deductions only, on 2 accounts, one try each:
     # most calls fail on version conflicts, and the success-rate SLA cannot hold.
     done = locust.run(
-        *_servers_args(servers, schema), "--users", "20", "--spawn-rate", "20", "--run-time", "4s",
+        *servers.args(schema), "--users", "20", "--spawn-rate", "20", "--run-time", "4s",
         "--scenario", "optimistic_locking", "--accounts", "2", "--max-tries", "1", "--tool-work", "20",
         "--report-json", str(report_path),
     )

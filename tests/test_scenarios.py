@@ -23,9 +23,9 @@ from tasks.queue import PRIORITIES
 from tests.support import ROOT, lose_last_dequeue_and_ack, read_report, rows_in, settings_from, wait_until
 
 
-def _servers_args(servers, schema: str) -> tuple[str, ...]:
-    return ("--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema,
-            "--users", "20", "--spawn-rate", "20")
+def _run_args(servers, schema: str) -> list[str]:
+    """A scenario's run: these servers, 20 agents."""
+    return [*servers.args(schema), "--users", "20", "--spawn-rate", "20"]
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=[c.scenario for c in CASES])
 def test_scenario_produces_its_conflicts_and_its_audit_passes(case, servers, schema, tmp_path, locust):
     report_path = tmp_path / "report.json"
-    done = locust.run(*_servers_args(servers, schema), "--run-time", "5s", "--scenario", case.scenario,
+    done = locust.run(*_run_args(servers, schema), "--run-time", "5s", "--scenario", case.scenario,
                       *case.options, "--report-json", str(report_path))
     report = read_report(report_path)
     assert done.returncode == report["exit_code"], done.stderr[-2000:]
@@ -295,7 +295,7 @@ def test_scenario_audit_fails_on_data_corrupted_during_the_run(case, servers, ad
     report_path = tmp_path / "report.json"
     admin.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
     with redis.Redis.from_url(servers.redis_url) as client, locust.background(
-        *_servers_args(servers, schema), "--run-time", "3s", "--scenario", case.scenario, *case.options,
+        *_run_args(servers, schema), "--run-time", "3s", "--scenario", case.scenario, *case.options,
         "--report-json", str(report_path),
     ) as run:
         at = At(admin, client, RedisKeys(schema), schema)
@@ -344,7 +344,7 @@ def test_isolation_audit_fails_on_rows_lost_invented_and_rewritten_during_the_ru
     invents one; adds a counter the harness never seeded."""
     report_path = tmp_path / "report.json"
     admin.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-    with locust.background(*_servers_args(servers, schema), "--run-time", "3s", "--scenario", "isolation",
+    with locust.background(*_run_args(servers, schema), "--run-time", "3s", "--scenario", "isolation",
                               "--isolation", "serializable", "--report-json", str(report_path)) as run:
         at = At(admin, None, RedisKeys(schema), schema)
         wait_until(lambda: rows_in(admin, schema, "duty_leave") >= 60, "reservations", still=run.running)
@@ -412,7 +412,7 @@ def test_queue_audit_fails_on_a_failover_a_ghost_consumer_and_an_overfull_queue_
     capacity = 5
     admin.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
     with redis.Redis.from_url(servers.redis_url) as client, locust.background(
-        *_servers_args(servers, schema), "--run-time", "3s", "--scenario", "queue", "--queue-capacity", str(capacity),
+        *_run_args(servers, schema), "--run-time", "3s", "--scenario", "queue", "--queue-capacity", str(capacity),
         "--tool-work", "0", "--sample-interval", "60", "--report-json", str(report_path),
     ) as run:
         at = At(admin, client, RedisKeys(schema), schema)
@@ -460,7 +460,7 @@ def test_a_session_of_the_load_left_idle_in_transaction_fails_the_pool_audit_and
     name = load_application_name(schema, 0)
     sessions = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND pid <> %s"
     with redis.Redis.from_url(servers.redis_url) as client, locust.background(
-        *_servers_args(servers, schema), "--run-time", "3s", "--scenario", "pool_exhaustion",
+        *_run_args(servers, schema), "--run-time", "3s", "--scenario", "pool_exhaustion",
         "--pool-size", "2", "--hold-time", "100", "--pool-timeout", "0.3", "--report-json", str(report_path),
     ) as run:
         wait_until(lambda: admin.execute(sessions, (name, 0)).fetchone()[0] >= 2, "the load's pool to open",

@@ -22,10 +22,6 @@ from tests.support import ROOT, read_report, settings_from
 from transport.call_record import CallRecord, Outcome
 
 
-def _servers_args(servers, schema):
-    return ["--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema]
-
-
 def _failed(report):
     return ([c for c in report["audit"]["checks"] if not c["ok"]], [r for r in report["sla"] if not r["ok"]],
             report["evidence"]["problems"])
@@ -53,7 +49,7 @@ def limited_role(servers, admin):
 
 def test_a_run_the_server_cannot_hold_is_refused_before_any_load(servers, admin, schema, locust):
     max_connections = int(admin.execute("SHOW max_connections").fetchone()[0])
-    done = locust.run(*_servers_args(servers, schema), "--users", "200", "--spawn-rate", "200", "--run-time", "5s",
+    done = locust.run(*servers.args(schema), "--users", "200", "--spawn-rate", "200", "--run-time", "5s",
                       "--scenario", "deadlock", "--pool-size", str(max_connections), timeout=60)
     assert done.returncode == 2, done.stderr[-2000:]
     [line] = [line for line in done.stderr.splitlines() if line.startswith("toolclash: error:")]
@@ -90,7 +86,7 @@ def test_300_agents_on_two_processes_under_faults_pass_on_a_healthy_server(serve
     is matched by id, the audits and the evidence hold, and each pool holds all its connections
     again. Before the fix: FAIL from pool_connections_returned ("48 of 75 connections free")."""
     path, rules = tmp_path / "report.json", ROOT / "sla" / "without_latency.toml"
-    done = locust.run(*_servers_args(servers, schema), "--users", "300", "--spawn-rate", "300", "--run-time", "15s",
+    done = locust.run(*servers.args(schema), "--users", "300", "--spawn-rate", "300", "--run-time", "15s",
                       "--processes", "2", "--chaos", "pg-kill:2s,redis-kill:3s", "--sla", str(rules),
                       "--report-json", str(path), timeout=240)
     report = read_report(path)
@@ -110,7 +106,7 @@ def test_1000_agents_on_one_process_end_with_a_report_and_an_audit_that_holds(se
     """Before the fix: PoolTimeout in test_stop, no report, Locust's exit code 1; and with more than
     100 agents, redis-py's default pool refused the 101st agent as a lost connection."""
     path = tmp_path / "report.json"
-    done = locust.run(*_servers_args(servers, schema), "--users", "1000", "--spawn-rate", "500",
+    done = locust.run(*servers.args(schema), "--users", "1000", "--spawn-rate", "500",
                       "--run-time", "15s", "--think-time", "1000", "--pool-size", "50",
                       "--report-json", str(path), timeout=300)
     report = read_report(path)
@@ -158,7 +154,7 @@ def test_a_tool_that_raises_is_no_evidence_and_its_refusals_are_no_failure_of_th
             raise Refused("this account cannot pay")
     """))
     rules.write_text('[[rule]]\nmetric = "deadlocks"\nop = "<="\nthreshold = 1000000\n', encoding="utf-8")
-    done = locust.run(*_servers_args(servers, schema), "--users", "4", "--spawn-rate", "4", "--run-time", "3s",
+    done = locust.run(*servers.args(schema), "--users", "4", "--spawn-rate", "4", "--run-time", "3s",
                       "--tools-module", str(tools), "--sla", str(rules), "--report-json", str(path), timeout=60)
     report = read_report(path)
     assert done.returncode == report["exit_code"] == 1 and report["verdict"] == "fail", done.stderr[-2000:]
@@ -184,7 +180,7 @@ def test_a_failed_audit_keeps_its_data_until_reset(servers, schema, tmp_path, lo
         def audit(ctx):
             raise ZeroDivisionError("the user's audit has a bug")
     """))
-    common = (*_servers_args(servers, schema), "--users", "4", "--spawn-rate", "4", "--run-time", "3s",
+    common = (*servers.args(schema), "--users", "4", "--spawn-rate", "4", "--run-time", "3s",
               "--tools-module", str(tools))
     path = tmp_path / "report.json"
     first = locust.run(*common, "--report-json", str(path), timeout=60)
@@ -209,7 +205,7 @@ def test_idle_sessions_of_another_database_are_not_counted(servers, admin, schem
                              application_name=load_application_name(schema, 0)) as elsewhere:
             elsewhere.execute("SELECT 1")  # and stays idle in its transaction
             path = tmp_path / "report.json"
-            done = locust.run(*_servers_args(servers, schema), "--users", "6", "--spawn-rate", "6", "--run-time", "3s",
+            done = locust.run(*servers.args(schema), "--users", "6", "--spawn-rate", "6", "--run-time", "3s",
                               "--scenario", "pool_exhaustion", "--report-json", str(path), timeout=60)
             report = read_report(path)
             assert done.returncode == report["exit_code"], done.stderr[-2000:]
