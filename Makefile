@@ -36,7 +36,7 @@ FAST_TIER := not locust and not browser and not compose
 test-fast: $(INSTALLED)
 	$(BIN)/python -m pytest -m "$(FAST_TIER)" $(PYTEST_ARGS)
 
-# ruff check over the whole tree (rules in pyproject.toml), then mypy --strict on db/; both run,
+# ruff check over the whole tree (rules in pyproject.toml), then mypy --strict on db/ and transport/; both run,
 # and the target fails if either found anything.
 lint: $(INSTALLED)
 	status=0; $(BIN)/ruff check . || status=1; $(BIN)/mypy --strict db transport || status=1; exit $$status
