@@ -16,7 +16,7 @@ from typing import Any
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from harness.output.html import SECTION_ID
+from harness.output.html.section import SECTION_ID
 from tests.support import ROOT, read_report, wait_until
 from tests.test_web_ui import _post, ramp_running
 
@@ -174,7 +174,7 @@ def test_the_web_uis_download_report_carries_the_section(servers, schema, tmp_pa
 
 def test_a_charts_ticks_never_carry_four_decimals():
     """Before: a sampler late by at most 2 ms drew ticks of 0.0005 s (seen in CI)."""
-    from harness.output.html import _step, _tick
+    from harness.output.html.chart import _step, _tick
 
     for top in (0.0004, 0.002, 0.0033, 0.05, 7.5):
         step = _step(top, whole=False)
