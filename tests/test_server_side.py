@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 
-from harness.output.html import SECTION_ID
+from harness.output.html.section import SECTION_ID
 from harness.watch.sampler import _longest_chain
 from tests.support import read_report
 

@@ -58,7 +58,8 @@ from harness.distributed.shipments import (
 from harness.distributed.worker_check import Shared, WorkerChecks, refusal
 from harness.faults.chaos import WORKER_STOP_MESSAGE, stop_this_worker
 from harness.output.history import History, worker_path
-from harness.output.html import add_to_html_report, install_on_web_ui, pending_section, section
+from harness.output.html.locust_report import add_to_html_report
+from harness.output.html.section import pending_section, section
 from harness.output.junit import write_junit
 from harness.output.summary import format_summary, log_summary, write_json
 from harness.run.load import Load
@@ -69,6 +70,7 @@ from harness.verdict.evidence import CONFIGURATION_ERROR, configuration_errors
 from harness.watch.hub_lag import HeartbeatGaps, HubLagProbe
 from harness.watch.metrics import Metrics
 from harness.web.panel import Panel
+from harness.web.report_download import install_on_web_ui
 from harness.web.start_form import check_start_form
 
 __all__ = ["install", "toolclash_of", "Toolclash"]
