@@ -94,7 +94,7 @@ def toolclash_variables() -> set[str]:
     """Every TOOLCLASH_* variable toolclash reads, from its own option parser."""
     from locust.argument_parser import get_parser
 
-    from harness.config.options import add_arguments
+    from harness.config.declared import add_arguments
 
     parser = get_parser()
     add_arguments(parser)

@@ -15,7 +15,7 @@ def options_help(width: int = 100) -> str:
     """The toolclash groups of the help the locust process would print, `width` columns wide."""
     from locust.argument_parser import get_parser
 
-    from harness.config.options import add_arguments
+    from harness.config.declared import add_arguments
 
     parser = get_parser()
     add_arguments(parser)
