@@ -42,7 +42,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 import bare_locust  # noqa: E402
 import transfer_tool  # noqa: E402
 from db.tool import Tool  # noqa: E402
-from harness.config.options import Settings, add_arguments  # noqa: E402
+from harness.config.declared import add_arguments  # noqa: E402
+from harness.config.settings import Settings  # noqa: E402
 from harness.run.load import Load  # noqa: E402
 from toolclash_processes import add_server_arguments  # noqa: E402
 

@@ -318,7 +318,8 @@ def settings_from(*args: str):
     """toolclash Settings parsed from command-line words, as the locust process parses them."""
     from locust.argument_parser import get_parser
 
-    from harness.config.options import Settings, add_arguments
+    from harness.config.declared import add_arguments
+    from harness.config.settings import Settings
 
     parser = get_parser()
     add_arguments(parser)

@@ -14,7 +14,7 @@ import time
 import pytest
 from psycopg import sql
 
-from harness.config.options import BadOption
+from harness.config.option import BadOption
 from harness.run.lifecycle import _open_history
 from tests.support import settings_from
 

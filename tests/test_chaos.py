@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from db.session import Session, SessionLost
-from harness.config.options import BadOption
+from harness.config.option import BadOption
 from harness.verdict.coordinator import Coordinator
 from tests.support import read_report, settings_from, wait_until
 

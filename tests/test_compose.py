@@ -20,14 +20,15 @@ from typing import Any
 import pytest
 import yaml
 
+from harness.config.declared import OPTIONS
 from tests.support import ROOT, free_port, read_report
 
 COMPOSE_INSTALL = "apt-get install -y docker-compose"
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCS = ROOT / "docs" / "distributed.md"
 DOCS_MARKER = "<!-- docker-compose.yml's commands:"
-# Not passed by the compose file: each level of the matrix (and its required levels) is a run of one process.
-NOT_IN_COMPOSE = {"TOOLCLASH_ISOLATION_MATRIX", "TOOLCLASH_REQUIRE_LEVELS"}
+# Not passed by the compose file (declared so: harness/config/declared.py).
+NOT_IN_COMPOSE = {option.env_var for option in OPTIONS if not option.composed}
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +95,7 @@ def toolclash_variables() -> set[str]:
     """Every TOOLCLASH_* variable toolclash reads, from its own option parser."""
     from locust.argument_parser import get_parser
 
-    from harness.config.options import add_arguments
+    from harness.config.declared import add_arguments
 
     parser = get_parser()
     add_arguments(parser)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from psycopg import sql
 
-from harness.config.options import BadOption
+from harness.config.option import BadOption
 from harness.run.lifecycle import _reach_servers
 from harness.run.matrix import _level_arguments
 from tests.support import settings_from

@@ -17,7 +17,7 @@ from psycopg import sql
 
 from db.pool import ISOLATION_LEVELS, load_application_name
 from db.redis_keys import RedisKeys
-from harness.config.options import BadOption
+from harness.config.option import BadOption
 from harness.run.matrix import levels_failing
 from tasks.queue import PRIORITIES
 from tests.support import ROOT, lose_last_dequeue_and_ack, read_report, rows_in, settings_from, wait_until

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from harness.config.options import BadOption
+from harness.config.option import BadOption
 from harness.config.sla import DEFAULT_SLA_FILE, METRICS, BadSlaFile, evaluate, load_rules
 from tests.support import read_report, settings_from
 

@@ -13,7 +13,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from db.pool import SessionSettings, load_application_name, open_pool
-from harness.config.options import HARNESS_SESSIONS
+from harness.config.settings import HARNESS_SESSIONS
 from harness.distributed.shipments import ShipmentNumbers, WorkerShipments
 from harness.verdict.evidence import evidence_problems
 from harness.watch.hub_lag import HubLag

@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 from psycopg import sql
 
-from harness.config.options import BadOption, file_digest
+from harness.config.option import BadOption
 from harness.config.run_settings import fingerprint, fixed_options, settings_for_test
+from harness.config.settings import file_digest
 from harness.distributed.worker_check import Shared, WorkerChecks, refusal
 from harness.verdict import evidence
 from tests.support import own_master_port, read_report
@@ -152,7 +153,7 @@ def test_the_check_names_the_option_and_both_values_for_the_master_and_the_worke
 def _options(*args: str):
     from locust.argument_parser import get_parser
 
-    from harness.config.options import add_arguments
+    from harness.config.declared import add_arguments
 
     parser = get_parser()
     add_arguments(parser)

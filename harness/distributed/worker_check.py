@@ -21,7 +21,8 @@ import gevent
 from locust.runners import STATE_MISSING, MasterRunner
 
 from db.connect import redact
-from harness.config.options import DEFAULT_SCHEMA, file_digest
+from harness.config.declared import DEFAULT_SCHEMA
+from harness.config.settings import file_digest
 from tasks.user_tools import BadToolsModule, load_tools_module
 
 __all__ = ["CHECK_TIMEOUT_S", "Shared", "WorkerChecks", "refusal"]

@@ -40,8 +40,10 @@ from locust.runners import STATE_CLEANUP, STATE_INIT, STATE_STOPPED, MasterRunne
 
 from db.connect import ServiceUnreachable, redact
 from db.schema import SchemaRefused
-from harness.config.options import RUN_OPTIONS, BadOption, Settings, add_arguments
+from harness.config.declared import RUN_OPTIONS, add_arguments
+from harness.config.option import BadOption
 from harness.config.run_settings import fingerprint, fixed_options, settings_for_test
+from harness.config.settings import Settings
 from harness.config.shapes import AgentStages
 from harness.distributed.shipments import (
     CHECK_MESSAGE,

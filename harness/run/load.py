@@ -19,7 +19,7 @@ from psycopg_pool import PoolTimeout
 from db.pool import PoolNotOpened, SessionSettings, load_application_name, open_pool
 from db.session import SEND_ONCE, connection_lost
 from db.tool import Tool
-from harness.config.options import Settings
+from harness.config.settings import Settings
 from harness.run.locust_requests import told_to
 from harness.watch.metrics import Metrics
 from transport.call_record import Outcome

@@ -24,8 +24,8 @@ from db.redis_keys import RedisClaim
 from db.server_stats import connection_room, database_counters, wait_for_sessions_to_end
 from db.session import Session, SessionLost
 from harness.config import sla
-from harness.config.options import HARNESS_SESSIONS, Settings
 from harness.config.run_settings import fingerprint, settings_summary
+from harness.config.settings import HARNESS_SESSIONS, Settings
 from harness.faults.chaos import FaultInjector
 from harness.verdict import evidence
 from harness.verdict.drainer import Drainer

@@ -22,8 +22,9 @@ from flask_login import current_user
 from locust.env import Environment
 from locust.runners import STATE_RUNNING, STATE_SPAWNING
 
-from harness.config.options import RUN_OPTIONS, BadOption, Settings
-from harness.config.run_settings import FIXED_DESTS
+from harness.config.declared import FIXED_OPTIONS, RUN_OPTIONS
+from harness.config.option import BadOption
+from harness.config.settings import Settings
 
 __all__ = ["check_start_form", "form_problem"]
 
@@ -54,7 +55,7 @@ def form_problem(form: Any, options: Any, settings_for: Callable[[Any], Settings
     """What is wrong with a /swarm form's toolclash fields (one line, as on the command line),
     or None. `options`: parsed_options as they are now; `running`: a test is running (the form
     edits it)."""
-    fixed = [f"--{dest.replace('_', '-')}" for dest in FIXED_DESTS if dest in form]
+    fixed = [o.flag for o in FIXED_OPTIONS if o.dest in form]
     if fixed:
         return (f"{', '.join(fixed)}: fixed when the process starts (servers reached, schema claimed):"
                 " give it on the command line")

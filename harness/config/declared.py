@@ -1,0 +1,136 @@
+"""Every toolclash option, declared once. From this table come Locust's parser arguments (so the
+help, the environment variables and the config-file keys), the web UI's start form (the per-run
+options), the per-run/fixed split of a test's settings, the settings summary and its fingerprint,
+and what the compose file passes; tests/test_declared_options.py checks `make options`,
+docs/options.md's table, the web UI's form, docker-compose.yml and .env.example against it.
+
+Adding an option: one entry here (the help prints each kind in this order), its validation in
+harness.config.settings when `at_least` does not say it all, a row in docs/options.md, and, if
+composed, its variable in docker-compose.yml and .env.example (docs/development.md, "Adding an
+option")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from db.pool import ISOLATION_LEVELS
+from harness.config.option import Option
+
+__all__ = ["DEFAULT_POOL_SIZE", "DEFAULT_SCHEMA", "FIXED_OPTIONS", "OPTIONS", "RUN_OPTIONS", "add_arguments"]
+
+# Agents share a bounded pool, as on an AI platform: more agents queue for it (that wait is
+# measured) instead of asking the server for one connection each. 20 per process leaves room for
+# 4 processes and the harness's own sessions on a stock server (max_connections 100).
+DEFAULT_POOL_SIZE = 20
+DEFAULT_SCHEMA = "toolclash"
+
+OPTIONS: tuple[Option, ...] = (
+    # Fixed: the servers, the schema, the files written, the load shape.
+    Option("--pg-dsn", None,
+           "PostgreSQL to stress (libpq DSN or URI). Unset with --redis-url unset too: an embedded PostgreSQL is"
+           " started", per_run=False),
+    Option("--redis-url", None, "Redis to stress (redis:// or unix:// URL). Unset: an embedded Redis is started",
+           per_run=False),
+    Option("--schema", DEFAULT_SCHEMA,
+           f"the schema the harness works in; nothing outside it is touched (default: {DEFAULT_SCHEMA})",
+           per_run=False, summarized=True),
+    Option("--reset", False, "drop and re-create the schema first, even if an interrupted run left data in it",
+           per_run=False, switch=True),
+    # Not composed: each level of the matrix is a run of one process.
+    Option("--isolation-matrix", False,
+           "run the scenarios once per isolation level and print the table to choose a level by",
+           per_run=False, switch=True, composed=False),
+    Option("--require-levels", None,
+           "with --isolation-matrix: comma-separated isolation levels that must pass too; the strongest level run"
+           " (serializable) always must (default: none)", per_run=False, composed=False),
+    Option("--sample-interval", 1.0,
+           "seconds between two samples of the servers (locks, counters, Redis INFO) during the run (default: 1)",
+           per_run=False, type=float, unit="s"),
+    Option("--timeseries-csv", None, "write the servers' samples to this CSV file, one row per sample",
+           per_run=False),
+    Option("--shape", None,
+           "a load shape: agents in stages (steps: 10,20,30,40,50; spike: 10,60,10), per-stage figures in the report",
+           per_run=False, choices=("steps", "spike")),
+    Option("--shape-agents", None, "the shape's stages as comma-separated agent counts, e.g. 20,40,80,160",
+           per_run=False),
+    Option("--shape-hold", 12.0, "seconds each stage of the shape is held (default: 12)", per_run=False, type=float,
+           unit="s"),
+    Option("--report-json", None, "write the run's report as JSON to this path", per_run=False),
+    Option("--junit-xml", None, "write one JUnit test case per SLA rule and per audit check to this path, for CI",
+           per_run=False),
+    Option("--history", None,
+           "write a JSON-lines history of the run to this path, one line per call's invocation and one per its"
+           " completion (a worker writes PATH.worker-<index>)", per_run=False),
+    # Per run: the scenarios, the data's sizes, the pool, the retries, the timeouts, the seed, the faults.
+    Option("--scenario", "",
+           "comma-separated scenarios to run (default: the default mix, or the --tools-module's tools)",
+           per_run=True, summarized=True),
+    Option("--tools-module", None,
+           "a Python file of your own tools (functions whose first parameter is tx), run as a scenario named after"
+           " it", per_run=True, summarized=True),
+    Option("--isolation", "read_committed", "isolation level of every tool transaction (default: read_committed)",
+           per_run=True, choices=tuple(sorted(ISOLATION_LEVELS)), summarized=True),
+    Option("--accounts", 200, "credit accounts shared by the agents: fewer accounts, hotter rows (default: 200)",
+           per_run=True, type=int, at_least=2, summarized=True),
+    Option("--counters", 8, "isolation: counters the agents increment (default: 8)", per_run=True, type=int,
+           at_least=1, summarized=True),
+    Option("--queue-capacity", 50, "queue: jobs the bounded queue holds before it refuses more (default: 50)",
+           per_run=True, type=int, at_least=1, summarized=True),
+    Option("--teams", 4, "agent_state: teams sharing one plan each; fewer teams, more WATCH conflicts (default: 4)",
+           per_run=True, type=int, at_least=1, summarized=True),
+    Option("--hold-time", 50.0,
+           "pool_exhaustion: ms its tool keeps its connection, working inside its transaction (default: 50)",
+           per_run=True, type=float, unit="ms", at_least=0, summarized=True),
+    Option("--tool-work", 5.0, "ms of work a tool does between its statements while holding its locks (default: 5)",
+           per_run=True, type=float, unit="ms", at_least=0, summarized=True),
+    Option("--think-time", 0.0, "ms an agent waits between two tool calls (default: 0)", per_run=True, type=float,
+           unit="ms", at_least=0, summarized=True),
+    Option("--pool-size", None,
+           f"connections per load process (default: one per agent on that process, at most {DEFAULT_POOL_SIZE};"
+           " half of that when pool_exhaustion runs)", per_run=True, type=int, at_least=1, summarized=True),
+    Option("--pool-timeout", 5.0, "seconds a call waits for a connection before it fails as a pool timeout"
+           " (default: 5)", per_run=True, type=float, unit="s", summarized=True),
+    Option("--max-tries", 5, "attempts per call, retries included, for retryable failures (default: 5)",
+           per_run=True, type=int, at_least=1, summarized=True),
+    Option("--backoff-base", 10.0,
+           "ms: backoff ceiling after the first failure, doubled per retry, full jitter (default: 10)",
+           per_run=True, type=float, unit="ms", at_least=0, summarized=True),
+    Option("--backoff-max", 500.0, "ms: the backoff ceiling never grows past this (default: 500)", per_run=True,
+           type=float, unit="ms", summarized=True),
+    Option("--deadlock-timeout", None,
+           "ms: PostgreSQL deadlock_timeout for the harness's sessions, when the role may set it (default: the"
+           " server's value)", per_run=True, type=int, unit="ms", at_least=1, summarized=True),
+    Option("--lock-timeout", 0,
+           "ms: PostgreSQL lock_timeout; a lock wait past it fails as lock_timeouts and is retried (default: 0, none)",
+           per_run=True, type=int, unit="ms", at_least=0, summarized=True),
+    Option("--seed", None,
+           "the same seed gives every agent the same tools and arguments, call after call (default: a random seed,"
+           " in the report)", per_run=True, type=int, at_least=0, summarized=True),
+    Option("--chaos", None,
+           "faults injected on purpose, kind:every[:share] comma-separated: pg-kill (terminate the load's backends),"
+           " redis-kill (kill the load's Redis clients), worker-stop (one worker dies; distributed runs), e.g."
+           " pg-kill:3s,redis-kill:5s:25%%; share default 50%%", per_run=True, summarized=True),
+    # Not summarized: only the process that makes the verdict reads the SLA file.
+    Option("--sla", None, "TOML file of SLA rules ([[rule]] metric, op, threshold, scope); default: sla/default.toml",
+           per_run=True),
+)
+
+FIXED_OPTIONS = tuple(option for option in OPTIONS if not option.per_run)
+RUN_OPTIONS = tuple(option for option in OPTIONS if option.per_run)
+
+
+def add_arguments(parser: Any) -> None:
+    """The `init_command_line_parser` listener: every option on Locust's parser, in two groups."""
+    # Added to a group, not with parser.add_argument: Locust then leaves them out of the web UI's
+    # start form, rightly, since they are fixed when the process starts (servers reached, schema claimed).
+    fixed = parser.add_argument_group("toolclash", "the servers, the schema, the files written, the load shape:"
+                                                   " fixed when the process starts")
+    for option in FIXED_OPTIONS:
+        fixed.add_argument(option.flag, **option.parser_arguments())
+    per_run = parser.add_argument_group("toolclash, per test", "read again at each test start, taken from the master"
+                                                               " by every worker, and offered by the web UI's form")
+    for option in RUN_OPTIONS:
+        action = per_run.add_argument(option.flag, **option.parser_arguments())
+        # What Locust's own parser.add_argument(include_in_web_ui=True) sets: the web UI's start
+        # form offers the option, and Locust applies the value to parsed_options for that test.
+        action.include_in_web_ui, action.is_secret, action.is_required, action.is_multiple = True, False, False, False

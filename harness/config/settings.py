@@ -1,0 +1,242 @@
+"""toolclash's options (harness.config.declared) validated into one immutable `Settings`."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import re
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from db.pool import ISOLATION_LEVELS
+from db.redis_keys import RedisKeys
+from harness.config.declared import DEFAULT_POOL_SIZE, OPTIONS, RUN_OPTIONS
+from harness.config.option import BadOption
+from harness.config.shapes import SHAPES
+from harness.config.sla import DEFAULT_SLA_FILE, BadSlaFile, Rule, load_rules
+from harness.faults.chaos import BadChaos, Fault, parse_chaos
+from tasks.scenarios import Scenario, ScenarioParams, UnknownScenario, select
+from tasks.user_tools import BadToolsModule, load_tools_module
+from transport.retry import RetryPolicy
+
+__all__ = ["HARNESS_SESSIONS", "Settings", "file_digest"]
+
+INITIAL_BALANCE = 1_000_000
+# The harness's sessions besides the coordinator's (which is open when the budget is checked):
+# the server sampler's, the drain's (harness/verdict/drainer.py) and the fault injector's.
+HARNESS_SESSIONS = 3
+
+
+def _typed_run_options(options: Any) -> argparse.Namespace:
+    """A copy of Locust's parsed options with the per-run ones typed (see Option.typed);
+    raises BadOption naming the option and the value."""
+    typed = {o.dest: o.typed(getattr(options, o.dest, o.default)) for o in RUN_OPTIONS}
+    return argparse.Namespace(**{**vars(options), **typed})
+
+
+# A random seed below this: short enough to type into --seed.
+_RANDOM_SEEDS = 2**32
+
+# Schemas every database has, shared with everything else in it.
+_SHARED_SCHEMAS = {"public", "information_schema"}
+
+
+def _schema_name(value: str) -> str:
+    # 40, not PostgreSQL's 63: the load sessions' application_name carries it, and must not be cut.
+    if not value or len(value) > 40 or value.startswith("pg_") or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", value):
+        raise BadOption(f"--schema {value!r}: give a plain identifier of at most 40 characters, not starting with pg_")
+    if value.lower() in _SHARED_SCHEMAS:
+        raise BadOption(f"--schema {value}: shared by everything in the database;"
+                        " toolclash works in a schema of its own (default: toolclash)")
+    return value
+
+
+def _shape_stages(options: Any) -> tuple[int, ...] | None:
+    if options.shape is None:
+        if options.shape_agents:
+            raise BadOption("--shape-agents needs --shape steps or --shape spike")
+        return None
+    if options.shape_hold <= 0:
+        raise BadOption(f"--shape-hold {options.shape_hold}: must be more than 0 seconds")
+    if not options.shape_agents:
+        return SHAPES[options.shape]
+    try:
+        stages = tuple(int(part) for part in options.shape_agents.split(","))
+    except ValueError:
+        raise BadOption(f"--shape-agents {options.shape_agents!r}: give comma-separated whole numbers") from None
+    if not stages or min(stages) < 1:
+        raise BadOption(f"--shape-agents {options.shape_agents!r}: every stage needs at least one agent")
+    return stages
+
+
+def _required_levels(options: Any) -> tuple[str, ...]:
+    if not options.require_levels:
+        return ()
+    levels = tuple(level.strip() for level in options.require_levels.split(","))
+    if not set(levels) <= set(ISOLATION_LEVELS):
+        raise BadOption(f"--require-levels {options.require_levels!r}: comma-separated, among"
+                        f" {', '.join(ISOLATION_LEVELS)}")
+    if not options.isolation_matrix:
+        raise BadOption("--require-levels needs --isolation-matrix")
+    return levels
+
+
+def _scopes(scenarios: tuple[Scenario, ...], params: ScenarioParams) -> dict[str, list[str]]:
+    """What an SLA rule's scope may name: each tool, and each scenario (its tools)."""
+    scopes: dict[str, list[str]] = {}
+    for scenario in scenarios:
+        names = [wt.tool.name for wt in scenario.tools(params)]
+        scopes[scenario.name] = names
+        scopes.update({name: [name] for name in names})
+    return scopes
+
+
+@dataclass(frozen=True)
+class Settings:
+    pg_dsn: str | None
+    redis_url: str | None
+    schema: str
+    reset: bool
+    scenarios: tuple[Scenario, ...]
+    params: ScenarioParams
+    isolation: str
+    pool_size: int | None
+    pool_timeout_s: float
+    retry: RetryPolicy
+    deadlock_timeout_ms: int | None
+    lock_timeout_ms: int
+    tool_work_s: float
+    think_time_s: float
+    report_json: str | None
+    isolation_matrix: bool = False
+    required_levels: tuple[str, ...] = ()  # with isolation_matrix: the levels that must pass, besides the strongest
+    sla_rules: tuple[Rule, ...] = ()
+    scopes: dict[str, list[str]] = field(default_factory=dict)  # tool and scenario names -> tools
+    junit_xml: str | None = None
+    sample_interval_s: float = 1.0
+    shape_stages: tuple[int, ...] | None = None
+    shape_hold_s: float = 12.0
+    timeseries_csv: str | None = None
+    chaos: tuple[Fault, ...] = ()
+    history: str | None = None
+    seed: int | None = None
+    tools_module: str | None = None
+    tools_digest: str | None = None  # the --tools-module file's SHA-256: every process must run the same code
+    # The load-shaping options (declared `summarized`) as given, typed, by dest: the settings
+    # summary shows them so (harness.config.run_settings).
+    as_given: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_options(cls, options: Any, *, judge: bool = True) -> Settings:
+        """Validate Locust's parsed options; raises BadOption with a one-line reason. `judge`:
+        this process makes the verdict (local runner or master), so the SLA file is read here; a
+        worker never reads it (the path is the master's)."""
+        options = _typed_run_options(options)
+        if getattr(options, "num_users", None) is not None and options.num_users < 1:
+            raise BadOption(f"--users {options.num_users}: at least one agent is needed")
+        for option in OPTIONS:
+            option.check_lowest(getattr(options, option.dest))
+        if options.backoff_max < options.backoff_base:
+            raise BadOption(f"--backoff-max {options.backoff_max} ms: must be at least {options.backoff_base} ms")
+        if options.pool_timeout <= 0:
+            raise BadOption(f"--pool-timeout {options.pool_timeout}: must be more than 0 seconds")
+        shape_stages = _shape_stages(options)
+        required_levels = _required_levels(options)
+        if options.sample_interval <= 0:
+            raise BadOption(f"--sample-interval {options.sample_interval}: must be more than 0 seconds")
+        schema = _schema_name(options.schema)
+        try:
+            user_scenarios = (load_tools_module(options.tools_module),) if options.tools_module else ()
+            tools_digest = file_digest(options.tools_module) if options.tools_module else None
+            scenarios = tuple(select(options.scenario, options.isolation, user_scenarios))
+        except BadToolsModule as exc:
+            raise BadOption(str(exc)) from None
+        except OSError as exc:
+            raise BadOption(f"--tools-module {options.tools_module}: cannot read it: {exc.strerror or exc}") from None
+        except UnknownScenario as exc:
+            raise BadOption(f"--scenario: {exc}") from None
+        params = ScenarioParams(
+            accounts=options.accounts,
+            keys=RedisKeys(schema),
+            counters=options.counters,
+            teams=options.teams,
+            queue_capacity=options.queue_capacity,
+            hold_s=options.hold_time / 1000.0,
+            initial_balance=INITIAL_BALANCE,
+            isolation=options.isolation,
+        )
+        if not any(wt.weight > 0 for scenario in scenarios for wt in scenario.tools(params)):
+            raise BadOption(f"--scenario {options.scenario!r}: the mix has no tool with a weight above 0")
+        scopes = _scopes(scenarios, params)
+        try:
+            sla_rules = load_rules(Path(options.sla) if options.sla else DEFAULT_SLA_FILE, scopes) if judge else ()
+        except BadSlaFile as exc:
+            raise BadOption(str(exc)) from None
+        try:
+            chaos = parse_chaos(options.chaos, distributed=bool(options.processes or options.master or options.worker))
+        except BadChaos as exc:
+            raise BadOption(f"--chaos {options.chaos!r}: {exc}") from None
+        return cls(
+            pg_dsn=options.pg_dsn or None,
+            redis_url=options.redis_url or None,
+            schema=schema,
+            reset=options.reset,
+            scenarios=scenarios,
+            params=params,
+            isolation=options.isolation,
+            pool_size=options.pool_size,
+            pool_timeout_s=options.pool_timeout,
+            retry=RetryPolicy(options.max_tries, options.backoff_base / 1000.0, options.backoff_max / 1000.0),
+            deadlock_timeout_ms=options.deadlock_timeout,
+            lock_timeout_ms=options.lock_timeout,
+            tool_work_s=options.tool_work / 1000.0,
+            think_time_s=options.think_time / 1000.0,
+            report_json=options.report_json,
+            isolation_matrix=options.isolation_matrix,
+            required_levels=required_levels,
+            sla_rules=sla_rules,
+            scopes=scopes,
+            junit_xml=options.junit_xml,
+            sample_interval_s=options.sample_interval,
+            shape_stages=shape_stages,
+            shape_hold_s=options.shape_hold,
+            timeseries_csv=options.timeseries_csv,
+            chaos=chaos,
+            history=options.history or None,
+            seed=options.seed,
+            tools_module=options.tools_module,
+            tools_digest=tools_digest,
+            as_given={o.dest: getattr(options, o.dest) for o in OPTIONS if o.summarized},
+        )
+
+    def seed_for_test(self) -> int:
+        """The seed of one test: --seed's, or a new one (the report says which, to run it again)."""
+        return self.seed if self.seed is not None else secrets.randbelow(_RANDOM_SEEDS)
+
+    def most_agents(self, target: int) -> int:
+        """The most agents a test started for `target` agents runs at once: with a load shape,
+        its largest stage. The pool is sized for that when the test starts."""
+        return max((target, *(self.shape_stages or ())))
+
+    def pool_size_for(self, agents: int) -> int:
+        """The pool of one load process that runs `agents` agents."""
+        if self.pool_size is not None:
+            return self.pool_size
+        size = min(max(1, agents), DEFAULT_POOL_SIZE)
+        if any(s.name == "pool_exhaustion" for s in self.scenarios):
+            return max(1, size // 2)  # fewer connections than agents: they must queue
+        return size
+
+    def connections_needed(self, agents: int, processes: int) -> tuple[int, int]:
+        """(all the PostgreSQL sessions a run of `agents` on `processes` load processes opens,
+        the pool of one process)."""
+        per_process = self.pool_size_for(math.ceil(agents / max(1, processes)))
+        return per_process * processes + HARNESS_SESSIONS, per_process
+
+
+def file_digest(path: str) -> str:
+    """The SHA-256 of a file's bytes, hex; raises OSError."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
