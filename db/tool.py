@@ -1,4 +1,13 @@
-"""A tool as the adapter sees it, and the transaction it is handed."""
+"""A tool as the adapter sees it, and the transaction it is handed.
+
+A tool is two steps. Its `arguments` function draws the call's arguments (JSON-able: they can
+travel as an MCP `tools/call`'s) from the call's seeded random source, once per call; its `run`
+function executes them, `run(tx, **arguments)`, in each attempt, using nothing random but what
+it was given. So the same seed gives the same calls whichever side executes them: the adapter in
+the load's process, or a tool server that receives the arguments and has no seed. A tool without
+an `arguments` function (a user's plain `f(tx)`) draws what it needs from `tx.rng` itself, and
+only the load's process, which holds the seed, can execute it.
+"""
 
 from __future__ import annotations
 
@@ -13,32 +22,44 @@ import gevent
 import psycopg
 import redis
 
-__all__ = ["Tool", "Transaction", "tool"]
+__all__ = ["Arguments", "DrawArguments", "Tool", "Transaction", "no_arguments", "tool"]
+
+# A call's arguments: JSON-able values by name, given to the tool's run function as keywords.
+Arguments = dict[str, Any]
+DrawArguments = Callable[[random.Random], Arguments]
+
+
+def no_arguments(rng: random.Random) -> Arguments:
+    """The arguments step of a tool that takes none: it executes from the servers' data alone."""
+    return {}
 
 
 class Transaction:
     """What a tool function gets: one attempt's open transaction (`conn`, None for a Redis-only
     tool), the Redis client, and who is calling.
 
-    `rng` is seeded the same on every attempt of one call, so a retried call repeats the same
-    operation (same accounts, same amounts) rather than drawing a new one.
+    `rng` is for a tool without an arguments step: seeded the same on every attempt of one call,
+    so a retried call repeats the same operation (same accounts, same amounts) rather than
+    drawing a new one. A tool that declares its arguments executes from them alone, and is given
+    no seed (`seed` None): its `rng` raises, for whoever executes it may hold no seed.
     """
 
-    __slots__ = ("op_id", "agent_id", "rng", "conn", "redis", "statement_started", "committed_at", "after_commit",
-                 "observations", "_work_s")
+    __slots__ = ("op_id", "agent_id", "conn", "redis", "statement_started", "committed_at", "after_commit",
+                 "observations", "_seed", "_rng", "_work_s")
 
     def __init__(
         self,
         op_id: uuid.UUID,
         agent_id: str,
-        seed: int,
+        seed: int | None,
         conn: psycopg.Connection | None,
         redis_client: redis.Redis | None,
         work_s: float = 0.0,
     ) -> None:
         self.op_id = op_id
         self.agent_id = agent_id
-        self.rng = random.Random(seed)
+        self._seed = seed
+        self._rng: random.Random | None = None  # made when first asked for: most tools never do
         self.conn = conn
         self.redis = redis_client
         # Set again by execute(); a tool that runs statements on `conn` directly gets deadlock
@@ -51,6 +72,15 @@ class Transaction:
         self.after_commit: list[Callable[[], None]] = []
         self.observations: list[tuple[str, float]] = []
         self._work_s = work_s
+
+    @property
+    def rng(self) -> random.Random:
+        if self._rng is None:
+            if self._seed is None:
+                raise RuntimeError("tx.rng in a tool that declares its arguments: it executes from them alone"
+                                   " (draw what is random in its arguments function)")
+            self._rng = random.Random(self._seed)
+        return self._rng
 
     def execute(self, query: Any, params: Any = None) -> psycopg.Cursor:
         """Run one statement, remembering when it started (a deadlock's detection time is
@@ -74,34 +104,45 @@ class Transaction:
 
 @dataclass(frozen=True)
 class Tool:
-    """A named plain function run as one transaction; `backend` is Locust's request_type:
-    "pg" (the adapter opens a PostgreSQL transaction) or "redis" (Redis only, no connection
-    borrowed from the pool).
+    """A named plain function run as one transaction, `run(tx, **arguments)`; `backend` is
+    Locust's request_type: "pg" (the adapter opens a PostgreSQL transaction) or "redis" (Redis
+    only, no connection borrowed from the pool). `arguments` draws a call's arguments from its
+    seeded random source (see the module's docstring); None for a tool that takes none and may
+    draw from `tx.rng` instead.
 
     What the function returns is the call's value: what the agent is handed (a balance read, the
     job taken, what was written), JSON-able. It is kept with the call's outcome, written to
     `--history` and given to the audits, which compare it with what the servers hold."""
 
     name: str
-    run: Callable[[Transaction], Any]
+    run: Callable[..., Any]
     backend: str = "pg"
+    arguments: DrawArguments | None = None
 
     @property
     def uses_postgres(self) -> bool:
         return self.backend != "redis"
 
+    def draw_arguments(self, seed: int) -> Arguments | None:
+        """The arguments of the call seeded `seed`: the same for the same seed, wherever drawn.
+        None when the tool has no arguments step."""
+        return None if self.arguments is None else self.arguments(random.Random(seed))
 
-def tool(*, weight: int = 1,
-         backend: str = "pg") -> Callable[[Callable[[Transaction], Any]], Callable[[Transaction], Any]]:
-    """Optional marks on a user-written tool function: how often agents pick it, and whether it
-    needs a PostgreSQL transaction ("pg") or only Redis ("redis")."""
-    if weight < 0 or backend not in ("pg", "redis"):
-        raise ValueError(f"tool(weight={weight!r}, backend={backend!r}): weight >= 0, backend 'pg' or 'redis'")
 
-    def mark(function: Callable[[Transaction], Any]) -> Callable[[Transaction], Any]:
+def tool(*, weight: int = 1, backend: str = "pg",
+         arguments: DrawArguments | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Optional marks on a user-written tool function: how often agents pick it, whether it
+    needs a PostgreSQL transaction ("pg") or only Redis ("redis"), and its arguments step (a
+    function of a random.Random returning the arguments by name, given to the tool as keywords)."""
+    if weight < 0 or backend not in ("pg", "redis") or not (arguments is None or callable(arguments)):
+        raise ValueError(f"tool(weight={weight!r}, backend={backend!r}, arguments={arguments!r}):"
+                         " weight >= 0, backend 'pg' or 'redis', arguments a function of a random.Random")
+
+    def mark(function: Callable[..., Any]) -> Callable[..., Any]:
         # Read back with getattr (tasks.user_tools); a function's attributes are not in its type.
         setattr(function, "toolclash_weight", weight)
         setattr(function, "toolclash_backend", backend)
+        setattr(function, "toolclash_arguments", arguments)
         return function
 
     return mark

@@ -8,6 +8,7 @@ idempotence key per agent and the log's last few entries, however long the run.
 
 from __future__ import annotations
 
+import random
 import uuid
 
 import psycopg
@@ -18,10 +19,15 @@ from db.redis_drain import drain_stream
 from db.redis_keys import RedisKeys
 from db.tool import Transaction
 
-__all__ = ["update_plan", "drain_plan_log", "audit_agent_state"]
+__all__ = ["update_plan", "update_plan_arguments", "drain_plan_log", "audit_agent_state"]
 
 
-def update_plan(tx: Transaction, *, keys: RedisKeys, teams: int) -> dict[str, int]:
+def update_plan_arguments(rng: random.Random, *, teams: int) -> dict[str, int]:
+    """The team, of the `teams`, whose plan the call changes."""
+    return {"team": rng.randint(1, teams)}
+
+
+def update_plan(tx: Transaction, *, team: int, keys: RedisKeys) -> dict[str, int]:
     """Add the call's step to its team's plan and bump the plan's version, once per call; the
     value is {"team", "version": the version this call wrote}.
 
@@ -37,7 +43,6 @@ def update_plan(tx: Transaction, *, keys: RedisKeys, teams: int) -> dict[str, in
     reached the server only after the settling read changes the plan and aborts this attempt,
     whose retry then finds the step.
     """
-    team = tx.rng.randint(1, teams)
     plan, applied_by = keys("plan", team), keys("plan", "applied_by", tx.agent_id)
     step = str(tx.op_id)
     with tx.redis.pipeline() as pipe:

@@ -18,6 +18,7 @@ only other one, is refused once the relay has applied its charge (see _APPLY).
 from __future__ import annotations
 
 import logging
+import random
 import time
 import uuid
 from itertools import islice
@@ -34,7 +35,7 @@ from db.tool import Transaction
 from tasks.credits import MAX_AMOUNT, debit
 from tasks.ledger import record_in_ledger
 
-__all__ = ["charge_usage", "relay_outbox", "drain_usage_applied", "audit_cross_service"]
+__all__ = ["charge_usage", "charge_usage_arguments", "relay_outbox", "drain_usage_applied", "audit_cross_service"]
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +68,14 @@ def _apply(client: redis.Redis, keys: RedisKeys, op_id: uuid.UUID, agent_id: str
                             str(op_id), agent_id, amount, int(by_relay)))
 
 
-def charge_usage(tx: Transaction, *, accounts: int, keys: RedisKeys) -> dict[str, Any]:
+def charge_usage_arguments(rng: random.Random, *, accounts: int) -> dict[str, int]:
+    """The account charged, of the `accounts`, and the amount: the usage the agent is counted."""
+    return {"account": rng.randint(1, accounts), "amount": rng.randint(1, MAX_AMOUNT)}
+
+
+def charge_usage(tx: Transaction, *, account: int, amount: int, keys: RedisKeys) -> dict[str, Any]:
     """What it wrote in both tables: the ledger's debit and amount, and the agent the outbox row
     (and so Redis's usage) is charged to."""
-    account = tx.rng.randint(1, accounts)
-    amount = tx.rng.randint(1, MAX_AMOUNT)
     debit(tx, account, amount)
     charged = {**record_in_ledger(tx, "charge_usage", debit=account, credit=None, amount=amount), "agent": tx.agent_id}
     tx.execute("INSERT INTO usage_outbox (op_id, agent_id, amount) VALUES (%s, %s, %s)",

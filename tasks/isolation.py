@@ -9,6 +9,7 @@ allows write skew; serializable allows neither.
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import psycopg
@@ -16,15 +17,19 @@ import psycopg
 from db.audits import SHOW_AT_MOST, AuditContext, Check, identities_in_table, listing, listing_ids, rows_match_values
 from db.tool import Transaction
 
-__all__ = ["increment_counter", "reserve_slot", "audit_isolation"]
+__all__ = ["increment_counter", "increment_counter_arguments", "reserve_slot", "audit_isolation"]
 
 # The levels at which PostgreSQL refuses a lost update: there no two committed increments of a
 # counter read the same value.
 _LEVELS_WITHOUT_LOST_UPDATES = ("repeatable_read", "serializable")
 
 
-def increment_counter(tx: Transaction, *, counters: int) -> dict[str, int]:
-    counter = tx.rng.randint(1, counters)
+def increment_counter_arguments(rng: random.Random, *, counters: int) -> dict[str, int]:
+    """One of the `counters` counters."""
+    return {"counter": rng.randint(1, counters)}
+
+
+def increment_counter(tx: Transaction, *, counter: int) -> dict[str, int]:
     value = tx.execute("SELECT value FROM counters WHERE id = %s", (counter,)).fetchone()[0]
     tx.work()
     tx.execute("UPDATE counters SET value = %s WHERE id = %s", (value + 1, counter))
@@ -33,8 +38,9 @@ def increment_counter(tx: Transaction, *, counters: int) -> dict[str, int]:
 
 
 def reserve_slot(tx: Transaction) -> dict[str, Any]:
-    # Two calls per pair, one per slot: each pair is raced at most once, so every violation
-    # that ever happened is still there for the audit. A retried call takes a fresh pair.
+    # No arguments: the server deals the pairs. Two calls per pair, one per slot: each pair is
+    # raced at most once, so every violation that ever happened is still there for the audit. A
+    # retried call takes a fresh pair.
     call = tx.execute("SELECT nextval('duty_pair_calls')").fetchone()[0]
     pair, slot = _scattered(call // 2), call % 2
     off_duty = tx.execute("SELECT count(*) FROM duty_leave WHERE pair_id = %s", (pair,)).fetchone()[0]

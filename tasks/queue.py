@@ -13,6 +13,7 @@ took): capacity, priority and FIFO order, every job and every consumer by id.
 
 from __future__ import annotations
 
+import random
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -26,7 +27,8 @@ from db.redis_drain import drain_stream
 from db.redis_keys import RedisKeys
 from db.tool import Transaction
 
-__all__ = ["PRIORITIES", "QueueKeys", "enqueue_job", "dequeue_job", "queue_depth", "drain_queue_log"]
+__all__ = ["PRIORITIES", "QueueKeys", "enqueue_job", "enqueue_job_arguments", "dequeue_job", "queue_depth",
+           "drain_queue_log"]
 
 T = TypeVar("T")
 
@@ -116,10 +118,14 @@ class QueueKeys:
         self.log = keys("queue", "log")
 
 
-def enqueue_job(tx: Transaction, *, keys: RedisKeys, capacity: int) -> dict[str, int]:
-    """Queue a job (its id: the call's op id) at a priority; the level it was queued at (1 = high)."""
+def enqueue_job_arguments(rng: random.Random) -> dict[str, int]:
+    """The job's priority: its level, 1 = high."""
+    return {"level": rng.choices((1, 2, 3), weights=_PRIORITY_WEIGHTS)[0]}
+
+
+def enqueue_job(tx: Transaction, *, level: int, keys: RedisKeys, capacity: int) -> dict[str, int]:
+    """Queue a job (its id: the call's op id) at `level`; the level it was queued at."""
     k = QueueKeys(keys)
-    level = tx.rng.choices((1, 2, 3), weights=_PRIORITY_WEIGHTS)[0]
     depth = tx.redis.eval(_ENQUEUE, 4, *k.levels, k.log, capacity, level, str(tx.op_id))
     if depth < 0:
         raise QueueFull(f"queue at its capacity of {capacity}")

@@ -1,5 +1,6 @@
 """The conflict scenarios: which tools the agents invoke, how often, and which audits prove that
-the data stayed right."""
+the data stayed right; and the built-in tools themselves, each an arguments step and its
+execution (db.tool), bound to the scenario settings they need."""
 
 from __future__ import annotations
 
@@ -10,17 +11,23 @@ from typing import Any
 
 from db.audits import AuditContext, Baseline, Check
 from db.redis_keys import RedisKeys
-from db.tool import Tool
-from tasks.agent_state import audit_agent_state, drain_plan_log, update_plan
-from tasks.credits import deduct_credits, transfer_credits
+from db.tool import Tool, no_arguments
+from tasks.agent_state import audit_agent_state, drain_plan_log, update_plan, update_plan_arguments
+from tasks.credits import deduct_credits, deduct_credits_arguments, transfer_credits, transfer_credits_arguments
 from tasks.credits_audit import audit_credits
-from tasks.cross_service import audit_cross_service, charge_usage, drain_usage_applied, relay_outbox
-from tasks.isolation import audit_isolation, increment_counter, reserve_slot
+from tasks.cross_service import (
+    audit_cross_service,
+    charge_usage,
+    charge_usage_arguments,
+    drain_usage_applied,
+    relay_outbox,
+)
+from tasks.isolation import audit_isolation, increment_counter, increment_counter_arguments, reserve_slot
 from tasks.pool_exhaustion import audit_pool, audit_summaries, summarize_accounts
-from tasks.queue import dequeue_job, drain_queue_log, enqueue_job, queue_depth
+from tasks.queue import dequeue_job, drain_queue_log, enqueue_job, enqueue_job_arguments, queue_depth
 from tasks.queue_audit import audit_queue
 
-__all__ = ["ScenarioParams", "Scenario", "SCENARIOS", "WeightedTool", "UnknownScenario", "select"]
+__all__ = ["ScenarioParams", "Scenario", "SCENARIOS", "WeightedTool", "UnknownScenario", "built_in_tools", "select"]
 
 Audit = Callable[[AuditContext], list[Check]]
 
@@ -68,9 +75,28 @@ class Scenario:
     joins_default_mix: Callable[[str], bool] = field(default=lambda isolation: True)
 
 
-def _tool(name: str, function: Callable[..., None], weight: int = 1, backend: str = "pg",
-          **params: Any) -> WeightedTool:
-    return WeightedTool(Tool(name, partial(function, **params), backend), weight)
+def built_in_tools(p: ScenarioParams) -> dict[str, Tool]:
+    """Every built-in tool by name. Each declares its arguments step (none drawn: `no_arguments`),
+    so that it executes from its arguments alone, whoever executes it."""
+    return {tool.name: tool for tool in (
+        Tool("deduct_credits", deduct_credits, arguments=partial(deduct_credits_arguments, accounts=p.accounts)),
+        Tool("transfer_credits", transfer_credits, arguments=partial(transfer_credits_arguments, accounts=p.accounts)),
+        Tool("increment_counter", increment_counter,
+             arguments=partial(increment_counter_arguments, counters=p.counters)),
+        Tool("reserve_slot", reserve_slot, arguments=no_arguments),
+        Tool("summarize_accounts", partial(summarize_accounts, hold_s=p.hold_s), arguments=no_arguments),
+        Tool("enqueue_job", partial(enqueue_job, keys=p.keys, capacity=p.queue_capacity), "redis",
+             enqueue_job_arguments),
+        Tool("dequeue_job", partial(dequeue_job, keys=p.keys), "redis", no_arguments),
+        Tool("charge_usage", partial(charge_usage, keys=p.keys),
+             arguments=partial(charge_usage_arguments, accounts=p.accounts)),
+        Tool("update_plan", partial(update_plan, keys=p.keys), "redis", partial(update_plan_arguments, teams=p.teams)),
+    )}
+
+
+def _tools(*names: str) -> Callable[[ScenarioParams], list[WeightedTool]]:
+    """A scenario's tools: these built-in ones, each of weight 1."""
+    return lambda p: [WeightedTool(built_in_tools(p)[name], 1) for name in names]
 
 
 _CREDITS = {"credits": audit_credits}
@@ -80,20 +106,17 @@ SCENARIOS: dict[str, Scenario] = {
     for scenario in (
         Scenario(
             "optimistic_locking",
-            lambda p: [_tool("deduct_credits", deduct_credits, accounts=p.accounts)],
+            _tools("deduct_credits"),
             lambda p: _CREDITS,
         ),
         Scenario(
             "deadlock",
-            lambda p: [_tool("transfer_credits", transfer_credits, accounts=p.accounts)],
+            _tools("transfer_credits"),
             lambda p: _CREDITS,
         ),
         Scenario(
             "isolation",
-            lambda p: [
-                _tool("increment_counter", increment_counter, counters=p.counters),
-                _tool("reserve_slot", reserve_slot),
-            ],
+            _tools("increment_counter", "reserve_slot"),
             lambda p: {"isolation": partial(audit_isolation, isolation=p.isolation)},
             # Its tools exist to show the anomalies of the weaker levels: in the default mix
             # only where they must not happen.
@@ -101,22 +124,19 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "pool_exhaustion",
-            lambda p: [_tool("summarize_accounts", summarize_accounts, hold_s=p.hold_s)],
+            _tools("summarize_accounts"),
             lambda p: {"pool": audit_pool, "summaries": audit_summaries},
         ),
         Scenario(
             "queue",
-            lambda p: [
-                _tool("enqueue_job", enqueue_job, backend="redis", keys=p.keys, capacity=p.queue_capacity),
-                _tool("dequeue_job", dequeue_job, backend="redis", keys=p.keys),
-            ],
+            _tools("enqueue_job", "dequeue_job"),
             lambda p: {"queue": audit_queue},
             sample=lambda ctx, params: {"queue_depth": queue_depth(ctx.redis, ctx.keys)},
             drain=drain_queue_log,
         ),
         Scenario(
             "cross_service",
-            lambda p: [_tool("charge_usage", charge_usage, accounts=p.accounts, keys=p.keys)],
+            _tools("charge_usage"),
             lambda p: {**_CREDITS, "cross_service": audit_cross_service},
             sample=lambda ctx, params: {
                 "outbox_relayed": relay_outbox(ctx.conn, ctx.schema, ctx.redis, ctx.keys)["caught_up"]
@@ -125,7 +145,7 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "agent_state",
-            lambda p: [_tool("update_plan", update_plan, backend="redis", keys=p.keys, teams=p.teams)],
+            _tools("update_plan"),
             lambda p: {"agent_state": partial(audit_agent_state, teams=p.teams)},
             drain=drain_plan_log,
         ),

@@ -3,9 +3,10 @@
 A tool is a function of the module whose first parameter is named `tx` (a db.tool.Transaction:
 `tx.execute(...)` runs in the call's PostgreSQL transaction, `tx.redis` is the Redis client,
 `tx.rng` the call's random source, `tx.op_id` its operation id). `@db.tool.tool(weight=...,
-backend="redis")` is optional. The module may also define `setup(conn)`, run at the start of
-each run with the harness's schema on the search path, and `audit(ctx)`, returning checks in the
-shape of the built-in ones.
+backend="redis", arguments=...)` is optional; with `arguments`, the tool is given the arguments
+that function draws, as keywords, and executes from them alone (no `tx.rng`). The module may
+also define `setup(conn)`, run at the start of each run with the harness's schema on the search
+path, and `audit(ctx)`, returning checks in the shape of the built-in ones.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def load_tools_module(path: str) -> Scenario:
     if not functions:
         raise BadToolsModule(f"--tools-module {path} defines no tool (a function whose first parameter is named tx)")
     tools = [
-        WeightedTool(Tool(fn.__name__, fn, getattr(fn, "toolclash_backend", "pg")), getattr(fn, "toolclash_weight", 1))
+        WeightedTool(Tool(fn.__name__, fn, getattr(fn, "toolclash_backend", "pg"),
+                          getattr(fn, "toolclash_arguments", None)), getattr(fn, "toolclash_weight", 1))
         for fn in functions
     ]
     user_audit = getattr(module, "audit", None)

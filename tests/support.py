@@ -4,6 +4,7 @@ helper that starts it: LocustProcess, reached through the `locust` fixture), wai
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -34,9 +35,11 @@ from db.audits import Acknowledged, AuditContext, Baseline
 from db.pool import SessionSettings, open_pool
 from db.redis_keys import RedisKeys
 from db.session import SEND_ONCE
+from db.tool import Tool
 from harness.run.locust_requests import told_to
 from harness.watch.metrics import Metrics
 from tasks.queue import QueueKeys
+from tasks.scenarios import ScenarioParams, built_in_tools
 from transport.hooks import Hook
 from transport.in_process import ToolAdapter
 from transport.retry import RetryPolicy
@@ -328,6 +331,15 @@ def settings_from(*args: str):
 
 # What prepared_schema seeds (and the scenarios' defaults for the rest).
 PREPARED = Baseline(accounts=10, initial_balance=1000, counters=4, teams=4, queue_capacity=50)
+
+
+def built_in_tool(name: str, schema: str, **params: Any) -> Tool:
+    """The built-in tool `name` as a run on `schema` of PREPARED's baseline has it; `params`
+    changes the ScenarioParams of that run (accounts=1, hold_s=0, …)."""
+    return built_in_tools(dataclasses.replace(
+        ScenarioParams(accounts=PREPARED.accounts, keys=RedisKeys(schema), counters=PREPARED.counters,
+                       teams=PREPARED.teams, queue_capacity=PREPARED.queue_capacity,
+                       initial_balance=PREPARED.initial_balance), **params))[name]
 
 
 def context_for(conn: psycopg.Connection, schema: str, acknowledged_of, redis_client=None, findings=(),

@@ -17,7 +17,7 @@ from db.pool import SessionSettings, load_application_prefix, open_pool
 from db.server_stats import database_counters, wait_for_sessions_to_end
 from db.tool import Tool
 from tasks.ledger import record_in_ledger
-from tests.support import QUICK_RETRIES, Recorder, ReplyHoldingProxy, adapter_on, prepared_schema
+from tests.support import QUICK_RETRIES, Recorder, ReplyHoldingProxy, adapter_on, built_in_tool, prepared_schema
 from transport.call_record import Outcome
 from transport.in_process import ToolAdapter
 from transport.retry import RetryPolicy
@@ -308,17 +308,13 @@ def test_the_cross_service_window_starts_at_commit(servers, admin, accounts):
     counted as a window in which the two services disagreed."""
     import redis
 
-    from db.redis_keys import RedisKeys
-    from tasks.cross_service import charge_usage
-
     _slow_commit(admin, accounts, "INSERT ON usage_outbox", seconds=0.3)
     recorder = Recorder()
     pool = open_pool(servers.pg_dsn, SessionSettings(accounts), size=1, timeout_s=5)
     client = redis.Redis.from_url(servers.redis_url)
     adapter = ToolAdapter(pool, client, QUICK_RETRIES, 0.0, recorder.call_finished)
-    keys = RedisKeys(accounts)
     with pool, client:
-        record = adapter.call(Tool("charge_usage", lambda tx: charge_usage(tx, accounts=10, keys=keys)), "agent", 1)
+        record = adapter.call(built_in_tool("charge_usage", accounts), "agent", 1)
     assert record.outcome is Outcome.SUCCEEDED and record.duration_s >= 0.3
     [(name, window)] = record.observations
     assert name == "cross_service_window" and window < 0.3

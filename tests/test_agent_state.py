@@ -5,7 +5,6 @@ plans behind the agents' backs."""
 from __future__ import annotations
 
 import uuid
-from functools import partial
 
 import gevent
 import pytest
@@ -15,9 +14,9 @@ from psycopg import sql
 from db.audits import Check
 from db.errors import Failure
 from db.redis_keys import RedisKeys
-from db.tool import Tool, Transaction
+from db.tool import Transaction
 from tasks.agent_state import audit_agent_state, drain_plan_log, update_plan
-from tests.support import Recorder, ReplyLosingProxy, acknowledged_from, context_for, prepared_schema
+from tests.support import Recorder, ReplyLosingProxy, acknowledged_from, built_in_tool, context_for, prepared_schema
 from transport.call_record import Outcome
 from transport.in_process import ToolAdapter
 from transport.retry import RetryPolicy
@@ -38,7 +37,7 @@ class _GoneAfterALostReply(ReplyLosingProxy):
 def _plan_changes(client: redis.Redis, schema: str, policy: RetryPolicy, *, agents: int, calls_each: int,
                   teams: int, recorder: Recorder) -> None:
     """`agents` agents make `calls_each` update_plan calls each through the adapter, on `client`."""
-    plan_change = Tool("update_plan", partial(update_plan, keys=RedisKeys(schema), teams=teams), backend="redis")
+    plan_change = built_in_tool("update_plan", schema, teams=teams)
     # A Redis tool borrows no PostgreSQL connection: no pool.
     adapter = ToolAdapter(None, client, policy, 0.0, recorder.call_finished)
 
@@ -108,7 +107,7 @@ def test_an_attempt_finding_its_call_applied_returns_the_version_that_call_wrote
     with redis.Redis.from_url(servers.redis_url) as client:
         client.set(keys("plan", "applied_by", "agent-1"), f"{op_id} 7")
         client.hset(keys("plan", 1), "version", 7)
-        value = update_plan(Transaction(op_id, "agent-1", 0, None, client), keys=keys, teams=1)
+        value = update_plan(Transaction(op_id, "agent-1", None, None, client), team=1, keys=keys)
         assert value == {"team": 1, "version": 7}
         assert client.hget(keys("plan", 1), "version") == b"7" and client.xlen(keys("plan", "log")) == 0
 

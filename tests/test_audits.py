@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from contextlib import contextmanager
 from dataclasses import replace
-from functools import partial
 
 import gevent
 import pytest
@@ -15,20 +14,19 @@ from psycopg import sql
 from db.audits import Acknowledged, Check
 from db.op_ids import OpIds
 from db.pool import SessionSettings, open_pool
-from db.redis_keys import RedisKeys
 from db.session import SEND_ONCE
 from db.tool import Tool
-from tasks.credits import deduct_credits, transfer_credits
 from tasks.credits_audit import audit_credits as audit_credits_in
-from tasks.cross_service import audit_cross_service, charge_usage
-from tasks.isolation import audit_isolation, increment_counter, reserve_slot
-from tasks.pool_exhaustion import audit_summaries, summarize_accounts
+from tasks.cross_service import audit_cross_service
+from tasks.isolation import audit_isolation
+from tasks.pool_exhaustion import audit_summaries
 from tests.support import (
     PREPARED,
     QUICK_RETRIES,
     Recorder,
     acknowledged_from,
     adapter_on,
+    built_in_tool,
     context_for,
     free_port,
     prepared_schema,
@@ -48,8 +46,7 @@ def audited_run(servers, admin, schema):
     recorder = Recorder()
     pool, adapter = adapter_on(servers.pg_dsn, SessionSettings(schema, deadlock_timeout_ms=20), recorder,
                                size=8, tool_work_s=0.002)
-    tools = [Tool("deduct_credits", partial(deduct_credits, accounts=ACCOUNTS)),
-             Tool("transfer_credits", partial(transfer_credits, accounts=ACCOUNTS))]
+    tools = [built_in_tool(name, schema, accounts=ACCOUNTS) for name in ("deduct_credits", "transfer_credits")]
 
     def agent(n: int) -> None:
         for i in range(25):
@@ -197,7 +194,7 @@ def test_two_deductions_from_one_version_are_a_lost_update(servers, admin, schem
     prepared_schema(admin, schema, accounts=1)
     recorder = Recorder()
     pool, adapter = adapter_on(servers.pg_dsn, SessionSettings(schema), recorder)
-    deduct = Tool("deduct_credits", partial(deduct_credits, accounts=1))
+    deduct = built_in_tool("deduct_credits", schema, accounts=1)
     with pool:
         for seed in range(3):
             adapter.call(deduct, "a", seed)
@@ -217,8 +214,8 @@ def test_summaries_are_checked_against_the_seeded_baseline(servers, admin, schem
     prepared_schema(admin, schema)
     recorder = Recorder()
     pool, adapter = adapter_on(servers.pg_dsn, SessionSettings(schema), recorder)
-    summarize = Tool("summarize_accounts", partial(summarize_accounts, hold_s=0))
-    deduct = Tool("deduct_credits", partial(deduct_credits, accounts=PREPARED.accounts))
+    summarize = built_in_tool("summarize_accounts", schema, hold_s=0)
+    deduct = built_in_tool("deduct_credits", schema)
     accounts = sql.Identifier(schema, "accounts")
     with pool:
         for seed in range(3):
@@ -248,7 +245,7 @@ def test_summaries_are_checked_against_the_seeded_baseline(servers, admin, schem
 def _charged(servers, schema, recorder, client, calls):
     """Each (agent, seed) of `calls` charged through the adapter, with `client` as its Redis."""
     pool = open_pool(servers.pg_dsn, SessionSettings(schema), size=2, timeout_s=5)
-    charge = Tool("charge_usage", partial(charge_usage, accounts=PREPARED.accounts, keys=RedisKeys(schema)))
+    charge = built_in_tool("charge_usage", schema)
     adapter = ToolAdapter(pool, client, QUICK_RETRIES, 0.0, recorder.call_finished)
     with pool:
         return [adapter.call(charge, agent, seed) for agent, seed in calls]
@@ -317,8 +314,8 @@ class IsolationRun:
         self.recorder = Recorder()
         self._pool, self._adapter = adapter_on(servers.pg_dsn, SessionSettings(schema, isolation=isolation),
                                                self.recorder, size=4)
-        self.increment = Tool("increment_counter", partial(increment_counter, counters=PREPARED.counters))
-        self.reserve = Tool("reserve_slot", reserve_slot)
+        self.increment = built_in_tool("increment_counter", schema)
+        self.reserve = built_in_tool("reserve_slot", schema)
 
     def calls(self, tool: Tool, agents: int = 4, each: int = 10) -> None:
         def agent(n: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import closing
+from dataclasses import replace
 
 import gevent
 import psycopg
@@ -16,9 +17,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from db.errors import Failure, VersionConflict, classify
 from db.pool import SessionSettings
 from db.redis_keys import RedisKeys
-from db.tool import Tool
-from tasks.credits import deduct_credits
-from tests.support import Recorder, adapter_on, prepared_schema
+from tests.support import Recorder, adapter_on, built_in_tool, prepared_schema
 from transport.call_record import Outcome
 
 
@@ -134,10 +133,11 @@ def test_a_version_changed_under_deduct_credits_is_a_version_conflict_and_is_ret
     prepared_schema(admin, schema, accounts=1)
     recorder, changes = Recorder(), []
     pool, adapter = adapter_on(servers.pg_dsn, SessionSettings(schema), recorder)
+    deduct = built_in_tool("deduct_credits", schema, accounts=1)
     with closing(pool):
         record = adapter.call(
-            Tool("deduct_credits", lambda tx: deduct_credits(_AnotherWriterDuringWork(tx, admin, schema, changes),
-                                                             accounts=1)),
+            replace(deduct, run=lambda tx, **arguments: deduct.run(
+                _AnotherWriterDuringWork(tx, admin, schema, changes), **arguments)),
             "agent-1", seed=3)
     assert changes == [record.op_id], "the other session wrote during the first attempt"
     # The tool's own check found the row changed: classified as a version conflict, retried (the

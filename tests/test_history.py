@@ -70,6 +70,15 @@ def _check_against_ledger(completed: dict[str, dict], ledger: list[tuple]) -> No
         assert (value["debit"], value.get("credit"), value["amount"]) == (debit, credit, amount), (tool, value)
 
 
+def _check_arguments_against_ledger(lines: list[dict], ledger: list[tuple]) -> None:
+    """Each ledger row holds what its call's invocation asked for: the arguments drawn for it."""
+    asked = {line["op"]: line["arguments"] for line in lines if line["type"] == "invoke"}
+    for op_id, tool, debit, credit, amount in ledger:
+        wrote = ({"payer": debit, "payee": credit, "amount": amount} if tool == "transfer_credits"
+                 else {"account": debit, "amount": amount})
+        assert asked[op_id] == wrote, (tool, op_id)
+
+
 def test_the_history_of_a_run_agrees_with_the_ledger_and_the_report(servers, admin, schema, tmp_path, locust):
     history, report_path = tmp_path / "history.jsonl", tmp_path / "report.json"
     done = locust.run(*servers.args(schema), "--users", "10", "--spawn-rate", "10", "--run-time", "5s",
@@ -88,7 +97,11 @@ def test_the_history_of_a_run_agrees_with_the_ledger_and_the_report(servers, adm
     completed = _check_calls(lines)
     invocations = [line for line in lines if line["type"] == "invoke"]
     assert len(completed) == len(invocations), "every call of a run stopped in order completed"
-    _check_against_ledger(completed, _ledger(admin, schema))
+    ledger = _ledger(admin, schema)
+    _check_against_ledger(completed, ledger)
+    _check_arguments_against_ledger(lines, ledger)
+    # Every built-in tool declares its arguments: none left to tx.rng.
+    assert all(isinstance(line["arguments"], dict) for line in invocations)
 
     # The completions are what the report counted, tool by tool.
     outcomes = Counter((line["tool"], line["outcome"]) for line in completed.values())
@@ -140,7 +153,9 @@ def test_workers_write_files_of_their_own_that_join_into_one_history(servers, ad
         assert [line["time"] for line in joined if line["process"] == process] == [line["time"] for line in lines]
 
     completed = _check_calls(joined)
-    _check_against_ledger(completed, _ledger(admin, schema))
+    ledger = _ledger(admin, schema)
+    _check_against_ledger(completed, ledger)
+    _check_arguments_against_ledger(joined, ledger)
     for worker, shipped in report["workers"]["shipped"].items():
         assert shipped["succeeded"] > 0, worker
     assert sum(line["type"] == "ok" for line in completed.values()) == sum(
@@ -149,15 +164,15 @@ def test_workers_write_files_of_their_own_that_join_into_one_history(servers, ad
 
 def _one_agent_run(locust, servers, admin, schema, tmp_path, name: str,
                    *seed: str) -> tuple[dict, list[tuple], list[tuple]]:
-    """A run of one agent: its report, its calls' (tool, seed) and its ledger rows' (tool, debit,
-    credit, amount), in order."""
+    """A run of one agent: its report, its calls' (tool, seed, arguments) and its ledger rows'
+    (tool, debit, credit, amount), in order."""
     history, report_path = tmp_path / f"{name}.jsonl", tmp_path / f"{name}.json"
     done = locust.run(*servers.args(schema), "--users", "1", "--spawn-rate", "1", "--run-time", "3s",
                       *CREDITS, "--accounts", "20", *seed, "--history", str(history), "--report-json", str(report_path))
     report = read_report(report_path)
     assert done.returncode == report["exit_code"] == 0, done.stderr[-3000:]
     assert f"seed {report['run']['seed']}" in done.stdout
-    calls = [(line["tool"], line["seed"]) for line in _lines(history) if line["type"] == "invoke"]
+    calls = [(line["tool"], line["seed"], line["arguments"]) for line in _lines(history) if line["type"] == "invoke"]
     return report, calls, [row[1:] for row in _ledger(admin, schema)]
 
 
@@ -170,7 +185,7 @@ def test_the_same_seed_makes_the_same_calls_and_another_seed_others(servers, adm
     assert again[0]["run"]["seed"] == seed and other[0]["run"]["seed"] == seed + 1
     n = min(len(first[1]), len(again[1]), len(other[1]), len(first[2]), len(again[2]), len(other[2]), 50)
     assert n >= 10, "each run made a few calls"
-    # The same tools with the same arguments: the history's (tool, seed) and the ledger's rows.
+    # The same tools with the same arguments: the history's (tool, seed, arguments) and the ledger's rows.
     assert first[1][:n] == again[1][:n]
     assert first[2][:n] == again[2][:n]
     assert first[1][:n] != other[1][:n]
@@ -196,7 +211,8 @@ def test_the_invocation_is_written_when_the_call_starts(servers, admin, schema, 
     history.close()
     assert [line["type"] for line in seen_during_the_call] == ["invoke"]
     assert seen_during_the_call[0] == {"type": "invoke", "time": record.started_ns, "process": "local",
-                                       "agent": "p0-a1", "op": str(record.op_id), "tool": "look", "seed": 42}
+                                       "agent": "p0-a1", "op": str(record.op_id), "tool": "look", "seed": 42,
+                                       "arguments": None}
     [invoke, ok] = _lines(path)
     assert invoke == seen_during_the_call[0]
     assert ok["type"] == "ok" and ok["op"] == str(record.op_id) and ok["attempts"] == 1 and ok["failures"] == []

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from functools import partial
 
 import gevent
 import pytest
@@ -30,6 +29,7 @@ from tests.support import (
     Recorder,
     ReplyLosingProxy,
     acknowledged_from,
+    built_in_tool,
     context_for,
     lose_last_dequeue_and_ack,
     prepared_schema,
@@ -54,8 +54,8 @@ class QueueRun:
         # session's, which corrupts the queue's data.
         self.client, self.other, self.keys, self.admin, self.schema = client, other, keys, admin, schema
         self.recorder = Recorder()
-        self.enqueue = Tool("enqueue_job", partial(enqueue_job, keys=keys, capacity=CAPACITY), backend="redis")
-        self.dequeue = Tool("dequeue_job", partial(dequeue_job, keys=keys), backend="redis")
+        self.enqueue = built_in_tool("enqueue_job", schema, queue_capacity=CAPACITY)
+        self.dequeue = built_in_tool("dequeue_job", schema)
         self.adapter = self.adapter_on(client)
 
     def adapter_on(self, client: redis.Redis, tool_work_s: float = 0.0) -> ToolAdapter:
@@ -182,9 +182,9 @@ def test_a_job_pushed_behind_the_logs_back_during_the_run_is_seen_by_the_next_de
 def test_jobs_enqueued_past_capacity_during_the_run_are_an_overshoot(full_queue):
     """Enqueued by the script itself, told a larger capacity: the log and the lists agree, and
     hold more jobs than the harness's capacity."""
-    for seed in range(2):
-        intruder = Transaction(uuid.uuid4(), "intruder", seed, None, full_queue.other)
-        enqueue_job(intruder, keys=full_queue.keys, capacity=CAPACITY + 2)
+    for level in (1, 2):
+        intruder = Transaction(uuid.uuid4(), "intruder", None, None, full_queue.other)
+        enqueue_job(intruder, level=level, keys=full_queue.keys, capacity=CAPACITY + 2)
     full_queue.drain()
     failed = _failed(full_queue.audit())
     assert set(failed) == {"capacity_never_exceeded", "jobs_within_acknowledged"}
@@ -400,8 +400,8 @@ def test_a_job_enqueued_at_another_level_than_its_producer_was_told(full_queue):
 
 def test_an_enqueue_of_an_id_never_acknowledged_is_caught(full_queue):
     full_queue.adapter.call(full_queue.dequeue, "consumer", seed=1)  # room for one more
-    stranger = Transaction(uuid.uuid4(), "not-an-agent", 1, None, full_queue.other)
-    enqueue_job(stranger, keys=full_queue.keys, capacity=CAPACITY)  # the script itself: log and list agree
+    stranger = Transaction(uuid.uuid4(), "not-an-agent", None, None, full_queue.other)
+    enqueue_job(stranger, level=2, keys=full_queue.keys, capacity=CAPACITY)  # the script itself: log and list agree
     failed = _failed(full_queue.audit())
     assert set(failed) == {"jobs_within_acknowledged"}
     assert failed["jobs_within_acknowledged"].observed == 1

@@ -36,9 +36,12 @@ class CallRecord:
     deadlock_resolution_s: float | None = None  # first deadlock error to the call's success
     observations: list[tuple[str, float]] = field(default_factory=list)  # the tool's own timings
     exception: BaseException | None = None
-    # Who made the call and the seed its tool's `tx.rng` draws from: the call's arguments.
+    # Who made the call, and the seed its arguments are drawn from (db.tool).
     agent_id: str = ""
     seed: int = 0
+    # Drawn once before the first attempt and given to every attempt (JSON-able, by name); None
+    # for a tool without an arguments step, which draws from `tx.rng` (seeded `seed`) itself.
+    arguments: dict[str, Any] | None = None
     started_ns: int = 0  # time.monotonic_ns() when the call started, before its first attempt
     # What the tool handed its agent (its function's return value, JSON-able): set by the last
     # attempt that ran the tool to its end, so an indeterminate call has the value it would have.

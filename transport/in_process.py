@@ -1,12 +1,15 @@
 """The adapter every tool call goes through.
 
-For each attempt: borrow a connection (the wait is timed apart from the tool's own time), run
-the tool in a transaction at the session's isolation level, commit, classify what failed, and
-retry by policy. When the call is over, fire the `call_finished` hook once with the full record
-(transport.hooks: the harness's listener tells Locust; db/ knows nothing of Locust).
+Before the first attempt, draw the call's arguments from its seed, once (db.tool: a tool's
+arguments step). For each attempt: borrow a connection (the wait is timed apart from the tool's
+own time), run the tool with those same arguments in a transaction at the session's isolation
+level, commit, classify what failed, and retry by policy: a retry repeats the same operation.
+When the call is over, fire the `call_finished` hook once with the full record (transport.hooks:
+the harness's listener tells Locust; db/ knows nothing of Locust).
 
-Before the first attempt, the optional `call_started` hook gets the record as it starts (a
-history writes the invocation then: a call that never ends still shows that it began).
+Before the first attempt, the optional `call_started` hook gets the record as it starts, its
+arguments drawn (a history writes the invocation then: a call that never ends still shows that
+it began, and with what).
 """
 
 from __future__ import annotations
@@ -86,13 +89,14 @@ class ToolAdapter:
     def call(self, tool: Tool, agent_id: str, seed: int) -> CallRecord:
         record = CallRecord(tool=tool.name, backend=tool.backend, op_id=uuid.uuid4(), agent_id=agent_id, seed=seed,
                             started_ns=monotonic_ns())
+        drawn = self._draw_arguments(tool, seed, record)
         if self._call_started is not None:
             self._call_started.fire(record=record)
         started = perf_counter()
         first_deadlock_at: float | None = None
         self._in_flight[record.op_id] = record
         try:
-            for attempt in range(1, self._policy.max_tries + 1):
+            for attempt in range(1, self._policy.max_tries + 1) if drawn else ():
                 record.attempts = attempt
                 failure, after_commit = self._attempt(tool, agent_id, seed, record, first_deadlock_at)
                 if failure is None:
@@ -118,6 +122,20 @@ class ToolAdapter:
                 self._report(record)
         return record
 
+    @staticmethod
+    def _draw_arguments(tool: Tool, seed: int, record: CallRecord) -> bool:
+        """The call's arguments onto its record, drawn once for all its attempts; False when the
+        tool's arguments step raised: the call failed (an error of the tool, never retried)."""
+        try:
+            record.arguments = tool.draw_arguments(seed)
+            return True
+        except Exception as exc:  # the tool's own code: whatever it raises is its error, as in its run
+            record.attempts = 1
+            record.failures.append(Failure.ERROR)
+            record.exception = exc
+            log.warning("tool %s failed to draw its arguments: %s: %s", tool.name, type(exc).__name__, exc)
+            return False
+
     def _attempt(
         self, tool: Tool, agent_id: str, seed: int, record: CallRecord, first_deadlock_at: float | None
     ) -> tuple[Failure | None, list[Callable[[], None]]]:
@@ -140,8 +158,10 @@ class ToolAdapter:
                     conn = self._pool.getconn()
                 finally:  # a wait that ended in a pool timeout is the worst of all: keep it
                     record.pool_waits_s.append(perf_counter() - asked_at)
-            tx = Transaction(record.op_id, agent_id, seed, conn, self._redis, self._tool_work_s)
-            record.value = tool.run(tx)
+            # A tool that declares its arguments gets no seed: it executes from them alone.
+            tx = Transaction(record.op_id, agent_id, seed if record.arguments is None else None, conn, self._redis,
+                             self._tool_work_s)
+            record.value = tool.run(tx, **(record.arguments or {}))
             if conn is not None:
                 committing = True
                 conn.commit()

@@ -1,5 +1,5 @@
-"""--history: the run as JSON lines, one per tool call's invocation and one per its completion,
-typed as in Jepsen's histories.
+"""--history: the run as JSON lines, one per tool call's invocation (with its arguments) and one
+per its completion (with its value), typed as in Jepsen's histories.
 
 Each process writes a file of its own, so that no line crosses the network or waits for
 another process: the local runner or the master writes PATH, worker N writes PATH.worker-N on
@@ -62,7 +62,7 @@ class History:
     def invoked(self, record: CallRecord) -> None:
         """The adapter's `call_started` listener."""
         self._write({"type": "invoke", "time": record.started_ns, "process": self.process, "agent": record.agent_id,
-                     "op": str(record.op_id), "tool": record.tool, "seed": record.seed})
+                     "op": str(record.op_id), "tool": record.tool, "seed": record.seed, "arguments": record.arguments})
 
     def completed(self, record: CallRecord) -> None:
         """The adapter's `call_finished` listener."""
