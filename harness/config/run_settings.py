@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from harness.config.options import Settings
+from harness.report_shape import RunSettings
 
 __all__ = ["FIXED_DESTS", "fingerprint", "fixed_options", "settings_for_test", "settings_summary"]
 
@@ -45,7 +46,7 @@ def settings_for_test(options: Any, fixed: Mapping[str, Any], *, judge: bool = T
     return Settings.from_options(argparse.Namespace(**{**vars(options), **fixed}), judge=judge)
 
 
-def settings_summary(settings: Settings) -> dict[str, Any]:
+def settings_summary(settings: Settings) -> RunSettings:
     """What shapes the load of a test, in the same form on every process (no host's paths)."""
     params, retry = settings.params, settings.retry
     return {

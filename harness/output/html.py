@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config.sla import METRICS
+from harness.report_shape import Report
 
 __all__ = ["SECTION_ID", "add_to_html_report", "insert_section", "install_on_web_ui", "pending_section", "section"]
 
@@ -258,7 +259,7 @@ def _verdict(report: dict[str, Any]) -> str:
         ("Schema", escape(run["schema"])),
     ]
     facts += [("Server", escape(s["description"])) for s in report["servers"]]
-    facts.append(("deadlock_timeout", escape(report["server"]["deadlock_timeout"]["note"])))
+    facts.append(("deadlock_timeout", escape(report["server_counters"]["deadlock_timeout"]["note"])))
     if report.get("workers"):
         workers = report["workers"]
         facts.append(("Workers", f"{len(workers['shipped'])} shipped their figures, {len(workers['lost'])} lost"))
@@ -348,7 +349,7 @@ def _distributions(report: dict[str, Any]) -> str:
 
 
 def _steps(report: dict[str, Any]) -> str:
-    steps = report.get("steps")
+    steps = report.get("stages")
     if not steps:
         return ""
     rows = []
@@ -436,7 +437,7 @@ _SERVER_FIGURES = {
 
 
 def _server(report: dict[str, Any]) -> str:
-    server = report["server"]
+    server = report["server_counters"]
     rows = [_row(_cell(escape(label)), _cell(_ms(server[key]) if key.endswith("_ms") else _number(server[key]), True))
             for key, label in _SERVER_FIGURES.items() if key in server]
     rows += [_row(_cell(_label(key)), _cell(_number(value), True)) for key, value in server.items()
@@ -649,7 +650,7 @@ def _wrap(body: str) -> str:
             f"<style>{_STYLE}</style>{body}</section><script>{_SCRIPT % {'id': SECTION_ID}}</script>")
 
 
-def section(report: dict[str, Any]) -> str:
+def section(report: Report) -> str:
     """The whole section (with its style and script) for a finished run's report."""
     return _wrap("".join((
         _verdict(report), _tools(report), _conflicts_and_anomalies(report), _distributions(report),
