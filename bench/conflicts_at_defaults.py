@@ -22,7 +22,7 @@ from tasks.scenarios import SCENARIOS  # noqa: E402
 
 SHOWN = {
     "optimistic_locking": lambda r: f"version_conflicts={r['conflicts']['version_conflicts']}",
-    "deadlock": lambda r: f"deadlocks={r['conflicts']['deadlocks']} (server: {r['server']['deadlocks']})",
+    "deadlock": lambda r: f"deadlocks={r['conflicts']['deadlocks']} (server: {r['server_counters']['deadlocks']})",
     "isolation": lambda r: f"lost_updates={r['anomalies']['lost_updates']} write_skew={r['anomalies']['write_skew']}"
                            f" serialization_failures={r['conflicts']['serialization_failures']}",
     "pool_exhaustion": lambda r: f"pool_wait_p95={r['latency_ms']['pool_wait']['p95']}ms"

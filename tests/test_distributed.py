@@ -63,7 +63,7 @@ def test_one_process_and_two_workers_both_agree_with_the_server(servers, admin, 
         assert done.returncode == report["exit_code"], done.stderr[-2000:]
         assert report["audit"]["ok"], [c for c in report["audit"]["checks"] if not c["ok"]]
         assert report["conflicts"]["deadlocks"] > 0
-        assert report["conflicts"]["deadlocks"] == report["server"]["deadlocks"], mode
+        assert report["conflicts"]["deadlocks"] == report["server_counters"]["deadlocks"], mode
         totals = {"succeeded": sum(t["succeeded"] for t in report["tools"].values()),
                   "indeterminate": report["conflicts"]["indeterminate"]}
         assert _as_the_server_counted([totals], [sum(rows[mode])]), (mode, totals, rows[mode])
@@ -78,7 +78,7 @@ def test_one_process_and_two_workers_both_agree_with_the_server(servers, admin, 
     # Each worker's own figures, against the server: the ledger rows of its agents (both workers'
     # agents committed some), and together the deadlocks PostgreSQL detected.
     assert _as_the_server_counted(list(shipped.values()), rows["distributed"]), (shipped, rows["distributed"])
-    assert sum(w["deadlocks"] for w in shipped.values()) == distributed["server"]["deadlocks"]
+    assert sum(w["deadlocks"] for w in shipped.values()) == distributed["server_counters"]["deadlocks"]
     # Two pools, one per worker, each checked when its load stopped.
     assert sorted(f["process"] for f in distributed["pool"]["at_rest"]) == [0, 1]
     # The master's event loop and each worker's (shipped with their metrics); the workers'

@@ -127,9 +127,9 @@ def test_a_load_shape_report_shows_each_stage_and_why_a_figure_is_missing(server
 
     section = _open(browser, html_path.as_uri())
     _check_page(browser, section, report)
-    rows = section.find_elements(By.CSS_SELECTOR, "table[data-table=steps] tbody tr")
+    rows = section.find_elements(By.CSS_SELECTOR, "table[data-table=stages] tbody tr")
     assert [[cell.text for cell in row.find_elements(By.TAG_NAME, "td")][:2] for row in rows] == [
-        [str(step["stage"]), str(step["agents"])] for step in report["steps"]]
+        [str(step["stage"]), str(step["agents"])] for step in report["stages"]]
     # No deadlock in this scenario: the SLA on their resolution has no figure, and says why.
     rule = next(r for r in report["sla"] if r["metric"] == "deadlock_resolution_p95_ms")
     assert rule["observed"] is None

@@ -32,7 +32,7 @@ from tests.support import ROOT
 REPORT = ROOT / "tests" / "fixtures" / "shape_run_report.json"
 HTML_DIR = ROOT / "harness" / "output" / "html"
 # In the order a reader meets them; "faults" only after a run with --chaos.
-PARTS = ["verdict", "tools", "conflicts", "anomalies", "distributions", "steps", "sla", "audit", "server", "pool",
+PARTS = ["verdict", "tools", "conflicts", "anomalies", "distributions", "stages", "sla", "audit", "server", "pool",
          "hub", "timeseries"]
 _VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 
@@ -126,8 +126,8 @@ def test_the_section_is_well_formed_and_tells_each_part_in_order(report):
     assert [row[0] for row in _rows(root, "tools")] == list(report["tools"])
     assert [row[0] for row in _rows(root, "sla")] == [rule["name"] for rule in report["sla"]]
     assert [row[0] for row in _rows(root, "audit")] == [check["name"] for check in report["audit"]["checks"]]
-    assert [row[:2] for row in _rows(root, "steps")] == [
-        [str(stage["stage"]), str(stage["agents"])] for stage in report["steps"]]
+    assert [row[:2] for row in _rows(root, "stages")] == [
+        [str(stage["stage"]), str(stage["agents"])] for stage in report["stages"]]
     assert f"lag of the {next(iter(report['hub']['processes']))}" in root.one("table", data_table="hub").text()
     assert not re.search(r"\bNone\b", root.text())
     assert not re.search(r"\b(?:src|href)=", section(report)), "the section fetches nothing: the page works offline"

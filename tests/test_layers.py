@@ -22,6 +22,7 @@ LAYERS = (
     "harness.config",  # options, settings, SLA rules, load shapes
     "harness.faults",  # --chaos
     "harness.watch",  # what the run observes: metrics, the server sampler, the hub's lag
+    "harness.report_shape",  # the report's types: every part of the harness that makes or reads a section
     "tasks",  # the scenarios' tools and their audits
     "transport",  # how a tool call reaches the servers (in process)
     "db",  # PostgreSQL and Redis

@@ -31,9 +31,9 @@ def test_headless_run_report_agrees_with_the_server_and_with_locust(servers, adm
     # The harness counted every deadlock the server detected, and no other; each one timed from
     # its victim's statement, which waited at least deadlock_timeout before the server looked.
     assert report["conflicts"]["deadlocks"] > 0, "8 hot accounts and 20 agents must deadlock"
-    assert report["conflicts"]["deadlocks"] == report["server"]["deadlocks"]
-    assert report["server"]["deadlock_timeout"]["applied"] is True
-    assert report["latency_ms"]["deadlock_detection"]["count"] == report["server"]["deadlocks"]
+    assert report["conflicts"]["deadlocks"] == report["server_counters"]["deadlocks"]
+    assert report["server_counters"]["deadlock_timeout"]["applied"] is True
+    assert report["latency_ms"]["deadlock_detection"]["count"] == report["server_counters"]["deadlocks"]
     assert report["latency_ms"]["deadlock_detection"]["p50"] >= 20
 
     # Every acknowledged operation is in the ledger: the audit says so, and so does a count.
@@ -50,9 +50,9 @@ def test_headless_run_report_agrees_with_the_server_and_with_locust(servers, adm
     # what the test read from pg_stat_database around the whole command (other sessions of the
     # database may add to both).
     around = {name: after[name] - before[name] for name in ("xact_commit", "xact_rollback")}
-    assert succeeded <= report["server"]["xact_commit"] <= around["xact_commit"]
+    assert succeeded <= report["server_counters"]["xact_commit"] <= around["xact_commit"]
     rolled_back = report["conflicts"]["deadlocks"] + report["conflicts"]["version_conflicts"]
-    assert rolled_back <= report["server"]["xact_rollback"] <= around["xact_rollback"]
+    assert rolled_back <= report["server_counters"]["xact_rollback"] <= around["xact_rollback"]
 
     # Locust saw each call once, under the tool's name, with the backend as request type.
     locust_stats = json.loads((tmp_path / "locust.json").read_text())

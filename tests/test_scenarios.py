@@ -41,7 +41,8 @@ CASES = [
     Case("optimistic_locking", ("--accounts", "4"),
          lambda r: r["conflicts"]["version_conflicts"], "versions_count_updates"),
     Case("deadlock", ("--accounts", "6", "--deadlock-timeout", "20"),
-         lambda r: r["conflicts"]["deadlocks"] if r["conflicts"]["deadlocks"] == r["server"]["deadlocks"] else 0,
+         lambda r: (r["conflicts"]["deadlocks"]
+                    if r["conflicts"]["deadlocks"] == r["server_counters"]["deadlocks"] else 0),
          "balances_match_ledger"),
     Case("pool_exhaustion", ("--pool-size", "2", "--hold-time", "100", "--pool-timeout", "0.3"),
          lambda r: r["conflicts"]["pool_timeouts"] * r["pool"]["peak_waiting"], "pool_connections_returned"),
@@ -476,7 +477,7 @@ def test_a_session_of_the_load_left_idle_in_transaction_fails_the_pool_audit_and
     assert failed["no_session_idle_in_transaction"]["observed"] == 1
     assert [f["idle_in_transaction"] for f in report["pool"]["at_rest"]] == [1]
     assert "[FAIL] no_session_idle_in_transaction: expected 0, observed 1" in done.stdout
-    assert report["server"]["load_sessions_left"] == 1
+    assert report["server_counters"]["load_sessions_left"] == 1
     [problem] = report["evidence"]["problems"]
     assert problem["kind"] == "load_sessions_left" and problem["detail"].startswith("1 session(s) of the load")
     [claim] = [n for n in report["evidence"]["notes"] if n["kind"] == "keys_claimed_again"]

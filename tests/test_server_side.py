@@ -6,7 +6,9 @@ from __future__ import annotations
 import csv
 
 from harness.output.html.section import SECTION_ID
+from harness.report_shape import Report
 from harness.watch.sampler import _longest_chain
+from tests.report_conformance import nonconforming
 from tests.support import read_report
 
 
@@ -27,7 +29,7 @@ def test_lock_waits_time_series_and_html_report(servers, schema, tmp_path, locus
     )
     report = read_report(report_path)
     assert done.returncode == report["exit_code"], done.stderr[-2000:]
-    server = report["server"]
+    server = report["server_counters"]
     # 20 agents on 6 accounts with a 1 s-or-so deadlock_timeout: sessions wait on each other.
     assert server["peak_lock_waiters"] > 0 and server["longest_blocking_chain"] >= 2
     assert server["longest_lock_wait_ms"] > 0 and server["peak_redis_clients"] > 0
@@ -61,11 +63,12 @@ def test_a_step_ramp_reports_each_stage(servers, schema, tmp_path, locust):
     )
     report = read_report(report_path)
     assert done.returncode == report["exit_code"], done.stderr[-2000:]
-    steps = report["steps"]
-    assert [s["agents"] for s in steps] == [2, 8]
-    assert all(s["calls"] > 0 and s["throughput_per_s"] > 0 and s["p95_ms"] for s in steps)
-    assert sum(s["calls"] for s in steps) == sum(t["calls"] for t in report["tools"].values())
-    assert all(isinstance(s["sla_ok"], bool) and s["sla"] for s in steps)
+    assert nonconforming(report, Report) == []
+    stages = report["stages"]
+    assert [s["agents"] for s in stages] == [2, 8]
+    assert all(s["calls"] > 0 and s["throughput_per_s"] > 0 and s["p95_ms"] for s in stages)
+    assert sum(s["calls"] for s in stages) == sum(t["calls"] for t in report["tools"].values())
+    assert all(isinstance(s["sla_ok"], bool) and s["sla"] for s in stages)
     assert "stage" in done.stdout and report["run"]["agents"] == 8
 
 
@@ -78,6 +81,7 @@ def test_a_spike_across_two_workers_is_counted_by_stage(servers, schema, tmp_pat
     )
     report = read_report(report_path)
     assert done.returncode == report["exit_code"], done.stderr[-2000:]
-    assert [s["agents"] for s in report["steps"]] == [2, 10, 2]
-    assert sum(s["calls"] for s in report["steps"]) == sum(t["calls"] for t in report["tools"].values())
-    assert report["steps"][1]["calls"] > report["steps"][0]["calls"]
+    assert nonconforming(report, Report) == [] and "workers" in report
+    assert [s["agents"] for s in report["stages"]] == [2, 10, 2]
+    assert sum(s["calls"] for s in report["stages"]) == sum(t["calls"] for t in report["tools"].values())
+    assert report["stages"][1]["calls"] > report["stages"][0]["calls"]

@@ -15,6 +15,8 @@ import re
 from typing import Any
 
 from harness.config.options_help import options_help
+from harness.report_shape import Report
+from tests.report_conformance import nonconforming
 from tests.support import ROOT, read_report
 
 GOLDEN = ROOT / "tests" / "golden"
@@ -38,6 +40,7 @@ def _report_shape(report: dict[str, Any], schema: str) -> dict[str, Any]:
     """Every part of the report a seeded run fixes, whatever the machine's speed."""
     settings = {**report["settings"], "schema": "<schema>"}
     return {
+        "report_version": report["report_version"],
         "keys": sorted(report),
         "run": sorted(report["run"]),
         "run_values": {key: report["run"][key] for key in ("scenarios", "isolation", "agents", "seed")},
@@ -50,7 +53,7 @@ def _report_shape(report: dict[str, Any], schema: str) -> dict[str, Any]:
         "sla": [(rule["name"], rule["metric"], rule["op"], rule["threshold"]) for rule in report["sla"]],
         "evidence": report["evidence"]["problems"],
         "not_audited_by_identity": report["not_audited_by_identity"],
-        "server": sorted(report["server"]),
+        "server_counters": sorted(report["server_counters"]),
         "pool": sorted(report["pool"]),
         "verdict": (report["verdict"], report["exit_code"]),
     }
@@ -91,6 +94,7 @@ def test_a_seeded_runs_report_summary_and_html_keep_their_shape(servers, schema,
                       "--report-json", str(report_path), "--html", str(html))
     report = read_report(report_path)
     assert done.returncode == report["exit_code"] == 0, done.stderr[-2000:]
+    assert nonconforming(report, Report) == []
     shape = json.dumps(_report_shape(report, schema), indent=1, sort_keys=True) + "\n"
     _same_as_recorded("report_shape.json", shape)
     _same_as_recorded("summary_shape.txt", _summary_shape(done.stdout, schema, report["run"]["run_id"]))

@@ -182,8 +182,8 @@ def _check_verdict_against(browser, report: dict) -> None:
                                         ".map((card) => [card.dataset.figure, card.querySelector('b').innerText]);"))
     assert _number(cards["pool_wait_p95_ms"]) == pytest.approx(report["latency_ms"]["pool_wait"]["p95"], rel=1e-3)
     for key in ("deadlocks", "longest_blocking_chain"):
-        assert _number(cards[key]) == report["server"][key], key
-    assert _number(cards["lock_waiters"]) == report["server"]["peak_lock_waiters"]
+        assert _number(cards[key]) == report["server_counters"][key], key
+    assert _number(cards["lock_waiters"]) == report["server_counters"]["peak_lock_waiters"]
     figures = _figures(browser)
     for name, tool in report["tools"].items():
         for column in ("calls", "succeeded", "failed", "indeterminate", "retries"):

@@ -205,5 +205,4 @@ def test_the_same_settings_have_the_same_fingerprint_wherever_the_tools_module_l
 def test_a_worker_that_ran_other_settings_fails_the_verdict():
     problems = evidence.settings_problems({"w1": "abc", "w2": "def"}, "abc")
     assert [p["kind"] for p in problems] == ["settings_mismatch"] and "w2" in problems[0]["detail"]
-    report = {"evidence": {"problems": problems}, "audit": {"ok": True}, "sla": []}
-    assert evidence.decide(report) == (evidence.FAIL, 1)
+    assert evidence.decide(problems, True, []) == (evidence.FAIL, 1)

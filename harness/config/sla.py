@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -26,6 +26,7 @@ else:  # pragma: no cover
 
 from db.audits import ANOMALIES
 from db.errors import Failure
+from harness.report_shape import ConflictCounter, Figures, SlaResult, ToolFigures
 from harness.watch.metrics import CONFLICT_COUNTERS
 
 __all__ = ["BadSlaFile", "DEFAULT_SLA_FILE", "METRICS", "Rule", "evaluate", "load_rules"]
@@ -35,7 +36,13 @@ DEFAULT_SLA_FILE = Path(__file__).resolve().parents[2] / "sla" / "default.toml"
 _OPS: dict[str, Callable[[float, float], bool]] = {"<": operator.lt, "<=": operator.le,
                                                    ">": operator.gt, ">=": operator.ge}
 
-Report = dict[str, Any]
+# A metric reads a report's figures (a whole run's, or one stage's), for the tools in scope (None: all).
+Reader = Callable[[Figures, list[str] | None], float | None]
+_ToolCount = Literal["calls", "succeeded", "failed", "refused", "indeterminate", "attempts"]
+_ToolPercentile = Literal["p50_ms", "p95_ms", "p99_ms"]
+_Statistic = Literal["p50", "p95", "p99", "max"]
+_TOOL_PERCENTILES: tuple[_ToolPercentile, ...] = ("p50_ms", "p95_ms", "p99_ms")
+_STATISTICS: tuple[_Statistic, ...] = ("p50", "p95", "p99", "max")
 
 
 class BadSlaFile(ValueError):
@@ -45,7 +52,7 @@ class BadSlaFile(ValueError):
 @dataclass(frozen=True)
 class Metric:
     kind: str  # "ms", "rate", "count" or "per_minute": what thresholds make sense
-    read: Callable[[Report, list[str] | None], float | None]
+    read: Reader
     per_tool: bool = False  # unscoped, it is checked for each tool
     scoped: bool = False  # a rule may narrow it to a tool or a scenario
     # Read from the tool calls: with no call in scope there is nothing to hold, and the rule fails
@@ -53,11 +60,11 @@ class Metric:
     over_calls: bool = False
 
 
-def _tools(report: Report, tools: list[str] | None) -> list[dict[str, Any]]:
+def _tools(report: Figures, tools: list[str] | None) -> list[ToolFigures]:
     return [t for name, t in report["tools"].items() if tools is None or name in tools]
 
 
-def _total(report: Report, tools: list[str] | None, key: str) -> int:
+def _total(report: Figures, tools: list[str] | None, key: _ToolCount) -> int:
     return sum(t[key] for t in _tools(report, tools))
 
 
@@ -65,17 +72,17 @@ def _ratio(numerator: float, denominator: float) -> float | None:
     return numerator / denominator if denominator else None
 
 
-def _failures_of(report: Report, tools: list[str] | None, kind: str) -> int:
+def _failures_of(report: Figures, tools: list[str] | None, kind: str) -> int:
     return sum(t["failures"].get(kind, 0) for t in _tools(report, tools))
 
 
-def _success_rate(report: Report, tools: list[str] | None) -> float | None:
+def _success_rate(report: Figures, tools: list[str] | None) -> float | None:
     """Succeeded calls among those the platform had to serve: a tool's own refusal (it answered
     "no", e.g. the account cannot pay) is neither a success nor a failure of the platform."""
     return _ratio(_total(report, tools, "succeeded"), _served(report, tools))
 
 
-def _served(report: Report, tools: list[str] | None) -> int:
+def _served(report: Figures, tools: list[str] | None) -> int:
     """The calls the platform had to serve: all but the tool's own refusals."""
     return _total(report, tools, "calls") - _total(report, tools, "refused")
 
@@ -86,30 +93,46 @@ _BECOMES = {Failure.VERSION_CONFLICT: Failure.SERIALIZATION_FAILURE}
 _LEVELS_THAT_REFUSE = ("repeatable_read", "serializable")
 
 
-def _counted_as(kind: Failure, report: Report) -> tuple[Failure, ...]:
+def _counted_as(kind: Failure, report: Figures) -> tuple[Failure, ...]:
     becomes = _BECOMES.get(kind)
     if becomes is not None and report["run"]["isolation"] in _LEVELS_THAT_REFUSE:
         return kind, becomes
     return (kind,)
 
 
-def _percentile_of_tool(key: str) -> Callable[[Report, list[str] | None], float | None]:
-    def read(report: Report, tools: list[str] | None) -> float | None:
-        values = [t[key] for t in _tools(report, tools) if t[key] is not None]
+def _percentile_of_tool(key: _ToolPercentile) -> Reader:
+    def read(report: Figures, tools: list[str] | None) -> float | None:
+        values = [value for t in _tools(report, tools) if (value := t[key]) is not None]
         return max(values) if values else None  # several tools in scope: the slowest must hold
 
     return read
 
 
-def _distribution(name: str, statistic: str) -> Callable[[Report, list[str] | None], float | None]:
-    return lambda report, tools: report["latency_ms"].get(name, {}).get(statistic)
+def _distribution(name: str, statistic: _Statistic) -> Reader:
+    def read(report: Figures, tools: list[str] | None) -> float | None:
+        summary = report["latency_ms"].get(name)
+        return None if summary is None else summary[statistic]
+
+    return read
+
+
+def _per_attempt(kind: Failure) -> Reader:
+    return lambda r, t: _ratio(sum(_failures_of(r, t, k.value) for k in _counted_as(kind, r)),
+                               _total(r, t, "attempts"))
+
+
+def _conflict_count(counter: ConflictCounter) -> Reader:
+    return lambda r, t: r["conflicts"][counter]
+
+
+def _anomaly_count(anomaly: str) -> Reader:
+    return lambda r, t: r["anomalies"][anomaly]
 
 
 METRICS: dict[str, Metric] = {
     **{
-        f"tool_{p}_ms": Metric("ms", _percentile_of_tool(f"{p}_ms"), per_tool=True, scoped=True,
-                                  over_calls=True)
-        for p in ("p50", "p95", "p99")
+        f"tool_{key}": Metric("ms", _percentile_of_tool(key), per_tool=True, scoped=True, over_calls=True)
+        for key in _TOOL_PERCENTILES
     },
     "success_rate": Metric("rate", _success_rate, scoped=True, over_calls=True),
     "tool_success_rate": Metric("rate", _success_rate, per_tool=True, scoped=True, over_calls=True),
@@ -117,10 +140,7 @@ METRICS: dict[str, Metric] = {
         _total(r, t, "failed") - _total(r, t, "refused") + _total(r, t, "indeterminate"), _served(r, t)),
         scoped=True, over_calls=True),
     **{
-        f"{kind.value}_per_attempt": Metric(
-            "rate", lambda r, t, kind=kind: _ratio(sum(_failures_of(r, t, k.value) for k in _counted_as(kind, r)),
-                                                   _total(r, t, "attempts")),
-            scoped=True, over_calls=True)
+        f"{kind.value}_per_attempt": Metric("rate", _per_attempt(kind), scoped=True, over_calls=True)
         for kind in Failure
     },
     "deadlocks_per_minute": Metric(
@@ -129,16 +149,10 @@ METRICS: dict[str, Metric] = {
     **{
         f"{name}_{statistic}_ms": Metric("ms", _distribution(name, statistic))
         for name in ("deadlock_detection", "deadlock_resolution", "pool_wait", "queue_wait", "cross_service_window")
-        for statistic in ("p50", "p95", "p99", "max")
+        for statistic in _STATISTICS
     },
-    **{
-        counter: Metric("count", lambda r, t, c=counter: r["conflicts"][c])
-        for counter in CONFLICT_COUNTERS
-    },
-    **{
-        anomaly: Metric("count", lambda r, t, a=anomaly: r["anomalies"][a])
-        for anomaly in ANOMALIES
-    },
+    **{counter: Metric("count", _conflict_count(counter)) for counter in CONFLICT_COUNTERS},
+    **{anomaly: Metric("count", _anomaly_count(anomaly)) for anomaly in ANOMALIES},
     "audit_failed_checks": Metric("count", lambda r, t: sum(not c["ok"] for c in r["audit"]["checks"])),
 }
 
@@ -204,9 +218,9 @@ def _rule(path: Path, number: int, table: dict[str, Any], scopes: dict[str, list
     return Rule(name, metric, op, float(threshold), scope)
 
 
-def evaluate(rules: tuple[Rule, ...], report: Report, scopes: dict[str, list[str]]) -> list[dict[str, Any]]:
+def evaluate(rules: tuple[Rule, ...], report: Figures, scopes: dict[str, list[str]]) -> list[SlaResult]:
     """One result per rule, and per tool for an unscoped per-tool rule."""
-    results = []
+    results: list[SlaResult] = []
     for rule in rules:
         metric = METRICS[rule.metric]
         if metric.per_tool and rule.scope is None:

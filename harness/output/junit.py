@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any
+
+from harness.report_shape import Report
 
 __all__ = ["write_junit"]
 
@@ -16,7 +17,7 @@ def _case(suite: ET.Element, classname: str, name: str, ok: bool, message: str, 
         ET.SubElement(case, "failure", message=message, type="toolclash").text = message
 
 
-def write_junit(report: dict[str, Any], path: str) -> None:
+def write_junit(report: Report, path: str) -> None:
     sla, checks = report["sla"], report["audit"]["checks"]
     failures = sum(not r["ok"] for r in sla) + sum(not c["ok"] for c in checks)
     suites = ET.Element("testsuites", name="toolclash", tests=str(len(sla) + len(checks)), failures=str(failures))

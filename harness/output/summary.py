@@ -10,12 +10,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from harness.report_shape import Hub, MatrixFile, Report
+
 __all__ = ["format_summary", "log_summary", "write_json"]
 
 _summary_log = logging.getLogger("toolclash.summary")
 
 
-def write_json(report: dict[str, Any], path: str) -> None:
+def write_json(report: Report | MatrixFile, path: str) -> None:
     """Written whole or not at all (a script watching the file never reads half a report)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -37,7 +39,7 @@ def _figure(value: Any) -> str:
 _FAULT_TARGETS = {"pg-kill": "backends ended", "redis-kill": "Redis clients killed", "worker-stop": "workers stopped"}
 
 
-def _faults_line(report: dict[str, Any]) -> str:
+def _faults_line(report: Report) -> str:
     """--chaos: the faults of each kind, and what the run paid for them. The p95 is the slowest
     tool's over every call of the run: which calls a fault slowed down is not known."""
     times: dict[str, int] = {}
@@ -52,7 +54,7 @@ def _faults_line(report: dict[str, Any]) -> str:
               f" indeterminate={report['conflicts']['indeterminate']}, {slowest}")
 
 
-def _hub_line(hub: dict[str, Any]) -> str:
+def _hub_line(hub: Hub) -> str:
     """Whether the harness's event loops kept their schedule (harness.watch.hub_lag)."""
     sampler = hub["sampler"]
     worst = f"worst event-loop lag {hub['worst_lag_s']:.3f} s"
@@ -64,7 +66,7 @@ def _hub_line(hub: dict[str, Any]) -> str:
             f" {sampler['late_samples']} of {sampler['samples']} samples late")
 
 
-def format_summary(report: dict[str, Any]) -> str:
+def format_summary(report: Report) -> str:
     lines = [
         "",
         "=" * 100,
@@ -96,7 +98,7 @@ def format_summary(report: dict[str, Any]) -> str:
     lines.append(_hub_line(report["hub"]))
     lines.append(f"pool: peak requests waiting={report['pool']['peak_waiting']},"
                  f" fewest free connections={_figure(report['pool']['min_available'])}")
-    server = report["server"]
+    server = report["server_counters"]
     lines.append(
         "server (pg_stat_database, over the run): "
         + ", ".join(f"{k}={server[k]}" for k in ("deadlocks", "xact_commit", "xact_rollback", "conflicts"))
@@ -133,15 +135,15 @@ def format_summary(report: dict[str, Any]) -> str:
             f"  [{mark}] {rule['name']}: observed {_figure(rule['observed'])}"
             f" (needs {rule['op']} {rule['threshold']:g})"
         )
-    if report.get("steps"):
+    if report.get("stages"):
         lines.append("")
         lines.append(f"{'stage':<7}{'agents':>7}{'calls/s':>10}{'p95 ms':>9}{'conflicts':>11}{'pool wait p95':>15}"
                      "  SLAs")
-        for step in report["steps"]:
-            failed = [r["name"] for r in step["sla"] if not r["ok"]]
+        for stage in report["stages"]:
+            failed = [r["name"] for r in stage["sla"] if not r["ok"]]
             lines.append(
-                f"{step['stage']:<7}{step['agents']:>7}{step['throughput_per_s']:>10.1f}{_ms(step['p95_ms']):>9}"
-                f"{_figure(step['conflict_rate']):>11}{_ms(step['pool_wait_p95_ms']):>15}  "
+                f"{stage['stage']:<7}{stage['agents']:>7}{stage['throughput_per_s']:>10.1f}{_ms(stage['p95_ms']):>9}"
+                f"{_figure(stage['conflict_rate']):>11}{_ms(stage['pool_wait_p95_ms']):>15}  "
                 + ("held" if not failed else "BROKEN: " + ", ".join(failed))
             )
     if report["evidence"]["notes"]:
@@ -158,7 +160,7 @@ def format_summary(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def log_summary(report: dict[str, Any]) -> None:
+def log_summary(report: Report) -> None:
     """The summary through `logging` too, one record per line (Locust's Logs tab shows each
     record as a line of its own, and its log file gets them), but not to the console: the summary
     is printed there already. A FAIL verdict and the warnings are warnings, so the Logs tab marks

@@ -64,11 +64,13 @@ from harness.output.html.locust_report import add_to_html_report
 from harness.output.html.section import pending_section, section
 from harness.output.junit import write_junit
 from harness.output.summary import format_summary, log_summary, write_json
+from harness.report_shape import Report
 from harness.run.load import Load
 from harness.run.matrix import MATRIX_LEVEL_VARIABLE, run_matrix
 from harness.run.services import Services
 from harness.verdict.coordinator import Coordinator
 from harness.verdict.evidence import CONFIGURATION_ERROR, configuration_errors
+from harness.verdict.report import StageStart
 from harness.watch.hub_lag import HeartbeatGaps, HubLagProbe
 from harness.watch.metrics import Metrics
 from harness.web.panel import Panel
@@ -270,13 +272,13 @@ class Toolclash:
         self.history = history
         self.shipments = WorkerShipments()
         self._shipment_numbers = ShipmentNumbers()  # a worker's
-        self.report: dict[str, Any] | None = None
+        self.report: Report | None = None
         # The worst exit code of the tests (web-UI ramps) so far: the process's exit code.
         self.exit_code: int | None = None
         self.verdicts: list[str] = []  # each audited test's verdict, in order
         self.audit_error: str | None = None  # why the current test could not be audited
         self._peak_agents = 0
-        self._stages: list[dict[str, Any]] = []
+        self._stages: list[StageStart] = []
         # Which test (ramp) of this process's life the shipments belong to: a worker's late final
         # shipment must not be counted in the next ramp of the web UI.
         self._test = 0

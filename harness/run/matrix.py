@@ -17,10 +17,10 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from db.pool import ISOLATION_LEVELS
 from harness.output.summary import write_json
+from harness.report_shape import MatrixRow, Report
 
 __all__ = ["MATRIX_LEVEL_VARIABLE", "format_matrix", "levels_failing", "run_matrix"]
 
@@ -59,7 +59,7 @@ def run_matrix(argv: list[str], report_json: str | None, history: str | None, se
                required: tuple[str, ...] = ()) -> int:
     """Run every level; print the table; 1 when the strongest level or one of `required` failed
     (levels_failing), else 0; 2 when a level's run could not produce a verdict."""
-    rows: list[dict[str, Any]] = []
+    rows: list[MatrixRow] = []
     arguments, variables = _level_arguments(argv)
     for position, level in enumerate(ISOLATION_LEVELS):
         print(f"toolclash: isolation matrix: running at {level} …", flush=True)
@@ -95,7 +95,7 @@ def run_matrix(argv: list[str], report_json: str | None, history: str | None, se
     return 1 if failing else 0
 
 
-def levels_failing(rows: list[dict[str, Any]], required: tuple[str, ...]) -> tuple[list[str], list[str]]:
+def levels_failing(rows: list[MatrixRow], required: tuple[str, ...]) -> tuple[list[str], list[str]]:
     """(the levels that must pass: the strongest one run, then `required`; those of them that
     failed). `rows` go from the weakest level to the strongest."""
     verdicts = {row["level"]: row["report"]["verdict"] for row in rows}
@@ -103,7 +103,7 @@ def levels_failing(rows: list[dict[str, Any]], required: tuple[str, ...]) -> tup
     return must_pass, [level for level in must_pass if verdicts[level] != "pass"]
 
 
-def _row_figures(report: dict[str, Any]) -> tuple[int, int, int, int, str]:
+def _row_figures(report: Report) -> tuple[int, int, int, int, str]:
     calls = sum(tool["calls"] for tool in report["tools"].values())
     return (
         calls,
@@ -114,7 +114,7 @@ def _row_figures(report: dict[str, Any]) -> tuple[int, int, int, int, str]:
     )
 
 
-def format_matrix(rows: list[dict[str, Any]]) -> str:
+def format_matrix(rows: list[MatrixRow]) -> str:
     lines = [
         "",
         f"{'isolation level':<18}{'calls':>9}{'serialization failures':>24}{'lost updates':>14}{'write skew':>12}"

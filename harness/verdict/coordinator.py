@@ -27,9 +27,10 @@ from harness.config import sla
 from harness.config.run_settings import fingerprint, settings_summary
 from harness.config.settings import HARNESS_SESSIONS, Settings
 from harness.faults.chaos import FaultInjector
+from harness.report_shape import Evidence, Heartbeats, Report, ServerCounters, Workers
 from harness.verdict import evidence
 from harness.verdict.drainer import Drainer
-from harness.verdict.report import build_report, stage_reports
+from harness.verdict.report import StageStart, build_report, stage_reports
 from harness.watch.hub_lag import HubLag, hub_note, hub_section
 from harness.watch.metrics import Metrics
 from harness.watch.sampler import ServerSampler, summarize, write_csv
@@ -229,10 +230,10 @@ class Coordinator:
         metrics: Metrics,
         peak_agents: int,
         hub_lags: dict[str, HubLag],
-        heartbeats: dict[str, Any] | None = None,
-        workers: dict[str, Any] | None = None,
-        stages: list[dict[str, Any]] | None = None,
-    ) -> dict[str, Any]:
+        heartbeats: Heartbeats | None = None,
+        workers: Workers | None = None,
+        stages: list[StageStart] | None = None,
+    ) -> Report:
         """Audit the run whose load has stopped and closed its connections; the full report.
         `hub_lags`: each process's event-loop probe, by process; `heartbeats`: on a master, the
         workers' heartbeat gaps; `workers`: in a distributed run, what each worker shipped, and
@@ -250,10 +251,9 @@ class Coordinator:
             timeout_s=_SESSIONS_END_TIMEOUT_S,
         ))
         final = self._session.run(database_counters)
-        server: dict[str, Any] = {name: final[name] - self._baseline[name] for name in final}
-        server["deadlock_timeout"] = self.deadlock_timeout
-        server["load_sessions_left"] = sessions_left
-        server.update(summarize(samples))
+        server_counters: ServerCounters = {**{name: final[name] - self._baseline[name] for name in final},
+                                           "deadlock_timeout": self.deadlock_timeout,
+                                           "load_sessions_left": sessions_left, **summarize(samples)}
         if self.settings.timeseries_csv:
             write_csv(samples, self.settings.timeseries_csv)
         audits = {}
@@ -271,24 +271,16 @@ class Coordinator:
         checks = []
         for audit in audits.values():
             checks += self._session.run(partial(run_audit, audit=audit, noted_before=len(audit_notes)))
-        report = build_report(
+        measured = build_report(
             metrics=metrics,
-            server=server,
+            server_counters=server_counters,
             checks=checks,
             run=run,
             servers=[{"kind": s.kind, "version": s.version, "where": s.where, "origin": s.origin,
                       "description": s.describe()} for s in self._servers],
             timeseries=samples,
         )
-        report["baseline"] = self.settings.params.baseline.as_dict()
-        # A tool no audit compared by operation id: its calls' effects are unchecked, which the
-        # reader must see rather than take the audit's "ok" for them too.
-        report["not_audited_by_identity"] = sorted(set(metrics.tools) - audited)
-        report["faults"] = faults
-        report["hub"] = hub_section(hub_lags, samples, self.settings.sample_interval_s, heartbeats)
-        report["settings"] = settings_summary(self.settings)
-        if workers is not None:
-            report["workers"] = workers
+        hub = hub_section(hub_lags, samples, self.settings.sample_interval_s, heartbeats)
         problems = evidence.evidence_problems(metrics, workers, sessions_left)
         if workers is not None:
             problems += evidence.settings_problems(workers["settings"], run["settings_fingerprint"])
@@ -296,18 +288,35 @@ class Coordinator:
             problems.append({"kind": "keys_lost", "detail": f"another run took the Redis keys {self._redis_claim.key}:*"
                                                             " during this one: their data is not this run's"})
         # What the reader must know but the verdict does not rest on: the figures are still the run's.
-        notes = [note] if (note := hub_note(report["hub"])) else []
+        notes = [note] if (note := hub_note(hub)) else []
         if claimed_again := self._redis_claim.take_claimed_again():
             notes.append({"kind": "keys_claimed_again",
                           "detail": f"the hold on the Redis keys {self._redis_claim.key}:* was gone {claimed_again}"
                                     " time(s) and taken again: Redis restarted without its data, or the hold expired"
                                     " while Redis was unreachable; what Redis lost of the run is for the audits"})
-        report["evidence"] = {"ok": not problems, "problems": problems, "notes": notes + audit_notes}
-        report["sla"] = sla.evaluate(self.settings.sla_rules, report, self.settings.scopes)
+        judged: Evidence = {"ok": not problems, "problems": problems, "notes": notes + audit_notes}
+        sla_results = sla.evaluate(self.settings.sla_rules, measured, self.settings.scopes)
+        verdict, exit_code = evidence.decide(problems, measured["audit"]["ok"], sla_results)
+        report: Report = {
+            **measured,
+            "baseline": self.settings.params.baseline.as_dict(),
+            # A tool no audit compared by operation id: its calls' effects are unchecked, which the
+            # reader must see rather than take the audit's "ok" for them too.
+            "not_audited_by_identity": sorted(set(metrics.tools) - audited),
+            "faults": faults,
+            "hub": hub,
+            "settings": settings_summary(self.settings),
+            "evidence": judged,
+            "sla": sla_results,
+            "verdict": verdict,
+            "exit_code": exit_code,
+        }
+        # The sections only some runs have come last.
+        if workers is not None:
+            report["workers"] = workers
         if stages:
-            report["steps"] = stage_reports(metrics, stages, time.monotonic(), self.settings.sla_rules,
-                                            self.settings.scopes, self.settings.isolation)
-        report["verdict"], report["exit_code"] = evidence.decide(report)
+            report["stages"] = stage_reports(metrics, stages, time.monotonic(), self.settings.sla_rules,
+                                             self.settings.scopes, self.settings.isolation)
         # A failed audit's data is the evidence of what went wrong: the next run must not wipe it
         # unless told --reset.
         self._session.run(partial(run_schema.finish_run, schema=self.settings.schema, audit_ok=report["audit"]["ok"]))

@@ -18,15 +18,16 @@ fails on its own figures.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Final
 
+from harness.report_shape import Finding, Report, SlaResult, Verdict, Workers
 from harness.watch.metrics import Metrics
 
 __all__ = ["CONFIGURATION_ERROR", "PASS", "FAIL", "configuration_errors", "decide", "evidence_problems",
            "settings_problems"]
 
-PASS = "pass"
-FAIL = "fail"
+PASS: Final = "pass"
+FAIL: Final = "fail"
 CONFIGURATION_ERROR = 2
 _EXIT_CODES = {PASS: 0, FAIL: 1}
 
@@ -34,12 +35,12 @@ _EXIT_CODES = {PASS: 0, FAIL: 1}
 _CONFIGURATION_KINDS = frozenset({"server_refused", "worker_refused"})
 
 
-def evidence_problems(metrics: Metrics, workers: dict[str, Any] | None = None,
-                      load_sessions_left: int = 0) -> list[dict[str, str]]:
+def evidence_problems(metrics: Metrics, workers: Workers | None = None,
+                      load_sessions_left: int = 0) -> list[Finding]:
     """What keeps the run from being evidence, each as {kind, detail}; empty when nothing does.
     `workers`: in a distributed run, the report's `workers` (lost workers, lost shipments);
     `load_sessions_left`: the load's sessions still open when the audits began."""
-    problems = [{"kind": f["kind"], "detail": f["detail"]} for f in metrics.load_failures]
+    problems: list[Finding] = [{"kind": f["kind"], "detail": f["detail"]} for f in metrics.load_failures]
     if metrics.agent_errors:
         problems.append({
             "kind": "agent_errors",
@@ -54,13 +55,13 @@ def evidence_problems(metrics: Metrics, workers: dict[str, Any] | None = None,
         })
     if not any(stats.calls for stats in metrics.tools.values()):
         problems.append({"kind": "no_calls", "detail": "no tool call was made: there is nothing to judge"})
-    for worker in (workers or {}).get("lost", ()):
+    for gone in workers["lost"] if workers else ():
         problems.append({
             "kind": "worker_lost",
-            "detail": f"worker {worker['worker']} vanished ({worker['state']}); the outcomes of its calls since"
-                      f" its last shipment ({worker['last_shipment_at'] or 'none'}) are unknown",
+            "detail": f"worker {gone['worker']} vanished ({gone['state']}); the outcomes of its calls since"
+                      f" its last shipment ({gone['last_shipment_at'] or 'none'}) are unknown",
         })
-    for worker, lost in (workers or {}).get("shipments_lost", {}).items():
+    for worker, lost in (workers["shipments_lost"] if workers else {}).items():
         if lost:
             problems.append({
                 "kind": "shipment_lost",
@@ -77,7 +78,7 @@ def evidence_problems(metrics: Metrics, workers: dict[str, Any] | None = None,
     return problems
 
 
-def settings_problems(worker_settings: dict[str, str], expected: str) -> list[dict[str, str]]:
+def settings_problems(worker_settings: dict[str, str], expected: str) -> list[Finding]:
     """A worker that ran the test with other settings than the master's (fingerprints of
     harness.config.run_settings): its calls are not those of the run the report describes."""
     return [{"kind": "settings_mismatch",
@@ -86,16 +87,15 @@ def settings_problems(worker_settings: dict[str, str], expected: str) -> list[di
             for worker, theirs in sorted(worker_settings.items()) if theirs != expected]
 
 
-def decide(report: dict[str, Any]) -> tuple[str, int]:
-    """(verdict, exit code) of a report whose `evidence`, `audit` and `sla` are filled in."""
-    problems = report["evidence"]["problems"]
+def decide(problems: list[Finding], audit_ok: bool, sla_results: list[SlaResult]) -> tuple[Verdict, int]:
+    """(verdict, exit code) from the evidence's problems, the audit and the SLA results."""
     if any(p["kind"] in _CONFIGURATION_KINDS for p in problems):
         return FAIL, CONFIGURATION_ERROR
-    passed = not problems and report["audit"]["ok"] and all(rule["ok"] for rule in report["sla"])
-    verdict = PASS if passed else FAIL
+    passed = not problems and audit_ok and all(rule["ok"] for rule in sla_results)
+    verdict: Verdict = PASS if passed else FAIL
     return verdict, _EXIT_CODES[verdict]
 
 
-def configuration_errors(report: dict[str, Any]) -> list[str]:
+def configuration_errors(report: Report) -> list[str]:
     """The one-line messages to print for a run that ended on its configuration."""
     return [p["detail"] for p in report["evidence"]["problems"] if p["kind"] in _CONFIGURATION_KINDS]

@@ -1,68 +1,123 @@
 """The run's report, built from what the agents recorded, the servers' counters and the audits
-(harness.output writes it as JSON and as the console summary)."""
+(harness.output writes it as JSON and as the console summary; its shape: harness.report_shape)."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TypedDict
 
 from db.audits import ANOMALIES, Check
 from harness.config import sla
+from harness.report_shape import (
+    REPORT_VERSION,
+    Audit,
+    CheckResult,
+    Conflicts,
+    Distribution,
+    Figures,
+    Measured,
+    Pool,
+    Run,
+    ServerCounters,
+    ServerDescription,
+    Stage,
+    TimeseriesRow,
+    ToolFigures,
+)
 from harness.watch.metrics import Histogram, Metrics
 
-__all__ = ["build_report", "stage_reports"]
+__all__ = ["StageStart", "build_report", "stage_reports"]
 
 
 def build_report(
     *,
     metrics: Metrics,
-    server: dict[str, Any],
+    server_counters: ServerCounters,
     checks: list[Check],
-    run: dict[str, Any],
-    servers: list[dict[str, str]],
-    timeseries: list[dict[str, Any]],
-) -> dict[str, Any]:
+    run: Run,
+    servers: list[ServerDescription],
+    timeseries: list[TimeseriesRow],
+) -> Measured:
     """Everything but the SLA results and the verdict, which are computed from this."""
-    tools = {}
-    for name, stats in sorted(metrics.tools.items()):
-        latency = stats.latency.summary_ms()
-        tools[name] = {
-            "calls": stats.calls,
-            "succeeded": stats.succeeded,
-            "failed": stats.failed,
-            "refused": stats.refused,
-            "indeterminate": stats.indeterminate,
-            "interrupted": stats.interrupted,
-            "attempts": stats.attempts,
-            "retries": stats.retries,
-            "failures": dict(stats.failures),
-            "p50_ms": latency["p50"],
-            "p95_ms": latency["p95"],
-            "p99_ms": latency["p99"],
-            "max_ms": latency["max"],
-        }
-    anomalies = dict.fromkeys(ANOMALIES, 0)
-    for check in checks:
-        if check.anomaly:
-            anomalies[check.anomaly] = anomalies.get(check.anomaly, 0) + check.anomaly_count
+    anomalies = _anomalies(checks)
     return {
+        "report_version": REPORT_VERSION,
         "run": run,
         "servers": servers,
-        "tools": tools,
-        "conflicts": dict(metrics.conflicts),
+        "tools": _tools(metrics),
+        "conflicts": _conflicts(metrics),
         "errors": metrics.errors,
-        "latency_ms": {name: h.summary_ms() for name, h in metrics.distributions.items()},
-        "server": server,
+        "latency_ms": _latencies(metrics),
+        "server_counters": server_counters,
         "anomalies": anomalies,
-        "audit": {
-            "ok": all(c.ok for c in checks) and not any(anomalies.values()),
-            "checks": [c.as_dict() for c in checks],
-        },
+        "audit": _audit(checks, anomalies),
         "pool": _pool_section(metrics),
         "timeseries": timeseries,
     }
 
 
-def _pool_section(metrics: Metrics) -> dict[str, Any]:
+def _tools(metrics: Metrics) -> dict[str, ToolFigures]:
+    tools = {}
+    for name, stats in sorted(metrics.tools.items()):
+        latency = stats.latency.summary_ms()
+        tools[name] = ToolFigures(
+            calls=stats.calls,
+            succeeded=stats.succeeded,
+            failed=stats.failed,
+            refused=stats.refused,
+            indeterminate=stats.indeterminate,
+            interrupted=stats.interrupted,
+            attempts=stats.attempts,
+            retries=stats.retries,
+            failures=dict(stats.failures),
+            p50_ms=latency["p50"],
+            p95_ms=latency["p95"],
+            p99_ms=latency["p99"],
+            max_ms=latency["max"],
+        )
+    return tools
+
+
+def _conflicts(metrics: Metrics) -> Conflicts:
+    counts = metrics.conflicts
+    return Conflicts(
+        deadlocks=counts["deadlocks"],
+        serialization_failures=counts["serialization_failures"],
+        version_conflicts=counts["version_conflicts"],
+        lock_timeouts=counts["lock_timeouts"],
+        pool_timeouts=counts["pool_timeouts"],
+        queue_rejections=counts["queue_rejections"],
+        redis_watch_conflicts=counts["redis_watch_conflicts"],
+        connection_errors=counts["connection_errors"],
+        indeterminate=counts["indeterminate"],
+    )
+
+
+def _latencies(metrics: Metrics) -> dict[str, Distribution]:
+    return {name: h.summary_ms() for name, h in metrics.distributions.items()}
+
+
+def _anomalies(checks: Sequence[Check]) -> dict[str, int]:
+    anomalies = dict.fromkeys(ANOMALIES, 0)
+    for check in checks:
+        if check.anomaly:
+            anomalies[check.anomaly] = anomalies.get(check.anomaly, 0) + check.anomaly_count
+    return anomalies
+
+
+def _audit(checks: Sequence[Check], anomalies: dict[str, int]) -> Audit:
+    return {
+        "ok": all(c.ok for c in checks) and not any(anomalies.values()),
+        "checks": [_check_result(c) for c in checks],
+    }
+
+
+def _check_result(check: Check) -> CheckResult:
+    return CheckResult(name=check.name, ok=check.ok, expected=check.expected, observed=check.observed,
+                       detail=check.detail, anomaly=check.anomaly, anomaly_count=check.anomaly_count)
+
+
+def _pool_section(metrics: Metrics) -> Pool:
     samples = sorted(metrics.pool_samples, key=lambda s: (s["t"], s["process"]))
     return {
         "peak_waiting": max((s["waiting"] for s in samples), default=0),
@@ -72,36 +127,52 @@ def _pool_section(metrics: Metrics) -> dict[str, Any]:
     }
 
 
+class StageStart(TypedDict):
+    """When the load shape entered a stage (harness.run.lifecycle)."""
+
+    stage: int
+    agents: int
+    started: float  # time.monotonic()
+
+
 def stage_reports(
-    metrics: Metrics, stages: list[dict[str, Any]], ended: float, rules: tuple[Any, ...], scopes: dict[str, list[str]],
-    isolation: str,
-) -> list[dict[str, Any]]:
+    metrics: Metrics, stages: list[StageStart], ended: float, rules: tuple[sla.Rule, ...],
+    scopes: dict[str, list[str]], isolation: str,
+) -> list[Stage]:
     """Per stage of a load shape: agents, throughput, p95, conflict rate, pool wait p95, and
     whether each SLA held, so the user sees at which number of agents the platform stops
     meeting its SLAs (the audits are of the whole run, not of a stage)."""
-    steps = []
+    reports = []
     for position, stage in enumerate(stages):
         until = stages[position + 1]["started"] if position + 1 < len(stages) else ended
         duration = max(until - stage["started"], 1e-9)
         stage_metrics = metrics.stages.get(stage["stage"], Metrics(keep_op_ids=False))
-        report = build_report(metrics=stage_metrics, server={}, checks=[],
-                              run={"duration_s": duration, "isolation": isolation}, servers=[], timeseries=[])
+        anomalies = _anomalies([])
+        figures: Figures = {
+            "run": {"duration_s": duration, "isolation": isolation},
+            "tools": _tools(stage_metrics),
+            "conflicts": _conflicts(stage_metrics),
+            "latency_ms": _latencies(stage_metrics),
+            "anomalies": anomalies,
+            "audit": _audit([], anomalies),
+        }
         all_calls = Histogram()
         for stats in stage_metrics.tools.values():
             all_calls.merge(stats.latency)
         attempts = sum(t.attempts for t in stage_metrics.tools.values())
         conflicts = sum(stage_metrics.conflicts.values()) - stage_metrics.conflicts["indeterminate"]
-        results = sla.evaluate(rules, report, scopes)
-        steps.append({
-            "stage": stage["stage"],
-            "agents": stage["agents"],
-            "duration_s": round(duration, 3),
-            "calls": sum(t.calls for t in stage_metrics.tools.values()),
-            "throughput_per_s": round(sum(t.calls for t in stage_metrics.tools.values()) / duration, 2),
-            "p95_ms": all_calls.percentile_ms(95),
-            "conflict_rate": conflicts / attempts if attempts else None,
-            "pool_wait_p95_ms": stage_metrics.distributions["pool_wait"].percentile_ms(95),
-            "sla_ok": all(r["ok"] for r in results),
-            "sla": [{"name": r["name"], "observed": r["observed"], "ok": r["ok"]} for r in results],
-        })
-    return steps
+        results = sla.evaluate(rules, figures, scopes)
+        calls = sum(t.calls for t in stage_metrics.tools.values())
+        reports.append(Stage(
+            stage=stage["stage"],
+            agents=stage["agents"],
+            duration_s=round(duration, 3),
+            calls=calls,
+            throughput_per_s=round(calls / duration, 2),
+            p95_ms=all_calls.percentile_ms(95),
+            conflict_rate=conflicts / attempts if attempts else None,
+            pool_wait_p95_ms=stage_metrics.distributions["pool_wait"].percentile_ms(95),
+            sla_ok=all(r["ok"] for r in results),
+            sla=[{"name": r["name"], "observed": r["observed"], "ok": r["ok"]} for r in results],
+        ))
+    return reports

@@ -27,6 +27,7 @@ from typing import Any
 import gevent
 from locust.runners import HEARTBEAT_INTERVAL, HEARTBEAT_LIVENESS
 
+from harness.report_shape import EventLoopLag, Finding, HeartbeatGap, Heartbeats, Hub, SamplerSchedule
 from harness.watch.metrics import Histogram
 
 __all__ = ["FELL_BEHIND_S", "PROBE_INTERVAL_S", "HeartbeatGaps", "HubLag", "HubLagProbe", "hub_note", "hub_section"]
@@ -60,7 +61,7 @@ class HubLag:
         if other.worst_at_s is not None and (self.worst_at_s is None or other.worst_s > self.worst_s):
             self.worst_s, self.worst_at_s = other.worst_s, other.worst_at_s
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> EventLoopLag:
         figures = self.lag.summary_ms()
         return {"wakeups": figures["count"], "p50_s": _seconds_of_ms(figures["p50"]),
                 "p99_s": _seconds_of_ms(figures["p99"]),
@@ -124,7 +125,7 @@ class HeartbeatGaps:
 
     def __init__(self) -> None:
         self._last: dict[str, float] = {}
-        self._gaps: dict[str, dict[str, Any]] = {}
+        self._gaps: dict[str, HeartbeatGap] = {}
 
     def begin(self, workers: Iterable[str]) -> None:
         """A test starts with `workers`: a worker not heard from yet is counted from now (its
@@ -143,12 +144,12 @@ class HeartbeatGaps:
             gap = round(timestamp - last, 3)
             seen["longest_gap_s"] = gap if seen["longest_gap_s"] is None else max(seen["longest_gap_s"], gap)
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> Heartbeats:
         return {"interval_s": HEARTBEAT_INTERVAL, "liveness": HEARTBEAT_LIVENESS,
-                "workers": {worker: dict(seen) for worker, seen in sorted(self._gaps.items())}}
+                "workers": {worker: seen.copy() for worker, seen in sorted(self._gaps.items())}}
 
 
-def _sampler_schedule(rows: list[dict[str, Any]], asked_s: float) -> dict[str, Any]:
+def _sampler_schedule(rows: list[dict[str, Any]], asked_s: float) -> SamplerSchedule:
     starts = [row["t_s"] for row in rows]
     intervals = Histogram()
     for earlier, later in zip(starts, starts[1:]):
@@ -168,8 +169,8 @@ def _sampler_schedule(rows: list[dict[str, Any]], asked_s: float) -> dict[str, A
 
 def hub_section(
     lags: dict[str, HubLag], samples: list[dict[str, Any]], sample_interval_s: float,
-    heartbeats: dict[str, Any] | None,
-) -> dict[str, Any]:
+    heartbeats: Heartbeats | None,
+) -> Hub:
     """The report's `hub` section from each process's probe (by process name), the sampler's
     rows, and on a master the workers' heartbeat gaps."""
     overall = HubLag()
@@ -179,7 +180,7 @@ def hub_section(
     late = [(lag.worst_s, process, lag.worst_at_s) for process, lag in lags.items() if lag.worst_at_s is not None]
     late += [(row["sampler_late_s"], "server sampler", row["t_s"]) for row in samples]
     worst_s, worst_in, worst_at_s = max(late, default=(0.0, None, None), key=lambda entry: entry[0])
-    section = {
+    section: Hub = {
         "fell_behind": worst_s > FELL_BEHIND_S,
         "threshold_s": FELL_BEHIND_S,
         "threshold": "an event loop (a probe or the sampler) late by more than Locust's heartbeat interval",
@@ -196,7 +197,7 @@ def hub_section(
     return section
 
 
-def hub_note(hub: dict[str, Any]) -> dict[str, str] | None:
+def hub_note(hub: Hub) -> Finding | None:
     """The evidence note (not a problem: the verdict stands) of a hub that fell behind; None
     when it kept up."""
     if not hub["fell_behind"]:

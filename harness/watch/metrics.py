@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 from db.audits import Acknowledged
 from db.errors import Failure
 from db.op_ids import OpIds
+from harness.report_shape import ConflictCounter, Distribution, PoolAtRest, PoolSample
 from transport.call_record import CallRecord, Outcome
 
 __all__ = ["Histogram", "ToolStats", "Metrics", "CONFLICT_COUNTERS"]
 
 # The report's conflict counters: one per kind of failed attempt, plus the calls whose outcome
 # is unknown. "errors" (bugs, constraint violations) are reported apart, as evidence problems;
-# "refusals" (a tool's business "no") are counted per tool with the calls' outcomes.
-CONFLICT_COUNTERS = tuple(f.value for f in Failure if f.counted_as_conflict) + ("indeterminate",)
+# "refusals" (a tool's business "no") are counted per tool with the calls' outcomes. Named once
+# in the report's types; the failures db.errors counts as conflicts must be the same.
+CONFLICT_COUNTERS: tuple[ConflictCounter, ...] = get_args(ConflictCounter)
+assert CONFLICT_COUNTERS == tuple(f.value for f in Failure if f.counted_as_conflict) + ("indeterminate",)
 
 
 class Histogram:
@@ -37,7 +40,7 @@ class Histogram:
     def bucket(microseconds: int) -> int:
         if microseconds < 1000:
             return microseconds
-        scale = 10 ** (len(str(microseconds)) - 3)
+        scale: int = 10 ** (len(str(microseconds)) - 3)  # never negative: an int
         return round(microseconds / scale) * scale
 
     def record(self, seconds: float) -> None:
@@ -65,7 +68,7 @@ class Histogram:
                 return key / 1000.0
         raise AssertionError("unreachable: rank is at most the total")
 
-    def summary_ms(self) -> dict[str, float | None]:
+    def summary_ms(self) -> Distribution:
         return {
             "p50": self.percentile_ms(50),
             "p95": self.percentile_ms(95),
@@ -137,8 +140,8 @@ class Metrics:
         # failed ones a full queue refused), 16 bytes an id: what the audits compare.
         self.op_ids: dict[str, dict[str, OpIds]] = {}
         # What each process saw when its load stopped (its pool's state), and its pool samples.
-        self.findings: list[dict[str, Any]] = []
-        self.pool_samples: list[dict[str, Any]] = []
+        self.findings: list[PoolAtRest] = []
+        self.pool_samples: list[PoolSample] = []
         # Each second, each load process's running totals since its test started ({t, process,
         # calls, attempts, conflicts, pool_waiting}): the web UI's charts over time.
         self.load_samples: list[dict[str, Any]] = []

@@ -130,7 +130,7 @@ _PEAKS = {
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The peaks of the samples, for the report's `server` section."""
+    """The peaks of the samples, for the report's `server_counters` section."""
     peaks: dict[str, Any] = {name: max((r[column] for r in rows), default=0) for column, name in _PEAKS.items()}
     peaks["redis_rejected_connections"] = (
         rows[-1]["redis_rejected_connections"] - rows[0]["redis_rejected_connections"] if rows else 0)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, Response, request, send_from_directory
 from locust.runners import STATE_INIT, STATE_RUNNING, STATE_SPAWNING
 
+from harness.report_shape import Report
 from harness.watch.metrics import CONFLICT_COUNTERS, Metrics
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ _CALL_COLUMNS = ("calls", "succeeded", "failed", "indeterminate", "retries")
 # The charts keep at most this many points per series: a long ramp is shown in wider steps.
 _MAX_POINTS = 600
 _REPORT_SECTIONS = ("run", "verdict", "exit_code", "tools", "conflicts", "errors", "anomalies", "sla", "audit",
-                    "evidence", "server", "latency_ms", "steps", "baseline", "not_audited_by_identity")
+                    "evidence", "server_counters", "latency_ms", "stages", "baseline", "not_audited_by_identity")
 
 
 class Panel:
@@ -65,7 +66,7 @@ class Panel:
                                          for weighted in scenario.tools(run.settings.params)))
         self._ramps = 0
         # The last report when the current ramp started: an earlier ramp's, never shown as this one's.
-        self._earlier_report: dict[str, Any] | None = None
+        self._earlier_report: Report | None = None
         run.environment.events.test_start.add_listener(self._on_test_start)
         self._install(web_ui, run.environment.parsed_options.web_base_path or "")
 
@@ -98,7 +99,7 @@ class Panel:
 
     # -- what the page shows ----------------------------------------------------------------
 
-    def _report(self) -> dict[str, Any] | None:
+    def _report(self) -> Report | None:
         """The report of the current ramp, once it is audited."""
         return self._run.report if self._run.report is not self._earlier_report else None
 
@@ -135,7 +136,7 @@ class Panel:
         }
 
     def _figures(self, metrics: Metrics, sample: dict[str, Any] | None,
-                 report: dict[str, Any] | None) -> dict[str, Any]:
+                 report: Report | None) -> dict[str, Any]:
         rows = []
         for name in [*self._tools, *sorted(set(metrics.tools) - set(self._tools))]:
             stats = metrics.tools.get(name)
@@ -155,11 +156,11 @@ class Panel:
         }
 
 
-def _server_cards(sample: dict[str, Any] | None, report: dict[str, Any] | None) -> list[dict[str, Any]]:
+def _server_cards(sample: dict[str, Any] | None, report: Report | None) -> list[dict[str, Any]]:
     """The server's figures: during a ramp, its latest sample; once audited, the run's peaks and
     the deadlocks PostgreSQL counted over the whole run (pg_stat_database, as the report has them)."""
     if report is not None:
-        server = report["server"]
+        server = report["server_counters"]
         figures = [("lock_waiters", "peak lock waiters", server.get("peak_lock_waiters")),
                    ("longest_lock_wait_ms", "longest lock wait (ms)", server.get("longest_lock_wait_ms")),
                    ("longest_blocking_chain", "longest blocking chain", server.get("longest_blocking_chain")),

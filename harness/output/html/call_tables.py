@@ -11,7 +11,7 @@ from harness.config.sla import METRICS
 from harness.output.html.figures import DASH, _by_kind, _label, _ms, _number, _percent, _seconds
 from harness.output.html.markup import _block, _cell, _mark, _note, _row, _table
 
-__all__ = ["_conflicts_and_anomalies", "_distributions", "_sla", "_steps", "_tools"]
+__all__ = ["_conflicts_and_anomalies", "_distributions", "_sla", "_stages", "_tools"]
 
 
 def _tools(report: dict[str, Any]) -> str:
@@ -88,28 +88,28 @@ def _distributions(report: dict[str, Any]) -> str:
     return _block("Distributions", _table("distributions", headers, rows), "distributions")
 
 
-def _steps(report: dict[str, Any]) -> str:
-    steps = report.get("steps")
-    if not steps:
+def _stages(report: dict[str, Any]) -> str:
+    stages = report.get("stages")
+    if not stages:
         return ""
     rows = []
-    for step in steps:
-        broken = [r["name"] for r in step["sla"] if not r["ok"]]
+    for stage in stages:
+        broken = [r["name"] for r in stage["sla"] if not r["ok"]]
         slas = _mark(True, "held") if not broken else (
             "<span class='tc-fail'>BROKEN:</span> " + escape(", ".join(broken)))
-        rate = step["conflict_rate"]
+        rate = stage["conflict_rate"]
         rows.append(_row(
-            _cell(_number(step["stage"]), True), _cell(_number(step["agents"]), True),
-            _cell(_seconds(step["duration_s"]), True), _cell(_number(step["calls"]), True),
-            _cell(_number(step["throughput_per_s"]), True),
-            _cell(_ms(step["p95_ms"]) if step["p95_ms"] is not None else f"{DASH} {_note('(no call)')}", True),
+            _cell(_number(stage["stage"]), True), _cell(_number(stage["agents"]), True),
+            _cell(_seconds(stage["duration_s"]), True), _cell(_number(stage["calls"]), True),
+            _cell(_number(stage["throughput_per_s"]), True),
+            _cell(_ms(stage["p95_ms"]) if stage["p95_ms"] is not None else f"{DASH} {_note('(no call)')}", True),
             _cell(_percent(rate) if rate is not None else f"{DASH} {_note('(no attempt)')}", True),
-            _cell(_ms(step["pool_wait_p95_ms"]) if step["pool_wait_p95_ms"] is not None
+            _cell(_ms(stage["pool_wait_p95_ms"]) if stage["pool_wait_p95_ms"] is not None
                   else f"{DASH} {_note('(no pool wait)')}", True),
             _cell(slas)))
     note = "<p class='tc-note'>The SLAs checked over each stage's calls; the audits are of the whole run.</p>"
-    return _block("Per Stage", _table("steps", ["Stage", "Agents", "Duration", "Calls", "Calls/s", "p95",
-                                                "Conflict rate", "Pool wait p95", "SLAs"], rows) + note, "steps")
+    return _block("Per Stage", _table("stages", ["Stage", "Agents", "Duration", "Calls", "Calls/s", "p95",
+                                                "Conflict rate", "Pool wait p95", "SLAs"], rows) + note, "stages")
 
 
 def _unobserved(rule: dict[str, Any]) -> str:

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 from html import escape
 from pathlib import Path
-from typing import Any
 
-from harness.output.html.call_tables import _conflicts_and_anomalies, _distributions, _sla, _steps, _tools
+from harness.output.html.call_tables import _conflicts_and_anomalies, _distributions, _sla, _stages, _tools
 from harness.output.html.server_tables import _audit, _server
 from harness.output.html.time_series import _charts
 from harness.output.html.verdict_block import _verdict
+from harness.report_shape import Report
 
 __all__ = ["SECTION_ID", "pending_section", "section"]
 
@@ -47,11 +47,11 @@ def _wrap(body: str) -> str:
             f"<style>\n{_STYLE}</style>{body}</section><script>\n{_SCRIPT}</script>")
 
 
-def section(report: dict[str, Any]) -> str:
+def section(report: Report) -> str:
     """The whole section (with its style and script) for a finished run's report."""
     return _wrap("".join((
         _verdict(report), _tools(report), _conflicts_and_anomalies(report), _distributions(report),
-        _steps(report), _sla(report), _audit(report), _server(report), _charts(report),
+        _stages(report), _sla(report), _audit(report), _server(report), _charts(report),
     )))
 
 

@@ -43,7 +43,7 @@ _SERVER_FIGURES = {
 
 
 def _server(report: dict[str, Any]) -> str:
-    server = report["server"]
+    server = report["server_counters"]
     rows = [_row(_cell(escape(label)), _cell(_ms(server[key]) if key.endswith("_ms") else _number(server[key]), True))
             for key, label in _SERVER_FIGURES.items() if key in server]
     rows += [_row(_cell(_label(key)), _cell(_number(value), True)) for key, value in server.items()

@@ -56,7 +56,7 @@ def _verdict(report: dict[str, Any]) -> str:
         ("Schema", escape(run["schema"])),
     ]
     facts += [("Server", escape(s["description"])) for s in report["servers"]]
-    facts.append(("deadlock_timeout", escape(report["server"]["deadlock_timeout"]["note"])))
+    facts.append(("deadlock_timeout", escape(report["server_counters"]["deadlock_timeout"]["note"])))
     if report.get("workers"):
         workers = report["workers"]
         facts.append(("Workers", f"{len(workers['shipped'])} shipped their figures, {len(workers['lost'])} lost"))
