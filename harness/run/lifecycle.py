@@ -137,7 +137,7 @@ def _on_init(environment: Environment, runner: Runner, web_ui: Any = None, **_: 
         coordinator.attach(runner)
         _name_the_servers(environment, services)
         if web_ui is not None:
-            Panel(run, web_ui)
+            Panel(run, environment, settings, web_ui)
             install_on_web_ui(web_ui, run.html_section)
             check_start_form(environment, web_ui, run.settings_for_test)
         if isinstance(runner, MasterRunner):
@@ -419,6 +419,9 @@ class Toolclash:
             self._master.send_message(STAGE_MESSAGE, {"index": index})
 
     # -- both -------------------------------------------------------------------------------
+
+    def server_samples(self) -> list[dict[str, Any]]:
+        return self.coordinator.samples
 
     def live_metrics(self) -> Metrics:
         """What the agents recorded in the current (or last) test so far: this process's, or on
