@@ -59,13 +59,12 @@ from harness.distributed.worker_check import Shared, WorkerChecks, refusal
 from harness.faults.chaos import WORKER_STOP_MESSAGE, stop_this_worker
 from harness.output.history import History, worker_path
 from harness.output.html import add_to_html_report, install_on_web_ui, pending_section, section
-from harness.output.junit import write_junit
-from harness.output.summary import format_summary, log_summary, write_json
+from harness.output.summary import publish
 from harness.run.load import Load
 from harness.run.matrix import MATRIX_LEVEL_VARIABLE, run_matrix
 from harness.run.services import Services
 from harness.verdict.coordinator import Coordinator
-from harness.verdict.evidence import CONFIGURATION_ERROR, configuration_errors
+from harness.verdict.evidence import CONFIGURATION_ERROR
 from harness.watch.hub_lag import HeartbeatGaps, HubLagProbe
 from harness.watch.metrics import Metrics
 from harness.web.panel import Panel
@@ -531,14 +530,7 @@ class Toolclash:
             return
         self.exit_code = max(self.exit_code or 0, self.report["exit_code"])
         self.verdicts.append(self.report["verdict"])
-        print(format_summary(self.report), flush=True)
-        log_summary(self.report)
-        for message in configuration_errors(self.report):
-            print(f"toolclash: error: {message}", file=sys.stderr, flush=True)
-        if self.settings.report_json:
-            write_json(self.report, self.settings.report_json)
-        if self.settings.junit_xml:
-            write_junit(self.report, self.settings.junit_xml)
+        publish(self.report, self.settings.report_json, self.settings.junit_xml)
 
     def on_quitting(self, environment: Environment, **_: Any) -> None:
         # On Ctrl-C Locust fires `quitting` before it stops the runner: stop it here, so the run
