@@ -29,7 +29,6 @@ import os
 import signal
 import sys
 import time
-import weakref
 from typing import Any, NoReturn
 
 import gevent
@@ -60,7 +59,7 @@ from harness.faults.chaos import WORKER_STOP_MESSAGE, stop_this_worker
 from harness.output.history import History, worker_path
 from harness.output.html import add_to_html_report, install_on_web_ui, pending_section, section
 from harness.output.summary import publish
-from harness.run.load import Load
+from harness.run.load import Load, new_load
 from harness.run.matrix import MATRIX_LEVEL_VARIABLE, run_matrix
 from harness.run.services import Services
 from harness.verdict.coordinator import Coordinator
@@ -70,21 +69,14 @@ from harness.watch.metrics import Metrics
 from harness.web.panel import Panel
 from harness.web.start_form import check_start_form
 
-__all__ = ["install", "toolclash_of", "Toolclash"]
+__all__ = ["install", "Toolclash"]
 
 log = logging.getLogger("toolclash")
-
-_RUNS: weakref.WeakKeyDictionary[Environment, Toolclash] = weakref.WeakKeyDictionary()
-
 
 def install(events: Any) -> None:
     """Hook toolclash into a locustfile's events."""
     events.init_command_line_parser.add_listener(add_arguments)
     events.init.add_listener(_on_init)
-
-
-def toolclash_of(environment: Environment) -> Toolclash:
-    return _RUNS[environment]
 
 
 def _fail_configuration(message: str) -> NoReturn:
@@ -108,8 +100,8 @@ def _on_init(environment: Environment, runner: Runner, web_ui: Any = None, **_: 
     _audit_on_ctrl_c()
     if worker:
         # The master owns the servers and the schema; it says where they are at each test start.
-        run = Toolclash(environment, settings, None, None, Load(settings, environment.events.request,
-                                                                 runner.worker_index), history)
+        run = Toolclash(environment, settings, None, None, new_load(environment, settings, runner.worker_index,
+                                                                     history), history)
         run.own = Shared.given_to_worker(options)
         _warn_of_own_run_options(options)
         runner.register_message(CHECK_MESSAGE, run.on_check_message)
@@ -130,7 +122,7 @@ def _on_init(environment: Environment, runner: Runner, web_ui: Any = None, **_: 
                 _fail_configuration(too_many)
         load = None
         if not isinstance(runner, MasterRunner):
-            load = Load(settings, environment.events.request, 0)
+            load = new_load(environment, settings, 0, history)
             load.pg_dsn, load.redis_url = services.pg_dsn, services.redis_url
         run = Toolclash(environment, settings, services, coordinator, load, history)
         coordinator.attach(runner)
@@ -151,17 +143,9 @@ def _on_init(environment: Environment, runner: Runner, web_ui: Any = None, **_: 
                                 environment.parsed_options.spawn_rate or max(settings.shape_stages), run.on_stage)
             shape.runner = runner
             environment.shape_class = shape
-    _RUNS[environment] = run
-    if run.load is not None:
-        run.load.agents_now = lambda: environment.runner.user_count
     events = environment.events
     events.test_start.add_listener(run.on_test_start)
     events.spawning_complete.add_listener(run.on_spawning_complete)
-    if run.load is not None:
-        events.user_error.add_listener(run.on_agent_error)
-        if history is not None:
-            run.load.call_started.add_listener(history.invoked)
-            run.load.call_finished.add_listener(history.completed)
     events.test_stop.add_listener(run.on_test_stop)
     events.report_to_master.add_listener(run.on_report_to_master)
     events.quitting.add_listener(run.on_quitting)
@@ -371,9 +355,6 @@ class Toolclash:
         failure = {"process": self.environment.runner.worker_index, "kind": "worker_refused", "detail": detail}
         self.load.metrics.load_failures.append(failure)
         self.environment.runner.send_message(LOAD_FAILED_MESSAGE, failure)
-
-    def on_agent_error(self, exception: BaseException, **_: Any) -> None:
-        self.load.metrics.record_agent_error(exception)
 
     def _shipment(self) -> dict[str, Any]:
         return {"test": self._test, "number": self._shipment_numbers.next(self._test),
