@@ -1,5 +1,5 @@
 """The report written out: as JSON (--report-json), and as the console summary (also logged,
-for Locust's Logs tab)."""
+for Locust's Logs tab); `publish`, everywhere an audited test's report goes."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from harness.output.junit import write_junit
 from harness.report_shape import Hub, MatrixFile, Report
+from harness.verdict.evidence import configuration_errors
 
-__all__ = ["format_summary", "log_summary", "write_json"]
+__all__ = ["format_summary", "log_summary", "publish", "write_json"]
 
 _summary_log = logging.getLogger("toolclash.summary")
 
@@ -174,3 +176,17 @@ def log_summary(report: Report) -> None:
         if line.strip() and not line.startswith("="):
             alarming = line.startswith(("verdict: FAIL", "  [WARN]"))
             _summary_log.log(logging.WARNING if alarming else logging.INFO, "%s", line)
+
+
+def publish(report: dict[str, Any], json_path: str | None, junit_path: str | None) -> None:
+    """An audited test's report: its summary on the console and in the log, each configuration
+    error on stderr (one line each, as at start), and the files asked for (--report-json,
+    --junit-xml)."""
+    print(format_summary(report), flush=True)
+    log_summary(report)
+    for message in configuration_errors(report):
+        print(f"toolclash: error: {message}", file=sys.stderr, flush=True)
+    if json_path:
+        write_json(report, json_path)
+    if junit_path:
+        write_junit(report, junit_path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from locust import User, task
 from locust.exception import StopUser
 
-from harness.run.lifecycle import toolclash_of
+from harness.run.load import load_of
 
 __all__ = ["Agent"]
 
@@ -16,9 +16,8 @@ class Agent(User):
     random source seeded from the run's seed and its id: the same seed, the same calls."""
 
     def on_start(self) -> None:
-        run = toolclash_of(self.environment)
-        self._load = run.load
-        self._think_time_s = run.settings.think_time_s
+        self._load = load_of(self.environment)
+        self._think_time_s = self._load.settings.think_time_s
         self.agent_id, self._rng = self._load.next_agent()
 
     def wait_time(self) -> float:

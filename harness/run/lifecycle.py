@@ -1,5 +1,12 @@
 """toolclash's part in Locust's life cycle: from the options to the exit code.
 
+Each process takes a role from its runner's type, one class each, and answers Locust's events
+(and its side's messages) through it:
+
+    harness.run.local     a local runner: judges the run (harness.run.judge) and runs the agents
+    harness.run.master    a master: judges the run; its workers run the agents
+    harness.run.worker    a worker: runs its share of the agents, on the master's servers
+
     init          validate the options and open the --history file; where the verdict is made
                   (local runner or master): reach or start the servers and claim the schema
     test_start    read the test's settings from the per-run options as they are now (the command
@@ -24,64 +31,38 @@ become Locust's exit 1.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import signal
 import sys
-import time
-import weakref
 from typing import Any, NoReturn
 
 import gevent
 import psycopg
-import redis
 from locust.env import Environment
-from locust.runners import STATE_CLEANUP, STATE_INIT, STATE_STOPPED, MasterRunner, Runner, WorkerRunner
+from locust.runners import MasterRunner, Runner, WorkerRunner
 
 from db.connect import ServiceUnreachable, redact
 from db.schema import SchemaRefused
-from harness.config.declared import RUN_OPTIONS, add_arguments
+from harness.config.declared import add_arguments
 from harness.config.option import BadOption
-from harness.config.run_settings import fingerprint, fixed_options, settings_for_test
 from harness.config.settings import Settings
 from harness.config.shapes import AgentStages
-from harness.distributed.shipments import (
-    CHECK_MESSAGE,
-    CHECKED_MESSAGE,
-    FINAL_MESSAGE,
-    LOAD_FAILED_MESSAGE,
-    REPORT_KEY,
-    SERVERS_MESSAGE,
-    STAGE_MESSAGE,
-    STOP_MESSAGE,
-    ShipmentNumbers,
-    WorkerShipments,
-)
-from harness.distributed.worker_check import Shared, WorkerChecks, refusal
-from harness.faults.chaos import WORKER_STOP_MESSAGE, stop_this_worker
 from harness.output.history import History, worker_path
-from harness.output.html.locust_report import add_to_html_report
-from harness.output.html.section import pending_section, section
-from harness.output.junit import write_junit
-from harness.output.summary import format_summary, log_summary, write_json
-from harness.report_shape import Report
-from harness.run.load import Load
+from harness.run.judge import Judge
+from harness.run.local import Local
+from harness.run.master import Master
 from harness.run.matrix import MATRIX_LEVEL_VARIABLE, run_matrix
 from harness.run.services import Services
+from harness.run.worker import Worker
 from harness.verdict.coordinator import Coordinator
-from harness.verdict.evidence import CONFIGURATION_ERROR, configuration_errors
-from harness.verdict.report import StageStart
-from harness.watch.hub_lag import HeartbeatGaps, HubLagProbe
-from harness.watch.metrics import Metrics
+from harness.verdict.evidence import CONFIGURATION_ERROR
 from harness.web.panel import Panel
 from harness.web.report_download import install_on_web_ui
 from harness.web.start_form import check_start_form
 
-__all__ = ["install", "toolclash_of", "Toolclash"]
+__all__ = ["install"]
 
 log = logging.getLogger("toolclash")
-
-_RUNS: weakref.WeakKeyDictionary[Environment, Toolclash] = weakref.WeakKeyDictionary()
 
 
 def install(events: Any) -> None:
@@ -90,20 +71,17 @@ def install(events: Any) -> None:
     events.init.add_listener(_on_init)
 
 
-def toolclash_of(environment: Environment) -> Toolclash:
-    return _RUNS[environment]
-
-
 def _fail_configuration(message: str) -> NoReturn:
     print(f"toolclash: error: {message}", file=sys.stderr, flush=True)
     raise SystemExit(CONFIGURATION_ERROR)
 
 
 def _on_init(environment: Environment, runner: Runner, web_ui: Any = None, **_: Any) -> None:
-    options = environment.parsed_options
+    """This process's role, from its runner's type: a worker runs agents for its master; a local
+    runner or a master judges the run (harness.run.judge)."""
     worker = isinstance(runner, WorkerRunner)
     try:
-        settings = Settings.from_options(options, judge=not worker)
+        settings = Settings.from_options(environment.parsed_options, judge=not worker)
     except BadOption as exc:
         _fail_configuration(str(exc))
     if settings.isolation_matrix and MATRIX_LEVEL_VARIABLE not in os.environ:
@@ -113,66 +91,37 @@ def _on_init(environment: Environment, runner: Runner, web_ui: Any = None, **_: 
                                     settings.required_levels))
     history = _open_history(settings.history, runner) if settings.history else None
     _audit_on_ctrl_c()
-    if worker:
-        # The master owns the servers and the schema; it says where they are at each test start.
-        run = Toolclash(environment, settings, None, None, Load(settings, environment.events.request,
-                                                                 runner.worker_index), history)
-        run.own = Shared.given_to_worker(options)
-        _warn_of_own_run_options(options)
-        runner.register_message(CHECK_MESSAGE, run.on_check_message)
-        runner.register_message(SERVERS_MESSAGE, run.on_servers_message)
-        # Concurrent: stopping waits for the agents, and the worker must keep answering heartbeats.
-        runner.register_message(STOP_MESSAGE, lambda environment, msg, **_: environment.runner.stop(),
-                                concurrent=True)
-        runner.register_message(STAGE_MESSAGE, run.on_stage_message)
-        runner.register_message(WORKER_STOP_MESSAGE, stop_this_worker)
-    else:
-        services, coordinator = _reach_servers(settings)
-        users = settings.most_agents(environment.parsed_options.num_users or 0)
-        if users:  # known before any load in a headless run; a web-UI ramp is checked when it starts
-            processes = environment.parsed_options.expect_workers if isinstance(runner, MasterRunner) else 1
-            too_many = coordinator.connections_refused(users, processes)
-            if too_many:
-                _stop_quietly(coordinator, services)
-                _fail_configuration(too_many)
-        load = None
-        if not isinstance(runner, MasterRunner):
-            load = Load(settings, environment.events.request, 0)
-            load.pg_dsn, load.redis_url = services.pg_dsn, services.redis_url
-        run = Toolclash(environment, settings, services, coordinator, load, history)
-        coordinator.attach(runner)
-        _name_the_servers(environment, services)
-        if web_ui is not None:
-            Panel(run, web_ui)
-            install_on_web_ui(web_ui, run.html_section)
-            check_start_form(environment, web_ui, run.settings_for_test)
-        if isinstance(runner, MasterRunner):
-            runner.register_message(CHECKED_MESSAGE, run.on_checked_message)
-            runner.register_message(FINAL_MESSAGE, run.on_final_message)
-            runner.register_message(LOAD_FAILED_MESSAGE, run.on_load_failed_message)
-            environment.events.worker_report.add_listener(run.on_worker_report)
-            run.heartbeats = HeartbeatGaps()
-            environment.events.heartbeat_sent.add_listener(run.heartbeats.on_heartbeat)
-        if settings.shape_stages:
-            shape = AgentStages(settings.shape_stages, settings.shape_hold_s,
-                                environment.parsed_options.spawn_rate or max(settings.shape_stages), run.on_stage)
-            shape.runner = runner
-            environment.shape_class = shape
-    _RUNS[environment] = run
-    if run.load is not None:
-        run.load.agents_now = lambda: environment.runner.user_count
-    events = environment.events
-    events.test_start.add_listener(run.on_test_start)
-    events.spawning_complete.add_listener(run.on_spawning_complete)
-    if run.load is not None:
-        events.user_error.add_listener(run.on_agent_error)
-        if history is not None:
-            run.load.call_started.add_listener(history.invoked)
-            run.load.call_finished.add_listener(history.completed)
-    events.test_stop.add_listener(run.on_test_stop)
-    events.report_to_master.add_listener(run.on_report_to_master)
-    events.quitting.add_listener(run.on_quitting)
-    events.quit.add_listener(run.on_quit)
+    role = Worker(environment, settings, history) if worker else _judge(environment, runner, settings, history, web_ui)
+    role.listen()
+
+
+def _judge(environment: Environment, runner: Runner, settings: Settings, history: History | None,
+           web_ui: Any) -> Judge:
+    """Where the verdict is made: the servers reached (or started) and the schema claimed, before
+    any load; with the web UI, its toolclash tab, report section and start form checks."""
+    services, coordinator = _reach_servers(settings)
+    master = isinstance(runner, MasterRunner)
+    users = settings.most_agents(environment.parsed_options.num_users or 0)
+    if users:  # known before any load in a headless run; a web-UI ramp is checked when it starts
+        too_many = coordinator.connections_refused(users, environment.parsed_options.expect_workers if master else 1)
+        if too_many:
+            _stop_quietly(coordinator, services)
+            _fail_configuration(too_many)
+    judge = (Master if master else Local)(environment, settings, history, services, coordinator)
+    coordinator.attach(runner)
+    _name_the_servers(environment, services)
+    if web_ui is not None:
+        # Before the judge listens to test_start: the tab counts a ramp as soon as it starts,
+        # while the judge's start may still wait (for the workers' check).
+        Panel(judge, environment, settings, web_ui)
+        install_on_web_ui(web_ui, judge.html_section)
+        check_start_form(environment, web_ui, judge.settings_for_test)
+    if settings.shape_stages:
+        shape = AgentStages(settings.shape_stages, settings.shape_hold_s,
+                            environment.parsed_options.spawn_rate or max(settings.shape_stages), judge.on_stage)
+        shape.runner = runner
+        environment.shape_class = shape
+    return judge
 
 
 def _audit_on_ctrl_c() -> None:
@@ -206,14 +155,6 @@ def _name_the_servers(environment: Environment, services: Services) -> None:
             user_class.host = servers
 
 
-def _warn_of_own_run_options(options: Any) -> None:
-    """A worker started with per-run options of its own runs the master's anyway: say so once."""
-    given = [o.flag for o in RUN_OPTIONS if o.dest != "tools_module" and getattr(options, o.dest) != o.default]
-    if given and not options.processes:  # --processes' workers have the master's options
-        log.warning("this worker's %s will not be used: every test runs the master's per-run options",
-                    ", ".join(given))
-
-
 def _open_history(path: str, runner: Runner) -> History:
     """This process's history file: a worker's is named after its index, on its own host."""
     if isinstance(runner, WorkerRunner):
@@ -244,339 +185,7 @@ def _reach_servers(settings: Settings) -> tuple[Services, Coordinator]:
     return services, coordinator
 
 
-def _stop_quietly(coordinator: Coordinator | None, services: Services | None) -> None:
+def _stop_quietly(coordinator: Coordinator | None, services: Services) -> None:
     if coordinator is not None:
         coordinator.close()
-    if services is not None:
-        services.stop()
-
-
-class Toolclash:
-    """One process's share of the run; `coordinator` (the verdict's side) and `load` (the
-    agents' side) are None where that role is in another process."""
-
-    def __init__(
-        self,
-        environment: Environment,
-        settings: Settings,
-        services: Services | None,
-        coordinator: Coordinator | None,
-        load: Load | None,
-        history: History | None = None,
-    ) -> None:
-        self.environment = environment
-        self.settings = settings
-        self.services = services
-        self.coordinator = coordinator
-        self.load = load
-        self.history = history
-        self.shipments = WorkerShipments()
-        self._shipment_numbers = ShipmentNumbers()  # a worker's
-        self.report: Report | None = None
-        # The worst exit code of the tests (web-UI ramps) so far: the process's exit code.
-        self.exit_code: int | None = None
-        self.verdicts: list[str] = []  # each audited test's verdict, in order
-        self.audit_error: str | None = None  # why the current test could not be audited
-        self._peak_agents = 0
-        self._stages: list[StageStart] = []
-        # Which test (ramp) of this process's life the shipments belong to: a worker's late final
-        # shipment must not be counted in the next ramp of the web UI.
-        self._test = 0
-        # A worker's share of the agents, told by the master at each test start (sizes its pool).
-        self._agents_here: int | None = None
-        # The test's run id and seed: chosen where the verdict is made, told to the workers.
-        self._run_id = ""
-        self._seed = 0
-        # The options fixed when this process started (Locust overwrites a worker's parsed_options
-        # with the master's at each spawn message).
-        self.fixed = fixed_options(environment.parsed_options)
-        # A worker's own values of the options it must share with the master (None elsewhere),
-        # and the master's, told at each test start.
-        self.own: Shared | None = None
-        self._masters: Shared | None = None
-        self.checks = WorkerChecks()
-        # The fingerprint of this process's settings for the current test.
-        self._fingerprint: str | None = None
-        # This test was refused (a worker's options are not the master's): no load starts.
-        self._refused = False
-        # Whether this process's event loop kept its schedule during the test (harness.watch.hub_lag);
-        # on a master, also the workers' heartbeats as they arrived.
-        self.hub_probe = HubLagProbe()
-        self.heartbeats: HeartbeatGaps | None = None
-
-    @property
-    def _master(self) -> MasterRunner | None:
-        runner = self.environment.runner
-        return runner if isinstance(runner, MasterRunner) else None
-
-    def settings_for_test(self, options: Any) -> Settings:
-        """This process's settings for a test started with `options` (Locust's parsed_options as
-        they are at that test's start); raises BadOption."""
-        if self.own is None:
-            return settings_for_test(options, self.fixed)
-        # A worker: the master's schema, and the tools module's file at its own path if it was given one.
-        fixed = {**self.fixed, "schema": self._masters.schema if self._masters else self.fixed["schema"]}
-        if self.own.tools_module is not None:
-            fixed["tools_module"] = self.own.tools_module
-        return settings_for_test(options, fixed, judge=False)
-
-    def _use(self, settings: Settings) -> None:
-        self.settings = settings
-        self._fingerprint = fingerprint(settings)
-        if self.coordinator is not None:
-            self.coordinator.use(settings)
-        if self.load is not None:
-            self.load.use(settings)
-        if settings.chaos:
-            # psycopg_pool warns of every connection it finds dead: under --chaos, those are the
-            # faults the run injects on purpose, counted in the report, not news.
-            logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
-
-    # -- the agents' side -------------------------------------------------------------------
-
-    def on_check_message(self, environment: Environment, msg: Any, **_: Any) -> None:
-        """The master's values of the options a worker must share, before each test: answer
-        whether this worker can run the test."""
-        self._masters = Shared(**msg.data["shared"])
-        reason = refusal(self.own, self._masters)
-        if reason is not None:
-            print(f"toolclash: error: {reason}", file=sys.stderr, flush=True)
-            self.exit_code = CONFIGURATION_ERROR
-        environment.runner.send_message(CHECKED_MESSAGE, {"test": msg.data["test"], "refusal": reason})
-
-    def on_servers_message(self, environment: Environment, msg: Any, **_: Any) -> None:
-        self._test, self._refused = msg.data["test"], msg.data.get("refused", False)
-        if self._refused:
-            return
-        self.load.pg_dsn, self.load.redis_url = msg.data["pg_dsn"], msg.data["redis_url"]
-        self._agents_here = msg.data["agents_per_worker"]
-        self._run_id, self._seed = msg.data["run_id"], msg.data["seed"]
-
-    def _start_worker_test(self, environment: Environment, agents: int) -> None:
-        """A worker's test start: Locust has copied the master's options into parsed_options."""
-        if self._refused:
-            return  # the master refused the test; it is ending, with no load anywhere
-        index = environment.runner.worker_index
-        if self._masters is None:
-            return self._refuse_worker(f"worker {index} joined after the test started: it was not told the master's"
-                                       " servers and options; it can run the next test")
-        try:
-            settings = self.settings_for_test(environment.parsed_options)
-        except BadOption as exc:  # e.g. the tools module imports a package this host lacks
-            print(f"toolclash: error: {exc}", file=sys.stderr, flush=True)
-            self.exit_code = CONFIGURATION_ERROR
-            return self._refuse_worker(f"worker {index}: {exc}")
-        self._use(settings)
-        if self.history is not None:
-            self.history.run_started(self._run_id, self._seed)
-        failure = self.load.start(self._agents_here or settings.most_agents(agents), self._seed)
-        if failure is not None:
-            environment.runner.send_message(LOAD_FAILED_MESSAGE, failure)
-
-    def _refuse_worker(self, detail: str) -> None:
-        """This worker cannot run the test: no load here, and the master ends the run (exit 2)."""
-        failure = {"process": self.environment.runner.worker_index, "kind": "worker_refused", "detail": detail}
-        self.load.metrics.load_failures.append(failure)
-        self.environment.runner.send_message(LOAD_FAILED_MESSAGE, failure)
-
-    def on_agent_error(self, exception: BaseException, **_: Any) -> None:
-        self.load.metrics.record_agent_error(exception)
-
-    def _shipment(self) -> dict[str, Any]:
-        return {"test": self._test, "number": self._shipment_numbers.next(self._test),
-                "metrics": self.load.take_metrics().to_dict(), "settings": self._fingerprint,
-                "hub_lag": self.hub_probe.take().to_dict()}
-
-    def on_stage_message(self, environment: Environment, msg: Any, **_: Any) -> None:
-        self.load.stage = msg.data["index"]
-
-    def on_report_to_master(self, client_id: str, data: dict[str, Any], **_: Any) -> None:
-        if self.load is not None:
-            data[REPORT_KEY] = self._shipment()
-        if self.history is not None:
-            # A worker may die without warning (--chaos worker-stop): it loses at most the lines
-            # since its last stats report.
-            self.history.flush()
-
-    # -- the verdict's side -----------------------------------------------------------------
-
-    def on_worker_report(self, client_id: str, data: dict[str, Any], **_: Any) -> None:
-        if REPORT_KEY in data:
-            self.shipments.add(client_id, data[REPORT_KEY])
-
-    def on_checked_message(self, environment: Environment, msg: Any, **_: Any) -> None:
-        self.checks.answer(msg.node_id, msg.data)
-
-    def on_final_message(self, environment: Environment, msg: Any, **_: Any) -> None:
-        self.shipments.add(msg.node_id, msg.data, final=True)
-
-    def on_load_failed_message(self, environment: Environment, msg: Any, **_: Any) -> None:
-        log.error("toolclash: worker %s could not start its load: %s", msg.node_id, msg.data["detail"])
-        self._end_test_early()
-
-    def on_stage(self, index: int, agents: int) -> None:
-        """The load shape entered a stage: count calls by stage from now on, here or on the workers."""
-        if index == 0:
-            self._stages = []
-        self._stages.append({"stage": index, "agents": agents, "started": time.monotonic()})
-        if self.load is not None:
-            self.load.stage = index
-        if self._master is not None:
-            self._master.send_message(STAGE_MESSAGE, {"index": index})
-
-    # -- both -------------------------------------------------------------------------------
-
-    def live_metrics(self) -> Metrics:
-        """What the agents recorded in the current (or last) test so far: this process's, or on
-        a master the sum of the workers' shipments."""
-        return self.load.metrics if self.load is not None else self.shipments.total
-
-    def on_test_start(self, environment: Environment, **_: Any) -> None:
-        self.audit_error = None
-        self.hub_probe.start()
-        if self.heartbeats is not None:
-            self.heartbeats.begin(environment.runner.clients.keys())
-        agents = environment.runner.target_user_count or 0
-        self._peak_agents = agents
-        if isinstance(environment.runner, WorkerRunner):
-            return self._start_worker_test(environment, agents)
-        master = self._master
-        if master is not None:
-            self._test += 1
-            self.shipments.begin(master, self._test)
-        refusals = self._prepare_test(environment)
-        if refusals:
-            return self._refuse_test(refusals)
-        self._seed = self.settings.seed_for_test()
-        self._run_id = self.coordinator.begin(agents, lambda: environment.runner.user_count, self._seed)
-        if master is not None:
-            master.send_message(SERVERS_MESSAGE, {"pg_dsn": self.services.pg_dsn, "redis_url": self.services.redis_url,
-                                                  "test": self._test, "run_id": self._run_id, "seed": self._seed,
-                                                  "agents_per_worker": math.ceil(self.settings.most_agents(agents)
-                                                                                 / max(1, master.worker_count))})
-        if self.history is not None:
-            self.history.run_started(self._run_id, self._seed)
-        if self.load is not None and self.load.start(self.settings.most_agents(agents), self._seed) is not None:
-            self._end_test_early()
-
-    def _prepare_test(self, environment: Environment) -> list[str]:
-        """Where the verdict is made, before any load: this test's settings, and every worker's
-        check of the options it must share; what refuses the test, one line each."""
-        try:
-            settings = self.settings_for_test(environment.parsed_options)
-        except BadOption as exc:
-            return [str(exc)]
-        master = self._master
-        if master is not None:
-            shared = Shared(self.services.pg_dsn, self.services.redis_url, settings.schema, settings.tools_module,
-                            settings.tools_digest)
-            message = {"test": self._test, "shared": shared.as_message()}
-            refusals = self.checks.wait(master, self._test, lambda: master.send_message(CHECK_MESSAGE, message))
-            if refusals:
-                return refusals
-        self._use(settings)
-        return []
-
-    def _refuse_test(self, lines: list[str]) -> None:
-        """The test cannot run as asked: say why, end it before any load, exit code 2."""
-        headless = self.environment.parsed_options.headless
-        for line in lines:
-            if headless:
-                print(f"toolclash: error: {line}", file=sys.stderr, flush=True)
-            else:  # the web UI's log shows it
-                log.error("toolclash: error: %s", line)
-        self.exit_code = CONFIGURATION_ERROR
-        if self._master is not None:
-            self._master.send_message(SERVERS_MESSAGE, {"test": self._test, "refused": True})
-        self._end_test_early()
-
-    def _end_test_early(self) -> None:
-        """A load process could not start: end the run now (it is judged on what it has), rather
-        than let agents without a pool run out the clock."""
-        runner = self.environment.runner
-        gevent.spawn(runner.quit if self.environment.parsed_options.headless else runner.stop)
-
-    def on_spawning_complete(self, user_count: int, **_: Any) -> None:
-        self._peak_agents = max(self._peak_agents, user_count)
-
-    def on_test_stop(self, environment: Environment, **_: Any) -> None:
-        self.hub_probe.stop()  # the load is over: the audit's pace is not the run's
-        if self.load is not None:
-            self.load.stop()
-            if self.history is not None:
-                self.history.flush()
-            if isinstance(environment.runner, WorkerRunner):
-                environment.runner.send_message(FINAL_MESSAGE, self._shipment())
-                return
-        if self.coordinator is None or not self.coordinator.running:
-            return
-        workers = None
-        if self._master is not None:
-            self._master.send_message(STOP_MESSAGE)
-            lost = self.shipments.wait_for_finals(self._master, environment.stop_timeout)
-            metrics = self.shipments.total
-            workers = {"shipped": self.shipments.per_worker(), "lost": lost, "settings": self.shipments.settings(),
-                       "shipments_lost": self.shipments.shipments_lost()}
-            hub_lags = {"master": self.hub_probe.take(),
-                        **{f"worker {worker}": lag for worker, lag in self.shipments.hub_lags().items()}}
-        else:
-            metrics = self.load.metrics
-            hub_lags = {"local runner": self.hub_probe.take()}
-        heartbeats = self.heartbeats.summary() if self.heartbeats is not None else None
-        try:
-            self.report = self.coordinator.finish(metrics, self._peak_agents, hub_lags, heartbeats, workers,
-                                                  self._stages)
-        except (psycopg.Error, redis.RedisError) as exc:
-            reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            print(f"toolclash: error: could not audit the run: {reason}", file=sys.stderr, flush=True)
-            self.audit_error = reason
-            self.exit_code = CONFIGURATION_ERROR
-            return
-        self.exit_code = max(self.exit_code or 0, self.report["exit_code"])
-        self.verdicts.append(self.report["verdict"])
-        print(format_summary(self.report), flush=True)
-        log_summary(self.report)
-        for message in configuration_errors(self.report):
-            print(f"toolclash: error: {message}", file=sys.stderr, flush=True)
-        if self.settings.report_json:
-            write_json(self.report, self.settings.report_json)
-        if self.settings.junit_xml:
-            write_junit(self.report, self.settings.junit_xml)
-
-    def on_quitting(self, environment: Environment, **_: Any) -> None:
-        # On Ctrl-C Locust fires `quitting` before it stops the runner: stop it here, so the run
-        # is audited and its verdict is the exit code.
-        if environment.runner.state not in (STATE_INIT, STATE_STOPPED, STATE_CLEANUP):
-            environment.runner.stop()
-        if self.exit_code is not None:
-            environment.process_exit_code = self.exit_code
-        _stop_quietly(self.coordinator, self.services)
-        if self.history is not None:
-            self.history.close()
-
-    def html_section(self) -> str:
-        """toolclash's section of Locust's HTML report, for the test Locust's figures are about:
-        the last one started."""
-        report = self.report
-        if report is not None and report["run"]["run_id"] == self._run_id:
-            return section(report)
-        if not self._run_id:
-            return pending_section("No test has run yet: toolclash audits a test and decides its verdict when it"
-                                   " stops.")
-        if self.audit_error is not None:
-            return pending_section(f"Run {self._run_id} could not be audited ({self.audit_error}): it has no"
-                                   " verdict.")
-        return pending_section(f"Run {self._run_id} has not been audited yet: toolclash audits a test and decides its"
-                               " verdict when it stops. Download the report again then.")
-
-    def on_quit(self, exit_code: int, **_: Any) -> None:
-        # Locust has written its HTML report by now (with --html; its name's {u}/{r}/{t} filled in).
-        html_file = getattr(self.environment.parsed_options, "html_file", None)
-        if self.coordinator is not None and html_file and os.path.exists(html_file):
-            add_to_html_report(html_file, self.html_section())
-        if self.report is not None:
-            verdict, ramps = self.report["verdict"].upper(), ""
-            if len(self.verdicts) > 1:  # web-UI ramps: the exit code is the worst one's
-                verdict = "FAIL" if "fail" in self.verdicts else verdict
-                ramps = f", the worst of {len(self.verdicts)} ramps: {', '.join(v.upper() for v in self.verdicts)}"
-            print(f"toolclash verdict: {verdict} (exit code {exit_code}{ramps})", flush=True)
+    services.stop()

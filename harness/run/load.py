@@ -1,5 +1,6 @@
 """The load side of a process that runs agents (the local runner, or a worker): its pool, its
-Redis client, the adapter, and the metrics its calls are recorded into."""
+Redis client, the adapter, and the metrics its calls are recorded into; the agents find it with
+`load_of` (they need nothing else of the process's role)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ import itertools
 import logging
 import random
 import time
+import weakref
 from bisect import bisect
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import gevent
 import psycopg
 import redis
+from locust.env import Environment
 from locust.event import EventHook
 from psycopg_pool import PoolTimeout
 
@@ -25,13 +29,37 @@ from harness.watch.metrics import Metrics
 from transport.call_record import Outcome
 from transport.in_process import ToolAdapter
 
-__all__ = ["Load", "Toolbox"]
+if TYPE_CHECKING:
+    from harness.output.history import History
+
+__all__ = ["Load", "Toolbox", "load_of", "new_load"]
 
 log = logging.getLogger(__name__)
 
 _DRAIN_TIMEOUT_S = 10.0
 _POOL_SAMPLE_INTERVAL_S = 1.0
 _AS_MANY_AS_AGENTS_WANT = 2**31 - 1
+
+
+_LOADS: weakref.WeakKeyDictionary[Environment, Load] = weakref.WeakKeyDictionary()
+
+
+def new_load(environment: Environment, settings: Settings, process_index: int, history: History | None) -> Load:
+    """The load of the agents Locust runs in this process (`load_of` finds it): Locust is told of
+    each call, the --history file too, and the metrics count the agents' own errors."""
+    load = Load(settings, environment.events.request, process_index)
+    load.agents_now = lambda: environment.runner.user_count
+    environment.events.user_error.add_listener(load.on_agent_error)
+    if history is not None:
+        load.call_started.add_listener(history.invoked)
+        load.call_finished.add_listener(history.completed)
+    _LOADS[environment] = load
+    return load
+
+
+def load_of(environment: Environment) -> Load:
+    """The load the agents of `environment` run on."""
+    return _LOADS[environment]
 
 
 class Toolbox:
@@ -79,7 +107,7 @@ class Load:
         # This process's running totals since its test started: unlike `metrics`, never taken
         # by a shipment (the charts' rates are their differences from one second to the next).
         self._totals = dict.fromkeys(("calls", "attempts", "conflicts"), 0)
-        # How many agents run in this process now (Locust's runner tells: set by the life cycle).
+        # How many agents run in this process now (Locust's runner tells: set by new_load).
         self.agents_now: Callable[[], int] = lambda: 0
 
     def use(self, settings: Settings) -> None:
@@ -96,6 +124,10 @@ class Load:
             self._totals["calls"] += 1
         if self.stage is not None:
             self.metrics.stage(self.stage).record(record)
+
+    def on_agent_error(self, exception: BaseException, **_: Any) -> None:
+        """Locust's `user_error`: an agent's task raised instead of finishing its call."""
+        self.metrics.record_agent_error(exception)
 
     def take_metrics(self) -> Metrics:
         """What was recorded since the last take (a worker ships it to the master)."""

@@ -20,20 +20,20 @@ import json
 import math
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from flask import Blueprint, Response, request, send_from_directory
+from locust.env import Environment
 from locust.runners import STATE_INIT, STATE_RUNNING, STATE_SPAWNING
 
+from harness.config.settings import Settings
 from harness.report_shape import Report
 from harness.watch.metrics import CONFLICT_COUNTERS, Metrics
 
 if TYPE_CHECKING:
     from locust.web import WebUI
 
-    from harness.run.lifecycle import Toolclash
-
-__all__ = ["Panel", "CONFLICT_LABELS", "load_series", "server_series"]
+__all__ = ["Judging", "Panel", "CONFLICT_LABELS", "load_series", "server_series"]
 
 TAB_KEY = "toolclash"
 _ASSETS = Path(__file__).with_name("assets")
@@ -56,23 +56,46 @@ _REPORT_SECTIONS = ("run", "verdict", "exit_code", "tools", "conflicts", "errors
                     "evidence", "server_counters", "latency_ms", "stages", "baseline", "not_audited_by_identity")
 
 
-class Panel:
-    """The tab's content, for one Locust process (the local runner or the master)."""
+class Judging(Protocol):
+    """What the tab shows of the process that judges the run (the local runner, or the master)."""
 
-    def __init__(self, run: Toolclash, web_ui: WebUI) -> None:
-        self._run = run
-        self._runner = run.environment.runner
-        self._tools = list(dict.fromkeys(weighted.tool.name for scenario in run.settings.scenarios
-                                         for weighted in scenario.tools(run.settings.params)))
+    @property
+    def report(self) -> Report | None:
+        """The last audited test's report."""
+
+    @property
+    def audit_error(self) -> str | None:
+        """Why the current test could not be audited."""
+
+    @property
+    def exit_code(self) -> int | None:
+        """The process's so far: the worst of its ramps."""
+
+    def live_metrics(self) -> Metrics:
+        """What the agents recorded in the current (or last) test so far."""
+
+    def server_samples(self) -> list[dict[str, Any]]:
+        """The server sampler's rows of the current (or last) test."""
+
+
+class Panel:
+    """The tab's content, for one Locust process (the local runner or the master). `settings`:
+    the process's at start, whose tools the figures table lists first."""
+
+    def __init__(self, judging: Judging, environment: Environment, settings: Settings, web_ui: WebUI) -> None:
+        self._judging = judging
+        self._runner = environment.runner
+        self._tools = list(dict.fromkeys(weighted.tool.name for scenario in settings.scenarios
+                                         for weighted in scenario.tools(settings.params)))
         self._ramps = 0
         # The last report when the current ramp started: an earlier ramp's, never shown as this one's.
         self._earlier_report: Report | None = None
-        run.environment.events.test_start.add_listener(self._on_test_start)
-        self._install(web_ui, run.environment.parsed_options.web_base_path or "")
+        environment.events.test_start.add_listener(self._on_test_start)
+        self._install(web_ui, environment.parsed_options.web_base_path or "")
 
     def _on_test_start(self, **_: Any) -> None:
         self._ramps += 1
-        self._earlier_report = self._run.report
+        self._earlier_report = self._judging.report
 
     def _install(self, web_ui: WebUI, base_path: str) -> None:
         web_ui.template_args["extended_tabs"] = [{"title": "toolclash", "key": TAB_KEY}]
@@ -90,10 +113,10 @@ class Panel:
         web_ui.app.after_request(_add_tab_script)
 
     def _report_json(self) -> Response:
-        if self._run.report is None:
+        if self._judging.report is None:
             return Response("no ramp has been audited yet\n", status=404, mimetype="text/plain")
-        response = _json(self._run.report)
-        name = f"toolclash-{self._run.report['run']['run_id']}.json"
+        response = _json(self._judging.report)
+        name = f"toolclash-{self._judging.report['run']['run_id']}.json"
         response.headers["Content-Disposition"] = f"attachment; filename={name}"
         return response
 
@@ -101,13 +124,13 @@ class Panel:
 
     def _report(self) -> Report | None:
         """The report of the current ramp, once it is audited."""
-        return self._run.report if self._run.report is not self._earlier_report else None
+        return self._judging.report if self._judging.report is not self._earlier_report else None
 
     def status(self) -> dict[str, Any]:
         """Where the current ramp is: ready (none yet), running, auditing, done or audit_error."""
         if self._report() is not None:
             status = "done"
-        elif self._ramps and self._run.audit_error:
+        elif self._ramps and self._judging.audit_error:
             status = "audit_error"
         elif self._runner.state in (STATE_SPAWNING, STATE_RUNNING):
             status = "running"
@@ -118,18 +141,18 @@ class Panel:
         return {"ramp": self._ramps, "status": status}
 
     def data(self) -> dict[str, Any]:
-        run, runner = self._run, self._runner
+        judging, runner = self._judging, self._runner
         report = self._report()
         status = self.status()["status"]
-        metrics = run.live_metrics() if self._ramps else Metrics()
-        samples = run.coordinator.samples if self._ramps else []
+        metrics = judging.live_metrics() if self._ramps else Metrics()
+        samples = judging.server_samples() if self._ramps else []
         return {
             "ramp": self._ramps,
             "status": status,
             "state": runner.state,
             "agents": runner.user_count,
-            "audit_error": run.audit_error if status == "audit_error" else None,
-            "exit_code": run.exit_code,  # the process's so far: the worst of its ramps
+            "audit_error": judging.audit_error if status == "audit_error" else None,
+            "exit_code": judging.exit_code,  # the process's so far: the worst of its ramps
             "figures": self._figures(metrics, samples[-1] if samples else None, report),
             "series": {"load": load_series(metrics.load_samples), "server": server_series(samples)},
             "verdict": {key: report[key] for key in _REPORT_SECTIONS if key in report} if report else None,

@@ -1,0 +1,184 @@
+"""The judging side of a run, in the process where the verdict is made (the local runner,
+harness.run.local, or the master, harness.run.master): its servers and coordinator, each test's
+settings, seed and run id, the audit once the load has stopped, and what it is written to (the
+report, the verdict line, toolclash's section of the HTML report). The web UI's tab reads it
+through harness.web.panel.Judging."""
+
+from __future__ import annotations
+
+import os
+import time
+from abc import abstractmethod
+from typing import Any
+
+import gevent
+import psycopg
+import redis
+from locust.env import Environment
+
+from harness.config.option import BadOption
+from harness.config.settings import Settings
+from harness.output.history import History
+from harness.output.html.locust_report import add_to_html_report
+from harness.output.html.section import pending_section, section
+from harness.output.summary import publish
+from harness.report_shape import Report
+from harness.run.role import Role
+from harness.run.services import Services
+from harness.verdict.coordinator import Coordinator
+from harness.verdict.report import StageStart
+from harness.watch.metrics import Metrics
+
+__all__ = ["Judge"]
+
+
+class Judge(Role):
+    """What a local runner and a master share: everything but where the agents run."""
+
+    def __init__(self, environment: Environment, settings: Settings, history: History | None, services: Services,
+                 coordinator: Coordinator) -> None:
+        super().__init__(environment, settings, history)
+        self.services = services
+        self.coordinator = coordinator
+        self.report: Report | None = None
+        self.verdicts: list[str] = []  # each audited test's verdict, in order
+        self.audit_error: str | None = None  # why the current test could not be audited
+        self._peak_agents = 0
+        self._stages: list[StageStart] = []
+        # The test's run id and seed: chosen here, told to the workers.
+        self._run_id = ""
+        self._seed = 0
+
+    def listen(self) -> None:
+        super().listen()
+        events = self.environment.events
+        events.spawning_complete.add_listener(self.on_spawning_complete)
+        events.quit.add_listener(self.on_quit)
+
+    # -- where the agents run: here, or on the workers --------------------------------------
+
+    @abstractmethod
+    def live_metrics(self) -> Metrics:
+        """What the agents recorded in the current (or last) test so far."""
+
+    def _check(self, settings: Settings) -> list[str]:
+        """What refuses a test with these settings before any load, one line each: nothing here
+        (a master asks its workers)."""
+        return []
+
+    @abstractmethod
+    def _start_agents(self, agents: int) -> None:
+        """The test begun (seed and run id chosen): start the load, or have the workers start it."""
+
+    @abstractmethod
+    def _stop_load(self, environment: Environment) -> dict[str, Any]:
+        """The test stopped: stop the load (or wait for the workers' final figures); the
+        coordinator's `finish` arguments that come from the load: metrics, hub lags, and on a
+        master the heartbeats and the workers' shipments."""
+
+    # -- a test -----------------------------------------------------------------------------
+
+    def server_samples(self) -> list[dict[str, Any]]:
+        return self.coordinator.samples
+
+    def _use(self, settings: Settings) -> None:
+        super()._use(settings)
+        self.coordinator.use(settings)
+
+    def on_test_start(self, environment: Environment, **_: Any) -> None:
+        self.audit_error = None
+        self.hub_probe.start()
+        agents = environment.runner.target_user_count or 0
+        self._peak_agents = agents
+        refusals = self._prepare_test(environment)
+        if refusals:
+            return self._refuse_test(refusals)
+        self._seed = self.settings.seed_for_test()
+        self._run_id = self.coordinator.begin(agents, lambda: environment.runner.user_count, self._seed)
+        if self.history is not None:
+            self.history.run_started(self._run_id, self._seed)
+        self._start_agents(agents)
+
+    def _prepare_test(self, environment: Environment) -> list[str]:
+        """Before any load: this test's settings, and what else may refuse it (`_check`); what
+        refuses the test, one line each."""
+        try:
+            settings = self.settings_for_test(environment.parsed_options)
+        except BadOption as exc:
+            return [str(exc)]
+        refusals = self._check(settings)
+        if refusals:
+            return refusals
+        self._use(settings)
+        return []
+
+    def _refuse_test(self, lines: list[str]) -> None:
+        """The test cannot run as asked: say why, end it before any load, exit code 2."""
+        headless = self.environment.parsed_options.headless
+        for line in lines:
+            self._configuration_error(line, in_log=not headless)  # without a console, the web UI's log
+        self._end_test_early()
+
+    def _end_test_early(self) -> None:
+        """A load process could not start: end the run now (it is judged on what it has), rather
+        than let agents without a pool run out the clock."""
+        runner = self.environment.runner
+        gevent.spawn(runner.quit if self.environment.parsed_options.headless else runner.stop)
+
+    def on_stage(self, index: int, agents: int) -> None:
+        """The load shape entered a stage: count calls by stage from now on."""
+        if index == 0:
+            self._stages = []
+        self._stages.append({"stage": index, "agents": agents, "started": time.monotonic()})
+
+    def on_spawning_complete(self, user_count: int, **_: Any) -> None:
+        self._peak_agents = max(self._peak_agents, user_count)
+
+    def on_test_stop(self, environment: Environment, **_: Any) -> None:
+        self.hub_probe.stop()  # the load is over: the audit's pace is not the run's
+        if not self.coordinator.running:
+            return  # refused before it began: no load ran
+        from_load = self._stop_load(environment)
+        try:
+            self.report = self.coordinator.finish(peak_agents=self._peak_agents, stages=self._stages, **from_load)
+        except (psycopg.Error, redis.RedisError) as exc:
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            self.audit_error = reason
+            self._configuration_error(f"could not audit the run: {reason}")
+            return
+        self.exit_code = max(self.exit_code or 0, self.report["exit_code"])
+        self.verdicts.append(self.report["verdict"])
+        publish(self.report, self.settings.report_json, self.settings.junit_xml)
+
+    # -- the end ----------------------------------------------------------------------------
+
+    def _release(self) -> None:
+        self.coordinator.close()
+        self.services.stop()
+
+    def html_section(self) -> str:
+        """toolclash's section of Locust's HTML report, for the test Locust's figures are about:
+        the last one started."""
+        report = self.report
+        if report is not None and report["run"]["run_id"] == self._run_id:
+            return section(report)
+        if not self._run_id:
+            return pending_section("No test has run yet: toolclash audits a test and decides its verdict when it"
+                                   " stops.")
+        if self.audit_error is not None:
+            return pending_section(f"Run {self._run_id} could not be audited ({self.audit_error}): it has no"
+                                   " verdict.")
+        return pending_section(f"Run {self._run_id} has not been audited yet: toolclash audits a test and decides its"
+                               " verdict when it stops. Download the report again then.")
+
+    def on_quit(self, exit_code: int, **_: Any) -> None:
+        # Locust has written its HTML report by now (with --html; its name's {u}/{r}/{t} filled in).
+        html_file = getattr(self.environment.parsed_options, "html_file", None)
+        if html_file and os.path.exists(html_file):
+            add_to_html_report(html_file, self.html_section())
+        if self.report is not None:
+            verdict, ramps = self.report["verdict"].upper(), ""
+            if len(self.verdicts) > 1:  # web-UI ramps: the exit code is the worst one's
+                verdict = "FAIL" if "fail" in self.verdicts else verdict
+                ramps = f", the worst of {len(self.verdicts)} ramps: {', '.join(v.upper() for v in self.verdicts)}"
+            print(f"toolclash verdict: {verdict} (exit code {exit_code}{ramps})", flush=True)
