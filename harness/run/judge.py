@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 from abc import abstractmethod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
 import psycopg
@@ -17,17 +17,18 @@ import redis
 from locust.env import Environment
 
 from harness.config.option import BadOption
-from harness.config.settings import Settings
-from harness.output.history import History
-from harness.output.html.locust_report import add_to_html_report
-from harness.output.html.section import pending_section, section
+from harness.output.html.locust_report import add_to_html_report, section_for_test
 from harness.output.summary import publish
-from harness.report_shape import Report
 from harness.run.role import Role
-from harness.run.services import Services
-from harness.verdict.coordinator import Coordinator
-from harness.verdict.report import StageStart
-from harness.watch.metrics import Metrics
+
+if TYPE_CHECKING:  # what the judge is handed or hands on, named in its annotations only
+    from harness.config.settings import Settings
+    from harness.output.history import History
+    from harness.report_shape import Report
+    from harness.run.services import Services
+    from harness.verdict.coordinator import Coordinator
+    from harness.verdict.report import StageStart
+    from harness.watch.metrics import Metrics
 
 __all__ = ["Judge"]
 
@@ -159,17 +160,7 @@ class Judge(Role):
     def html_section(self) -> str:
         """toolclash's section of Locust's HTML report, for the test Locust's figures are about:
         the last one started."""
-        report = self.report
-        if report is not None and report["run"]["run_id"] == self._run_id:
-            return section(report)
-        if not self._run_id:
-            return pending_section("No test has run yet: toolclash audits a test and decides its verdict when it"
-                                   " stops.")
-        if self.audit_error is not None:
-            return pending_section(f"Run {self._run_id} could not be audited ({self.audit_error}): it has no"
-                                   " verdict.")
-        return pending_section(f"Run {self._run_id} has not been audited yet: toolclash audits a test and decides its"
-                               " verdict when it stops. Download the report again then.")
+        return section_for_test(self.report, self._run_id, self.audit_error)
 
     def on_quit(self, exit_code: int, **_: Any) -> None:
         # Locust has written its HTML report by now (with --html; its name's {u}/{r}/{t} filled in).

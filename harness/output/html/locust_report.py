@@ -5,7 +5,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["add_to_html_report", "insert_section"]
+from harness.output.html.section import pending_section, section
+from harness.report_shape import Report
+
+__all__ = ["add_to_html_report", "insert_section", "section_for_test"]
+
+
+def section_for_test(report: Report | None, run_id: str, audit_error: str | None) -> str:
+    """The section for the test Locust's figures are about (`run_id`, the last one started; ""
+    before any): its report's, or why it has none yet."""
+    if report is not None and report["run"]["run_id"] == run_id:
+        return section(report)
+    if not run_id:
+        return pending_section("No test has run yet: toolclash audits a test and decides its verdict when it"
+                               " stops.")
+    if audit_error is not None:
+        return pending_section(f"Run {run_id} could not be audited ({audit_error}): it has no verdict.")
+    return pending_section(f"Run {run_id} has not been audited yet: toolclash audits a test and decides its"
+                           " verdict when it stops. Download the report again then.")
 
 
 def insert_section(page: str, html: str) -> str:
