@@ -108,8 +108,7 @@ class HttpExchange:
         parts = urlsplit(settings.url)
         self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self._timeout_s = settings.timeout_s
-        headers = {"User-Agent": "toolclash", "Accept": "application/json, text/event-stream",
-                   "Content-Type": "application/json"}
+        headers = {"User-Agent": "toolclash", "Accept": "application/json, text/event-stream"}
         if settings.token:
             headers["Authorization"] = f"Bearer {settings.token}"
         tls = parts.scheme == "https"
@@ -128,7 +127,7 @@ class HttpExchange:
     def post(self, message: Message, headers: dict[str, str], waits: list[float] | None = None) -> Reply:
         """Send `message`; its reply. `waits` gets the time spent waiting for a connection."""
         body = json.dumps(message, separators=(",", ":")).encode("utf-8")
-        return self._exchange("POST", body, headers, message.get("id"), waits)
+        return self._exchange("POST", body, {**headers, "Content-Type": "application/json"}, message.get("id"), waits)
 
     def delete(self, headers: dict[str, str]) -> Reply:
         return self._exchange("DELETE", b"", headers, None, None)
