@@ -13,7 +13,7 @@ import redis.exceptions
 from psycopg import errors as pg_errors
 from psycopg_pool import PoolTimeout
 
-__all__ = ["Failure", "QueueFull", "Refused", "VersionConflict", "classify"]
+__all__ = ["Failure", "QueueFull", "Refused", "VersionConflict", "classify", "classify_sqlstate"]
 
 
 class VersionConflict(Exception):
@@ -109,3 +109,22 @@ def classify(exc: BaseException, connection: psycopg.Connection | None = None) -
     if isinstance(exc, psycopg.OperationalError) and (connection is None or connection.broken):
         return Failure.CONNECTION_LOST
     return Failure.ERROR
+
+
+# A connection exception (class 08) or the server shutting the session down (57P01 admin_shutdown,
+# 57P02 crash_shutdown, 57P03 cannot_connect_now): the session was lost, whatever it was doing.
+_CONNECTION_LOST_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+
+
+def classify_sqlstate(sqlstate: str) -> Failure:
+    """The kind of failure a SQLSTATE names when someone else met it and reports only its code (a
+    tool server's reply): the same table as `classify`, through the class psycopg maps that code
+    to. An unknown code is an error."""
+    try:
+        cls = pg_errors.lookup(sqlstate)
+    except KeyError:
+        return Failure.ERROR
+    for known, failure in _BY_CLASS:
+        if issubclass(cls, known):
+            return failure
+    return Failure.CONNECTION_LOST if sqlstate.startswith(_CONNECTION_LOST_SQLSTATES) else Failure.ERROR

@@ -46,6 +46,16 @@ class CallRecord:
     # What the tool handed its agent (its function's return value, JSON-able): set by the last
     # attempt that ran the tool to its end, so an indeterminate call has the value it would have.
     value: Any = None
+    # Over a tool server (transport.mcp), `attempts` and `failures` are the client's: the
+    # tools/call requests it sent for the call, and why each failed. What the server said of its
+    # own work is kept apart: its attempts, summed over the replies that said (0: none said), and
+    # the failures it said it absorbed. `reissues`: requests sent again with the same op id because
+    # a reply was lost or the session had expired (counted in `attempts` too); `is_error_replies`:
+    # the replies that were tool results with `isError: true`.
+    server_attempts: int = 0
+    server_failures: list[Failure] = field(default_factory=list)
+    reissues: int = 0
+    is_error_replies: int = 0
 
     @property
     def retries(self) -> int:

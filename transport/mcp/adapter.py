@@ -1,0 +1,179 @@
+"""The adapter of the MCP transport: each tool call one `tools/call` to the server (or more, by
+the rules below), reported once through the same hooks as the in-process adapter's
+(transport.in_process), so the harness tells Locust of each call once, whichever transport ran it.
+
+Before the first try, the call's arguments are drawn from its seed, once (db.tool), and its op id
+made; every request of the call carries both (transport.mcp.client: `_meta`, `Idempotency-Key`,
+the `op_id` argument). Each try sends the call and reads what came back as a careful client:
+- a tool result: `isError: false` succeeded; `isError: true` is the failure of the kind it names
+  (transport.mcp.tool_result), tried again by the retry policy only when that kind may be retried
+  and the work was rolled back; a refusal or an error ends the call;
+- a JSON-RPC error (an unknown tool, invalid arguments) or an HTTP error status: an error;
+- no reply, and the request provably never reached the server (the connection could not be
+  opened, nor its session): a lost connection, nothing applied, tried again by the policy;
+- no reply to a request that was sent (the connection broke, the stream ended, a 5xx): the
+  server may have applied it. Sent again with the same op id while the policy allows, counted in
+  `reissues` (a server that keys its work by op id applies it once); no reply within the
+  timeout is not sent again (the request may still be running).
+Once a reply was lost, the call can only end succeeded (a later reply said so) or indeterminate.
+
+`attempts` and `failures` are the client's tries; what the server said of its own tries is
+`server_attempts` and `server_failures` (transport.call_record).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from time import monotonic_ns, perf_counter
+
+import gevent
+
+from db.errors import Failure
+from db.tool import Tool
+from transport.call_record import CallRecord, Outcome
+from transport.hooks import CallHook
+from transport.in_flight import CallsInFlight
+from transport.mcp.client import McpClient, McpSession, UnusableTool
+from transport.mcp.exchange import McpError, NotDelivered, ReplyLost, ReplyTimedOut
+from transport.mcp.tool_result import ToolError, read_tool_result
+from transport.retry import RetryPolicy
+
+__all__ = ["McpToolAdapter"]
+
+log = logging.getLogger(__name__)
+
+_STOPPED = (gevent.GreenletExit, KeyboardInterrupt, SystemExit)
+
+
+class McpToolAdapter:
+    """Calls tools on the server `client` is connected to, one session per agent. `reissue_lost`:
+    whether a request whose reply was lost is sent again (by the retry policy)."""
+
+    def __init__(self, client: McpClient, policy: RetryPolicy, call_finished: CallHook,
+                 call_started: CallHook | None = None, *, reissue_lost: bool = True) -> None:
+        self._client = client
+        self._policy = policy
+        self._call_started = call_started
+        self._reissue_lost = reissue_lost
+        self._backoff_rng = random.Random()
+        self._in_flight = CallsInFlight(call_finished)
+        self._sessions: dict[str, McpSession] = {}
+
+    @property
+    def calls_in_flight(self) -> int:
+        return len(self._in_flight)
+
+    def abandon_calls_in_flight(self) -> list[CallRecord]:
+        """Report every call still in flight as indeterminate, now, and ignore its own end."""
+        return self._in_flight.abandon()
+
+    def open_session(self, agent_id: str) -> None:
+        """Open the agent's session now (its first call would), so that no call's time holds the
+        handshake. A failure is the first call's to meet."""
+        try:
+            self._session(agent_id).open()
+        except Exception as exc:  # what it was is told by the call that meets it again
+            log.debug("MCP session of agent %s not opened: %s", agent_id, exc)
+
+    def close_session(self, agent_id: str) -> None:
+        session = self._sessions.pop(agent_id, None)
+        if session is not None:
+            session.close()
+
+    def close(self) -> None:
+        for agent_id in list(self._sessions):
+            self.close_session(agent_id)
+
+    def call(self, tool: Tool, agent_id: str, seed: int) -> CallRecord:
+        record = CallRecord(tool=tool.name, backend=tool.backend, op_id=uuid.uuid4(), agent_id=agent_id, seed=seed,
+                            started_ns=monotonic_ns())
+        drawn = self._draw_arguments(tool, seed, record)
+        if self._call_started is not None:
+            self._call_started.fire(record=record)
+        started = perf_counter()
+        self._in_flight.started(record)
+        lost = False  # a request of this call reached the server, maybe, and its reply never came
+        sending = reissuing = False
+        try:
+            for attempt in range(1, self._policy.max_tries + 1) if drawn else ():
+                record.attempts = attempt
+                record.reissues += reissuing
+                session = self._session(agent_id)
+                renewals = session.renewals
+                sending = True
+                try:
+                    again = self._attempt(session, record)
+                    reissuing = False
+                except ReplyLost as exc:
+                    lost = True
+                    self._failed(record, Failure.CONNECTION_LOST, exc)
+                    again = reissuing = self._reissue_lost and not isinstance(exc, ReplyTimedOut)
+                finally:
+                    record.reissues += session.renewals - renewals
+                sending = False
+                if not again:
+                    break
+                if attempt < self._policy.max_tries:
+                    gevent.sleep(self._policy.backoff(attempt, self._backoff_rng))
+        except _STOPPED:
+            record.outcome = Outcome.INDETERMINATE if sending or lost else Outcome.INTERRUPTED
+            raise
+        else:
+            if record.outcome is not Outcome.SUCCEEDED:
+                record.outcome = Outcome.INDETERMINATE if lost else Outcome.FAILED
+        finally:
+            record.duration_s = perf_counter() - started
+            self._in_flight.finished(record)
+        return record
+
+    def _attempt(self, session: McpSession, record: CallRecord) -> bool:
+        """One try; whether the call may be tried again. ReplyLost when the reply never came."""
+        try:
+            result = session.call_tool(record.tool, record.arguments or {}, record.op_id, waits=record.pool_waits_s)
+        except NotDelivered as exc:
+            self._failed(record, Failure.CONNECTION_LOST, exc)
+            return True
+        except (McpError, UnusableTool) as exc:
+            self._failed(record, Failure.ERROR, exc)
+            return False
+        reply = read_tool_result(result)
+        record.server_attempts += reply.server_attempts
+        record.server_failures.extend(reply.server_failures)
+        if reply.failure is None:
+            record.outcome = Outcome.SUCCEEDED
+            record.value = reply.value
+            return False
+        record.is_error_replies += 1
+        self._failed(record, reply.failure, ToolError(reply.message))
+        return reply.failure.retryable and reply.rolled_back
+
+    def _failed(self, record: CallRecord, failure: Failure, exc: BaseException) -> None:
+        record.failures.append(failure)
+        record.exception = exc
+        if failure is Failure.ERROR:
+            log.warning("tool %s failed over MCP: %s: %s", record.tool, type(exc).__name__, exc)
+
+    def _session(self, agent_id: str) -> McpSession:
+        session = self._sessions.get(agent_id)
+        if session is None:
+            session = self._sessions[agent_id] = self._client.session()
+        return session
+
+    @staticmethod
+    def _draw_arguments(tool: Tool, seed: int, record: CallRecord) -> bool:
+        """The call's arguments onto its record, drawn once for all its tries; False when they
+        cannot be: the tool's arguments step raised, or it has none (such a tool draws from its
+        seed as it runs, and only the load's process holds the seed): the call failed."""
+        try:
+            record.arguments = tool.draw_arguments(seed)
+            if record.arguments is None:
+                raise ValueError(f"tool {tool.name} has no arguments step: its arguments cannot be sent over MCP")
+            return True
+        except Exception as exc:  # the tool's own code: whatever it raises is its error
+            record.attempts = 1
+            record.failures.append(Failure.ERROR)
+            record.exception = exc
+            log.warning("tool %s failed to draw its arguments: %s: %s", tool.name, type(exc).__name__, exc)
+            return False

@@ -1,0 +1,76 @@
+"""How the agents reach an MCP tool server: its URL, the protocol era, credentials, TLS, time
+limits and connections; and the protocol's names this client uses.
+
+Two eras of the Model Context Protocol's Streamable HTTP transport are spoken. The session era
+(2025-03-26 to 2025-11-25): an `initialize` handshake opens a session, named by the
+`Mcp-Session-Id` header on every later request, and closed by DELETE. The stateless era
+(2026-07-28): no handshake and no session, every request carries its protocol version and the
+client's capabilities in `params._meta`, mirrored in headers. `auto` asks the server, as the
+specification's backward compatibility says (transport.mcp.client).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+__all__ = ["CLIENT_INFO", "ERAS", "OP_ID_META_KEY", "SESSION_ERA_VERSION", "SESSION_ERA_VERSIONS",
+           "STATELESS_ERA_VERSION", "McpSettings", "redacted_url"]
+
+ERAS = ("auto", "session", "stateless")
+# Offered in `initialize`; the server may answer with any of SESSION_ERA_VERSIONS, which differ in
+# nothing a tool call uses (2025-03-26 had no MCP-Protocol-Version header, which it ignores).
+SESSION_ERA_VERSION = "2025-11-25"
+SESSION_ERA_VERSIONS = ("2025-03-26", "2025-06-18", "2025-11-25")
+STATELESS_ERA_VERSION = "2026-07-28"
+
+# Where a tools/call carries the call's op id in `params._meta`. A prefix of toolclash's own: the
+# specification reserves those whose second label is `modelcontextprotocol` or `mcp`.
+OP_ID_META_KEY = "io.toolclash/op_id"
+CLIENT_INFO = {"name": "toolclash", "version": "0.1.0"}
+
+
+@dataclass(frozen=True)
+class McpSettings:
+    """`url`: the server's MCP endpoint (http or https). `era`: one of ERAS. `token`: sent as
+    `Authorization: Bearer …` when given (never shown). `tls_verify`: check the server's
+    certificate and name (against `ca_file` when given, else the system's authorities).
+    `timeout_s`: how long a request waits for its reply, streamed or not: past it the reply
+    never came. `connect_timeout_s`: how long to open a connection. `connections`: the process's
+    connections to the server at most (one per request in flight; a request waits for one)."""
+
+    url: str
+    era: str = "auto"
+    token: str | None = field(default=None, repr=False)
+    tls_verify: bool = True
+    ca_file: str | None = None
+    timeout_s: float = 30.0
+    connect_timeout_s: float = 5.0
+    connections: int = 100
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"MCP server URL {self.redacted_url!r}: an http:// or https:// URL with a host")
+        if self.era not in ERAS:
+            raise ValueError(f"MCP protocol era {self.era!r}: one of {', '.join(ERAS)}")
+        if not (0 < self.connect_timeout_s < self.timeout_s):
+            raise ValueError(f"MCP timeouts: connecting ({self.connect_timeout_s:g} s) must take more than 0 s"
+                             f" and less than a request's reply ({self.timeout_s:g} s)")
+        if self.connections < 1:
+            raise ValueError(f"MCP connections: at least 1, not {self.connections}")
+
+    @property
+    def redacted_url(self) -> str:
+        return redacted_url(self.url)
+
+
+def redacted_url(url: str) -> str:
+    """`url` as messages show it: its user information and every query value (where credentials
+    ride) replaced by ***."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = urlencode([(key, "***") for key, _ in parse_qsl(parts.query, keep_blank_values=True)], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
