@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import uuid
 from contextlib import closing
 from dataclasses import replace
 
@@ -158,6 +159,29 @@ def test_a_tool_that_declares_arguments_executes_from_them_alone():
     record = adapter.call(Tool("peeks", lambda tx: tx.rng.random(), "redis", no_arguments), "agent-1", 1)
     assert record.outcome is Outcome.FAILED and record.failures == [Failure.ERROR]
     assert "declares its arguments" in str(record.exception)
+
+
+def test_a_call_given_its_arguments_and_op_id_executes_them_on_every_attempt_and_waits_as_told():
+    """A tool server's call: what the agent drew and named, executed as given (its arguments step
+    never runs), every wait (backoff, the tool's work) through the sleep the adapter was given."""
+    seen, slept = [], []
+
+    def flaky(tx, *, n):
+        seen.append((tx.op_id, n))
+        tx.work()
+        if len(seen) < 3:
+            raise VersionConflict("someone else was first")
+        return {"n": n}
+
+    recorder = Recorder()
+    adapter = ToolAdapter(None, None, QUICK_RETRIES, 0.25, recorder.call_finished, sleep=slept.append)
+    op_id = uuid.uuid4()
+    record = adapter.call_with(Tool("flaky", flaky, "redis", lambda rng: 1 / 0), "agent-7", {"n": 5}, op_id)
+    assert (record.outcome, record.attempts, record.value) == (Outcome.SUCCEEDED, 3, {"n": 5})
+    assert (record.op_id, record.agent_id, record.arguments) == (op_id, "agent-7", {"n": 5})
+    assert seen == [(op_id, 5)] * 3
+    assert slept.count(0.25) == 3 and len(slept) == 5, "the tool's work on each attempt, a backoff between two"
+    assert recorder.records == [record]
 
 
 def test_an_arguments_step_that_raises_is_the_tools_error_and_runs_nothing():
