@@ -160,9 +160,14 @@ def _post(url: str, body: dict, headers: dict[str, str]) -> dict:
 
 def test_the_op_id_travels_three_ways_a_refusal_is_answered_and_a_resent_op_id_is_applied_once(
         toolserver, schema, admin):
+    """In the session era with JSON replies: the op id in _meta, as an argument, or none (the
+    server names it); two that disagree refused; a refusal and a bad argument answered as such;
+    the same op id sent again applied once. Then in the stateless era, the op id as an
+    Idempotency-Key header, on a request sent as it travels."""
     prepared_schema(admin, schema)
     admin.execute(sql.SQL("UPDATE {}.accounts SET balance = 0 WHERE id = 3").format(sql.Identifier(schema)))
-    server = toolserver.start(schema)
+    server = toolserver.start(schema, "--json-response")
+    assert server.info()["json_response"] is True
     refused_op, given, plan_step = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     calls = [
         _call("deduct_credits", {"account": 3, "amount": 5}, refused_op),
