@@ -29,16 +29,16 @@ from toolserver.options import ServerOptions
 from toolserver.results import call_result
 from toolserver.schemas import DESCRIPTIONS, OP_ID_ARGUMENT, OUTPUT_SCHEMA, arguments_model
 
-__all__ = ["MCP_PATH", "ToolCall", "describe", "server_app"]
+__all__ = ["MCP_PATH", "describe", "server_app"]
 
 MCP_PATH = "/mcp"
 SERVER_NAME = "toolclash-toolserver"
 
-ToolCall = Callable[..., Coroutine[Any, Any, CallToolResult]]
+_ToolCall = Callable[..., Coroutine[Any, Any, CallToolResult]]
 
 
 def describe(options: ServerOptions, tools: list[str]) -> dict[str, Any]:
-    """What the server is, as `GET /info` answers and the startup line says."""
+    """What the server is, as `GET /info` answers."""
     return {
         "server": SERVER_NAME,
         "pid": os.getpid(),
@@ -57,7 +57,7 @@ def describe(options: ServerOptions, tools: list[str]) -> dict[str, Any]:
     }
 
 
-def _handler(tool: Tool, execution: Execution) -> ToolCall:
+def _handler(tool: Tool, execution: Execution) -> _ToolCall:
     async def call(context: Context, **arguments: Any) -> CallToolResult:
         request = context.request_context
         http = request.request  # the Starlette request that carried the call

@@ -7,8 +7,8 @@ A call may carry its op id three ways, all read: in the request's `params._meta`
 it carries must agree (else the request is refused, and nothing runs); a call that carries none
 gets a fresh one, and its result says so (`op_id_from` "server"). The agent is `_meta`'s
 `io.toolclash/agent_id`, else the MCP session's id, else one name for every anonymous caller:
-what the tools write as `agent_id` (update_plan guards its retries per agent, so an agent's calls
-should not share the anonymous name; docs/mcp.md).
+what the tools write as `agent_id` (update_plan guards its retries per agent: agents that call it
+at once should each be named; docs/mcp.md).
 """
 
 from __future__ import annotations
