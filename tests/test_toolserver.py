@@ -118,7 +118,7 @@ def test_conflicts_are_retried_by_the_server_reported_and_the_audits_hold_on_wha
     audits, given the calls as the agents saw them, find every op id where it belongs."""
     prepared_schema(admin, schema, accounts=2)
     server = toolserver.start(schema, "--threads", "4", "--isolation", "repeatable_read", "--deadlock-timeout",
-                              "20", "--tool-work", "250", "--backoff-base", "1", "--backoff-max", "5")
+                              "20", "--tool-work", "400", "--backoff-base", "1", "--backoff-max", "5")
     agents = [[_call("transfer_credits", {"payer": 1, "payee": 2, "amount": 3}, uuid.uuid4(), "agent-1")],
               [_call("transfer_credits", {"payer": 2, "payee": 1, "amount": 4}, uuid.uuid4(), "agent-2")],
               [_call("increment_counter", {"counter": 1}, uuid.uuid4(), "agent-3")],
