@@ -111,7 +111,8 @@ def test_a_failure_says_its_kind_sqlstate_whether_it_was_rolled_back_or_refused(
         "kind": "serialization_failures", "sqlstate": "40001", "rolled_back": True, "refused": False,
         "op_id": str(gave_up.op_id), "op_id_from": "meta", "attempts": 2,
         "failures": ["serialization_failures"] * 2}
-    assert failed.content[0].text.startswith("deduct_credits failed (serialization_failures, attempt 2)")
+    assert [block.text for block in failed.content] == [
+        "deduct_credits failed (serialization_failures, attempt 2): could not serialize access"]
     refused = call_result(_record(Outcome.FAILED, [Failure.REFUSED], Refused("account 3 holds 0, needs 5")),
                           Identity(uuid.uuid4(), "server", "a"))
     assert (refused.structured_content["refused"], refused.structured_content["sqlstate"]) == (True, None)

@@ -8,8 +8,8 @@ Failed (isError true): {"kind", "sqlstate", "rolled_back", "refused", "op_id", "
 counter name), `sqlstate` PostgreSQL's code when it gave one, `rolled_back` whether the work is
 known not applied (false when the outcome is unknown: a connection lost during COMMIT, or a Redis
 tool's commands), `refused` the tool's business "no" (db.errors.Refused). `failures` is the kind of
-each failed attempt, in order. Both also carry the structured content as JSON text, for clients
-that read only `content`.
+each failed attempt, in order. A success also carries its structured content as JSON text, for
+clients that read only `content`; a failure, one line saying what failed (a client's message).
 """
 
 from __future__ import annotations
@@ -40,8 +40,7 @@ def call_result(record: CallRecord, identity: Identity) -> CallToolResult:
     said = f"{record.tool} {'refused' if last.refusal else 'failed'} ({last.value}"
     said += ", outcome unknown" if record.outcome is Outcome.INDETERMINATE else ""
     said += f", attempt {record.attempts}): {_first_line(record.exception)}"
-    return CallToolResult(content=[TextContent(type="text", text=said), _text(failed)], structured_content=failed,
-                          is_error=True)
+    return CallToolResult(content=[TextContent(type="text", text=said)], structured_content=failed, is_error=True)
 
 
 def _text(structured: dict[str, Any]) -> TextContent:
