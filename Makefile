@@ -36,9 +36,10 @@ FAST_TIER := not locust and not browser and not compose
 test-fast: $(INSTALLED)
 	$(BIN)/python -m pytest -m "$(FAST_TIER)" $(PYTEST_ARGS)
 
-# ruff check over the whole tree (rules in pyproject.toml), then mypy --strict on db/, transport/
-# and the report's types and builder; both run, and the target fails if either found anything.
-MYPY_STRICT := db transport harness/report_shape.py harness/verdict/report.py
+# ruff check over the whole tree (rules in pyproject.toml), then mypy --strict on db/, transport/,
+# toolserver/ and the report's types and builder; both run, and the target fails if either found
+# anything.
+MYPY_STRICT := db transport toolserver harness/report_shape.py harness/verdict/report.py
 lint: $(INSTALLED)
 	status=0; $(BIN)/ruff check . || status=1; $(BIN)/mypy --strict $(MYPY_STRICT) || status=1; exit $$status
 

@@ -1,5 +1,6 @@
 """Test fixtures: the real PostgreSQL and Redis, reached once per session; the `locust` command;
-Chromium; and the markers that sort the tests into tiers (tests/README.md).
+the reference MCP tool server; Chromium; and the markers that sort the tests into tiers
+(tests/README.md).
 
 The servers are this machine's when TOOLCLASH_TEST_PG_DSN / TOOLCLASH_TEST_REDIS_URL are set,
 the embedded ones (started here, stopped at the end) otherwise. If a server cannot be reached
@@ -129,6 +130,18 @@ def schema(servers: TestServers, admin: psycopg.Connection) -> Iterator[str]:
     admin.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
     with redis.Redis.from_url(servers.redis_url) as client:
         RedisKeys(name).clear(client)
+
+
+@pytest.fixture
+def toolserver(servers: TestServers) -> Iterator[support.ToolServer]:
+    """Starts the reference MCP tool server (`python -m toolserver`) on the test's servers
+    (tests/support.py's ToolServer): the test gets the `mcp` marker. What it started and still
+    runs at the test's end is killed."""
+    starter = support.ToolServer(servers.pg_dsn, servers.redis_url)
+    try:
+        yield starter
+    finally:
+        starter.close()
 
 
 _BROWSER_INSTALL = "apt-get install -y chromium chromium-driver"

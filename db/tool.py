@@ -45,7 +45,7 @@ class Transaction:
     """
 
     __slots__ = ("op_id", "agent_id", "conn", "redis", "statement_started", "committed_at", "after_commit",
-                 "observations", "_seed", "_rng", "_work_s")
+                 "observations", "_seed", "_rng", "_work_s", "_sleep")
 
     def __init__(
         self,
@@ -55,6 +55,7 @@ class Transaction:
         conn: psycopg.Connection | None,
         redis_client: redis.Redis | None,
         work_s: float = 0.0,
+        sleep: Callable[[float], None] = gevent.sleep,
     ) -> None:
         self.op_id = op_id
         self.agent_id = agent_id
@@ -72,6 +73,7 @@ class Transaction:
         self.after_commit: list[Callable[[], None]] = []
         self.observations: list[tuple[str, float]] = []
         self._work_s = work_s
+        self._sleep = sleep  # the hub's for the load's greenlets, time.sleep in a tool server's threads
 
     @property
     def rng(self) -> random.Random:
@@ -99,7 +101,7 @@ class Transaction:
         """The tool's own work between two statements (an API or model call, a computation),
         during which its transaction holds what it has locked so far (--tool-work)."""
         if self._work_s:
-            gevent.sleep(self._work_s)
+            self._sleep(self._work_s)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """Helpers shared by the tests: a prepared schema, an adapter on it, the `locust` command (the one
-helper that starts it: LocustProcess, reached through the `locust` fixture), wait_until."""
+helper that starts it: LocustProcess, reached through the `locust` fixture), the reference MCP tool
+server (through the `toolserver` fixture) and the SDK's client, wait_until."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
 from pathlib import Path
@@ -38,7 +40,7 @@ from db.session import SEND_ONCE
 from db.tool import Tool
 from harness.run.locust_requests import told_to
 from harness.watch.metrics import Metrics
-from tasks.queue import QueueKeys
+from tasks.queue import PRIORITIES, QueueKeys
 from tasks.scenarios import ScenarioParams, built_in_tools
 from transport.hooks import Hook
 from transport.in_process import ToolAdapter
@@ -98,6 +100,7 @@ def own_master_port() -> list[str]:
 # fixture (conftest.py applies them; pyproject.toml declares them; --strict-markers refuses others).
 FIXTURE_MARKERS = {
     "servers": "servers",  # the real PostgreSQL and Redis (conftest.py)
+    "toolserver": "mcp",  # starts the reference MCP tool server (conftest.py)
     "locust": "locust",  # starts the real `locust` command (conftest.py)
     "browser": "browser",  # headless Chromium (conftest.py)
     "compose": "compose",  # docker compose or docker-compose (tests/test_compose.py)
@@ -286,6 +289,77 @@ class Locust:
             run.release()
 
 
+class ToolServerProcess:
+    """One reference MCP tool server (`python -m toolserver`) a test started: on a port of its own
+    (`--port 0`: the address in its startup line, `url`), in a session of its own (its processes,
+    with --processes, stopped together), its stderr in a file."""
+
+    def __init__(self, args: Sequence[str], timeout: float = 30) -> None:
+        self.args = [sys.executable, "-m", "toolserver", "--port", "0", *args]
+        self._err = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
+        self.process = subprocess.Popen(self.args, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=self._err, text=True, start_new_session=True)
+        with gevent.Timeout(timeout, AssertionError(f"the tool server did not start within {timeout:g} s")):
+            self.startup_line = self.process.stdout.readline()
+        found = re.search(r"http://\S+/mcp", self.startup_line)
+        if found is None:
+            self.close()
+            raise AssertionError(f"the tool server did not start: {self.startup_line}{self.stderr()[-3000:]}")
+        self.url = found.group(0)
+
+    def info(self) -> dict[str, Any]:
+        """What its `GET /info` answers."""
+        with urllib.request.urlopen(self.url.removesuffix("/mcp") + "/info", timeout=10) as reply:
+            return json.load(reply)
+
+    def stderr(self) -> str:
+        return _read(self._err)
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM, as a service manager stops it; its exit code once its calls under way ended."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+    def close(self) -> None:
+        """Kill its process group if it still runs."""
+        if self.process.poll() is None:
+            with suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
+        self.process.stdout.close()
+        self._err.close()
+
+
+class ToolServer:
+    """The `toolserver` fixture (conftest.py): starts tool servers on the test's PostgreSQL and
+    Redis, so that the test carries the `mcp` marker; what still runs at the test's end is killed."""
+
+    def __init__(self, pg_dsn: str, redis_url: str) -> None:
+        self._servers = ("--pg-dsn", pg_dsn, "--redis-url", redis_url)
+        self._started: list[ToolServerProcess] = []
+
+    def start(self, schema: str, *options: str) -> ToolServerProcess:
+        self._started.append(ToolServerProcess((*self._servers, "--schema", schema, *options)))
+        return self._started[-1]
+
+    def close(self) -> None:
+        for server in self._started:
+            server.close()
+
+
+def mcp_client(url: str, era: str, *agents: list[dict[str, Any]], list_tools: bool = False,
+               timeout: float = 60) -> dict[str, Any]:
+    """The official MCP SDK's client (tests/mcp_client.py, a process of its own) at `url`, in `era`
+    ("legacy": the session era; "2026-07-28": the stateless one): each agent a client of its own
+    making its calls ({"tool", "arguments", "meta"}) in turn, the agents at once. What it printed:
+    its protocol version, the tools it listed (`list_tools`), each agent's results."""
+    plan = json.dumps({"era": era, "list": list_tools, "agents": list(agents)})
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "mcp_client.py"), url], input=plan, text=True,
+                          capture_output=True, timeout=timeout, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
 T = TypeVar("T")
 
 
@@ -340,6 +414,41 @@ def built_in_tool(name: str, schema: str, **params: Any) -> Tool:
         ScenarioParams(accounts=PREPARED.accounts, keys=RedisKeys(schema), counters=PREPARED.counters,
                        teams=PREPARED.teams, queue_capacity=PREPARED.queue_capacity,
                        initial_balance=PREPARED.initial_balance), **params))[name]
+
+
+def row_of(admin: psycopg.Connection, schema: str, query: str, op_id) -> tuple | None:
+    """The one row `query` (its tables as {schema}.table) finds for `op_id`, or None."""
+    return admin.execute(sql.SQL(query).format(schema=sql.Identifier(schema)), (op_id,)).fetchone()
+
+
+def what_the_servers_hold(name: str, op_id, admin: psycopg.Connection, schema: str, client: redis.Redis) -> dict:
+    """What call `op_id` of built-in tool `name` left on the servers, found by its op id where the
+    audits look, as arguments of its tool (compared with the call's own)."""
+    keys = RedisKeys(schema)
+    ledger = row_of(admin, schema, "SELECT debit_account, credit_account, amount FROM {schema}.ledger"
+                                   " WHERE op_id = %s", op_id)
+    if name in ("deduct_credits", "charge_usage"):
+        debit, credit, amount = ledger
+        assert credit is None
+        if name == "charge_usage":
+            assert row_of(admin, schema, "SELECT amount FROM {schema}.usage_outbox WHERE op_id = %s", op_id) == (
+                amount,)
+        return {"account": debit, "amount": amount}
+    if name == "transfer_credits":
+        return dict(zip(("payer", "payee", "amount"), ledger))
+    if name == "increment_counter":
+        (counter,) = row_of(admin, schema, "SELECT counter_id FROM {schema}.counter_ops WHERE op_id = %s", op_id)
+        return {"counter": counter}
+    if name == "enqueue_job":
+        [level] = [n for n, priority in enumerate(PRIORITIES, 1)
+                   if any(job.startswith(str(op_id).encode()) for job in client.lrange(keys("queue", priority), 0, -1))]
+        return {"level": level}
+    if name == "update_plan":
+        [team] = [int(fields[b"team"]) for _, fields in client.xrange(keys("plan", "log"))
+                  if fields[b"step"] == str(op_id).encode()]
+        assert client.hget(keys("plan", team), "last_step") == str(op_id).encode()
+        return {"team": team}
+    return {}  # the tools taking none: they succeeded, the audits check what they did
 
 
 def context_for(conn: psycopg.Connection, schema: str, acknowledged_of, redis_client=None, findings=(),

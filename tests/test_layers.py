@@ -1,7 +1,8 @@
-"""The layers run one way: harness → tasks → transport → db, and inside the harness its packages
-by role, from the process roles at the top down to what watches the run. A module may import its
-own package and the ones below it, never one above: db/, transport/ and tasks/ import nothing of
-Locust, so that a tool server can reuse them without Locust. Read from the sources' imports (ast),
+"""The layers run one way: harness → toolserver → tasks → transport → db, and inside the harness
+its packages by role, from the process roles at the top down to what watches the run. A module may
+import its own package and the ones below it, never one above: db/, transport/, tasks/ and the
+tool server import nothing of Locust, so that the tool server reuses the tools without Locust (and
+without gevent's monkey-patching). Read from the sources' imports (ast),
 every import in a module, those inside functions and under TYPE_CHECKING included; no server."""
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ LAYERS = (
     "harness.faults",  # --chaos
     "harness.watch",  # what the run observes: metrics, the server sampler, the hub's lag
     "harness.report_shape",  # the report's types: every part of the harness that makes or reads a section
+    "toolserver",  # the reference MCP tool server: the tools below, none of the harness above
     "tasks",  # the scenarios' tools and their audits
     "transport",  # how a tool call reaches the servers (in process)
     "db",  # PostgreSQL and Redis
 )
-_WITHOUT_LOCUST = ("tasks", "transport", "db")
+_WITHOUT_LOCUST = ("toolserver", "tasks", "transport", "db")
 
 
 def _layer(module: str) -> int | None:
@@ -56,7 +58,7 @@ def _module_of(path: Path) -> str:
 
 def _sources() -> list[Path]:
     found = [ROOT / "locustfile.py"] + sorted(
-        p for package in ("harness", "tasks", "transport", "db") for p in (ROOT / package).rglob("*.py")
+        p for package in ("harness", "toolserver", "tasks", "transport", "db") for p in (ROOT / package).rglob("*.py")
         if p.stat().st_size)  # an empty __init__.py only marks its package
     assert len(found) > 40, "the packages moved?"
     return found
@@ -77,8 +79,9 @@ def test_no_module_imports_a_layer_above_its_own():
     assert not upward, f"these modules reach up a layer ({' → '.join(LAYERS)}): {upward}"
 
 
-def test_db_transport_and_tasks_import_nothing_of_locust():
-    with_locust = {str(p.relative_to(ROOT)): sorted(n for n in _imported(p) if n.split(".")[0] == "locust")
+def test_db_transport_tasks_and_the_tool_server_import_nothing_of_locust_nor_gevents_monkey_patching():
+    with_locust = {str(p.relative_to(ROOT)): sorted(n for n in _imported(p)
+                                                    if n.split(".")[0] == "locust" or n.startswith("gevent.monkey"))
                    for p in _sources() if _module_of(p).split(".")[0] in _WITHOUT_LOCUST}
     assert {module: names for module, names in with_locust.items() if names} == {}
 

@@ -6,22 +6,30 @@ from __future__ import annotations
 
 import json
 import random
+import uuid
 from contextlib import closing
 from dataclasses import replace
 
 import gevent
 import pytest
 import redis
-from psycopg import sql
 
 from db.errors import Failure, VersionConflict
 from db.pool import SessionSettings, open_pool
 from db.redis_keys import RedisKeys
 from db.tool import Tool, no_arguments, tool
-from tasks.queue import PRIORITIES
 from tasks.scenarios import SCENARIOS, ScenarioParams, built_in_tools
 from tasks.user_tools import load_tools_module
-from tests.support import PREPARED, QUICK_RETRIES, Recorder, adapter_on, built_in_tool, prepared_schema
+from tests.support import (
+    PREPARED,
+    QUICK_RETRIES,
+    Recorder,
+    adapter_on,
+    built_in_tool,
+    prepared_schema,
+    row_of,
+    what_the_servers_hold,
+)
 from transport.call_record import Outcome
 from transport.in_process import ToolAdapter
 
@@ -46,38 +54,6 @@ def test_a_built_in_tools_arguments_are_json_and_the_same_for_the_same_seed(name
     assert (distinct == {"{}"}) if name in TAKING_NONE else len(distinct) > 1
 
 
-def _row(admin, schema: str, query: str, op_id) -> tuple | None:
-    return admin.execute(sql.SQL(query).format(schema=sql.Identifier(schema)), (op_id,)).fetchone()
-
-
-def _what_the_servers_hold(name: str, record, admin, schema: str, client: redis.Redis) -> dict:
-    """What the call left on the servers, as arguments of its tool (compared with its own)."""
-    keys, op_id = RedisKeys(schema), record.op_id
-    ledger = _row(admin, schema, "SELECT debit_account, credit_account, amount FROM {schema}.ledger"
-                                 " WHERE op_id = %s", op_id)
-    if name in ("deduct_credits", "charge_usage"):
-        debit, credit, amount = ledger
-        assert credit is None
-        if name == "charge_usage":
-            assert _row(admin, schema, "SELECT amount FROM {schema}.usage_outbox WHERE op_id = %s", op_id) == (amount,)
-        return {"account": debit, "amount": amount}
-    if name == "transfer_credits":
-        return dict(zip(("payer", "payee", "amount"), ledger))
-    if name == "increment_counter":
-        (counter,) = _row(admin, schema, "SELECT counter_id FROM {schema}.counter_ops WHERE op_id = %s", op_id)
-        return {"counter": counter}
-    if name == "enqueue_job":
-        [level] = [n for n, priority in enumerate(PRIORITIES, 1)
-                   if any(job.startswith(str(op_id).encode()) for job in client.lrange(keys("queue", priority), 0, -1))]
-        return {"level": level}
-    if name == "update_plan":
-        [team] = [int(fields[b"team"]) for _, fields in client.xrange(keys("plan", "log"))
-                  if fields[b"step"] == str(op_id).encode()]
-        assert client.hget(keys("plan", team), "last_step") == str(op_id).encode()
-        return {"team": team}
-    return {}  # the tools taking none: they succeeded, the audits check what they did
-
-
 def test_each_built_in_tool_executes_the_arguments_drawn_for_its_call(servers, admin, schema):
     prepared_schema(admin, schema)
     recorder = Recorder()
@@ -90,7 +66,7 @@ def test_each_built_in_tool_executes_the_arguments_drawn_for_its_call(servers, a
             record = adapter.call(tool_, "agent-1", seed)
             assert record.outcome is Outcome.SUCCEEDED, (name, record.exception)
             assert record.arguments == tool_.draw_arguments(seed), name
-            assert _what_the_servers_hold(name, record, admin, schema, client) == record.arguments, name
+            assert what_the_servers_hold(name, record.op_id, admin, schema, client) == record.arguments, name
 
 
 def test_a_deadlocked_call_retries_with_the_arguments_it_drew_once(servers, admin, schema):
@@ -123,7 +99,7 @@ def test_a_deadlocked_call_retries_with_the_arguments_it_drew_once(servers, admi
     for record in records:
         mine = [arguments for op_id, arguments in attempts if op_id == record.op_id]
         assert len(mine) == record.attempts and all(arguments == record.arguments for arguments in mine)
-        ledger = _row(admin, schema, "SELECT debit_account, credit_account, amount FROM {schema}.ledger"
+        ledger = row_of(admin, schema, "SELECT debit_account, credit_account, amount FROM {schema}.ledger"
                                      " WHERE op_id = %s", record.op_id)
         assert dict(zip(("payer", "payee", "amount"), ledger)) == record.arguments
 
@@ -158,6 +134,29 @@ def test_a_tool_that_declares_arguments_executes_from_them_alone():
     record = adapter.call(Tool("peeks", lambda tx: tx.rng.random(), "redis", no_arguments), "agent-1", 1)
     assert record.outcome is Outcome.FAILED and record.failures == [Failure.ERROR]
     assert "declares its arguments" in str(record.exception)
+
+
+def test_a_call_given_its_arguments_and_op_id_executes_them_on_every_attempt_and_waits_as_told():
+    """A tool server's call: what the agent drew and named, executed as given (its arguments step
+    never runs), every wait (backoff, the tool's work) through the sleep the adapter was given."""
+    seen, slept = [], []
+
+    def flaky(tx, *, n):
+        seen.append((tx.op_id, n))
+        tx.work()
+        if len(seen) < 3:
+            raise VersionConflict("someone else was first")
+        return {"n": n}
+
+    recorder = Recorder()
+    adapter = ToolAdapter(None, None, QUICK_RETRIES, 0.25, recorder.call_finished, sleep=slept.append)
+    op_id = uuid.uuid4()
+    record = adapter.call_with(Tool("flaky", flaky, "redis", lambda rng: 1 / 0), "agent-7", {"n": 5}, op_id)
+    assert (record.outcome, record.attempts, record.value) == (Outcome.SUCCEEDED, 3, {"n": 5})
+    assert (record.op_id, record.agent_id, record.arguments) == (op_id, "agent-7", {"n": 5})
+    assert seen == [(op_id, 5)] * 3
+    assert slept.count(0.25) == 3 and len(slept) == 5, "the tool's work on each attempt, a backoff between two"
+    assert recorder.records == [record]
 
 
 def test_an_arguments_step_that_raises_is_the_tools_error_and_runs_nothing():

@@ -1,9 +1,11 @@
 """The adapter every tool call goes through.
 
 Before the first attempt, draw the call's arguments from its seed, once (db.tool: a tool's
-arguments step). For each attempt: borrow a connection (the wait is timed apart from the tool's
-own time), run the tool with those same arguments in a transaction at the session's isolation
-level, commit, classify what failed, and retry by policy: a retry repeats the same operation.
+arguments step), or take the arguments and the op id its caller was given (`call_with`: a tool
+server runs what an agent drew and named). For each attempt: borrow a connection (the wait is
+timed apart from the tool's own time), run the tool with those same arguments in a transaction at
+the session's isolation level, commit, classify what failed, and retry by policy: a retry repeats
+the same operation.
 When the call is over, fire the `call_finished` hook once with the full record (transport.hooks:
 the harness's listener tells Locust; db/ knows nothing of Locust).
 
@@ -27,7 +29,7 @@ import redis
 from psycopg.pq import TransactionStatus
 
 from db.errors import Failure, classify
-from db.tool import Tool, Transaction
+from db.tool import Arguments, Tool, Transaction
 from transport.call_record import CallRecord, Outcome
 from transport.hooks import CallHook
 from transport.retry import RetryPolicy
@@ -59,6 +61,7 @@ class ToolAdapter:
         tool_work_s: float,
         call_finished: CallHook,
         call_started: CallHook | None = None,
+        sleep: Callable[[float], None] = gevent.sleep,
     ) -> None:
         self._pool = pool
         self._redis = redis_client
@@ -67,9 +70,13 @@ class ToolAdapter:
         self._call_finished = call_finished
         self._call_started = call_started
         self._backoff_rng = random.Random()
-        # The calls started and not yet reported, by op id: those still here when the load gives
-        # up waiting for them are reported indeterminate (abandon_calls_in_flight).
-        self._in_flight: dict[uuid.UUID, CallRecord] = {}
+        # How a call waits (its backoff, its tool's work): on the hub for the load's greenlets; a
+        # tool server's plain threads, in a process not monkey-patched, give time.sleep.
+        self._sleep = sleep
+        # The calls started and not yet reported, by record (an op id a caller gives may come
+        # twice at once): those still here when the load gives up waiting for them are reported
+        # indeterminate (abandon_calls_in_flight).
+        self._in_flight: dict[int, CallRecord] = {}
 
     @property
     def calls_in_flight(self) -> int:
@@ -87,14 +94,27 @@ class ToolAdapter:
         return abandoned
 
     def call(self, tool: Tool, agent_id: str, seed: int) -> CallRecord:
+        """One call of `tool` by `agent_id`, its arguments drawn from `seed`, under a new op id."""
         record = CallRecord(tool=tool.name, backend=tool.backend, op_id=uuid.uuid4(), agent_id=agent_id, seed=seed,
                             started_ns=monotonic_ns())
-        drawn = self._draw_arguments(tool, seed, record)
+        return self._execute(tool, record, self._draw_arguments(tool, seed, record))
+
+    def call_with(self, tool: Tool, agent_id: str, arguments: Arguments, op_id: uuid.UUID) -> CallRecord:
+        """One call of `tool` by `agent_id` with the arguments and the op id it was given (drawn and
+        named by whoever sent it). The tool executes from them alone: it gets no seed (db.tool)."""
+        record = CallRecord(tool=tool.name, backend=tool.backend, op_id=op_id, agent_id=agent_id,
+                            arguments=arguments, started_ns=monotonic_ns())
+        return self._execute(tool, record, True)
+
+    def _execute(self, tool: Tool, record: CallRecord, drawn: bool) -> CallRecord:
+        """Each attempt of the call by policy, `drawn` False when its arguments step failed; the
+        record once reported."""
+        agent_id, seed = record.agent_id, record.seed
         if self._call_started is not None:
             self._call_started.fire(record=record)
         started = perf_counter()
         first_deadlock_at: float | None = None
-        self._in_flight[record.op_id] = record
+        self._in_flight[id(record)] = record
         try:
             for attempt in range(1, self._policy.max_tries + 1) if drawn else ():
                 record.attempts = attempt
@@ -111,14 +131,14 @@ class ToolAdapter:
                 if record.outcome is Outcome.INDETERMINATE or not failure.retryable:
                     break
                 if attempt < self._policy.max_tries:
-                    gevent.sleep(self._policy.backoff(attempt, self._backoff_rng))
+                    self._sleep(self._policy.backoff(attempt, self._backoff_rng))
         finally:
             record.duration_s = perf_counter() - started
             if first_deadlock_at is not None and record.deadlock_resolution_s is None:
                 # Never resolved (it gave up, or failed otherwise): the time it was held up is
                 # still the worst case of the distribution, not one to leave out.
                 record.deadlock_resolution_s = perf_counter() - first_deadlock_at
-            if self._in_flight.pop(record.op_id, None) is not None:  # else abandoned: reported already
+            if self._in_flight.pop(id(record), None) is not None:  # else abandoned: reported already
                 self._report(record)
         return record
 
@@ -160,7 +180,7 @@ class ToolAdapter:
                     record.pool_waits_s.append(perf_counter() - asked_at)
             # A tool that declares its arguments gets no seed: it executes from them alone.
             tx = Transaction(record.op_id, agent_id, seed if record.arguments is None else None, conn, self._redis,
-                             self._tool_work_s)
+                             self._tool_work_s, self._sleep)
             record.value = tool.run(tx, **(record.arguments or {}))
             if conn is not None:
                 committing = True

@@ -1,0 +1,242 @@
+"""The reference MCP tool server for real: `python -m toolserver` started on the test's servers, the
+official SDK's client (a process of its own: tests/mcp_client.py) calling it in both protocol eras.
+Every tool listed with its schemas and executing what an agent drew under the op id it was given,
+where the audits read it; real conflicts retried by the server and reported; the audits holding on
+what the calls left; the op id's three ways, a refusal, a re-sent op id; several processes in the
+stateless era; bad input refused in one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+import uuid
+from dataclasses import replace
+
+import pytest
+import redis
+from mcp.types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from psycopg import sql
+
+from db.redis_keys import RedisKeys
+from tasks.credits_audit import audit_credits
+from tasks.isolation import audit_isolation
+from tasks.scenarios import ScenarioParams, built_in_tools
+from tests.support import (
+    PREPARED,
+    ROOT,
+    acknowledged_from,
+    built_in_tool,
+    context_for,
+    mcp_client,
+    prepared_schema,
+    row_of,
+    wait_until,
+    what_the_servers_hold,
+)
+from toolserver.identity import AGENT_ID_META_KEY, OP_ID_META_KEY
+from toolserver.schemas import DESCRIPTIONS, OUTPUT_SCHEMA, arguments_model
+from transport.call_record import CallRecord, Outcome
+
+TOOLS = sorted(built_in_tools(ScenarioParams(accounts=PREPARED.accounts, keys=RedisKeys("any"))))
+STATELESS = "2026-07-28"
+
+
+def _call(tool: str, arguments: dict, op_id: uuid.UUID | None = None, agent: str | None = None, **meta) -> dict:
+    """A tools/call of the plan tests/mcp_client.py runs; its op id in _meta when given."""
+    if op_id is not None:
+        meta[OP_ID_META_KEY] = str(op_id)
+    if agent is not None:
+        meta[AGENT_ID_META_KEY] = agent
+    return {"tool": tool, "arguments": arguments, "meta": meta or None}
+
+
+def _succeeded(result: dict) -> dict:
+    assert result.get("isError") is False, result
+    return result["structuredContent"]
+
+
+def test_every_built_in_tool_is_listed_with_its_schemas_in_both_eras(toolserver, schema, admin):
+    prepared_schema(admin, schema)
+    server = toolserver.start(schema, "--threads", "3")
+    assert "1 process(es) of 3 threads and 3 connections" in server.startup_line
+    info = server.info()
+    assert (info["threads"], info["pool_size"], info["processes"], info["sessions"]) == (3, 3, 1, True)
+    assert info["eras"] == {"session": list(HANDSHAKE_PROTOCOL_VERSIONS), "stateless": [STATELESS]}
+    assert info["tools"] == TOOLS
+    for era, version in (("legacy", HANDSHAKE_PROTOCOL_VERSIONS[-1]), (STATELESS, STATELESS)):
+        listed = mcp_client(server.url, era, list_tools=True)
+        assert listed["protocol_version"] == version
+        tools = {tool["name"]: tool for tool in listed["tools"]}
+        assert sorted(tools) == TOOLS
+        for name, tool in tools.items():
+            assert tool["description"] == DESCRIPTIONS[name]
+            assert tool["inputSchema"] == arguments_model(name).model_json_schema(by_alias=True)
+            assert tool["outputSchema"] == OUTPUT_SCHEMA
+    assert server.stop() == 0
+
+
+def test_each_tool_executes_what_the_agent_drew_under_the_op_id_it_was_given(toolserver, servers, schema, admin):
+    """One agent calls every tool with arguments drawn from a seed, its op id in _meta: each call
+    succeeds, and what it wrote is found by that op id where the audits look."""
+    prepared_schema(admin, schema)
+    server = toolserver.start(schema, "--hold-time", "0", "--tool-work", "0")
+    names = sorted(TOOLS, key=lambda name: name != "enqueue_job")  # first: the consumer then takes its job
+    op_ids = [uuid.uuid4() for _ in names]
+    calls = [_call(name, built_in_tool(name, schema).draw_arguments(seed), op_id, "agent-1")
+             for seed, (name, op_id) in enumerate(zip(names, op_ids), 100)]
+    results = mcp_client(server.url, "legacy", calls)["results"][0]
+    told = {}
+    with redis.Redis.from_url(servers.redis_url) as client:
+        for name, op_id, call, result in zip(names, op_ids, calls, results):
+            told[name] = structured = _succeeded(result)
+            assert (structured["op_id"], structured["op_id_from"], structured["attempts"]) == (str(op_id), "meta", 1)
+            if name != "enqueue_job":  # its job was dequeued since: the queue's log has it
+                assert what_the_servers_hold(name, op_id, admin, schema, client) == call["arguments"], name
+        log = [fields for _, fields in client.xrange(RedisKeys(schema)("queue", "log"))]
+    job, consumer = (str(op_ids[names.index(name)]).encode() for name in ("enqueue_job", "dequeue_job"))
+    level = str(calls[names.index("enqueue_job")]["arguments"]["level"]).encode()
+    assert [(f[b"event"], f[b"job"], f.get(b"level"), f.get(b"consumer")) for f in log] == [
+        (b"enqueue", job, level, None), (b"dequeue", job, level, consumer), (b"ack", job, None, consumer)]
+    assert told["dequeue_job"]["value"] == {"job": job.decode()}
+    reserved = told["reserve_slot"]["value"]
+    assert reserved["wrote"] is True
+    assert row_of(admin, schema, "SELECT pair_id, slot FROM {schema}.duty_leave WHERE op_id = %s",
+                  op_ids[names.index("reserve_slot")]) == (reserved["pair"], reserved["slot"])
+    assert told["summarize_accounts"]["value"]["accounts"] == PREPARED.accounts
+    assert row_of(admin, schema, "SELECT agent_id FROM {schema}.ledger WHERE op_id = %s",
+                  op_ids[names.index("deduct_credits")]) == ("agent-1",)
+    assert server.stop() == 0
+
+
+def test_conflicts_are_retried_by_the_server_reported_and_the_audits_hold_on_what_the_calls_left(
+        toolserver, schema, admin):
+    """Two transfers between one pair of accounts in opposite directions (a deadlock, 40P01), and
+    two increments of one counter at repeatable read (a serialization failure, 40001), at once in
+    the stateless era: the server retries the victims and says so; the credits and isolation
+    audits, given the calls as the agents saw them, find every op id where it belongs."""
+    prepared_schema(admin, schema, accounts=2)
+    server = toolserver.start(schema, "--threads", "4", "--isolation", "repeatable_read", "--deadlock-timeout",
+                              "20", "--tool-work", "400", "--backoff-base", "1", "--backoff-max", "5")
+    agents = [[_call("transfer_credits", {"payer": 1, "payee": 2, "amount": 3}, uuid.uuid4(), "agent-1")],
+              [_call("transfer_credits", {"payer": 2, "payee": 1, "amount": 4}, uuid.uuid4(), "agent-2")],
+              [_call("increment_counter", {"counter": 1}, uuid.uuid4(), "agent-3")],
+              [_call("increment_counter", {"counter": 1}, uuid.uuid4(), "agent-4")]]
+    results = [agent[0] for agent in mcp_client(server.url, STATELESS, *agents)["results"]]
+    told = [_succeeded(result) for result in results]
+    transfers, increments = told[:2], told[2:]
+    winner, victim = sorted(transfers, key=lambda t: t["attempts"])
+    # The victim's retry may also find its rows changed since its snapshot (repeatable read): 40001.
+    assert (winner["failures"], victim["failures"][0]) == ([], "deadlocks")
+    assert set(victim["failures"]) <= {"deadlocks", "serialization_failures"}
+    assert all(t["attempts"] == len(t["failures"]) + 1 for t in told)
+    assert sorted(t["failures"] for t in increments) == [[], ["serialization_failures"]]
+    assert sorted(t["value"]["read"] for t in increments) == [0, 1], "the retry read the first one's write"
+    records = [CallRecord(tool=agent[0]["tool"], backend="pg", op_id=uuid.UUID(t["op_id"]), outcome=Outcome.SUCCEEDED,
+                          attempts=t["attempts"], value=t["value"], arguments=agent[0]["arguments"])
+               for agent, t in zip(agents, told)]
+    context = context_for(admin, schema, lambda tools: acknowledged_from([r for r in records if r.tool in tools]),
+                          baseline=replace(PREPARED, accounts=2))
+    checks = [*audit_credits(context), *audit_isolation(context, isolation="repeatable_read")]
+    assert [check for check in checks if not check.ok] == []
+    assert {"acknowledged_in_ledger", "ledger_within_acknowledged", "increments_in_counter_ops"} <= {
+        check.name for check in checks}
+    assert server.stop() == 0
+
+
+def _post(url: str, body: dict, headers: dict[str, str]) -> dict:
+    """One stateless-era request as it travels: its routing headers, its envelope in _meta."""
+    body = {"jsonrpc": "2.0", "id": 1, **body}
+    body["params"]["_meta"] = {"io.modelcontextprotocol/protocolVersion": STATELESS,
+                               "io.modelcontextprotocol/clientCapabilities": {}}
+    request = urllib.request.Request(url, json.dumps(body).encode(), {
+        "Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": STATELESS, "Mcp-Method": body["method"], "Mcp-Name": body["params"]["name"],
+        **headers})
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        return json.load(reply)
+
+
+def test_the_op_id_travels_three_ways_a_refusal_is_answered_and_a_resent_op_id_is_applied_once(
+        toolserver, schema, admin):
+    """In the session era with JSON replies: the op id in _meta, as an argument, or none (the
+    server names it); two that disagree refused; a refusal and a bad argument answered as such;
+    the same op id sent again applied once. Then in the stateless era, the op id as an
+    Idempotency-Key header, on a request sent as it travels."""
+    prepared_schema(admin, schema)
+    admin.execute(sql.SQL("UPDATE {}.accounts SET balance = 0 WHERE id = 3").format(sql.Identifier(schema)))
+    server = toolserver.start(schema, "--json-response")
+    assert server.info()["json_response"] is True
+    refused_op, given, plan_step = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    calls = [
+        _call("deduct_credits", {"account": 3, "amount": 5}, refused_op),
+        _call("deduct_credits", {"account": 1, "amount": 2, "op_id": str(given)}),
+        _call("deduct_credits", {"account": 1, "amount": 2}, given),  # sent again: the ledger keeps the first
+        _call("deduct_credits", {"account": 1, "amount": 2}),  # none given: the server names it
+        _call("deduct_credits", {"account": 1, "amount": 2, "op_id": str(uuid.uuid4())}, uuid.uuid4()),
+        _call("update_plan", {"team": 1}, plan_step, "agent-9"),
+        _call("update_plan", {"team": 1}, plan_step, "agent-9"),  # sent again: update_plan answers the first
+        _call("deduct_credits", {"account": 1, "amount": "two"}),
+    ]
+    (refused, by_argument, again, unnamed, two_names, plan, plan_again, invalid), = mcp_client(
+        server.url, "legacy", calls)["results"]
+
+    assert refused["isError"] is True
+    assert refused["structuredContent"] == {
+        "kind": "refusals", "sqlstate": None, "rolled_back": True, "refused": True, "op_id": str(refused_op),
+        "op_id_from": "meta", "attempts": 1, "failures": ["refusals"]}
+    assert row_of(admin, schema, "SELECT count(*) FROM {schema}.ledger WHERE op_id = %s", refused_op) == (0,)
+
+    assert _succeeded(by_argument)["op_id_from"] == "argument"
+    assert again["isError"] is True and again["structuredContent"]["sqlstate"] == "23505"
+    assert (again["structuredContent"]["kind"], again["structuredContent"]["rolled_back"]) == ("errors", True)
+    assert row_of(admin, schema, "SELECT count(*) FROM {schema}.ledger WHERE op_id = %s", given) == (1,)
+
+    named = _succeeded(unnamed)
+    assert named["op_id_from"] == "server"
+    assert row_of(admin, schema, "SELECT amount FROM {schema}.ledger WHERE op_id = %s", uuid.UUID(named["op_id"])) \
+        == (2,)
+    assert two_names["error"]["code"] == -32602 and "different op ids" in two_names["error"]["message"]
+    assert _succeeded(plan)["value"] == _succeeded(plan_again)["value"]
+    assert invalid["isError"] is True and "structuredContent" not in invalid, "refused by the schema, never run"
+    assert admin.execute(sql.SQL("SELECT count(*) FROM {}.ledger").format(sql.Identifier(schema))).fetchone() == (
+        2,), "the calls by argument and unnamed"
+
+    keyed = uuid.uuid4()
+    reply = _post(server.url, {"method": "tools/call", "params": {
+        "name": "deduct_credits", "arguments": {"account": 2, "amount": 1}}}, {"Idempotency-Key": str(keyed)})
+    assert (reply["result"]["isError"], reply["result"]["structuredContent"]["op_id_from"]) == (False, "header")
+    assert row_of(admin, schema, "SELECT amount FROM {schema}.ledger WHERE op_id = %s", keyed) == (1,)
+    assert server.stop() == 0
+
+
+def test_several_processes_serve_the_stateless_era_and_sessionless_requests(toolserver, schema, admin):
+    prepared_schema(admin, schema)
+    server = toolserver.start(schema, "--stateless", "--processes", "2", "--threads", "2", "--tool-work", "0")
+    assert "2 process(es)" in server.startup_line and "without sessions" in server.startup_line
+    pids: set[int] = set()
+    wait_until(lambda: pids.add(server.info()["pid"]) or len(pids) == 2, "both processes answering", timeout=20)
+    for era in ("legacy", STATELESS):
+        result, = mcp_client(server.url, era, [_call("increment_counter", {"counter": 2}, uuid.uuid4())])["results"][0]
+        assert _succeeded(result)["attempts"] == 1
+    assert row_of(admin, schema, "SELECT value FROM {schema}.counters WHERE id = %s", 2) == (2,)
+    assert server.stop() == 0
+
+
+@pytest.mark.parametrize("options, says", [
+    (["--threads", "0"], "--threads 0 is below its least value, 1"),
+    (["--processes", "2"], "--processes 2 needs --stateless"),
+    (["--isolation", "snapshot"], "argument --isolation: invalid choice: 'snapshot'"),
+    (["--port", "70000"], "--port 70000 is no TCP port"),
+    (["--redis-url", "redis://127.0.0.1:1/0"], "cannot connect to Redis at 127.0.0.1:1/0 (from --redis-url)"),
+    (["--pg-dsn", "postgresql://someone:hunter2@127.0.0.1:1/x"],
+     "cannot connect to PostgreSQL at 127.0.0.1:1/x (from --pg-dsn)"),
+])
+def test_what_the_server_refuses_is_one_line_and_exit_code_2(servers, options, says):
+    command = [sys.executable, "-m", "toolserver", "--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url,
+               "--schema", "tc_refused", *options]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith(f"toolserver: {says}") and done.stderr.count("\n") == 1, done.stderr
+    assert "hunter2" not in done.stderr

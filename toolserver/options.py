@@ -1,0 +1,134 @@
+"""The tool server's command line, checked into one `ServerOptions`: bad input is one line
+(BadOption), and the process exits 2 (toolserver.__main__).
+
+The options that shape the tools and their retries are named, and counted in the units, of
+toolclash's own (docs/options.md): a server started for a run is given that run's values.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NoReturn
+
+from db.pool import ISOLATION_LEVELS, SessionSettings
+from transport.retry import RetryPolicy
+
+__all__ = ["BadOption", "ServerOptions", "parse_options"]
+
+# PostgreSQL truncates an application_name past 63 bytes, and the sessions would no longer be
+# found by it.
+_APPLICATION_NAME = "toolclash-toolserver:{schema}"
+
+
+class BadOption(ValueError):
+    """An option the server refuses; the message is one line."""
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    pg_dsn: str
+    redis_url: str
+    schema: str
+    host: str
+    port: int
+    threads: int
+    pool_size: int
+    pool_timeout_s: float
+    processes: int
+    stateless: bool
+    json_response: bool
+    isolation: str
+    deadlock_timeout_ms: int | None
+    lock_timeout_ms: int
+    retry: RetryPolicy
+    tool_work_s: float
+    hold_s: float
+    queue_capacity: int
+
+    @property
+    def application_name(self) -> str:
+        """What the server's sessions are named, in pg_stat_activity and in Redis's CLIENT LIST."""
+        return _APPLICATION_NAME.format(schema=self.schema)
+
+    @property
+    def session(self) -> SessionSettings:
+        return SessionSettings(self.schema, self.isolation, self.deadlock_timeout_ms, self.lock_timeout_ms)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise BadOption(message)
+
+
+def _parser() -> _Parser:
+    parser = _Parser(prog="python -m toolserver", description="toolclash's reference MCP tool server: the built-in"
+                     " tools over Streamable HTTP, on the official MCP SDK (docs/mcp.md)", add_help=True)
+    servers = parser.add_argument_group("servers")
+    servers.add_argument("--pg-dsn", required=True, help="the PostgreSQL the tools run on")
+    servers.add_argument("--redis-url", required=True, help="the Redis the tools run on (redis:// or unix://)")
+    servers.add_argument("--schema", required=True, help="the run's schema (toolclash --schema): its tables and keys")
+    http = parser.add_argument_group("MCP over Streamable HTTP")
+    http.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    http.add_argument("--port", type=int, default=8000, help="port to listen on; MCP is at /mcp (default: 8000)")
+    http.add_argument("--stateless", action="store_true",
+                      help="no MCP sessions in the session era (no Mcp-Session-Id): every request stands alone")
+    http.add_argument("--json-response", action="store_true",
+                      help="answer session-era requests with one JSON body rather than an SSE stream")
+    http.add_argument("--processes", type=int, default=1,
+                      help="server processes sharing the port (default: 1); more than one needs --stateless")
+    execution = parser.add_argument_group("execution")
+    execution.add_argument("--threads", type=int, default=20,
+                           help="threads running tool calls, per process (default: 20)")
+    execution.add_argument("--pool-size", type=int, default=None,
+                           help="PostgreSQL connections per process (default: one per thread)")
+    execution.add_argument("--pool-timeout", type=float, default=5.0,
+                           help="seconds a call waits for a connection before it fails as a pool timeout (default: 5)")
+    execution.add_argument("--isolation", default="read_committed", choices=sorted(ISOLATION_LEVELS),
+                           help="isolation level of every tool transaction (default: read_committed)")
+    execution.add_argument("--deadlock-timeout", type=int, default=None,
+                           help="ms: PostgreSQL deadlock_timeout, when the role may set it (default: the server's)")
+    execution.add_argument("--lock-timeout", type=int, default=0, help="ms: PostgreSQL lock_timeout (default: 0, none)")
+    execution.add_argument("--max-tries", type=int, default=5,
+                           help="attempts per call, retries included, for retryable failures (default: 5)")
+    execution.add_argument("--backoff-base", type=float, default=10.0,
+                           help="ms: backoff ceiling after the first failure, doubled per retry (default: 10)")
+    execution.add_argument("--backoff-max", type=float, default=500.0, help="ms: the backoff ceiling (default: 500)")
+    tools = parser.add_argument_group("tools")
+    tools.add_argument("--tool-work", type=float, default=5.0,
+                       help="ms of work a tool does between its statements (default: 5)")
+    tools.add_argument("--hold-time", type=float, default=50.0,
+                       help="pool_exhaustion: ms summarize_accounts keeps its connection (default: 50)")
+    tools.add_argument("--queue-capacity", type=int, default=50,
+                       help="queue: jobs the bounded queue holds before it refuses more (default: 50)")
+    return parser
+
+
+def parse_options(argv: Sequence[str]) -> ServerOptions:
+    """The options in `argv`; BadOption (one line) for anything the server refuses."""
+    given = _parser().parse_args(list(argv))
+    for flag, value, least in (("--port", given.port, 0), ("--threads", given.threads, 1),
+                               ("--processes", given.processes, 1), ("--pool-size", given.pool_size, 1),
+                               ("--pool-timeout", given.pool_timeout, 0), ("--lock-timeout", given.lock_timeout, 0),
+                               ("--deadlock-timeout", given.deadlock_timeout, 1),
+                               ("--max-tries", given.max_tries, 1), ("--backoff-base", given.backoff_base, 0),
+                               ("--backoff-max", given.backoff_max, 0), ("--tool-work", given.tool_work, 0),
+                               ("--hold-time", given.hold_time, 0), ("--queue-capacity", given.queue_capacity, 1)):
+        if value is not None and value < least:
+            raise BadOption(f"{flag} {value:g} is below its least value, {least}")
+    if given.port > 65535:
+        raise BadOption(f"--port {given.port} is no TCP port")
+    if given.processes > 1 and not given.stateless:
+        raise BadOption(f"--processes {given.processes} needs --stateless: an MCP session lives in the process that"
+                        " opened it, and a request of it that reaches another process is refused")
+    if len(_APPLICATION_NAME.format(schema=given.schema).encode()) > 63:
+        raise BadOption(f"--schema {given.schema!r} is too long to name the server's sessions by")
+    return ServerOptions(
+        pg_dsn=given.pg_dsn, redis_url=given.redis_url, schema=given.schema, host=given.host, port=given.port,
+        threads=given.threads, pool_size=given.pool_size or given.threads, pool_timeout_s=given.pool_timeout,
+        processes=given.processes, stateless=given.stateless, json_response=given.json_response,
+        isolation=given.isolation, deadlock_timeout_ms=given.deadlock_timeout, lock_timeout_ms=given.lock_timeout,
+        retry=RetryPolicy(given.max_tries, given.backoff_base / 1000.0, given.backoff_max / 1000.0),
+        tool_work_s=given.tool_work / 1000.0, hold_s=given.hold_time / 1000.0, queue_capacity=given.queue_capacity,
+    )
