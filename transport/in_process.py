@@ -32,6 +32,7 @@ from db.errors import Failure, classify
 from db.tool import Arguments, Tool, Transaction
 from transport.call_record import CallRecord, Outcome
 from transport.hooks import CallHook
+from transport.in_flight import CallsInFlight
 from transport.retry import RetryPolicy
 
 __all__ = ["ConnectionLender", "ToolAdapter"]
@@ -67,16 +68,13 @@ class ToolAdapter:
         self._redis = redis_client
         self._policy = policy
         self._tool_work_s = tool_work_s
-        self._call_finished = call_finished
         self._call_started = call_started
         self._backoff_rng = random.Random()
         # How a call waits (its backoff, its tool's work): on the hub for the load's greenlets; a
         # tool server's plain threads, in a process not monkey-patched, give time.sleep.
         self._sleep = sleep
-        # The calls started and not yet reported, by record (an op id a caller gives may come
-        # twice at once): those still here when the load gives up waiting for them are reported
-        # indeterminate (abandon_calls_in_flight).
-        self._in_flight: dict[int, CallRecord] = {}
+        # Those still in flight when the load gives up waiting for them are reported indeterminate.
+        self._in_flight = CallsInFlight(call_finished)
 
     @property
     def calls_in_flight(self) -> int:
@@ -85,13 +83,7 @@ class ToolAdapter:
     def abandon_calls_in_flight(self) -> list[CallRecord]:
         """Report every call still in flight as indeterminate, now (it may yet commit: its agent
         was not seen to end it), and ignore its own end if it ever comes."""
-        abandoned = list(self._in_flight.values())
-        self._in_flight.clear()
-        for record in abandoned:
-            record.outcome = Outcome.INDETERMINATE
-            record.duration_s = (monotonic_ns() - record.started_ns) / 1e9
-            self._report(record)
-        return abandoned
+        return self._in_flight.abandon()
 
     def call(self, tool: Tool, agent_id: str, seed: int) -> CallRecord:
         """One call of `tool` by `agent_id`, its arguments drawn from `seed`, under a new op id."""
@@ -114,7 +106,7 @@ class ToolAdapter:
             self._call_started.fire(record=record)
         started = perf_counter()
         first_deadlock_at: float | None = None
-        self._in_flight[id(record)] = record
+        self._in_flight.started(record)
         try:
             for attempt in range(1, self._policy.max_tries + 1) if drawn else ():
                 record.attempts = attempt
@@ -138,8 +130,7 @@ class ToolAdapter:
                 # Never resolved (it gave up, or failed otherwise): the time it was held up is
                 # still the worst case of the distribution, not one to leave out.
                 record.deadlock_resolution_s = perf_counter() - first_deadlock_at
-            if self._in_flight.pop(id(record), None) is not None:  # else abandoned: reported already
-                self._report(record)
+            self._in_flight.finished(record)
         return record
 
     @staticmethod
@@ -216,9 +207,6 @@ class ToolAdapter:
                     # The rollback is a round trip: an agent stopped during it still gives its
                     # connection back (the pool replaces one left in the middle of a statement).
                     self._pool.putconn(conn)
-
-    def _report(self, record: CallRecord) -> None:
-        self._call_finished.fire(record=record)
 
 
 def _end_transaction(conn: psycopg.Connection) -> None:
