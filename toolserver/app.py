@@ -53,6 +53,7 @@ def describe(options: ServerOptions, tools: list[str]) -> dict[str, Any]:
         "retry": {"max_tries": options.retry.max_tries, "backoff_base_s": options.retry.base_s,
                   "backoff_max_s": options.retry.cap_s},
         "schema": options.schema,
+        "careless": options.careless,
         "tools": tools,
     }
 
@@ -82,9 +83,11 @@ def _mcp_tool(tool: Tool, execution: Execution) -> MCPTool:
 def server_app(options: ServerOptions, tools: dict[str, Tool], execution: Execution) -> Starlette:
     """The ASGI application serving `tools` (by name), their calls run by `execution`."""
     info = describe(options, sorted(tools))
+    tools_are = "the careless versions of toolclash's built-in tools" if options.careless else \
+        "toolclash's built-in tools"
     server: MCPServer[Any] = MCPServer(
-        SERVER_NAME, title="toolclash's reference tool server",
-        description=f"toolclash's built-in tools over PostgreSQL and Redis; {options.threads} threads a process,"
+        SERVER_NAME, title="toolclash's reference tool server" + (" (careless mode)" if options.careless else ""),
+        description=f"{tools_are} over PostgreSQL and Redis; {options.threads} threads a process,"
                     f" {options.processes} process(es); GET /info",
         tools=[_mcp_tool(tool, execution) for tool in tools.values()], log_level="WARNING")
 

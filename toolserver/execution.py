@@ -23,6 +23,7 @@ from db.redis_keys import RedisKeys
 from db.session import SEND_ONCE
 from db.tool import Arguments, Tool
 from tasks.scenarios import ScenarioParams, built_in_tools
+from toolserver.careless import careless_tools
 from toolserver.identity import Identity
 from toolserver.options import ServerOptions
 from transport.call_record import CallRecord
@@ -35,11 +36,12 @@ _OPEN_TIMEOUT_S = 15.0
 
 
 def served_tools(options: ServerOptions) -> dict[str, Tool]:
-    """Every built-in tool, bound to what shapes its execution. The counts that shape only the
-    arguments (accounts, counters, teams) are the agents' to draw with: the server never draws."""
+    """Every built-in tool (its careless version with --careless), bound to what shapes its
+    execution. The counts that shape only the arguments (accounts, counters, teams) are the
+    agents' to draw with: the server never draws."""
     params = ScenarioParams(accounts=0, keys=RedisKeys(options.schema), queue_capacity=options.queue_capacity,
                             hold_s=options.hold_s, isolation=options.isolation)
-    return built_in_tools(params)
+    return careless_tools(params) if options.careless else built_in_tools(params)
 
 
 class Execution:

@@ -46,6 +46,7 @@ class ServerOptions:
     tool_work_s: float
     hold_s: float
     queue_capacity: int
+    careless: bool  # each tool's careless version (toolserver.careless)
 
     @property
     def application_name(self) -> str:
@@ -102,6 +103,8 @@ def _parser() -> _Parser:
                        help="pool_exhaustion: ms summarize_accounts keeps its connection (default: 50)")
     tools.add_argument("--queue-capacity", type=int, default=50,
                        help="queue: jobs the bounded queue holds before it refuses more (default: 50)")
+    tools.add_argument("--careless", action="store_true",
+                       help="serve each tool's careless version, for the audits to catch (docs/mcp.md: Careless mode)")
     return parser
 
 
@@ -131,4 +134,5 @@ def parse_options(argv: Sequence[str]) -> ServerOptions:
         isolation=given.isolation, deadlock_timeout_ms=given.deadlock_timeout, lock_timeout_ms=given.lock_timeout,
         retry=RetryPolicy(given.max_tries, given.backoff_base / 1000.0, given.backoff_max / 1000.0),
         tool_work_s=given.tool_work / 1000.0, hold_s=given.hold_time / 1000.0, queue_capacity=given.queue_capacity,
+        careless=given.careless,
     )

@@ -54,7 +54,8 @@ def startup_line(options: ServerOptions, sock: socket.socket, postgres: ServerIn
     where = f"[{host}]" if ":" in host else host
     return (f"toolserver: MCP at http://{where}:{port}{MCP_PATH} (session era"
             f" {'without sessions' if options.stateless else 'with sessions'}, stateless era 2026-07-28),"
-            f" {options.processes} process(es) of {options.threads} threads and {options.pool_size} connections;"
+            f" {options.processes} process(es) of {options.threads} threads and {options.pool_size} connections"
+            f"{', CARELESS tools (docs/mcp.md: Careless mode)' if options.careless else ''};"
             f" {postgres.describe()}, {redis.describe()}; GET /info")
 
 
