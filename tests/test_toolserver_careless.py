@@ -96,9 +96,10 @@ def _remote(name: str, arguments: dict[str, Any]) -> Tool:
     return Tool(name, runs_on_the_server, arguments=lambda rng: dict(arguments))
 
 
-def _failed_checks(drive: Drive, url: str, admin, schema: str, client: redis.Redis) -> set[str]:
+def _failed_checks(drive: Drive, url: str, careless: bool, admin, schema: str, client: redis.Redis) -> set[str]:
     """The drive's calls over MCP on a freshly seeded schema, then its scenario's audits on what
-    they left, given the outcomes the client recorded: the names of the checks that failed."""
+    they left, given the outcomes the client recorded: the names of the checks that failed. The
+    server's MCP serverInfo says whether it is `careless`."""
     begin_run(admin, schema, "test", accounts=PREPARED.accounts, initial_balance=PREPARED.initial_balance,
               counters=PREPARED.counters)
     RedisKeys(schema).clear(client)
@@ -109,6 +110,7 @@ def _failed_checks(drive: Drive, url: str, admin, schema: str, client: redis.Red
     agents = [f"agent-{i}" for i in range(max(map(len, drive.phases)))]
     try:  # the sessions opened first: the calls of a phase then leave together
         gevent.joinall([gevent.spawn(adapter.open_session, agent) for agent in agents], raise_error=True)
+        assert mcp.server_info["title"].endswith("(careless mode)") is careless, mcp.server_info
         for phase in drive.phases:
             gevent.joinall([gevent.spawn(adapter.call, _remote(tool, arguments), agent, seed)
                             for seed, (agent, (tool, arguments)) in enumerate(zip(agents, phase))], raise_error=True)
@@ -130,19 +132,21 @@ def _failed_checks(drive: Drive, url: str, admin, schema: str, client: redis.Red
 def test_each_scenario_through_mcp_passes_on_the_careful_server_and_fails_the_tables_checks_on_the_careless_one(
         toolserver, servers, admin, schema, mode):
     prepared_schema(admin, schema)
+    careless = mode == "careless"
     failed = {}
     with redis.Redis.from_url(servers.redis_url) as client:
         for isolation in ("read_committed", "serializable"):
             server = toolserver.start(schema, *SERVER_OPTIONS, "--isolation", isolation,
-                                      *(["--careless"] if mode == "careless" else []))
-            assert server.info()["careless"] is (mode == "careless")
-            assert ("CARELESS" in server.startup_line) is (mode == "careless")
+                                      *(["--careless"] if careless else []))
+            assert server.info()["careless"] is careless
+            assert ("CARELESS" in server.startup_line) is careless
             for drive in (d for d in DRIVES if d.isolation == isolation):
-                failed[(drive.scenario, drive.tool)] = _failed_checks(drive, server.url, admin, schema, client)
+                failed[(drive.scenario, drive.tool)] = _failed_checks(drive, server.url, careless, admin, schema,
+                                                                      client)
             assert server.stop() == 0
     table = _table()
     assert set(failed) == set(table), "one drive per row of docs/mcp.md's careless table"
-    assert failed == (table if mode == "careless" else {row: set() for row in table})
+    assert failed == (table if careless else {row: set() for row in table})
 
 
 def test_every_built_in_tool_has_a_careless_version_an_agent_cannot_tell_apart():
