@@ -45,16 +45,19 @@ def _toolservers() -> list[psutil.Process]:
 
 def test_the_builtin_server_runs_the_default_scenarios_over_mcp_and_the_audits_hold_by_identity(
         servers, admin, schema, tmp_path, locust):
+    """On two worker processes, which the master tells the server's URL at the test's start."""
     before = {p.pid for p in _toolservers()}
-    done = locust.run(*_run(servers, schema, tmp_path, "--mcp-server", "builtin", "--mcp-era", "session"))
+    done = locust.run(*_run(servers, schema, tmp_path, "--mcp-server", "builtin", "--mcp-era", "session",
+                            "--processes", "2"))
     report = _passed(done, tmp_path)
     transport = report["transport"]
     assert transport["kind"] == "mcp"
     mcp = transport["mcp"]
     assert (mcp["server"], mcp["era"], mcp["protocol_version"]) == ("builtin", "session", "2025-11-25")
     assert mcp["server_info"]["name"] == "toolclash-toolserver" and mcp["url"].startswith("http://127.0.0.1:")
-    # One session per agent, and the one the client's connect lists the tools in; each DELETEd.
-    assert mcp["sessions"]["opened"] == mcp["sessions"]["closed"] >= 21 and mcp["sessions"]["renewed"] == 0
+    # One session per agent, and the one each worker's client lists the tools in; each DELETEd.
+    assert mcp["sessions"]["opened"] == mcp["sessions"]["closed"] == 22 and mcp["sessions"]["renewed"] == 0
+    assert set(report["workers"]["shipped"]) and not report["workers"]["lost"]
     calls = sum(tool["calls"] for tool in report["tools"].values())
     assert mcp["replies"]["event_stream"] >= calls and mcp["replies"]["json"] == 0
     assert mcp["attempts"]["client"] == sum(tool["attempts"] for tool in report["tools"].values())

@@ -36,9 +36,21 @@ __all__ = ["McpServer", "McpServerRefused"]
 log = logging.getLogger("toolclash")
 
 _ROOT = Path(__file__).resolve().parents[2]
-# `python -m toolserver` with the servers appended from its environment.
-_LAUNCH = ("import os, sys; from toolserver.__main__ import main; sys.exit(main([*sys.argv[1:], '--pg-dsn',"
-           " os.environ['TOOLCLASH_PG_DSN'], '--redis-url', os.environ['TOOLCLASH_REDIS_URL']]))")
+# `python -m toolserver` with the servers appended from its environment, in a session of its own
+# (a Ctrl-C at the terminal stops the run, which stops the server after its load, not before), and
+# ended with the run's process all the same: on Linux the kernel sends it SIGTERM when the process
+# that started it dies (PR_SET_PDEATHSIG), however it died.
+_LAUNCH = """import ctypes, os, signal, sys
+try:
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)
+except (AttributeError, OSError):
+    pass
+if os.getppid() != int(os.environ["TOOLCLASH_RUN_PID"]):
+    sys.exit(2)
+from toolserver.__main__ import main
+servers = ["--pg-dsn", os.environ["TOOLCLASH_PG_DSN"], "--redis-url", os.environ["TOOLCLASH_REDIS_URL"]]
+sys.exit(main([*sys.argv[1:], *servers]))
+"""
 _STARTUP_PREFIX = "toolserver: MCP at "
 _START_TIMEOUT_S = 30.0
 # It lets the calls under way end before it exits (docs/mcp.md): none runs longer than a few seconds.
@@ -102,11 +114,11 @@ class McpServer:
         if self.target.server == "careless":
             args.append("--careless")
         self._output = [tempfile.TemporaryFile(), tempfile.TemporaryFile()]  # noqa: SIM115 (closed by stop())
-        env = {**os.environ, "TOOLCLASH_PG_DSN": self._pg_dsn, "TOOLCLASH_REDIS_URL": self._redis_url}
-        # In the run's process group: a Ctrl-C at the terminal stops it as it stops the run, and
-        # whoever kills the run's group kills it too.
+        env = {**os.environ, "TOOLCLASH_PG_DSN": self._pg_dsn, "TOOLCLASH_REDIS_URL": self._redis_url,
+               "TOOLCLASH_RUN_PID": str(os.getpid())}
         self._process = subprocess.Popen([sys.executable, "-c", _LAUNCH, *args], cwd=_ROOT, env=env,
-                                         stdin=subprocess.DEVNULL, stdout=self._output[0], stderr=self._output[1])
+                                         stdin=subprocess.DEVNULL, stdout=self._output[0], stderr=self._output[1],
+                                         start_new_session=True)
         try:
             url = self._wait_for_startup()
             self._wait_for_info(url)
