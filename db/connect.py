@@ -82,10 +82,17 @@ def probe_redis(url: str, origin: str) -> ServerInfo:
 # user:password@ in a URI, and password=… in a key=value DSN.
 _URI_PASSWORD = re.compile(r"(?P<keep>[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@\"']*:)[^\s@\"']*@")
 _KEYWORD_PASSWORD = re.compile(r"(?P<keep>\bpassword\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^\s\"']+)", re.IGNORECASE)
+# An http(s) URL's whole user information (a token may ride there alone), and its query's values.
+_HTTP_USERINFO = re.compile(r"(?P<keep>\bhttps?://)[^\s/@\"'?#]+@", re.IGNORECASE)
+_HTTP_QUERY = re.compile(r"(?P<keep>\bhttps?://[^\s\"'?#]*\?)(?P<query>[^\s\"'#]*)", re.IGNORECASE)
+_QUERY_VALUE = re.compile(r"=[^&;]*")
 
 
 def redact(text: str) -> str:
-    """`text` with every password of a DSN or URL in it replaced by ***, for messages."""
+    """`text` with every password of a DSN or URL in it replaced by ***, for messages; of an
+    http(s) URL (an MCP server's), its user information and every query value."""
+    text = _HTTP_USERINFO.sub(lambda m: m["keep"] + "***@", text)
+    text = _HTTP_QUERY.sub(lambda m: m["keep"] + _QUERY_VALUE.sub("=***", m["query"]), text)
     text = _URI_PASSWORD.sub(lambda m: m["keep"] + "***@", text)
     return _KEYWORD_PASSWORD.sub(lambda m: m["keep"] + "***", text)
 

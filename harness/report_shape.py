@@ -18,14 +18,15 @@ from typing_extensions import NotRequired, ReadOnly, TypedDict
 __all__ = [
     "REPORT_VERSION", "Audit", "Baseline", "CheckResult", "ConflictCounter", "Conflicts", "DeadlockTimeout",
     "Distribution", "EventLoopLag", "Evidence", "Fault", "Figures", "Finding", "HeartbeatGap", "Heartbeats", "Hub",
-    "LostWorker", "MatrixFile", "MatrixRow", "Measured", "Pool", "PoolAtRest", "PoolSample", "Report", "Run",
-    "RunPace", "RunSettings", "SamplerSchedule", "ServerCounters", "ServerDescription", "SlaResult", "Stage",
-    "StageSla", "TimeseriesRow", "ToolFigures", "Verdict", "WorkerTotals", "Workers",
+    "LostWorker", "MatrixFile", "MatrixRow", "McpAttempts", "McpReplies", "McpSessions", "McpTransport", "Measured",
+    "NotMeasurable", "Pool", "PoolAtRest", "PoolSample", "Report", "Run", "RunPace", "RunSettings", "SamplerSchedule",
+    "ServerCounters", "ServerDescription", "SlaResult", "Stage", "StageSla", "TimeseriesRow", "ToolFigures",
+    "Transport", "Verdict", "WorkerTotals", "Workers",
 ]
 
 # The report's first key. Bumped by any change a reader of the JSON would notice (a key added,
 # renamed or removed, a value of another kind), with a line in docs/report.md's "Versions".
-REPORT_VERSION = 2
+REPORT_VERSION = 3
 
 Verdict = Literal["pass", "fail"]
 
@@ -69,6 +70,10 @@ class ToolFigures(TypedDict):
     p95_ms: float | None
     p99_ms: float | None
     max_ms: float | None
+    # Over MCP, the tool server's own attempts and failed attempts by kind, as its replies said;
+    # None when the calls ran in process.
+    server_attempts: int | None
+    server_failures: dict[str, int] | None
 
 
 # Conflicts' keys, for code that picks one by name (harness.watch.metrics.CONFLICT_COUNTERS).
@@ -117,7 +122,7 @@ class ServerCounters(TypedDict):
     xact_rollback: int
     conflicts: int
     deadlock_timeout: DeadlockTimeout
-    load_sessions_left: int
+    load_sessions_left: int | None  # None: not the harness's to see (a user's MCP server's sessions)
     peak_lock_waiters: int
     longest_lock_wait_ms: float
     longest_blocking_chain: int
@@ -164,7 +169,7 @@ class PoolAtRest(TypedDict):
 
 
 class Pool(TypedDict):
-    peak_waiting: int
+    peak_waiting: int | None  # None: no pool sample (over MCP the pool is the tool server's)
     min_available: int | None
     at_rest: list[PoolAtRest]
     samples: list[PoolSample]
@@ -190,10 +195,57 @@ class TimeseriesRow(TypedDict):
     outbox_relayed: NotRequired[int]  # the cross_service scenario's
 
 
+class McpSessions(TypedDict):
+    opened: int
+    renewed: int  # a request found its session ended (404), and it was opened again
+    closed: int  # DELETEd
+
+
+class McpReplies(TypedDict):
+    json: int
+    event_stream: int
+
+
+class McpAttempts(TypedDict):
+    client: int  # the tools/call requests the agents sent
+    server: int | None  # the server's own attempts, as its replies said; None: they said none
+
+
+class NotMeasurable(TypedDict):
+    """A figure this transport cannot observe; SLA rules that read it fail (harness.config.sla)."""
+
+    figure: str
+    why: str
+
+
+class McpTransport(TypedDict):
+    url: str  # its user information and query values as ***
+    server: Literal["builtin", "careless", "user"]  # started by toolclash (--mcp-server), or --mcp-url
+    era: str  # session or stateless
+    protocol_version: str
+    server_info: dict[str, Any]  # the server's serverInfo (name, version, …)
+    sessions: McpSessions
+    replies: McpReplies
+    is_error_replies: int
+    reissues: int  # requests sent again with the same op id after a lost reply or an ended session
+    attempts: McpAttempts
+    calls_server_reported: int  # calls whose replies said the server's attempts
+    server_failures: dict[str, int]  # the server's failed attempts by kind, as its replies said
+    not_measurable: list[NotMeasurable]
+
+
+class Transport(TypedDict):
+    """How the agents' calls reached their tools: in their own processes, or over MCP."""
+
+    kind: Literal["in_process", "mcp"]
+    mcp: NotRequired[McpTransport]  # over MCP
+
+
 class Figures(TypedDict):
     """What SLA rules read (harness.config.sla): a whole run's report, or one stage's figures."""
 
     run: ReadOnly[RunPace]
+    transport: ReadOnly[Transport]
     tools: dict[str, ToolFigures]
     conflicts: Conflicts
     latency_ms: dict[str, Distribution]
@@ -208,6 +260,7 @@ class Measured(TypedDict):
     report_version: int
     run: Run
     servers: list[ServerDescription]
+    transport: Transport
     tools: dict[str, ToolFigures]
     conflicts: Conflicts
     errors: int
@@ -347,6 +400,7 @@ class SlaResult(TypedDict):
     threshold: float
     observed: float | None
     ok: bool
+    not_measurable: str | None  # why this transport cannot observe the rule's metric (it then fails)
 
 
 class StageSla(TypedDict):

@@ -62,6 +62,11 @@ def audit_summaries(ctx: AuditContext) -> list[Check]:
 
 
 def audit_pool(ctx: AuditContext) -> list[Check]:
+    """Each load process's pool as its load stopped (ctx.findings). Over MCP the pool is the tool
+    server's: there is none to look at, and no check is made rather than one that holds on
+    nothing (the report's transport says the pool is not measurable)."""
+    if not ctx.findings:
+        return []
     leaked = [f for f in ctx.findings if f["available"] != f["connections"] or f["connections"] != f["size"]]
     unasked = [f["process"] for f in ctx.findings if f["idle_in_transaction"] is None]
     idle = sum(f["idle_in_transaction"] or 0 for f in ctx.findings)

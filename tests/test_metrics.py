@@ -89,3 +89,37 @@ def test_values_are_kept_with_their_ids_through_a_merge_of_other_shapes_and_the_
     assert list(shipped.values()) == given
     assert [json.loads(text) for _, text in shipped.raw_with_values()] == given
     assert [raw for raw, _ in shipped.raw_with_values()] == [op_id.bytes for op_id in ids]
+
+
+def test_the_mcp_layers_counts_survive_the_wire_form_and_add_up_like_the_others():
+    """Over MCP, the server's own attempts and failures per tool, the re-issues, the isError
+    replies, and each process's client counts (sessions, replies) merge as the calls do; the
+    client's waits for an HTTP connection are not the pool's."""
+    import uuid
+
+    from db.errors import Failure
+    from transport.call_record import CallRecord, Outcome
+
+    workers = []
+    for process in range(2):
+        metrics = Metrics()
+        ok = CallRecord("deduct_credits", "pg", uuid.uuid4(), Outcome.SUCCEEDED, 2, [Failure.CONNECTION_LOST],
+                        [0.0, 0.0], server_attempts=3, server_failures=[Failure.DEADLOCK, Failure.VERSION_CONFLICT],
+                        reissues=1)
+        refused = CallRecord("deduct_credits", "pg", uuid.uuid4(), Outcome.FAILED, 1, [Failure.REFUSED], [0.0],
+                             server_attempts=1, server_failures=[Failure.REFUSED], is_error_replies=1)
+        for record in (ok, refused):
+            metrics.record(record, "mcp_connection_wait")
+        metrics.count_transport({"sessions_opened": 5, "sessions_closed": 5, "json_replies": 3 + process})
+        workers.append(Metrics.from_dict(metrics.to_dict()))
+    total = Metrics()
+    for metrics in workers:
+        total.merge(metrics)
+    stats = total.tools["deduct_credits"]
+    assert (stats.attempts, stats.server_attempts) == (6, 8)
+    assert stats.server_failures == {"deadlocks": 2, "version_conflicts": 2, "refusals": 2}
+    assert {k: v for k, v in total.transport.items() if v} == {
+        "reissues": 2, "is_error_replies": 2, "calls_server_reported": 4, "sessions_opened": 10, "sessions_closed": 10,
+        "json_replies": 7}
+    assert total.distributions["mcp_connection_wait"].count == 6 and total.distributions["pool_wait"].count == 0
+    assert total.conflicts["connection_errors"] == 2 and total.conflicts["deadlocks"] == 0, "what the agents saw"

@@ -293,11 +293,19 @@ def _last_change_lost(at: At) -> str:
 
 @pytest.mark.parametrize("case", CORRUPTIONS, ids=[f"{c.scenario}-{c.where}" for c in CORRUPTIONS])
 def test_scenario_audit_fails_on_data_corrupted_during_the_run(case, servers, admin, schema, tmp_path, locust):
+    audit_fails_on_data_corrupted_during_the_run(case, servers, admin, schema, tmp_path, locust)
+
+
+def audit_fails_on_data_corrupted_during_the_run(case: Corruption, servers, admin: psycopg.Connection, schema: str,
+                                                 tmp_path, locust, *options: str) -> dict[str, Any]:
+    """A run of `case`'s scenario (with `options` too, e.g. its transport) whose data another
+    session corrupts as it goes: it FAILs on exactly the case's checks, each naming what was
+    corrupted. Its report."""
     report_path = tmp_path / "report.json"
     admin.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
     with redis.Redis.from_url(servers.redis_url) as client, locust.background(
         *_run_args(servers, schema), "--run-time", "3s", "--scenario", case.scenario, *case.options,
-        "--report-json", str(report_path),
+        "--report-json", str(report_path), *options,
     ) as run:
         at = At(admin, client, RedisKeys(schema), schema)
         wait_until(lambda: case.progress(at), f"{case.scenario}'s agents to write", still=run.running)
@@ -318,6 +326,7 @@ def test_scenario_audit_fails_on_data_corrupted_during_the_run(case, servers, ad
     assert {k: v for k, v in report["anomalies"].items() if v} == dict([case.anomaly] if case.anomaly else []), check
     assert f"[FAIL] {check['name']}: expected {check['expected']}, observed {check['observed']}" in done.stdout
     assert "toolclash verdict: FAIL (exit code 1)" in done.stdout
+    return report
 
 
 def _failed_run(done, report_path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:

@@ -22,7 +22,7 @@ def _report(**tools_p95):
     }
     return {"tools": tools, "latency_ms": {"deadlock_resolution": {"p95": None}},
             "conflicts": {"deadlocks": 3}, "run": {"duration_s": 30.0, "isolation": "read_committed"},
-            "anomalies": {}, "audit": {"checks": []}}
+            "transport": {"kind": "in_process"}, "anomalies": {}, "audit": {"checks": []}}
 
 
 def test_the_default_file_holds_the_product_briefs_rules():
@@ -139,8 +139,46 @@ def test_the_version_conflict_rate_counts_what_conflicts_become_at_the_stronger_
     report = {"tools": {"deduct_credits": {"calls": 100, "succeeded": 100, "failed": 0, "refused": 0,
                                            "indeterminate": 0, "attempts": 200,
                                            "failures": {"serialization_failures": 100}}},
-              "run": {"isolation": "read_committed"}}
+              "run": {"isolation": "read_committed"}, "transport": {"kind": "in_process"}}
     rate = METRICS["version_conflicts_per_attempt"].read
     assert rate(report, None) == 0.0
     for level in ("repeatable_read", "serializable"):
         assert rate({**report, "run": {"isolation": level}}, None) == 0.5, level
+
+
+def _over_mcp(report: dict, *figures: str) -> dict:
+    """`report` as a run over MCP whose transport could not observe `figures`, each tool's server
+    having said it made 200 attempts, 60 of them version conflicts."""
+    for tool in report["tools"].values():
+        tool.update(server_attempts=200, server_failures={"version_conflicts": 60, "deadlocks": 4})
+    not_measurable = [{"figure": figure, "why": f"{figure} is the server's"} for figure in figures]
+    return {**report, "transport": {"kind": "mcp", "mcp": {"not_measurable": not_measurable}}}
+
+
+def test_over_mcp_a_rule_on_what_the_transport_cannot_see_fails_as_not_measurable_never_holds():
+    """In process, no deadlock to resolve holds the rule; over MCP the deadlock timings and the
+    pool are the tool server's: the rule fails, saying why, and never reads a 0."""
+    rules = load_rules(DEFAULT_SLA_FILE, SCOPES)
+    in_process = {r["name"]: r for r in evaluate(rules, _report(deduct_credits=10.0), SCOPES)}
+    assert in_process["deadlock resolution p95 < 500 ms"]["ok"]
+    assert in_process["deadlock resolution p95 < 500 ms"]["not_measurable"] is None
+    over_mcp = {r["name"]: r for r in evaluate(rules, _over_mcp(_report(deduct_credits=10.0), "deadlock timings",
+                                                                 "pool"), SCOPES)}
+    unseen = over_mcp["deadlock resolution p95 < 500 ms"]
+    assert (unseen["ok"], unseen["observed"], unseen["not_measurable"]) == (False, None, "deadlock timings is the"
+                                                                                         " server's")
+    assert over_mcp["success rate after retries > 95%"]["not_measurable"] is None, "what the agents saw is measured"
+
+
+def test_over_mcp_the_attempt_rates_and_counts_read_the_servers_own_attempts_or_are_not_measurable():
+    """The agents saw 20 version conflicts in 120 attempts; the server said it made 200 attempts,
+    60 of them version conflicts: the rates and counts of failed attempts are the server's."""
+    rate, deadlocks = METRICS["version_conflicts_per_attempt"].read, METRICS["deadlocks"].read
+    report = _report(deduct_credits=10.0)
+    assert (rate(report, None), deadlocks(report, None)) == (20 / 120, 3)
+    over_mcp = _over_mcp(_report(deduct_credits=10.0))
+    assert (rate(over_mcp, None), deadlocks(over_mcp, None)) == (60 / 200, 4)
+    rule = load_rules(DEFAULT_SLA_FILE, SCOPES)[1]
+    assert rule.metric == "version_conflicts_per_attempt"
+    [silent] = evaluate((rule,), _over_mcp(_report(deduct_credits=10.0), "server attempts"), SCOPES)
+    assert not silent["ok"] and silent["not_measurable"] == "server attempts is the server's"

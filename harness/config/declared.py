@@ -25,7 +25,7 @@ DEFAULT_POOL_SIZE = 20
 DEFAULT_SCHEMA = "toolclash"
 
 OPTIONS: tuple[Option, ...] = (
-    # Fixed: the servers, the schema, the files written, the load shape.
+    # Fixed: the servers, the transport, the schema, the files written, the load shape.
     Option("--pg-dsn", None,
            "PostgreSQL to stress (libpq DSN or URI). Unset with --redis-url unset too: an embedded PostgreSQL is"
            " started", per_run=False),
@@ -34,6 +34,24 @@ OPTIONS: tuple[Option, ...] = (
     Option("--schema", DEFAULT_SCHEMA,
            f"the schema the harness works in; nothing outside it is touched (default: {DEFAULT_SCHEMA})",
            per_run=False, summarized=True),
+    # How the agents reach their tools: in their own processes (no option), or over MCP.
+    Option("--mcp-url", None,
+           "call every tool over MCP at this Streamable HTTP endpoint (your MCP server, writing to --pg-dsn and"
+           " --redis-url), e.g. http://127.0.0.1:8000/mcp (default: the tools run in the load's processes)",
+           per_run=False),
+    Option("--mcp-server", None,
+           "call every tool over MCP on toolclash's reference tool server, started for each test on 127.0.0.1:"
+           " builtin, or careless (its mistakes the audits must catch); excludes --mcp-url", per_run=False,
+           choices=("builtin", "careless"), composed=False),
+    Option("--mcp-era", "auto",
+           "the MCP protocol era: session (initialize, Mcp-Session-Id), stateless (2026-07-28), or auto: ask the"
+           " server (default: auto)", per_run=False, choices=("auto", "session", "stateless")),
+    Option("--mcp-token", None, "a bearer token sent to the MCP server with every request; never shown",
+           per_run=False),
+    Option("--mcp-ca-file", None, "check the https MCP server's certificate against these authorities (PEM)"
+           " rather than the system's", per_run=False),
+    Option("--mcp-insecure", False, "do not check the https MCP server's certificate at all", per_run=False,
+           switch=True),
     Option("--reset", False, "drop and re-create the schema first, even if an interrupted run left data in it",
            per_run=False, switch=True),
     # Not composed: each level of the matrix is a run of one process.
@@ -123,8 +141,8 @@ def add_arguments(parser: Any) -> None:
     """The `init_command_line_parser` listener: every option on Locust's parser, in two groups."""
     # Added to a group, not with parser.add_argument: Locust then leaves them out of the web UI's
     # start form, rightly, since they are fixed when the process starts (servers reached, schema claimed).
-    fixed = parser.add_argument_group("toolclash", "the servers, the schema, the files written, the load shape:"
-                                                   " fixed when the process starts")
+    fixed = parser.add_argument_group("toolclash", "the servers, the MCP server, the schema, the files written, the"
+                                                   " load shape: fixed when the process starts")
     for option in FIXED_OPTIONS:
         fixed.add_argument(option.flag, **option.parser_arguments())
     per_run = parser.add_argument_group("toolclash, per test", "read again at each test start, taken from the master"

@@ -14,6 +14,7 @@ from typing import Any
 from db.pool import ISOLATION_LEVELS
 from db.redis_keys import RedisKeys
 from harness.config.declared import DEFAULT_POOL_SIZE, OPTIONS, RUN_OPTIONS
+from harness.config.mcp import McpTarget, mcp_target
 from harness.config.option import BadOption
 from harness.config.shapes import SHAPES
 from harness.config.sla import DEFAULT_SLA_FILE, BadSlaFile, Rule, load_rules
@@ -125,6 +126,7 @@ class Settings:
     seed: int | None = None
     tools_module: str | None = None
     tools_digest: str | None = None  # the --tools-module file's SHA-256: every process must run the same code
+    mcp: McpTarget | None = None  # the tools' MCP server; None: they run in the load's processes
     # The load-shaping options (declared `summarized`) as given, typed, by dest: the settings
     # summary shows them so (harness.config.run_settings).
     as_given: dict[str, Any] = field(default_factory=dict)
@@ -179,6 +181,7 @@ class Settings:
             chaos = parse_chaos(options.chaos, distributed=bool(options.processes or options.master or options.worker))
         except BadChaos as exc:
             raise BadOption(f"--chaos {options.chaos!r}: {exc}") from None
+        mcp = mcp_target(options, scenarios, params, chaos)
         return cls(
             pg_dsn=options.pg_dsn or None,
             redis_url=options.redis_url or None,
@@ -209,6 +212,7 @@ class Settings:
             seed=options.seed,
             tools_module=options.tools_module,
             tools_digest=tools_digest,
+            mcp=mcp,
             as_given={o.dest: getattr(options, o.dest) for o in OPTIONS if o.summarized},
         )
 
@@ -230,9 +234,20 @@ class Settings:
             return max(1, size // 2)  # fewer connections than agents: they must queue
         return size
 
+    def tool_server_threads(self, agents: int) -> int:
+        """The threads of the builtin MCP server for a test of `agents`: one per agent, at most
+        DEFAULT_POOL_SIZE, and never fewer than its connections (the pool: `pool_size_for` all
+        the agents, which it serves alone), so that its threads queue for the pool as agents do
+        in process."""
+        return max(self.pool_size_for(agents), min(max(1, agents), DEFAULT_POOL_SIZE))
+
     def connections_needed(self, agents: int, processes: int) -> tuple[int, int]:
         """(all the PostgreSQL sessions a run of `agents` on `processes` load processes opens,
-        the pool of one process)."""
+        the pool of one process). Over MCP the load opens none: the builtin server has one pool
+        for all the agents; a user's server is not counted (its sessions are its own)."""
+        if self.mcp is not None:
+            server = self.pool_size_for(agents) if self.mcp.started_by_toolclash else 0
+            return server + HARNESS_SESSIONS, 0
         per_process = self.pool_size_for(math.ceil(agents / max(1, processes)))
         return per_process * processes + HARNESS_SESSIONS, per_process
 

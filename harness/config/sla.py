@@ -29,7 +29,8 @@ from db.errors import Failure
 from harness.report_shape import ConflictCounter, Figures, SlaResult, ToolFigures
 from harness.watch.metrics import CONFLICT_COUNTERS
 
-__all__ = ["BadSlaFile", "DEFAULT_SLA_FILE", "METRICS", "Rule", "evaluate", "load_rules"]
+__all__ = ["BadSlaFile", "DEFAULT_SLA_FILE", "DEADLOCK_TIMINGS", "LOAD_SESSIONS", "METRICS", "POOL", "Rule",
+           "SERVER_ATTEMPTS", "evaluate", "load_rules", "not_measurable"]
 
 DEFAULT_SLA_FILE = Path(__file__).resolve().parents[2] / "sla" / "default.toml"
 
@@ -72,8 +73,23 @@ def _ratio(numerator: float, denominator: float) -> float | None:
     return numerator / denominator if denominator else None
 
 
+def _over_mcp(report: Figures) -> bool:
+    return report["transport"]["kind"] == "mcp"
+
+
 def _failures_of(report: Figures, tools: list[str] | None, kind: str) -> int:
+    """Failed attempts of `kind`: the load's own in process; over MCP, the server's, as its
+    replies said (what the agents saw of them is in `failures`)."""
+    if _over_mcp(report):
+        return sum((t["server_failures"] or {}).get(kind, 0) for t in _tools(report, tools))
     return sum(t["failures"].get(kind, 0) for t in _tools(report, tools))
+
+
+def _attempts(report: Figures, tools: list[str] | None) -> int:
+    """Attempts: the load's in process; over MCP, the server's own, as its replies said."""
+    if _over_mcp(report):
+        return sum(t["server_attempts"] or 0 for t in _tools(report, tools))
+    return _total(report, tools, "attempts")
 
 
 def _success_rate(report: Figures, tools: list[str] | None) -> float | None:
@@ -117,12 +133,19 @@ def _distribution(name: str, statistic: _Statistic) -> Reader:
 
 
 def _per_attempt(kind: Failure) -> Reader:
-    return lambda r, t: _ratio(sum(_failures_of(r, t, k.value) for k in _counted_as(kind, r)),
-                               _total(r, t, "attempts"))
+    return lambda r, t: _ratio(sum(_failures_of(r, t, k.value) for k in _counted_as(kind, r)), _attempts(r, t))
+
+
+def _counted(report: Figures, counter: ConflictCounter) -> int:
+    """A conflicts counter; over MCP, a kind of failed attempt counts the server's (indeterminate
+    calls are the agents' in either)."""
+    if counter != "indeterminate" and _over_mcp(report):
+        return _failures_of(report, None, counter)
+    return report["conflicts"][counter]
 
 
 def _conflict_count(counter: ConflictCounter) -> Reader:
-    return lambda r, t: r["conflicts"][counter]
+    return lambda r, t: _counted(r, counter)
 
 
 def _anomaly_count(anomaly: str) -> Reader:
@@ -144,7 +167,7 @@ METRICS: dict[str, Metric] = {
         for kind in Failure
     },
     "deadlocks_per_minute": Metric(
-        "per_minute", lambda r, t: r["conflicts"]["deadlocks"] / (r["run"]["duration_s"] / 60.0)
+        "per_minute", lambda r, t: _counted(r, "deadlocks") / (r["run"]["duration_s"] / 60.0)
         if r["run"]["duration_s"] else None),
     **{
         f"{name}_{statistic}_ms": Metric("ms", _distribution(name, statistic))
@@ -155,6 +178,29 @@ METRICS: dict[str, Metric] = {
     **{anomaly: Metric("count", _anomaly_count(anomaly)) for anomaly in ANOMALIES},
     "audit_failed_checks": Metric("count", lambda r, t: sum(not c["ok"] for c in r["audit"]["checks"])),
 }
+
+
+# What a run over MCP cannot observe (the report's transport.mcp.not_measurable names them), and
+# the metrics that read each: a rule on one of those fails, "not measurable", never holds.
+POOL = "pool"
+DEADLOCK_TIMINGS = "deadlock timings"
+SERVER_ATTEMPTS = "server attempts"
+LOAD_SESSIONS = "load sessions"
+_READ_FROM: dict[str, tuple[str, ...]] = {
+    POOL: tuple(f"pool_wait_{statistic}_ms" for statistic in _STATISTICS),
+    DEADLOCK_TIMINGS: tuple(f"{name}_{statistic}_ms" for name in ("deadlock_detection", "deadlock_resolution")
+                            for statistic in _STATISTICS),
+    SERVER_ATTEMPTS: (*(f"{kind.value}_per_attempt" for kind in Failure), "deadlocks_per_minute",
+                      *(counter for counter in CONFLICT_COUNTERS if counter != "indeterminate")),
+}
+
+
+def not_measurable(report: Figures) -> dict[str, str]:
+    """The metrics the run's transport could not observe, each with why."""
+    mcp = report["transport"].get("mcp")
+    if mcp is None:
+        return {}
+    return {metric: item["why"] for item in mcp["not_measurable"] for metric in _READ_FROM.get(item["figure"], ())}
 
 
 @dataclass(frozen=True)
@@ -219,7 +265,9 @@ def _rule(path: Path, number: int, table: dict[str, Any], scopes: dict[str, list
 
 
 def evaluate(rules: tuple[Rule, ...], report: Figures, scopes: dict[str, list[str]]) -> list[SlaResult]:
-    """One result per rule, and per tool for an unscoped per-tool rule."""
+    """One result per rule, and per tool for an unscoped per-tool rule; a rule whose metric the
+    run's transport could not observe fails, saying why."""
+    unobserved = not_measurable(report)
     results: list[SlaResult] = []
     for rule in rules:
         metric = METRICS[rule.metric]
@@ -229,8 +277,9 @@ def evaluate(rules: tuple[Rule, ...], report: Figures, scopes: dict[str, list[st
                 (tool, [tool]) for tool in sorted(report["tools"])] or [(None, [])]
         else:
             targets = [(rule.scope, scopes[rule.scope] if rule.scope else None)]
+        why = unobserved.get(rule.metric)
         for scope, tools in targets:
-            observed = metric.read(report, tools)
+            observed = None if why else metric.read(report, tools)
             results.append({
                 "name": f"{rule.name} [{scope}]" if scope else rule.name,
                 "metric": rule.metric,
@@ -238,6 +287,7 @@ def evaluate(rules: tuple[Rule, ...], report: Figures, scopes: dict[str, list[st
                 "op": rule.op,
                 "threshold": rule.threshold,
                 "observed": observed,
-                "ok": rule.holds(observed),
+                "ok": not why and rule.holds(observed),
+                "not_measurable": why,
             })
     return results

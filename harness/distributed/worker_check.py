@@ -2,10 +2,13 @@
 
 Locust copies the master's options into every worker with each spawn message, and the per-run
 ones are read from there (harness.config.run_settings). A few cannot simply be copied: a worker connects
-to the servers itself, finds the schema's Redis keys by the schema's name, and reads the tools
-module from a file on its own host. The master tells its workers these at each test start
-(CHECK_MESSAGE, before it spawns any agent); a worker uses the master's, unless it was started
-with a value of its own, which must then be the master's. Each worker answers (CHECKED_MESSAGE)
+to the servers itself, finds the schema's Redis keys by the schema's name, reads the tools
+module from a file on its own host, and over MCP calls the master's MCP server (--mcp-url, or the
+one the master starts for --mcp-server, whose URL it tells at each test start), in the same era,
+with the same token (--mcp-ca-file is a path on the worker's own host, which it may give). The
+master tells its workers these at each test start (CHECK_MESSAGE, before it spawns any agent); a
+worker uses the master's, unless it was started with a value of its own, which must then be the
+master's (a token is compared, never shown). Each worker answers (CHECKED_MESSAGE)
 with None or one line naming the option and both values; the master starts the test only when
 every worker answered None.
 """
@@ -13,7 +16,7 @@ every worker answered None.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,16 +45,44 @@ class Shared:
     schema: str | None
     tools_module: str | None = None
     tools_digest: str | None = None
+    mcp_url: str | None = None
+    mcp_server: str | None = None
+    mcp_era: str | None = None
+    mcp_token: str | None = field(default=None, repr=False)
+    mcp_ca_file: str | None = None
+    mcp_insecure: bool | None = None
 
     @classmethod
     def given_to_worker(cls, options: Any) -> Shared:
         """A worker's own values, read when it starts (Locust overwrites its parsed_options with
-        the master's later). A --schema equal to the default is taken as not given."""
+        the master's later). A --schema or --mcp-era equal to the default is taken as not given."""
         schema = options.schema if options.schema != DEFAULT_SCHEMA else None
-        return cls(options.pg_dsn or None, options.redis_url or None, schema, options.tools_module or None)
+        return cls(options.pg_dsn or None, options.redis_url or None, schema, options.tools_module or None,
+                   mcp_url=options.mcp_url or None, mcp_server=options.mcp_server or None,
+                   mcp_era=options.mcp_era if options.mcp_era != "auto" else None, mcp_token=options.mcp_token or None,
+                   mcp_ca_file=options.mcp_ca_file or None, mcp_insecure=options.mcp_insecure or None)
+
+    @classmethod
+    def of_master(cls, pg_dsn: str, redis_url: str, schema: str, tools_module: str | None,
+                  tools_digest: str | None, fixed: dict[str, Any]) -> Shared:
+        """What a master sends: its servers, schema and tools module, and its MCP options as given."""
+        return cls(pg_dsn, redis_url, schema, tools_module, tools_digest,
+                   **{dest: fixed[dest] for dest in _MCP_OPTIONS})
 
     def as_message(self) -> dict[str, Any]:
         return asdict(self)
+
+    def mcp_options(self, master: Shared) -> dict[str, Any]:
+        """The MCP options a worker runs with (self: its own): the master's, but for the CA file
+        it was given (a path on its own host)."""
+        options = {dest: getattr(master, dest) for dest in _MCP_OPTIONS}
+        if self.mcp_ca_file is not None:
+            options["mcp_ca_file"] = self.mcp_ca_file
+        return options
+
+
+# The MCP options a worker takes from its master (harness.config.declared).
+_MCP_OPTIONS = ("mcp_url", "mcp_server", "mcp_era", "mcp_token", "mcp_ca_file", "mcp_insecure")
 
 
 def refusal(own: Shared, master: Shared) -> str | None:
@@ -63,7 +94,22 @@ def refusal(own: Shared, master: Shared) -> str | None:
         if mine is not None and mine != theirs:
             return (f"{flag}: this worker was started with {redact(mine)} but the master runs {redact(theirs)}:"
                     f" start workers without {flag} (they take the master's) or with the master's value")
-    return _tools_refusal(own.tools_module, master)
+    return _mcp_refusal(own, master) or _tools_refusal(own.tools_module, master)
+
+
+def _mcp_refusal(own: Shared, master: Shared) -> str | None:
+    for flag, mine, theirs in (("--mcp-url", own.mcp_url, master.mcp_url),
+                               ("--mcp-server", own.mcp_server, master.mcp_server),
+                               ("--mcp-era", own.mcp_era, master.mcp_era),
+                               ("--mcp-insecure", own.mcp_insecure, master.mcp_insecure or None)):
+        if mine is not None and mine != theirs:
+            return (f"{flag}: this worker was started with {redact(str(mine))} but the master runs"
+                    f" {redact(str(theirs)) if theirs is not None else 'none'}: start workers without {flag} (they"
+                    " take the master's) or with the master's value")
+    if own.mcp_token is not None and own.mcp_token != master.mcp_token:
+        return ("--mcp-token: this worker was started with another token than the master's (neither is shown):"
+                " start workers without --mcp-token (they take the master's) or with the master's")
+    return None
 
 
 def _tools_refusal(own_path: str | None, master: Shared) -> str | None:

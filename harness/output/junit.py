@@ -29,7 +29,8 @@ def write_junit(report: Report, path: str) -> None:
         )
         for item in items:
             if title == "sla":
-                message = f"observed {item['observed']}, needs {item['op']} {item['threshold']:g}"
+                message = (f"not measurable over MCP: {item['not_measurable']}" if item.get("not_measurable")
+                           else f"observed {item['observed']}, needs {item['op']} {item['threshold']:g}")
             else:
                 message = f"expected {item['expected']}, observed {item['observed']}: {item['detail']}"
             _case(suite, f"toolclash.{title}", item["name"], item["ok"], message, 0.0)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.output.junit import write_junit
-from harness.report_shape import Hub, MatrixFile, Report
+from harness.report_shape import Hub, MatrixFile, Report, SlaResult
 from harness.verdict.evidence import configuration_errors
 
 __all__ = ["format_summary", "log_summary", "publish", "write_json"]
@@ -68,6 +68,41 @@ def _hub_line(hub: Hub) -> str:
             f" {sampler['late_samples']} of {sampler['samples']} samples late")
 
 
+def _transport_lines(report: Report) -> list[str]:
+    """Over MCP: the server and the protocol, what the MCP layer counted, and what it cannot see."""
+    mcp = report["transport"].get("mcp")
+    if mcp is None:
+        return []
+    name = " ".join(str(mcp["server_info"].get(key, "")) for key in ("name", "version")).strip() or "unnamed"
+    attempts = mcp["attempts"]
+    server = "not said" if attempts["server"] is None else attempts["server"]
+    absorbed = ", ".join(f"{kind}={count}" for kind, count in sorted(mcp["server_failures"].items())) or "none"
+    return [
+        f"  MCP: {mcp['url']} ({mcp['server']} server {name}), {mcp['era']} era {mcp['protocol_version']};"
+        f" sessions opened={mcp['sessions']['opened']} renewed={mcp['sessions']['renewed']}"
+        f" closed={mcp['sessions']['closed']}; replies JSON={mcp['replies']['json']}"
+        f" event-stream={mcp['replies']['event_stream']}; isError={mcp['is_error_replies']},"
+        f" reissues={mcp['reissues']}",
+        f"  MCP attempts: client={attempts['client']}, server={server} (its failed attempts: {absorbed});"
+        f" not measurable over MCP: {', '.join(item['figure'] for item in mcp['not_measurable'])}",
+    ]
+
+
+def _pool_line(report: Report) -> str:
+    pool = report["pool"]
+    if pool["peak_waiting"] is None and report["transport"]["kind"] == "mcp":
+        return "pool: not measurable over MCP (the tool server's pool is its own)"
+    return (f"pool: peak requests waiting={_figure(pool['peak_waiting'])},"
+            f" fewest free connections={_figure(pool['min_available'])}")
+
+
+def _sla_line(rule: SlaResult) -> str:
+    mark = "ok  " if rule["ok"] else "FAIL"
+    if rule["not_measurable"]:
+        return f"  [{mark}] {rule['name']}: not measurable over MCP: {rule['not_measurable']}"
+    return f"  [{mark}] {rule['name']}: observed {_figure(rule['observed'])} (needs {rule['op']} {rule['threshold']:g})"
+
+
 def format_summary(report: Report) -> str:
     lines = [
         "",
@@ -77,6 +112,7 @@ def format_summary(report: Report) -> str:
         f" seed {report['run']['seed']} (the same calls again: --seed {report['run']['seed']})",
     ]
     lines += [f"  {server['description']}" for server in report["servers"]]
+    lines += _transport_lines(report)
     if "workers" in report:
         expected, ran = report["run"]["settings_fingerprint"], report["workers"]["settings"]
         others = sorted(worker for worker, fingerprint in ran.items() if fingerprint != expected)
@@ -98,8 +134,7 @@ def format_summary(report: Report) -> str:
     if report.get("faults"):
         lines.append(_faults_line(report))
     lines.append(_hub_line(report["hub"]))
-    lines.append(f"pool: peak requests waiting={report['pool']['peak_waiting']},"
-                 f" fewest free connections={_figure(report['pool']['min_available'])}")
+    lines.append(_pool_line(report))
     server = report["server_counters"]
     lines.append(
         "server (pg_stat_database, over the run): "
@@ -131,12 +166,7 @@ def format_summary(report: Report) -> str:
             + (f" ({check['detail']})" if check["detail"] else "")
         )
     lines.append("SLA:")
-    for rule in report["sla"]:
-        mark = "ok  " if rule["ok"] else "FAIL"
-        lines.append(
-            f"  [{mark}] {rule['name']}: observed {_figure(rule['observed'])}"
-            f" (needs {rule['op']} {rule['threshold']:g})"
-        )
+    lines += [_sla_line(rule) for rule in report["sla"]]
     if report.get("stages"):
         lines.append("")
         lines.append(f"{'stage':<7}{'agents':>7}{'calls/s':>10}{'p95 ms':>9}{'conflicts':>11}{'pool wait p95':>15}"

@@ -19,6 +19,10 @@ class Agent(User):
         self._load = load_of(self.environment)
         self._think_time_s = self._load.settings.think_time_s
         self.agent_id, self._rng = self._load.next_agent()
+        self._load.open_agent(self.agent_id)
+
+    def on_stop(self) -> None:
+        self._load.close_agent(self.agent_id)
 
     def wait_time(self) -> float:
         return self._think_time_s

@@ -19,6 +19,7 @@ from locust.env import Environment
 from harness.config.option import BadOption
 from harness.output.html.locust_report import add_to_html_report, section_for_test
 from harness.output.summary import publish
+from harness.run.mcp_server import McpServerRefused
 from harness.run.role import Role
 
 if TYPE_CHECKING:  # what the judge is handed or hands on, named in its annotations only
@@ -28,6 +29,7 @@ if TYPE_CHECKING:  # what the judge is handed or hands on, named in its annotati
     from harness.run.services import Services
     from harness.verdict.coordinator import Coordinator
     from harness.verdict.report import StageStart
+    from harness.verdict.transport import McpFacts
     from harness.watch.metrics import Metrics
 
 __all__ = ["Judge"]
@@ -49,6 +51,8 @@ class Judge(Role):
         # The test's run id and seed: chosen here, told to the workers.
         self._run_id = ""
         self._seed = 0
+        # Over MCP, the current test's tool server (its URL, what its probe found).
+        self.mcp: McpFacts | None = None
 
     def listen(self) -> None:
         super().listen()
@@ -91,7 +95,7 @@ class Judge(Role):
         self.hub_probe.start()
         agents = environment.runner.target_user_count or 0
         self._peak_agents = agents
-        refusals = self._prepare_test(environment)
+        refusals = self._prepare_test(environment) or self._start_mcp_server(agents)
         if refusals:
             return self._refuse_test(refusals)
         self._seed = self.settings.seed_for_test()
@@ -113,8 +117,21 @@ class Judge(Role):
         self._use(settings)
         return []
 
+    def _start_mcp_server(self, agents: int) -> list[str]:
+        """Over MCP, the test's tool server started (when toolclash runs it) and probed, before
+        any load; what refuses the test, one line."""
+        self.mcp = None
+        if self.services.mcp is None:
+            return []
+        try:
+            self.mcp = self.services.mcp.start(self.settings, self.settings.most_agents(agents))
+        except McpServerRefused as exc:
+            return [str(exc)]
+        return []
+
     def _refuse_test(self, lines: list[str]) -> None:
         """The test cannot run as asked: say why, end it before any load, exit code 2."""
+        self._stop_mcp_server()
         headless = self.environment.parsed_options.headless
         for line in lines:
             self._configuration_error(line, in_log=not headless)  # without a console, the web UI's log
@@ -138,10 +155,13 @@ class Judge(Role):
     def on_test_stop(self, environment: Environment, **_: Any) -> None:
         self.hub_probe.stop()  # the load is over: the audit's pace is not the run's
         if not self.coordinator.running:
+            self._stop_mcp_server()
             return  # refused before it began: no load ran
         from_load = self._stop_load(environment)
+        self._stop_mcp_server()  # its calls under way end first: none commits after the audits read
         try:
-            self.report = self.coordinator.finish(peak_agents=self._peak_agents, stages=self._stages, **from_load)
+            self.report = self.coordinator.finish(peak_agents=self._peak_agents, stages=self._stages, mcp=self.mcp,
+                                                  **from_load)
         except (psycopg.Error, redis.RedisError) as exc:
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
             self.audit_error = reason
@@ -150,6 +170,10 @@ class Judge(Role):
         self.exit_code = max(self.exit_code or 0, self.report["exit_code"])
         self.verdicts.append(self.report["verdict"])
         publish(self.report, self.settings.report_json, self.settings.junit_xml)
+
+    def _stop_mcp_server(self) -> None:
+        if self.services.mcp is not None:
+            self.services.mcp.stop()
 
     # -- the end ----------------------------------------------------------------------------
 

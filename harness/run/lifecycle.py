@@ -44,6 +44,7 @@ from locust.runners import MasterRunner, Runner, WorkerRunner
 from db.connect import ServiceUnreachable, redact
 from db.schema import SchemaRefused
 from harness.config.declared import add_arguments
+from harness.config.mcp import McpTarget
 from harness.config.option import BadOption
 from harness.config.settings import Settings
 from harness.config.shapes import AgentStages
@@ -59,6 +60,7 @@ from harness.verdict.evidence import CONFIGURATION_ERROR
 from harness.web.panel import Panel
 from harness.web.report_download import install_on_web_ui
 from harness.web.start_form import check_start_form
+from transport.mcp.settings import redacted_url
 
 __all__ = ["install"]
 
@@ -150,6 +152,8 @@ def _name_the_servers(environment: Environment, services: Services) -> None:
     """Locust's `host` of the agents: the servers under test (passwords redacted), shown in the
     web UI and the HTML report instead of a missing host."""
     servers = f"{redact(services.pg_dsn)} {redact(services.redis_url)}"
+    if services.mcp is not None:
+        servers += f" over MCP: {_mcp_server_named(services.mcp.target)}"
     for user_class in environment.user_classes:
         if not user_class.host:
             user_class.host = servers
@@ -168,7 +172,7 @@ def _open_history(path: str, runner: Runner) -> History:
 
 
 def _reach_servers(settings: Settings) -> tuple[Services, Coordinator]:
-    services = Services(settings.pg_dsn, settings.redis_url)
+    services = Services(settings.pg_dsn, settings.redis_url, settings.mcp)
     coordinator = None
     try:
         services.start()
@@ -182,7 +186,16 @@ def _reach_servers(settings: Settings) -> tuple[Services, Coordinator]:
         _fail_configuration(f"while preparing schema {settings.schema!r}: {type(exc).__name__}: {exc}".splitlines()[0])
     for info in services.infos:
         log.info("toolclash uses %s", info.describe())
+    if settings.mcp is not None:
+        log.info("toolclash's agents call their tools over MCP on %s", _mcp_server_named(settings.mcp))
     return services, coordinator
+
+
+def _mcp_server_named(target: McpTarget) -> str:
+    """The MCP server as messages name it: passwords, tokens and query values never shown."""
+    if target.started_by_toolclash:
+        return f"the {target.server} tool server toolclash starts for each test (--mcp-server)"
+    return f"{redacted_url(target.url)} (--mcp-url)"
 
 
 def _stop_quietly(coordinator: Coordinator | None, services: Services) -> None:

@@ -1,6 +1,11 @@
 """The load side of a process that runs agents (the local runner, or a worker): its pool, its
 Redis client, the adapter, and the metrics its calls are recorded into; the agents find it with
-`load_of` (they need nothing else of the process's role)."""
+`load_of` (they need nothing else of the process's role).
+
+Over MCP (--mcp-url, --mcp-server) the load has no pool and no Redis client: one MCP client (its
+connections sized for this process's agents), the MCP adapter, and a session per agent, opened
+when the agent starts and closed (DELETE) when it stops. What the in-process load samples of its
+pool is the tool server's own there, and is not measured (the report says so)."""
 
 from __future__ import annotations
 
@@ -28,6 +33,8 @@ from harness.run.locust_requests import told_to
 from harness.watch.metrics import Metrics
 from transport.call_record import Outcome
 from transport.in_process import ToolAdapter
+from transport.mcp.adapter import McpToolAdapter
+from transport.mcp.client import McpClient, McpUnavailable
 
 if TYPE_CHECKING:
     from harness.output.history import History
@@ -39,6 +46,8 @@ log = logging.getLogger(__name__)
 _DRAIN_TIMEOUT_S = 10.0
 _POOL_SAMPLE_INTERVAL_S = 1.0
 _AS_MANY_AS_AGENTS_WANT = 2**31 - 1
+# Where an MCP call's waits for one of the client's HTTP connections go: not the pool's waits.
+_MCP_CONNECTION_WAIT = "mcp_connection_wait"
 
 
 _LOADS: weakref.WeakKeyDictionary[Environment, Load] = weakref.WeakKeyDictionary()
@@ -83,6 +92,8 @@ class Load:
         # Known at once in a local run; a worker learns them from the master at each test start.
         self.pg_dsn: str | None = None
         self.redis_url: str | None = None
+        # The MCP server's URL, over MCP: the judging side's, or the master's, at each test start.
+        self.mcp_url: str | None = None
         self.toolbox = Toolbox(settings)
         self.metrics = Metrics()
         # The project's own hooks, which the adapter fires (transport.hooks): each call's CallRecord as it
@@ -95,7 +106,9 @@ class Load:
         self.call_finished.add_listener(self._record)
         # The load shape's current stage (None without --shape): calls are also counted per stage.
         self.stage: int | None = None
-        self.adapter: ToolAdapter | None = None
+        self.adapter: ToolAdapter | McpToolAdapter | None = None
+        self._mcp: McpClient | None = None
+        self._waits = "pool_wait"
         self._pool = None
         self._redis: redis.Redis | None = None
         self._agent_numbers = itertools.count(1)
@@ -116,14 +129,14 @@ class Load:
         self.toolbox = Toolbox(settings)
 
     def _record(self, record) -> None:
-        self.metrics.record(record)
+        self.metrics.record(record, self._waits)
         self._totals["attempts"] += record.attempts
         if record.failures:  # most calls have none
             self._totals["conflicts"] += sum(failure.counted_as_conflict for failure in record.failures)
         if record.outcome is not Outcome.INTERRUPTED:
             self._totals["calls"] += 1
         if self.stage is not None:
-            self.metrics.stage(self.stage).record(record)
+            self.metrics.stage(self.stage).record(record, self._waits)
 
     def on_agent_error(self, exception: BaseException, **_: Any) -> None:
         """Locust's `user_error`: an agent's task raised instead of finishing its call."""
@@ -150,6 +163,32 @@ class Load:
         self._totals = dict.fromkeys(self._totals, 0)
         self._seed = seed
         self._agent_numbers = itertools.count(1)
+        failure = self._open_mcp(agents) if self.settings.mcp is not None else self._open_pool(agents)
+        if failure is not None:
+            log.error("toolclash: %s", failure["detail"])
+            self.metrics.load_failures.append(failure)
+            return failure
+        self._started = time.monotonic()
+        self._sampler = gevent.spawn(self._sample_pool)
+        return None
+
+    def _open_mcp(self, agents: int) -> dict | None:
+        """The MCP client, connected, and its adapter; None, or what kept them from starting."""
+        self._waits = _MCP_CONNECTION_WAIT
+        self._mcp = McpClient(self.settings.mcp.client_settings(self.mcp_url, agents))
+        try:
+            self._mcp.connect()
+        except McpUnavailable as exc:
+            self._mcp.close()
+            self._mcp = None
+            return {"process": self._process_index, "kind": "mcp_unavailable", "detail": str(exc)}
+        self.adapter = McpToolAdapter(self._mcp, self.settings.retry, self.call_finished, self.call_started)
+        return None
+
+    def _open_pool(self, agents: int) -> dict | None:
+        """The pool (every connection ready) and the Redis client, and their adapter; None, or
+        what kept them from starting."""
+        self._waits = "pool_wait"
         size = self._pool_size = self.settings.pool_size_for(agents)
         session = SessionSettings(
             schema=self.settings.schema,
@@ -161,10 +200,7 @@ class Load:
         try:
             self._pool = open_pool(self.pg_dsn, session, size=size, timeout_s=self.settings.pool_timeout_s)
         except PoolNotOpened as exc:
-            failure = {"process": self._process_index, "kind": exc.kind, "detail": exc.detail}
-            log.error("toolclash: %s", failure["detail"])
-            self.metrics.load_failures.append(failure)
-            return failure
+            return {"process": self._process_index, "kind": exc.kind, "detail": exc.detail}
         # As many connections as agents want (each holds at most one at a time, opened when first
         # needed): redis-py's pool stops at 100 when given no number, and its error for the 101st
         # agent is a ConnectionError, which would count as a lost connection.
@@ -174,25 +210,38 @@ class Load:
                                            client_name=load_application_name(self.settings.schema, self._process_index))
         self.adapter = ToolAdapter(self._pool, self._redis, self.settings.retry, self.settings.tool_work_s,
                                    self.call_finished, self.call_started)
-        self._started = time.monotonic()
-        self._sampler = gevent.spawn(self._sample_pool)
         return None
 
+    def open_agent(self, agent_id: str) -> None:
+        """An agent started: over MCP, its session opened now, so that no call's time holds the
+        handshake."""
+        if isinstance(self.adapter, McpToolAdapter):
+            self.adapter.open_session(agent_id)
+
+    def close_agent(self, agent_id: str) -> None:
+        """An agent stopped: over MCP, its session closed (DELETE)."""
+        if isinstance(self.adapter, McpToolAdapter):
+            self.adapter.close_session(agent_id)
+
     def _sample_pool(self) -> None:
-        """The pool's own view, every second: connections, free ones, requests waiting; and the
-        running totals of the calls, for the web UI's charts."""
+        """The pool's own view, every second: connections, free ones, requests waiting (none over
+        MCP: the pool is the tool server's); and the running totals of the calls, for the web
+        UI's charts."""
         while True:
-            stats = self._pool.stats()
             t = round(time.monotonic() - self._started, 3)
-            self.metrics.pool_samples.append({
-                "t": t,
-                "process": self._process_index,
-                "size": stats["connections"],
-                "available": stats["available"],
-                "waiting": stats["waiting"],
-            })
+            waiting = None
+            if self._pool is not None:
+                stats = self._pool.stats()
+                waiting = stats["waiting"]
+                self.metrics.pool_samples.append({
+                    "t": t,
+                    "process": self._process_index,
+                    "size": stats["connections"],
+                    "available": stats["available"],
+                    "waiting": waiting,
+                })
             self.metrics.load_samples.append({"t": t, "process": self._process_index, **self._totals,
-                                              "agents": self.agents_now(), "pool_waiting": stats["waiting"]})
+                                              "agents": self.agents_now(), "pool_waiting": waiting})
             gevent.sleep(_POOL_SAMPLE_INTERVAL_S)
 
     def stop(self) -> None:
@@ -208,9 +257,18 @@ class Load:
             log.warning("%d tool calls still in flight after %.0f s: reported indeterminate", abandoned,
                         _DRAIN_TIMEOUT_S)
         self._sampler.kill()
-        self.metrics.findings.append(self._pool_at_rest(abandoned))
-        self._pool.close()
-        self._redis.close()
+        if self._mcp is not None:
+            self.adapter.close()  # the sessions of agents not seen to stop
+            self._mcp.close()
+            self.metrics.count_transport({
+                "sessions_opened": self._mcp.sessions_opened, "sessions_renewed": self._mcp.sessions_renewed,
+                "sessions_closed": self._mcp.sessions_closed, "json_replies": self._mcp.replies["json"],
+                "event_stream_replies": self._mcp.replies["event-stream"]})
+            self._mcp = None
+        else:
+            self.metrics.findings.append(self._pool_at_rest(abandoned))
+            self._pool.close()
+            self._redis.close()
         self.adapter = None
         self._pool = None
 

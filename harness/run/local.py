@@ -34,6 +34,7 @@ class Local(Judge):
         self.load.use(settings)
 
     def _start_agents(self, agents: int) -> None:
+        self.load.mcp_url = self.mcp.url if self.mcp is not None else None
         if self.load.start(self.settings.most_agents(agents), self._seed) is not None:
             self._end_test_early()
 

@@ -91,8 +91,8 @@ class Master(Judge):
 
     def _check(self, settings: Settings) -> list[str]:
         """Every worker checks the options it must share with this master."""
-        shared = Shared(self.services.pg_dsn, self.services.redis_url, settings.schema, settings.tools_module,
-                        settings.tools_digest)
+        shared = Shared.of_master(self.services.pg_dsn, self.services.redis_url, settings.schema,
+                                  settings.tools_module, settings.tools_digest, self.fixed)
         message = {"test": self._test, "shared": shared.as_message()}
         return self.checks.wait(self._runner, self._test, lambda: self._runner.send_message(CHECK_MESSAGE, message))
 
@@ -102,7 +102,8 @@ class Master(Judge):
 
     def _start_agents(self, agents: int) -> None:
         self._runner.send_message(SERVERS_MESSAGE, {
-            "pg_dsn": self.services.pg_dsn, "redis_url": self.services.redis_url, "test": self._test,
+            "pg_dsn": self.services.pg_dsn, "redis_url": self.services.redis_url,
+            "mcp_url": self.mcp.url if self.mcp is not None else None, "test": self._test,
             "run_id": self._run_id, "seed": self._seed,
             "agents_per_worker": math.ceil(self.settings.most_agents(agents) / max(1, self._runner.worker_count))})
 

@@ -1,4 +1,5 @@
-"""Which PostgreSQL and Redis a run uses: the user's, or the embedded default."""
+"""Which PostgreSQL and Redis a run uses: the user's, or the embedded default; and over MCP, the
+tool server the agents call (harness.run.mcp_server), which writes to them."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from pathlib import Path
 
 from db.connect import ServerInfo, probe_postgres, probe_redis
 from db.embedded import EmbeddedPostgres, EmbeddedRedis, make_run_dir, remove_run_dir
+from harness.config.mcp import McpTarget
+from harness.run.mcp_server import McpServer
 
 __all__ = ["Services"]
 
@@ -17,9 +20,12 @@ class Services:
     """The two servers of a run. Each one the user did not name is started embedded, in a
     data directory of the run, and stopped (once) by `stop()`."""
 
-    def __init__(self, pg_dsn: str | None, redis_url: str | None) -> None:
+    def __init__(self, pg_dsn: str | None, redis_url: str | None, mcp: McpTarget | None = None) -> None:
         self.pg_dsn = pg_dsn
         self.redis_url = redis_url
+        self._mcp_target = mcp
+        # Over MCP, once both servers are reached: the tool server, on them.
+        self.mcp: McpServer | None = None
         self.infos: list[ServerInfo] = []
         self._embedded: list[EmbeddedPostgres | EmbeddedRedis] = []
         self._run_dir: Path | None = None
@@ -37,6 +43,8 @@ class Services:
                 self.infos.append(probe_redis(self.redis_url, "embedded, no --redis-url given"))
             else:
                 self.infos.append(probe_redis(self.redis_url, "--redis-url"))
+            if self._mcp_target is not None:
+                self.mcp = McpServer(self._mcp_target, self.pg_dsn, self.redis_url)
         except BaseException:
             self.stop()
             raise
@@ -49,6 +57,8 @@ class Services:
         return server.start()
 
     def stop(self) -> None:
+        if self.mcp is not None:  # before the servers it writes to
+            self.mcp.stop()
         for server in reversed(self._embedded):
             server.stop()
         self._embedded.clear()

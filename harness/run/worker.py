@@ -72,10 +72,13 @@ class Worker(Role):
         self.environment.events.report_to_master.add_listener(self.on_report_to_master)
 
     def settings_for_test(self, options: Any) -> Settings:
-        # The master's schema, and the tools module's file at this worker's own path if it was given one.
+        # The master's schema and MCP server, and the tools module's file (and the MCP server's
+        # authorities) at this worker's own path if it was given one.
         fixed = {**self.fixed, "schema": self._masters.schema if self._masters else self.fixed["schema"]}
         if self.own.tools_module is not None:
             fixed["tools_module"] = self.own.tools_module
+        if self._masters is not None:
+            fixed.update(self.own.mcp_options(self._masters))
         return settings_for_test(options, fixed, judge=False)
 
     def _use(self, settings: Settings) -> None:
@@ -99,6 +102,7 @@ class Worker(Role):
         if self._refused:
             return
         self.load.pg_dsn, self.load.redis_url = msg.data["pg_dsn"], msg.data["redis_url"]
+        self.load.mcp_url = msg.data["mcp_url"]
         self._agents_here = msg.data["agents_per_worker"]
         self._run_id, self._seed = msg.data["run_id"], msg.data["seed"]
 

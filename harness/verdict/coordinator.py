@@ -31,6 +31,7 @@ from harness.report_shape import Evidence, Heartbeats, Report, ServerCounters, W
 from harness.verdict import evidence
 from harness.verdict.drainer import Drainer
 from harness.verdict.report import StageStart, build_report, stage_reports
+from harness.verdict.transport import McpFacts, transport_section
 from harness.watch.hub_lag import HubLag, hub_note, hub_section
 from harness.watch.metrics import Metrics
 from harness.watch.sampler import ServerSampler, summarize, write_csv
@@ -131,6 +132,10 @@ class Coordinator:
         room = self._session.run(connection_room)
         if needed <= room.free:
             return None
+        if self.settings.mcp is not None:  # a user's server's are not counted: needed is the harness's alone
+            return (f"the run needs {needed} PostgreSQL connections (the {self.settings.mcp.server} MCP server's pool"
+                    f" of {needed - HARNESS_SESSIONS} + {HARNESS_SESSIONS} for the harness) but the server takes"
+                    f" {room.free} more ({room.describe()}): lower --pool-size, or raise max_connections")
         return (f"the run needs {needed} PostgreSQL connections ({processes} load process(es) x --pool-size"
                 f" {per_process} + {HARNESS_SESSIONS} for the harness) but the server takes {room.free} more"
                 f" ({room.describe()}): lower --pool-size or --processes, or raise max_connections")
@@ -233,11 +238,13 @@ class Coordinator:
         heartbeats: Heartbeats | None = None,
         workers: Workers | None = None,
         stages: list[StageStart] | None = None,
+        mcp: McpFacts | None = None,
     ) -> Report:
         """Audit the run whose load has stopped and closed its connections; the full report.
         `hub_lags`: each process's event-loop probe, by process; `heartbeats`: on a master, the
         workers' heartbeat gaps; `workers`: in a distributed run, what each worker shipped, and
-        the workers that were lost."""
+        the workers that were lost; `mcp`: the test's MCP server, when the agents called their
+        tools over MCP (its sessions, when toolclash started it, are the load's sessions)."""
         run, self._run = self._run, None
         faults = self._injector.stop() if self.settings.chaos else []
         samples = self._sampler.stop()
@@ -245,11 +252,9 @@ class Coordinator:
         self._drainer.stop()
         run["duration_s"] = time.monotonic() - self._started
         run["agents"] = max(run["agents"], peak_agents)
-        sessions_left = self._session.run(partial(
-            wait_for_sessions_to_end,
-            application_prefix=load_application_prefix(self.settings.schema),
-            timeout_s=_SESSIONS_END_TIMEOUT_S,
-        ))
+        sessions = load_application_prefix(self.settings.schema) if mcp is None else mcp.sessions_prefix
+        sessions_left = None if sessions is None else self._session.run(partial(
+            wait_for_sessions_to_end, application_prefix=sessions, timeout_s=_SESSIONS_END_TIMEOUT_S))
         final = self._session.run(database_counters)
         server_counters: ServerCounters = {**{name: final[name] - self._baseline[name] for name in final},
                                            "deadlock_timeout": self.deadlock_timeout,
@@ -279,9 +284,10 @@ class Coordinator:
             servers=[{"kind": s.kind, "version": s.version, "where": s.where, "origin": s.origin,
                       "description": s.describe()} for s in self._servers],
             timeseries=samples,
+            transport=transport_section(metrics, mcp),
         )
         hub = hub_section(hub_lags, samples, self.settings.sample_interval_s, heartbeats)
-        problems = evidence.evidence_problems(metrics, workers, sessions_left)
+        problems = evidence.evidence_problems(metrics, workers, sessions_left or 0)
         if workers is not None:
             problems += evidence.settings_problems(workers["settings"], run["settings_fingerprint"])
         if self._redis_claim.lost:
@@ -289,6 +295,8 @@ class Coordinator:
                                                             " during this one: their data is not this run's"})
         # What the reader must know but the verdict does not rest on: the figures are still the run's.
         notes = [note] if (note := hub_note(hub)) else []
+        if mcp is not None and mcp.server == "user":
+            notes += evidence.user_server_notes(self.settings)
         if claimed_again := self._redis_claim.take_claimed_again():
             notes.append({"kind": "keys_claimed_again",
                           "detail": f"the hold on the Redis keys {self._redis_claim.key}:* was gone {claimed_again}"
@@ -316,7 +324,7 @@ class Coordinator:
             report["workers"] = workers
         if stages:
             report["stages"] = stage_reports(metrics, stages, time.monotonic(), self.settings.sla_rules,
-                                             self.settings.scopes, self.settings.isolation)
+                                             self.settings.scopes, self.settings.isolation, measured["transport"])
         # A failed audit's data is the evidence of what went wrong: the next run must not wipe it
         # unless told --reset.
         self._session.run(partial(run_schema.finish_run, schema=self.settings.schema, audit_ok=report["audit"]["ok"]))

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 from typing import Final
 
+from harness.config.settings import Settings
 from harness.report_shape import Finding, Report, SlaResult, Verdict, Workers
 from harness.watch.metrics import Metrics
 
 __all__ = ["CONFIGURATION_ERROR", "PASS", "FAIL", "configuration_errors", "decide", "evidence_problems",
-           "settings_problems"]
+           "settings_problems", "user_server_notes"]
 
 PASS: Final = "pass"
 FAIL: Final = "fail"
@@ -32,7 +33,7 @@ CONFIGURATION_ERROR = 2
 _EXIT_CODES = {PASS: 0, FAIL: 1}
 
 # Problems that say the run was set up wrong (fix the options or the server, then run again).
-_CONFIGURATION_KINDS = frozenset({"server_refused", "worker_refused"})
+_CONFIGURATION_KINDS = frozenset({"server_refused", "worker_refused", "mcp_unavailable"})
 
 
 def evidence_problems(metrics: Metrics, workers: Workers | None = None,
@@ -76,6 +77,21 @@ def evidence_problems(metrics: Metrics, workers: Workers | None = None,
                       " may yet commit is not in the data the audits read",
         })
     return problems
+
+
+def user_server_notes(settings: Settings) -> list[Finding]:
+    """Over a user's MCP server (--mcp-url), what the harness cannot see and the reader must know:
+    the audits take the server to run at --isolation and with --queue-capacity (they judge by
+    them), and whether a call the server still ran at the audit committed after it is unknown."""
+    return [
+        {"kind": "server_settings_unseen",
+         "detail": f"the audits take your MCP server to run its tools at --isolation {settings.isolation} with"
+                   f" --queue-capacity {settings.params.queue_capacity}: toolclash cannot see the server's own"},
+        {"kind": "server_sessions_unseen",
+         "detail": "your MCP server's PostgreSQL sessions are its own: whether a call it still ran when the audits"
+                   " read the data committed after is not known (the calls the agents gave up on are counted"
+                   " indeterminate)"},
+    ]
 
 
 def settings_problems(worker_settings: dict[str, str], expected: str) -> list[Finding]:

@@ -23,6 +23,7 @@ from harness.report_shape import (
     Stage,
     TimeseriesRow,
     ToolFigures,
+    Transport,
 )
 from harness.watch.metrics import Histogram, Metrics
 
@@ -37,6 +38,7 @@ def build_report(
     run: Run,
     servers: list[ServerDescription],
     timeseries: list[TimeseriesRow],
+    transport: Transport,
 ) -> Measured:
     """Everything but the SLA results and the verdict, which are computed from this."""
     anomalies = _anomalies(checks)
@@ -44,10 +46,11 @@ def build_report(
         "report_version": REPORT_VERSION,
         "run": run,
         "servers": servers,
-        "tools": _tools(metrics),
+        "transport": transport,
+        "tools": _tools(metrics, transport),
         "conflicts": _conflicts(metrics),
         "errors": metrics.errors,
-        "latency_ms": _latencies(metrics),
+        "latency_ms": _latencies(metrics, transport),
         "server_counters": server_counters,
         "anomalies": anomalies,
         "audit": _audit(checks, anomalies),
@@ -56,7 +59,8 @@ def build_report(
     }
 
 
-def _tools(metrics: Metrics) -> dict[str, ToolFigures]:
+def _tools(metrics: Metrics, transport: Transport) -> dict[str, ToolFigures]:
+    over_mcp = transport["kind"] == "mcp"
     tools = {}
     for name, stats in sorted(metrics.tools.items()):
         latency = stats.latency.summary_ms()
@@ -74,6 +78,8 @@ def _tools(metrics: Metrics) -> dict[str, ToolFigures]:
             p95_ms=latency["p95"],
             p99_ms=latency["p99"],
             max_ms=latency["max"],
+            server_attempts=stats.server_attempts if over_mcp else None,
+            server_failures=dict(stats.server_failures) if over_mcp else None,
         )
     return tools
 
@@ -93,8 +99,13 @@ def _conflicts(metrics: Metrics) -> Conflicts:
     )
 
 
-def _latencies(metrics: Metrics) -> dict[str, Distribution]:
-    return {name: h.summary_ms() for name, h in metrics.distributions.items()}
+# The distributions that time what happens inside the tool server: over MCP, the agents never see them.
+_SERVER_SIDE = ("pool_wait", "deadlock_detection", "deadlock_resolution")
+
+
+def _latencies(metrics: Metrics, transport: Transport) -> dict[str, Distribution]:
+    unseen = _SERVER_SIDE if transport["kind"] == "mcp" else ()
+    return {name: h.summary_ms() for name, h in metrics.distributions.items() if name not in unseen}
 
 
 def _anomalies(checks: Sequence[Check]) -> dict[str, int]:
@@ -120,7 +131,7 @@ def _check_result(check: Check) -> CheckResult:
 def _pool_section(metrics: Metrics) -> Pool:
     samples = sorted(metrics.pool_samples, key=lambda s: (s["t"], s["process"]))
     return {
-        "peak_waiting": max((s["waiting"] for s in samples), default=0),
+        "peak_waiting": max((s["waiting"] for s in samples), default=None),
         "min_available": min((s["available"] for s in samples), default=None),
         "at_rest": metrics.findings,
         "samples": samples,
@@ -137,7 +148,7 @@ class StageStart(TypedDict):
 
 def stage_reports(
     metrics: Metrics, stages: list[StageStart], ended: float, rules: tuple[sla.Rule, ...],
-    scopes: dict[str, list[str]], isolation: str,
+    scopes: dict[str, list[str]], isolation: str, transport: Transport,
 ) -> list[Stage]:
     """Per stage of a load shape: agents, throughput, p95, conflict rate, pool wait p95, and
     whether each SLA held, so the user sees at which number of agents the platform stops
@@ -150,9 +161,10 @@ def stage_reports(
         anomalies = _anomalies([])
         figures: Figures = {
             "run": {"duration_s": duration, "isolation": isolation},
-            "tools": _tools(stage_metrics),
+            "transport": transport,
+            "tools": _tools(stage_metrics, transport),
             "conflicts": _conflicts(stage_metrics),
-            "latency_ms": _latencies(stage_metrics),
+            "latency_ms": _latencies(stage_metrics, transport),
             "anomalies": anomalies,
             "audit": _audit([], anomalies),
         }
@@ -171,7 +183,8 @@ def stage_reports(
             throughput_per_s=round(calls / duration, 2),
             p95_ms=all_calls.percentile_ms(95),
             conflict_rate=conflicts / attempts if attempts else None,
-            pool_wait_p95_ms=stage_metrics.distributions["pool_wait"].percentile_ms(95),
+            pool_wait_p95_ms=(None if transport["kind"] == "mcp"
+                              else stage_metrics.distributions["pool_wait"].percentile_ms(95)),
             sla_ok=all(r["ok"] for r in results),
             sla=[{"name": r["name"], "observed": r["observed"], "ok": r["ok"]} for r in results],
         ))

@@ -17,7 +17,7 @@ from db.op_ids import OpIds
 from harness.report_shape import ConflictCounter, Distribution, PoolAtRest, PoolSample
 from transport.call_record import CallRecord, Outcome
 
-__all__ = ["Histogram", "ToolStats", "Metrics", "CONFLICT_COUNTERS"]
+__all__ = ["Histogram", "ToolStats", "Metrics", "CONFLICT_COUNTERS", "TRANSPORT_COUNTS"]
 
 # The report's conflict counters: one per kind of failed attempt, plus the calls whose outcome
 # is unknown. "errors" (bugs, constraint violations) are reported apart, as evidence problems;
@@ -98,28 +98,37 @@ class ToolStats:
     retries: int = 0
     failures: dict[str, int] = field(default_factory=dict)  # failed attempts, by kind
     latency: Histogram = field(default_factory=Histogram)
+    # Over MCP, what the tool server's replies said of its own attempts (transport.call_record).
+    server_attempts: int = 0
+    server_failures: dict[str, int] = field(default_factory=dict)
 
-    _COUNTS = ("calls", "succeeded", "failed", "refused", "indeterminate", "interrupted", "attempts", "retries")
+    _COUNTS = ("calls", "succeeded", "failed", "refused", "indeterminate", "interrupted", "attempts", "retries",
+               "server_attempts")
 
     def merge(self, other: ToolStats) -> None:
         for name in self._COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        for kind, count in other.failures.items():
-            self.failures[kind] = self.failures.get(kind, 0) + count
+        _add(self.failures, other.failures)
+        _add(self.server_failures, other.server_failures)
         self.latency.merge(other.latency)
 
     def to_dict(self) -> dict[str, Any]:
         return {**{name: getattr(self, name) for name in self._COUNTS}, "failures": dict(self.failures),
-                "latency": self.latency.to_dict()}
+                "server_failures": dict(self.server_failures), "latency": self.latency.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ToolStats:
-        stats = cls(**{name: data[name] for name in cls._COUNTS}, failures=dict(data["failures"]))
+        stats = cls(**{name: data[name] for name in cls._COUNTS}, failures=dict(data["failures"]),
+                    server_failures=dict(data["server_failures"]))
         stats.latency = Histogram.from_dict(data["latency"])
         return stats
 
 
 _DISTRIBUTIONS = ("pool_wait", "deadlock_detection", "deadlock_resolution")
+# What the MCP transport counts besides the calls (sums over the calls, and each load process's
+# client's own counts, added when its load stops); 0 for calls that ran in process.
+TRANSPORT_COUNTS = ("reissues", "is_error_replies", "calls_server_reported", "sessions_opened", "sessions_renewed",
+                    "sessions_closed", "json_replies", "event_stream_replies")
 _OUTCOMES = ("succeeded", "failed", "indeterminate", "rejected")
 _ERROR_SAMPLES = 5
 
@@ -150,6 +159,7 @@ class Metrics:
         self.load_failures: list[dict[str, Any]] = []
         self.agent_errors = 0
         self.agent_error_samples: list[str] = []  # the first few, for the report
+        self.transport: dict[str, int] = dict.fromkeys(TRANSPORT_COUNTS, 0)
 
     def record_agent_error(self, exception: BaseException) -> None:
         """The `user_error` listener: an agent's task raised instead of finishing its call."""
@@ -187,11 +197,15 @@ class Metrics:
             histogram = self.distributions[name] = Histogram()
         return histogram
 
-    def record(self, record: CallRecord) -> None:
-        """The `call_finished` listener: one call's record into the counters."""
+    def record(self, record: CallRecord, waits: str = "pool_wait") -> None:
+        """The `call_finished` listener: one call's record into the counters. `waits`: the
+        distribution its waits for a connection go to (over MCP, the client's HTTP connections:
+        not the pool's)."""
         stats = self.tools.get(record.tool)
         if stats is None:
             stats = self.tools[record.tool] = ToolStats()
+        if record.server_attempts or record.server_failures or record.reissues or record.is_error_replies:  # MCP's
+            self._record_server_side(record, stats)
         for failure in record.failures:
             stats.failures[failure.value] = stats.failures.get(failure.value, 0) + 1
             if failure is Failure.ERROR:
@@ -200,7 +214,7 @@ class Metrics:
             elif failure.counted_as_conflict:
                 self.conflicts[failure.value] += 1
         for wait in record.pool_waits_s:
-            self.distributions["pool_wait"].record(wait)
+            self._histogram(waits).record(wait)
         for detection in record.deadlock_detections_s:
             self.distributions["deadlock_detection"].record(detection)
         stats.attempts += record.attempts
@@ -231,6 +245,18 @@ class Metrics:
             if last is Failure.QUEUE_REJECTED:
                 self._keep(record, "rejected")
 
+    def _record_server_side(self, record: CallRecord, stats: ToolStats) -> None:
+        stats.server_attempts += record.server_attempts
+        for failure in record.server_failures:
+            stats.server_failures[failure.value] = stats.server_failures.get(failure.value, 0) + 1
+        self.transport["reissues"] += record.reissues
+        self.transport["is_error_replies"] += record.is_error_replies
+        self.transport["calls_server_reported"] += record.server_attempts > 0
+
+    def count_transport(self, counts: dict[str, int]) -> None:
+        """A load process's MCP client's own counts (sessions, replies), added when its load stops."""
+        _add(self.transport, counts)
+
     def merge(self, other: Metrics) -> None:
         for name, stats in other.tools.items():
             self.tools.setdefault(name, ToolStats()).merge(stats)
@@ -250,6 +276,7 @@ class Metrics:
         self.load_failures.extend(other.load_failures)
         self.agent_errors += other.agent_errors
         _merge_samples(self.agent_error_samples, other.agent_error_samples)
+        _add(self.transport, other.transport)
         for index, stage in other.stages.items():
             self.stage(index).merge(stage)
 
@@ -268,6 +295,7 @@ class Metrics:
             "load_failures": self.load_failures,
             "agent_errors": self.agent_errors,
             "agent_error_samples": self.agent_error_samples,
+            "transport": dict(self.transport),
             "stages": {str(index): stage.to_dict() for index, stage in self.stages.items()},
         }
 
@@ -288,6 +316,7 @@ class Metrics:
         metrics.load_failures = list(data["load_failures"])
         metrics.agent_errors = data["agent_errors"]
         metrics.agent_error_samples = list(data["agent_error_samples"])
+        metrics.transport.update(data["transport"])
         metrics.stages = {int(index): cls.from_dict(stage, keep_op_ids=False)
                           for index, stage in data["stages"].items()}
         return metrics
@@ -296,6 +325,11 @@ class Metrics:
 def _sample(samples: list[str], exception: BaseException | None) -> None:
     if len(samples) < _ERROR_SAMPLES:
         samples.append(f"{type(exception).__name__}: {exception}".splitlines()[0])
+
+
+def _add(counts: dict[str, int], more: dict[str, int]) -> None:
+    for name, count in more.items():
+        counts[name] = counts.get(name, 0) + count
 
 
 def _merge_samples(samples: list[str], others: list[str]) -> None:

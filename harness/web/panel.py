@@ -52,8 +52,9 @@ assert set(CONFLICT_LABELS) == set(CONFLICT_COUNTERS) - {"indeterminate"}
 _CALL_COLUMNS = ("calls", "succeeded", "failed", "indeterminate", "retries")
 # The charts keep at most this many points per series: a long ramp is shown in wider steps.
 _MAX_POINTS = 600
-_REPORT_SECTIONS = ("run", "verdict", "exit_code", "tools", "conflicts", "errors", "anomalies", "sla", "audit",
-                    "evidence", "server_counters", "latency_ms", "stages", "baseline", "not_audited_by_identity")
+_REPORT_SECTIONS = ("run", "verdict", "exit_code", "transport", "tools", "conflicts", "errors", "anomalies", "sla",
+                    "audit", "evidence", "server_counters", "latency_ms", "stages", "baseline",
+                    "not_audited_by_identity")
 
 
 class Judging(Protocol):
@@ -214,14 +215,15 @@ def load_series(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
     positions = dict.fromkeys(by_process, -1)
     for k in range(int(horizon // step) + 1):
         at = k * step
-        now = {"calls": 0, "attempts": 0, "conflicts": 0, "agents": 0, "pool_waiting": 0}
+        now: dict[str, Any] = {"calls": 0, "attempts": 0, "conflicts": 0, "agents": 0, "pool_waiting": 0}
         for process, rows in by_process.items():
             while positions[process] + 1 < len(rows) and rows[positions[process] + 1]["t"] <= at + 0.5:
                 positions[process] += 1
             if positions[process] >= 0:
                 row = rows[positions[process]]
                 for key in now:
-                    now[key] += row.get(key, 0)
+                    # Over MCP no pool is sampled (None): the chart shows none rather than 0 waiting.
+                    now[key] = None if now[key] is None or row.get(key, 0) is None else now[key] + row.get(key, 0)
         if before is not None:
             attempts = now["attempts"] - before["attempts"]
             points.append({

@@ -131,7 +131,8 @@ class McpToolAdapter:
     def _attempt(self, session: McpSession, record: CallRecord) -> bool:
         """One try; whether the call may be tried again. ReplyLost when the reply never came."""
         try:
-            result = session.call_tool(record.tool, record.arguments or {}, record.op_id, waits=record.pool_waits_s)
+            result = session.call_tool(record.tool, record.arguments or {}, record.op_id, record.agent_id,
+                                       waits=record.pool_waits_s)
         except NotDelivered as exc:
             self._failed(record, Failure.CONNECTION_LOST, exc)
             return True

@@ -32,6 +32,7 @@ from typing import Any
 from transport.mcp.exchange import HttpExchange, McpError, McpTransportError, NotDelivered, Reply
 from transport.mcp.headers import InvalidToolSchema, ParamHeader, header_value, param_headers
 from transport.mcp.settings import (
+    AGENT_ID_META_KEY,
     CLIENT_INFO,
     OP_ID_META_KEY,
     SESSION_ERA_VERSION,
@@ -256,10 +257,11 @@ class McpSession:
             reply = self._send(method, params, headers, waits)
         return reply.result()
 
-    def call_tool(self, name: str, arguments: dict[str, Any], op_id: uuid.UUID,
+    def call_tool(self, name: str, arguments: dict[str, Any], op_id: uuid.UUID, agent_id: str | None = None,
                   waits: list[float] | None = None) -> dict[str, Any]:
         """tools/call with the op id in `_meta`, in an `Idempotency-Key` header, and as the `op_id`
-        argument when the tool declares one; its result."""
+        argument when the tool declares one, and the agent's id (when given) in `_meta`; its
+        result."""
         tool = self._client.tools.get(name)
         if tool is not None and tool.invalid:
             raise UnusableTool(f"the server's tool {name!r} is invalid: {tool.invalid}")
@@ -272,7 +274,8 @@ class McpSession:
                 value = param.value_in(arguments)
                 if value is not None:
                     headers[param.header] = value
-        params = {"name": name, "arguments": arguments, "_meta": {OP_ID_META_KEY: str(op_id)}}
+        meta = {OP_ID_META_KEY: str(op_id), **({AGENT_ID_META_KEY: agent_id} if agent_id else {})}
+        params = {"name": name, "arguments": arguments, "_meta": meta}
         return self.request("tools/call", params, headers, waits)
 
     def _ensure_open(self) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-__all__ = ["CLIENT_INFO", "ERAS", "OP_ID_META_KEY", "SESSION_ERA_VERSION", "SESSION_ERA_VERSIONS",
+__all__ = ["AGENT_ID_META_KEY", "CLIENT_INFO", "ERAS", "OP_ID_META_KEY", "SESSION_ERA_VERSION", "SESSION_ERA_VERSIONS",
            "STATELESS_ERA_VERSION", "McpSettings", "redacted_url"]
 
 ERAS = ("auto", "session", "stateless")
@@ -27,6 +27,8 @@ STATELESS_ERA_VERSION = "2026-07-28"
 # Where a tools/call carries the call's op id in `params._meta`. A prefix of toolclash's own: the
 # specification reserves those whose second label is `modelcontextprotocol` or `mcp`.
 OP_ID_META_KEY = "io.toolclash/op_id"
+# Who the call is made for (the agent's id: what the tools write as `agent_id`), beside it.
+AGENT_ID_META_KEY = "io.toolclash/agent_id"
 CLIENT_INFO = {"name": "toolclash", "version": "0.1.0"}
 
 

@@ -114,6 +114,9 @@ def _stages(report: dict[str, Any]) -> str:
 
 def _unobserved(rule: dict[str, Any]) -> str:
     """Why an SLA's figure is missing, and what that means for the rule."""
+    if rule.get("not_measurable"):
+        why = f"(not measurable over MCP: {rule['not_measurable']}; the rule fails)"
+        return f"{DASH} {_note(escape(why))}"
     metric = rule["metric"]
     for name, (_title, _measures, none_why, _scenario) in _DISTRIBUTIONS.items():
         if metric.startswith(name + "_"):

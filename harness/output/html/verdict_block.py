@@ -42,6 +42,26 @@ def _why(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _transport_facts(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """Over MCP: the server and the protocol; what the MCP layer counted; what it cannot see."""
+    mcp = report.get("transport", {}).get("mcp")
+    if mcp is None:
+        return [("Transport", "in process: the tools ran in the load's own processes")]
+    info = " ".join(str(mcp["server_info"].get(key, "")) for key in ("name", "version")).strip() or "unnamed"
+    server = DASH if mcp["attempts"]["server"] is None else f"{mcp['attempts']['server']:,}"
+    return [
+        ("Transport", escape(f"MCP at {mcp['url']} ({mcp['server']} server {info}), {mcp['era']} era"
+                             f" {mcp['protocol_version']}")),
+        ("MCP layer", escape(f"sessions opened {mcp['sessions']['opened']:,}, renewed {mcp['sessions']['renewed']:,},"
+                             f" closed {mcp['sessions']['closed']:,}; replies {mcp['replies']['json']:,} JSON,"
+                             f" {mcp['replies']['event_stream']:,} event streams; {mcp['is_error_replies']:,} isError,"
+                             f" {mcp['reissues']:,} re-issued; attempts: client {mcp['attempts']['client']:,},"
+                             f" server {server}")),
+        ("Not measurable over MCP", escape("; ".join(f"{item['figure']}: {item['why']}"
+                                                     for item in mcp["not_measurable"]))),
+    ]
+
+
 def _verdict(report: dict[str, Any]) -> str:
     run = report["run"]
     passed = report["verdict"] == "pass"
@@ -56,6 +76,7 @@ def _verdict(report: dict[str, Any]) -> str:
         ("Schema", escape(run["schema"])),
     ]
     facts += [("Server", escape(s["description"])) for s in report["servers"]]
+    facts += _transport_facts(report)
     facts.append(("deadlock_timeout", escape(report["server_counters"]["deadlock_timeout"]["note"])))
     if report.get("workers"):
         workers = report["workers"]

@@ -87,8 +87,16 @@ function renderOutcome(report) {
   $("#tc-outcome").hidden = !report;
   if (!report) return;
   const result = (ok) => el("td", {class: ok ? "tc-ok" : "tc-fail"}, ok ? "ok" : "FAIL");
+  const mcp = report.transport && report.transport.mcp;
+  $("#tc-transport").hidden = !mcp;
+  $("#tc-transport").textContent = mcp ? `over MCP: ${mcp.url} (${mcp.server} server), ${mcp.era} era`
+    + ` ${mcp.protocol_version}; sessions opened ${mcp.sessions.opened}, closed ${mcp.sessions.closed};`
+    + ` isError ${mcp.is_error_replies}, re-issued ${mcp.reissues}; attempts: client ${mcp.attempts.client},`
+    + ` server ${mcp.attempts.server ?? "not said"}; not measurable: `
+    + mcp.not_measurable.map((item) => item.figure).join(", ") : "";
   $("#tc-sla tbody").replaceChildren(...report.sla.map((rule) => el("tr", {"data-rule": rule.name},
-    el("td", {}, rule.name), el("td", {"data-value": rule.observed}, figure(rule.observed)),
+    el("td", {}, rule.name), el("td", {"data-value": rule.observed},
+                                rule.not_measurable ? "not measurable over MCP" : figure(rule.observed)),
     el("td", {}, `${rule.op} ${figure(rule.threshold)}`), result(rule.ok))));
   $("#tc-audit-summary").textContent = (report.audit.ok ? "the data stayed right" : "the data did NOT stay right")
     + (report.not_audited_by_identity.length

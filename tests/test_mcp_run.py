@@ -1,0 +1,112 @@
+"""Runs whose agents call their tools over MCP, through the real `locust` command: on the builtin
+tool server toolclash starts (--mcp-server builtin), on one the test starts itself (--mcp-url, the
+stateless era), with the servers' data corrupted from another session during the run (the
+audits FAIL by identity, naming their checks), and an unreachable server refused before any
+load. What is refused without a server is tests/test_mcp_options.py's."""
+
+from __future__ import annotations
+
+import re
+
+import psutil
+
+from harness.report_shape import Report
+from tests.report_conformance import nonconforming
+from tests.support import free_port, read_report, rows_in
+from tests.test_scenarios import CORRUPTIONS, audit_fails_on_data_corrupted_during_the_run
+
+# Latency figures are noise on a shared machine; the rules over what the agents saw are not.
+WITHOUT_LATENCY = ("--sla", "sla/without_latency.toml")
+
+
+def _run(servers, schema: str, tmp_path, *options: str) -> list[str]:
+    return [*servers.args(schema), "--users", "20", "--spawn-rate", "20", "--run-time", "5s", *WITHOUT_LATENCY,
+            "--report-json", str(tmp_path / "report.json"), *options]
+
+
+def _passed(done, tmp_path) -> dict:
+    """A run that PASSed: every audit check held, calls made, what Locust was told of them."""
+    report = read_report(tmp_path / "report.json")
+    assert done.returncode == 0 and report["verdict"] == "pass", done.stdout[-3000:] + done.stderr[-2000:]
+    assert report["audit"]["ok"] and all(check["ok"] for check in report["audit"]["checks"])
+    assert report["evidence"]["problems"] == [] and report["not_audited_by_identity"] == []
+    calls = sum(tool["calls"] for tool in report["tools"].values())
+    assert calls > 100 and report["errors"] == 0
+    assert nonconforming(report, Report) == [], "the report has exactly the keys and types of its TypedDicts"
+    told = re.search(r"^\s+Aggregated\s+(\d+)", done.stdout + done.stderr, re.M)
+    assert told and int(told[1]) == calls, "Locust was told of each call once"
+    return report
+
+
+def _toolservers() -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["cmdline"])
+            if any("toolserver.__main__" in part for part in p.info["cmdline"] or ())]
+
+
+def test_the_builtin_server_runs_the_default_scenarios_over_mcp_and_the_audits_hold_by_identity(
+        servers, admin, schema, tmp_path, locust):
+    """On two worker processes, which the master tells the server's URL at the test's start."""
+    before = {p.pid for p in _toolservers()}
+    done = locust.run(*_run(servers, schema, tmp_path, "--mcp-server", "builtin", "--mcp-era", "session",
+                            "--processes", "2"))
+    report = _passed(done, tmp_path)
+    transport = report["transport"]
+    assert transport["kind"] == "mcp"
+    mcp = transport["mcp"]
+    assert (mcp["server"], mcp["era"], mcp["protocol_version"]) == ("builtin", "session", "2025-11-25")
+    assert mcp["server_info"]["name"] == "toolclash-toolserver" and mcp["url"].startswith("http://127.0.0.1:")
+    # One session per agent, and the one each worker's client lists the tools in; each DELETEd.
+    assert mcp["sessions"]["opened"] == mcp["sessions"]["closed"] == 22 and mcp["sessions"]["renewed"] == 0
+    assert set(report["workers"]["shipped"]) and not report["workers"]["lost"]
+    calls = sum(tool["calls"] for tool in report["tools"].values())
+    assert mcp["replies"]["event_stream"] >= calls and mcp["replies"]["json"] == 0
+    assert mcp["attempts"]["client"] == sum(tool["attempts"] for tool in report["tools"].values())
+    assert mcp["attempts"]["server"] == sum(tool["server_attempts"] for tool in report["tools"].values()) >= calls
+    assert mcp["calls_server_reported"] == calls - sum(t["indeterminate"] for t in report["tools"].values())
+    assert {item["figure"] for item in mcp["not_measurable"]} == {"pool", "deadlock timings"}
+    # The pool is the server's: no figure of it, no check that would hold on nothing.
+    assert report["pool"]["peak_waiting"] is None and report["pool"]["at_rest"] == []
+    assert "pool_wait" not in report["latency_ms"] and report["latency_ms"]["mcp_connection_wait"]["count"] > 0
+    assert not {"pool_connections_returned", "no_session_idle_in_transaction"} & {
+        c["name"] for c in report["audit"]["checks"]}
+    # The server's sessions ended before the audits read: stopped with the load, none left.
+    assert report["server_counters"]["load_sessions_left"] == 0
+    assert {p.pid for p in _toolservers()} <= before
+    assert f"  MCP: {mcp['url']} (builtin server toolclash-toolserver), session era 2025-11-25;" in done.stdout
+    assert "pool: not measurable over MCP" in done.stdout
+
+
+def test_a_users_server_in_the_stateless_era_runs_the_scenarios_and_the_report_says_what_it_could_not_see(
+        servers, admin, schema, tmp_path, locust, toolserver):
+    server = toolserver.start(schema, "--stateless")
+    url = server.url
+    done = locust.run(*_run(servers, schema, tmp_path, "--mcp-url", url + "?key=s3cret"))
+    report = _passed(done, tmp_path)
+    mcp = report["transport"]["mcp"]
+    assert (mcp["server"], mcp["era"], mcp["protocol_version"]) == ("user", "stateless", "2026-07-28")
+    assert mcp["url"] == url + "?key=***" and "s3cret" not in done.stdout + done.stderr
+    assert mcp["sessions"] == {"opened": 0, "renewed": 0, "closed": 0} and mcp["replies"]["json"] > 0
+    assert report["server_counters"]["load_sessions_left"] is None, "its sessions are its own: not looked at"
+    assert "load sessions" in {item["figure"] for item in mcp["not_measurable"]}
+    assert {"server_settings_unseen", "server_sessions_unseen"} <= {n["kind"] for n in report["evidence"]["notes"]}
+    assert server.process.poll() is None, "toolclash leaves a user's server running"
+
+
+def test_data_corrupted_during_a_run_over_mcp_fails_the_exact_checks(servers, admin, schema, tmp_path, locust):
+    """The Jepsen bar through MCP: four agents' charges made to disagree, one torn, in PostgreSQL
+    and in Redis, while the agents charge through the builtin server (the case of
+    test_scenarios' corruption tests, which names each check that must fail and what)."""
+    [case] = [c for c in CORRUPTIONS if c.scenario == "cross_service"]
+    report = audit_fails_on_data_corrupted_during_the_run(case, servers, admin, schema, tmp_path, locust,
+                                                          "--mcp-server", "builtin")
+    assert report["transport"]["kind"] == "mcp" and report["transport"]["mcp"]["server"] == "builtin"
+
+
+def test_an_unreachable_mcp_server_is_refused_in_one_line_before_any_load(servers, admin, schema, tmp_path, locust):
+    url = f"http://token@127.0.0.1:{free_port()}/mcp"
+    done = locust.run(*_run(servers, schema, tmp_path, "--mcp-url", url), timeout=60)
+    lines = [line for line in done.stderr.splitlines() if line.startswith("toolclash: error:")]
+    assert done.returncode == 2 and len(lines) == 1, done.stderr[-3000:]
+    assert lines[0].startswith(f"toolclash: error: MCP server http://***@127.0.0.1:{url.rsplit(':', 1)[1]}")
+    assert "Traceback" not in done.stderr and "token@" not in done.stderr + done.stdout
+    assert not (tmp_path / "report.json").exists() and rows_in(admin, schema, "ledger") == 0
