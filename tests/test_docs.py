@@ -15,7 +15,7 @@ LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 # The folders whose every file the Layout table names, and what in them is not a file of the project.
 LAYOUT_FOLDERS = ("bench", "db", "examples", "harness", "tasks", "tests", "toolserver", "transport")
-NOT_PROJECT_FILES = {"__pycache__", "screenshots"}
+NOT_PROJECT_FILES = {"__pycache__", "screenshots", "node_modules"}
 
 
 def _prose(text: str) -> list[tuple[int, str]]:
