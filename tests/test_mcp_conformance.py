@@ -245,14 +245,19 @@ def test_an_ended_session_is_opened_again_and_the_call_sent_again(ts_server):
     assert first.outcome is second.outcome is Outcome.SUCCEEDED
     assert (second.attempts, second.reissues, second.failures) == (1, 1, [])
     assert client.sessions_renewed == 1 and client.sessions_opened == 3
-    [seen] = ts_server.calls_of(second)
-    assert seen["session_id"] != ts_server.calls_of(first)[0]["session_id"], "sent again in the new session"
+    ended = ts_server.calls_of(first)[0]["session_id"]
+    [renewed] = ts_server.calls_of(second)
+    assert renewed["session_id"] != ended, "sent again in a new session, once: the 404'd request never ran"
     before = ts_server.state()["sessions"]["deleted"]
     adapter.close()
-    client.close()
     assert ts_server.state()["sessions"]["deleted"] == before + 1, "the new session DELETEd at the end"
     # The client DELETEd the two it ended; the one the server ended is counted renewed.
     assert client.sessions_closed == client.sessions_opened - client.sessions_renewed == 2
+    # The SDK's own answer to a session ended, by the server or by DELETE.
+    for session_id in (ended, renewed["session_id"]):
+        gone = client.send("tools/list", {}, session_id=session_id, version="2025-11-25")
+        assert (gone.status, gone.message["error"]["code"]) == (404, -32001)
+    client.close()
 
 
 @pytest.fixture

@@ -17,8 +17,9 @@
 //   /session-only/mcp  the session era alone, event streams: a server as SDK 1.x served it
 //
 // The session era with sessions is the SDK's sessionful transport, one per session, routed by the
-// server's own code (the SDK leaves that to the server): a session this process never opened is
-// answered 404, as the specification says of a session the server ended.
+// server's own code (the SDK leaves that to the server). A session ended (DELETEd, or by
+// /admin/end-sessions) keeps its closed transport, which the SDK answers 404; one this process
+// never opened is answered 404 alike, as the specification says of a session the server ended.
 //
 //   GET  /admin/state         what the server received: {calls: [...], sessions: {...}}
 //   POST /admin/end-sessions  end every open session, as a server that expires them does
@@ -46,7 +47,8 @@ const AGENT_ID_META_KEY = 'io.toolclash/agent_id';
 const KEEP_ALIVE_MS = 200;
 
 const calls = []; // every tools/call received, in order
-const sessions = { opened: 0, deleted: 0, ended: 0, open: new Map() }; // open: id → transport
+const sessions = { opened: 0, deleted: 0, ended: 0, open: new Set() }; // open: the transports of open sessions
+const routes = new Map(); // session id → its transport, kept once closed: the SDK answers it 404
 const tries = new Map(); // op id → calls of `conflict` received with it
 
 function received(tool, args, ctx) {
@@ -175,7 +177,7 @@ function sessionful(enableJsonResponse, keepAliveMs) {
     return async request => {
         const sessionId = request.headers.get('mcp-session-id');
         if (sessionId !== null) {
-            const transport = sessions.open.get(sessionId);
+            const transport = routes.get(sessionId);
             return transport ? transport.handleRequest(request) : jsonRpcError(404, -32001, 'Session not found');
         }
         if (request.method !== 'POST') {
@@ -187,11 +189,12 @@ function sessionful(enableJsonResponse, keepAliveMs) {
             keepAliveMs,
             onsessioninitialized: id => {
                 sessions.opened += 1;
-                sessions.open.set(id, transport);
+                sessions.open.add(transport);
+                routes.set(id, transport);
             },
             onsessionclosed: id => {
                 sessions.deleted += 1;
-                sessions.open.delete(id);
+                sessions.open.delete(transport);
             }
         });
         await tools().connect(transport);
@@ -216,7 +219,7 @@ const endpoints = {
 };
 
 async function endAllSessions() {
-    const open = [...sessions.open.values()];
+    const open = [...sessions.open];
     sessions.open.clear();
     sessions.ended += open.length;
     await Promise.all(open.map(transport => transport.close()));
