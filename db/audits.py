@@ -20,8 +20,8 @@ from db.op_ids import OpIds
 from db.redis_keys import RedisKeys
 from db.rows import one_row
 
-__all__ = ["ANOMALIES", "SHOW_AT_MOST", "Check", "Acknowledged", "AuditContext", "Baseline", "copy_outcomes",
-           "identities_in_table", "listing", "listing_ids", "rows_match_values"]
+__all__ = ["ANOMALIES", "SHOW_AT_MOST", "Check", "Acknowledged", "AuditContext", "Baseline", "OpIdsNotStored",
+           "copy_outcomes", "identities_in_table", "listing", "listing_ids", "rows_match_values"]
 
 # The ids or rows a check's detail names at most.
 SHOW_AT_MOST = 5
@@ -54,6 +54,19 @@ class Check:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class OpIdsNotStored(Exception):
+    """`table` holds no op id of the run's calls although they wrote there (or it has no `op_id`
+    column): whoever wrote its rows did not store toolclash's op id (an MCP server not told to), so
+    the calls cannot be compared with them by identity. Raised instead of checks that would fail
+    as if every call's row were lost, or hold on nothing."""
+
+    def __init__(self, table: str, rows: int, writes: int, *, column: bool = True) -> None:
+        super().__init__(f"{table} has no op_id column" if not column else
+                         f"none of the {rows} rows of {table} carries the op id of one of this run's {writes} calls"
+                         " that wrote there")
+        self.table = table
 
 
 @dataclass(frozen=True)
@@ -103,6 +116,9 @@ class AuditContext:
     # What the reader must know of the audit but no check fails on ({kind, detail}: the relay
     # applied charges their agents could not); they join the report's evidence notes.
     notes: list[dict[str, str]] = field(default_factory=list)
+    # The tools an audit asked for but could not compare by identity (their op ids are not in the
+    # servers' data: OpIdsNotStored): the report lists them as not audited by identity all the same.
+    not_by_identity: set[str] = field(default_factory=set)
 
     def note(self, kind: str, detail: str) -> None:
         self.notes.append({"kind": kind, "detail": detail})
@@ -124,13 +140,23 @@ class AuditContext:
         the call's own transaction). Every succeeded call that wrote has its row, every row is a
         succeeded or indeterminate call's, no failed call's row is there (see identities_in_table
         for `wrote`); with `columns` ({column: key of the call's value}), each row holds what its
-        call returned it wrote. Asking marks `tools` as audited by identity."""
-        with self.in_schema():
-            checks = identities_in_table(self.conn, table, self.acknowledged_of(tools), present=f"{table}_written",
-                                         within=f"{table}_within_acknowledged", failed=f"{table}_not_of_failed_calls",
-                                         wrote=wrote)
-            if columns:
-                checks.append(rows_match_values(self.conn, table, columns, name=f"{table}_as_written"))
+        call returned it wrote. Asking marks `tools` as audited by identity, unless the table holds
+        none of their op ids (OpIdsNotStored): then no check is made, the tools are listed as not
+        audited by identity, and a note (`op_ids_not_stored`) says why."""
+        try:
+            with self.in_schema():
+                checks = identities_in_table(self.conn, table, self.acknowledged_of(tools),
+                                             present=f"{table}_written", within=f"{table}_within_acknowledged",
+                                             failed=f"{table}_not_of_failed_calls", wrote=wrote)
+                if columns:
+                    checks.append(rows_match_values(self.conn, table, columns, name=f"{table}_as_written"))
+        except OpIdsNotStored as exc:
+            self.not_by_identity.update(tools)
+            self.note("op_ids_not_stored", f"{exc}: the server that wrote them does not store toolclash's op id,"
+                                           f" so the calls of {', '.join(sorted(tools))} cannot be compared with them"
+                                           " by identity (store each call's op id in its tool's own transaction:"
+                                           " docs/mcp.md, your own server)")
+            return []
         return checks
 
 
@@ -149,7 +175,14 @@ def identities_in_table(conn: psycopg.Connection, table: str, acknowledged: Ackn
     that says whether the call writes a row here, for a tool that may decide not to (e.g.
     "(value->>'wrote')::boolean"); by default every call writes one. "Applied more than once"
     is looked for only where the table lets it happen: not under a unique index on op_id alone.
+
+    OpIdsNotStored when the table has no `op_id` column, or holds rows while none carries the op
+    id of one of the calls and some succeeded call wrote there: the op ids were not stored, and
+    no check can say whether a call's row is there. (An empty table after succeeded writes fails
+    `present`: every row lost.)
     """
+    if not _has_op_id_column(conn, table):
+        raise OpIdsNotStored(table, 0, 0, column=False)
     copy_outcomes(conn, acknowledged)
     unique = _op_id_is_unique(conn, table)
     found = one_row(conn.execute(
@@ -173,13 +206,17 @@ def identities_in_table(conn: psycopg.Connection, table: str, acknowledged: Ackn
                       count(*) FILTER (WHERE t.outcome = 'indeterminate' AND s.op_id IS NOT NULL),
                       count(*) FILTER (WHERE t.times > 1),
                       count(*) FILTER (WHERE t.outcome = 'succeeded' AND t.wrote),
-                      (SELECT count(*) FROM {0} WHERE op_id IS NULL)
+                      (SELECT count(*) FROM {0} WHERE op_id IS NULL),
+                      count(*) FILTER (WHERE s.op_id IS NOT NULL AND t.op_id IS NOT NULL),
+                      coalesce(sum(s.times), 0)
                FROM told t FULL JOIN stored s USING (op_id)"""
         ).format(sql.Identifier(table), sql.SQL(wrote)),
         {"n": SHOW_AT_MOST},
     ))
     (lost_ids, lost, twice_ids, twice, unknown_ids, unknown, applied_ids, applied, maybe, told_twice, writes,
-     no_id) = found
+     no_id, of_calls, with_id) = found
+    if writes and not of_calls and (rows := no_id + int(with_id)):
+        raise OpIdsNotStored(table, rows, writes)
     detail = f"every succeeded call that wrote is in {table} exactly once" if not unique else \
         f"every succeeded call that wrote is in {table} (once: op_id is unique there)"
     if lost:
@@ -224,6 +261,16 @@ def rows_match_values(conn: psycopg.Connection, table: str, columns: Mapping[str
     return Check(name, not count, 0, count,
                  f"{table} rows whose {what} differ from what their call wrote: {listing_ids(ids or [], count)}"
                  if count else f"each of the {compared} {table} rows of a call holds the {what} that call wrote")
+
+
+def _has_op_id_column(conn: psycopg.Connection, table: str) -> bool:
+    """Whether `table` (which exists: a missing table fails the audit as such) has an op_id column."""
+    has: bool = one_row(conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'op_id'"
+        " AND NOT attisdropped) OR to_regclass(%s) IS NULL",
+        (table, table),
+    ))[0]
+    return has
 
 
 def _op_id_is_unique(conn: psycopg.Connection, table: str) -> bool:

@@ -13,20 +13,31 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from time import perf_counter
-from typing import Any
+from typing import Any, Protocol
 
 import gevent
 import psycopg
 import redis
 
-__all__ = ["Arguments", "DrawArguments", "Tool", "Transaction", "no_arguments", "tool"]
+__all__ = ["BACKENDS", "Arguments", "DrawArguments", "McpCaller", "Tool", "Transaction", "no_arguments", "tool"]
 
 # A call's arguments: JSON-able values by name, given to the tool's run function as keywords.
 Arguments = dict[str, Any]
 DrawArguments = Callable[[random.Random], Arguments]
+
+# Where a tool's call runs: a PostgreSQL transaction (and Redis), Redis alone, or the run's MCP
+# server, which the tool calls itself (`tx.mcp`). Locust's request_type of the call.
+BACKENDS = ("pg", "redis", "mcp")
+
+
+class McpCaller(Protocol):
+    """`tx.mcp` of a tool of backend "mcp" (transport.mcp.tool_calls.McpCalls): one `tools/call`
+    of the run's MCP server's tool `name`, carrying the call's op id; its result."""
+
+    def call(self, name: str, arguments: Mapping[str, Any] | None = None, *, check: bool = True) -> Any: ...
 
 
 def no_arguments(rng: random.Random) -> Arguments:
@@ -35,8 +46,9 @@ def no_arguments(rng: random.Random) -> Arguments:
 
 
 class Transaction:
-    """What a tool function gets: one attempt's open transaction (`conn`, None for a Redis-only
-    tool), the Redis client, and who is calling.
+    """What a tool function gets: one attempt's open transaction (`conn`, None for a tool of
+    backend "redis" or "mcp"), the Redis client, the MCP server's tools (`mcp`, backend "mcp"
+    only), and who is calling.
 
     `rng` is for a tool without an arguments step: seeded the same on every attempt of one call,
     so a retried call repeats the same operation (same accounts, same amounts) rather than
@@ -45,7 +57,7 @@ class Transaction:
     """
 
     __slots__ = ("op_id", "agent_id", "conn", "redis", "statement_started", "committed_at", "after_commit",
-                 "observations", "_seed", "_rng", "_work_s", "_sleep")
+                 "observations", "_seed", "_rng", "_work_s", "_sleep", "_mcp")
 
     def __init__(
         self,
@@ -56,6 +68,7 @@ class Transaction:
         redis_client: redis.Redis | None,
         work_s: float = 0.0,
         sleep: Callable[[float], None] = gevent.sleep,
+        mcp: McpCaller | None = None,
     ) -> None:
         self.op_id = op_id
         self.agent_id = agent_id
@@ -74,6 +87,7 @@ class Transaction:
         self.observations: list[tuple[str, float]] = []
         self._work_s = work_s
         self._sleep = sleep  # the hub's for the load's greenlets, time.sleep in a tool server's threads
+        self._mcp = mcp
 
     @property
     def rng(self) -> random.Random:
@@ -84,11 +98,19 @@ class Transaction:
             self._rng = random.Random(self._seed)
         return self._rng
 
+    @property
+    def mcp(self) -> McpCaller:
+        """The run's MCP server's tools, for a tool of backend "mcp": `tx.mcp.call(name, arguments)`."""
+        if self._mcp is None:
+            raise RuntimeError("tx.mcp in a tool that is not of backend 'mcp': mark it @tool(backend='mcp') to call"
+                               " the MCP server of --mcp-url")
+        return self._mcp
+
     def execute(self, query: Any, params: Any = None) -> psycopg.Cursor:
         """Run one statement, remembering when it started (a deadlock's detection time is
         measured from the start of the statement the server chose as victim)."""
         if self.conn is None:
-            raise RuntimeError("execute() of a Redis-only tool (backend 'redis'): it has no PostgreSQL transaction")
+            raise RuntimeError("execute() in a tool of backend 'redis' or 'mcp': it has no PostgreSQL transaction")
         self.statement_started = perf_counter()
         return self.conn.execute(query, params)
 
@@ -107,8 +129,9 @@ class Transaction:
 @dataclass(frozen=True)
 class Tool:
     """A named plain function run as one transaction, `run(tx, **arguments)`; `backend` is
-    Locust's request_type: "pg" (the adapter opens a PostgreSQL transaction) or "redis" (Redis
-    only, no connection borrowed from the pool). `arguments` draws a call's arguments from its
+    Locust's request_type: "pg" (the adapter opens a PostgreSQL transaction), "redis" (Redis
+    only, no connection borrowed from the pool) or "mcp" (no connection: the function calls the
+    run's MCP server's tools, `tx.mcp`). `arguments` draws a call's arguments from its
     seeded random source (see the module's docstring); None for a tool that takes none and may
     draw from `tx.rng` instead.
 
@@ -123,7 +146,12 @@ class Tool:
 
     @property
     def uses_postgres(self) -> bool:
-        return self.backend != "redis"
+        return self.backend == "pg"
+
+    @property
+    def calls_mcp(self) -> bool:
+        """Its function calls the MCP server's tools itself, in the load's process (backend "mcp")."""
+        return self.backend == "mcp"
 
     def draw_arguments(self, seed: int) -> Arguments | None:
         """The arguments of the call seeded `seed`: the same for the same seed, wherever drawn.
@@ -134,11 +162,12 @@ class Tool:
 def tool(*, weight: int = 1, backend: str = "pg",
          arguments: DrawArguments | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Optional marks on a user-written tool function: how often agents pick it, whether it
-    needs a PostgreSQL transaction ("pg") or only Redis ("redis"), and its arguments step (a
-    function of a random.Random returning the arguments by name, given to the tool as keywords)."""
-    if weight < 0 or backend not in ("pg", "redis") or not (arguments is None or callable(arguments)):
+    needs a PostgreSQL transaction ("pg"), only Redis ("redis"), or calls the run's MCP server's
+    tools itself ("mcp": `tx.mcp`, with --mcp-url), and its arguments step (a function of a
+    random.Random returning the arguments by name, given to the tool as keywords)."""
+    if weight < 0 or backend not in BACKENDS or not (arguments is None or callable(arguments)):
         raise ValueError(f"tool(weight={weight!r}, backend={backend!r}, arguments={arguments!r}):"
-                         " weight >= 0, backend 'pg' or 'redis', arguments a function of a random.Random")
+                         " weight >= 0, backend 'pg', 'redis' or 'mcp', arguments a function of a random.Random")
 
     def mark(function: Callable[..., Any]) -> Callable[..., Any]:
         # Read back with getattr (tasks.user_tools); a function's attributes are not in its type.

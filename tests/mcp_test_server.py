@@ -12,6 +12,12 @@ without a session, answered 400 as a 2025-11-25 server answers it. Every tool ca
 `requests` (the op id as `_meta`, the `Idempotency-Key` header and the `op_id` argument carried
 it), so a test can see what the server received; `writes` holds what the tools wrote, once per op
 id. Not monkey-patched: the SDK is asyncio; the tools run in its thread pool.
+
+`book_seat` is a user's own tool, as a team's server has it (tests/test_mcp_own_server.py): it
+writes a booking to `bookings` in the toolclash run's schema (`--run-schema`, which the run's tools
+module creates), storing the call's op id there in the same transaction, as docs/mcp.md's recipe
+says; with `--forget-op-ids` it stores none, as a server never told to. Every fourth seat meets a
+real serialization failure the first time its op id is sent, rolled back, for the client to retry.
 """
 
 from __future__ import annotations
@@ -181,6 +187,28 @@ def serve(args: argparse.Namespace) -> None:
         """The value of the Mcp-Param-Region header the call came with."""
         return (ctx.headers or {}).get("mcp-param-region", "")
 
+    @mcp.tool()
+    def book_seat(seat: int, ctx: Context) -> CallToolResult:
+        """Book `seat`: one row of the run's `bookings`, with the call's op id unless told to forget it."""
+        meta = dict(ctx.request_context.meta or {})
+        op_id = meta.get(OP_ID_META_KEY) or (ctx.headers or {}).get("idempotency-key")
+        conflict = seen(ctx, "book_seat", None) == 1 and seat % 4 == 0
+        bookings = sql.Identifier(args.run_schema or args.schema, "bookings")
+        try:
+            with pool.connection() as conn:  # one transaction: the booking and its op id, or neither
+                if conflict:
+                    conn.execute("DO $$ BEGIN RAISE EXCEPTION 'provoked' USING ERRCODE = '40001'; END $$")
+                if args.forget_op_ids:
+                    conn.execute(sql.SQL("INSERT INTO {} (seat) VALUES (%s)").format(bookings), (seat,))
+                else:
+                    conn.execute(sql.SQL("INSERT INTO {} (op_id, seat) VALUES (%s, %s)").format(bookings),
+                                 (op_id, seat))
+        except psycopg.Error as exc:
+            kind = classify(exc).value
+            return failed({"kind": kind, "sqlstate": exc.sqlstate, "rolled_back": True, "refused": False,
+                           "op_id": op_id, "attempts": 1, "failures": [kind]}, f"{kind}: {exc.sqlstate}")
+        return succeeded({"seat": seat}, op_id)
+
     app = mcp.streamable_http_app(json_response=args.json, session_idle_timeout=args.session_idle_timeout)
     if args.modern_sse_after is not None:
         # How long the SDK's stateless era holds a silent reply before it commits to an event
@@ -228,6 +256,8 @@ def main() -> None:
     parser.add_argument("--legacy-only", action="store_true", help="a session-era server")
     parser.add_argument("--session-idle-timeout", type=float, default=None)
     parser.add_argument("--modern-sse-after", type=float, default=None)
+    parser.add_argument("--run-schema", help="the toolclash run's schema, where book_seat writes its bookings")
+    parser.add_argument("--forget-op-ids", action="store_true", help="book_seat stores no op id")
     parser.add_argument("--token")
     parser.add_argument("--certfile")
     parser.add_argument("--keyfile")

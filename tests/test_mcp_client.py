@@ -23,7 +23,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from db.errors import Failure
+from db.errors import Failure, Refused
 from db.tool import Tool
 from tests.mcp_test_server import prepare
 from tests.support import QUICK_RETRIES, ROOT, Recorder, _Proxy, free_port, wait_until
@@ -32,6 +32,7 @@ from transport.mcp.adapter import McpToolAdapter
 from transport.mcp.client import McpClient, McpUnavailable, UnusableTool
 from transport.mcp.exchange import McpError, NotDelivered, ReplyLost, ReplyTimedOut
 from transport.mcp.settings import McpSettings
+from transport.mcp.tool_calls import McpToolFailed
 
 SESSION_IDLE_S = 1.5  # server A ends a session idle this long
 
@@ -262,6 +263,68 @@ def test_refusals_and_errors_end_the_call(mcp, admin):
     no_arguments_step = adapter.call(Tool("write", lambda tx: None), "agent-1", seed=5)
     assert no_arguments_step.outcome is Outcome.FAILED and "no arguments step" in str(no_arguments_step.exception)
     assert [request["exception"] is not None for request in recorder.requests] == [True] * 5
+    client.close()
+
+
+def test_a_tool_that_calls_the_servers_tools_itself_keeps_one_op_id_across_its_retries(mcp, admin):
+    """A user's tool of backend "mcp": its function runs here and calls the server's `conflict`
+    through tx.mcp; the conflicts the server rolled back are retried by the policy, each request
+    under the call's one op id, and what the function returns is the call's value."""
+    recorder = Recorder()
+    client = connected(mcp.a, "session")
+    adapter = McpToolAdapter(client, QUICK_RETRIES, recorder.call_finished)
+
+    def book(tx: Any, *, seat: int) -> dict[str, Any]:
+        result = tx.mcp.call("conflict", {"fails": 2, "sqlstate": "40001"})
+        return {"seat": seat, "written": result.value}
+
+    record = adapter.call(Tool("book", book, backend="mcp", arguments=lambda rng: {"seat": 7}), "agent-1", seed=1)
+    assert record.outcome is Outcome.SUCCEEDED and record.value == {"seat": 7, "written": "written"}
+    assert (record.attempts, record.failures, record.is_error_replies) == (3, [Failure.SERIALIZATION_FAILURE] * 2, 2)
+    assert record.server_attempts == 3 and record.arguments == {"seat": 7}
+    assert seen_by_server(admin, mcp.schema, record) == [(str(record.op_id),) * 3] * 3, "one op id, three requests"
+    assert written(admin, mcp.schema, record) == 1
+    assert recorder.requests[0]["request_type"] == "mcp" and recorder.requests[0]["exception"] is None
+    adapter.close()
+    client.close()
+
+
+def test_what_a_tool_that_calls_the_server_decides_itself(mcp, admin):
+    """A refusal raised by tx.mcp.call, one the function raises on a result it asked to see
+    (check=False), its own bug, and a tool without an arguments step (it runs here, where the seed is)."""
+    client = connected(mcp.b)
+    adapter = McpToolAdapter(client, QUICK_RETRIES, Recorder().call_finished)
+
+    def calling(function: Any, arguments: Any = None) -> Tool:
+        return Tool(function.__name__, function, backend="mcp", arguments=arguments)
+
+    def pay(tx: Any) -> None:
+        tx.mcp.call("refuse")
+
+    def pay_or_say_why(tx: Any) -> None:
+        result = tx.mcp.call("refuse", check=False)
+        assert result.is_error and result.failure is Failure.REFUSED and result.text == "the account cannot pay"
+        raise Refused(f"refused: {result.text}")
+
+    def buggy(tx: Any) -> None:
+        tx.mcp.call("write", {"note": "before the bug"})
+        raise KeyError("seat")
+
+    def note(tx: Any) -> Any:
+        return tx.mcp.call("write", {"note": f"note {tx.rng.randint(1, 10**6)}"}).value
+
+    refused, refused_itself, crashed = (adapter.call(calling(f), "agent-1", seed=1)
+                                        for f in (pay, pay_or_say_why, buggy))
+    assert (refused.outcome, refused.failures, refused.attempts) == (Outcome.FAILED, [Failure.REFUSED], 1)
+    assert isinstance(refused.exception, McpToolFailed) and refused.exception.result.is_error
+    assert (refused_itself.failures, str(refused_itself.exception)) == ([Failure.REFUSED], "refused: the account"
+                                                                                          " cannot pay")
+    assert (crashed.outcome, crashed.failures, crashed.attempts) == (Outcome.FAILED, [Failure.ERROR], 1)
+    assert written(admin, mcp.schema, crashed) == 1, "what the server applied before the bug stays"
+    drawn = adapter.call(calling(note), "agent-1", seed=5)
+    again = adapter.call(calling(note), "agent-2", seed=5)
+    assert drawn.outcome is again.outcome is Outcome.SUCCEEDED and drawn.arguments is None
+    assert drawn.value == again.value and drawn.value["note"].startswith("note "), "the same seed, the same call"
     client.close()
 
 

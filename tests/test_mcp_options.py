@@ -50,6 +50,8 @@ def test_the_builtin_server_and_a_users_server_are_told_apart():
     (("--mcp-url", URL, "--isolation-matrix"), "--isolation-matrix runs once per isolation level, and your MCP"),
     (("--mcp-server", "builtin", "--tools-module", "examples/seat_tools.py"),
      "--mcp-server builtin serves the built-in tools only"),
+    (("--tools-module", "examples/mcp_seat_tools.py"),
+     "tool book_seat calls the tools of an MCP server (@tool(backend='mcp')): name the server with --mcp-url"),
 ])
 def test_what_cannot_run_over_mcp_is_refused_in_one_line(args, says):
     with pytest.raises(BadOption) as refused:
@@ -65,6 +67,15 @@ def test_a_tool_without_an_arguments_step_cannot_travel(tmp_path):
     with pytest.raises(BadOption) as refused:
         settings_from("--mcp-url", URL, "--tools-module", str(module))
     assert str(refused.value).startswith("tool plain has no arguments step (@tool(arguments=...)): over MCP only")
+
+
+def test_a_tool_that_calls_the_server_itself_runs_in_the_load_and_may_draw_from_its_seed(tmp_path):
+    module = tmp_path / "calling_tools.py"
+    module.write_text("from db.tool import tool\n\n@tool(backend='mcp')\n"
+                      "def book(tx):\n    return tx.mcp.call('book_seat', {'seat': tx.rng.randint(1, 9)}).value\n")
+    settings = settings_from("--mcp-url", URL, "--tools-module", str(module))
+    [[weighted]] = [scenario.tools(settings.params) for scenario in settings.scenarios]
+    assert settings.mcp.server == "user" and weighted.tool.calls_mcp and weighted.tool.arguments is None
 
 
 def test_isolation_and_queue_capacity_stay_the_audits_need_them_and_the_builtin_server_gets_the_rest():

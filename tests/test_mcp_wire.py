@@ -4,12 +4,16 @@ fields into the outcome taxonomy, SQLSTATEs, and the settings with their redacti
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from db.errors import Failure, classify_sqlstate
+from db.tool import Tool, Transaction, tool
 from transport.mcp.headers import InvalidToolSchema, header_value, param_headers
 from transport.mcp.settings import McpSettings, redacted_url
 from transport.mcp.sse import message_data
+from transport.mcp.tool_calls import McpResult, McpToolFailed
 from transport.mcp.tool_result import read_tool_result
 
 
@@ -83,6 +87,43 @@ def test_tool_results_read_by_their_fields():
     assert (texts_only.failure, texts_only.message) == (Failure.ERROR, "serialization failure"), "never by its text"
     input_required = read_tool_result({"resultType": "input_required", "inputRequests": {}})
     assert input_required.failure is Failure.ERROR
+
+
+def test_a_result_for_a_tools_function_keeps_the_servers_fields_beside_toolclashs_reading():
+    ok = McpResult.of({"content": [{"type": "text", "text": "booked"}, {"type": "image", "data": "…"}],
+                       "isError": False, "structuredContent": {"value": {"seat": 7}, "attempts": 2,
+                                                               "failures": ["deadlocks"]}})
+    assert (ok.is_error, ok.failure, ok.value, ok.text) == (False, None, {"seat": 7}, "booked")
+    assert ok.structured_content == {"value": {"seat": 7}, "attempts": 2, "failures": ["deadlocks"]}
+    assert (ok.server_attempts, ok.server_failures) == (2, [Failure.DEADLOCK])
+    ok.raise_for_error()  # nothing to raise
+    plain = McpResult.of({"content": [{"type": "text", "text": "42"}]})
+    assert (plain.is_error, plain.structured_content, plain.value) == (False, None, "42")
+
+    conflict = McpResult.of({"isError": True, "content": [{"type": "text", "text": "could not serialize"}],
+                             "structuredContent": {"kind": "serialization_failures", "sqlstate": "40001"}})
+    assert (conflict.is_error, conflict.failure, conflict.rolled_back) == (True, Failure.SERIALIZATION_FAILURE, True)
+    with pytest.raises(McpToolFailed, match="^could not serialize$") as raised:
+        conflict.raise_for_error()
+    assert (raised.value.failure, raised.value.rolled_back, raised.value.result) == (
+        Failure.SERIALIZATION_FAILURE, True, conflict)
+    refused = McpResult.of({"isError": True, "structuredContent": {"refused": True, "rolled_back": True}})
+    with pytest.raises(McpToolFailed, match="^refusals$") as raised:  # no text: its kind
+        refused.raise_for_error()
+    assert raised.value.failure is Failure.REFUSED
+    unknown = McpResult.of({"isError": True, "structuredContent": {"kind": "lock_timeouts", "rolled_back": False}})
+    assert (unknown.failure, unknown.rolled_back) == (Failure.LOCK_TIMEOUT, False), "not to be tried again"
+    asking = McpResult.of({"resultType": "input_required"})
+    assert (asking.is_error, asking.failure) == (False, Failure.ERROR), "no input is given: failed all the same"
+
+
+def test_tx_mcp_is_for_a_tool_of_backend_mcp_only():
+    assert Tool("book", lambda tx: None, backend="mcp").calls_mcp and not Tool("book", lambda tx: None).calls_mcp
+    assert not Tool("book", lambda tx: None, backend="mcp").uses_postgres
+    with pytest.raises(RuntimeError, match="mark it @tool\\(backend='mcp'\\)"):
+        Transaction(uuid.uuid4(), "agent-1", 1, None, None).mcp
+    with pytest.raises(ValueError, match="backend 'pg', 'redis' or 'mcp'"):
+        tool(backend="http")
 
 
 @pytest.mark.parametrize("sqlstate, failure", [

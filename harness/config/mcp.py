@@ -6,13 +6,15 @@ in its own sessions. So what toolclash did to its own sessions cannot be done th
 refused with one line rather than silently not done:
 - --chaos pg-kill and redis-kill: the sessions they would end are the server's, not the load's;
 - a tool without an arguments step (a user's plain `f(tx)` drawing from `tx.rng`): only its
-  arguments could travel, and the server has no seed to draw them from;
+  arguments could travel, and the server has no seed to draw them from (a tool of backend "mcp"
+  runs in the load's process, and calls the server's tools itself: it may draw from `tx.rng`);
 - with the builtin server, --tools-module: it serves the built-in tools only;
 - with --mcp-url, the options that shape only the tools' execution (--tool-work, --hold-time,
   --pool-size, --pool-timeout, --deadlock-timeout, --lock-timeout): they are your server's to set,
   and --isolation-matrix: the server's isolation level is its own, one per run of the matrix.
 --isolation and --queue-capacity stay: the audits judge by them, so with --mcp-url they must be
 the server's (the report says it could not see them).
+And a tool of backend "mcp" is refused without --mcp-url: it calls the tools of that server.
 """
 
 from __future__ import annotations
@@ -74,6 +76,10 @@ def mcp_target(options: Any, scenarios: Sequence[Scenario], params: ScenarioPara
                                                                                    options.mcp_insecure)) if value]
         if given:
             raise BadOption(f"{given[0]} needs --mcp-url (your MCP server) or --mcp-server builtin")
+        calling = _calling_mcp(scenarios, params)
+        if calling:
+            raise BadOption(f"tool {', '.join(calling)} calls the tools of an MCP server (@tool(backend='mcp')): name"
+                            " the server with --mcp-url")
         return None
     if url is not None and server is not None:
         raise BadOption(f"--mcp-url and --mcp-server {server} exclude each other: --mcp-url names your MCP server,"
@@ -94,9 +100,14 @@ def mcp_target(options: Any, scenarios: Sequence[Scenario], params: ScenarioPara
     return target
 
 
+def _calling_mcp(scenarios: Sequence[Scenario], params: ScenarioParams) -> list[str]:
+    return [wt.tool.name for scenario in scenarios for wt in scenario.tools(params)
+            if wt.weight > 0 and wt.tool.calls_mcp]
+
+
 def _arguments_travel(scenarios: Sequence[Scenario], params: ScenarioParams) -> None:
     plain = [wt.tool.name for scenario in scenarios for wt in scenario.tools(params)
-             if wt.weight > 0 and wt.tool.arguments is None]
+             if wt.weight > 0 and wt.tool.arguments is None and not wt.tool.calls_mcp]
     if plain:
         raise BadOption(f"tool {', '.join(plain)} has no arguments step (@tool(arguments=...)): over MCP only a"
                         " call's arguments travel, and the server has no seed to draw them from"

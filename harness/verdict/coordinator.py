@@ -17,7 +17,7 @@ from locust.runners import Runner
 from psycopg import sql
 
 from db import schema as run_schema
-from db.audits import Acknowledged, AuditContext
+from db.audits import Acknowledged, AuditContext, OpIdsNotStored
 from db.connect import ServerInfo
 from db.pool import SessionSettings, load_application_prefix
 from db.redis_keys import RedisClaim
@@ -27,7 +27,7 @@ from harness.config import sla
 from harness.config.run_settings import fingerprint, settings_summary
 from harness.config.settings import HARNESS_SESSIONS, Settings
 from harness.faults.chaos import FaultInjector
-from harness.report_shape import Evidence, Heartbeats, Report, ServerCounters, Workers
+from harness.report_shape import Evidence, Finding, Heartbeats, Report, ServerCounters, Workers
 from harness.verdict import evidence
 from harness.verdict.drainer import Drainer
 from harness.verdict.report import StageStart, build_report, stage_reports
@@ -267,15 +267,28 @@ class Coordinator:
         # An audit cut short by a lost connection runs again whole, on a new session: the audits
         # only read, but for the outbox relay and the drains of Redis, which are idempotent.
         audited: set[str] = set()
+        # The tools audits asked for but could not compare by identity: their op ids were not stored.
+        unjudged: set[str] = set()
         audit_notes: list[dict[str, str]] = []
+        not_stored: dict[str, Finding] = {}  # by audit: one whose identity checks had no op id to compare
 
-        def run_audit(conn: psycopg.Connection, audit: Any, noted_before: int) -> list[Any]:
+        def run_audit(conn: psycopg.Connection, name: str, audit: Any, noted_before: int) -> list[Any]:
             del audit_notes[noted_before:]  # an audit cut short and run again notes once
-            return audit(self._context(conn, metrics, audited, audit_notes))
+            asked: set[str] = set()
+            ctx = self._context(conn, metrics, asked, audit_notes)
+            try:
+                checks: list[Any] = audit(ctx)
+            except OpIdsNotStored as exc:
+                not_stored[name] = evidence.op_ids_not_stored(name, exc, asked & set(metrics.tools))
+                unjudged.update(asked)
+                checks = []
+            audited.update(asked)
+            unjudged.update(ctx.not_by_identity)
+            return checks
 
         checks = []
-        for audit in audits.values():
-            checks += self._session.run(partial(run_audit, audit=audit, noted_before=len(audit_notes)))
+        for name, audit in audits.items():
+            checks += self._session.run(partial(run_audit, name=name, audit=audit, noted_before=len(audit_notes)))
         measured = build_report(
             metrics=metrics,
             server_counters=server_counters,
@@ -287,7 +300,7 @@ class Coordinator:
             transport=transport_section(metrics, mcp),
         )
         hub = hub_section(hub_lags, samples, self.settings.sample_interval_s, heartbeats)
-        problems = evidence.evidence_problems(metrics, workers, sessions_left or 0)
+        problems = evidence.evidence_problems(metrics, workers, sessions_left or 0) + list(not_stored.values())
         if workers is not None:
             problems += evidence.settings_problems(workers["settings"], run["settings_fingerprint"])
         if self._redis_claim.lost:
@@ -308,9 +321,10 @@ class Coordinator:
         report: Report = {
             **measured,
             "baseline": self.settings.params.baseline.as_dict(),
-            # A tool no audit compared by operation id: its calls' effects are unchecked, which the
-            # reader must see rather than take the audit's "ok" for them too.
-            "not_audited_by_identity": sorted(set(metrics.tools) - audited),
+            # A tool no audit compared by operation id (none asked, or its op ids were not stored where
+            # its calls wrote): its calls' effects are unchecked, which the reader must see rather
+            # than take the audit's "ok" for them too.
+            "not_audited_by_identity": sorted(set(metrics.tools) - (audited - unjudged)),
             "faults": faults,
             "hub": hub,
             "settings": settings_summary(self.settings),

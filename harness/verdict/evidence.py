@@ -6,7 +6,9 @@ finishing their calls, when no tool call was made, when a worker vanished with c
 outcome nobody reported, when a worker's shipment of outcomes never reached the master, when a
 session of the load was still open at the audit (what it may yet commit is not in the audited
 data), or when a tool raised an error (neither a conflict nor its own refusal: a bug, a missing
-table, a constraint): a run whose tools fail is no evidence that the platform holds. The server
+table, a constraint): a run whose tools fail is no evidence that the platform holds; nor is one
+whose audit judges by identity and found none of the run's op ids where the calls wrote (the
+server that wrote there does not store them: `op_ids_not_stored`). The server
 refusing the run's connections is the run's configuration, not a verdict on the platform: exit
 code 2, like a bad option.
 
@@ -18,6 +20,7 @@ fails on its own figures.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Final
 
 from harness.config.settings import Settings
@@ -25,7 +28,7 @@ from harness.report_shape import Finding, Report, SlaResult, Verdict, Workers
 from harness.watch.metrics import Metrics
 
 __all__ = ["CONFIGURATION_ERROR", "PASS", "FAIL", "configuration_errors", "decide", "evidence_problems",
-           "settings_problems", "user_server_notes"]
+           "op_ids_not_stored", "settings_problems", "user_server_notes"]
 
 PASS: Final = "pass"
 FAIL: Final = "fail"
@@ -92,6 +95,17 @@ def user_server_notes(settings: Settings) -> list[Finding]:
                    " read the data committed after is not known (the calls the agents gave up on are counted"
                    " indeterminate)"},
     ]
+
+
+def op_ids_not_stored(audit: str, exc: Exception, tools: Collection[str]) -> Finding:
+    """An audit that judges by identity found a table holding none of the run's op ids (the
+    server that wrote it does not store them: over --mcp-url, the user's): none of its checks could
+    be made, not even those that need no op id, and the run is no evidence by identity."""
+    return {"kind": "op_ids_not_stored",
+            "detail": f"the audit {audit} judges by identity, and {exc}: the server that wrote them does not store"
+                      f" toolclash's op id, so its checks were not made ({', '.join(sorted(tools))}: not audited by"
+                      " identity); store each call's op id in its tool's own transaction (docs/mcp.md, your own"
+                      " server)"}
 
 
 def settings_problems(worker_settings: dict[str, str], expected: str) -> list[Finding]:

@@ -17,6 +17,12 @@ the `op_id` argument). Each try sends the call and reads what came back as a car
   timeout is not sent again (the request may still be running).
 Once a reply was lost, the call can only end succeeded (a later reply said so) or indeterminate.
 
+A tool of backend "mcp" (a user's, db.tool) is not called by its name: each try runs its function
+here, in the agent's process, with no PostgreSQL transaction, and the function calls the server's
+tools itself through `tx.mcp` (transport.mcp.tool_calls), under the call's op id, read by the same
+rules. What the function raises of its own is classified as in process (db.errors.classify: a
+`Refused`, a `VersionConflict` retried, anything else an error); what it returns is the call's value.
+
 `attempts` and `failures` are the client's tries; what the server said of its own tries is
 `server_attempts` and `server_failures` (transport.call_record).
 """
@@ -30,14 +36,14 @@ from time import monotonic_ns, perf_counter
 
 import gevent
 
-from db.errors import Failure
-from db.tool import Tool
+from db.errors import Failure, classify
+from db.tool import Tool, Transaction
 from transport.call_record import CallRecord, Outcome
 from transport.hooks import CallHook
 from transport.in_flight import CallsInFlight
 from transport.mcp.client import McpClient, McpSession, UnusableTool
 from transport.mcp.exchange import McpError, NotDelivered, ReplyLost, ReplyTimedOut
-from transport.mcp.tool_result import ToolError, read_tool_result
+from transport.mcp.tool_calls import McpCalls, McpToolFailed
 from transport.retry import RetryPolicy
 
 __all__ = ["McpToolAdapter"]
@@ -104,7 +110,7 @@ class McpToolAdapter:
                 renewals = session.renewals
                 sending = True
                 try:
-                    again = self._attempt(session, record)
+                    again = self._attempt(tool, session, record)
                     reissuing = False
                 except ReplyLost as exc:
                     lost = True
@@ -128,27 +134,38 @@ class McpToolAdapter:
             self._in_flight.finished(record)
         return record
 
-    def _attempt(self, session: McpSession, record: CallRecord) -> bool:
+    def _attempt(self, tool: Tool, session: McpSession, record: CallRecord) -> bool:
         """One try; whether the call may be tried again. ReplyLost when the reply never came."""
+        calls = McpCalls(session, record)
         try:
-            result = session.call_tool(record.tool, record.arguments or {}, record.op_id, record.agent_id,
-                                       waits=record.pool_waits_s)
+            if tool.calls_mcp:
+                # A tool that declares its arguments executes from them alone (db.tool).
+                tx = Transaction(record.op_id, record.agent_id, record.seed if record.arguments is None else None,
+                                 None, None, mcp=calls)
+                value = tool.run(tx, **(record.arguments or {}))
+                follow_ups, record.observations = tx.after_commit, tx.observations
+            else:
+                value, follow_ups = calls.call(tool.name, record.arguments or {}).value, []
         except NotDelivered as exc:
             self._failed(record, Failure.CONNECTION_LOST, exc)
             return True
+        except ReplyLost:
+            raise
         except (McpError, UnusableTool) as exc:
             self._failed(record, Failure.ERROR, exc)
             return False
-        reply = read_tool_result(result)
-        record.server_attempts += reply.server_attempts
-        record.server_failures.extend(reply.server_failures)
-        if reply.failure is None:
-            record.outcome = Outcome.SUCCEEDED
-            record.value = reply.value
-            return False
-        record.is_error_replies += 1
-        self._failed(record, reply.failure, ToolError(reply.message))
-        return reply.failure.retryable and reply.rolled_back
+        except McpToolFailed as exc:
+            self._failed(record, exc.failure, exc)
+            return exc.failure.retryable and exc.rolled_back
+        except Exception as exc:  # a tool function's own: its refusal, its conflict, or a bug (an error)
+            failure = classify(exc)
+            self._failed(record, failure, exc)
+            return failure.retryable
+        record.outcome = Outcome.SUCCEEDED
+        record.value = value
+        for follow_up in follow_ups:  # as in process: the call has succeeded already
+            follow_up()
+        return False
 
     def _failed(self, record: CallRecord, failure: Failure, exc: BaseException) -> None:
         record.failures.append(failure)
@@ -165,11 +182,12 @@ class McpToolAdapter:
     @staticmethod
     def _draw_arguments(tool: Tool, seed: int, record: CallRecord) -> bool:
         """The call's arguments onto its record, drawn once for all its tries; False when they
-        cannot be: the tool's arguments step raised, or it has none (such a tool draws from its
-        seed as it runs, and only the load's process holds the seed): the call failed."""
+        cannot be: the tool's arguments step raised, or it has none and is called by its name
+        (such a tool draws from its seed as it runs, and only the load's process holds the seed;
+        a tool of backend "mcp" runs here, and may): the call failed."""
         try:
             record.arguments = tool.draw_arguments(seed)
-            if record.arguments is None:
+            if record.arguments is None and not tool.calls_mcp:
                 raise ValueError(f"tool {tool.name} has no arguments step: its arguments cannot be sent over MCP")
             return True
         except Exception as exc:  # the tool's own code: whatever it raises is its error

@@ -24,7 +24,7 @@ from typing import Any
 
 from db.errors import Failure, classify_sqlstate
 
-__all__ = ["ToolError", "ToolResult", "read_tool_result"]
+__all__ = ["ToolError", "ToolResult", "content_text", "read_tool_result"]
 
 _KINDS = {failure.value: failure for failure in Failure}
 _ROLLBACK_CLASS = "40"
@@ -57,7 +57,8 @@ def read_tool_result(result: dict[str, Any]) -> ToolResult:
         return ToolResult(Failure.ERROR, message=f"a result of type {result_type!r}: toolclash's agents take only"
                           " complete ones", server_attempts=server_attempts, server_failures=server_failures)
     if result.get("isError") is not True:
-        value = said["value"] if "value" in said else structured if structured is not None else _text(result)
+        text = content_text(result.get("content"))
+        value = said["value"] if "value" in said else structured if structured is not None else text
         return ToolResult(None, value=value, server_attempts=server_attempts, server_failures=server_failures)
     failure = _kind(said)
     rolled_back = said.get("rolled_back")
@@ -65,7 +66,7 @@ def read_tool_result(result: dict[str, Any]) -> ToolResult:
         sqlstate = said.get("sqlstate")
         rolled_back = (sqlstate.startswith(_ROLLBACK_CLASS) if isinstance(sqlstate, str)
                        else failure in _ROLLED_BACK_KINDS)
-    return ToolResult(failure, rolled_back=rolled_back, message=_text(result) or failure.value,
+    return ToolResult(failure, rolled_back=rolled_back, message=content_text(result.get("content")) or failure.value,
                       server_attempts=server_attempts, server_failures=server_failures)
 
 
@@ -82,8 +83,8 @@ def _kind(said: dict[str, Any]) -> Failure:
     return failure
 
 
-def _text(result: dict[str, Any]) -> str:
-    content = result.get("content")
+def content_text(content: Any) -> str:
+    """The text blocks of a result's `content`, one per line."""
     texts = [block["text"] for block in content if isinstance(block, dict) and isinstance(block.get("text"), str)] \
         if isinstance(content, list) else []
     return "\n".join(texts)
