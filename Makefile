@@ -30,9 +30,9 @@ run: $(INSTALLED)
 test: $(INSTALLED)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The loop while you work: no `locust` process, no browser, no docker compose (the real servers,
-# yes); under a minute once .venv exists.
-FAST_TIER := not locust and not browser and not compose
+# The loop while you work: no `locust` process, no MCP server process, no browser, no docker
+# compose (the real servers, yes); under a minute once .venv exists.
+FAST_TIER := not locust and not mcp and not browser and not compose
 test-fast: $(INSTALLED)
 	$(BIN)/python -m pytest -m "$(FAST_TIER)" $(PYTEST_ARGS)
 

@@ -101,6 +101,8 @@ def own_master_port() -> list[str]:
 FIXTURE_MARKERS = {
     "servers": "servers",  # the real PostgreSQL and Redis (conftest.py)
     "toolserver": "mcp",  # starts the reference MCP tool server (conftest.py)
+    "mcp": "mcp",  # starts MCP servers on the official SDK (tests/test_mcp_client.py)
+    "node": "mcp",  # node, for MCP servers and clients on the TypeScript SDK (tests/test_mcp_conformance.py)
     "locust": "locust",  # starts the real `locust` command (conftest.py)
     "browser": "browser",  # headless Chromium (conftest.py)
     "compose": "compose",  # docker compose or docker-compose (tests/test_compose.py)
