@@ -116,6 +116,8 @@ def test_a_worker_stopped_on_purpose_is_lost_and_the_run_fails(servers, schema, 
         ("redis-kill:2s:150%", "a percentage above 0"),
         ("disk-full:2s", "unknown fault 'disk-full'"),
         ("worker-stop:5s", "needs workers"),
+        ("mcp-kill:2s:50%", "mcp-kill kills the one tool server each time, it takes no share"),
+        ("mcp-kill:200ms", "at most one fault of a kind every 0.5 s"),
     ],
 )
 def test_a_bad_chaos_value_is_one_line_and_exit_2(value, says):

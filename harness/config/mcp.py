@@ -5,6 +5,8 @@ Over MCP the agents send each call's arguments and op id to a tool server, which
 in its own sessions. So what toolclash did to its own sessions cannot be done there, and is
 refused with one line rather than silently not done:
 - --chaos pg-kill and redis-kill: the sessions they would end are the server's, not the load's;
+- --chaos mcp-kill but with the tool server toolclash starts: it does not kill a user's server
+  (and without MCP there is no tool server to kill);
 - a tool without an arguments step (a user's plain `f(tx)` drawing from `tx.rng`): only its
   arguments could travel, and the server has no seed to draw them from;
 - with the builtin server, --tools-module: it serves the built-in tools only;
@@ -24,7 +26,7 @@ from typing import Any
 
 from harness.config.declared import OPTIONS
 from harness.config.option import BadOption
-from harness.faults.chaos import PG_KILL, REDIS_KILL, Fault
+from harness.faults.chaos import MCP_KILL, PG_KILL, REDIS_KILL, Fault
 from tasks.scenarios import Scenario, ScenarioParams
 from transport.mcp.settings import McpSettings, redacted_url
 
@@ -74,6 +76,9 @@ def mcp_target(options: Any, scenarios: Sequence[Scenario], params: ScenarioPara
                                                                                    options.mcp_insecure)) if value]
         if given:
             raise BadOption(f"{given[0]} needs --mcp-url (your MCP server) or --mcp-server builtin")
+        if any(fault.kind == MCP_KILL for fault in chaos):
+            raise BadOption(f"--chaos {MCP_KILL} kills the MCP tool server toolclash starts: add --mcp-server builtin"
+                            " (or careless)")
         return None
     if url is not None and server is not None:
         raise BadOption(f"--mcp-url and --mcp-server {server} exclude each other: --mcp-url names your MCP server,"
@@ -82,7 +87,10 @@ def mcp_target(options: Any, scenarios: Sequence[Scenario], params: ScenarioPara
         if fault.kind in (PG_KILL, REDIS_KILL):
             raise BadOption(f"--chaos {fault.kind}: over MCP the load's PostgreSQL sessions and Redis clients are the"
                             " tool server's, not toolclash's: the fault cannot be injected through MCP, and would"
-                            " measure nothing (worker-stop can)")
+                            " measure nothing (worker-stop can, and mcp-kill kills the tool server itself)")
+        if fault.kind == MCP_KILL and url is not None:
+            raise BadOption(f"--chaos {MCP_KILL}: toolclash does not kill your MCP server (--mcp-url), only the one it"
+                            " starts (--mcp-server builtin or careless)")
     target = (_builtin(options, server, token) if server is not None
               else _user_server(options, url, token))
     _arguments_travel(scenarios, params)
