@@ -95,7 +95,7 @@ class ToolServerProcess:
             if self.ended:
                 raise ServerDidNotStart(self.why())
             if time.monotonic() >= deadline:
-                raise ServerDidNotStart(f"not started within {_START_TIMEOUT_S:g} s: {self.why()}")
+                raise ServerDidNotStart(f"no word of serving within {_START_TIMEOUT_S:g} s: {self.why()}")
             gevent.sleep(_POLL_S)
         url = line[len(_STARTUP_PREFIX):].split()[0]
         info = url.removesuffix("/mcp") + "/info"
@@ -106,7 +106,8 @@ class ToolServerProcess:
                     return url
             except (OSError, urllib.error.URLError) as exc:
                 if self.ended or time.monotonic() >= deadline:
-                    raise ServerDidNotStart(f"at {url}, does not answer GET /info: {self.why() or exc}") from None
+                    raise ServerDidNotStart(f"it listens at {url} but does not answer GET /info: {self.why() or exc}"
+                                           ) from None
             gevent.sleep(_POLL_S)
 
     def startup_line(self) -> str:
