@@ -245,22 +245,30 @@ def identities_in_table(conn: psycopg.Connection, table: str, acknowledged: Ackn
 def rows_match_values(conn: psycopg.Connection, table: str, columns: Mapping[str, str], *, name: str) -> Check:
     """Every row of `table` that belongs to a call the harness knows holds what that call said
     it wrote: for each (column, key) of `columns`, the row's column = the call's value[key]
-    (compared as text; JSON null = SQL NULL). Inside the transaction of an identities_in_table
-    (whose copy of the outcomes it reads)."""
+    (compared as text; JSON null = SQL NULL). An indeterminate call without a value (over MCP, a
+    reply lost: what the tool returned never came) has nothing to compare its row with; its
+    identity is still judged. Inside the transaction of an identities_in_table (whose copy of
+    the outcomes it reads)."""
     differs = sql.SQL(" OR ").join(
         sql.SQL("t.{}::text IS DISTINCT FROM (h.value::jsonb ->> {})").format(sql.Identifier(column), sql.Literal(key))
         for column, key in columns.items()
     )
-    ids, count, compared = one_row(conn.execute(
-        sql.SQL("""SELECT (array_agg(t.op_id) FILTER (WHERE {1}))[1:%(n)s], count(*) FILTER (WHERE {1}), count(*)
-                   FROM {0} t JOIN harness_outcomes h ON h.op_id = t.op_id AND h.outcome <> 'failed'"""
+    ids, count, compared, unknown = one_row(conn.execute(
+        sql.SQL("""SELECT (array_agg(t.op_id) FILTER (WHERE ({1}) AND h.known))[1:%(n)s],
+                          count(*) FILTER (WHERE ({1}) AND h.known), count(*) FILTER (WHERE h.known),
+                          count(*) FILTER (WHERE NOT h.known)
+                   FROM {0} t JOIN (SELECT op_id, value, outcome = 'succeeded' OR value <> 'null' AS known
+                                    FROM harness_outcomes WHERE outcome <> 'failed') h ON h.op_id = t.op_id"""
                 ).format(sql.Identifier(table), differs),
         {"n": SHOW_AT_MOST},
     ))
     what = ", ".join(columns)
+    not_compared = (f"; {unknown} rows of indeterminate calls whose value never came not compared" if unknown
+                    else "")
     return Check(name, not count, 0, count,
-                 f"{table} rows whose {what} differ from what their call wrote: {listing_ids(ids or [], count)}"
-                 if count else f"each of the {compared} {table} rows of a call holds the {what} that call wrote")
+                 (f"{table} rows whose {what} differ from what their call wrote: {listing_ids(ids or [], count)}"
+                  if count else f"each of the {compared} {table} rows of a call holds the {what} that call wrote")
+                 + not_compared)
 
 
 def _has_op_id_column(conn: psycopg.Connection, table: str) -> bool:

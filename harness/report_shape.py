@@ -281,11 +281,12 @@ class Baseline(TypedDict):
 
 
 class Fault(TypedDict):
-    kind: str  # pg-kill, redis-kill, worker-stop
+    kind: str  # pg-kill, redis-kill, worker-stop, mcp-kill
     at_s: float
     targets: int
     hit: int
     worker: NotRequired[str]  # worker-stop's
+    down_s: NotRequired[float]  # mcp-kill's: from the kill until the tool server answered again
 
 
 class EventLoopLag(TypedDict):

@@ -50,25 +50,38 @@ _DEPTH = "redis.call('LLEN', KEYS[1]) + redis.call('LLEN', KEYS[2]) + redis.call
 # `level` (1 = high) and `depth`: the most jobs the script saw in the queue (after its push,
 # before its pop), counted from the lists themselves; a dequeue and an ack `consumer`.
 
-# KEYS: the three levels (high first), the log
+# KEYS: the three levels (high first), the log, the agent's last job queued
 # ARGV: capacity, level (1-3), job id
+# Sent again (over MCP: the call sent again whole after its reply was lost), it finds its job
+# queued already by the agent's key, and queues it no second time.
 _ENQUEUE = _SERVER_NOW + f"""
+if redis.call('GET', KEYS[5]) == ARGV[3] then
+  return 0
+end
 local depth = {_DEPTH}
 if depth >= tonumber(ARGV[1]) then
   return -1
 end
 redis.call('RPUSH', KEYS[tonumber(ARGV[2])], ARGV[3] .. '|' .. server_now())
 redis.call('XADD', KEYS[4], '*', 'event', 'enqueue', 'job', ARGV[3], 'level', ARGV[2], 'depth', depth + 1)
+redis.call('SET', KEYS[5], ARGV[3])
 return depth + 1
 """
 
-# KEYS: the three levels (high first), processing (consumer -> the job it holds), the log
+# KEYS: the three levels (high first), processing (consumer -> the job it holds), the log, the
+# agent's last job acknowledged
 # ARGV: the consumer (its call's op id)
-# Sent again after a lost reply, it returns the job the first send took instead of a second one.
+# {the job held, 1 when it was acknowledged already}, or false: the queue is empty. Sent again
+# after a lost reply, it returns the job the first send took instead of a second one: still held,
+# or (the call sent again whole, over MCP) acknowledged already.
 _DEQUEUE = _SERVER_NOW + f"""
 local held = redis.call('HGET', KEYS[4], ARGV[1])
 if held then
-  return held
+  return {{held, 0}}
+end
+local consumer, acknowledged = string.match(redis.call('GET', KEYS[6]) or '', '^(%S+) (.+)$')
+if consumer == ARGV[1] then
+  return {{acknowledged, 1}}
 end
 local depth = {_DEPTH}
 for level = 1, 3 do
@@ -83,13 +96,13 @@ for level = 1, 3 do
     redis.call('HSET', KEYS[4], ARGV[1], held)
     redis.call('XADD', KEYS[5], '*', 'event', 'dequeue', 'job', id, 'level', level, 'depth', depth,
                'consumer', ARGV[1])
-    return held
+    return {{held, 0}}
   end
 end
 return false
 """
 
-# KEYS: processing, the log
+# KEYS: processing, the log, the agent's last job acknowledged
 # ARGV: the consumer, the job id, 1 when an earlier send's reply was lost (else 0)
 _ACK = """
 local held = redis.call('HGET', KEYS[1], ARGV[1])
@@ -101,12 +114,16 @@ if not held or string.match(held, '^[^|]+') ~= ARGV[2] then
 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('XADD', KEYS[2], '*', 'event', 'ack', 'job', ARGV[2], 'consumer', ARGV[1])
+redis.call('SET', KEYS[3], ARGV[1] .. ' ' .. held)
 return 1
 """
 
 # The dequeue and ack scripts are idempotent under the consumer's id, so a send whose reply was
 # lost (--chaos redis-kill) is sent again instead of leaving a job held by nobody. A connection
-# lost this many times in a row ends the call indeterminate, its job left in `processing`.
+# lost this many times in a row ends the call indeterminate, its job left in `processing`. The
+# agents' keys (one each: an agent makes one call at a time, and a call is sent again only before
+# its agent's next) make a whole call sent again idempotent too (--chaos mcp-kill), as
+# update_plan's do.
 _SENDS = 3
 _REPLY_LOST = (redis.ConnectionError, redis.TimeoutError)
 
@@ -116,6 +133,15 @@ class QueueKeys:
         self.levels = [keys("queue", level) for level in PRIORITIES]
         self.processing = keys("queue", "processing")
         self.log = keys("queue", "log")
+        self._keys = keys
+
+    def enqueued_by(self, agent_id: str) -> str:
+        """The agent's last job queued."""
+        return self._keys("queue", "enqueued_by", agent_id)
+
+    def acknowledged_by(self, agent_id: str) -> str:
+        """The consumer the agent last ran, and the job it acknowledged."""
+        return self._keys("queue", "acknowledged_by", agent_id)
 
 
 def enqueue_job_arguments(rng: random.Random) -> dict[str, int]:
@@ -126,7 +152,7 @@ def enqueue_job_arguments(rng: random.Random) -> dict[str, int]:
 def enqueue_job(tx: Transaction, *, level: int, keys: RedisKeys, capacity: int) -> dict[str, int]:
     """Queue a job (its id: the call's op id) at `level`; the level it was queued at."""
     k = QueueKeys(keys)
-    depth = tx.redis.eval(_ENQUEUE, 4, *k.levels, k.log, capacity, level, str(tx.op_id))
+    depth = tx.redis.eval(_ENQUEUE, 5, *k.levels, k.log, k.enqueued_by(tx.agent_id), capacity, level, str(tx.op_id))
     if depth < 0:
         raise QueueFull(f"queue at its capacity of {capacity}")
     return {"level": level}
@@ -153,15 +179,20 @@ def dequeue_job(tx: Transaction, *, keys: RedisKeys) -> dict[str, str | None]:
 def _take_work_acknowledge(tx: Transaction, k: QueueKeys) -> str | None:
     """The job taken and acknowledged, None for an idle consumer. A failed acknowledgement (the
     job is no longer held by this consumer) is an error of the call: the script's error reply."""
-    consumer = str(tx.op_id)
-    held = _sent_until_answered(lambda resent: tx.redis.eval(_DEQUEUE, 5, *k.levels, k.processing, k.log, consumer))
-    if held is None:
+    consumer, acknowledged_by = str(tx.op_id), k.acknowledged_by(tx.agent_id)
+    taken = _sent_until_answered(lambda resent: tx.redis.eval(_DEQUEUE, 6, *k.levels, k.processing, k.log,
+                                                              acknowledged_by, consumer))
+    if taken is None:
         return None
+    held, acknowledged = taken
     job_id, enqueued_at, dequeued_at = held.decode().split("|")
+    if acknowledged:  # this call, sent again: an earlier send took the job and acknowledged it
+        return job_id
     # One server's clock, which may still be stepped back between the two readings.
     tx.observe("queue_wait", max(0.0, (int(dequeued_at) - int(enqueued_at)) / 1e6))
     tx.work()
-    _sent_until_answered(lambda resent: tx.redis.eval(_ACK, 2, k.processing, k.log, consumer, job_id, int(resent)))
+    _sent_until_answered(lambda resent: tx.redis.eval(_ACK, 3, k.processing, k.log, acknowledged_by, consumer, job_id,
+                                                      int(resent)))
     return job_id
 
 

@@ -52,6 +52,31 @@ def test_a_chaos_run_passes_the_audit_of_a_healthy_server(servers, admin, schema
     assert "faults: pg-kill x" in done.stdout and "connection_errors=" in done.stdout
 
 
+def test_the_builtin_tool_server_killed_and_started_again_passes_by_identity(servers, admin, schema, tmp_path,
+                                                                             locust):
+    """--chaos mcp-kill in the session era: every kill ends the agents' sessions (renewed on the
+    404) and cuts the calls in flight, which are sent again with their op ids; the audits still
+    hold every acknowledged call by identity, and the verdict is PASS."""
+    path = tmp_path / "report.json"
+    done = locust.run(*servers.args(schema), *SHORT_RUN, "--mcp-server", "builtin", "--mcp-era", "session",
+                      "--chaos", "mcp-kill:2s", "--sla", "sla/without_latency.toml", "--report-json", str(path))
+    report = read_report(path)
+    assert done.returncode == report["exit_code"] == 0 and report["verdict"] == "pass", (
+        done.stdout[-3000:], done.stderr[-2000:])
+    assert report["audit"]["ok"] and report["evidence"]["problems"] == [] and report["errors"] == 0
+    assert {"acknowledged_in_ledger", "ledger_within_acknowledged", "dequeues_in_log"} <= {
+        check["name"] for check in report["audit"]["checks"]}, "judged by identity"
+    kills = report["faults"]
+    assert len(kills) >= 2 and all((f["kind"], f["targets"], f["hit"]) == ("mcp-kill", 1, 1) for f in kills)
+    assert all(0 < f["down_s"] < 5 for f in kills)
+    mcp = report["transport"]["mcp"]
+    assert mcp["sessions"]["renewed"] > 0, "the killed server's sessions were unknown to the new one"
+    # Requests sent again beyond the sessions renewed: calls whose replies the kills cut.
+    assert mcp["reissues"] > mcp["sessions"]["renewed"] and report["conflicts"]["connection_errors"] > 0
+    assert report["server_counters"]["load_sessions_left"] == 0
+    assert "faults: mcp-kill x" in done.stdout and "tool servers killed" in done.stdout
+
+
 def test_a_run_whose_every_session_is_killed_again_and_again_ends_with_a_verdict(servers, schema, tmp_path, locust):
     """Another session terminates all the run's backends, the coordinator's, the sampler's and
     the drain's too, and kills all its Redis clients, every 2 s, until the run is over: its
@@ -116,6 +141,8 @@ def test_a_worker_stopped_on_purpose_is_lost_and_the_run_fails(servers, schema, 
         ("redis-kill:2s:150%", "a percentage above 0"),
         ("disk-full:2s", "unknown fault 'disk-full'"),
         ("worker-stop:5s", "needs workers"),
+        ("mcp-kill:2s:50%", "mcp-kill kills the one tool server each time, it takes no share"),
+        ("mcp-kill:200ms", "at most one fault of a kind every 0.5 s"),
     ],
 )
 def test_a_bad_chaos_value_is_one_line_and_exit_2(value, says):

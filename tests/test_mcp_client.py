@@ -391,6 +391,21 @@ def test_a_lost_reply_is_sent_again_with_the_same_op_id(mcp, admin, reissue):
     assert written(admin, mcp.schema, record) == 1, "applied once, by op id"
 
 
+def test_a_call_sent_again_that_meets_the_key_on_its_op_id_was_applied_by_an_earlier_send(mcp):
+    """The recipe's answer (docs/mcp.md): the call sent again after its reply was lost fails on
+    the unique key its op id is written under (23505). That is no error, and no try more: the
+    call stays indeterminate, since what the earlier send returned never came."""
+    with ReplyCutter(mcp.b, b'"23505"') as proxy:
+        client = connected(proxy.url)
+        adapter = McpToolAdapter(client, QUICK_RETRIES, Recorder().call_finished)
+        record = adapter.call(remote("conflict", fails=2, sqlstate="23505", say_kind=False, rolled_back=True),
+                              "agent-1", seed=1)
+        client.close()
+    assert record.outcome is Outcome.INDETERMINATE and isinstance(record.exception, ReplyLost)
+    assert (record.attempts, record.reissues, record.is_error_replies) == (2, 1, 1)
+    assert record.failures == [Failure.CONNECTION_LOST], "not an error"
+
+
 def test_a_server_that_cannot_be_reached(mcp):
     with pytest.raises(McpUnavailable, match=r"^MCP server http://\*\*\*@127\.0\.0\.1:\d+/mcp\?key=\*\*\*: POST: "
                                              r"cannot connect") as refused:
@@ -398,11 +413,13 @@ def test_a_server_that_cannot_be_reached(mcp):
     assert "secret" not in str(refused.value)
     proxy = ReplyCutter(mcp.b, b"", cuts=0)  # cuts nothing: stopped, it refuses connections
     with proxy:
-        client = connected(proxy.url)
+        client = connected(proxy.url, connect_timeout_s=0.5)
     adapter = McpToolAdapter(client, QUICK_RETRIES, Recorder().call_finished)
     record = adapter.call(remote("write", note="never sent"), "agent-1", seed=1)
     assert record.outcome is Outcome.FAILED, "provably never sent: nothing applied"
-    assert record.attempts == QUICK_RETRIES.max_tries and set(record.failures) == {Failure.CONNECTION_LOST}
+    # Refused, it may be restarting: tried for connect_timeout_s before the policy's tries count.
+    assert record.attempts > QUICK_RETRIES.max_tries and record.duration_s >= 0.5
+    assert set(record.failures) == {Failure.CONNECTION_LOST} and len(record.failures) == record.attempts
     assert isinstance(record.exception, NotDelivered)
     client.close()
 

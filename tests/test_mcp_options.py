@@ -34,6 +34,9 @@ def test_the_builtin_server_and_a_users_server_are_told_apart():
     (("--mcp-url", URL, "--mcp-server", "builtin"), "--mcp-url and --mcp-server builtin exclude each other"),
     (("--mcp-server", "builtin", "--chaos", "pg-kill:3s"), "--chaos pg-kill: over MCP the load's PostgreSQL"),
     (("--mcp-url", URL, "--chaos", "redis-kill:2s"), "--chaos redis-kill: over MCP"),
+    (("--mcp-url", URL, "--chaos", "mcp-kill:2s"), "--chaos mcp-kill: toolclash does not kill your MCP server"
+                                                   " (--mcp-url), only the one it starts"),
+    (("--chaos", "mcp-kill:2s"), "--chaos mcp-kill kills the MCP tool server toolclash starts: add --mcp-server"),
     (("--mcp-url", "ftp://u:pw@host/mcp"), "--mcp-url 'ftp://***@host/mcp': give the MCP endpoint as an http://"),
     (("--mcp-url", "tools.example"), "--mcp-url 'tools.example': give the MCP endpoint"),
     (("--mcp-era", "stateless"), "--mcp-era needs --mcp-url (your MCP server) or --mcp-server builtin"),
@@ -86,6 +89,8 @@ def test_isolation_and_queue_capacity_stay_the_audits_need_them_and_the_builtin_
     assert builtin.connections_needed(50, 2) == (4 + 3, 0), "the server's pool and the harness's; the load has none"
     assert settings_from("--mcp-url", URL).connections_needed(50, 2) == (3, 0), "a user's server is not counted"
     assert settings_from("--mcp-server", "builtin", "--chaos", "worker-stop:5s", "--processes", "2").chaos
+    [kill] = settings_from("--mcp-server", "careless", "--chaos", "mcp-kill:1.5s").chaos
+    assert (kill.kind, kill.every_s, kill.share) == ("mcp-kill", 1.5, 1.0)
 
 
 def _worker(*args: str) -> Shared:

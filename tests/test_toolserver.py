@@ -159,16 +159,17 @@ def _post(url: str, body: dict, headers: dict[str, str]) -> dict:
 
 
 def test_the_op_id_travels_three_ways_a_refusal_is_answered_and_a_resent_op_id_is_applied_once(
-        toolserver, schema, admin):
+        toolserver, servers, schema, admin):
     """In the session era with JSON replies: the op id in _meta, as an argument, or none (the
     server names it); two that disagree refused; a refusal and a bad argument answered as such;
-    the same op id sent again applied once. Then in the stateless era, the op id as an
-    Idempotency-Key header, on a request sent as it travels."""
+    the same op id sent again applied once (a deduction, a plan's change, a job queued, a job
+    taken: as a client sends a call again whose reply was lost). Then in the stateless era, the
+    op id as an Idempotency-Key header, on a request sent as it travels."""
     prepared_schema(admin, schema)
     admin.execute(sql.SQL("UPDATE {}.accounts SET balance = 0 WHERE id = 3").format(sql.Identifier(schema)))
     server = toolserver.start(schema, "--json-response")
     assert server.info()["json_response"] is True
-    refused_op, given, plan_step = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    refused_op, given, plan_step, job, consumer = (uuid.uuid4() for _ in range(5))
     calls = [
         _call("deduct_credits", {"account": 3, "amount": 5}, refused_op),
         _call("deduct_credits", {"account": 1, "amount": 2, "op_id": str(given)}),
@@ -178,9 +179,14 @@ def test_the_op_id_travels_three_ways_a_refusal_is_answered_and_a_resent_op_id_i
         _call("update_plan", {"team": 1}, plan_step, "agent-9"),
         _call("update_plan", {"team": 1}, plan_step, "agent-9"),  # sent again: update_plan answers the first
         _call("deduct_credits", {"account": 1, "amount": "two"}),
+        _call("enqueue_job", {"level": 2}, job, "agent-9"),
+        _call("enqueue_job", {"level": 2}, job, "agent-9"),  # sent again: queued once
+        _call("enqueue_job", {"level": 3}, uuid.uuid4(), "agent-8"),
+        _call("dequeue_job", {}, consumer, "agent-9"),
+        _call("dequeue_job", {}, consumer, "agent-9"),  # sent again: the job it took, not the next
     ]
-    (refused, by_argument, again, unnamed, two_names, plan, plan_again, invalid), = mcp_client(
-        server.url, "legacy", calls)["results"]
+    (refused, by_argument, again, unnamed, two_names, plan, plan_again, invalid, queued, queued_again, _, took,
+     took_again), = mcp_client(server.url, "legacy", calls)["results"]
 
     assert refused["isError"] is True
     assert refused["structuredContent"] == {
@@ -200,6 +206,12 @@ def test_the_op_id_travels_three_ways_a_refusal_is_answered_and_a_resent_op_id_i
     assert two_names["error"]["code"] == -32602 and "different op ids" in two_names["error"]["message"]
     assert _succeeded(plan)["value"] == _succeeded(plan_again)["value"]
     assert invalid["isError"] is True and "structuredContent" not in invalid, "refused by the schema, never run"
+    assert _succeeded(queued)["value"] == _succeeded(queued_again)["value"] == {"level": 2}
+    assert _succeeded(took)["value"] == _succeeded(took_again)["value"] == {"job": str(job)}
+    with redis.Redis.from_url(servers.redis_url) as client:
+        log = [(f[b"event"], f[b"job"]) for _, f in client.xrange(RedisKeys(schema)("queue", "log"))]
+    assert [event for event, queued_job in log if queued_job == str(job).encode()] == [b"enqueue", b"dequeue", b"ack"]
+    assert len(log) == 4, "and the other job queued, still there"
     assert admin.execute(sql.SQL("SELECT count(*) FROM {}.ledger").format(sql.Identifier(schema))).fetchone() == (
         2,), "the calls by argument and unnamed"
 

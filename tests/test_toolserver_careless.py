@@ -75,7 +75,7 @@ DRIVES = (
 )
 
 
-def _table() -> dict[tuple[str, str], set[str]]:
+def careless_table() -> dict[tuple[str, str], set[str]]:
     """docs/mcp.md's careless table: (scenario, tool) -> the checks that must fail."""
     text = (ROOT / "docs" / "mcp.md").read_text(encoding="utf-8")
     section = text.split("\n## Careless mode\n", 1)[1].split("\n## ", 1)[0]
@@ -144,7 +144,7 @@ def test_each_scenario_through_mcp_passes_on_the_careful_server_and_fails_the_ta
                 failed[(drive.scenario, drive.tool)] = _failed_checks(drive, server.url, careless, admin, schema,
                                                                       client)
             assert server.stop() == 0
-    table = _table()
+    table = careless_table()
     assert set(failed) == set(table), "one drive per row of docs/mcp.md's careless table"
     assert failed == (table if careless else {row: set() for row in table})
 

@@ -126,8 +126,9 @@ OPTIONS: tuple[Option, ...] = (
            " in the report)", per_run=True, type=int, at_least=0, summarized=True),
     Option("--chaos", None,
            "faults injected on purpose, kind:every[:share] comma-separated: pg-kill (terminate the load's backends),"
-           " redis-kill (kill the load's Redis clients), worker-stop (one worker dies; distributed runs), e.g."
-           " pg-kill:3s,redis-kill:5s:25%%; share default 50%%", per_run=True, summarized=True),
+           " redis-kill (kill the load's Redis clients), worker-stop (one worker dies; distributed runs), mcp-kill"
+           " (the --mcp-server tool server killed and started again), e.g. pg-kill:3s,redis-kill:5s:25%%; share"
+           " default 50%%", per_run=True, summarized=True),
     # Not summarized: only the process that makes the verdict reads the SLA file.
     Option("--sla", None, "TOML file of SLA rules ([[rule]] metric, op, threshold, scope); default: sla/default.toml",
            per_run=True),

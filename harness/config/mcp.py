@@ -5,6 +5,8 @@ Over MCP the agents send each call's arguments and op id to a tool server, which
 in its own sessions. So what toolclash did to its own sessions cannot be done there, and is
 refused with one line rather than silently not done:
 - --chaos pg-kill and redis-kill: the sessions they would end are the server's, not the load's;
+- --chaos mcp-kill but with the tool server toolclash starts: it does not kill a user's server
+  (and without MCP there is no tool server to kill);
 - a tool without an arguments step (a user's plain `f(tx)` drawing from `tx.rng`): only its
   arguments could travel, and the server has no seed to draw them from (a tool of backend "mcp"
   runs in the load's process, and calls the server's tools itself: it may draw from `tx.rng`);
@@ -26,7 +28,7 @@ from typing import Any
 
 from harness.config.declared import OPTIONS
 from harness.config.option import BadOption
-from harness.faults.chaos import PG_KILL, REDIS_KILL, Fault
+from harness.faults.chaos import MCP_KILL, PG_KILL, REDIS_KILL, Fault
 from tasks.scenarios import Scenario, ScenarioParams
 from transport.mcp.settings import McpSettings, redacted_url
 
@@ -80,6 +82,9 @@ def mcp_target(options: Any, scenarios: Sequence[Scenario], params: ScenarioPara
         if calling:
             raise BadOption(f"tool {', '.join(calling)} calls the tools of an MCP server (@tool(backend='mcp')): name"
                             " the server with --mcp-url")
+        if any(fault.kind == MCP_KILL for fault in chaos):
+            raise BadOption(f"--chaos {MCP_KILL} kills the MCP tool server toolclash starts: add --mcp-server builtin"
+                            " (or careless)")
         return None
     if url is not None and server is not None:
         raise BadOption(f"--mcp-url and --mcp-server {server} exclude each other: --mcp-url names your MCP server,"
@@ -88,7 +93,10 @@ def mcp_target(options: Any, scenarios: Sequence[Scenario], params: ScenarioPara
         if fault.kind in (PG_KILL, REDIS_KILL):
             raise BadOption(f"--chaos {fault.kind}: over MCP the load's PostgreSQL sessions and Redis clients are the"
                             " tool server's, not toolclash's: the fault cannot be injected through MCP, and would"
-                            " measure nothing (worker-stop can)")
+                            " measure nothing (worker-stop can, and mcp-kill kills the tool server itself)")
+        if fault.kind == MCP_KILL and url is not None:
+            raise BadOption(f"--chaos {MCP_KILL}: toolclash does not kill your MCP server (--mcp-url), only the one it"
+                            " starts (--mcp-server builtin or careless)")
     target = (_builtin(options, server, token) if server is not None
               else _user_server(options, url, token))
     _arguments_travel(scenarios, params)

@@ -1,6 +1,7 @@
 """Faults on purpose (--chaos): prove that the platform loses nothing when connections die.
 
     --chaos pg-kill:3s,redis-kill:5s:25%,worker-stop:20s
+    --mcp-server builtin --chaos mcp-kill:5s
 
 Each fault is KIND:EVERY[:SHARE], injected every EVERY (seconds `s` or milliseconds `ms`) from
 the start of the run until the run starts stopping:
@@ -8,12 +9,15 @@ the start of the run until the run starts stopping:
     pg-kill      terminate SHARE (default 50 %) of the load's PostgreSQL backends, chosen at random
     redis-kill   CLIENT KILL SHARE (default 50 %) of the load's Redis connections, chosen at random
     worker-stop  tell one worker to die at once (distributed runs only; never the last one left)
+    mcp-kill     kill -9 the MCP tool server toolclash started (--mcp-server), and start it again on
+                 the same URL (harness.run.mcp_server: the calls it had in flight get no reply)
 
 The injector runs where the verdict is made (the local runner or the master), on a PostgreSQL
 session and a Redis client of its own (`toolclash-chaos:<schema>`). It finds its targets by
 name: the load's sessions by application_name and the load's Redis clients by client name,
 both `toolclash-load:<schema>:<process>`, so it never touches the harness's own sessions,
-another run's, or anyone else's.
+another run's, or anyone else's. The tool server it kills is the one the run started, by the
+callable it is handed (`start`): never a user's server.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import random
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,8 +42,8 @@ from db.pool import load_application_prefix
 from db.session import RedisLost, Session, SessionLost
 from harness.watch.background import Background
 
-__all__ = ["PG_KILL", "REDIS_KILL", "WORKER_STOP", "WORKER_STOP_MESSAGE", "BadChaos", "Fault", "FaultInjector",
-           "parse_chaos", "stop_this_worker"]
+__all__ = ["MCP_KILL", "PG_KILL", "REDIS_KILL", "WORKER_STOP", "WORKER_STOP_MESSAGE", "BadChaos", "Fault",
+           "FaultInjector", "KillToolServer", "NotRestarted", "parse_chaos", "stop_this_worker"]
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +52,10 @@ WORKER_STOP_MESSAGE = "toolclash_worker_stop"  # master -> one worker: die at on
 PG_KILL = "pg-kill"
 REDIS_KILL = "redis-kill"
 WORKER_STOP = "worker-stop"
-_KINDS = (PG_KILL, REDIS_KILL, WORKER_STOP)
+MCP_KILL = "mcp-kill"
+_KINDS = (PG_KILL, REDIS_KILL, WORKER_STOP, MCP_KILL)
+# The faults that hit one target each time: no share of anything.
+_ONE_TARGET = {WORKER_STOP: "stops one worker", MCP_KILL: "kills the one tool server"}
 
 _DEFAULT_SHARE = 0.5
 # Faults closer together than this leave the load no time to reconnect between them: the run
@@ -67,11 +75,20 @@ class BadChaos(ValueError):
     """The --chaos value does not parse; the message says what is wrong, in one line."""
 
 
+class NotRestarted(Exception):
+    """mcp-kill: the tool server was killed, and its replacement did not come up (one line)."""
+
+
+# mcp-kill: kill the run's tool server and start it again; what was done (`targets`, `hit`,
+# `down_s`), or None when there was no server to kill. Raises NotRestarted.
+KillToolServer = Callable[[], "dict[str, Any] | None"]
+
+
 @dataclass(frozen=True)
 class Fault:
     kind: str
     every_s: float
-    share: float = 1.0  # of the load's connections hit each time (pg-kill, redis-kill; worker-stop: one worker)
+    share: float = 1.0  # of the load's connections hit each time (pg-kill, redis-kill; the others: one target)
 
 
 def parse_chaos(value: str | None, *, distributed: bool) -> tuple[Fault, ...]:
@@ -105,9 +122,9 @@ def _every_s(item: str, every: str) -> float:
 
 
 def _share(item: str, kind: str, share: str | None) -> float:
-    if kind == WORKER_STOP:
+    if kind in _ONE_TARGET:
         if share is not None:
-            raise BadChaos(f"{item!r}: {WORKER_STOP} stops one worker each time, it takes no share")
+            raise BadChaos(f"{item!r}: {kind} {_ONE_TARGET[kind]} each time, it takes no share")
         return 1.0
     if share is None:
         return _DEFAULT_SHARE
@@ -145,6 +162,7 @@ class FaultInjector:
         self._background = Background()
         self._master: MasterRunner | None = None
         self._stopped_workers: set[str] = set()
+        self._kill_tool_server: KillToolServer | None = None
         self.injected: list[dict[str, Any]] = []
 
     def attach(self, runner: Runner) -> None:
@@ -153,10 +171,12 @@ class FaultInjector:
         self._master = runner if isinstance(runner, MasterRunner) else None
         runner.environment.events.test_stopping.add_listener(lambda **_: self.stop())
 
-    def start(self, started: float, faults: tuple[Fault, ...]) -> None:
+    def start(self, started: float, faults: tuple[Fault, ...], kill_tool_server: KillToolServer | None = None) -> None:
         """Inject `faults` from now on; `started` (time.monotonic()) is the run's start, which
-        `at_s` counts from."""
+        `at_s` counts from. `kill_tool_server`: what mcp-kill does (the run's tool server, which
+        the run started)."""
         self._faults = faults
+        self._kill_tool_server = kill_tool_server
         self.injected = []
         self._stopped_workers = set()
         self._background.start(self._run, started)
@@ -184,6 +204,9 @@ class FaultInjector:
             except (SessionLost, RedisLost) as exc:  # the audit will meet the same server, and say so
                 log.warning("--chaos %s at %.1f s not injected: %s", fault.kind, at_s, exc)
                 done = None
+            except NotRestarted as exc:  # the agents' calls fail from now on: the verdict will say so
+                log.error("--chaos %s at %.1f s: %s", fault.kind, at_s, exc)
+                done = {"targets": 1, "hit": 1}
             if done is not None:
                 self.injected.append({"kind": fault.kind, "at_s": at_s, **done})
             due[fault] += fault.every_s
@@ -195,6 +218,8 @@ class FaultInjector:
             return self._session.run(lambda conn: self._kill_backends(conn, fault.share))
         if fault.kind == REDIS_KILL:
             return self._session.run(lambda conn: self._kill_redis_clients(fault.share))
+        if fault.kind == MCP_KILL:
+            return self._kill_tool_server() if self._kill_tool_server is not None else None
         return self._stop_a_worker()
 
     def _pick(self, targets: list[Any], share: float) -> list[Any]:

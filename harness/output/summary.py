@@ -38,7 +38,8 @@ def _figure(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-_FAULT_TARGETS = {"pg-kill": "backends ended", "redis-kill": "Redis clients killed", "worker-stop": "workers stopped"}
+_FAULT_TARGETS = {"pg-kill": "backends ended", "redis-kill": "Redis clients killed", "worker-stop": "workers stopped",
+                  "mcp-kill": "tool servers killed"}
 
 
 def _faults_line(report: Report) -> str:
@@ -46,12 +47,17 @@ def _faults_line(report: Report) -> str:
     tool's over every call of the run: which calls a fault slowed down is not known."""
     times: dict[str, int] = {}
     hit: dict[str, int] = {}
+    down: dict[str, float] = {}  # mcp-kill: the longest the tool server took to serve again
     for fault in report["faults"]:
         times[fault["kind"]] = times.get(fault["kind"], 0) + 1
         hit[fault["kind"]] = hit.get(fault["kind"], 0) + fault["hit"]
+        if "down_s" in fault:
+            down[fault["kind"]] = max(down.get(fault["kind"], 0.0), fault["down_s"])
     p95s = [(tool["p95_ms"], name) for name, tool in report["tools"].items() if tool["p95_ms"] is not None]
     slowest = "slowest tool p95={:.1f} ms ({})".format(*max(p95s)) if p95s else "no tool call"
-    return ("faults: " + ", ".join(f"{kind} x{n} ({_FAULT_TARGETS[kind]}: {hit[kind]})" for kind, n in times.items())
+    return ("faults: " + ", ".join(f"{kind} x{n} ({_FAULT_TARGETS[kind]}: {hit[kind]}"
+                                   + (f", serving again within {down[kind]:.2f} s" if kind in down else "") + ")"
+                                   for kind, n in times.items())
             + f"; cost: connection_errors={report['conflicts']['connection_errors']},"
               f" indeterminate={report['conflicts']['indeterminate']}, {slowest}")
 

@@ -99,7 +99,10 @@ class Judge(Role):
         if refusals:
             return self._refuse_test(refusals)
         self._seed = self.settings.seed_for_test()
-        self._run_id = self.coordinator.begin(agents, lambda: environment.runner.user_count, self._seed)
+        server = self.services.mcp
+        self._run_id = self.coordinator.begin(
+            agents, lambda: environment.runner.user_count, self._seed,
+            server.kill_and_restart if server is not None and server.target.started_by_toolclash else None)
         if self.history is not None:
             self.history.run_started(self._run_id, self._seed)
         self._start_agents(agents)

@@ -26,7 +26,7 @@ from db.session import Session, SessionLost
 from harness.config import sla
 from harness.config.run_settings import fingerprint, settings_summary
 from harness.config.settings import HARNESS_SESSIONS, Settings
-from harness.faults.chaos import FaultInjector
+from harness.faults.chaos import FaultInjector, KillToolServer
 from harness.report_shape import Evidence, Finding, Heartbeats, Report, ServerCounters, Workers
 from harness.verdict import evidence
 from harness.verdict.drainer import Drainer
@@ -140,9 +140,11 @@ class Coordinator:
                 f" {per_process} + {HARNESS_SESSIONS} for the harness) but the server takes {room.free} more"
                 f" ({room.describe()}): lower --pool-size or --processes, or raise max_connections")
 
-    def begin(self, agents: int, agents_now: Callable[[], int], seed: int) -> str:
+    def begin(self, agents: int, agents_now: Callable[[], int], seed: int,
+              kill_tool_server: KillToolServer | None = None) -> str:
         """Seed the run's data and start sampling the servers; the run's id. `seed` is the agents'
-        (--seed's, or drawn for this test): the report records it."""
+        (--seed's, or drawn for this test): the report records it. `kill_tool_server`: --chaos
+        mcp-kill's fault, on the tool server the run started."""
         run_id = uuid.uuid4().hex[:12]
         self._baseline = self._session.run(partial(self._seed, run_id))
         self._started = time.monotonic()
@@ -166,7 +168,7 @@ class Coordinator:
         )
         self._drainer.start()
         if self.settings.chaos:
-            self._injector.start(self._started, self.settings.chaos)
+            self._injector.start(self._started, self.settings.chaos, kill_tool_server)
         self._run = {
             "run_id": run_id,
             "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -10,12 +10,18 @@ the `op_id` argument). Each try sends the call and reads what came back as a car
   and the work was rolled back; a refusal or an error ends the call;
 - a JSON-RPC error (an unknown tool, invalid arguments) or an HTTP error status: an error;
 - no reply, and the request provably never reached the server (the connection could not be
-  opened, nor its session): a lost connection, nothing applied, tried again by the policy;
+  opened, nor its session): a lost connection, nothing applied, tried again by the policy; for
+  `connect_timeout_s` from the first such try, without using up the policy's tries: a server
+  not listening may be restarting (--chaos mcp-kill), and a call whose reply was lost is settled
+  only by an answer (its job resumed, its op id found applied, or its work done);
 - no reply to a request that was sent (the connection broke, the stream ended, a 5xx): the
   server may have applied it. Sent again with the same op id while the policy allows, counted in
   `reissues` (a server that keys its work by op id applies it once); no reply within the
   timeout is not sent again (the request may still be running).
 Once a reply was lost, the call can only end succeeded (a later reply said so) or indeterminate.
+A call sent again whose answer is a unique violation (SQLSTATE 23505) met the key on its op id
+(docs/mcp.md, the recipe): an earlier send was applied. That is no error, and the end of the
+call: indeterminate, since what the earlier send returned never came.
 
 A tool of backend "mcp" (a user's, db.tool) is not called by its name: each try runs its function
 here, in the agent's process, with no PostgreSQL transaction, and the function calls the server's
@@ -51,6 +57,7 @@ __all__ = ["McpToolAdapter"]
 log = logging.getLogger(__name__)
 
 _STOPPED = (gevent.GreenletExit, KeyboardInterrupt, SystemExit)
+_UNIQUE_VIOLATION = "23505"
 
 
 class McpToolAdapter:
@@ -63,6 +70,9 @@ class McpToolAdapter:
         self._policy = policy
         self._call_started = call_started
         self._reissue_lost = reissue_lost
+        # A server refusing connections is not listening, for now (restarting): tries it never got
+        # use none of the policy's for as long as a connection may take to open.
+        self._refused_for_s = client.settings.connect_timeout_s
         self._backoff_rng = random.Random()
         self._in_flight = CallsInFlight(call_finished)
         self._sessions: dict[str, McpSession] = {}
@@ -102,27 +112,33 @@ class McpToolAdapter:
         self._in_flight.started(record)
         lost = False  # a request of this call reached the server, maybe, and its reply never came
         sending = reissuing = False
+        tries = 0  # of the policy's: a try the server never got uses none while it keeps refusing
+        refused_since: float | None = None
         try:
-            for attempt in range(1, self._policy.max_tries + 1) if drawn else ():
-                record.attempts = attempt
+            while drawn and tries < self._policy.max_tries:
+                record.attempts += 1
                 record.reissues += reissuing
                 session = self._session(agent_id)
                 renewals = session.renewals
                 sending = True
                 try:
-                    again = self._attempt(tool, session, record)
-                    reissuing = False
+                    again = self._attempt(tool, session, record, lost)
+                    reissuing, refused_since = False, None
+                except NotDelivered as exc:
+                    self._failed(record, Failure.CONNECTION_LOST, exc)
+                    again, reissuing = True, False
+                    refused_since = perf_counter() if refused_since is None else refused_since
                 except ReplyLost as exc:
-                    lost = True
+                    lost, refused_since = True, None
                     self._failed(record, Failure.CONNECTION_LOST, exc)
                     again = reissuing = self._reissue_lost and not isinstance(exc, ReplyTimedOut)
                 finally:
                     record.reissues += session.renewals - renewals
                 sending = False
-                if not again:
+                tries += refused_since is None or perf_counter() - refused_since >= self._refused_for_s
+                if not again or tries >= self._policy.max_tries:
                     break
-                if attempt < self._policy.max_tries:
-                    gevent.sleep(self._policy.backoff(attempt, self._backoff_rng))
+                gevent.sleep(self._policy.backoff(record.attempts, self._backoff_rng))
         except _STOPPED:
             record.outcome = Outcome.INDETERMINATE if sending or lost else Outcome.INTERRUPTED
             raise
@@ -134,8 +150,10 @@ class McpToolAdapter:
             self._in_flight.finished(record)
         return record
 
-    def _attempt(self, tool: Tool, session: McpSession, record: CallRecord) -> bool:
-        """One try; whether the call may be tried again. ReplyLost when the reply never came."""
+    def _attempt(self, tool: Tool, session: McpSession, record: CallRecord, lost: bool) -> bool:
+        """One try; whether the call may be tried again. NotDelivered when the request never
+        reached the server, ReplyLost when its reply never came. `lost`: an earlier try's reply
+        was."""
         calls = McpCalls(session, record)
         try:
             if tool.calls_mcp:
@@ -146,15 +164,14 @@ class McpToolAdapter:
                 follow_ups, record.observations = tx.after_commit, tx.observations
             else:
                 value, follow_ups = calls.call(tool.name, record.arguments or {}).value, []
-        except NotDelivered as exc:
-            self._failed(record, Failure.CONNECTION_LOST, exc)
-            return True
-        except ReplyLost:
+        except (NotDelivered, ReplyLost):
             raise
         except (McpError, UnusableTool) as exc:
             self._failed(record, Failure.ERROR, exc)
             return False
         except McpToolFailed as exc:
+            if lost and exc.result.sqlstate == _UNIQUE_VIOLATION:  # its op id is there: applied by an earlier send
+                return False
             self._failed(record, exc.failure, exc)
             return exc.failure.retryable and exc.rolled_back
         except Exception as exc:  # a tool function's own: its refusal, its conflict, or a bug (an error)

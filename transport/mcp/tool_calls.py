@@ -49,6 +49,7 @@ class McpResult:
     rolled_back: bool = False
     server_attempts: int = 0  # the server's own attempts, as it said (0: it did not)
     server_failures: list[Failure] = field(default_factory=list)
+    sqlstate: str | None = None  # PostgreSQL's code for the failure, when the server gave one
 
     @classmethod
     def of(cls, result: Mapping[str, Any]) -> McpResult:
@@ -57,7 +58,8 @@ class McpResult:
         return cls(content=content if isinstance(content, list) else [],
                    structured_content=result.get("structuredContent"), is_error=result.get("isError") is True,
                    value=read.value, failure=read.failure, rolled_back=read.rolled_back,
-                   server_attempts=read.server_attempts, server_failures=read.server_failures)
+                   server_attempts=read.server_attempts, server_failures=read.server_failures,
+                   sqlstate=read.sqlstate)
 
     @property
     def text(self) -> str:

@@ -44,6 +44,7 @@ class ToolResult:
     message: str = ""
     server_attempts: int = 0  # 0: the server did not say
     server_failures: list[Failure] = field(default_factory=list)
+    sqlstate: str | None = None  # PostgreSQL's code for the failure, when the server gave one
 
 
 def read_tool_result(result: dict[str, Any]) -> ToolResult:
@@ -61,13 +62,12 @@ def read_tool_result(result: dict[str, Any]) -> ToolResult:
         value = said["value"] if "value" in said else structured if structured is not None else text
         return ToolResult(None, value=value, server_attempts=server_attempts, server_failures=server_failures)
     failure = _kind(said)
+    sqlstate = said.get("sqlstate") if isinstance(said.get("sqlstate"), str) else None
     rolled_back = said.get("rolled_back")
     if not isinstance(rolled_back, bool):
-        sqlstate = said.get("sqlstate")
-        rolled_back = (sqlstate.startswith(_ROLLBACK_CLASS) if isinstance(sqlstate, str)
-                       else failure in _ROLLED_BACK_KINDS)
+        rolled_back = sqlstate.startswith(_ROLLBACK_CLASS) if sqlstate is not None else failure in _ROLLED_BACK_KINDS
     return ToolResult(failure, rolled_back=rolled_back, message=content_text(result.get("content")) or failure.value,
-                      server_attempts=server_attempts, server_failures=server_failures)
+                      server_attempts=server_attempts, server_failures=server_failures, sqlstate=sqlstate)
 
 
 def _kind(said: dict[str, Any]) -> Failure:
