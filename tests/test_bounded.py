@@ -21,9 +21,9 @@ RUN = ("--users", str(AGENTS), "--spawn-rate", str(AGENTS), "--run-time", "10s",
 # second of a 10 s run, a few drains' worth at most (the old code kept all of it: a ratio of 1).
 MOST_OF_THE_WHOLE = 0.25
 # The run's keys: the queue's three levels, processing and log; usage and its guard set; the
-# plans, their log; and, per agent, the last step it applied and the last charge the relay
-# applied for it.
-MOST_KEYS = 3 + 2 + 2 + TEAMS + 1 + 2 * AGENTS
+# plans, their log; and, per agent, the last step it applied, the last charge the relay applied
+# for it, and the last job it queued and acknowledged (a call sent again applies once).
+MOST_KEYS = 3 + 2 + 2 + TEAMS + 1 + 4 * AGENTS
 
 
 def _sizes(client: redis.Redis, keys: RedisKeys) -> dict[str, int]:
