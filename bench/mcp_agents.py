@@ -28,9 +28,9 @@ import psutil
 import psycopg
 
 from toolclash_processes import (
-    CpuWindow,
     Toolclash,
     add_server_arguments,
+    cores_over,
     cpu_of,
     machine_cpu,
     process_tree,
@@ -63,17 +63,11 @@ def _run(args: argparse.Namespace, transport: str, ports: tuple[int, int]) -> di
         client = [p for p in tree if not _is_tool_server(p)]
         server = [p for p in tree if _is_tool_server(p)]
         pg_port, redis_port = ports
-        windows = {
-            "client": CpuWindow(lambda: cpu_of(client)),
-            "tool server": CpuWindow(lambda: cpu_of(server)),
-            "postgres": CpuWindow(lambda: cpu_of(server_processes(pg_port))),
-            "redis": CpuWindow(lambda: cpu_of(server_processes(redis_port))),
-            "machine": CpuWindow(machine_cpu),
-        }
-        for window in windows.values():
-            window.start()
-        time.sleep(args.seconds - _SETTLE_S - _UNMEASURED_END_S)
-        cores = {name: window.stop() for name, window in windows.items()}
+        cores = cores_over(args.seconds - _SETTLE_S - _UNMEASURED_END_S,
+                           client=lambda: cpu_of(client), server=lambda: cpu_of(server),
+                           postgres=lambda: cpu_of(server_processes(pg_port)),
+                           redis=lambda: cpu_of(server_processes(redis_port)), machine=machine_cpu)
+        cores["tool server"] = cores.pop("server")
         report = run.report()
     calls = sum(t["calls"] for t in report["tools"].values())
     p50s = sorted(t["p50_ms"] for t in report["tools"].values() if t["p50_ms"] is not None)

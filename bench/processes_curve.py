@@ -27,9 +27,9 @@ import psycopg
 
 from toolclash_processes import (
     ROOT,
-    CpuWindow,
     Toolclash,
     add_server_arguments,
+    cores_over,
     cpu_of,
     machine_cpu,
     process_tree,
@@ -57,16 +57,10 @@ def _run(args: argparse.Namespace, workload: str, processes: int, ports: tuple[i
                         extra=("--pool-size", str(pool_size), *WORKLOADS[workload]))
         time.sleep(_SETTLE_S)
         pg_port, redis_port = ports
-        windows = {
-            "client": CpuWindow(lambda: cpu_of(process_tree(run.process.pid))),
-            "postgres": CpuWindow(lambda: cpu_of(server_processes(pg_port))),
-            "redis": CpuWindow(lambda: cpu_of(server_processes(redis_port))),
-            "machine": CpuWindow(machine_cpu),
-        }
-        for window in windows.values():
-            window.start()
-        time.sleep(args.seconds - _SETTLE_S - _UNMEASURED_END_S)
-        cores = {name: window.stop() for name, window in windows.items()}
+        cores = cores_over(args.seconds - _SETTLE_S - _UNMEASURED_END_S,
+                           client=lambda: cpu_of(process_tree(run.process.pid)),
+                           postgres=lambda: cpu_of(server_processes(pg_port)),
+                           redis=lambda: cpu_of(server_processes(redis_port)), machine=machine_cpu)
         report = run.report()
     calls_per_s = sum(t["calls"] for t in report["tools"].values()) / report["run"]["duration_s"]
     return {"calls_per_s": calls_per_s, **cores, "client_us_per_call": cores["client"] / calls_per_s * 1e6,

@@ -16,8 +16,8 @@ from typing import Any
 
 import psutil
 
-__all__ = ["ROOT", "CpuWindow", "Toolclash", "add_server_arguments", "cpu_of", "machine_cpu", "process_tree",
-           "server_processes", "verdict_of"]
+__all__ = ["ROOT", "CpuWindow", "Toolclash", "add_server_arguments", "cores_over", "cpu_of", "machine_cpu",
+           "process_tree", "server_processes", "verdict_of"]
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUST = str(Path(sys.executable).with_name("locust"))
@@ -119,6 +119,16 @@ class CpuWindow:
         """CPU seconds spent per second of the window (1.0: one core busy all along)."""
         spent = sum(cpu - self._before.get(key, 0.0) for key, cpu in self._sample().items())
         return spent / (time.monotonic() - self._started)
+
+
+def cores_over(seconds: float, **samples: Callable[[], dict[Any, float]]) -> dict[str, float]:
+    """The cores each of `samples` (CPU seconds so far, by process) spends over the next `seconds`,
+    all measured over the same window."""
+    windows = {name: CpuWindow(sample) for name, sample in samples.items()}
+    for window in windows.values():
+        window.start()
+    time.sleep(seconds)
+    return {name: window.stop() for name, window in windows.items()}
 
 
 def verdict_of(report: dict[str, Any]) -> str:
