@@ -26,26 +26,29 @@ from locust.runners import STATE_MISSING, MasterRunner
 from harness.watch.hub_lag import HubLag
 from harness.watch.metrics import Metrics
 
-__all__ = ["CHECK_MESSAGE", "CHECKED_MESSAGE", "SERVERS_MESSAGE", "STOP_MESSAGE", "FINAL_MESSAGE", "STAGE_MESSAGE",
-           "LOAD_FAILED_MESSAGE", "REPORT_KEY",
-           "ShipmentNumbers", "WorkerShipments"]
+__all__ = ["REPORT_KEY", "Message", "ShipmentNumbers", "WorkerShipments"]
 
 log = logging.getLogger(__name__)
 
-# master -> workers, at each test start before any agent is spawned: the options a worker must
-# share with the master (harness.distributed.worker_check); each worker answers with CHECKED_MESSAGE.
-CHECK_MESSAGE = "toolclash_check"
-CHECKED_MESSAGE = "toolclash_checked"  # worker -> master: {"test", "refusal": None or one line}
-# master -> workers: where the servers are, the run id and seed, at each test start; or that the
-# test was refused ("refused": True) and no load may start.
-SERVERS_MESSAGE = "toolclash_servers"
-# master -> workers: stop your agents now. Locust's master, when it quits at the end of
-# --run-time, fires test_stop before it tells the workers to quit: the audit must not run
-# while agents still write.
-STOP_MESSAGE = "toolclash_stop"
-FINAL_MESSAGE = "toolclash_final"  # worker -> master: the last shipment, once its load has stopped
-STAGE_MESSAGE = "toolclash_stage"  # master -> workers: the load shape entered stage `index`
-LOAD_FAILED_MESSAGE = "toolclash_load_failed"  # worker -> master: its pool could not open; end the run
+class Message:
+    """The names of the messages master and workers exchange (Locust's custom messages)."""
+
+    # master -> workers, at each test start before any agent is spawned: the options a worker
+    # must share with the master (harness.distributed.worker_check); each worker answers CHECKED.
+    CHECK = "toolclash_check"
+    CHECKED = "toolclash_checked"  # worker -> master: {"test", "refusal": None or one line}
+    # master -> workers: where the servers are, the run id and seed, at each test start; or that
+    # the test was refused ("refused": True) and no load may start.
+    SERVERS = "toolclash_servers"
+    # master -> workers: stop your agents now. Locust's master, when it quits at the end of
+    # --run-time, fires test_stop before it tells the workers to quit: the audit must not run
+    # while agents still write.
+    STOP = "toolclash_stop"
+    FINAL = "toolclash_final"  # worker -> master: the last shipment, once its load has stopped
+    STAGE = "toolclash_stage"  # master -> workers: the load shape entered stage `index`
+    LOAD_FAILED = "toolclash_load_failed"  # worker -> master: its load could not start; end the run
+
+
 REPORT_KEY = "toolclash"  # the shipment's key in Locust's worker stats report
 
 # A shipment: {"test": the test it belongs to, as numbered by the master, "number": its number among the

@@ -6,9 +6,9 @@ to the servers itself, finds the schema's Redis keys by the schema's name, reads
 module from a file on its own host, and over MCP calls the master's MCP server (--mcp-url, or the
 one the master starts for --mcp-server, whose URL it tells at each test start), in the same era,
 with the same token (--mcp-ca-file is a path on the worker's own host, which it may give). The
-master tells its workers these at each test start (CHECK_MESSAGE, before it spawns any agent); a
+master tells its workers these at each test start (Message.CHECK, before it spawns any agent); a
 worker uses the master's, unless it was started with a value of its own, which must then be the
-master's (a token is compared, never shown). Each worker answers (CHECKED_MESSAGE)
+master's (a token is compared, never shown). Each worker answers (Message.CHECKED)
 with None or one line naming the option and both values; the master starts the test only when
 every worker answered None.
 """
@@ -37,7 +37,7 @@ _POLL_S = 0.02
 
 @dataclass(frozen=True)
 class Shared:
-    """What the master runs with (as sent in CHECK_MESSAGE), or what a worker was started with
+    """What the master runs with (as sent in Message.CHECK), or what a worker was started with
     (None: not given, the master's is taken)."""
 
     pg_dsn: str | None
@@ -87,7 +87,7 @@ _MCP_OPTIONS = ("mcp_url", "mcp_server", "mcp_era", "mcp_token", "mcp_ca_file", 
 
 def refusal(own: Shared, master: Shared) -> str | None:
     """Why this worker cannot run the master's test (one line), or None. `own`: the worker's
-    values; `master`: the master's, from CHECK_MESSAGE."""
+    values; `master`: the master's, from Message.CHECK."""
     for flag, mine, theirs in (("--pg-dsn", own.pg_dsn, master.pg_dsn), ("--redis-url", own.redis_url,
                                                                           master.redis_url),
                                ("--schema", own.schema, master.schema)):
@@ -148,7 +148,7 @@ class WorkerChecks:
         self._answers: dict[str, str | None] = {}
 
     def answer(self, worker: str, data: dict[str, Any]) -> None:
-        """CHECKED_MESSAGE from a worker."""
+        """Message.CHECKED from a worker."""
         if data["test"] == self._test:
             self._answers[worker] = data["refusal"]
 

@@ -13,17 +13,7 @@ from typing import Any
 from locust.env import Environment
 
 from harness.config.settings import Settings
-from harness.distributed.shipments import (
-    CHECK_MESSAGE,
-    CHECKED_MESSAGE,
-    FINAL_MESSAGE,
-    LOAD_FAILED_MESSAGE,
-    REPORT_KEY,
-    SERVERS_MESSAGE,
-    STAGE_MESSAGE,
-    STOP_MESSAGE,
-    WorkerShipments,
-)
+from harness.distributed.shipments import REPORT_KEY, Message, WorkerShipments
 from harness.distributed.worker_check import Shared, WorkerChecks
 from harness.output.history import History
 from harness.run.judge import Judge
@@ -54,9 +44,9 @@ class Master(Judge):
 
     def listen(self) -> None:
         super().listen()
-        self._runner.register_message(CHECKED_MESSAGE, self.on_checked_message)
-        self._runner.register_message(FINAL_MESSAGE, self.on_final_message)
-        self._runner.register_message(LOAD_FAILED_MESSAGE, self.on_load_failed_message)
+        self._runner.register_message(Message.CHECKED, self.on_checked_message)
+        self._runner.register_message(Message.FINAL, self.on_final_message)
+        self._runner.register_message(Message.LOAD_FAILED, self.on_load_failed_message)
         events = self.environment.events
         events.worker_report.add_listener(self.on_worker_report)
         events.heartbeat_sent.add_listener(self.heartbeats.on_heartbeat)
@@ -94,14 +84,14 @@ class Master(Judge):
         shared = Shared.of_master(self.services.pg_dsn, self.services.redis_url, settings.schema,
                                   settings.tools_module, settings.tools_digest, self.fixed)
         message = {"test": self._test, "shared": shared.as_message()}
-        return self.checks.wait(self._runner, self._test, lambda: self._runner.send_message(CHECK_MESSAGE, message))
+        return self.checks.wait(self._runner, self._test, lambda: self._runner.send_message(Message.CHECK, message))
 
     def _refuse_test(self, lines: list[str]) -> None:
-        self._runner.send_message(SERVERS_MESSAGE, {"test": self._test, "refused": True})
+        self._runner.send_message(Message.SERVERS, {"test": self._test, "refused": True})
         super()._refuse_test(lines)
 
     def _start_agents(self, agents: int) -> None:
-        self._runner.send_message(SERVERS_MESSAGE, {
+        self._runner.send_message(Message.SERVERS, {
             "pg_dsn": self.services.pg_dsn, "redis_url": self.services.redis_url,
             "mcp_url": self.mcp.url if self.mcp is not None else None, "test": self._test,
             "run_id": self._run_id, "seed": self._seed,
@@ -109,10 +99,10 @@ class Master(Judge):
 
     def on_stage(self, index: int, agents: int) -> None:
         super().on_stage(index, agents)
-        self._runner.send_message(STAGE_MESSAGE, {"index": index})
+        self._runner.send_message(Message.STAGE, {"index": index})
 
     def _stop_load(self, environment: Environment) -> dict[str, Any]:
-        self._runner.send_message(STOP_MESSAGE)
+        self._runner.send_message(Message.STOP)
         lost = self.shipments.wait_for_finals(self._runner, environment.stop_timeout)
         return {
             "metrics": self.shipments.total,

@@ -14,17 +14,7 @@ from harness.config.declared import RUN_OPTIONS
 from harness.config.option import BadOption
 from harness.config.run_settings import fingerprint, settings_for_test
 from harness.config.settings import Settings
-from harness.distributed.shipments import (
-    CHECK_MESSAGE,
-    CHECKED_MESSAGE,
-    FINAL_MESSAGE,
-    LOAD_FAILED_MESSAGE,
-    REPORT_KEY,
-    SERVERS_MESSAGE,
-    STAGE_MESSAGE,
-    STOP_MESSAGE,
-    ShipmentNumbers,
-)
+from harness.distributed.shipments import REPORT_KEY, Message, ShipmentNumbers
 from harness.distributed.worker_check import Shared, refusal
 from harness.faults.chaos import WORKER_STOP_MESSAGE, stop_this_worker
 from harness.output.history import History
@@ -62,12 +52,12 @@ class Worker(Role):
 
     def listen(self) -> None:
         super().listen()
-        self._runner.register_message(CHECK_MESSAGE, self.on_check_message)
-        self._runner.register_message(SERVERS_MESSAGE, self.on_servers_message)
+        self._runner.register_message(Message.CHECK, self.on_check_message)
+        self._runner.register_message(Message.SERVERS, self.on_servers_message)
         # Concurrent: stopping waits for the agents, and the worker must keep answering heartbeats.
-        self._runner.register_message(STOP_MESSAGE, lambda environment, msg, **_: environment.runner.stop(),
+        self._runner.register_message(Message.STOP, lambda environment, msg, **_: environment.runner.stop(),
                                       concurrent=True)
-        self._runner.register_message(STAGE_MESSAGE, self.on_stage_message)
+        self._runner.register_message(Message.STAGE, self.on_stage_message)
         self._runner.register_message(WORKER_STOP_MESSAGE, stop_this_worker)
         self.environment.events.report_to_master.add_listener(self.on_report_to_master)
 
@@ -95,7 +85,7 @@ class Worker(Role):
         reason = refusal(self.own, self._masters)
         if reason is not None:
             self._configuration_error(reason)
-        environment.runner.send_message(CHECKED_MESSAGE, {"test": msg.data["test"], "refusal": reason})
+        environment.runner.send_message(Message.CHECKED, {"test": msg.data["test"], "refusal": reason})
 
     def on_servers_message(self, environment: Environment, msg: Any, **_: Any) -> None:
         self._test, self._refused = msg.data["test"], msg.data.get("refused", False)
@@ -131,13 +121,13 @@ class Worker(Role):
             self.history.run_started(self._run_id, self._seed)
         failure = self.load.start(self._agents_here or settings.most_agents(agents), self._seed)
         if failure is not None:
-            self._runner.send_message(LOAD_FAILED_MESSAGE, failure)
+            self._runner.send_message(Message.LOAD_FAILED, failure)
 
     def _refuse(self, detail: str) -> None:
         """This worker cannot run the test: no load here, and the master ends the run (exit 2)."""
         failure = {"process": self._runner.worker_index, "kind": "worker_refused", "detail": detail}
         self.load.metrics.load_failures.append(failure)
-        self._runner.send_message(LOAD_FAILED_MESSAGE, failure)
+        self._runner.send_message(Message.LOAD_FAILED, failure)
 
     def _shipment(self) -> dict[str, Any]:
         return {"test": self._test, "number": self._shipment_numbers.next(self._test),
@@ -156,7 +146,7 @@ class Worker(Role):
         self.load.stop()
         if self.history is not None:
             self.history.flush()
-        self._runner.send_message(FINAL_MESSAGE, self._shipment())
+        self._runner.send_message(Message.FINAL, self._shipment())
 
 
 def _warn_of_own_run_options(options: Any) -> None:
