@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 import redis
@@ -13,7 +14,7 @@ from psycopg.conninfo import conninfo_to_dict
 from db.rows import one_row
 
 __all__ = ["CONNECT_TIMEOUT_S", "ServiceUnreachable", "ServerInfo", "probe_postgres", "probe_redis", "postgres_target",
-           "redact"]
+           "redact", "redacted_url"]
 
 # Both probes together stay well inside the 10 s a user waits for a bad DSN to be reported.
 CONNECT_TIMEOUT_S = 4
@@ -82,17 +83,30 @@ def probe_redis(url: str, origin: str) -> ServerInfo:
 # user:password@ in a URI, and password=… in a key=value DSN.
 _URI_PASSWORD = re.compile(r"(?P<keep>[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@\"']*:)[^\s@\"']*@")
 _KEYWORD_PASSWORD = re.compile(r"(?P<keep>\bpassword\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^\s\"']+)", re.IGNORECASE)
-# An http(s) URL's whole user information (a token may ride there alone), and its query's values.
-_HTTP_USERINFO = re.compile(r"(?P<keep>\bhttps?://)[^\s/@\"'?#]+@", re.IGNORECASE)
-_HTTP_QUERY = re.compile(r"(?P<keep>\bhttps?://[^\s\"'?#]*\?)(?P<query>[^\s\"'#]*)", re.IGNORECASE)
-_QUERY_VALUE = re.compile(r"=[^&;]*")
+# An http(s) URL in a message: redacted whole by redacted_url.
+_HTTP_URL = re.compile(r"\bhttps?://[^\s\"']+", re.IGNORECASE)
+_AFTER_SCHEME = re.compile(r"(?<=://).*", re.DOTALL)
+
+
+def redacted_url(url: str) -> str:
+    """`url` as messages show it: its user information and every query value (where credentials
+    ride: a token may be the user information alone) replaced by ***. A URL that does not parse
+    (an unclosed IPv6 bracket) shows nothing after its scheme: never an exception, never a secret."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return _AFTER_SCHEME.sub("***", url) if "://" in url else "***"
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = urlencode([(key, "***") for key, _ in parse_qsl(parts.query, keep_blank_values=True)], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def redact(text: str) -> str:
     """`text` with every password of a DSN or URL in it replaced by ***, for messages; of an
     http(s) URL (an MCP server's), its user information and every query value."""
-    text = _HTTP_USERINFO.sub(lambda m: m["keep"] + "***@", text)
-    text = _HTTP_QUERY.sub(lambda m: m["keep"] + _QUERY_VALUE.sub("=***", m["query"]), text)
+    text = _HTTP_URL.sub(lambda m: redacted_url(m[0]), text)
     text = _URI_PASSWORD.sub(lambda m: m["keep"] + "***@", text)
     return _KEYWORD_PASSWORD.sub(lambda m: m["keep"] + "***", text)
 

@@ -39,6 +39,7 @@ def test_the_builtin_server_and_a_users_server_are_told_apart():
     (("--chaos", "mcp-kill:2s"), "--chaos mcp-kill kills the MCP tool server toolclash starts: add --mcp-server"),
     (("--mcp-url", "ftp://u:pw@host/mcp"), "--mcp-url 'ftp://***@host/mcp': give the MCP endpoint as an http://"),
     (("--mcp-url", "tools.example"), "--mcp-url 'tools.example': give the MCP endpoint"),
+    (("--mcp-url", "http://pw@[::1/mcp"), "--mcp-url 'http://***': give the MCP endpoint"),
     (("--mcp-era", "stateless"), "--mcp-era needs --mcp-url (your MCP server) or --mcp-server builtin"),
     (("--mcp-token", "t"), "--mcp-token needs --mcp-url"),
     (("--mcp-server", "builtin", "--mcp-token", "t"), "--mcp-token: the builtin server toolclash starts"),

@@ -8,10 +8,11 @@ import uuid
 
 import pytest
 
+from db.connect import redact, redacted_url
 from db.errors import Failure, classify_sqlstate
 from db.tool import Tool, Transaction, tool
 from transport.mcp.headers import InvalidToolSchema, header_value, param_headers
-from transport.mcp.settings import McpSettings, redacted_url
+from transport.mcp.settings import McpSettings
 from transport.mcp.sse import message_data
 from transport.mcp.tool_calls import McpResult, McpToolFailed
 from transport.mcp.tool_result import read_tool_result
@@ -138,6 +139,9 @@ def test_sqlstates_reported_by_a_server(sqlstate, failure):
 def test_settings_refuse_bad_values_and_never_show_credentials():
     assert redacted_url("https://user:pw@mcp.example:8443/mcp?token=abc&x=") == \
         "https://***@mcp.example:8443/mcp?token=***&x=***"
+    assert redact("a reply from https://tok@mcp.example/mcp?key=abc then http://h/mcp?bare") == \
+        "a reply from https://***@mcp.example/mcp?key=*** then http://h/mcp?bare=***"
+    assert redacted_url("http://pw@[::1/mcp") == "http://***"  # does not parse: nothing shown, nothing raised
     settings = McpSettings("https://mcp.example/mcp", token="sekrit")
     assert "sekrit" not in repr(settings)
     for bad, message in [({"url": "ftp://u:pw@h/"}, r"'ftp://\*\*\*@h/'"), ({"era": "2025"}, "one of auto"),

@@ -26,11 +26,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from db.connect import redacted_url
 from harness.config.declared import OPTIONS
 from harness.config.option import BadOption
 from harness.faults.chaos import MCP_KILL, PG_KILL, REDIS_KILL, Fault
 from tasks.scenarios import Scenario, ScenarioParams
-from transport.mcp.settings import McpSettings, redacted_url
+from transport.mcp.settings import McpSettings
 
 __all__ = ["BUILTIN_SERVERS", "McpTarget", "mcp_target"]
 

@@ -41,7 +41,7 @@ import psycopg
 from locust.env import Environment
 from locust.runners import MasterRunner, Runner, WorkerRunner
 
-from db.connect import ServiceUnreachable, redact
+from db.connect import ServiceUnreachable, redact, redacted_url
 from db.schema import SchemaRefused
 from harness.config.declared import add_arguments
 from harness.config.mcp import McpTarget
@@ -60,7 +60,6 @@ from harness.verdict.evidence import CONFIGURATION_ERROR
 from harness.web.panel import Panel
 from harness.web.report_download import install_on_web_ui
 from harness.web.start_form import check_start_form
-from transport.mcp.settings import redacted_url
 
 __all__ = ["install"]
 

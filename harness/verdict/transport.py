@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from db.connect import redacted_url
 from harness.config import sla
 from harness.report_shape import NotMeasurable, Transport
 from harness.watch.metrics import Metrics
-from transport.mcp.settings import redacted_url
 
 __all__ = ["McpFacts", "transport_section"]
 

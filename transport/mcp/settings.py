@@ -12,10 +12,12 @@ specification's backward compatibility says (transport.mcp.client).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
+
+from db.connect import redacted_url
 
 __all__ = ["AGENT_ID_META_KEY", "CLIENT_INFO", "ERAS", "OP_ID_META_KEY", "SESSION_ERA_VERSION", "SESSION_ERA_VERSIONS",
-           "STATELESS_ERA_VERSION", "McpSettings", "redacted_url"]
+           "STATELESS_ERA_VERSION", "McpSettings"]
 
 ERAS = ("auto", "session", "stateless")
 # Offered in `initialize`; the server may answer with any of SESSION_ERA_VERSIONS, which differ in
@@ -65,14 +67,3 @@ class McpSettings:
     @property
     def redacted_url(self) -> str:
         return redacted_url(self.url)
-
-
-def redacted_url(url: str) -> str:
-    """`url` as messages show it: its user information and every query value (where credentials
-    ride) replaced by ***."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    query = urlencode([(key, "***") for key, _ in parse_qsl(parts.query, keep_blank_values=True)], safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
