@@ -424,14 +424,21 @@ def test_a_server_that_cannot_be_reached(mcp):
     client.close()
 
 
-def test_an_agent_stopped_while_its_request_is_out_is_indeterminate(mcp, admin):
+def _call_out(mcp, admin, seconds: float):
+    """An agent's call of a tool that sleeps `seconds`, once the server has its request: the
+    recorder, the records started, the client, the adapter and the agent's greenlet."""
     recorder = Recorder()
     started: list[CallRecord] = []
     recorder.call_started.add_listener(lambda record: started.append(record))
     client = connected(mcp.b)
     adapter = McpToolAdapter(client, QUICK_RETRIES, recorder.call_finished, recorder.call_started)
-    agent = gevent.spawn(adapter.call, remote("sleepy", seconds=1.0), "agent-1", 1)
+    agent = gevent.spawn(adapter.call, remote("sleepy", seconds=seconds), "agent-1", 1)
     wait_until(lambda: started and seen_by_server(admin, mcp.schema, started[0]), "the server to get the request")
+    return recorder, started, client, adapter, agent
+
+
+def test_an_agent_stopped_while_its_request_is_out_is_indeterminate(mcp, admin):
+    recorder, started, client, adapter, agent = _call_out(mcp, admin, 1.0)
     agent.kill()
     assert recorder.records == started and started[0].outcome is Outcome.INDETERMINATE
     assert adapter.calls_in_flight == 0
@@ -439,13 +446,7 @@ def test_an_agent_stopped_while_its_request_is_out_is_indeterminate(mcp, admin):
 
 
 def test_calls_abandoned_in_flight_are_reported_indeterminate_once(mcp, admin):
-    recorder = Recorder()
-    started: list[CallRecord] = []
-    recorder.call_started.add_listener(lambda record: started.append(record))
-    client = connected(mcp.b)
-    adapter = McpToolAdapter(client, QUICK_RETRIES, recorder.call_finished, recorder.call_started)
-    agent = gevent.spawn(adapter.call, remote("sleepy", seconds=0.5), "agent-1", 1)
-    wait_until(lambda: started and seen_by_server(admin, mcp.schema, started[0]), "the server to get the request")
+    recorder, started, client, adapter, agent = _call_out(mcp, admin, 0.5)
     abandoned = adapter.abandon_calls_in_flight()
     assert abandoned == started and abandoned[0].outcome is Outcome.INDETERMINATE and recorder.records == abandoned
     agent.join()
