@@ -57,16 +57,17 @@ class Check:
 
 
 class OpIdsNotStored(Exception):
-    """`table` holds no op id of the run's calls although they wrote there (or it has no `op_id`
-    column): whoever wrote its rows did not store toolclash's op id (an MCP server not told to), so
-    the calls cannot be compared with them by identity. Raised instead of checks that would fail
-    as if every call's row were lost, or hold on nothing."""
+    """What the run's calls wrote (a table's rows, the queue's jobs or consumers) is there, but
+    carries none of their op ids, or the table has no `op_id` column: whoever wrote it did not
+    store toolclash's op id (an MCP server not told to), so the calls cannot be compared with it by
+    identity. Raised instead of checks that would fail as if every call's write were lost, or hold
+    on nothing."""
 
-    def __init__(self, table: str, rows: int, writes: int, *, column: bool = True) -> None:
-        super().__init__(f"{table} has no op_id column" if not column else
-                         f"none of the {rows} rows of {table} carries the op id of one of this run's {writes} calls"
-                         " that wrote there")
-        self.table = table
+    @classmethod
+    def none_of(cls, held: str, calls: str) -> OpIdsNotStored:
+        """`held` (e.g. "the 4 rows of bookings") carries the op id of none of `calls` (e.g.
+        "this run's 4 calls that wrote there")."""
+        return cls(f"none of {held} carries the op id of one of {calls}")
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,7 @@ def identities_in_table(conn: psycopg.Connection, table: str, acknowledged: Ackn
     `present`: every row lost.)
     """
     if not _has_op_id_column(conn, table):
-        raise OpIdsNotStored(table, 0, 0, column=False)
+        raise OpIdsNotStored(f"{table} has no op_id column")
     copy_outcomes(conn, acknowledged)
     unique = _op_id_is_unique(conn, table)
     found = one_row(conn.execute(
@@ -216,7 +217,7 @@ def identities_in_table(conn: psycopg.Connection, table: str, acknowledged: Ackn
     (lost_ids, lost, twice_ids, twice, unknown_ids, unknown, applied_ids, applied, maybe, told_twice, writes,
      no_id, of_calls, with_id) = found
     if writes and not of_calls and (rows := no_id + int(with_id)):
-        raise OpIdsNotStored(table, rows, writes)
+        raise OpIdsNotStored.none_of(f"the {rows} rows of {table}", f"this run's {writes} calls that wrote there")
     detail = f"every succeeded call that wrote is in {table} exactly once" if not unique else \
         f"every succeeded call that wrote is in {table} (once: op_id is unique there)"
     if lost:

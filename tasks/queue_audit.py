@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import psycopg
 import redis
 
-from db.audits import SHOW_AT_MOST, AuditContext, Check, copy_outcomes, listing_ids
+from db.audits import SHOW_AT_MOST, AuditContext, Check, OpIdsNotStored, copy_outcomes, listing_ids
 from db.redis_drain import StreamId
 from tasks.queue import QueueKeys, drain_queue_log
 from tasks.queue_consumers import Consumers, Found, consumers_in_log, consumers_within_dequeues, dequeues_in_log
@@ -66,6 +66,9 @@ class _Membership:
     """The jobs of the log, the levels and processing against the enqueues' outcomes."""
 
     enqueued: int  # jobs the log enqueued
+    jobs: int  # jobs in the log, the levels or processing
+    of_enqueues: int  # of those, the jobs of an enqueue the harness made (whatever its outcome)
+    unreadable: int  # log entries no script wrote (their job or consumer no UUID)
     not_enqueued: Found  # succeeded enqueues the log never enqueued
     elsewhere: Found  # succeeded enqueues the log enqueued at another level than their producer was told
     unknown: Found  # jobs anywhere of no enqueue the harness made
@@ -99,7 +102,10 @@ _MEMBERSHIP = """
                coalesce(j.held, false) AS held
         FROM jobs j FULL JOIN told t USING (job)
     )
-    SELECT count(*) FILTER (WHERE enqueued),
+    SELECT count(*) FILTER (WHERE enqueued), count(*) FILTER (WHERE anywhere),
+           count(*) FILTER (WHERE anywhere AND outcome IS NOT NULL),
+           (SELECT count(*) FROM queue_log
+            WHERE event = 'unreadable' AND (stream_ms, stream_seq) <= (%(ms)s, %(seq)s)),
            (array_agg(job) FILTER (WHERE outcome = 'succeeded' AND NOT enqueued))[1:%(n)s],
            count(*) FILTER (WHERE outcome = 'succeeded' AND NOT enqueued),
            (array_agg(job) FILTER (WHERE outcome = 'succeeded' AND enqueued AND NOT enqueued_as_told))[1:%(n)s],
@@ -135,17 +141,18 @@ def _copy_queue_now(conn: psycopg.Connection, snapshot: _Snapshot) -> list[str]:
 
 def _membership(conn: psycopg.Connection, log_end: StreamId, strangers: list[str]) -> _Membership:
     row = conn.execute(_MEMBERSHIP, {"ms": log_end.ms, "seq": log_end.seq, "n": SHOW_AT_MOST}).fetchone()
-    enqueued, *found, missing_from_levels, queued_again = row
+    enqueued, jobs, of_enqueues, unreadable, *found, missing_from_levels, queued_again = row
     sets = [Found([str(job) for job in shown or []], count) for shown, count in zip(found[0::2], found[1::2])]
     not_enqueued, elsewhere, unknown, failed_applied, lost = sets
     unknown = Found(unknown.shown + strangers, unknown.count + len(set(strangers)))
-    return _Membership(enqueued, not_enqueued, elsewhere, unknown, failed_applied, lost, missing_from_levels,
-                       {str(job) for job in queued_again or []})
+    return _Membership(enqueued, jobs + len(set(strangers)), of_enqueues, unreadable, not_enqueued, elsewhere,
+                       unknown, failed_applied, lost, missing_from_levels, {str(job) for job in queued_again or []})
 
 
 def audit_queue(ctx: AuditContext) -> list[Check]:
     """The queue's keys at one instant, the log replayed up to that instant, and the enqueue and
-    dequeue calls' outcomes and values, compared job by job and consumer by consumer."""
+    dequeue calls' outcomes and values, compared job by job and consumer by consumer; none of it
+    when the queue holds none of the calls' op ids (_op_ids_stored)."""
     snapshot = _snapshot(ctx.redis, QueueKeys(ctx.keys))
     drain_queue_log(ctx)  # the log up to the snapshot's instant, and maybe a little more
     enqueues = ctx.acknowledged_of(["enqueue_job"])
@@ -156,6 +163,7 @@ def audit_queue(ctx: AuditContext) -> list[Check]:
         strangers = _copy_queue_now(conn, snapshot)
         found = _membership(conn, snapshot.log_end, strangers)
         consumers = consumers_in_log(conn, dequeues, snapshot.log_end)
+        _op_ids_stored(len(enqueues.succeeded), found, consumers)
         replay = replay_log(conn, snapshot.log_end)
     return [
         _acknowledged_jobs_enqueued(len(enqueues.succeeded), found.not_enqueued, found.elsewhere),
@@ -171,6 +179,23 @@ def audit_queue(ctx: AuditContext) -> list[Check]:
         _fifo_within_level(snapshot, replay),
         _queue_matches_its_log(snapshot, replay, found.missing_from_levels),
     ]
+
+
+def _op_ids_stored(enqueued: int, found: _Membership, consumers: Consumers) -> None:
+    """OpIdsNotStored when the queue holds jobs after succeeded enqueues, none of which is an
+    enqueue's op id, or its log names consumers after dequeues that took a job, none of which is a
+    dequeue's: the server that ran the scripts gave them ids of its own, not the calls' op ids (the
+    job id and the consumer of tasks/queue.py), and no check could tell a job lost from one under
+    another id. A log entry no script wrote (an id of the server's that is no UUID: the drain
+    cannot read it) counts as one of either. A queue that holds nothing after succeeded enqueues
+    is judged: every job lost."""
+    unreadable = f" and the {found.unreadable} unreadable entries of its log" if found.unreadable else ""
+    if enqueued and (found.jobs or found.unreadable) and not found.of_enqueues:
+        raise OpIdsNotStored.none_of(f"the {found.jobs} jobs of the queue (its log, levels and processing){unreadable}",
+                                     f"this run's {enqueued} succeeded enqueue_job calls")
+    if consumers.took and (consumers.logged or found.unreadable) and not consumers.of_dequeues:
+        raise OpIdsNotStored.none_of(f"the {consumers.logged} consumers of the queue's log{unreadable}",
+                                     f"this run's {consumers.took} succeeded dequeue_job calls that took a job")
 
 
 def _acknowledged_jobs_enqueued(succeeded: int, missing: Found, elsewhere: Found) -> Check:

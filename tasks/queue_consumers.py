@@ -35,6 +35,7 @@ _CONSUMERS = """
         FROM told t FULL JOIN logged l USING (consumer)
     )
     SELECT count(*) FILTER (WHERE outcome = 'succeeded' AND took),
+           count(*) FILTER (WHERE logged), count(*) FILTER (WHERE logged AND outcome IS NOT NULL),
            (array_agg(consumer) FILTER (WHERE outcome = 'succeeded' AND took AND NOT as_told))[1:%(n)s],
            count(*) FILTER (WHERE outcome = 'succeeded' AND took AND NOT as_told),
            (array_agg(consumer) FILTER (WHERE logged AND (outcome IS NULL OR outcome = 'failed'
@@ -64,6 +65,8 @@ class Found:
 @dataclass(frozen=True)
 class Consumers:
     took: int  # succeeded dequeues that took a job
+    logged: int  # consumers in the log
+    of_dequeues: int  # of those, the consumers that are a dequeue the harness made (whatever its outcome)
     unlike_log: Found  # of those, not the log's consumer of one dequeue and one ack of that job
     strangers: Found  # consumers in the log of no call, an idle one or a failed one
     failed_applied: int  # of the strangers, those of a failed call
@@ -76,9 +79,9 @@ def consumers_in_log(conn: psycopg.Connection, dequeues: Acknowledged, log_end: 
     """The dequeue calls against the log's consumers up to `log_end` (inside a transaction, on
     the run's search_path; replaces the outcomes copied before)."""
     copy_outcomes(conn, dequeues)
-    took, unlike_ids, unlike, stranger_ids, strangers, failed_applied, maybe, told_twice = conn.execute(
-        _CONSUMERS, {"ms": log_end.ms, "seq": log_end.seq, "n": SHOW_AT_MOST}).fetchone()
-    return Consumers(took, Found([str(c) for c in unlike_ids or []], unlike),
+    (took, logged, of_dequeues, unlike_ids, unlike, stranger_ids, strangers, failed_applied, maybe,
+     told_twice) = conn.execute(_CONSUMERS, {"ms": log_end.ms, "seq": log_end.seq, "n": SHOW_AT_MOST}).fetchone()
+    return Consumers(took, logged, of_dequeues, Found([str(c) for c in unlike_ids or []], unlike),
                      Found([str(c) for c in stranger_ids or []], strangers), failed_applied, maybe,
                      len(dequeues.indeterminate), set(told_twice or []))
 

@@ -98,9 +98,10 @@ def user_server_notes(settings: Settings) -> list[Finding]:
 
 
 def op_ids_not_stored(audit: str, exc: Exception, tools: Collection[str]) -> Finding:
-    """An audit that judges by identity found a table holding none of the run's op ids (the
-    server that wrote it does not store them: over --mcp-url, the user's): none of its checks could
-    be made, not even those that need no op id, and the run is no evidence by identity."""
+    """An audit that judges by identity found a table (or the queue) holding none of the run's op
+    ids (the server that wrote it does not store them: over --mcp-url, the user's): none of its
+    checks could be made, not even those that need no op id, and the run is no evidence by
+    identity."""
     return {"kind": "op_ids_not_stored",
             "detail": f"the audit {audit} judges by identity, and {exc}: the server that wrote them does not store"
                       f" toolclash's op id, so its checks were not made ({', '.join(sorted(tools))}: not audited by"
