@@ -292,15 +292,16 @@ class Locust:
 
 
 class ToolServerProcess:
-    """One reference MCP tool server (`python -m toolserver`) a test started: on a port of its own
-    (`--port 0`: the address in its startup line, `url`), in a session of its own (its processes,
-    with --processes, stopped together), its stderr in a file."""
+    """One reference MCP tool server (`python -m toolserver`) a test started, by its whole command
+    (its first word found on PATH, the venv's bin first), with the test's environment without
+    LOCUST_* and TOOLCLASH_* variables, then `env`: where it listens is in its startup line (`url`).
+    In a session of its own (its processes, with --processes, stopped together), its stderr in a file."""
 
-    def __init__(self, args: Sequence[str], timeout: float = 30) -> None:
-        self.args = [sys.executable, "-m", "toolserver", "--port", "0", *args]
+    def __init__(self, command: Sequence[str], env: dict[str, str] | None = None, timeout: float = 30) -> None:
+        self.args = list(command)
         self._err = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
-        self.process = subprocess.Popen(self.args, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=self._err, text=True, start_new_session=True)
+        self.process = subprocess.Popen(self.args, cwd=ROOT, env=_locust_env(env), stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.PIPE, stderr=self._err, text=True, start_new_session=True)
         with gevent.Timeout(timeout, AssertionError(f"the tool server did not start within {timeout:g} s")):
             self.startup_line = self.process.stdout.readline()
         found = re.search(r"http://\S+/mcp", self.startup_line)
@@ -341,7 +342,13 @@ class ToolServer:
         self._started: list[ToolServerProcess] = []
 
     def start(self, schema: str, *options: str) -> ToolServerProcess:
-        self._started.append(ToolServerProcess((*self._servers, "--schema", schema, *options)))
+        """On a port of its own (`--port 0`), the servers and the schema on its command line."""
+        return self.run([sys.executable, "-m", "toolserver", "--port", "0", *self._servers, "--schema", schema,
+                         *options])
+
+    def run(self, command: Sequence[str], env: dict[str, str] | None = None) -> ToolServerProcess:
+        """`command` as it is (e.g. the one docker-compose.yml runs), with `env` (ToolServerProcess)."""
+        self._started.append(ToolServerProcess(command, env))
         return self._started[-1]
 
     def close(self) -> None:

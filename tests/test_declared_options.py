@@ -1,8 +1,9 @@
 """Every option declared in harness/config/declared.py is where its declaration says it is, and
 nothing is anywhere that is not declared: `make options`'s output, docs/options.md's table (its
 variable, kind and default), the web UI's start form (the per-run ones only), docker-compose.yml's
-and .env.example's variables (the composed ones), and the settings summary that fingerprints a
-test (the summarized ones). Reads files and builds parsers only: no server, no `locust` process."""
+and .env.example's variables (the composed ones, and the tool server's own), and the settings
+summary that fingerprints a test (the summarized ones). Reads files and builds parsers only: no
+server, no `locust` process."""
 
 from __future__ import annotations
 
@@ -20,11 +21,14 @@ from harness.config.option import Option
 from harness.config.options_help import options_help
 from harness.config.run_settings import fingerprint, fixed_options, settings_for_test, settings_summary
 from tests.support import ROOT
+from toolserver.options import environment_variables
 
 DECLARED = {option.flag: option for option in OPTIONS}
 # A row of docs/options.md's table: | `--flag` | `VARIABLE` | default | what it does | kind |
 DOCS_ROW = re.compile(r"^\| `(--[a-z-]+)` \| `([A-Z_]+)` \| ([^|]*) \| .* \| (per run|fixed) \|$")
 VARIABLE = re.compile(r"\bTOOLCLASH_[A-Z_]+\b")
+# The tool server's variables of its own (the others are toolclash's: toolserver.options).
+TOOLSERVER_OWN = {name for name in environment_variables().values() if name.startswith("TOOLCLASH_TOOLSERVER_")}
 
 
 def _shown(default: Any) -> str:
@@ -113,8 +117,13 @@ def test_the_compose_file_and_env_example_pass_the_composed_options_and_no_other
     assert _compose_variables() == composed, "docker-compose.yml's x-toolclash-environment"
     env_example = (ROOT / ".env.example").read_text(encoding="utf-8")
     shown = set(re.findall(r"^#?(TOOLCLASH_[A-Z_]+)=", env_example, re.M))
-    assert shown == composed, ".env.example shows each composed variable, set or commented out"
-    declared = {o.env_var for o in OPTIONS}
+    assert shown - TOOLSERVER_OWN == composed, ".env.example shows each composed variable, set or commented out"
+    # The tool server's own: those its service passes (its --host and --port are on its command).
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    passed = {name for name in compose["services"]["toolserver"]["environment"] if name in TOOLSERVER_OWN}
+    assert passed == TOOLSERVER_OWN - {"TOOLCLASH_TOOLSERVER_HOST", "TOOLCLASH_TOOLSERVER_PORT"}
+    assert shown & TOOLSERVER_OWN == passed, ".env.example shows each variable the toolserver service passes"
+    declared = {o.env_var for o in OPTIONS} | TOOLSERVER_OWN
     for name in ("docker-compose.yml", ".env.example"):
         named = set(VARIABLE.findall((ROOT / name).read_text(encoding="utf-8")))
         assert named <= declared, f"{name} names variables no option reads: {sorted(named - declared)}"

@@ -3,11 +3,12 @@ official SDK's client (a process of its own: tests/mcp_client.py) calling it in 
 Every tool listed with its schemas and executing what an agent drew under the op id it was given,
 where the audits read it; real conflicts retried by the server and reported; the audits holding on
 what the calls left; the op id's three ways, a refusal, a re-sent op id; several processes in the
-stateless era; bad input refused in one line."""
+stateless era; the options read from the environment; bad input refused in one line."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import urllib.request
@@ -36,11 +37,14 @@ from tests.support import (
     what_the_servers_hold,
 )
 from toolserver.identity import AGENT_ID_META_KEY, OP_ID_META_KEY
+from toolserver.options import environment_variables, parse_options
 from toolserver.schemas import DESCRIPTIONS, OUTPUT_SCHEMA, arguments_model
 from transport.call_record import CallRecord, Outcome
 
 TOOLS = sorted(built_in_tools(ScenarioParams(accounts=PREPARED.accounts, keys=RedisKeys("any"))))
 STATELESS = "2026-07-28"
+# This process's environment without a variable the server would read.
+CLEAN_ENV = {name: value for name, value in os.environ.items() if not name.startswith("TOOLCLASH_")}
 
 
 def _call(tool: str, arguments: dict, op_id: uuid.UUID | None = None, agent: str | None = None, **meta) -> dict:
@@ -246,9 +250,61 @@ def test_several_processes_serve_the_stateless_era_and_sessionless_requests(tool
      "cannot connect to PostgreSQL at 127.0.0.1:1/x (from --pg-dsn)"),
 ])
 def test_what_the_server_refuses_is_one_line_and_exit_code_2(servers, options, says):
-    command = [sys.executable, "-m", "toolserver", "--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url,
-               "--schema", "tc_refused", *options]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=30)
+    _refused(["--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", "tc_refused", *options], {},
+             says)
+
+
+def _refused(options: list[str], variables: dict[str, str], says: str) -> None:
+    """`python -m toolserver *options`, with `variables` its only TOOLCLASH_ ones: one line, exit 2."""
+    done = subprocess.run([sys.executable, "-m", "toolserver", *options], cwd=ROOT, env={**CLEAN_ENV, **variables},
+                          capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.startswith(f"toolserver: {says}") and done.stderr.count("\n") == 1, done.stderr
     assert "hunter2" not in done.stderr
+
+
+def test_each_option_is_read_from_its_variable_when_the_command_line_does_not_give_it():
+    environ = {"TOOLCLASH_PG_DSN": "postgresql://app:hunter2@db/x", "TOOLCLASH_REDIS_URL": "redis://cache:6379/1",
+               "TOOLCLASH_SCHEMA": "tc_env", "TOOLCLASH_ISOLATION": "serializable", "TOOLCLASH_QUEUE_CAPACITY": "7",
+               "TOOLCLASH_TOOLSERVER_STATELESS": "true", "TOOLCLASH_TOOLSERVER_THREADS": "3",
+               "TOOLCLASH_TOOLSERVER_CARELESS": "off", "TOOLCLASH_TOOLSERVER_TOOL_WORK": "",
+               # toolclash's own variables of the server's own options are not the server's
+               "TOOLCLASH_THREADS": "9", "TOOLCLASH_TOOL_WORK": "9", "TOOLCLASH_MAX_TRIES": "9"}
+    options = parse_options(["--threads", "4", "--port", "0"], environ)
+    assert (options.pg_dsn, options.redis_url, options.schema) == (
+        "postgresql://app:hunter2@db/x", "redis://cache:6379/1", "tc_env")
+    assert (options.isolation, options.queue_capacity, options.stateless, options.careless) == (
+        "serializable", 7, True, False)
+    # The command line wins; unset or empty, the default.
+    assert (options.threads, options.pool_size, options.port, options.tool_work_s, options.retry.max_tries) == (
+        4, 4, 0, 0.005, 5)
+    # Where each came from, for its messages (the startup line's, a server not reached).
+    assert [options.origin(dest) for dest in ("pg_dsn", "stateless", "threads", "host")] == [
+        "TOOLCLASH_PG_DSN", "TOOLCLASH_TOOLSERVER_STATELESS", "--threads", "--host"]
+    # Every option has its variable: the shared ones toolclash's, the others the server's own.
+    variables = environment_variables()
+    assert {flag: name for flag, name in variables.items() if not name.startswith("TOOLCLASH_TOOLSERVER_")} == {
+        "--pg-dsn": "TOOLCLASH_PG_DSN", "--redis-url": "TOOLCLASH_REDIS_URL", "--schema": "TOOLCLASH_SCHEMA",
+        "--isolation": "TOOLCLASH_ISOLATION", "--queue-capacity": "TOOLCLASH_QUEUE_CAPACITY"}
+    assert variables["--json-response"] == "TOOLCLASH_TOOLSERVER_JSON_RESPONSE"
+    # The command line alone still serves, whatever the environment lacks.
+    assert parse_options(["--pg-dsn", "x", "--redis-url", "y", "--schema", "z"], {}).origin("pg_dsn") == "--pg-dsn"
+
+
+@pytest.mark.parametrize("options, variables, says", [
+    ([], {}, "give --pg-dsn (or TOOLCLASH_PG_DSN), --redis-url (or TOOLCLASH_REDIS_URL), --schema (or"
+             " TOOLCLASH_SCHEMA): on the command line or in the environment"),
+    (["--schema", "tc_refused"], {"TOOLCLASH_PG_DSN": "postgresql://someone:hunter2@127.0.0.1:1/x",
+                                  "TOOLCLASH_REDIS_URL": ""}, "give --redis-url (or TOOLCLASH_REDIS_URL): "),
+    (["--schema", "tc_refused"], {"TOOLCLASH_PG_DSN": "postgresql://someone:hunter2@127.0.0.1:1/x",
+                                  "TOOLCLASH_REDIS_URL": "redis://127.0.0.1:1/0"},
+     "cannot connect to PostgreSQL at 127.0.0.1:1/x (from TOOLCLASH_PG_DSN)"),
+    (["--pg-dsn", "x", "--redis-url", "y", "--schema", "z"], {"TOOLCLASH_TOOLSERVER_THREADS": "0"},
+     "TOOLCLASH_TOOLSERVER_THREADS=0 is below its least value, 1"),
+    (["--pg-dsn", "x", "--redis-url", "y", "--schema", "z"], {"TOOLCLASH_TOOLSERVER_STATELESS": "maybe"},
+     "TOOLCLASH_TOOLSERVER_STATELESS='maybe': give true or false"),
+    (["--pg-dsn", "x", "--redis-url", "y", "--schema", "z"], {"TOOLCLASH_ISOLATION": "snapshot"},
+     "TOOLCLASH_ISOLATION: argument --isolation: invalid choice: 'snapshot'"),
+])
+def test_what_the_environment_lacks_or_gives_wrong_is_refused_in_one_line_and_exit_code_2(options, variables, says):
+    _refused(options, variables, says)

@@ -1,5 +1,6 @@
-"""`python -m toolserver`: toolclash's reference MCP tool server (docs/mcp.md). Bad input, a port
-already taken or a server that cannot be reached is one line on stderr and exit code 2."""
+"""`python -m toolserver`: toolclash's reference MCP tool server (docs/mcp.md), its options from
+the command line or the environment (toolserver.options). Bad input, a port already taken or a
+server that cannot be reached is one line on stderr and exit code 2."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ __all__ = ["main"]
 def main(argv: Sequence[str]) -> int:
     try:
         options = parse_options(argv)
-        postgres = probe_postgres(options.pg_dsn, "--pg-dsn")
-        redis = probe_redis(options.redis_url, "--redis-url")
+        postgres = probe_postgres(options.pg_dsn, options.origin("pg_dsn"))
+        redis = probe_redis(options.redis_url, options.origin("redis_url"))
         # The SDK, Starlette and uvicorn take half a second to import: what is refused is said first.
         from toolserver.serve import listening_socket, serve, startup_line
 

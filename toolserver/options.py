@@ -1,25 +1,38 @@
-"""The tool server's command line, checked into one `ServerOptions`: bad input is one line
-(BadOption), and the process exits 2 (toolserver.__main__).
+"""The tool server's command line and environment, checked into one `ServerOptions`: bad input
+is one line (BadOption), and the process exits 2 (toolserver.__main__).
 
 The options that shape the tools and their retries are named, and counted in the units, of
 toolclash's own (docs/options.md): a server started for a run is given that run's values.
+
+Each option may be given by an environment variable instead, the command line winning: the
+servers above all, since a DSN may hold a password and a command line is anyone's to read (`ps`,
+/proc/*/cmdline). What the server and the load must agree on has toolclash's own variable, so that
+one value serves both (as under docker compose): the servers, the schema, and the two settings
+the audits judge the server's work by (the anomalies an isolation level allows, the jobs the queue
+may hold). Every other option's is TOOLCLASH_TOOLSERVER_<OPTION>: the server's own.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from db.pool import ISOLATION_LEVELS, SessionSettings
 from transport.retry import RetryPolicy
 
-__all__ = ["BadOption", "ServerOptions", "parse_options"]
+__all__ = ["BadOption", "ServerOptions", "environment_variables", "parse_options"]
 
 # PostgreSQL truncates an application_name past 63 bytes, and the sessions would no longer be
 # found by it.
 _APPLICATION_NAME = "toolclash-toolserver:{schema}"
+# The options whose variable is toolclash's (harness/config/declared.py names them the same way).
+_SHARED_WITH_TOOLCLASH = ("pg_dsn", "redis_url", "schema", "isolation", "queue_capacity")
+_REQUIRED = ("pg_dsn", "redis_url", "schema")
+# How a switch's variable is read, as toolclash reads its own (Locust's configargparse).
+_ON, _OFF = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
 
 class BadOption(ValueError):
@@ -47,6 +60,12 @@ class ServerOptions:
     hold_s: float
     queue_capacity: int
     careless: bool  # each tool's careless version (toolserver.careless)
+    # The options given by their environment variable rather than on the command line.
+    from_environment: frozenset[str] = frozenset()
+
+    def origin(self, dest: str) -> str:
+        """Where an option was given, for messages: its variable, or its flag."""
+        return _variable(dest) if dest in self.from_environment else _flag(dest)
 
     @property
     def application_name(self) -> str:
@@ -65,11 +84,14 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> _Parser:
     parser = _Parser(prog="python -m toolserver", description="toolclash's reference MCP tool server: the built-in"
-                     " tools over Streamable HTTP, on the official MCP SDK (docs/mcp.md)", add_help=True)
+                     " tools over Streamable HTTP, on the official MCP SDK (docs/mcp.md)", add_help=True,
+                     epilog="Each option may be given by the environment variable in brackets instead; the command"
+                     " line wins. Give the servers that way: a command line is anyone's to read (ps). A switch's"
+                     " variable is true or false.")
     servers = parser.add_argument_group("servers")
-    servers.add_argument("--pg-dsn", required=True, help="the PostgreSQL the tools run on")
-    servers.add_argument("--redis-url", required=True, help="the Redis the tools run on (redis:// or unix://)")
-    servers.add_argument("--schema", required=True, help="the run's schema (toolclash --schema): its tables and keys")
+    servers.add_argument("--pg-dsn", help="required: the PostgreSQL the tools run on")
+    servers.add_argument("--redis-url", help="required: the Redis the tools run on (redis:// or unix://)")
+    servers.add_argument("--schema", help="required: the run's schema (toolclash --schema): its tables and keys")
     http = parser.add_argument_group("MCP over Streamable HTTP")
     http.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     http.add_argument("--port", type=int, default=8000, help="port to listen on; MCP is at /mcp (default: 8000)")
@@ -105,28 +127,80 @@ def _parser() -> _Parser:
                        help="queue: jobs the bounded queue holds before it refuses more (default: 50)")
     tools.add_argument("--careless", action="store_true",
                        help="serve each tool's careless version, for the audits to catch (docs/mcp.md: Careless mode)")
+    for action in _options(parser):
+        action.help = f"{action.help} [{_variable(action.dest)}]"
     return parser
 
 
-def parse_options(argv: Sequence[str]) -> ServerOptions:
-    """The options in `argv`; BadOption (one line) for anything the server refuses."""
-    given = _parser().parse_args(list(argv))
-    for flag, value, least in (("--port", given.port, 0), ("--threads", given.threads, 1),
-                               ("--processes", given.processes, 1), ("--pool-size", given.pool_size, 1),
-                               ("--pool-timeout", given.pool_timeout, 0), ("--lock-timeout", given.lock_timeout, 0),
-                               ("--deadlock-timeout", given.deadlock_timeout, 1),
-                               ("--max-tries", given.max_tries, 1), ("--backoff-base", given.backoff_base, 0),
-                               ("--backoff-max", given.backoff_max, 0), ("--tool-work", given.tool_work, 0),
-                               ("--hold-time", given.hold_time, 0), ("--queue-capacity", given.queue_capacity, 1)):
-        if value is not None and value < least:
-            raise BadOption(f"{flag} {value:g} is below its least value, {least}")
+def _options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    return [action for action in parser._actions if action.option_strings and action.dest != "help"]
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _variable(dest: str) -> str:
+    return f"TOOLCLASH_{'' if dest in _SHARED_WITH_TOOLCLASH else 'TOOLSERVER_'}{dest.upper()}"
+
+
+def environment_variables() -> dict[str, str]:
+    """Every option's environment variable, by flag."""
+    return {_flag(action.dest): _variable(action.dest) for action in _options(_parser())}
+
+
+def _given(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[dict[str, Any], frozenset[str]]:
+    """Each option's value, from the command line, else its variable, else its default; and
+    which came from their variables. An empty variable is an unset one."""
+    parser = _parser()
+    defaults = {action.dest: action.default for action in _options(parser)}
+    # Parsed without defaults, the command line gives only what it names.
+    for action in _options(parser):
+        action.default = argparse.SUPPRESS
+    values = vars(parser.parse_args(list(argv)))
+    from_environment: set[str] = set()
+    for action in _options(parser):
+        variable = _variable(action.dest)
+        text = environ.get(variable, "").strip()
+        if action.dest in values or not text:
+            continue
+        if action.nargs == 0:  # a switch
+            if text.lower() not in _ON + _OFF:
+                raise BadOption(f"{variable}={text!r}: give true or false")
+            values[action.dest] = text.lower() in _ON
+        else:
+            try:
+                values[action.dest] = vars(parser.parse_args([f"{_flag(action.dest)}={text}"]))[action.dest]
+            except BadOption as exc:
+                raise BadOption(f"{variable}: {exc}") from None
+        from_environment.add(action.dest)
+    missing = [f"{_flag(dest)} (or {_variable(dest)})" for dest in _REQUIRED if dest not in values]
+    if missing:
+        raise BadOption(f"give {', '.join(missing)}: on the command line or in the environment")
+    return {**defaults, **values}, frozenset(from_environment)
+
+
+def parse_options(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> ServerOptions:
+    """The options in `argv`, else in `environ` (default: this process's environment); BadOption
+    (one line) for anything the server refuses."""
+    values, from_environment = _given(argv, os.environ if environ is None else environ)
+    given = argparse.Namespace(**values)
+
+    def named(dest: str, value: Any) -> str:  # an option and its value, as it was given
+        return f"{_variable(dest)}={value}" if dest in from_environment else f"{_flag(dest)} {value}"
+
+    for dest, least in (("port", 0), ("threads", 1), ("processes", 1), ("pool_size", 1), ("pool_timeout", 0),
+                        ("lock_timeout", 0), ("deadlock_timeout", 1), ("max_tries", 1), ("backoff_base", 0),
+                        ("backoff_max", 0), ("tool_work", 0), ("hold_time", 0), ("queue_capacity", 1)):
+        if values[dest] is not None and values[dest] < least:
+            raise BadOption(f"{named(dest, format(values[dest], 'g'))} is below its least value, {least}")
     if given.port > 65535:
-        raise BadOption(f"--port {given.port} is no TCP port")
+        raise BadOption(f"{named('port', given.port)} is no TCP port")
     if given.processes > 1 and not given.stateless:
-        raise BadOption(f"--processes {given.processes} needs --stateless: an MCP session lives in the process that"
-                        " opened it, and a request of it that reaches another process is refused")
+        raise BadOption(f"{named('processes', given.processes)} needs --stateless: an MCP session lives in the process"
+                        " that opened it, and a request of it that reaches another process is refused")
     if len(_APPLICATION_NAME.format(schema=given.schema).encode()) > 63:
-        raise BadOption(f"--schema {given.schema!r} is too long to name the server's sessions by")
+        raise BadOption(f"{named('schema', repr(given.schema))} is too long to name the server's sessions by")
     return ServerOptions(
         pg_dsn=given.pg_dsn, redis_url=given.redis_url, schema=given.schema, host=given.host, port=given.port,
         threads=given.threads, pool_size=given.pool_size or given.threads, pool_timeout_s=given.pool_timeout,
@@ -134,5 +208,5 @@ def parse_options(argv: Sequence[str]) -> ServerOptions:
         isolation=given.isolation, deadlock_timeout_ms=given.deadlock_timeout, lock_timeout_ms=given.lock_timeout,
         retry=RetryPolicy(given.max_tries, given.backoff_base / 1000.0, given.backoff_max / 1000.0),
         tool_work_s=given.tool_work / 1000.0, hold_s=given.hold_time / 1000.0, queue_capacity=given.queue_capacity,
-        careless=given.careless,
+        careless=given.careless, from_environment=from_environment,
     )

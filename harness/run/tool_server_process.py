@@ -1,6 +1,9 @@
 """One process of toolclash's reference tool server (`python -m toolserver`), as a run starts it
-(harness.run.mcp_server): the servers it writes to handed through its environment, never its
-command line, which every user of the machine can read (`ps`): a DSN or URL may hold a password.
+(harness.run.mcp_server): the servers it writes to handed through its environment
+(TOOLCLASH_PG_DSN, TOOLCLASH_REDIS_URL, which the server reads), never its command line, which
+every user of the machine can read (`ps`): a DSN or URL may hold a password. Its every other
+option is on its command line: the shell's TOOLCLASH_* variables, which the server would read
+too (TOOLCLASH_TOOLSERVER_CARELESS…), are not handed on.
 
 A process may start as a standby (--chaos mcp-kill): it does its half second of Python imports
 at once, then waits, neither listening nor connected, until it is told to serve: the server
@@ -29,11 +32,11 @@ from db.connect import redact
 __all__ = ["ServerDidNotStart", "ToolServerProcess"]
 
 _ROOT = Path(__file__).resolve().parents[2]
-# `python -m toolserver` with the servers appended from its environment, in a session of its own
-# (a Ctrl-C at the terminal stops the run, which stops the server after its load, not before), and
-# ended with the run's process all the same: on Linux the kernel sends it SIGTERM when the process
-# that started it dies (PR_SET_PDEATHSIG), however it died. A standby imports the server, then
-# waits for a line on its stdin (none: the run no longer needs it).
+# `python -m toolserver`, in a session of its own (a Ctrl-C at the terminal stops the run, which
+# stops the server after its load, not before), and ended with the run's process all the same: on
+# Linux the kernel sends it SIGTERM when the process that started it dies (PR_SET_PDEATHSIG),
+# however it died. A standby imports the server, then waits for a line on its stdin (none: the run
+# no longer needs it).
 _LAUNCH = """import ctypes, os, signal, sys
 try:
     ctypes.CDLL(None).prctl(1, signal.SIGTERM)
@@ -46,8 +49,7 @@ if os.environ.get("TOOLCLASH_STANDBY"):
     import toolserver.serve
     if not sys.stdin.readline():
         sys.exit(0)
-servers = ["--pg-dsn", os.environ["TOOLCLASH_PG_DSN"], "--redis-url", os.environ["TOOLCLASH_REDIS_URL"]]
-sys.exit(main([*sys.argv[1:], *servers]))
+sys.exit(main(sys.argv[1:]))
 """
 _STARTUP_PREFIX = "toolserver: MCP at "
 _START_TIMEOUT_S = 30.0
@@ -63,7 +65,8 @@ class ToolServerProcess:
 
     def __init__(self, args: Sequence[str], pg_dsn: str, redis_url: str, *, standby: bool = False) -> None:
         self._output = [tempfile.TemporaryFile(), tempfile.TemporaryFile()]  # noqa: SIM115 (closed by stop())
-        env: Mapping[str, str] = {**os.environ, "TOOLCLASH_PG_DSN": pg_dsn, "TOOLCLASH_REDIS_URL": redis_url,
+        shell = {name: value for name, value in os.environ.items() if not name.startswith("TOOLCLASH_")}
+        env: Mapping[str, str] = {**shell, "TOOLCLASH_PG_DSN": pg_dsn, "TOOLCLASH_REDIS_URL": redis_url,
                                   "TOOLCLASH_RUN_PID": str(os.getpid()), "TOOLCLASH_STANDBY": "1" if standby else ""}
         self._process = subprocess.Popen([sys.executable, "-c", _LAUNCH, *args], cwd=_ROOT, env=env,
                                          stdin=subprocess.PIPE if standby else subprocess.DEVNULL,
