@@ -302,9 +302,9 @@ def test_each_option_is_read_from_its_variable_when_the_command_line_does_not_gi
     (["--pg-dsn", "x", "--redis-url", "y", "--schema", "z"], {"TOOLCLASH_TOOLSERVER_THREADS": "0"},
      "TOOLCLASH_TOOLSERVER_THREADS=0 is below its least value, 1"),
     (["--pg-dsn", "x", "--redis-url", "y", "--schema", "z"], {"TOOLCLASH_TOOLSERVER_STATELESS": "maybe"},
-     "TOOLCLASH_TOOLSERVER_STATELESS='maybe': give true or false"),
+     "Unexpected value for TOOLCLASH_TOOLSERVER_STATELESS: 'maybe'. Expecting 'true', 'false'"),
     (["--pg-dsn", "x", "--redis-url", "y", "--schema", "z"], {"TOOLCLASH_ISOLATION": "snapshot"},
-     "TOOLCLASH_ISOLATION: argument --isolation: invalid choice: 'snapshot'"),
+     "argument --isolation: invalid choice: 'snapshot'"),
 ])
 def test_what_the_environment_lacks_or_gives_wrong_is_refused_in_one_line_and_exit_code_2(options, variables, says):
     _refused(options, variables, says)

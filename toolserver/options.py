@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+import configargparse  # type: ignore[import-untyped]
+
 from db.pool import ISOLATION_LEVELS, SessionSettings
 from transport.retry import RetryPolicy
 
@@ -31,8 +33,6 @@ _APPLICATION_NAME = "toolclash-toolserver:{schema}"
 # The options whose variable is toolclash's (harness/config/declared.py names them the same way).
 _SHARED_WITH_TOOLCLASH = ("pg_dsn", "redis_url", "schema", "isolation", "queue_capacity")
 _REQUIRED = ("pg_dsn", "redis_url", "schema")
-# How a switch's variable is read, as toolclash reads its own (Locust's configargparse).
-_ON, _OFF = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
 
 class BadOption(ValueError):
@@ -77,7 +77,9 @@ class ServerOptions:
         return SessionSettings(self.schema, self.isolation, self.deadlock_timeout_ms, self.lock_timeout_ms)
 
 
-class _Parser(argparse.ArgumentParser):
+# Locust's own parser, which reads toolclash's TOOLCLASH_* variables the same way: the command
+# line wins, a switch's variable is true/false (yes/no, on/off, 1/0).
+class _Parser(configargparse.ArgumentParser):  # type: ignore[misc]
     def error(self, message: str) -> NoReturn:
         raise BadOption(message)
 
@@ -85,8 +87,8 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> _Parser:
     parser = _Parser(prog="python -m toolserver", description="toolclash's reference MCP tool server: the built-in"
                      " tools over Streamable HTTP, on the official MCP SDK (docs/mcp.md)", add_help=True,
-                     epilog="Each option may be given by the environment variable in brackets instead; the command"
-                     " line wins. Give the servers that way: a command line is anyone's to read (ps). A switch's"
+                     epilog="Each option may be given by its environment variable instead; the command line"
+                     " wins. Give the servers that way: a command line is anyone's to read (ps). A switch's"
                      " variable is true or false.")
     servers = parser.add_argument_group("servers")
     servers.add_argument("--pg-dsn", help="required: the PostgreSQL the tools run on")
@@ -128,7 +130,7 @@ def _parser() -> _Parser:
     tools.add_argument("--careless", action="store_true",
                        help="serve each tool's careless version, for the audits to catch (docs/mcp.md: Careless mode)")
     for action in _options(parser):
-        action.help = f"{action.help} [{_variable(action.dest)}]"
+        setattr(action, "env_var", _variable(action.dest))  # what configargparse reads it from  # noqa: B010
     return parser
 
 
@@ -153,31 +155,14 @@ def _given(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[dict[str, A
     """Each option's value, from the command line, else its variable, else its default; and
     which came from their variables. An empty variable is an unset one."""
     parser = _parser()
-    defaults = {action.dest: action.default for action in _options(parser)}
-    # Parsed without defaults, the command line gives only what it names.
-    for action in _options(parser):
-        action.default = argparse.SUPPRESS
-    values = vars(parser.parse_args(list(argv)))
-    from_environment: set[str] = set()
-    for action in _options(parser):
-        variable = _variable(action.dest)
-        text = environ.get(variable, "").strip()
-        if action.dest in values or not text:
-            continue
-        if action.nargs == 0:  # a switch
-            if text.lower() not in _ON + _OFF:
-                raise BadOption(f"{variable}={text!r}: give true or false")
-            values[action.dest] = text.lower() in _ON
-        else:
-            try:
-                values[action.dest] = vars(parser.parse_args([f"{_flag(action.dest)}={text}"]))[action.dest]
-            except BadOption as exc:
-                raise BadOption(f"{variable}: {exc}") from None
-        from_environment.add(action.dest)
-    missing = [f"{_flag(dest)} (or {_variable(dest)})" for dest in _REQUIRED if dest not in values]
+    variables = {name: value for name, value in environ.items() if name.startswith("TOOLCLASH_") and value.strip()}
+    values = vars(parser.parse_args(list(argv), env_vars=variables))
+    from_environment = frozenset(
+        action.dest for action, _ in parser.get_source_to_settings_dict().get("environment_variables", {}).values())
+    missing = [f"{_flag(dest)} (or {_variable(dest)})" for dest in _REQUIRED if values[dest] is None]
     if missing:
         raise BadOption(f"give {', '.join(missing)}: on the command line or in the environment")
-    return {**defaults, **values}, frozenset(from_environment)
+    return values, from_environment
 
 
 def parse_options(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> ServerOptions:
