@@ -7,6 +7,7 @@ README and docs/observing.md show one of them, copied to docs/)."""
 
 from __future__ import annotations
 
+import html
 import json
 import time
 import urllib.parse
@@ -284,10 +285,14 @@ def test_two_ramps_in_the_browser_show_the_figures_the_verdict_and_the_audit(bro
     assert "Traceback" not in run.stderr()
 
 
-def test_a_distributed_run_shows_the_masters_exact_sum(servers_args, tmp_path, locust):
+def test_a_distributed_run_over_mcp_shows_the_masters_exact_sum_and_the_mcp_layer(browser, servers_args, tmp_path,
+                                                                                   locust):
     """The master's figures are the workers' shipments added up: live they grow as shipments come
-    in; after the stop they are the report's, which are the sums of each worker's totals."""
-    run = Toolclash(locust, tmp_path, *servers_args, *HOT, "--processes", "2", *own_master_port())
+    in; after the stop they are the report's, which are the sums of each worker's totals. The
+    agents call the builtin MCP server: the panel, in the browser, says so with the MCP layer's
+    figures, as the report has them."""
+    run = Toolclash(locust, tmp_path, *servers_args, *HOT, "--processes", "2", "--mcp-server", "builtin",
+                    *own_master_port())
     try:
         _wait_for(lambda: run.data() and _http(run.port, "/stats/requests")["worker_count"] == 2, 60, "2 workers")
         _http(run.port, "/swarm", user_count=6, spawn_rate=6)
@@ -309,6 +314,22 @@ def test_a_distributed_run_shows_the_masters_exact_sum(servers_args, tmp_path, l
         assert total["calls"] == sum(worker["calls"] for worker in shipped.values())
         assert total["retries"] == sum(worker["retries"] for worker in shipped.values())
         assert {point["agents"] for point in data["series"]["load"]} & {6}, "both workers' agents are summed"
+        mcp = report["transport"]["mcp"]
+        browser.get(run.url)
+        _open_tab(browser, "toolclash")
+        _into_panel(browser)
+        transport = _wait_for(lambda: browser.find_element(By.ID, "tc-transport").text, 10, "the MCP layer's line")
+        era = f"{mcp['era']} era {mcp['protocol_version']}"
+        assert transport.startswith(f"over MCP: {mcp['url']} (builtin server), {era};")
+        assert (f"sessions opened {mcp['sessions']['opened']}, closed {mcp['sessions']['closed']};"
+                f" isError {mcp['is_error_replies']}, re-issued {mcp['reissues']}; attempts: client"
+                f" {mcp['attempts']['client']}, server {mcp['attempts']['server']};") in transport
+        # And the HTML report the web UI downloads.
+        with urllib.request.urlopen(f"http://127.0.0.1:{run.port}/stats/report", timeout=60) as answer:
+            page = html.unescape(answer.read().decode())
+        assert f"MCP at {mcp['url']} (builtin server toolclash-toolserver" in page and era in page
+        assert (f"{mcp['is_error_replies']:,} isError, {mcp['reissues']:,} re-issued; attempts: client"
+                f" {mcp['attempts']['client']:,}, server {mcp['attempts']['server']:,}") in page
         code = run.ctrl_c()
     finally:
         run.close()
