@@ -143,6 +143,10 @@ class Tool:
     run: Callable[..., Any]
     backend: str = "pg"
     arguments: DrawArguments | None = None
+    # The arguments that name a shared thing, each with its kind, e.g. (("payer", "account"),
+    # ("payee", "account")): a later call of an agent's turn may take the same thing as an earlier
+    # one by copying its value (--same-key), and two calls of a turn collide on one.
+    keys: tuple[tuple[str, str], ...] = ()
 
     @property
     def uses_postgres(self) -> bool:
@@ -159,21 +163,25 @@ class Tool:
         return None if self.arguments is None else self.arguments(random.Random(seed))
 
 
-def tool(*, weight: int = 1, backend: str = "pg",
-         arguments: DrawArguments | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def tool(*, weight: int = 1, backend: str = "pg", arguments: DrawArguments | None = None,
+         keys: Mapping[str, str] | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Optional marks on a user-written tool function: how often agents pick it, whether it
     needs a PostgreSQL transaction ("pg"), only Redis ("redis"), or calls the run's MCP server's
-    tools itself ("mcp": `tx.mcp`, with --mcp-url), and its arguments step (a function of a
-    random.Random returning the arguments by name, given to the tool as keywords)."""
-    if weight < 0 or backend not in BACKENDS or not (arguments is None or callable(arguments)):
-        raise ValueError(f"tool(weight={weight!r}, backend={backend!r}, arguments={arguments!r}):"
-                         " weight >= 0, backend 'pg', 'redis' or 'mcp', arguments a function of a random.Random")
+    tools itself ("mcp": `tx.mcp`, with --mcp-url), its arguments step (a function of a
+    random.Random returning the arguments by name, given to the tool as keywords), and which of
+    those arguments name a shared thing, by kind (`keys={"account": "account"}`: see Tool.keys)."""
+    if weight < 0 or backend not in BACKENDS or not (arguments is None or callable(arguments)) or (
+            keys and (arguments is None or not all(isinstance(v, str) for v in (*keys, *keys.values())))):
+        raise ValueError(f"tool(weight={weight!r}, backend={backend!r}, arguments={arguments!r}, keys={keys!r}):"
+                         " weight >= 0, backend 'pg', 'redis' or 'mcp', arguments a function of a random.Random,"
+                         " keys names of its arguments with their kinds (with an arguments step)")
 
     def mark(function: Callable[..., Any]) -> Callable[..., Any]:
         # Read back with getattr (tasks.user_tools); a function's attributes are not in its type.
         setattr(function, "toolclash_weight", weight)
         setattr(function, "toolclash_backend", backend)
         setattr(function, "toolclash_arguments", arguments)
+        setattr(function, "toolclash_keys", tuple((keys or {}).items()))
         return function
 
     return mark

@@ -21,12 +21,12 @@ __all__ = [
     "LostWorker", "MatrixFile", "MatrixRow", "McpAttempts", "McpReplies", "McpSessions", "McpTransport", "Measured",
     "NotMeasurable", "Pool", "PoolAtRest", "PoolSample", "Report", "Run", "RunPace", "RunSettings", "SamplerSchedule",
     "ServerCounters", "ServerDescription", "SlaResult", "Stage", "StageSla", "TimeseriesRow", "ToolFigures",
-    "Transport", "Verdict", "WorkerTotals", "Workers",
+    "Transport", "Turns", "Verdict", "WorkerTotals", "Workers",
 ]
 
 # The report's first key. Bumped by any change a reader of the JSON would notice (a key added,
 # renamed or removed, a value of another kind), with a line in docs/report.md's "Versions".
-REPORT_VERSION = 3
+REPORT_VERSION = 4
 
 Verdict = Literal["pass", "fail"]
 
@@ -105,6 +105,20 @@ class Distribution(TypedDict):
     p99: float | None
     max: float | None
     count: int
+
+
+class Turns(TypedDict):
+    """The agents' turns (harness.run.turns): each a batch of calls run at once. Turns their agent
+    was stopped in are not counted."""
+
+    turns: int
+    calls: int  # the calls of those turns
+    calls_per_turn: dict[str, int]  # calls -> turns
+    latency_ms: Distribution  # from a batch's start to its last call's end
+    with_conflicts: int  # turns a call of which met a failed attempt of a conflict kind
+    same_key_pairs: int  # later calls that took an earlier call's key (--same-key)
+    overlapping_same_key_pairs: int  # pairs of a turn's calls that shared a key and overlapped in time
+    collisions: int  # of those, the pairs at least one of whose calls met a conflict
 
 
 class DeadlockTimeout(TypedDict):
@@ -249,6 +263,7 @@ class Figures(TypedDict):
     tools: dict[str, ToolFigures]
     conflicts: Conflicts
     latency_ms: dict[str, Distribution]
+    turns: Turns
     anomalies: dict[str, int]
     audit: Audit
 
@@ -265,6 +280,7 @@ class Measured(TypedDict):
     conflicts: Conflicts
     errors: int
     latency_ms: dict[str, Distribution]  # by distribution; a user's tool may add its own
+    turns: Turns
     server_counters: ServerCounters
     anomalies: dict[str, int]  # db.audits.ANOMALIES, each 0 when none was seen; a user's audit may add its own
     audit: Audit
@@ -349,6 +365,8 @@ class RunSettings(TypedDict):
     hold_time_ms: float
     tool_work_ms: float
     think_time_ms: float
+    calls_per_turn: str
+    same_key: float
     pool_size: int | None
     pool_timeout_s: float
     max_tries: int

@@ -75,22 +75,28 @@ class Scenario:
     joins_default_mix: Callable[[str], bool] = field(default=lambda isolation: True)
 
 
+_ACCOUNT = (("account", "account"),)
+
+
 def built_in_tools(p: ScenarioParams) -> dict[str, Tool]:
     """Every built-in tool by name. Each declares its arguments step (none drawn: `no_arguments`),
     so that it executes from its arguments alone, whoever executes it."""
     return {tool.name: tool for tool in (
-        Tool("deduct_credits", deduct_credits, arguments=partial(deduct_credits_arguments, accounts=p.accounts)),
-        Tool("transfer_credits", transfer_credits, arguments=partial(transfer_credits_arguments, accounts=p.accounts)),
+        Tool("deduct_credits", deduct_credits, arguments=partial(deduct_credits_arguments, accounts=p.accounts),
+             keys=_ACCOUNT),
+        Tool("transfer_credits", transfer_credits, arguments=partial(transfer_credits_arguments, accounts=p.accounts),
+             keys=(("payer", "account"), ("payee", "account"))),
         Tool("increment_counter", increment_counter,
-             arguments=partial(increment_counter_arguments, counters=p.counters)),
+             arguments=partial(increment_counter_arguments, counters=p.counters), keys=(("counter", "counter"),)),
         Tool("reserve_slot", reserve_slot, arguments=no_arguments),
         Tool("summarize_accounts", partial(summarize_accounts, hold_s=p.hold_s), arguments=no_arguments),
         Tool("enqueue_job", partial(enqueue_job, keys=p.keys, capacity=p.queue_capacity), "redis",
              enqueue_job_arguments),
         Tool("dequeue_job", partial(dequeue_job, keys=p.keys), "redis", no_arguments),
         Tool("charge_usage", partial(charge_usage, keys=p.keys),
-             arguments=partial(charge_usage_arguments, accounts=p.accounts)),
-        Tool("update_plan", partial(update_plan, keys=p.keys), "redis", partial(update_plan_arguments, teams=p.teams)),
+             arguments=partial(charge_usage_arguments, accounts=p.accounts), keys=_ACCOUNT),
+        Tool("update_plan", partial(update_plan, keys=p.keys), "redis", partial(update_plan_arguments, teams=p.teams),
+             keys=(("team", "team"),)),
     )}
 
 

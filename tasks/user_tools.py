@@ -3,7 +3,7 @@
 A tool is a function of the module whose first parameter is named `tx` (a db.tool.Transaction:
 `tx.execute(...)` runs in the call's PostgreSQL transaction, `tx.redis` is the Redis client,
 `tx.rng` the call's random source, `tx.op_id` its operation id). `@db.tool.tool(weight=...,
-backend="redis", arguments=...)` is optional; with `arguments`, the tool is given the arguments
+backend="redis", arguments=..., keys=...)` is optional; with `arguments`, the tool is given the arguments
 that function draws, as keywords, and executes from them alone (no `tx.rng`). The module may
 also define `setup(conn)`, run at the start of each run with the harness's schema on the search
 path, and `audit(ctx)`, returning checks in the shape of the built-in ones.
@@ -51,7 +51,8 @@ def load_tools_module(path: str) -> Scenario:
         raise BadToolsModule(f"--tools-module {path} defines no tool (a function whose first parameter is named tx)")
     tools = [
         WeightedTool(Tool(fn.__name__, fn, getattr(fn, "toolclash_backend", "pg"),
-                          getattr(fn, "toolclash_arguments", None)), getattr(fn, "toolclash_weight", 1))
+                          getattr(fn, "toolclash_arguments", None), getattr(fn, "toolclash_keys", ())),
+                     getattr(fn, "toolclash_weight", 1))
         for fn in functions
     ]
     user_audit = getattr(module, "audit", None)

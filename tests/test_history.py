@@ -207,12 +207,13 @@ def test_the_invocation_is_written_when_the_call_starts(servers, admin, schema, 
     recorder.call_started.add_listener(history.invoked)
     pool, adapter = adapter_on(servers.pg_dsn, SessionSettings(schema), recorder)
     with closing(pool):
-        record = adapter.call(Tool("look", look), "p0-a1", seed=42)
+        record = adapter.call(Tool("look", look), "p0-a1", seed=42, turn=3, slot=1)
     history.close()
     assert [line["type"] for line in seen_during_the_call] == ["invoke"]
     assert seen_during_the_call[0] == {"type": "invoke", "time": record.started_ns, "process": "local",
-                                       "agent": "p0-a1", "op": str(record.op_id), "tool": "look", "seed": 42,
-                                       "arguments": None}
+                                       "agent": "p0-a1", "turn": 3, "lane": "p0-a1/1", "op": str(record.op_id),
+                                       "tool": "look", "seed": 42, "arguments": None}
     [invoke, ok] = _lines(path)
     assert invoke == seen_during_the_call[0]
     assert ok["type"] == "ok" and ok["op"] == str(record.op_id) and ok["attempts"] == 1 and ok["failures"] == []
+    assert (ok["turn"], ok["lane"]) == (3, "p0-a1/1")

@@ -32,8 +32,8 @@ from tests.support import ROOT
 REPORT = ROOT / "tests" / "fixtures" / "shape_run_report.json"
 HTML_DIR = ROOT / "harness" / "output" / "html"
 # In the order a reader meets them; "faults" only after a run with --chaos.
-PARTS = ["verdict", "tools", "conflicts", "anomalies", "distributions", "stages", "sla", "audit", "server", "pool",
-         "hub", "timeseries"]
+PARTS = ["verdict", "tools", "conflicts", "anomalies", "turns", "distributions", "stages", "sla", "audit", "server",
+         "pool", "hub", "timeseries"]
 _VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 
 

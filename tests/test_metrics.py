@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 
-from harness.watch.metrics import Histogram, Metrics
+from harness.watch.histogram import Histogram
+from harness.watch.metrics import Metrics
 
 
 def _nearest_rank(values_ms: list[float], percent: float) -> float:

@@ -182,3 +182,43 @@ def test_over_mcp_the_attempt_rates_and_counts_read_the_servers_own_attempts_or_
     assert rule.metric == "version_conflicts_per_attempt"
     [silent] = evaluate((rule,), _over_mcp(_report(deduct_credits=10.0), "server attempts"), SCOPES)
     assert not silent["ok"] and silent["not_measurable"] == "server attempts is the server's"
+
+
+def _turns(turns: int, p95: float | None, with_conflicts: int, collisions: int) -> dict:
+    return {"turns": turns, "calls": 2 * turns, "calls_per_turn": {"2": turns} if turns else {},
+            "latency_ms": {"p50": p95, "p95": p95, "p99": p95, "max": p95, "count": turns},
+            "with_conflicts": with_conflicts, "same_key_pairs": 0, "overlapping_same_key_pairs": collisions,
+            "collisions": collisions}
+
+
+def test_per_turn_rules_fail_when_the_turns_break_them_and_when_no_turn_finished(tmp_path):
+    sla = tmp_path / "sla.toml"
+    sla.write_text("""
+[[rule]]
+metric = "turn_p95_ms"
+op = "<"
+threshold = 500
+
+[[rule]]
+metric = "turns_with_conflicts_rate"
+op = "<="
+threshold = 0.1
+
+[[rule]]
+metric = "turn_collisions"
+op = "<="
+threshold = 0
+""")
+    rules = load_rules(sla, SCOPES)
+
+    def verdicts(turns: dict) -> dict[str, tuple]:
+        report = {**_report(deduct_credits=50), "turns": turns}
+        return {r["metric"]: (r["observed"], r["ok"]) for r in evaluate(rules, report, SCOPES)}
+
+    assert verdicts(_turns(100, 400.0, 10, 0)) == {
+        "turn_p95_ms": (400.0, True), "turns_with_conflicts_rate": (0.1, True), "turn_collisions": (0, True)}
+    assert verdicts(_turns(100, 600.0, 11, 2)) == {
+        "turn_p95_ms": (600.0, False), "turns_with_conflicts_rate": (0.11, False), "turn_collisions": (2, False)}
+    # No turn finished: nothing says the turns held, so the rules on them fail; no collision held.
+    assert verdicts(_turns(0, None, 0, 0)) == {
+        "turn_p95_ms": (None, False), "turns_with_conflicts_rate": (None, False), "turn_collisions": (0, True)}

@@ -43,6 +43,10 @@ class CallRecord:
     # for a tool without an arguments step, which draws from `tx.rng` (seeded `seed`) itself.
     arguments: dict[str, Any] | None = None
     started_ns: int = 0  # time.monotonic_ns() when the call started, before its first attempt
+    # The agent's turn that made the call, from 1, and the call's slot in it, from 0: each slot of
+    # an agent (its lane) makes its calls one after the other. 0 and 0 for a call no turn made.
+    turn: int = 0
+    slot: int = 0
     # What the tool handed its agent (its function's return value, JSON-able): set by the last
     # attempt that ran the tool to its end, so an indeterminate call has the value it would have.
     value: Any = None

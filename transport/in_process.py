@@ -85,11 +85,14 @@ class ToolAdapter:
         was not seen to end it), and ignore its own end if it ever comes."""
         return self._in_flight.abandon()
 
-    def call(self, tool: Tool, agent_id: str, seed: int) -> CallRecord:
-        """One call of `tool` by `agent_id`, its arguments drawn from `seed`, under a new op id."""
+    def call(self, tool: Tool, agent_id: str, seed: int, *, arguments: Arguments | None = None, turn: int = 0,
+             slot: int = 0) -> CallRecord:
+        """One call of `tool` by `agent_id` under a new op id, its arguments drawn from `seed`, or
+        `arguments` when its agent drew them already (a turn's calls: harness.run.turns); `turn`
+        and `slot`: where in its agent's turns it was made."""
         record = CallRecord(tool=tool.name, backend=tool.backend, op_id=uuid.uuid4(), agent_id=agent_id, seed=seed,
-                            started_ns=monotonic_ns())
-        return self._execute(tool, record, self._draw_arguments(tool, seed, record))
+                            arguments=arguments, started_ns=monotonic_ns(), turn=turn, slot=slot)
+        return self._execute(tool, record, arguments is not None or self._draw_arguments(tool, seed, record))
 
     def call_with(self, tool: Tool, agent_id: str, arguments: Arguments, op_id: uuid.UUID) -> CallRecord:
         """One call of `tool` by `agent_id` with the arguments and the op id it was given (drawn and

@@ -103,6 +103,13 @@ OPTIONS: tuple[Option, ...] = (
            per_run=True, type=float, unit="ms", at_least=0, summarized=True),
     Option("--think-time", 0.0, "ms an agent waits between two tool calls (default: 0)", per_run=True, type=float,
            unit="ms", at_least=0, summarized=True),
+    Option("--calls-per-turn", "1",
+           "tool calls per agent turn, run at once, drawn by weight: CALLS:WEIGHT comma-separated, e.g."
+           " 1:60,2:25,4:15 (default: 1, one call after the other)", per_run=True, summarized=True),
+    Option("--same-key", 0.0,
+           "the chance, 0 to 1, that a later call of a turn takes a key (account, counter, team) an earlier call"
+           " of the turn took (default: 0, keys drawn apart)", per_run=True, type=float, at_least=0,
+           summarized=True),
     Option("--pool-size", None,
            f"connections per load process (default: one per agent on that process, at most {DEFAULT_POOL_SIZE};"
            " half of that when pool_exhaustion runs)", per_run=True, type=int, at_least=1, summarized=True),

@@ -51,15 +51,20 @@ def _tools_module(settings: Settings) -> dict[str, Any]:
     return {"tools_module_sha256": settings.tools_digest}
 
 
+def _calls_per_turn(settings: Settings) -> dict[str, Any]:
+    weights = settings.calls_per_turn.weights
+    return {"calls_per_turn": str(weights[0][0]) if len(weights) == 1 else ",".join(f"{c}:{w}" for c, w in weights)}
+
+
 def _chaos(settings: Settings) -> dict[str, Any]:
     return {"chaos": [[f.kind, f.every_s, f.share] for f in settings.chaos]}
 
 
 # The summarized options shown resolved rather than as given, by dest: the scenarios run and their
 # tools' weights (not the names asked for), the tools module's content (its path may differ from
-# host to host), the faults parsed.
+# host to host), the faults parsed, the calls per turn as parsed (however spaced).
 _RESOLVED: dict[str, Callable[[Settings], dict[str, Any]]] = {
-    "scenario": _scenarios, "tools_module": _tools_module, "chaos": _chaos,
+    "scenario": _scenarios, "tools_module": _tools_module, "chaos": _chaos, "calls_per_turn": _calls_per_turn,
 }
 
 

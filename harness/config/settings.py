@@ -18,6 +18,7 @@ from harness.config.mcp import McpTarget, mcp_target
 from harness.config.option import BadOption
 from harness.config.shapes import SHAPES
 from harness.config.sla import DEFAULT_SLA_FILE, BadSlaFile, Rule, load_rules
+from harness.config.turns import CallsPerTurn, calls_per_turn, same_key
 from harness.faults.chaos import BadChaos, Fault, parse_chaos
 from tasks.scenarios import Scenario, ScenarioParams, UnknownScenario, select
 from tasks.user_tools import BadToolsModule, load_tools_module
@@ -127,6 +128,10 @@ class Settings:
     tools_module: str | None = None
     tools_digest: str | None = None  # the --tools-module file's SHA-256: every process must run the same code
     mcp: McpTarget | None = None  # the tools' MCP server; None: they run in the load's processes
+    # An agent's turn: its calls, run at once, drawn by weight, and the chance that a later call
+    # of it takes an earlier one's key (harness.run.turns).
+    calls_per_turn: CallsPerTurn = CallsPerTurn(((1, 1),))
+    same_key: float = 0.0
     # The load-shaping options (declared `summarized`) as given, typed, by dest: the settings
     # summary shows them so (harness.config.run_settings).
     as_given: dict[str, Any] = field(default_factory=dict)
@@ -182,6 +187,7 @@ class Settings:
         except BadChaos as exc:
             raise BadOption(f"--chaos {options.chaos!r}: {exc}") from None
         mcp = mcp_target(options, scenarios, params, chaos)
+        turn_calls = calls_per_turn(options.calls_per_turn)
         return cls(
             pg_dsn=options.pg_dsn or None,
             redis_url=options.redis_url or None,
@@ -213,6 +219,8 @@ class Settings:
             tools_module=options.tools_module,
             tools_digest=tools_digest,
             mcp=mcp,
+            calls_per_turn=turn_calls,
+            same_key=same_key(options.same_key),
             as_given={o.dest: getattr(options, o.dest) for o in OPTIONS if o.summarized},
         )
 
@@ -225,21 +233,26 @@ class Settings:
         its largest stage. The pool is sized for that when the test starts."""
         return max((target, *(self.shape_stages or ())))
 
+    def calls_at_once(self, agents: int) -> int:
+        """The most calls `agents` agents run at once: each its turn's, at most --calls-per-turn's most."""
+        return agents * self.calls_per_turn.most
+
     def pool_size_for(self, agents: int) -> int:
-        """The pool of one load process that runs `agents` agents."""
+        """The pool of one load process that runs `agents` agents: a connection per call they
+        run at once, at most DEFAULT_POOL_SIZE."""
         if self.pool_size is not None:
             return self.pool_size
-        size = min(max(1, agents), DEFAULT_POOL_SIZE)
+        size = min(max(1, self.calls_at_once(agents)), DEFAULT_POOL_SIZE)
         if any(s.name == "pool_exhaustion" for s in self.scenarios):
             return max(1, size // 2)  # fewer connections than agents: they must queue
         return size
 
     def tool_server_threads(self, agents: int) -> int:
-        """The threads of the builtin MCP server for a test of `agents`: one per agent, at most
-        DEFAULT_POOL_SIZE, and never fewer than its connections (the pool: `pool_size_for` all
-        the agents, which it serves alone), so that its threads queue for the pool as agents do
-        in process."""
-        return max(self.pool_size_for(agents), min(max(1, agents), DEFAULT_POOL_SIZE))
+        """The threads of the builtin MCP server for a test of `agents`: one per call they run at
+        once, at most DEFAULT_POOL_SIZE, and never fewer than its connections (the pool:
+        `pool_size_for` all the agents, which it serves alone), so that its threads queue for the
+        pool as agents do in process."""
+        return max(self.pool_size_for(agents), min(max(1, self.calls_at_once(agents)), DEFAULT_POOL_SIZE))
 
     def connections_needed(self, agents: int, processes: int) -> tuple[int, int]:
         """(all the PostgreSQL sessions a run of `agents` on `processes` load processes opens,

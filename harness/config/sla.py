@@ -148,6 +148,10 @@ def _conflict_count(counter: ConflictCounter) -> Reader:
     return lambda r, t: _counted(r, counter)
 
 
+def _turn_latency(statistic: _Statistic) -> Reader:
+    return lambda r, t: r["turns"]["latency_ms"][statistic]
+
+
 def _anomaly_count(anomaly: str) -> Reader:
     return lambda r, t: r["anomalies"][anomaly]
 
@@ -175,6 +179,12 @@ METRICS: dict[str, Metric] = {
         for statistic in _STATISTICS
     },
     **{counter: Metric("count", _conflict_count(counter)) for counter in CONFLICT_COUNTERS},
+    # An agent's turn (harness.run.turns): what it waits for, and its calls' conflicts; a run
+    # without a finished turn holds none of these but the count.
+    **{f"turn_{statistic}_ms": Metric("ms", _turn_latency(statistic), over_calls=True) for statistic in _STATISTICS},
+    "turns_with_conflicts_rate": Metric("rate", lambda r, t: _ratio(r["turns"]["with_conflicts"], r["turns"]["turns"]),
+                                        over_calls=True),
+    "turn_collisions": Metric("count", lambda r, t: r["turns"]["collisions"]),
     **{anomaly: Metric("count", _anomaly_count(anomaly)) for anomaly in ANOMALIES},
     "audit_failed_checks": Metric("count", lambda r, t: sum(not c["ok"] for c in r["audit"]["checks"])),
 }

@@ -42,6 +42,12 @@ _BUFFER_BYTES = 64 * 1024
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
+def _lane(record: CallRecord) -> dict[str, Any]:
+    """The agent's turn that made the call, from 1, and its lane: the agent and the call's slot
+    in its turns, whose calls follow one another (a sequential process for a history checker)."""
+    return {"turn": record.turn, "lane": f"{record.agent_id}/{record.slot}"}
+
+
 def worker_path(path: str, index: int) -> str:
     """Where worker `index` writes the history given as `path`."""
     return f"{path}.worker-{index}"
@@ -62,12 +68,13 @@ class History:
     def invoked(self, record: CallRecord) -> None:
         """The adapter's `call_started` listener."""
         self._write({"type": "invoke", "time": record.started_ns, "process": self.process, "agent": record.agent_id,
-                     "op": str(record.op_id), "tool": record.tool, "seed": record.seed, "arguments": record.arguments})
+                     **_lane(record), "op": str(record.op_id), "tool": record.tool, "seed": record.seed,
+                     "arguments": record.arguments})
 
     def completed(self, record: CallRecord) -> None:
         """The adapter's `call_finished` listener."""
         self._write({"type": COMPLETION_TYPES[record.outcome], "time": time.monotonic_ns(), "process": self.process,
-                     "agent": record.agent_id, "op": str(record.op_id), "tool": record.tool,
+                     "agent": record.agent_id, **_lane(record), "op": str(record.op_id), "tool": record.tool,
                      "outcome": record.outcome.value, "attempts": record.attempts,
                      "failures": [failure.value for failure in record.failures],
                      "duration_ns": round(record.duration_s * 1e9), "value": record.value})

@@ -94,6 +94,18 @@ def _transport_lines(report: Report) -> list[str]:
     ]
 
 
+def _turns_line(report: Report) -> str:
+    """The agents' turns (harness.run.turns): how many calls each made, what the agent waited
+    for, and how often its own calls collided."""
+    turns = report["turns"]
+    latency = turns["latency_ms"]
+    sizes = ", ".join(f"{calls} call(s) x{count}" for calls, count in turns["calls_per_turn"].items()) or "none"
+    return (f"turns: {turns['turns']} ({sizes}); latency ms p50={_ms(latency['p50'])} p95={_ms(latency['p95'])}"
+            f" p99={_ms(latency['p99'])} max={_ms(latency['max'])}; with conflicts={turns['with_conflicts']},"
+            f" same-key pairs={turns['same_key_pairs']}, overlapping same-key pairs="
+            f"{turns['overlapping_same_key_pairs']}, collisions={turns['collisions']}")
+
+
 def _pool_line(report: Report) -> str:
     pool = report["pool"]
     if pool["peak_waiting"] is None and report["transport"]["kind"] == "mcp":
@@ -137,6 +149,7 @@ def format_summary(report: Report) -> str:
     lines.append("conflicts: " + ", ".join(f"{k}={v}" for k, v in report["conflicts"].items())
                  + f", errors={report['errors']}")
     lines.append("anomalies: " + ", ".join(f"{k}={v}" for k, v in report["anomalies"].items()))
+    lines.append(_turns_line(report))
     if report.get("faults"):
         lines.append(_faults_line(report))
     lines.append(_hub_line(report["hub"]))

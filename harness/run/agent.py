@@ -1,4 +1,5 @@
-"""The agent: a Locust user that invokes tools, one call after the other."""
+"""The agent: a Locust user that takes turns, each a batch of tool calls run at once
+(harness.run.turns; one call per turn by default), and thinks between two (its wait_time)."""
 
 from __future__ import annotations
 
@@ -6,19 +7,21 @@ from locust import User, task
 from locust.exception import StopUser
 
 from harness.run.load import load_of
+from harness.run.turns import plan_turn, run_turn
 
 __all__ = ["Agent"]
 
 
 class Agent(User):
     """An AI agent of the platform under test. Each one has its own id (written to the ledger
-    with every operation) and picks its next tool by weight from the selected scenarios, with a
-    random source seeded from the run's seed and its id: the same seed, the same calls."""
+    with every operation) and picks its tools by weight from the selected scenarios, with a
+    random source seeded from the run's seed and its id: the same seed, the same turns."""
 
     def on_start(self) -> None:
         self._load = load_of(self.environment)
         self._think_time_s = self._load.settings.think_time_s
         self.agent_id, self._rng = self._load.next_agent()
+        self._turns = 0
         self._load.open_agent(self.agent_id)
 
     def on_stop(self) -> None:
@@ -28,8 +31,11 @@ class Agent(User):
         return self._think_time_s
 
     @task
-    def invoke_tool(self) -> None:
-        if self._load.adapter is None:
+    def take_turn(self) -> None:
+        adapter = self._load.adapter
+        if adapter is None:
             raise StopUser()  # the load could not start (its pool did not open): the run is ending
-        tool = self._load.toolbox.pick(self._rng)
-        self._load.adapter.call(tool, self.agent_id, self._rng.getrandbits(64))
+        settings = self._load.settings
+        self._turns += 1
+        turn = plan_turn(self._turns, self._rng, self._load.toolbox.pick, settings.calls_per_turn, settings.same_key)
+        self._load.record_turn(run_turn(adapter, self.agent_id, turn))

@@ -168,7 +168,8 @@ class McpLink:
 
     def open(self, agents: int) -> dict | None:
         """The MCP client, connected, and its adapter."""
-        self._client = McpClient(self._settings.mcp.client_settings(self._url, agents))
+        # A connection per call the agents run at once (their turns' calls).
+        self._client = McpClient(self._settings.mcp.client_settings(self._url, self._settings.calls_at_once(agents)))
         try:
             self._client.connect()
         except McpUnavailable as exc:

@@ -22,6 +22,7 @@ from harness.config.settings import Settings
 from harness.run.links import DRAIN_TIMEOUT_S, InProcessLink, Link, McpLink
 from harness.run.locust_requests import told_to
 from harness.watch.metrics import Metrics
+from harness.watch.turn_stats import TurnFigures
 from transport.call_record import Outcome
 from transport.in_process import ToolAdapter
 from transport.mcp.adapter import McpToolAdapter
@@ -125,6 +126,12 @@ class Load:
             self._totals["calls"] += 1
         if self.stage is not None:
             self.metrics.stage(self.stage).record(record, waits)
+
+    def record_turn(self, turn: TurnFigures) -> None:
+        """An agent's finished turn, into the metrics (and its stage's, with a load shape)."""
+        self.metrics.record_turn(turn)
+        if self.stage is not None:
+            self.metrics.stage(self.stage).record_turn(turn)
 
     def on_agent_error(self, exception: BaseException, **_: Any) -> None:
         """Locust's `user_error`: an agent's task raised instead of finishing its call."""

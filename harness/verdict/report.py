@@ -25,7 +25,8 @@ from harness.report_shape import (
     ToolFigures,
     Transport,
 )
-from harness.watch.metrics import Histogram, Metrics
+from harness.watch.histogram import Histogram
+from harness.watch.metrics import Metrics
 
 __all__ = ["StageStart", "build_report", "stage_reports"]
 
@@ -51,6 +52,7 @@ def build_report(
         "conflicts": _conflicts(metrics),
         "errors": metrics.errors,
         "latency_ms": _latencies(metrics, transport),
+        "turns": metrics.turns.section(),
         "server_counters": server_counters,
         "anomalies": anomalies,
         "audit": _audit(checks, anomalies),
@@ -165,6 +167,7 @@ def stage_reports(
             "tools": _tools(stage_metrics, transport),
             "conflicts": _conflicts(stage_metrics),
             "latency_ms": _latencies(stage_metrics, transport),
+            "turns": stage_metrics.turns.section(),
             "anomalies": anomalies,
             "audit": _audit([], anomalies),
         }

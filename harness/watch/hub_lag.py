@@ -28,7 +28,7 @@ import gevent
 from locust.runners import HEARTBEAT_INTERVAL, HEARTBEAT_LIVENESS
 
 from harness.report_shape import EventLoopLag, Finding, HeartbeatGap, Heartbeats, Hub, SamplerSchedule
-from harness.watch.metrics import Histogram
+from harness.watch.histogram import Histogram
 
 __all__ = ["FELL_BEHIND_S", "PROBE_INTERVAL_S", "HeartbeatGaps", "HubLag", "HubLagProbe", "hub_note", "hub_section"]
 

@@ -7,17 +7,18 @@ never an average of percentiles.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
 from db.audits import Acknowledged
 from db.errors import Failure
 from db.op_ids import OpIds
-from harness.report_shape import ConflictCounter, Distribution, PoolAtRest, PoolSample
+from harness.report_shape import ConflictCounter, PoolAtRest, PoolSample
+from harness.watch.histogram import Histogram
+from harness.watch.turn_stats import TurnFigures, TurnStats
 from transport.call_record import CallRecord, Outcome
 
-__all__ = ["Histogram", "ToolStats", "Metrics", "CONFLICT_COUNTERS", "TRANSPORT_COUNTS"]
+__all__ = ["ToolStats", "Metrics", "CONFLICT_COUNTERS", "TRANSPORT_COUNTS"]
 
 # The report's conflict counters: one per kind of failed attempt, plus the calls whose outcome
 # is unknown. "errors" (bugs, constraint violations) are reported apart, as evidence problems;
@@ -25,65 +26,6 @@ __all__ = ["Histogram", "ToolStats", "Metrics", "CONFLICT_COUNTERS", "TRANSPORT_
 # in the report's types; the failures db.errors counts as conflicts must be the same.
 CONFLICT_COUNTERS: tuple[ConflictCounter, ...] = get_args(ConflictCounter)
 assert CONFLICT_COUNTERS == tuple(f.value for f in Failure if f.counted_as_conflict) + ("indeterminate",)
-
-
-class Histogram:
-    """Counts per bucket of microseconds: exact below 1 ms, three significant digits above
-    (at most 0.5 % off), the same buckets in every process."""
-
-    __slots__ = ("counts",)
-
-    def __init__(self, counts: dict[int, int] | None = None) -> None:
-        self.counts: dict[int, int] = counts if counts is not None else {}
-
-    @staticmethod
-    def bucket(microseconds: int) -> int:
-        if microseconds < 1000:
-            return microseconds
-        scale: int = 10 ** (len(str(microseconds)) - 3)  # never negative: an int
-        return round(microseconds / scale) * scale
-
-    def record(self, seconds: float) -> None:
-        key = self.bucket(max(0, round(seconds * 1_000_000)))
-        self.counts[key] = self.counts.get(key, 0) + 1
-
-    def merge(self, other: Histogram) -> None:
-        for key, count in other.counts.items():
-            self.counts[key] = self.counts.get(key, 0) + count
-
-    @property
-    def count(self) -> int:
-        return sum(self.counts.values())
-
-    def percentile_ms(self, percent: float) -> float | None:
-        """Nearest-rank percentile in milliseconds; None when nothing was recorded."""
-        total = self.count
-        if total == 0:
-            return None
-        rank = max(1, math.ceil(percent / 100.0 * total))
-        seen = 0
-        for key in sorted(self.counts):
-            seen += self.counts[key]
-            if seen >= rank:
-                return key / 1000.0
-        raise AssertionError("unreachable: rank is at most the total")
-
-    def summary_ms(self) -> Distribution:
-        return {
-            "p50": self.percentile_ms(50),
-            "p95": self.percentile_ms(95),
-            "p99": self.percentile_ms(99),
-            "max": self.percentile_ms(100),
-            "count": self.count,
-        }
-
-    def to_dict(self) -> dict[str, int]:
-        # String keys: the form survives JSON as well as Locust's msgpack messages.
-        return {str(k): v for k, v in self.counts.items()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, int]) -> Histogram:
-        return cls({int(k): v for k, v in data.items()})
 
 
 @dataclass
@@ -160,6 +102,11 @@ class Metrics:
         self.agent_errors = 0
         self.agent_error_samples: list[str] = []  # the first few, for the report
         self.transport: dict[str, int] = dict.fromkeys(TRANSPORT_COUNTS, 0)
+        self.turns = TurnStats()
+
+    def record_turn(self, turn: TurnFigures) -> None:
+        """An agent's finished turn (harness.run.turns)."""
+        self.turns.record(turn)
 
     def record_agent_error(self, exception: BaseException) -> None:
         """The `user_error` listener: an agent's task raised instead of finishing its call."""
@@ -277,6 +224,7 @@ class Metrics:
         self.agent_errors += other.agent_errors
         _merge_samples(self.agent_error_samples, other.agent_error_samples)
         _add(self.transport, other.transport)
+        self.turns.merge(other.turns)
         for index, stage in other.stages.items():
             self.stage(index).merge(stage)
 
@@ -296,6 +244,7 @@ class Metrics:
             "agent_errors": self.agent_errors,
             "agent_error_samples": self.agent_error_samples,
             "transport": dict(self.transport),
+            "turns": self.turns.to_dict(),
             "stages": {str(index): stage.to_dict() for index, stage in self.stages.items()},
         }
 
@@ -317,6 +266,7 @@ class Metrics:
         metrics.agent_errors = data["agent_errors"]
         metrics.agent_error_samples = list(data["agent_error_samples"])
         metrics.transport.update(data["transport"])
+        metrics.turns = TurnStats.from_dict(data["turns"])
         metrics.stages = {int(index): cls.from_dict(stage, keep_op_ids=False)
                           for index, stage in data["stages"].items()}
         return metrics

@@ -53,7 +53,7 @@ _CALL_COLUMNS = ("calls", "succeeded", "failed", "indeterminate", "retries")
 # The charts keep at most this many points per series: a long ramp is shown in wider steps.
 _MAX_POINTS = 600
 _REPORT_SECTIONS = ("run", "verdict", "exit_code", "transport", "tools", "conflicts", "errors", "anomalies", "sla",
-                    "audit", "evidence", "server_counters", "latency_ms", "stages", "baseline",
+                    "audit", "evidence", "server_counters", "latency_ms", "turns", "stages", "baseline",
                     "not_audited_by_identity")
 
 
@@ -176,8 +176,18 @@ class Panel:
             "rows": [*rows, total],
             "cards": [{"key": "pool_wait_p95_ms", "label": "pool wait p95 (ms)",
                        "value": metrics.distributions["pool_wait"].percentile_ms(95)},
-                      *_server_cards(sample, report)],
+                      *_turn_cards(metrics), *_server_cards(sample, report)],
         }
+
+
+def _turn_cards(metrics: Metrics) -> list[dict[str, Any]]:
+    """The agents' turns so far (docs/agents.md, Turns): what an agent waits for, and how often
+    its own calls conflicted and collided."""
+    turns = metrics.turns
+    figures = [("turn_p95_ms", "turn p95 (ms)", turns.latency.percentile_ms(95)),
+               ("turns_with_conflicts", "turns with conflicts", turns.with_conflicts),
+               ("turn_collisions", "collisions within a turn", turns.collisions)]
+    return [{"key": key, "label": label, "value": value} for key, label, value in figures]
 
 
 def _server_cards(sample: dict[str, Any] | None, report: Report | None) -> list[dict[str, Any]]:

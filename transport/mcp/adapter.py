@@ -43,7 +43,7 @@ from time import monotonic_ns, perf_counter
 import gevent
 
 from db.errors import Failure, classify
-from db.tool import Tool, Transaction
+from db.tool import Arguments, Tool, Transaction
 from transport.call_record import CallRecord, Outcome
 from transport.hooks import CallHook
 from transport.in_flight import CallsInFlight
@@ -102,10 +102,12 @@ class McpToolAdapter:
         for agent_id in list(self._sessions):
             self.close_session(agent_id)
 
-    def call(self, tool: Tool, agent_id: str, seed: int) -> CallRecord:
+    def call(self, tool: Tool, agent_id: str, seed: int, *, arguments: Arguments | None = None, turn: int = 0,
+             slot: int = 0) -> CallRecord:
+        """As the in-process adapter's `call`: `arguments`, when given, were drawn by its agent."""
         record = CallRecord(tool=tool.name, backend=tool.backend, op_id=uuid.uuid4(), agent_id=agent_id, seed=seed,
-                            started_ns=monotonic_ns())
-        drawn = self._draw_arguments(tool, seed, record)
+                            arguments=arguments, started_ns=monotonic_ns(), turn=turn, slot=slot)
+        drawn = arguments is not None or self._draw_arguments(tool, seed, record)
         if self._call_started is not None:
             self._call_started.fire(record=record)
         started = perf_counter()

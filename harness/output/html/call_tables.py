@@ -11,7 +11,7 @@ from harness.config.sla import METRICS
 from harness.output.html.figures import DASH, _by_kind, _label, _ms, _number, _percent, _seconds
 from harness.output.html.markup import _block, _cell, _mark, _note, _row, _table
 
-__all__ = ["_conflicts_and_anomalies", "_distributions", "_sla", "_stages", "_tools"]
+__all__ = ["_conflicts_and_anomalies", "_distributions", "_sla", "_stages", "_tools", "_turns"]
 
 
 def _tools(report: dict[str, Any]) -> str:
@@ -88,6 +88,30 @@ def _distributions(report: dict[str, Any]) -> str:
     return _block("Distributions", _table("distributions", headers, rows), "distributions")
 
 
+def _turns(report: dict[str, Any]) -> str:
+    """The agents' turns: how many calls each made, what the agent waited for, its own calls'
+    conflicts and collisions (docs/agents.md, Turns)."""
+    turns = report["turns"]
+    latency = turns["latency_ms"]
+    sizes = ", ".join(f"{escape(calls)}: {_number(count)}" for calls, count in turns["calls_per_turn"].items())
+    rows = [_row(_cell(escape(label) + (f"<br>{_note(escape(why))}" if why else "")), _cell(value, True))
+            for label, why, value in (
+                ("turns", "finished (a turn its agent was stopped in is not counted)", _number(turns["turns"])),
+                ("turns by calls", "calls per turn: turns", sizes or DASH),
+                *((f"turn latency {k}", "from the batch's start to its last call's end" if k == "p50" else "",
+                   _ms(latency[k])) for k in ("p50", "p95", "p99", "max")),
+                ("turns with conflicts", "a call of the turn met a failed attempt of a conflict kind",
+                 _number(turns["with_conflicts"])),
+                ("same-key pairs", "later calls that took an earlier call's key (--same-key)",
+                 _number(turns["same_key_pairs"])),
+                ("overlapping same-key pairs", "two calls of a turn sharing a key, overlapping in time",
+                 _number(turns["overlapping_same_key_pairs"])),
+                ("collisions", "of those, pairs at least one of whose calls met a conflict",
+                 _number(turns["collisions"])),
+            )]
+    return _block("Turns", _table("turns", ["Figure", "Value"], rows), "turns")
+
+
 def _stages(report: dict[str, Any]) -> str:
     stages = report.get("stages")
     if not stages:
@@ -126,6 +150,8 @@ def _unobserved(rule: dict[str, Any]) -> str:
         scope = f" of {rule['scope']}" if rule["scope"] else ""
         if metric == "deadlocks_per_minute":
             why = "the run lasted no time"
+        elif metric.startswith("turn"):
+            why = "no turn finished"
         elif metric.startswith("tool_"):
             why = f"no call{scope} finished"
         elif metric.endswith("_per_attempt"):
