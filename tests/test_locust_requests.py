@@ -54,7 +54,8 @@ def test_a_succeeded_call_is_one_request_without_exception():
     (_record(Outcome.FAILED, [Failure.ERROR], exception=ZeroDivisionError()), "error: ZeroDivisionError"),
     (_record(Outcome.FAILED), "error: no attempt finished"),
     (_record(Outcome.INDETERMINATE, [Failure.CONNECTION_LOST]),
-     "indeterminate: sent, and no answer says whether it was applied (a connection or reply lost, or its agent stopped)"),
+     "indeterminate: sent, and no answer says whether it was applied (a connection or reply lost, or its agent"
+     " stopped)"),
 ])
 def test_a_call_that_did_not_succeed_is_one_request_with_its_kind_of_failure(record, text):
     told = _Told()
