@@ -347,8 +347,9 @@ class RunSettings(TypedDict):
     teams: int
     queue_capacity: int
     hold_time_ms: float
-    tool_work_ms: float
-    think_time_ms: float
+    # A constant's ms; a distribution as given (e.g. "lognormal:2s:10s").
+    tool_work_ms: float | str
+    think_time_ms: float | str
     pool_size: int | None
     pool_timeout_s: float
     max_tries: int

@@ -134,7 +134,8 @@ def _parsed(*args: str) -> Any:
 
 
 # Another value for the summarized options whose type or default gives none to take.
-_OTHER_VALUES = {"scenario": "deadlock", "tools_module": "examples/seat_tools.py", "chaos": "pg-kill:3s"}
+_OTHER_VALUES = {"scenario": "deadlock", "tools_module": "examples/seat_tools.py", "chaos": "pg-kill:3s",
+                 "tool_work": "lognormal:2s:10s", "think_time": "empirical:1s,2s"}
 
 
 def _another_value(option: Option) -> str:
