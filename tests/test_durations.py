@@ -1,9 +1,10 @@
 """Durations from a distribution (db.durations), through --think-time and --tool-work: what is
 drawn matches the parameters given, each form is parsed exactly and anything else refused in one
 line, a tool's work is drawn at each tx.work(), an agent's think time at each wait from a random
-source that moves nothing of its tools' draws, and the report shows what was given. No server,
-no `locust` process: the real runs are tests/test_web_ui.py's (a ramp's think time drawn from a
-distribution, and one refused from the form)."""
+source that moves nothing of its tools' draws, the reference tool server takes the same forms,
+and the report shows what was given. No server, no `locust` process: the real runs are
+tests/test_web_ui.py's (a ramp's think time drawn from a distribution, and one refused from the
+form)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from harness.config.run_settings import settings_summary
 from harness.run.agent import Agent
 from harness.run.load import new_load
 from tests.support import settings_from
+from toolserver.options import BadOption as ServerRefused
+from toolserver.options import parse_options
 
 DRAWS = 20_000
 
@@ -109,6 +112,17 @@ def test_the_options_take_every_form_and_refuse_with_the_options_name(flag):
     with pytest.raises(BadOption) as refused:
         settings_from(flag, "lognormal:10s:2s")
     assert str(refused.value) == f"{flag} 'lognormal:10s:2s': the p99 (2 s) must be above the median (10 s)"
+
+
+def test_the_reference_tool_server_takes_the_same_forms():
+    servers = {"TOOLCLASH_PG_DSN": "postgresql://h/db", "TOOLCLASH_REDIS_URL": "redis://h/0", "TOOLCLASH_SCHEMA": "tc"}
+    assert parse_options([], servers).tool_work == constant(0.005)
+    given = parse_options([], {**servers, "TOOLCLASH_TOOLSERVER_TOOL_WORK": "lognormal:300ms:2s"})
+    assert given.tool_work == parse_duration("lognormal:300ms:2s")
+    with pytest.raises(ServerRefused) as refused:
+        parse_options(["--tool-work", "uniform:2s:1s"], servers)
+    assert str(refused.value) == "argument --tool-work: 'uniform:2s:1s': LOW (2 s) must be below HIGH (1 s); for" \
+                                 " always the same duration give one value"
 
 
 def test_the_report_shows_a_constant_in_ms_as_before_and_a_distribution_as_given():
