@@ -22,6 +22,8 @@ import gevent
 import psycopg
 import redis
 
+from db.durations import NO_TIME, Duration
+
 __all__ = ["BACKENDS", "Arguments", "DrawArguments", "McpCaller", "Tool", "Transaction", "no_arguments", "tool"]
 
 # A call's arguments: JSON-able values by name, given to the tool's run function as keywords.
@@ -38,6 +40,11 @@ class McpCaller(Protocol):
     of the run's MCP server's tool `name`, carrying the call's op id; its result."""
 
     def call(self, name: str, arguments: Mapping[str, Any] | None = None, *, check: bool = True) -> Any: ...
+
+
+# What the tools' work is drawn from: no seed, for no call's identity (its tool, its arguments)
+# depends on how long it works.
+_WORK_TIMES = random.Random()
 
 
 def no_arguments(rng: random.Random) -> Arguments:
@@ -57,7 +64,7 @@ class Transaction:
     """
 
     __slots__ = ("op_id", "agent_id", "conn", "redis", "statement_started", "committed_at", "after_commit",
-                 "observations", "_seed", "_rng", "_work_s", "_sleep", "_mcp")
+                 "observations", "_seed", "_rng", "_work", "_sleep", "_mcp")
 
     def __init__(
         self,
@@ -66,7 +73,7 @@ class Transaction:
         seed: int | None,
         conn: psycopg.Connection | None,
         redis_client: redis.Redis | None,
-        work_s: float = 0.0,
+        work: Duration = NO_TIME,
         sleep: Callable[[float], None] = gevent.sleep,
         mcp: McpCaller | None = None,
     ) -> None:
@@ -85,7 +92,7 @@ class Transaction:
         # agent is stopped during one; they must not raise (that would be a harness bug).
         self.after_commit: list[Callable[[], None]] = []
         self.observations: list[tuple[str, float]] = []
-        self._work_s = work_s
+        self._work = work
         self._sleep = sleep  # the hub's for the load's greenlets, time.sleep in a tool server's threads
         self._mcp = mcp
 
@@ -121,9 +128,11 @@ class Transaction:
 
     def work(self) -> None:
         """The tool's own work between two statements (an API or model call, a computation),
-        during which its transaction holds what it has locked so far (--tool-work)."""
-        if self._work_s:
-            self._sleep(self._work_s)
+        during which its transaction holds what it has locked so far (--tool-work): a duration
+        drawn anew each time when it is a distribution."""
+        seconds = self._work.sample(_WORK_TIMES)
+        if seconds:
+            self._sleep(seconds)
 
 
 @dataclass(frozen=True)

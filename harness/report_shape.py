@@ -363,8 +363,9 @@ class RunSettings(TypedDict):
     teams: int
     queue_capacity: int
     hold_time_ms: float
-    tool_work_ms: float
-    think_time_ms: float
+    # A constant's ms; a distribution as given (e.g. "lognormal:2s:10s").
+    tool_work_ms: float | str
+    think_time_ms: float | str
     calls_per_turn: str
     same_key: float
     pool_size: int | None

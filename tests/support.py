@@ -34,6 +34,7 @@ from psycopg import sql
 
 from db import schema as run_schema
 from db.audits import Acknowledged, AuditContext, Baseline
+from db.durations import constant
 from db.pool import SessionSettings, open_pool
 from db.redis_keys import RedisKeys
 from db.session import SEND_ONCE
@@ -78,7 +79,7 @@ QUICK_RETRIES = RetryPolicy(max_tries=5, base_s=0.001, cap_s=0.01)
 def adapter_on(dsn: str, session: SessionSettings, recorder: Recorder, *, size: int = 2,
                policy: RetryPolicy = QUICK_RETRIES, tool_work_s: float = 0.0):
     pool = open_pool(dsn, session, size=size, timeout_s=5)
-    return pool, ToolAdapter(pool, None, policy, tool_work_s, recorder.call_finished, recorder.call_started)
+    return pool, ToolAdapter(pool, None, policy, constant(tool_work_s), recorder.call_finished, recorder.call_started)
 
 
 def free_port() -> int:

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from db.durations import NO_TIME
 from db.errors import Failure, VersionConflict
 from db.pool import SessionSettings, load_application_prefix, open_pool
 from db.server_stats import database_counters, wait_for_sessions_to_end
@@ -204,7 +205,7 @@ def test_an_agent_stopped_after_commit_reports_its_call_as_succeeded(stopped_in,
 
     pool = open_pool(servers.pg_dsn, SessionSettings(accounts), size=1, timeout_s=5)
     lender = _SlowToTakeBack(pool, stopping_point) if stopped_in == "putconn" else pool
-    adapter = ToolAdapter(lender, None, QUICK_RETRIES, 0.0, recorder.call_finished)
+    adapter = ToolAdapter(lender, None, QUICK_RETRIES, NO_TIME, recorder.call_finished)
     with closing(pool):
         agent = gevent.spawn(adapter.call, Tool("charge", charge), "agent-1", 1)
         assert stopping_point.wait(10)
@@ -232,7 +233,7 @@ def test_an_agent_stopped_while_its_failed_attempt_rolls_back_gives_its_connecti
             raise VersionConflict("someone else was first")
 
         pool = open_pool(proxy.dsn, SessionSettings(accounts), size=1, timeout_s=5)
-        adapter = ToolAdapter(pool, None, QUICK_RETRIES, 0.0, recorder.call_finished)
+        adapter = ToolAdapter(pool, None, QUICK_RETRIES, NO_TIME, recorder.call_finished)
         with closing(pool):
             agent = gevent.spawn(adapter.call, Tool("bump", conflicting), "agent-1", 1)
             assert proxy.holding.wait(10), "the attempt never rolled back"
@@ -293,7 +294,7 @@ def test_a_wait_that_ends_in_a_pool_timeout_is_timed(servers, accounts):
     """Before: only waits that got a connection were recorded, never the longest ones."""
     recorder = Recorder()
     pool = open_pool(servers.pg_dsn, SessionSettings(accounts), size=1, timeout_s=0.3)
-    adapter = ToolAdapter(pool, None, QUICK_RETRIES, 0.0, recorder.call_finished)
+    adapter = ToolAdapter(pool, None, QUICK_RETRIES, NO_TIME, recorder.call_finished)
     with pool:
         held = pool.getconn()
         record = adapter.call(Tool("reads", lambda tx: tx.execute("SELECT 1")), "agent", 1)
@@ -312,7 +313,7 @@ def test_the_cross_service_window_starts_at_commit(servers, admin, accounts):
     recorder = Recorder()
     pool = open_pool(servers.pg_dsn, SessionSettings(accounts), size=1, timeout_s=5)
     client = redis.Redis.from_url(servers.redis_url)
-    adapter = ToolAdapter(pool, client, QUICK_RETRIES, 0.0, recorder.call_finished)
+    adapter = ToolAdapter(pool, client, QUICK_RETRIES, NO_TIME, recorder.call_finished)
     with pool, client:
         record = adapter.call(built_in_tool("charge_usage", accounts), "agent", 1)
     assert record.outcome is Outcome.SUCCEEDED and record.duration_s >= 0.3

@@ -12,6 +12,7 @@ import redis
 from psycopg import sql
 
 from db.audits import Check
+from db.durations import NO_TIME
 from db.errors import Failure
 from db.redis_keys import RedisKeys
 from db.tool import Transaction
@@ -39,7 +40,7 @@ def _plan_changes(client: redis.Redis, schema: str, policy: RetryPolicy, *, agen
     """`agents` agents make `calls_each` update_plan calls each through the adapter, on `client`."""
     plan_change = built_in_tool("update_plan", schema, teams=teams)
     # A Redis tool borrows no PostgreSQL connection: no pool.
-    adapter = ToolAdapter(None, client, policy, 0.0, recorder.call_finished)
+    adapter = ToolAdapter(None, client, policy, NO_TIME, recorder.call_finished)
 
     def agent(number: int) -> None:
         for call in range(calls_each):

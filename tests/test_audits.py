@@ -12,6 +12,7 @@ import redis
 from psycopg import sql
 
 from db.audits import Acknowledged, Check
+from db.durations import NO_TIME
 from db.op_ids import OpIds
 from db.pool import SessionSettings, open_pool
 from db.session import SEND_ONCE
@@ -251,7 +252,7 @@ def _charged(servers, schema, recorder, client, calls):
     """Each (agent, seed) of `calls` charged through the adapter, with `client` as its Redis."""
     pool = open_pool(servers.pg_dsn, SessionSettings(schema), size=2, timeout_s=5)
     charge = built_in_tool("charge_usage", schema)
-    adapter = ToolAdapter(pool, client, QUICK_RETRIES, 0.0, recorder.call_finished)
+    adapter = ToolAdapter(pool, client, QUICK_RETRIES, NO_TIME, recorder.call_finished)
     with pool:
         return [adapter.call(charge, agent, seed) for agent, seed in calls]
 

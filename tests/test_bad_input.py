@@ -97,6 +97,8 @@ def test_a_dsn_that_does_not_parse_is_refused(servers):
         (["--shape", "steps", "--shape-agents", "5,x"], "comma-separated whole numbers"),
         (["--shape", "spike", "--shape-agents", "5,0,5"], "at least one agent"),
         (["--seed", "-1"], "--seed -1"),
+        (["--think-time", "lognormal:10s:2s"], "--think-time 'lognormal:10s:2s': the p99 (2 s) must be above"),
+        (["--tool-work", "uniform:5s:5s"], "--tool-work 'uniform:5s:5s': LOW (5 s) must be below HIGH (5 s)"),
     ],
 )
 def test_nonsense_options_are_refused_before_any_server_is_touched(args, says):

@@ -12,6 +12,7 @@ import gevent.event
 import pytest
 from locust.event import EventHook
 
+from db.durations import NO_TIME
 from db.errors import Failure, VersionConflict
 from db.tool import Tool
 from harness.run.load import Load
@@ -103,7 +104,7 @@ def test_through_the_adapter_an_abandoned_call_is_one_failed_request_and_an_inte
     as no success, and not again when it ends; an agent stopped before COMMIT tells Locust nothing."""
     told = _Told()
     pool = _NeverLends()
-    adapter = ToolAdapter(pool, None, QUICK_RETRIES, 0.0, told.load.call_finished, told.load.call_started)
+    adapter = ToolAdapter(pool, None, QUICK_RETRIES, NO_TIME, told.load.call_finished, told.load.call_started)
     release = gevent.event.Event()
     slow = Tool("slow_write", lambda tx: release.wait(), backend="redis")  # no Redis reached: it only waits
     call = gevent.spawn(adapter.call, slow, "agent-1", 7)

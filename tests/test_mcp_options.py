@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from db.durations import constant
 from harness.config.option import BadOption
 from harness.distributed.worker_check import Shared, refusal
 from tests.support import settings_from
@@ -48,7 +49,10 @@ def test_the_builtin_server_and_a_users_server_are_told_apart():
     (("--mcp-url", "https://h/mcp", "--mcp-ca-file", "/no/such/ca.pem"), "--mcp-ca-file /no/such/ca.pem: cannot read"),
     (("--mcp-url", "https://h/mcp", "--mcp-ca-file", "README.md", "--mcp-insecure"),
      "--mcp-ca-file and --mcp-insecure exclude each other"),
-    (("--mcp-url", URL, "--tool-work", "10"), "--tool-work 10 ms shapes the tools' execution, which is your MCP"),
+    (("--mcp-url", URL, "--tool-work", "10"), "--tool-work 10 shapes the tools' execution, which is your MCP"),
+    (("--mcp-url", URL, "--tool-work", "lognormal:2s:10s"), "--tool-work lognormal:2s:10s shapes the tools'"),
+    (("--mcp-server", "builtin", "--tool-work", "uniform:1:9"),
+     "--tool-work uniform:1:9: a distribution of the tools' work is drawn in the load's processes only"),
     (("--mcp-url", URL, "--pool-size", "5"), "--pool-size 5 shapes the tools' execution"),
     (("--mcp-url", URL, "--lock-timeout", "100"), "--lock-timeout 100 ms shapes"),
     (("--mcp-url", URL, "--isolation-matrix"), "--isolation-matrix runs once per isolation level, and your MCP"),
@@ -86,7 +90,8 @@ def test_isolation_and_queue_capacity_stay_the_audits_need_them_and_the_builtin_
     user = settings_from("--mcp-url", URL, "--isolation", "serializable", "--queue-capacity", "7")
     assert (user.isolation, user.params.queue_capacity) == ("serializable", 7)
     builtin = settings_from("--mcp-server", "builtin", "--tool-work", "10", "--pool-size", "4")
-    assert builtin.tool_work_s == 0.01 and builtin.pool_size_for(50) == 4 and builtin.tool_server_threads(50) == 20
+    assert builtin.tool_work == constant(0.01)
+    assert builtin.pool_size_for(50) == 4 and builtin.tool_server_threads(50) == 20
     assert builtin.connections_needed(50, 2) == (4 + 3, 0), "the server's pool and the harness's; the load has none"
     assert settings_from("--mcp-url", URL).connections_needed(50, 2) == (3, 0), "a user's server is not counted"
     assert settings_from("--mcp-server", "builtin", "--chaos", "worker-stop:5s", "--processes", "2").chaos

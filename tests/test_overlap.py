@@ -28,11 +28,12 @@ _SCRIPT = textwrap.dedent(
     from db.pool import SessionSettings, open_pool, load_application_name
     from transport.retry import RetryPolicy
     from db.tool import Tool
+    from db.durations import NO_TIME
 
     dsn, agents, sleep_s = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
     session = SessionSettings("public")
     pool = open_pool(dsn, session, size=agents, timeout_s=30)
-    adapter = ToolAdapter(pool, None, RetryPolicy(), 0.0, Hook())
+    adapter = ToolAdapter(pool, None, RetryPolicy(), NO_TIME, Hook())
     sleeping_seen = []
 
     def watch():

@@ -16,6 +16,7 @@ import redis
 from psycopg import sql
 
 from db.audits import Check
+from db.durations import constant
 from db.errors import Failure
 from db.redis_keys import RedisKeys
 from db.session import SEND_ONCE
@@ -59,7 +60,7 @@ class QueueRun:
         self.adapter = self.adapter_on(client)
 
     def adapter_on(self, client: redis.Redis, tool_work_s: float = 0.0) -> ToolAdapter:
-        return ToolAdapter(None, client, QUICK_RETRIES, tool_work_s, self.recorder.call_finished)
+        return ToolAdapter(None, client, QUICK_RETRIES, constant(tool_work_s), self.recorder.call_finished)
 
     def agents(self, tools_of_agent, calls_each: int = CALLS_EACH, adapter: ToolAdapter | None = None) -> None:
         """Agents concurrently, each calling `tools_of_agent(agent)[call % len]` in turn."""
@@ -284,11 +285,13 @@ def test_a_consumer_stopped_during_its_work_finishes_its_job_first(full_queue):
 _DOOMED_CONSUMER = """
 import sys, uuid
 import redis
+from db.durations import constant
 from db.redis_keys import RedisKeys
 from db.tool import Transaction
 from tasks.queue import dequeue_job
 url, schema = sys.argv[1:]
-dequeue_job(Transaction(uuid.uuid4(), "doomed", 1, None, redis.Redis.from_url(url), work_s=600), keys=RedisKeys(schema))
+tx = Transaction(uuid.uuid4(), "doomed", 1, None, redis.Redis.from_url(url), work=constant(600))
+dequeue_job(tx, keys=RedisKeys(schema))
 """
 
 

@@ -14,6 +14,7 @@ import gevent
 import pytest
 import redis
 
+from db.durations import NO_TIME, constant
 from db.errors import Failure, VersionConflict
 from db.pool import SessionSettings, open_pool
 from db.redis_keys import RedisKeys
@@ -59,7 +60,7 @@ def test_each_built_in_tool_executes_the_arguments_drawn_for_its_call(servers, a
     recorder = Recorder()
     pool = open_pool(servers.pg_dsn, SessionSettings(schema), size=2, timeout_s=5)
     with pool, redis.Redis.from_url(servers.redis_url) as client:
-        adapter = ToolAdapter(pool, client, QUICK_RETRIES, 0.0, recorder.call_finished)
+        adapter = ToolAdapter(pool, client, QUICK_RETRIES, NO_TIME, recorder.call_finished)
         # enqueue_job before dequeue_job: the consumer takes that job.
         for seed, name in enumerate(sorted(TOOLS, key=lambda n: n != "enqueue_job"), 100):
             tool_ = built_in_tool(name, schema, hold_s=0)
@@ -121,7 +122,7 @@ def _conflicting_once(function):
 def test_a_users_plain_tool_without_arguments_still_draws_from_tx_rng():
     run, computed = _conflicting_once(lambda tx: tx.rng.randint(1, 10**9))
     recorder = Recorder()
-    record = ToolAdapter(None, None, QUICK_RETRIES, 0.0, recorder.call_finished).call(
+    record = ToolAdapter(None, None, QUICK_RETRIES, NO_TIME, recorder.call_finished).call(
         Tool("pick", run, backend="redis"), "agent-1", seed=11)
     assert record.outcome is Outcome.SUCCEEDED and record.attempts == 2
     assert record.arguments is None
@@ -130,7 +131,7 @@ def test_a_users_plain_tool_without_arguments_still_draws_from_tx_rng():
 
 def test_a_tool_that_declares_arguments_executes_from_them_alone():
     recorder = Recorder()
-    adapter = ToolAdapter(None, None, QUICK_RETRIES, 0.0, recorder.call_finished)
+    adapter = ToolAdapter(None, None, QUICK_RETRIES, NO_TIME, recorder.call_finished)
     record = adapter.call(Tool("peeks", lambda tx: tx.rng.random(), "redis", no_arguments), "agent-1", 1)
     assert record.outcome is Outcome.FAILED and record.failures == [Failure.ERROR]
     assert "declares its arguments" in str(record.exception)
@@ -149,7 +150,7 @@ def test_a_call_given_its_arguments_and_op_id_executes_them_on_every_attempt_and
         return {"n": n}
 
     recorder = Recorder()
-    adapter = ToolAdapter(None, None, QUICK_RETRIES, 0.25, recorder.call_finished, sleep=slept.append)
+    adapter = ToolAdapter(None, None, QUICK_RETRIES, constant(0.25), recorder.call_finished, sleep=slept.append)
     op_id = uuid.uuid4()
     record = adapter.call_with(Tool("flaky", flaky, "redis", lambda rng: 1 / 0), "agent-7", {"n": 5}, op_id)
     assert (record.outcome, record.attempts, record.value) == (Outcome.SUCCEEDED, 3, {"n": 5})
@@ -162,7 +163,7 @@ def test_a_call_given_its_arguments_and_op_id_executes_them_on_every_attempt_and
 def test_an_arguments_step_that_raises_is_the_tools_error_and_runs_nothing():
     ran = []
     recorder = Recorder()
-    adapter = ToolAdapter(None, None, QUICK_RETRIES, 0.0, recorder.call_finished)
+    adapter = ToolAdapter(None, None, QUICK_RETRIES, NO_TIME, recorder.call_finished)
     record = adapter.call(Tool("broken", lambda tx: ran.append(tx), "redis", lambda rng: {"n": 1 / 0}), "agent-1", 1)
     assert (record.outcome, record.attempts, record.failures) == (Outcome.FAILED, 1, [Failure.ERROR])
     assert isinstance(record.exception, ZeroDivisionError) and not ran
@@ -181,7 +182,7 @@ def test_a_tools_module_declares_arguments_with_the_decorator(tmp_path):
         "    return tx.rng.randint(1, 10**6)\n")
     tools = {w.tool.name: w.tool for w in load_tools_module(str(module)).tools(None)}
     recorder = Recorder()
-    adapter = ToolAdapter(None, None, QUICK_RETRIES, 0.0, recorder.call_finished)
+    adapter = ToolAdapter(None, None, QUICK_RETRIES, NO_TIME, recorder.call_finished)
     echoed = adapter.call(tools["echo"], "agent-1", 5)
     assert echoed.arguments == {"n": random.Random(5).randint(1, 10**6)} == echoed.value
     plain = adapter.call(tools["plain"], "agent-1", 5)

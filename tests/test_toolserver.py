@@ -20,6 +20,7 @@ import redis
 from mcp.types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from psycopg import sql
 
+from db.durations import constant
 from db.redis_keys import RedisKeys
 from tasks.credits_audit import audit_credits
 from tasks.isolation import audit_isolation
@@ -276,8 +277,8 @@ def test_each_option_is_read_from_its_variable_when_the_command_line_does_not_gi
     assert (options.isolation, options.queue_capacity, options.stateless, options.careless) == (
         "serializable", 7, True, False)
     # The command line wins; unset or empty, the default.
-    assert (options.threads, options.pool_size, options.port, options.tool_work_s, options.retry.max_tries) == (
-        4, 4, 0, 0.005, 5)
+    assert (options.threads, options.pool_size, options.port, options.tool_work, options.retry.max_tries) == (
+        4, 4, 0, constant(0.005), 5)
     # Where each came from, for its messages (the startup line's, a server not reached).
     assert [options.origin(dest) for dest in ("pg_dsn", "stateless", "threads", "host")] == [
         "TOOLCLASH_PG_DSN", "TOOLCLASH_TOOLSERVER_STATELESS", "--threads", "--host"]

@@ -98,7 +98,8 @@ def test_the_start_form_sets_each_ramps_toolclash_options_on_the_workers_too(ser
         master.wait_for_web_ui(30)
         ramps = [
             ({"scenario": "optimistic_locking", "accounts": "10", "isolation": "repeatable_read"}, {"deduct_credits"}),
-            ({"scenario": "queue", "queue_capacity": "5", "think_time": "2"}, {"enqueue_job", "dequeue_job"}),
+            # A think time drawn from a distribution: the form takes its text, and the report shows it as given.
+            ({"scenario": "queue", "queue_capacity": "5", "think_time": "uniform:1:3"}, {"enqueue_job", "dequeue_job"}),
         ]
         for form, tools in ramps:
             report = _one_ramp(port, report_path, tools, 1, user_count=4, spawn_rate=4, **form)
@@ -140,6 +141,7 @@ def test_a_bad_value_from_the_form_is_refused_with_the_command_lines_line_and_no
             ({"accounts": "many"}, "toolclash: error: --accounts 'many': give a whole number"),
             ({"scenario": "deadlock,nonsense"}, "toolclash: error: --scenario: unknown scenario 'nonsense'"),
             ({"isolation": "chaotic"}, "toolclash: error: --isolation 'chaotic': choose one of"),
+            ({"think_time": "lognormal:10s:2s"}, "toolclash: error: --think-time 'lognormal:10s:2s': the p99"),
             ({"schema": "public"}, "toolclash: error: --schema: fixed when the process starts"),
         ):
             answer = _post_json(port, "/swarm", user_count=2, spawn_rate=2, **form)

@@ -57,7 +57,7 @@ class Execution:
         # update_plan holds a pipeline's connection while it asks again on another one: two a thread.
         self._redis = redis.Redis.from_url(options.redis_url, max_connections=2 * options.threads, retry=SEND_ONCE,
                                            client_name=options.application_name)
-        self._adapter = ToolAdapter(self._pool, self._redis, options.retry, options.tool_work_s, Hook(),
+        self._adapter = ToolAdapter(self._pool, self._redis, options.retry, options.tool_work, Hook(),
                                     sleep=time.sleep)
 
     def open(self) -> None:

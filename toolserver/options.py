@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 
 import configargparse  # type: ignore[import-untyped]
 
+from db.durations import BadDuration, Duration, parse_duration
 from db.pool import ISOLATION_LEVELS, SessionSettings
 from transport.retry import RetryPolicy
 
@@ -56,7 +57,7 @@ class ServerOptions:
     deadlock_timeout_ms: int | None
     lock_timeout_ms: int
     retry: RetryPolicy
-    tool_work_s: float
+    tool_work: Duration
     hold_s: float
     queue_capacity: int
     careless: bool  # each tool's careless version (toolserver.careless)
@@ -121,8 +122,9 @@ def _parser() -> _Parser:
                            help="ms: backoff ceiling after the first failure, doubled per retry (default: 10)")
     execution.add_argument("--backoff-max", type=float, default=500.0, help="ms: the backoff ceiling (default: 500)")
     tools = parser.add_argument_group("tools")
-    tools.add_argument("--tool-work", type=float, default=5.0,
-                       help="ms of work a tool does between its statements (default: 5)")
+    tools.add_argument("--tool-work", type=_duration, default=parse_duration("5"),
+                       help="ms of work a tool does between its statements, or a distribution drawn at each"
+                       " tx.work(), as toolclash's --tool-work (default: 5)")
     tools.add_argument("--hold-time", type=float, default=50.0,
                        help="pool_exhaustion: ms summarize_accounts keeps its connection (default: 50)")
     tools.add_argument("--queue-capacity", type=int, default=50,
@@ -132,6 +134,14 @@ def _parser() -> _Parser:
     for action in _options(parser):
         setattr(action, "env_var", _variable(action.dest))  # what configargparse reads it from  # noqa: B010
     return parser
+
+
+def _duration(text: str) -> Duration:
+    """--tool-work's value; argparse shows the refusal's own words (not 'invalid value')."""
+    try:
+        return parse_duration(text)
+    except BadDuration as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
 
 
 def _options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
@@ -176,7 +186,7 @@ def parse_options(argv: Sequence[str], environ: Mapping[str, str] | None = None)
 
     for dest, least in (("port", 0), ("threads", 1), ("processes", 1), ("pool_size", 1), ("pool_timeout", 0),
                         ("lock_timeout", 0), ("deadlock_timeout", 1), ("max_tries", 1), ("backoff_base", 0),
-                        ("backoff_max", 0), ("tool_work", 0), ("hold_time", 0), ("queue_capacity", 1)):
+                        ("backoff_max", 0), ("hold_time", 0), ("queue_capacity", 1)):
         if values[dest] is not None and values[dest] < least:
             raise BadOption(f"{named(dest, format(values[dest], 'g'))} is below its least value, {least}")
     if given.port > 65535:
@@ -192,6 +202,6 @@ def parse_options(argv: Sequence[str], environ: Mapping[str, str] | None = None)
         processes=given.processes, stateless=given.stateless, json_response=given.json_response,
         isolation=given.isolation, deadlock_timeout_ms=given.deadlock_timeout, lock_timeout_ms=given.lock_timeout,
         retry=RetryPolicy(given.max_tries, given.backoff_base / 1000.0, given.backoff_max / 1000.0),
-        tool_work_s=given.tool_work / 1000.0, hold_s=given.hold_time / 1000.0, queue_capacity=given.queue_capacity,
+        tool_work=given.tool_work, hold_s=given.hold_time / 1000.0, queue_capacity=given.queue_capacity,
         careless=given.careless, from_environment=from_environment,
     )

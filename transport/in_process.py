@@ -28,6 +28,7 @@ import psycopg
 import redis
 from psycopg.pq import TransactionStatus
 
+from db.durations import Duration
 from db.errors import Failure, classify
 from db.tool import Arguments, Tool, Transaction
 from transport.call_record import CallRecord, Outcome
@@ -59,7 +60,7 @@ class ToolAdapter:
         pool: ConnectionLender,
         redis_client: redis.Redis | None,
         policy: RetryPolicy,
-        tool_work_s: float,
+        tool_work: Duration,
         call_finished: CallHook,
         call_started: CallHook | None = None,
         sleep: Callable[[float], None] = gevent.sleep,
@@ -67,7 +68,7 @@ class ToolAdapter:
         self._pool = pool
         self._redis = redis_client
         self._policy = policy
-        self._tool_work_s = tool_work_s
+        self._tool_work = tool_work
         self._call_started = call_started
         self._backoff_rng = random.Random()
         # How a call waits (its backoff, its tool's work): on the hub for the load's greenlets; a
@@ -174,7 +175,7 @@ class ToolAdapter:
                     record.pool_waits_s.append(perf_counter() - asked_at)
             # A tool that declares its arguments gets no seed: it executes from them alone.
             tx = Transaction(record.op_id, agent_id, seed if record.arguments is None else None, conn, self._redis,
-                             self._tool_work_s, self._sleep)
+                             self._tool_work, self._sleep)
             record.value = tool.run(tx, **(record.arguments or {}))
             if conn is not None:
                 committing = True

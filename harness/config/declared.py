@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from db.durations import parse_duration
 from db.pool import ISOLATION_LEVELS
 from harness.config.option import Option
 
@@ -99,10 +100,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("--hold-time", 50.0,
            "pool_exhaustion: ms its tool keeps its connection, working inside its transaction (default: 50)",
            per_run=True, type=float, unit="ms", at_least=0, summarized=True),
-    Option("--tool-work", 5.0, "ms of work a tool does between its statements while holding its locks (default: 5)",
-           per_run=True, type=float, unit="ms", at_least=0, summarized=True),
-    Option("--think-time", 0.0, "ms an agent waits between two tool calls (default: 0)", per_run=True, type=float,
-           unit="ms", at_least=0, summarized=True),
+    # Durations: ms, or a distribution each one is drawn from (db.durations).
+    Option("--tool-work", "5",
+           "ms of work a tool does between its statements while holding its locks, or a distribution drawn at each"
+           " tx.work(), in process only: lognormal:MEDIAN:P99, uniform:LOW:HIGH, exponential:MEAN, empirical:V1,V2,..."
+           " (a unit may follow each value: 500ms, 2s) (default: 5)", per_run=True, type=parse_duration, unit="ms",
+           summarized=True),
+    Option("--think-time", "0",
+           "ms an agent waits between two tool calls, or a distribution drawn at each wait, as for --tool-work, e.g."
+           " lognormal:2s:10s (default: 0)", per_run=True, type=parse_duration, unit="ms", summarized=True),
     Option("--calls-per-turn", "1",
            "tool calls per agent turn, run at once, drawn by weight: CALLS:WEIGHT comma-separated, e.g."
            " 1:60,2:25,4:15 (default: 1, one call after the other)", per_run=True, summarized=True),

@@ -10,7 +10,9 @@ refused with one line rather than silently not done:
 - a tool without an arguments step (a user's plain `f(tx)` drawing from `tx.rng`): only its
   arguments could travel, and the server has no seed to draw them from (a tool of backend "mcp"
   runs in the load's process, and calls the server's tools itself: it may draw from `tx.rng`);
-- with the builtin server, --tools-module: it serves the built-in tools only;
+- with the builtin server, --tools-module: it serves the built-in tools only, and a --tool-work
+  drawn from a distribution: that is drawn in the load's processes only (the reference server
+  takes one of its own: python -m toolserver --tool-work lognormal:...);
 - with --mcp-url, the options that shape only the tools' execution (--tool-work, --hold-time,
   --pool-size, --pool-timeout, --deadlock-timeout, --lock-timeout): they are your server's to set,
   and --isolation-matrix: the server's isolation level is its own, one per run of the matrix.
@@ -132,6 +134,10 @@ def _builtin(options: Any, server: str, token: str | None) -> McpTarget:
         if value:
             raise BadOption(f"{flag}: the {server} server toolclash starts serves plain HTTP on 127.0.0.1 and asks"
                             " for no token: that option is for --mcp-url")
+    if not options.tool_work.is_constant:
+        raise BadOption(f"--tool-work {options.tool_work}: a distribution of the tools' work is drawn in the load's"
+                        f" processes only; with --mcp-server give a constant (ms), or start python -m toolserver"
+                        f" --tool-work {options.tool_work} yourself and name it with --mcp-url")
     return McpTarget(server, era=options.mcp_era)
 
 
@@ -153,9 +159,10 @@ def _user_server(options: Any, url: str, token: str | None) -> McpTarget:
         raise BadOption(f"--mcp-ca-file {ca_file}: cannot read it")
     for dest in _EXECUTION_ONLY:
         value, option = getattr(options, dest), _DEFAULTS[dest]
-        if value != option.default:
+        if value != option.typed(option.default):
             unit = f" {option.unit}" if option.unit else ""
-            raise BadOption(f"{option.flag} {value:g}{unit} shapes the tools' execution, which is your MCP server's"
+            shown = f"{value:g}{unit}" if isinstance(value, int | float) else str(value)  # a duration: as given
+            raise BadOption(f"{option.flag} {shown} shapes the tools' execution, which is your MCP server's"
                             f" (--mcp-url): set it on the server, not here")
     if options.isolation_matrix:
         raise BadOption("--isolation-matrix runs once per isolation level, and your MCP server's level is its own:"

@@ -12,6 +12,10 @@ from typing import Any, NoReturn
 __all__ = ["BadOption", "Option"]
 
 
+# What a number's option says of a text that is not one.
+_NOT_A: dict[Callable[[str], Any], str] = {int: "give a whole number", float: "give a number"}
+
+
 class BadOption(ValueError):
     """An option's value makes no sense; the message names the option and the value."""
 
@@ -28,6 +32,10 @@ class Option:
     # forwards the master's to every worker with each spawn message) and offered by the web UI's
     # start form. Fixed: read once when the process starts (the servers reached, the schema claimed).
     per_run: bool
+    # What the option's text means. int and float are typed by Locust's parser; any other type
+    # (a duration: db.durations) is left as text there, as its default is, and typed by `typed` at
+    # each test start: the web UI's form writes what it posts into parsed_options converted to the
+    # type of the value there, so any of the type's forms must be a str there.
     type: Callable[[str], Any] = str
     choices: tuple[str, ...] | None = None
     switch: bool = False  # a flag without a value: on when given
@@ -58,11 +66,11 @@ class Option:
         given: dict[str, Any] = {"env_var": self.env_var, "default": self.default, "help": self.help}
         if self.switch:
             return {**given, "action": "store_true"}
-        return {**given, "type": None if self.type is str else self.type, "choices": self.choices}
+        return {**given, "type": self.type if self.type in (int, float) else None, "choices": self.choices}
 
     def typed(self, value: Any) -> Any:
-        """`value` as this option's type: argparse gives it typed, the web UI's form as text
-        ('' for an option without a default: none)."""
+        """`value` as this option's type: argparse gives an int or a float typed, the web UI's form
+        and any other type as text ('' for an option without a default: none)."""
         given = value
         if isinstance(value, str):
             text = value.strip()
@@ -71,8 +79,8 @@ class Option:
             if self.type is not str:
                 try:
                     value = self.type(text)
-                except ValueError:
-                    self._refuse(given, "give a whole number" if self.type is int else "give a number")
+                except ValueError as exc:  # a type of its own says what it wants
+                    self._refuse(given, _NOT_A.get(self.type, str(exc)))
         if isinstance(value, float) and not math.isfinite(value):
             self._refuse(given, "give a finite number")
         if self.choices is not None and value not in self.choices:

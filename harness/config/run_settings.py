@@ -60,11 +60,22 @@ def _chaos(settings: Settings) -> dict[str, Any]:
     return {"chaos": [[f.kind, f.every_s, f.share] for f in settings.chaos]}
 
 
+def _duration(dest: str) -> Callable[[Settings], dict[str, Any]]:
+    """A duration's summary (db.durations): a constant as its ms, as before a duration could be a
+    distribution (the same summary, the same fingerprint); a distribution as given."""
+    def shown(settings: Settings) -> dict[str, Any]:
+        duration = settings.as_given[dest]
+        return {f"{dest}_ms": round(duration.params[0] * 1000, 6) if duration.is_constant else str(duration)}
+    return shown
+
+
 # The summarized options shown resolved rather than as given, by dest: the scenarios run and their
 # tools' weights (not the names asked for), the tools module's content (its path may differ from
-# host to host), the faults parsed, the calls per turn as parsed (however spaced).
+# host to host), the faults parsed, the calls per turn as parsed (however spaced), the durations
+# (harness.config.declared's).
 _RESOLVED: dict[str, Callable[[Settings], dict[str, Any]]] = {
     "scenario": _scenarios, "tools_module": _tools_module, "chaos": _chaos, "calls_per_turn": _calls_per_turn,
+    "tool_work": _duration("tool_work"), "think_time": _duration("think_time"),
 }
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from db.durations import Duration
 from db.pool import ISOLATION_LEVELS
 from db.redis_keys import RedisKeys
 from harness.config.declared import DEFAULT_POOL_SIZE, OPTIONS, RUN_OPTIONS
@@ -110,8 +111,8 @@ class Settings:
     retry: RetryPolicy
     deadlock_timeout_ms: int | None
     lock_timeout_ms: int
-    tool_work_s: float
-    think_time_s: float
+    tool_work: Duration  # each tx.work(), in process
+    think_time: Duration  # each wait of an agent between two calls
     report_json: str | None
     isolation_matrix: bool = False
     required_levels: tuple[str, ...] = ()  # with isolation_matrix: the levels that must pass, besides the strongest
@@ -201,8 +202,8 @@ class Settings:
             retry=RetryPolicy(options.max_tries, options.backoff_base / 1000.0, options.backoff_max / 1000.0),
             deadlock_timeout_ms=options.deadlock_timeout,
             lock_timeout_ms=options.lock_timeout,
-            tool_work_s=options.tool_work / 1000.0,
-            think_time_s=options.think_time / 1000.0,
+            tool_work=options.tool_work,
+            think_time=options.think_time,
             report_json=options.report_json,
             isolation_matrix=options.isolation_matrix,
             required_levels=required_levels,

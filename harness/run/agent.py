@@ -19,16 +19,17 @@ class Agent(User):
 
     def on_start(self) -> None:
         self._load = load_of(self.environment)
-        self._think_time_s = self._load.settings.think_time_s
         self.agent_id, self._rng = self._load.next_agent()
         self._turns = 0
+        self._think_time = self._load.think_times(self.agent_id)
         self._load.open_agent(self.agent_id)
 
     def on_stop(self) -> None:
         self._load.close_agent(self.agent_id)
 
     def wait_time(self) -> float:
-        return self._think_time_s
+        # Locust sleeps it between two tasks and ends that sleep at once when the agent is stopped.
+        return self._think_time()
 
     @task
     def take_turn(self) -> None:

@@ -94,7 +94,7 @@ class InProcessLink:
         # command sent once (see db.session.SEND_ONCE: a resent script could apply twice).
         self._redis = redis.Redis.from_url(self._redis_url, max_connections=_AS_MANY_AS_AGENTS_WANT, retry=SEND_ONCE,
                                            client_name=load_application_name(settings.schema, self._process_index))
-        self._adapter = ToolAdapter(self._pool, self._redis, settings.retry, settings.tool_work_s, *self._hooks)
+        self._adapter = ToolAdapter(self._pool, self._redis, settings.retry, settings.tool_work, *self._hooks)
         return None
 
     def open_agent(self, agent_id: str) -> None:

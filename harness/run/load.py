@@ -11,6 +11,7 @@ import time
 import weakref
 from bisect import bisect
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import gevent
@@ -149,6 +150,13 @@ class Load:
         agent_id = f"p{self._process_index}-a{next(self._agent_numbers)}"
         # A str seed is hashed with SHA-512, the same in every process (unlike hash()).
         return agent_id, random.Random(f"{self._seed}:{agent_id}")
+
+    def think_times(self, agent_id: str) -> Callable[[], float]:
+        """The agent's think times (--think-time), in seconds, each drawn when asked for from a
+        random source of their own, seeded from the test's seed and the agent's id: the same seed
+        gives the same think times, and drawing them moves nothing of what the agent's tools and
+        arguments are drawn from (`next_agent`)."""
+        return partial(self.settings.think_time.sample, random.Random(f"{self._seed}:{agent_id}:think"))
 
     def start(self, agents: int, seed: int) -> dict | None:
         """Open the pool (all its connections ready before the first call) and a fresh Metrics,

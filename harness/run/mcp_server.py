@@ -87,7 +87,7 @@ class McpServer:
                       "--pool-timeout", f"{given['pool_timeout']:g}", "--isolation", settings.isolation,
                       "--lock-timeout", str(given["lock_timeout"]), "--max-tries", str(given["max_tries"]),
                       "--backoff-base", f"{given['backoff_base']:g}", "--backoff-max", f"{given['backoff_max']:g}",
-                      "--tool-work", f"{given['tool_work']:g}", "--hold-time", f"{given['hold_time']:g}",
+                      "--tool-work", str(given["tool_work"]), "--hold-time", f"{given['hold_time']:g}",
                       "--queue-capacity", str(given["queue_capacity"])]
         if given["deadlock_timeout"] is not None:
             self._args += ["--deadlock-timeout", str(given["deadlock_timeout"])]
