@@ -368,6 +368,8 @@ class RunSettings(TypedDict):
     think_time_ms: float | str
     calls_per_turn: str
     same_key: float
+    trace: str | None  # --trace's path, as given
+    trace_sha256: str | None
     pool_size: int | None
     pool_timeout_s: float
     max_tries: int

@@ -116,6 +116,10 @@ OPTIONS: tuple[Option, ...] = (
            "the chance, 0 to 1, that a later call of a turn takes a key (account, counter, team) an earlier call"
            " of the turn took (default: 0, keys drawn apart)", per_run=True, type=float, at_least=0,
            summarized=True),
+    Option("--trace", None,
+           "a JSON-lines file of a real agent's turns (think time, calls, tool names and arguments) the agents"
+           " replay instead of --think-time, --calls-per-turn and --same-key (default: none, the turn model)",
+           per_run=True, summarized=True),
     Option("--pool-size", None,
            f"connections per load process (default: one per agent on that process, at most {DEFAULT_POOL_SIZE};"
            " half of that when pool_exhaustion runs)", per_run=True, type=int, at_least=1, summarized=True),

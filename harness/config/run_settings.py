@@ -56,6 +56,11 @@ def _calls_per_turn(settings: Settings) -> dict[str, Any]:
     return {"calls_per_turn": str(weights[0][0]) if len(weights) == 1 else ",".join(f"{c}:{w}" for c, w in weights)}
 
 
+def _trace(settings: Settings) -> dict[str, Any]:
+    trace = settings.trace
+    return {"trace": trace.path if trace else None, "trace_sha256": trace.sha256 if trace else None}
+
+
 def _chaos(settings: Settings) -> dict[str, Any]:
     return {"chaos": [[f.kind, f.every_s, f.share] for f in settings.chaos]}
 
@@ -72,9 +77,11 @@ def _duration(dest: str) -> Callable[[Settings], dict[str, Any]]:
 # The summarized options shown resolved rather than as given, by dest: the scenarios run and their
 # tools' weights (not the names asked for), the tools module's content (its path may differ from
 # host to host), the faults parsed, the calls per turn as parsed (however spaced), the durations
-# (harness.config.declared's).
+# (harness.config.declared's), the trace's path as given and its content's digest (a worker reads
+# the master's path: a worker with another file has another digest, so another fingerprint).
 _RESOLVED: dict[str, Callable[[Settings], dict[str, Any]]] = {
     "scenario": _scenarios, "tools_module": _tools_module, "chaos": _chaos, "calls_per_turn": _calls_per_turn,
+    "trace": _trace,
     "tool_work": _duration("tool_work"), "think_time": _duration("think_time"),
 }
 

@@ -19,6 +19,7 @@ from harness.config.mcp import McpTarget, mcp_target
 from harness.config.option import BadOption
 from harness.config.shapes import SHAPES
 from harness.config.sla import DEFAULT_SLA_FILE, BadSlaFile, Rule, load_rules
+from harness.config.trace import Trace, load_trace, refuse_turn_model_options
 from harness.config.turns import CallsPerTurn, calls_per_turn, same_key
 from harness.faults.chaos import BadChaos, Fault, parse_chaos
 from tasks.scenarios import Scenario, ScenarioParams, UnknownScenario, select
@@ -133,6 +134,8 @@ class Settings:
     # of it takes an earlier one's key (harness.run.turns).
     calls_per_turn: CallsPerTurn = CallsPerTurn(((1, 1),))
     same_key: float = 0.0
+    # --trace: the turns the agents replay instead of the turn model's (harness.run.planners).
+    trace: Trace | None = None
     # The load-shaping options (declared `summarized`) as given, typed, by dest: the settings
     # summary shows them so (harness.config.run_settings).
     as_given: dict[str, Any] = field(default_factory=dict)
@@ -189,6 +192,9 @@ class Settings:
             raise BadOption(f"--chaos {options.chaos!r}: {exc}") from None
         mcp = mcp_target(options, scenarios, params, chaos)
         turn_calls = calls_per_turn(options.calls_per_turn)
+        trace = load_trace(options.trace, scenarios, params) if options.trace else None
+        if trace is not None:
+            refuse_turn_model_options(options)
         return cls(
             pg_dsn=options.pg_dsn or None,
             redis_url=options.redis_url or None,
@@ -222,6 +228,7 @@ class Settings:
             mcp=mcp,
             calls_per_turn=turn_calls,
             same_key=same_key(options.same_key),
+            trace=trace,
             as_given={o.dest: getattr(options, o.dest) for o in OPTIONS if o.summarized},
         )
 
@@ -235,8 +242,9 @@ class Settings:
         return max((target, *(self.shape_stages or ())))
 
     def calls_at_once(self, agents: int) -> int:
-        """The most calls `agents` agents run at once: each its turn's, at most --calls-per-turn's most."""
-        return agents * self.calls_per_turn.most
+        """The most calls `agents` agents run at once: each its turn's, at most --calls-per-turn's
+        most, or the trace's."""
+        return agents * (self.trace.most_calls if self.trace is not None else self.calls_per_turn.most)
 
     def pool_size_for(self, agents: int) -> int:
         """The pool of one load process that runs `agents` agents: a connection per call they

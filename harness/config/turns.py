@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 from harness.config.option import BadOption
 
-__all__ = ["CallsPerTurn", "calls_per_turn", "same_key"]
+__all__ = ["MOST_CALLS", "CallsPerTurn", "calls_per_turn", "same_key"]
 
 # More calls than this in one turn is no agent's batch, and the pool and threads are sized by it.
-_MOST_CALLS = 64
+MOST_CALLS = 64
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,8 @@ def calls_per_turn(text: str) -> CallsPerTurn:
             calls, weight = int(calls_text), int(weight_text) if weight_text else 1
         except ValueError:
             raise refuse(f"{part.strip()!r} is not CALLS or CALLS:WEIGHT in whole numbers") from None
-        if not 1 <= calls <= _MOST_CALLS:
-            raise refuse(f"{calls} calls: give 1 to {_MOST_CALLS}")
+        if not 1 <= calls <= MOST_CALLS:
+            raise refuse(f"{calls} calls: give 1 to {MOST_CALLS}")
         if weight < 0:
             raise refuse(f"weight {weight}: give 0 or more")
         if calls in weights:
