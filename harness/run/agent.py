@@ -1,13 +1,14 @@
 """The agent: a Locust user that takes turns, each a batch of tool calls run at once
-(harness.run.turns; one call per turn by default), and thinks between two (its wait_time)."""
+(harness.run.turns; one call per turn by default), and thinks between two (its wait_time); its
+planner (harness.run.planners) draws them from the turn model, or replays a trace's."""
 
 from __future__ import annotations
 
 from locust import User, task
-from locust.exception import StopUser
+from locust.exception import RescheduleTask, StopUser
 
 from harness.run.load import load_of
-from harness.run.turns import plan_turn, run_turn
+from harness.run.turns import run_turn
 
 __all__ = ["Agent"]
 
@@ -19,9 +20,8 @@ class Agent(User):
 
     def on_start(self) -> None:
         self._load = load_of(self.environment)
-        self.agent_id, self._rng = self._load.next_agent()
-        self._turns = 0
-        self._think_time = self._load.think_times(self.agent_id)
+        self.agent_id, rng = self._load.next_agent()
+        self._planner = self._load.planner(self.agent_id, rng)
         self._load.open_agent(self.agent_id)
 
     def on_stop(self) -> None:
@@ -29,14 +29,13 @@ class Agent(User):
 
     def wait_time(self) -> float:
         # Locust sleeps it between two tasks and ends that sleep at once when the agent is stopped.
-        return self._think_time()
+        return self._planner.think()
 
     @task
     def take_turn(self) -> None:
         adapter = self._load.adapter
         if adapter is None:
             raise StopUser()  # the load could not start (its pool did not open): the run is ending
-        settings = self._load.settings
-        self._turns += 1
-        turn = plan_turn(self._turns, self._rng, self._load.toolbox.pick, settings.calls_per_turn, settings.same_key)
-        self._load.record_turn(run_turn(adapter, self.agent_id, turn))
+        if self._planner.thinks_first():
+            raise RescheduleTask()  # Locust waits (wait_time: the first turn's think), then asks again
+        self._load.record_turn(run_turn(adapter, self.agent_id, self._planner.next_turn()))

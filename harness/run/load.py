@@ -22,6 +22,7 @@ from db.tool import Tool
 from harness.config.settings import Settings
 from harness.run.links import DRAIN_TIMEOUT_S, InProcessLink, Link, McpLink
 from harness.run.locust_requests import told_to
+from harness.run.planners import ModelPlanner, Planner, TracePlanner
 from harness.watch.metrics import Metrics
 from harness.watch.turn_stats import TurnFigures
 from transport.call_record import Outcome
@@ -97,6 +98,7 @@ class Load:
         # This test's link to the tools; None before the first test, after each, or when it could not open.
         self._link: Link | None = None
         self._agent_numbers = itertools.count(1)
+        self._trace_agents = itertools.count(0)
         self._seed = 0
         self._process_index = process_index
         self._sampler: gevent.Greenlet | None = None
@@ -158,6 +160,15 @@ class Load:
         arguments are drawn from (`next_agent`)."""
         return partial(self.settings.think_time.sample, random.Random(f"{self._seed}:{agent_id}:think"))
 
+    def planner(self, agent_id: str, rng: random.Random) -> Planner:
+        """What the agent asks for its turns: the turn model's draws from `rng` (next_agent's), or
+        with --trace the next of this process's block of the trace's agents (harness.run.planners)."""
+        trace = self.settings.trace
+        if trace is None:
+            return ModelPlanner(self.settings, rng, self.toolbox.pick, self.think_times(agent_id))
+        _, turns = trace.agents[next(self._trace_agents) % len(trace.agents)]
+        return TracePlanner(turns, rng)
+
     def start(self, agents: int, seed: int) -> dict | None:
         """Open the pool (all its connections ready before the first call) and a fresh Metrics,
         and number the agents from 1 again; None, or what kept the load from starting (also kept
@@ -166,6 +177,8 @@ class Load:
         self._totals = dict.fromkeys(self._totals, 0)
         self._seed = seed
         self._agent_numbers = itertools.count(1)
+        # This process's agents take the trace's agents from its own block on: `agents` each.
+        self._trace_agents = itertools.count(self._process_index * agents)
         link = self._new_link()
         failure = link.open(agents)
         if failure is not None:
