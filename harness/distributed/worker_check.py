@@ -3,7 +3,8 @@
 Locust copies the master's options into every worker with each spawn message, and the per-run
 ones are read from there (harness.config.run_settings). A few cannot simply be copied: a worker connects
 to the servers itself, finds the schema's Redis keys by the schema's name, reads the tools
-module from a file on its own host, and over MCP calls the master's MCP server (--mcp-url, or the
+module from a file on its own host, reads --trace at the master's path on its own host (the same
+bytes, by their SHA-256), and over MCP calls the master's MCP server (--mcp-url, or the
 one the master starts for --mcp-server, whose URL it tells at each test start), in the same era,
 with the same token (--mcp-ca-file is a path on the worker's own host, which it may give). The
 master tells its workers these at each test start (Message.CHECK, before it spawns any agent); a
@@ -51,6 +52,9 @@ class Shared:
     mcp_token: str | None = field(default=None, repr=False)
     mcp_ca_file: str | None = None
     mcp_insecure: bool | None = None
+    # --trace, the master's: a worker replays the file at the master's path, which must be the same file.
+    trace: str | None = None
+    trace_digest: str | None = None
 
     @classmethod
     def given_to_worker(cls, options: Any) -> Shared:
@@ -64,10 +68,11 @@ class Shared:
 
     @classmethod
     def of_master(cls, pg_dsn: str, redis_url: str, schema: str, tools_module: str | None,
-                  tools_digest: str | None, fixed: dict[str, Any]) -> Shared:
-        """What a master sends: its servers, schema and tools module, and its MCP options as given."""
+                  tools_digest: str | None, fixed: dict[str, Any], trace: str | None = None,
+                  trace_digest: str | None = None) -> Shared:
+        """What a master sends: its servers, schema, tools module and trace, and its MCP options as given."""
         return cls(pg_dsn, redis_url, schema, tools_module, tools_digest,
-                   **{dest: fixed[dest] for dest in _MCP_OPTIONS})
+                   **{dest: fixed[dest] for dest in _MCP_OPTIONS}, trace=trace, trace_digest=trace_digest)
 
     def as_message(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,7 +99,7 @@ def refusal(own: Shared, master: Shared) -> str | None:
         if mine is not None and mine != theirs:
             return (f"{flag}: this worker was started with {redact(mine)} but the master runs {redact(theirs)}:"
                     f" start workers without {flag} (they take the master's) or with the master's value")
-    return _mcp_refusal(own, master) or _tools_refusal(own.tools_module, master)
+    return _mcp_refusal(own, master) or _tools_refusal(own.tools_module, master) or _trace_refusal(master)
 
 
 def _mcp_refusal(own: Shared, master: Shared) -> str | None:
@@ -132,6 +137,21 @@ def _tools_refusal(own_path: str | None, master: Shared) -> str | None:
         load_tools_module(path)
     except BadToolsModule as exc:
         return f"{exc} (on this worker)"
+    return None
+
+
+def _trace_refusal(master: Shared) -> str | None:
+    if master.trace is None:
+        return None
+    theirs = f"{master.trace} (sha256 {master.trace_digest[:12]})"
+    try:
+        digest = file_digest(master.trace)
+    except OSError as exc:
+        return (f"--trace: the master replays {theirs} but this worker cannot read {master.trace}"
+                f" ({exc.strerror or exc}): copy the file to the same path on this worker's host")
+    if digest != master.trace_digest:
+        return (f"--trace: this worker's {master.trace} has sha256 {digest[:12]} but the master replays {theirs}:"
+                " every process must replay the same file")
     return None
 
 

@@ -81,8 +81,10 @@ class Master(Judge):
 
     def _check(self, settings: Settings) -> list[str]:
         """Every worker checks the options it must share with this master."""
+        trace = settings.trace
         shared = Shared.of_master(self.services.pg_dsn, self.services.redis_url, settings.schema,
-                                  settings.tools_module, settings.tools_digest, self.fixed)
+                                  settings.tools_module, settings.tools_digest, self.fixed,
+                                  trace.path if trace else None, trace.sha256 if trace else None)
         message = {"test": self._test, "shared": shared.as_message()}
         return self.checks.wait(self._runner, self._test, lambda: self._runner.send_message(Message.CHECK, message))
 
