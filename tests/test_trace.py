@@ -181,6 +181,18 @@ def test_a_run_replays_the_trace_exactly_and_a_malformed_one_exits_2_before_any_
         for line in its:
             lanes[line["lane"]].append(line["turn"])
         assert all(turns_in_lane == sorted(set(turns_in_lane)) for turns_in_lane in lanes.values()), "in order"
+    # The trace's think time, waited before each turn: from the last completion of one turn of
+    # the planner (agent 1) to the first invocation of its next (a sleep ends no earlier; 5 ms for the clocks' ticks).
+    turns = dict(agents)["planner"]
+    ended, began = defaultdict(int), defaultdict(lambda: float("inf"))
+    for line in lines:
+        if line.get("agent") == "p0-a1":
+            if line["type"] == "invoke":
+                began[line["turn"]] = min(began[line["turn"]], line["time"])
+            else:
+                ended[line["turn"]] = max(ended[line["turn"]], line["time"])
+    gaps = [(began[n + 1] - ended[n]) / 1e9 - turns[n % len(turns)].think_s for n in ended if n + 1 in began]
+    assert len(gaps) >= 2 and min(gaps) > -0.005, gaps
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"agent": "a1", "calls": [{"tool": "deduct_credits"}]}\n{"agent": "a1", "calls": [{"tool":'

@@ -20,8 +20,8 @@ class Agent(User):
 
     def on_start(self) -> None:
         self._load = load_of(self.environment)
-        self.agent_id, rng = self._load.next_agent()
-        self._planner = self._load.planner(self.agent_id, rng)
+        self.agent_id, self._rng = self._load.next_agent()
+        self._planner = self._load.planner(self.agent_id, self._rng)
         self._load.open_agent(self.agent_id)
 
     def on_stop(self) -> None:
