@@ -116,6 +116,10 @@ OPTIONS: tuple[Option, ...] = (
            "the chance, 0 to 1, that a later call of a turn takes a key (account, counter, team) an earlier call"
            " of the turn took (default: 0, keys drawn apart)", per_run=True, type=float, at_least=0,
            summarized=True),
+    Option("--writes", "guarded",
+           "workflows: a write from what its agent read earlier is blind (written whatever changed since: lost"
+           " updates) or guarded (refused when the version read changed) (default: guarded)", per_run=True,
+           choices=("blind", "guarded"), summarized=True),
     Option("--pool-size", None,
            f"connections per load process (default: one per agent on that process, at most {DEFAULT_POOL_SIZE};"
            " half of that when pool_exhaustion runs)", per_run=True, type=int, at_least=1, summarized=True),

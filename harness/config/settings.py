@@ -133,6 +133,8 @@ class Settings:
     # of it takes an earlier one's key (harness.run.turns).
     calls_per_turn: CallsPerTurn = CallsPerTurn(((1, 1),))
     same_key: float = 0.0
+    # A workflow's write from its agent's read (harness.run.memory): "blind" or "guarded".
+    writes: str = "guarded"
     # The load-shaping options (declared `summarized`) as given, typed, by dest: the settings
     # summary shows them so (harness.config.run_settings).
     as_given: dict[str, Any] = field(default_factory=dict)
@@ -222,6 +224,7 @@ class Settings:
             mcp=mcp,
             calls_per_turn=turn_calls,
             same_key=same_key(options.same_key),
+            writes=options.writes,
             as_given={o.dest: getattr(options, o.dest) for o in OPTIONS if o.summarized},
         )
 

@@ -22,6 +22,7 @@ class Agent(User):
         self.agent_id, self._rng = self._load.next_agent()
         self._turns = 0
         self._think_time = self._load.think_times(self.agent_id)
+        self._memory = self._load.memory()
         self._load.open_agent(self.agent_id)
 
     def on_stop(self) -> None:
@@ -38,5 +39,6 @@ class Agent(User):
             raise StopUser()  # the load could not start (its pool did not open): the run is ending
         settings = self._load.settings
         self._turns += 1
-        turn = plan_turn(self._turns, self._rng, self._load.toolbox.pick, settings.calls_per_turn, settings.same_key)
-        self._load.record_turn(run_turn(adapter, self.agent_id, turn))
+        turn = plan_turn(self._turns, self._rng, self._load.toolbox.pick, settings.calls_per_turn, settings.same_key,
+                         self._memory)
+        self._load.record_turn(run_turn(adapter, self.agent_id, turn, self._memory))
