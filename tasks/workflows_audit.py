@@ -80,10 +80,11 @@ def _stale_detail(kind: str, stale: list[tuple[Any, ...]]) -> str:
     for op_id, key, read, overwrote, stale_ms, lost in stale[:SHOW_AT_MOST]:
         lost = lost or []
         unnamed = overwrote - read - len(lost)
-        named = listing_ids(lost) + (f" and {unnamed} write(s) that record no version" if unnamed else "")
+        named = ", ".join(filter(None, (listing_ids(lost), f"{unnamed} write(s) that record no version" if unnamed
+                                        else "")))
         shown.append(f"write {op_id} read {kind} {key} at version {read}"
                      f" {'at a time not known' if stale_ms is None else f'{stale_ms} ms before'}"
-                     f" and overwrote version {overwrote}, losing {overwrote - read} update(s): {named or 'none named'}")
+                     f" and overwrote version {overwrote}, losing {overwrote - read} update(s): {named}")
     return f"{len(stale)} writes from stale reads: " + "; ".join(shown) + (" …" if len(stale) > SHOW_AT_MOST else "")
 
 
