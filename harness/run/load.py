@@ -20,9 +20,9 @@ from locust.event import EventHook
 
 from db.tool import Tool
 from harness.config.settings import Settings
-from harness.run.memory import Memory
 from harness.run.links import DRAIN_TIMEOUT_S, InProcessLink, Link, McpLink
 from harness.run.locust_requests import told_to
+from harness.run.memory import Memory
 from harness.watch.metrics import Metrics
 from harness.watch.turn_stats import TurnFigures
 from transport.call_record import Outcome
