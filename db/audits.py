@@ -38,6 +38,7 @@ ANOMALIES = (
     "unacknowledged_jobs",
     "cross_service_mismatches",
     "failed_but_applied",
+    "stale_writes",
 )
 
 

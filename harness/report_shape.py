@@ -21,12 +21,12 @@ __all__ = [
     "LostWorker", "MatrixFile", "MatrixRow", "McpAttempts", "McpReplies", "McpSessions", "McpTransport", "Measured",
     "NotMeasurable", "Pool", "PoolAtRest", "PoolSample", "Report", "Run", "RunPace", "RunSettings", "SamplerSchedule",
     "ServerCounters", "ServerDescription", "SlaResult", "Stage", "StageSla", "TimeseriesRow", "ToolFigures",
-    "Transport", "Turns", "Verdict", "WorkerTotals", "Workers",
+    "Transport", "Turns", "Verdict", "VersionsBehind", "WorkerTotals", "Workers", "WorkflowFigures", "Workflows",
 ]
 
 # The report's first key. Bumped by any change a reader of the JSON would notice (a key added,
 # renamed or removed, a value of another kind), with a line in docs/report.md's "Versions".
-REPORT_VERSION = 4
+REPORT_VERSION = 5
 
 Verdict = Literal["pass", "fail"]
 
@@ -119,6 +119,31 @@ class Turns(TypedDict):
     same_key_pairs: int  # later calls that took an earlier call's key (--same-key)
     overlapping_same_key_pairs: int  # pairs of a turn's calls that shared a key and overlapped in time
     collisions: int  # of those, the pairs at least one of whose calls met a conflict
+
+
+class VersionsBehind(TypedDict):
+    """How many versions behind the data the reads of writes were (0: current), exactly."""
+
+    p50: int
+    p95: int
+    p99: int
+    max: int
+    count: int
+
+
+class WorkflowFigures(TypedDict):
+    """The succeeded writes of workflows (tasks/workflows.py), each from its agent's earlier read."""
+
+    writes: int
+    stale_writes: int  # the data had moved since the read: versions written meanwhile, or the job gone
+    behind_versions: VersionsBehind | None  # None (n/a): no write of these says versions (the queue's)
+    stale_ms: Distribution  # from the read to the write, the server's clock; reads of a time not known left out
+
+
+class Workflows(WorkflowFigures):
+    """The workflows' writes in all, and by write tool (docs/agents.md: Workflows across turns)."""
+
+    tools: dict[str, WorkflowFigures]
 
 
 class DeadlockTimeout(TypedDict):
@@ -281,6 +306,7 @@ class Measured(TypedDict):
     errors: int
     latency_ms: dict[str, Distribution]  # by distribution; a user's tool may add its own
     turns: Turns
+    workflows: Workflows
     server_counters: ServerCounters
     anomalies: dict[str, int]  # db.audits.ANOMALIES, each 0 when none was seen; a user's audit may add its own
     audit: Audit
@@ -370,6 +396,7 @@ class RunSettings(TypedDict):
     same_key: float
     trace: str | None  # --trace's path, as given
     trace_sha256: str | None
+    writes: str  # a workflow's write from its read: blind or guarded
     pool_size: int | None
     pool_timeout_s: float
     max_tries: int

@@ -19,7 +19,11 @@ from db.redis_drain import drain_stream
 from db.redis_keys import RedisKeys
 from db.tool import Transaction
 
-__all__ = ["update_plan", "update_plan_arguments", "drain_plan_log", "audit_agent_state"]
+__all__ = ["PLAN_TOOLS", "update_plan", "update_plan_arguments", "drain_plan_log", "audit_agent_state"]
+
+# The tools that change a plan, each change logged under its call's op id with the version it wrote
+# (tasks/workflows.py's write_plan_step too).
+PLAN_TOOLS = ("update_plan", "write_plan_step")
 
 
 def update_plan_arguments(rng: random.Random, *, teams: int) -> dict[str, int]:
@@ -94,7 +98,7 @@ def audit_agent_state(ctx: AuditContext, *, teams: int) -> list[Check]:
     with ctx.in_schema():
         changes = dict(conn.execute("SELECT team, count(*) FROM plan_log WHERE team IS NOT NULL GROUP BY team"))
         present, within, failed = identities_in_table(
-            conn, "plan_log", ctx.acknowledged_of(["update_plan"]), present="plan_steps_not_lost",
+            conn, "plan_log", ctx.acknowledged_of(PLAN_TOOLS), present="plan_steps_not_lost",
             within="plan_steps_within_acknowledged", failed="failed_not_in_plans", lost_anomaly="lost_updates")
         in_order = _versions_in_log_order(conn)
     wrong_versions = sorted((team, versions.get(team, 0), changes.get(team, 0)) for team in set(versions) | set(changes)

@@ -25,7 +25,7 @@ from db.audits import (
 __all__ = ["LEDGER_TOOLS", "audit_credits"]
 
 # The tools that write one ledger row per successful call.
-LEDGER_TOOLS = ("deduct_credits", "transfer_credits", "charge_usage")
+LEDGER_TOOLS = ("deduct_credits", "transfer_credits", "charge_usage", "deduct_from_read")
 
 
 def audit_credits(ctx: AuditContext) -> list[Check]:

@@ -22,7 +22,11 @@ from tasks.queue import QueueKeys, drain_queue_log
 from tasks.queue_consumers import Consumers, Found, consumers_in_log, consumers_within_dequeues, dequeues_in_log
 from tasks.queue_replay import Replay, replay_log
 
-__all__ = ["audit_queue"]
+__all__ = ["CONSUMER_TOOLS", "audit_queue"]
+
+# The tools that take a job (the consumer: the call's op id), each told the job it took in its value
+# (tasks/workflows.py's take_job too).
+CONSUMER_TOOLS = ("dequeue_job", "take_job")
 
 # The bound of a replay of every entry there is (a log Redis never had, or that was deleted).
 _EVERY_ENTRY = StreamId(2**63 - 1, 2**63 - 1)
@@ -156,7 +160,7 @@ def audit_queue(ctx: AuditContext) -> list[Check]:
     snapshot = _snapshot(ctx.redis, QueueKeys(ctx.keys))
     drain_queue_log(ctx)  # the log up to the snapshot's instant, and maybe a little more
     enqueues = ctx.acknowledged_of(["enqueue_job"])
-    dequeues = ctx.acknowledged_of(["dequeue_job"])
+    dequeues = ctx.acknowledged_of(CONSUMER_TOOLS)
     conn = ctx.conn
     with ctx.in_schema():
         copy_outcomes(conn, enqueues)

@@ -26,6 +26,22 @@ from tasks.isolation import audit_isolation, increment_counter, increment_counte
 from tasks.pool_exhaustion import audit_pool, audit_summaries, summarize_accounts
 from tasks.queue import dequeue_job, drain_queue_log, enqueue_job, enqueue_job_arguments, queue_depth
 from tasks.queue_audit import audit_queue
+from tasks.workflows import (
+    WORKFLOWS,
+    Workflow,
+    deduct_from_read,
+    deduct_from_read_arguments,
+    read_balance,
+    read_balance_arguments,
+    read_plan,
+    read_plan_arguments,
+    read_queue,
+    take_job,
+    take_job_arguments,
+    write_plan_step,
+    write_plan_step_arguments,
+)
+from tasks.workflows_audit import audit_workflows
 
 __all__ = ["ScenarioParams", "Scenario", "SCENARIOS", "WeightedTool", "UnknownScenario", "built_in_tools", "select"]
 
@@ -73,9 +89,12 @@ class Scenario:
     # Called at the start of a run with the harness's schema on the search path.
     setup: Callable[[Any], None] | None = None
     joins_default_mix: Callable[[str], bool] = field(default=lambda isolation: True)
+    # Its reads and the writes an agent makes from what it read (harness.run.memory).
+    workflows: tuple[Workflow, ...] = ()
 
 
 _ACCOUNT = (("account", "account"),)
+_TEAM = (("team", "team"),)
 
 
 def built_in_tools(p: ScenarioParams) -> dict[str, Tool]:
@@ -96,7 +115,18 @@ def built_in_tools(p: ScenarioParams) -> dict[str, Tool]:
         Tool("charge_usage", partial(charge_usage, keys=p.keys),
              arguments=partial(charge_usage_arguments, accounts=p.accounts), keys=_ACCOUNT),
         Tool("update_plan", partial(update_plan, keys=p.keys), "redis", partial(update_plan_arguments, teams=p.teams),
-             keys=(("team", "team"),)),
+             keys=_TEAM),
+        Tool("read_balance", read_balance, arguments=partial(read_balance_arguments, accounts=p.accounts),
+             keys=_ACCOUNT),
+        Tool("deduct_from_read", deduct_from_read,
+             arguments=partial(deduct_from_read_arguments, accounts=p.accounts, initial_balance=p.initial_balance),
+             keys=_ACCOUNT),
+        Tool("read_plan", partial(read_plan, keys=p.keys), "redis", partial(read_plan_arguments, teams=p.teams),
+             keys=_TEAM),
+        Tool("write_plan_step", partial(write_plan_step, keys=p.keys), "redis",
+             partial(write_plan_step_arguments, teams=p.teams), keys=_TEAM),
+        Tool("read_queue", partial(read_queue, keys=p.keys), "redis", no_arguments),
+        Tool("take_job", partial(take_job, keys=p.keys), "redis", take_job_arguments),
     )}
 
 
@@ -154,6 +184,19 @@ SCENARIOS: dict[str, Scenario] = {
             _tools("update_plan"),
             lambda p: {"agent_state": partial(audit_agent_state, teams=p.teams)},
             drain=drain_plan_log,
+        ),
+        Scenario(
+            "workflows",
+            # Producers too, for the queue's workflow to take their jobs.
+            _tools("read_balance", "deduct_from_read", "read_plan", "write_plan_step", "read_queue", "take_job",
+                   "enqueue_job"),
+            lambda p: {**_CREDITS, "agent_state": partial(audit_agent_state, teams=p.teams), "queue": audit_queue,
+                       "workflows": audit_workflows},
+            sample=lambda ctx, params: {"queue_depth": queue_depth(ctx.redis, ctx.keys)},
+            drain=lambda ctx: drain_plan_log(ctx) + drain_queue_log(ctx),
+            # Its blind writes lose updates on purpose (--writes): only where it is asked for.
+            joins_default_mix=lambda isolation: False,
+            workflows=WORKFLOWS,
         ),
     )
 }

@@ -431,13 +431,24 @@ def row_of(admin: psycopg.Connection, schema: str, query: str, op_id) -> tuple |
     return admin.execute(sql.SQL(query).format(schema=sql.Identifier(schema)), (op_id,)).fetchone()
 
 
+# The workflows' reads: a call of one leaves nothing on the servers (tasks/workflows.py).
+READS = ("read_balance", "read_plan", "read_queue")
+
+
+def holds_what_was_told(held: dict, name: str, arguments: dict) -> bool:
+    """Whether what a call left (what_the_servers_hold) is what it was told: each argument found on
+    the servers equal to the call's, and some found unless the tool reads or takes none."""
+    return held == {key: arguments[key] for key in held} and bool(held or not arguments or name in READS)
+
+
 def what_the_servers_hold(name: str, op_id, admin: psycopg.Connection, schema: str, client: redis.Redis) -> dict:
     """What call `op_id` of built-in tool `name` left on the servers, found by its op id where the
-    audits look, as arguments of its tool (compared with the call's own)."""
+    audits look, as arguments of its tool (compared with the call's own: a workflow's write's
+    others say what its agent read, and leave no trace but the write; a read leaves none)."""
     keys = RedisKeys(schema)
     ledger = row_of(admin, schema, "SELECT debit_account, credit_account, amount FROM {schema}.ledger"
                                    " WHERE op_id = %s", op_id)
-    if name in ("deduct_credits", "charge_usage"):
+    if name in ("deduct_credits", "charge_usage", "deduct_from_read"):
         debit, credit, amount = ledger
         assert credit is None
         if name == "charge_usage":
@@ -453,7 +464,12 @@ def what_the_servers_hold(name: str, op_id, admin: psycopg.Connection, schema: s
         [level] = [n for n, priority in enumerate(PRIORITIES, 1)
                    if any(job.startswith(str(op_id).encode()) for job in client.lrange(keys("queue", priority), 0, -1))]
         return {"level": level}
-    if name == "update_plan":
+    if name == "take_job":
+        [(job, level)] = [(fields[b"job"].decode(), int(fields[b"level"]))
+                          for _, fields in client.xrange(keys("queue", "log"))
+                          if fields.get(b"consumer") == str(op_id).encode() and fields[b"event"] == b"dequeue"]
+        return {"job": job, "level": level}
+    if name in ("update_plan", "write_plan_step"):
         [team] = [int(fields[b"team"]) for _, fields in client.xrange(keys("plan", "log"))
                   if fields[b"step"] == str(op_id).encode()]
         assert client.hget(keys("plan", team), "last_step") == str(op_id).encode()

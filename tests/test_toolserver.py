@@ -31,6 +31,7 @@ from tests.support import (
     acknowledged_from,
     built_in_tool,
     context_for,
+    holds_what_was_told,
     mcp_client,
     prepared_schema,
     row_of,
@@ -98,12 +99,18 @@ def test_each_tool_executes_what_the_agent_drew_under_the_op_id_it_was_given(too
             told[name] = structured = _succeeded(result)
             assert (structured["op_id"], structured["op_id_from"], structured["attempts"]) == (str(op_id), "meta", 1)
             if name != "enqueue_job":  # its job was dequeued since: the queue's log has it
-                assert what_the_servers_hold(name, op_id, admin, schema, client) == call["arguments"], name
+                held = what_the_servers_hold(name, op_id, admin, schema, client)
+                assert holds_what_was_told(held, name, call["arguments"]), (name, held, call["arguments"])
         log = [fields for _, fields in client.xrange(RedisKeys(schema)("queue", "log"))]
-    job, consumer = (str(op_ids[names.index(name)]).encode() for name in ("enqueue_job", "dequeue_job"))
+    job, consumer, taker = (str(op_ids[names.index(name)]).encode()
+                            for name in ("enqueue_job", "dequeue_job", "take_job"))
     level = str(calls[names.index("enqueue_job")]["arguments"]["level"]).encode()
+    # take_job's blind write takes the job it was told it read, which no producer queued (the audit names it).
+    taken = calls[names.index("take_job")]["arguments"]
     assert [(f[b"event"], f[b"job"], f.get(b"level"), f.get(b"consumer")) for f in log] == [
-        (b"enqueue", job, level, None), (b"dequeue", job, level, consumer), (b"ack", job, None, consumer)]
+        (b"enqueue", job, level, None), (b"dequeue", job, level, consumer), (b"ack", job, None, consumer),
+        (b"dequeue", taken["job"].encode(), str(taken["level"]).encode(), taker), (b"ack", taken["job"].encode(), None,
+                                                                                   taker)]
     assert told["dequeue_job"]["value"] == {"job": job.decode()}
     reserved = told["reserve_slot"]["value"]
     assert reserved["wrote"] is True

@@ -12,6 +12,7 @@ import random
 from contextlib import closing
 
 import gevent
+import gevent.event
 import pytest
 
 from db.pool import SessionSettings, load_application_name
@@ -160,19 +161,22 @@ def test_over_mcp_a_turns_calls_overlap_in_the_servers_transactions(toolserver, 
     deduct = built_in_tool("deduct_credits", schema)
     turn = Turn(1, tuple(PlannedCall(deduct, seed, {"account": seed, "amount": 1}) for seed in range(1, 5)), 0)
     seen: list[set[int]] = []
+    turn_over = gevent.event.Event()
 
     def watch() -> None:
-        while True:
+        # Ends between two queries: a greenlet killed in one would leave `admin` mid-command.
+        while not turn_over.is_set():
             seen.append({pid for (pid,) in admin.execute(
                 "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND xact_start IS NOT NULL",
                 (f"toolclash-toolserver:{schema}",))})
-            gevent.sleep(0.05)
+            turn_over.wait(0.05)
 
     watcher = gevent.spawn(watch)
     try:
         figures = run_turn(adapter, "p0-a1", turn)
     finally:
-        watcher.kill()
+        turn_over.set()
+        watcher.join()
         adapter.close()
         client.close()
     assert [r.outcome for r in recorder.records] == [Outcome.SUCCEEDED] * 4 and figures.calls == 4

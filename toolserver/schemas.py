@@ -23,6 +23,12 @@ OP_ID_ARGUMENT = "op_id"
 
 _ACCOUNT = (int, Field(ge=1, description="an account's id (the run's accounts are numbered from 1)"))
 _AMOUNT = (int, Field(ge=1, description="credits, a positive whole number"))
+_UUID = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+_TEAM = (int, Field(ge=1, description="a team's id, from 1"))
+_VERSION = (int, Field(ge=0, description="the version the agent read"))
+_READ_AT = (int, Field(ge=0, description="when the agent read it: ms since the epoch on the server's clock, as the"
+                                         " read said (0: not known)"))
+_GUARDED = (bool, Field(description="refused if the data changed since the read; else written whatever changed"))
 
 # By tool: a one-line description, and each argument as (type, pydantic Field).
 _TOOLS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -45,7 +51,24 @@ _TOOLS: dict[str, tuple[str, dict[str, Any]]] = {
                      " (an outbox row, relayed if the Redis half fails)",
                      {"account": _ACCOUNT, "amount": _AMOUNT}),
     "update_plan": ("Add the call's step to a team's plan in Redis and bump its version (WATCH, MULTI/EXEC)",
-                    {"team": (int, Field(ge=1, description="a team's id, from 1"))}),
+                    {"team": _TEAM}),
+    "read_balance": ("Read an account's balance and version, and when", {"account": _ACCOUNT}),
+    "deduct_from_read": ("Write the balance read less `amount` to `account` (blind, or guarded by the version read)",
+                         {"account": _ACCOUNT, "amount": _AMOUNT,
+                          "balance": (int, Field(ge=0, description="the balance the agent read")),
+                          "version": _VERSION, "read_at": _READ_AT, "guarded": _GUARDED}),
+    "read_plan": ("Read a team's plan in Redis: its version, its steps, and when", {"team": _TEAM}),
+    "write_plan_step": ("Write a team's plan's next step, counted from the steps read (blind, or guarded by the"
+                        " version read)",
+                        {"team": _TEAM, "version": _VERSION,
+                         "step": (int, Field(ge=0, description="the steps the agent read in the plan")),
+                         "read_at": _READ_AT, "guarded": _GUARDED}),
+    "read_queue": ("Read the job at the queue's head, its level, and when", {}),
+    "take_job": ("Take the job read and acknowledge it (blind, or guarded: only if still the queue's next)",
+                 {"job": (str, Field(pattern=_UUID, description="the job the agent read at the queue's head (its id,"
+                                                                " a UUID)")),
+                  "level": (Literal[1, 2, 3], Field(description="its level, as read: 1 high, 2 normal, 3 low")),
+                  "read_at": _READ_AT, "guarded": _GUARDED}),
 }
 
 DESCRIPTIONS = {name: description for name, (description, _) in _TOOLS.items()}

@@ -120,6 +120,10 @@ OPTIONS: tuple[Option, ...] = (
            "a JSON-lines file of a real agent's turns (think time, calls, tool names and arguments) the agents"
            " replay instead of --think-time, --calls-per-turn and --same-key (default: none, the turn model)",
            per_run=True, summarized=True),
+    Option("--writes", "guarded",
+           "workflows: a write from what its agent read earlier is blind (written whatever changed since: lost"
+           " updates) or guarded (refused when the version read changed) (default: guarded)", per_run=True,
+           choices=("blind", "guarded"), summarized=True),
     Option("--pool-size", None,
            f"connections per load process (default: one per agent on that process, at most {DEFAULT_POOL_SIZE};"
            " half of that when pool_exhaustion runs)", per_run=True, type=int, at_least=1, summarized=True),

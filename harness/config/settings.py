@@ -136,6 +136,8 @@ class Settings:
     same_key: float = 0.0
     # --trace: the turns the agents replay instead of the turn model's (harness.run.planners).
     trace: Trace | None = None
+    # A workflow's write from its agent's read (harness.run.memory): "blind" or "guarded".
+    writes: str = "guarded"
     # The load-shaping options (declared `summarized`) as given, typed, by dest: the settings
     # summary shows them so (harness.config.run_settings).
     as_given: dict[str, Any] = field(default_factory=dict)
@@ -229,6 +231,7 @@ class Settings:
             calls_per_turn=turn_calls,
             same_key=same_key(options.same_key),
             trace=trace,
+            writes=options.writes,
             as_given={o.dest: getattr(options, o.dest) for o in OPTIONS if o.summarized},
         )
 

@@ -106,6 +106,17 @@ def _turns_line(report: Report) -> str:
             f"{turns['overlapping_same_key_pairs']}, collisions={turns['collisions']}")
 
 
+def _workflows_line(report: Report) -> str:
+    """The workflows' writes (docs/agents.md: Workflows across turns): how many wrote from a
+    stale read, how stale (n/a: no write of the run says versions)."""
+    workflows = report["workflows"]
+    behind, ms = workflows["behind_versions"], workflows["stale_ms"]
+    versions = "n/a" if behind is None else f"p50={behind['p50']} p95={behind['p95']} max={behind['max']}"
+    return (f"workflows: {workflows['writes']} writes from reads, {workflows['stale_writes']} from stale reads;"
+            f" versions behind {versions}; ms since the read p50={_ms(ms['p50'])} p95={_ms(ms['p95'])}"
+            f" max={_ms(ms['max'])}")
+
+
 def _pool_line(report: Report) -> str:
     pool = report["pool"]
     if pool["peak_waiting"] is None and report["transport"]["kind"] == "mcp":
@@ -150,6 +161,8 @@ def format_summary(report: Report) -> str:
                  + f", errors={report['errors']}")
     lines.append("anomalies: " + ", ".join(f"{k}={v}" for k, v in report["anomalies"].items()))
     lines.append(_turns_line(report))
+    if report["workflows"]["tools"] or "workflows" in report["run"]["scenarios"]:
+        lines.append(_workflows_line(report))
     if report.get("faults"):
         lines.append(_faults_line(report))
     lines.append(_hub_line(report["hub"]))

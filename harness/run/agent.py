@@ -38,4 +38,4 @@ class Agent(User):
             raise StopUser()  # the load could not start (its pool did not open): the run is ending
         if self._planner.thinks_first():
             raise RescheduleTask()  # Locust waits (wait_time: the first turn's think), then asks again
-        self._load.record_turn(run_turn(adapter, self.agent_id, self._planner.next_turn()))
+        self._load.record_turn(run_turn(adapter, self.agent_id, self._planner.next_turn(), self._planner.memory))

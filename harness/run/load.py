@@ -22,6 +22,7 @@ from db.tool import Tool
 from harness.config.settings import Settings
 from harness.run.links import DRAIN_TIMEOUT_S, InProcessLink, Link, McpLink
 from harness.run.locust_requests import told_to
+from harness.run.memory import Memory
 from harness.run.planners import ModelPlanner, Planner, TracePlanner
 from harness.watch.metrics import Metrics
 from harness.watch.turn_stats import TurnFigures
@@ -66,6 +67,8 @@ class Toolbox:
     def __init__(self, settings: Settings) -> None:
         weighted = [wt for scenario in settings.scenarios for wt in scenario.tools(settings.params)]
         self.tools = [wt.tool for wt in weighted]
+        self.by_name = {tool.name: tool for tool in self.tools}
+        self.workflows = tuple(workflow for scenario in settings.scenarios for workflow in scenario.workflows)
         self._cumulative = list(itertools.accumulate(wt.weight for wt in weighted))
         self._total = float(self._cumulative[-1]) if self._cumulative else 0.0
 
@@ -153,6 +156,13 @@ class Load:
         # A str seed is hashed with SHA-512, the same in every process (unlike hash()).
         return agent_id, random.Random(f"{self._seed}:{agent_id}")
 
+    def memory(self) -> Memory | None:
+        """A new agent's memory of its reads, for its workflows' writes (--writes: blind or
+        guarded); None when no selected scenario has a workflow."""
+        if not self.toolbox.workflows:
+            return None
+        return Memory(self.toolbox.workflows, self.toolbox.by_name, self.settings.writes == "guarded")
+
     def think_times(self, agent_id: str) -> Callable[[], float]:
         """The agent's think times (--think-time), in seconds, each drawn when asked for from a
         random source of their own, seeded from the test's seed and the agent's id: the same seed
@@ -165,7 +175,7 @@ class Load:
         with --trace the next of this process's block of the trace's agents (harness.run.planners)."""
         trace = self.settings.trace
         if trace is None:
-            return ModelPlanner(self.settings, rng, self.toolbox.pick, self.think_times(agent_id))
+            return ModelPlanner(self.settings, rng, self.toolbox.pick, self.think_times(agent_id), self.memory())
         _, turns = trace.agents[next(self._trace_agents) % len(trace.agents)]
         return TracePlanner(turns, rng)
 

@@ -20,12 +20,17 @@ from typing import Protocol
 from db.tool import Tool
 from harness.config.settings import Settings
 from harness.config.trace import TraceTurn
+from harness.run.memory import Memory
 from harness.run.turns import PlannedCall, Turn, plan_turn
 
 __all__ = ["ModelPlanner", "Planner", "TracePlanner"]
 
 
 class Planner(Protocol):
+    # The agent's memory of its reads, for its workflows' writes (harness.run.memory); None
+    # without workflows, or when the turns are a trace's, whose calls carry their arguments.
+    memory: Memory | None
+
     def thinks_first(self) -> bool:
         """Whether the agent thinks before its first turn (Locust waits only after a task)."""
 
@@ -40,8 +45,9 @@ class ModelPlanner:
     """The turn model: calls drawn by weight, a think time drawn at each wait, none before the first turn."""
 
     def __init__(self, settings: Settings, rng: random.Random, pick: Callable[[random.Random], Tool],
-                 think: Callable[[], float]) -> None:
+                 think: Callable[[], float], memory: Memory | None) -> None:
         self._settings, self._rng, self._pick, self._think = settings, rng, pick, think
+        self.memory = memory
         self._turns = 0
 
     def thinks_first(self) -> bool:
@@ -52,11 +58,14 @@ class ModelPlanner:
 
     def next_turn(self) -> Turn:
         self._turns += 1
-        return plan_turn(self._turns, self._rng, self._pick, self._settings.calls_per_turn, self._settings.same_key)
+        return plan_turn(self._turns, self._rng, self._pick, self._settings.calls_per_turn, self._settings.same_key,
+                         self.memory)
 
 
 class TracePlanner:
     """One trace agent's turns, in order and again, each after its think time."""
+
+    memory = None
 
     def __init__(self, turns: tuple[TraceTurn, ...], rng: random.Random) -> None:
         self._trace_turns, self._rng = turns, rng

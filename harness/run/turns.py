@@ -15,6 +15,10 @@ What the turn did (harness.watch.turn_stats): its calls, its latency (from the b
 its last call's end: what the agent waits for), whether any call met a conflict, the same-key
 pairs drawn, and, over all pairs of its calls, those that shared a key and overlapped in time,
 and of those the collisions: pairs at least one of whose calls met a conflict.
+
+With workflows (harness.run.memory), a pick of a workflow's write becomes that write with the
+arguments its agent's last read gives (its keys are its read's: --same-key leaves them), or the
+read; the turn's succeeded reads are kept once the batch is over, for a later turn's write.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import gevent
 
 from db.tool import Arguments, Tool
 from harness.config.turns import CallsPerTurn
+from harness.run.memory import Memory
 from harness.watch.turn_stats import TurnFigures
 from transport.call_record import CallRecord
 from transport.in_process import ToolAdapter
@@ -68,14 +73,21 @@ def _keys(tool: Tool, arguments: Arguments | None) -> list[tuple[str, Any]]:
 
 
 def plan_turn(number: int, rng: random.Random, pick: Callable[[random.Random], Tool], calls_per_turn: CallsPerTurn,
-              same_key: float) -> Turn:
-    """The agent's next turn, drawn from `rng`; `pick(rng)` picks a tool (the load's Toolbox)."""
+              same_key: float, memory: Memory | None = None) -> Turn:
+    """The agent's next turn, drawn from `rng`; `pick(rng)` picks a tool (the load's Toolbox);
+    `memory`: the agent's reads, with workflows."""
     calls: list[PlannedCall] = []
     taken: list[tuple[str, Any]] = []  # the keys of the turn's earlier calls, in order
     pairs = 0
     for slot in range(calls_per_turn.draw(rng)):
         tool = pick(rng)
         seed = rng.getrandbits(64)
+        if memory is not None:
+            tool, remembered = memory.plan(tool, seed)
+            if remembered is not None:  # a write from its agent's read
+                taken.extend(key for key in _keys(tool, remembered) if key not in taken)
+                calls.append(PlannedCall(tool, seed, remembered))
+                continue
         if not same_key:
             calls.append(PlannedCall(tool, seed))
             continue
@@ -94,10 +106,12 @@ def plan_turn(number: int, rng: random.Random, pick: Callable[[random.Random], T
     return Turn(number, tuple(calls), pairs)
 
 
-def run_turn(adapter: ToolAdapter | McpToolAdapter, agent_id: str, turn: Turn) -> TurnFigures:
-    """Run the turn's calls at once, each in a greenlet of its own, and wait for all of them.
-    An agent stopped meanwhile (its greenlet killed) stops its calls too, before it ends: none
-    outlives it (each is reported interrupted or indeterminate, as any stopped call)."""
+def run_turn(adapter: ToolAdapter | McpToolAdapter, agent_id: str, turn: Turn,
+             memory: Memory | None = None) -> TurnFigures:
+    """Run the turn's calls at once, each in a greenlet of its own, and wait for all of them
+    (then `memory` keeps what they read). An agent stopped meanwhile (its greenlet killed) stops
+    its calls too, before it ends: none outlives it (each is reported interrupted or
+    indeterminate, as any stopped call)."""
     started = perf_counter()
     calls = turn.calls
     if len(calls) == 1:
@@ -112,6 +126,9 @@ def run_turn(adapter: ToolAdapter | McpToolAdapter, agent_id: str, turn: Turn) -
             if greenlet.exception is not None:  # a harness bug: the agent's error, as outside a turn
                 raise greenlet.exception
         records = [greenlet.value for greenlet in greenlets]
+    if memory is not None:
+        for record in records:
+            memory.remember(record)
     return _figures(turn, records, perf_counter() - started)
 
 

@@ -53,6 +53,7 @@ def build_report(
         "errors": metrics.errors,
         "latency_ms": _latencies(metrics, transport),
         "turns": metrics.turns.section(),
+        "workflows": metrics.workflows.section(),
         "server_counters": server_counters,
         "anomalies": anomalies,
         "audit": _audit(checks, anomalies),

@@ -16,6 +16,7 @@ from db.op_ids import OpIds
 from harness.report_shape import ConflictCounter, PoolAtRest, PoolSample
 from harness.watch.histogram import Histogram
 from harness.watch.turn_stats import TurnFigures, TurnStats
+from harness.watch.workflow_stats import WorkflowStats, is_write_from_read
 from transport.call_record import CallRecord, Outcome
 
 __all__ = ["ToolStats", "Metrics", "CONFLICT_COUNTERS", "TRANSPORT_COUNTS"]
@@ -103,6 +104,7 @@ class Metrics:
         self.agent_error_samples: list[str] = []  # the first few, for the report
         self.transport: dict[str, int] = dict.fromkeys(TRANSPORT_COUNTS, 0)
         self.turns = TurnStats()
+        self.workflows = WorkflowStats()
 
     def record_turn(self, turn: TurnFigures) -> None:
         """An agent's finished turn (harness.run.turns)."""
@@ -177,6 +179,8 @@ class Metrics:
         if record.outcome is Outcome.SUCCEEDED:
             stats.succeeded += 1
             self._keep(record, "succeeded")
+            if is_write_from_read(record.value):
+                self.workflows.record(record.tool, record.value)
             for name, seconds in record.observations:
                 self._histogram(name).record(seconds)
         elif record.outcome is Outcome.INDETERMINATE:
@@ -225,6 +229,7 @@ class Metrics:
         _merge_samples(self.agent_error_samples, other.agent_error_samples)
         _add(self.transport, other.transport)
         self.turns.merge(other.turns)
+        self.workflows.merge(other.workflows)
         for index, stage in other.stages.items():
             self.stage(index).merge(stage)
 
@@ -245,6 +250,7 @@ class Metrics:
             "agent_error_samples": self.agent_error_samples,
             "transport": dict(self.transport),
             "turns": self.turns.to_dict(),
+            "workflows": self.workflows.to_dict(),
             "stages": {str(index): stage.to_dict() for index, stage in self.stages.items()},
         }
 
@@ -267,6 +273,7 @@ class Metrics:
         metrics.agent_error_samples = list(data["agent_error_samples"])
         metrics.transport.update(data["transport"])
         metrics.turns = TurnStats.from_dict(data["turns"])
+        metrics.workflows = WorkflowStats.from_dict(data["workflows"])
         metrics.stages = {int(index): cls.from_dict(stage, keep_op_ids=False)
                           for index, stage in data["stages"].items()}
         return metrics
