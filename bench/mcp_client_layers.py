@@ -27,6 +27,8 @@ import random  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import uuid  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from http.client import HTTPException  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import psycopg  # noqa: E402
@@ -48,6 +50,7 @@ from toolclash_processes import add_server_arguments  # noqa: E402
 from transport.hooks import Hook  # noqa: E402
 from transport.mcp.adapter import McpToolAdapter  # noqa: E402
 from transport.mcp.client import McpClient  # noqa: E402
+from transport.mcp.exchange import McpTransportError  # noqa: E402
 
 SCHEMA = "toolclash_bench_mcp_layers"
 SERVER_OPTIONS = ("--threads", "20", "--pool-size", "10")
@@ -57,6 +60,20 @@ def _settings(*options: str) -> Settings:
     parser = get_parser()
     add_arguments(parser)
     return Settings.from_options(parser.parse_args(["--schema", SCHEMA, *options]))
+
+
+def _counting_lost(call: Callable[[int], object], lost: dict[str, int], layer: str) -> Callable[[int], None]:
+    """`call`, with a reply that never came counted for its layer rather than raised: a connection
+    the server closes as it is used (idle past its keep-alive between two turns) is no call's
+    end in the bare loop or toolclash's client alone (the adapter sends the call again)."""
+
+    def counted(index: int) -> None:
+        try:
+            call(index)
+        except (McpTransportError, OSError, HTTPException, StopIteration):
+            lost[layer] += 1
+
+    return counted
 
 
 def main() -> None:
@@ -111,9 +128,10 @@ def main() -> None:
         layers = {"bare": lambda index: bare[index].call(load.toolbox), "client": client_call,
                   "adapter": adapter_call, "load": load_call}
         turns: dict[str, list[tuple[float, float]]] = {name: [] for name in layers}
+        lost = dict.fromkeys(layers, 0)
         for _ in range(args.rounds):
             for name, call in layers.items():
-                turns[name].append(cpu_per_call(call, args.agents, args.seconds))
+                turns[name].append(cpu_per_call(_counting_lost(call, lost, name), args.agents, args.seconds))
         for session in sessions:
             session.close()
         for agent in bare:
@@ -134,7 +152,8 @@ def main() -> None:
         median = statistics.median(cpu for cpu, _ in measured)
         added = "" if before is None else f"{median - before:+.0f}"
         print(f"{name:<9}{median:>6.0f}{added:>6}{statistics.median(rate for _, rate in measured):>7.0f}/s  "
-              + ", ".join(f"{cpu:.0f}" for cpu, _ in measured))
+              + ", ".join(f"{cpu:.0f}" for cpu, _ in measured)
+              + (f"  ({lost[name]} calls without a reply)" if lost[name] else ""))
         before = median
 
 
