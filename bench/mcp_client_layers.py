@@ -5,9 +5,10 @@ without Locust's loop or the other processes of a run.
         --redis-url redis://127.0.0.1:6379/0 [--agents 150] [--era stateless] [--seconds 3] [--rounds 3]
 
 Starts toolclash's tool server (`python -m toolserver`, 20 threads and 10 connections: the builtin
-server's for 300 agents of the default mix) on a schema of its own, seeded as a run's, and has
-`--agents` greenlets (gevent-patched, as a load process) call its tools, drawn as an agent draws
-them, for `--seconds`, one layer after the other, `--rounds` times:
+server's for 300 agents of the default mix) on a schema and Redis keys of its own, seeded as a
+run's and dropped at the end, and has `--agents` greenlets (gevent-patched, as a load process)
+call its tools, drawn as an agent draws them, for `--seconds`, one layer after the other,
+`--rounds` times:
 - bare: bench/bare_mcp_loop.py's agents, a plain geventhttpclient connection each;
 - client: toolclash's MCP client (transport.mcp.client), a session per agent: `call_tool`;
 - adapter: its adapter (transport.mcp.adapter): the call's record, op id, seeded arguments, and
@@ -32,6 +33,7 @@ from http.client import HTTPException  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import psycopg  # noqa: E402
+import redis  # noqa: E402
 from locust.argument_parser import get_parser  # noqa: E402
 from locust.env import Environment  # noqa: E402
 from psycopg import sql  # noqa: E402
@@ -40,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bare_mcp_loop import BareAgent  # noqa: E402
+from db.redis_keys import RedisKeys  # noqa: E402
 from db.schema import begin_run, prepare  # noqa: E402
 from greenlet_calls import cpu_per_call  # noqa: E402
 from harness.config.declared import add_arguments  # noqa: E402
@@ -90,6 +93,8 @@ def main() -> None:
         prepare(conn, SCHEMA, reset=True)
         begin_run(conn, SCHEMA, "mcp-client-layers", accounts=baseline.accounts,
                   initial_balance=baseline.initial_balance, counters=baseline.counters)
+    with redis.Redis.from_url(args.redis_url) as client:
+        RedisKeys(SCHEMA).clear(client)  # a queue left full by an earlier run would refuse every job
     server = ToolServerProcess(["--host", "127.0.0.1", "--port", "0", "--schema", SCHEMA, *SERVER_OPTIONS],
                                args.pg_dsn, args.redis_url)
     try:
@@ -144,6 +149,8 @@ def main() -> None:
         server.close()
     with psycopg.connect(args.pg_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(SCHEMA)))
+    with redis.Redis.from_url(args.redis_url) as client:
+        RedisKeys(SCHEMA).clear(client)
 
     print(f"{args.agents} greenlets in one process, the {args.era} era, {args.rounds} turns of {args.seconds:g} s"
           " a layer; CPU µs a call (median), what it adds, calls/s, and the turns")
