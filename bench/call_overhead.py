@@ -24,12 +24,10 @@ monkey.patch_all()
 
 import argparse  # noqa: E402
 import os  # noqa: E402
-import resource  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import gevent  # noqa: E402
 import psycopg  # noqa: E402
 from locust.argument_parser import get_parser  # noqa: E402
 from locust.env import Environment  # noqa: E402
@@ -42,39 +40,13 @@ sys.path.insert(0, str(ROOT / "bench"))
 import bare_locust  # noqa: E402
 import transfer_tool  # noqa: E402
 from db.tool import Tool  # noqa: E402
+from greenlet_calls import cpu_per_call, cpu_s  # noqa: E402
 from harness.config.declared import add_arguments  # noqa: E402
 from harness.config.settings import Settings  # noqa: E402
 from harness.run.load import Load  # noqa: E402
 from toolclash_processes import add_server_arguments  # noqa: E402
 
 SCHEMA = "toolclash_bench_call_overhead"
-
-
-def _cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _measure(call, agents: int, seconds: float) -> float:
-    """CPU µs per call of `agents` greenlets calling `call(index)` for `seconds`."""
-    calls = 0
-    stopping = False
-
-    def agent(index: int) -> None:
-        nonlocal calls
-        while not stopping:
-            call(index)
-            calls += 1
-            gevent.sleep(0)  # Locust's wait between tasks (constant(0)) yields as well
-
-    greenlets = [gevent.spawn(agent, index) for index in range(agents)]
-    gevent.sleep(0.5)  # every agent started, connections warm
-    cpu_before, calls_before = _cpu_s(), calls
-    gevent.sleep(seconds)
-    cpu_after, calls_after = _cpu_s(), calls
-    stopping = True
-    gevent.joinall(greenlets)
-    return (cpu_after - cpu_before) / (calls_after - calls_before) * 1e6
 
 
 def main() -> None:
@@ -120,15 +92,15 @@ def main() -> None:
 
     measured: dict[str, list[float]] = {"bare psycopg 3": [], "toolclash": []}
     for _ in range(args.rounds):
-        measured["bare psycopg 3"].append(_measure(bare_call, args.agents, args.seconds))
-        measured["toolclash"].append(_measure(toolclash_call, args.agents, args.seconds))
+        measured["bare psycopg 3"].append(cpu_per_call(bare_call, args.agents, args.seconds)[0])
+        measured["toolclash"].append(cpu_per_call(toolclash_call, args.agents, args.seconds)[0])
     no_statement = Tool("no_statement", lambda tx: None)
     agent_id, rng = agents[0]
-    cpu_before = _cpu_s()
+    cpu_before = cpu_s()
     for _ in range(args.calls):
         rng.random()  # the agent's draw of its tool
         load.adapter.call(no_statement, agent_id, rng.getrandbits(64))
-    harness_alone = (_cpu_s() - cpu_before) / args.calls * 1e6
+    harness_alone = (cpu_s() - cpu_before) / args.calls * 1e6
     load.stop()
     for user in users:
         user.conn.close()

@@ -1,5 +1,6 @@
 """What the benches that run toolclash itself share: its command line, the processes of a run
-(the locust process and its workers) and of the servers, and the CPU they spend in a window."""
+(the locust process and its workers) and of the servers, the CPU they spend in a window, and the
+calls its load processes made in that window (bench/counted_locustfile.py counts them)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,15 @@ from typing import Any
 
 import psutil
 
-__all__ = ["ROOT", "CpuWindow", "Toolclash", "add_server_arguments", "cores_over", "cpu_of", "machine_cpu",
-           "process_tree", "server_processes", "verdict_of"]
+__all__ = ["CALLS_DIR_VARIABLE", "ROOT", "CpuWindow", "Toolclash", "add_server_arguments", "calls_between",
+           "cores_each_over", "cores_over", "count_calls_into", "cpu_of", "machine_cpu", "process_tree",
+           "server_processes", "verdict_of"]
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUST = str(Path(sys.executable).with_name("locust"))
+# Where a counted run's load processes write their calls so far (bench/counted_locustfile.py).
+CALLS_DIR_VARIABLE = "TOOLCLASH_BENCH_CALLS_DIR"
+_CALLS_EVERY_S = 0.1
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,22 +47,26 @@ class Toolclash:
     """A headless toolclash run in the background: `users` agents (all spawned in the first
     second, no think time unless `extra` says) on `processes` load processes, with a master
     port of its own, or on Locust's local runner (one process, no master) when `processes` is 0;
-    its output goes to a file (a pipe nobody reads would fill up and stall it)."""
+    its output goes to a file (a pipe nobody reads would fill up and stall it). `calls_dir`: each
+    load process counts its calls into a file there (bench/counted_locustfile.py: toolclash's
+    locustfile and one `request` listener), for `calls_between`."""
 
     def __init__(self, scratch: Path, *, pg_dsn: str, redis_url: str, schema: str, users: int, seconds: float,
-                 processes: int, extra: tuple[str, ...] = ()) -> None:
+                 processes: int, extra: tuple[str, ...] = (), calls_dir: Path | None = None) -> None:
         self._report = scratch / "report.json"
         self._log = scratch / "locust.log"
         port = str(_free_port())
         distribution = (("--processes", str(processes), "--master-bind-port", port, "--master-port", port)
                         if processes else ())
-        command = [LOCUST, "-f", str(ROOT / "locustfile.py"), "--headless", "--only-summary",
+        locustfile = ROOT / ("bench/counted_locustfile.py" if calls_dir is not None else "locustfile.py")
+        command = [LOCUST, "-f", str(locustfile), "--headless", "--only-summary",
                    "--users", str(users), "--spawn-rate", str(users), "--run-time", f"{seconds:g}s", *distribution,
                    "--pg-dsn", pg_dsn, "--redis-url", redis_url, "--schema", schema, "--reset",
                    "--report-json", str(self._report), *extra]
         with self._log.open("w", encoding="utf-8") as log:
             self.process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL)
+                                            stdin=subprocess.DEVNULL,
+                                            env={**os.environ, CALLS_DIR_VARIABLE: str(calls_dir or "")})
 
     def report(self) -> dict[str, Any]:
         """Wait for the run's end; its report (exit 1, a failed SLA or audit, is still a run)."""
@@ -115,20 +124,61 @@ class CpuWindow:
         self._started = time.monotonic()
         self._before = self._sample()
 
-    def stop(self) -> float:
-        """CPU seconds spent per second of the window (1.0: one core busy all along)."""
-        spent = sum(cpu - self._before.get(key, 0.0) for key, cpu in self._sample().items())
-        return spent / (time.monotonic() - self._started)
+    def stop(self) -> dict[Any, float]:
+        """CPU seconds spent per second of the window (1.0: one core busy all along), by process."""
+        elapsed = time.monotonic() - self._started
+        return {key: (cpu - self._before.get(key, 0.0)) / elapsed for key, cpu in self._sample().items()}
 
 
-def cores_over(seconds: float, **samples: Callable[[], dict[Any, float]]) -> dict[str, float]:
-    """The cores each of `samples` (CPU seconds so far, by process) spends over the next `seconds`,
-    all measured over the same window."""
+def cores_each_over(seconds: float, **samples: Callable[[], dict[Any, float]]) -> dict[str, dict[Any, float]]:
+    """The cores each process of each of `samples` (CPU seconds so far, by process) spends over
+    the next `seconds`, all measured over the same window."""
     windows = {name: CpuWindow(sample) for name, sample in samples.items()}
     for window in windows.values():
         window.start()
     time.sleep(seconds)
     return {name: window.stop() for name, window in windows.items()}
+
+
+def cores_over(seconds: float, **samples: Callable[[], dict[Any, float]]) -> dict[str, float]:
+    """The cores each of `samples` spends over the next `seconds`, its processes together."""
+    return {name: sum(each.values()) for name, each in cores_each_over(seconds, **samples).items()}
+
+
+def count_calls_into(path: Path, calls: Callable[[], int]) -> None:
+    """In a load process (gevent): write `calls()` so far, with the time, to `path` every 0.1 s, in
+    a greenlet of its own, for as long as the process runs."""
+    import gevent  # only the load processes run greenlets
+
+    def write() -> None:
+        with path.open("w", encoding="utf-8") as counts:
+            while True:
+                counts.write(f"{time.time():.4f} {calls()}\n")
+                counts.flush()
+                gevent.sleep(_CALLS_EVERY_S)
+
+    gevent.spawn(write)
+
+
+def calls_between(directory: Path, start: float, end: float) -> float:
+    """The calls that the load processes counting into `directory` (count_calls_into) made
+    between the times `start` and `end` (time.time()), each process's count interpolated
+    between its samples."""
+    total = 0.0
+    for path in directory.iterdir():
+        samples = [tuple(map(float, line.split())) for line in path.read_text(encoding="utf-8").splitlines()
+                   if len(line.split()) == 2]
+        total += _count_at(samples, end) - _count_at(samples, start)
+    return total
+
+
+def _count_at(samples: list[tuple[float, ...]], when: float) -> float:
+    if not samples or when <= samples[0][0]:
+        return samples[0][1] if samples else 0.0
+    for (t0, c0), (t1, c1) in zip(samples, samples[1:]):
+        if t0 <= when <= t1:
+            return c0 + (c1 - c0) * (when - t0) / (t1 - t0)
+    return samples[-1][1]
 
 
 def verdict_of(report: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import gevent
+import psutil
 import psycopg
 import pytest
 from psycopg import sql
@@ -26,7 +27,16 @@ from psycopg import sql
 from db.errors import Failure, Refused
 from db.tool import Tool
 from tests.mcp_test_server import prepare
-from tests.support import QUICK_RETRIES, ROOT, Recorder, _Proxy, free_port, wait_until
+from tests.support import (
+    QUICK_RETRIES,
+    ROOT,
+    Recorder,
+    _Proxy,
+    built_in_tool,
+    free_port,
+    prepared_schema,
+    wait_until,
+)
 from transport.call_record import CallRecord, Outcome
 from transport.mcp.adapter import McpToolAdapter
 from transport.mcp.client import McpClient, McpUnavailable, UnusableTool
@@ -404,6 +414,33 @@ def test_a_call_sent_again_that_meets_the_key_on_its_op_id_was_applied_by_an_ear
     assert record.outcome is Outcome.INDETERMINATE and isinstance(record.exception, ReplyLost)
     assert (record.attempts, record.reissues, record.is_error_replies) == (2, 1, 1)
     assert record.failures == [Failure.CONNECTION_LOST], "not an error"
+
+
+def _closed_by_this_machine(url: str) -> int:
+    """Connections to `url`'s port this machine closed first, in the last minute (TIME_WAIT)."""
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    return sum(1 for connection in psutil.net_connections("tcp")
+               if connection.status == psutil.CONN_TIME_WAIT and connection.raddr and connection.raddr.port == port)
+
+
+def test_a_connection_is_used_again_after_a_reply_in_an_event_stream(toolserver, schema, admin):
+    """The reference server ends a reply's event stream a moment after the reply: the client reads
+    that end apart and uses the connection again, where leaving it unread closed it, and the next
+    call opened another (here: all 20)."""
+    prepared_schema(admin, schema)
+    server = toolserver.start(schema, "--threads", "1", "--tool-work", "0")
+    client = connected(server.url, "session")
+    adapter = McpToolAdapter(client, QUICK_RETRIES, Recorder().call_finished)
+    closed_before = _closed_by_this_machine(server.url)
+    records = [adapter.call(built_in_tool("deduct_credits", schema), "agent-1", seed=n) for n in range(20)]
+    closed = _closed_by_this_machine(server.url) - closed_before
+    adapter.close()
+    client.close()
+    assert all(record.outcome is Outcome.SUCCEEDED for record in records)
+    assert client.replies["event-stream"] >= 20
+    # A stream that a very busy server ends later than 1 s after its reply costs a connection.
+    assert closed <= 2, f"{closed} connections closed for 20 calls"
+    assert server.stop() == 0
 
 
 def test_a_server_that_cannot_be_reached(mcp):

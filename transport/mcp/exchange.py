@@ -14,6 +14,13 @@ When no reply came, whether the server got the request decides what the call's o
 - `ReplyTimedOut` (a `ReplyLost`): no reply within the settings' `timeout_s`, streamed or not; the
   request may still be running.
 A reply that is a JSON-RPC error, or a 4xx status, is an answer: `Reply.result()` raises `McpError`.
+
+A connection goes back to the pool once its reply was read to its end. An event stream whose
+reply came is answered, but its server ends it a moment later (up to most of a second when it is
+saturated): the rest is read in a greenlet of its own, for at most `_STREAM_END_S`, so that the
+connection is reused rather than closed and another opened for the next request; the reply is
+returned at once, and the next request need not wait for it (the pool holds twice the
+connections).
 """
 
 from __future__ import annotations
@@ -49,6 +56,9 @@ _NOT_DELIVERED: tuple[type[BaseException], ...] = (ConnectionRefusedError, socke
                                                     ssl.SSLCertVerificationError, TimeoutError)
 _UNREACHABLE = frozenset({errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL})
 _READ_MARGIN_S = 5.0
+# How long an answered event stream is read on for its end, before its connection is closed.
+_STREAM_END_S = 1.0
+_BLOCK_BYTES = 4096
 
 
 class McpTransportError(Exception):
@@ -112,8 +122,10 @@ class HttpExchange:
         if settings.token:
             headers["Authorization"] = f"Bearer {settings.token}"
         tls = parts.scheme == "https"
+        # Twice the connections: besides one per request in flight, the answered event streams
+        # being read to their end (_finish_stream).
         self._http = HTTPClient(
-            parts.hostname or "", port=parts.port, headers=headers, concurrency=settings.connections,
+            parts.hostname or "", port=parts.port, headers=headers, concurrency=2 * settings.connections,
             connection_timeout=settings.connect_timeout_s, network_timeout=settings.timeout_s + _READ_MARGIN_S,
             ssl=tls, ssl_options={"ca_certs": settings.ca_file} if tls and settings.ca_file else None,
             ssl_context_factory=_tls_context(settings.tls_verify) if tls else None, insecure=not settings.tls_verify)
@@ -144,9 +156,12 @@ class HttpExchange:
             limit = gevent.Timeout(self._timeout_s)
             limit.start()
             response: HTTPSocketPoolResponse | None = None
+            answered = False
             try:
                 response = self._http.request(method, self._target, body=body, headers=headers)
-                return self._read(method, response, request_id)
+                reply = self._read(method, response, request_id)
+                answered = True
+                return reply
             except gevent.Timeout as exc:
                 if exc is not limit:
                     raise
@@ -161,7 +176,9 @@ class HttpExchange:
                 raise ReplyLost(f"{method}: no readable reply: {_said(exc)}") from None
             finally:
                 limit.close()
-                if response is not None:
+                if response is not None and answered and not response.message_complete:
+                    gevent.spawn(_finish_stream, response)
+                elif response is not None:
                     # Back to the pool if it was read to its end, else closed (a stream left
                     # unread: in the stateless era, closing it cancels the request).
                     response.release()
@@ -185,6 +202,24 @@ class HttpExchange:
         if 200 <= status < 300 and request_id is not None and not (message and _answers(message, request_id)):
             raise ReplyLost(f"POST: HTTP {status} without a reply to request {request_id!r}")
         return Reply(status, message, session_id)
+
+
+def _finish_stream(response: HTTPSocketPoolResponse) -> None:
+    """Read an answered event stream to its end, then give its connection back to the pool;
+    closed instead if it has not ended within _STREAM_END_S, or broke."""
+    limit = gevent.Timeout(_STREAM_END_S)
+    limit.start()
+    try:
+        while not response.message_complete and response.read(_BLOCK_BYTES):
+            pass  # what the server sends after the reply is no reply to anything of this client's
+    except (OSError, http.client.HTTPException):
+        pass  # closed below
+    except gevent.Timeout as exc:
+        if exc is not limit:
+            raise
+    finally:
+        limit.close()
+        response.release()
 
 
 def _answers(message: Any, request_id: Any) -> bool:

@@ -41,7 +41,8 @@ class McpSettings:
     certificate and name (against `ca_file` when given, else the system's authorities).
     `timeout_s`: how long a request waits for its reply, streamed or not: past it the reply
     never came. `connect_timeout_s`: how long to open a connection. `connections`: the process's
-    connections to the server at most (one per request in flight; a request waits for one)."""
+    requests in flight to the server at most, one connection each (a request waits for one);
+    answered event streams being read to their end may hold as many again, for an instant."""
 
     url: str
     era: str = "auto"
