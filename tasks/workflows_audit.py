@@ -94,14 +94,18 @@ def _plan_steps(ctx: AuditContext) -> Check:
     written since."""
     with ctx.in_schema() as conn:
         copy_outcomes(conn, ctx.acknowledged_of(["write_plan_step"]))
+        # An indeterminate call applied is in plan_log, whose row names its team (its value may
+        # never have come).
         written = dict(conn.execute(
-            """SELECT (value::jsonb ->> 'team')::int, count(*) FROM harness_outcomes h
-               WHERE outcome = 'succeeded' OR (outcome = 'indeterminate'
-                     AND EXISTS (SELECT 1 FROM plan_log l WHERE l.op_id = h.op_id AND l.team IS NOT NULL))
+            """SELECT coalesce((h.value::jsonb ->> 'team')::int, l.team), count(*) FROM harness_outcomes h
+               LEFT JOIN LATERAL (SELECT team FROM plan_log l WHERE l.op_id = h.op_id AND l.team IS NOT NULL
+                                  LIMIT 1) l ON true
+               WHERE h.outcome = 'succeeded' OR (h.outcome = 'indeterminate' AND l.team IS NOT NULL)
                GROUP BY 1""").fetchall())
-        written.pop(None, None)  # an indeterminate call whose value never came: its team is in plan_log
-    steps = {team: int(ctx.redis.hget(ctx.keys("plan", team), "step") or 0) for team in written}
-    wrong = sorted((team, steps[team], count) for team, count in written.items() if steps[team] != count)
+    # Every seeded team's plan: one holding steps no write made is wrong too.
+    steps = {team: int(ctx.redis.hget(ctx.keys("plan", team), "step") or 0)
+             for team in range(1, ctx.baseline.teams + 1)}
+    wrong = sorted((team, held, written.get(team, 0)) for team, held in steps.items() if held != written.get(team, 0))
     return Check("plan_steps_match_writes", not wrong, 0, len(wrong),
                  "; ".join(f"team {t}'s plan holds {s} steps after {c} step writes" for t, s, c in wrong[:SHOW_AT_MOST])
                  or f"each plan holds one step per step written to it ({sum(written.values())} in all)")

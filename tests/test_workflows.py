@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import uuid
 from contextlib import closing
+from dataclasses import replace
 
 import gevent
 import pytest
@@ -145,6 +146,31 @@ def test_guarded_writes_from_the_same_reads_are_refused_not_retried_and_every_au
         metrics.record(record)
     assert metrics.workflows.section()["stale_writes"] == 0
     assert metrics.tools["deduct_from_read"].refused == AGENTS - 1
+
+
+def test_a_plans_steps_count_a_write_whose_reply_never_came_and_no_step_no_write_made(servers, admin, schema):
+    """Two guarded steps of one team, one after the other; the second cut off at the stop, its
+    outcome indeterminate and its value (its team) never come: applied, its plan_log row names the
+    team and the plan's steps count it. A step added outside any call fails the check."""
+    prepared_schema(admin, schema)
+    recorder = Recorder()
+    workflow = next(w for w in WORKFLOWS if w.read == "read_plan")
+    reader, writer = built_in_tool("read_plan", schema), built_in_tool(workflow.write, schema)
+    pool = open_pool(servers.pg_dsn, SessionSettings(schema), size=1, timeout_s=5)
+    with closing(pool), redis.Redis.from_url(servers.redis_url) as client:
+        adapter = ToolAdapter(pool, client, QUICK_RETRIES, NO_TIME, recorder.call_finished)
+        records = []
+        for n in range(2):
+            read = adapter.call(reader, "agent", 0, arguments={"team": 1})
+            records += [read, adapter.call(writer, "agent", 0,
+                                           arguments=workflow.write_arguments(read.value, random.Random(n), True))]
+        assert [r.outcome for r in records] == [Outcome.SUCCEEDED] * 4
+        cut = records[:-1] + [replace(records[-1], outcome=Outcome.INDETERMINATE, value=None)]
+        check = _audits(admin, schema, client, cut)["plan_steps_match_writes"]
+        assert check.ok, check.detail
+        client.hset(RedisKeys(schema)("plan", 2), "step", 1)
+        check = _audits(admin, schema, client, cut)["plan_steps_match_writes"]
+        assert not check.ok and check.detail == "team 2's plan holds 1 steps after 0 step writes"
 
 
 def test_the_agents_memory_carries_a_read_into_a_later_turns_write_the_same_for_a_seed(servers, admin, schema):
