@@ -45,14 +45,16 @@ def _free_port() -> int:
 
 class Toolclash:
     """A headless toolclash run in the background: `users` agents (all spawned in the first
-    second, no think time unless `extra` says) on `processes` load processes, with a master
-    port of its own, or on Locust's local runner (one process, no master) when `processes` is 0;
-    its output goes to a file (a pipe nobody reads would fill up and stall it). `calls_dir`: each
-    load process counts its calls into a file there (bench/counted_locustfile.py: toolclash's
-    locustfile and one `request` listener), for `calls_between`."""
+    second unless `spawn_rate` says, no think time unless `extra` says) on `processes` load
+    processes, with a master port of its own, or on Locust's local runner (one process, no
+    master) when `processes` is 0; its output goes to a file (a pipe nobody reads would fill up
+    and stall it). `calls_dir`: each load process counts its calls into a file there
+    (bench/counted_locustfile.py: toolclash's locustfile and one `request` listener), for
+    `calls_between`."""
 
     def __init__(self, scratch: Path, *, pg_dsn: str, redis_url: str, schema: str, users: int, seconds: float,
-                 processes: int, extra: tuple[str, ...] = (), calls_dir: Path | None = None) -> None:
+                 processes: int, extra: tuple[str, ...] = (), calls_dir: Path | None = None,
+                 spawn_rate: float | None = None) -> None:
         self._report = scratch / "report.json"
         self._log = scratch / "locust.log"
         port = str(_free_port())
@@ -60,7 +62,8 @@ class Toolclash:
                         if processes else ())
         locustfile = ROOT / ("bench/counted_locustfile.py" if calls_dir is not None else "locustfile.py")
         command = [LOCUST, "-f", str(locustfile), "--headless", "--only-summary",
-                   "--users", str(users), "--spawn-rate", str(users), "--run-time", f"{seconds:g}s", *distribution,
+                   "--users", str(users), "--spawn-rate", f"{spawn_rate or users:g}", "--run-time", f"{seconds:g}s",
+                   *distribution,
                    "--pg-dsn", pg_dsn, "--redis-url", redis_url, "--schema", schema, "--reset",
                    "--report-json", str(self._report), *extra]
         with self._log.open("w", encoding="utf-8") as log:

@@ -469,6 +469,9 @@ class Stage(TypedDict):
     p95_ms: float | None
     conflict_rate: float | None
     pool_wait_p95_ms: float | None
+    turns: int  # the stage's finished turns
+    turn_p95_ms: float | None  # what turn_p95_ms rules read over the stage
+    turns_with_conflicts: int  # over `turns`: what turns_with_conflicts_rate rules read
     sla_ok: bool
     sla: list[StageSla]
 

@@ -239,3 +239,29 @@ def test_a_charts_ticks_never_carry_four_decimals():
         step = _step(top, whole=False)
         ticks = " ".join(_tick(round(k * step, 9)) for k in range(6))
         assert not re.search(r"\d\.\d{4,}", ticks), (top, ticks)
+
+
+def test_the_turns_table_and_each_stages_turns_are_the_reports(report):
+    """The Turns table says the report's turns figure by figure, and each stage's row the turn
+    figures its per-turn SLA rules read; a stage without a finished turn says so."""
+    turns = report["turns"]
+    turns.update(calls=900, calls_per_turn={"1": 300, "2": 300}, same_key_pairs=120,
+                 overlapping_same_key_pairs=80, collisions=7)
+    report["stages"][1].update(turns=0, turn_p95_ms=None, turns_with_conflicts=0)
+    root = parse(section(report)).one("section")
+    body = root.one("table", data_table="turns").one("tbody")
+    # Each row: its label (the first text of its first cell, before the note) and its value.
+    shown = {row.all("td")[0].children[0]: row.all("td")[1].text() for row in body.all("tr")}
+    latency = turns["latency_ms"]
+    assert shown == {
+        "turns": str(turns["turns"]), "turns by calls": "1: 300, 2: 300",
+        **{f"turn latency {k}": f"{latency[k]:g} ms" for k in ("p50", "p95", "p99", "max")},
+        "turns with conflicts": str(turns["with_conflicts"]), "same-key pairs": "120",
+        "overlapping same-key pairs": "80", "collisions": "7"}
+
+    stages = _rows(root, "stages")
+    first = report["stages"][0]
+    share = f"{first['turns_with_conflicts'] / first['turns']:.1%}"
+    assert stages[0][8:11] == [str(first["turns"]), f"{first['turn_p95_ms']:g} ms",
+                               f"{first['turns_with_conflicts']} ({share})"]
+    assert stages[1][8:10] == ["0", "\u2014 (no turn)"]

@@ -68,6 +68,10 @@ def test_a_step_ramp_reports_each_stage(servers, schema, tmp_path, locust):
     assert [s["agents"] for s in stages] == [2, 8]
     assert all(s["calls"] > 0 and s["throughput_per_s"] > 0 and s["p95_ms"] for s in stages)
     assert sum(s["calls"] for s in stages) == sum(t["calls"] for t in report["tools"].values())
+    # Each stage's turns, as its per-turn SLA rules read them, add up to the run's.
+    assert sum(s["turns"] for s in stages) == report["turns"]["turns"]
+    assert sum(s["turns_with_conflicts"] for s in stages) == report["turns"]["with_conflicts"]
+    assert all(s["turn_p95_ms"] for s in stages)
     assert all(isinstance(s["sla_ok"], bool) and s["sla"] for s in stages)
     assert "stage" in done.stdout and report["run"]["agents"] == 8
 

@@ -1,6 +1,7 @@
 """The web UI as a user sees it, in a real browser (headless Chromium): ramps started from Locust's
 form, toolclash's tab with numbers that move, the verdict, the SLA table and the audit after each
-stop, checked against the JSON report; and Ctrl-C in the middle of a ramp.
+stop, and the agents' turns live and after, checked against the JSON report; and Ctrl-C in the middle
+of a ramp.
 
 Screenshots of what the browser showed are written to tests/screenshots/ (not kept by git; the
 README and docs/observing.md show one of them, copied to docs/)."""
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import time
 import urllib.parse
 import urllib.request
@@ -147,11 +149,13 @@ def _status(browser) -> str:
 
 
 def _screenshot(browser, name: str) -> None:
-    """The whole page: the window is made as tall as the panel first."""
+    """The whole page: the window is made as tall as the panel first (its content's height: the
+    frame itself is fitted to it only every 0.5 s, and just after a reload is not yet)."""
     browser.switch_to.default_content()
     height = browser.execute_script(
         "const f = document.getElementById('toolclash-panel');"
-        "return Math.max(document.body.scrollHeight, f ? f.getBoundingClientRect().bottom + 40 : 0);")
+        "const panel = f && f.contentDocument ? f.contentDocument.documentElement.scrollHeight : 0;"
+        "return Math.max(document.body.scrollHeight, f ? f.getBoundingClientRect().top + panel + 40 : 0);")
     browser.set_window_size(1400, max(1000, int(height) + 120))
     time.sleep(0.8)  # the panel re-fits its frame every 0.5 s
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -197,6 +201,24 @@ def _check_verdict_against(browser, report: dict) -> None:
     assert figures["all tools"]["calls"] == sum(t["calls"] for t in report["tools"].values())
 
 
+def _turns(browser) -> dict[str, str]:
+    """The turns table's one row as shown: {column: text}."""
+    ((_, cells),) = _rows(browser, "#tc-turns", "data-turns")
+    return cells
+
+
+def _check_turns_against(browser, turns: dict) -> None:
+    """The turns table on the page is the report's `turns`, figure by figure."""
+    shown = _turns(browser)
+    assert shown["calls_per_turn"] == ", ".join(f"{calls}: {n:,}" for calls, n in turns["calls_per_turn"].items())
+    assert set(turns["calls_per_turn"]) == {"1", "2"} and turns["same_key_pairs"] > 0
+    for column in ("turns", "calls", "same_key_pairs", "overlapping_same_key_pairs", "collisions"):
+        assert _number(shown[column]) == turns[column], column
+    assert _number(shown["with_conflicts"].split(" (")[0]) == turns["with_conflicts"]
+    for statistic in ("p50", "p95", "p99", "max"):
+        assert _number(shown[statistic]) == pytest.approx(turns["latency_ms"][statistic], rel=1e-3), statistic
+
+
 def _wait_for_report(path: Path, other_than: str | None) -> dict:
     def fresh():
         if not path.exists():
@@ -210,7 +232,9 @@ def _wait_for_report(path: Path, other_than: str | None) -> dict:
 
 def test_two_ramps_in_the_browser_show_the_figures_the_verdict_and_the_audit(browser, servers, servers_args, tmp_path,
                                                                             locust):
-    run = Toolclash(locust, tmp_path, *servers_args, *HOT)
+    # Turns of one or two calls, the second taking the first's key half the time: the turns
+    # table has every figure to show.
+    run = Toolclash(locust, tmp_path, *servers_args, *HOT, "--calls-per-turn", "1:1,2:1", "--same-key", "0.5")
     try:
         browser.set_window_size(1400, 1000)
         browser.get(run.url)
@@ -242,6 +266,10 @@ def test_two_ramps_in_the_browser_show_the_figures_the_verdict_and_the_audit(bro
                                   .get_attribute("data-points")) >= 2, 30, "the charts to draw")
             for figure in ("pool_wait_p95_ms", "lock_waiters", "longest_blocking_chain", "deadlocks"):
                 assert browser.find_element(By.CSS_SELECTOR, f"[data-figure={figure}] b").text != ""
+            # The turns move live, with turns of one call and of two.
+            _wait_for(lambda: (lambda turns: _number(turns["turns"]) > 0 and re.fullmatch(r"1: [\d,]+, 2: [\d,]+",
+                                                                                 turns["calls_per_turn"]))(
+                _turns(browser)), 30, "live turns of one and of two calls")
             _screenshot(browser, f"ramp{ramp}-running.png")
 
             browser.switch_to.default_content()
@@ -268,6 +296,7 @@ def test_two_ramps_in_the_browser_show_the_figures_the_verdict_and_the_audit(bro
             run_id = report["run"]["run_id"]
             assert report["run"]["agents"] == agents
             _check_verdict_against(browser, report)
+            _check_turns_against(browser, report["turns"])
             verdicts.append(report)
             _screenshot(browser, f"ramp{ramp}-verdict.png")
 

@@ -202,12 +202,13 @@ def format_summary(report: Report) -> str:
     if report.get("stages"):
         lines.append("")
         lines.append(f"{'stage':<7}{'agents':>7}{'calls/s':>10}{'p95 ms':>9}{'conflicts':>11}{'pool wait p95':>15}"
-                     "  SLAs")
+                     f"{'turns':>8}{'turn p95':>10}{'w/ conflicts':>14}  SLAs")
         for stage in report["stages"]:
             failed = [r["name"] for r in stage["sla"] if not r["ok"]]
             lines.append(
                 f"{stage['stage']:<7}{stage['agents']:>7}{stage['throughput_per_s']:>10.1f}{_ms(stage['p95_ms']):>9}"
-                f"{_figure(stage['conflict_rate']):>11}{_ms(stage['pool_wait_p95_ms']):>15}  "
+                f"{_figure(stage['conflict_rate']):>11}{_ms(stage['pool_wait_p95_ms']):>15}"
+                f"{stage['turns']:>8}{_ms(stage['turn_p95_ms']):>10}{stage['turns_with_conflicts']:>14}  "
                 + ("held" if not failed else "BROKEN: " + ", ".join(failed))
             )
     if report["evidence"]["notes"]:

@@ -153,9 +153,10 @@ def stage_reports(
     metrics: Metrics, stages: list[StageStart], ended: float, rules: tuple[sla.Rule, ...],
     scopes: dict[str, list[str]], isolation: str, transport: Transport,
 ) -> list[Stage]:
-    """Per stage of a load shape: agents, throughput, p95, conflict rate, pool wait p95, and
-    whether each SLA held, so the user sees at which number of agents the platform stops
-    meeting its SLAs (the audits are of the whole run, not of a stage)."""
+    """Per stage of a load shape: agents, throughput, p95, conflict rate, pool wait p95, the
+    turn figures the per-turn SLA rules read, and whether each SLA held, so the user sees at
+    which number of agents the platform stops meeting its SLAs (the audits are of the whole
+    run, not of a stage)."""
     reports = []
     for position, stage in enumerate(stages):
         until = stages[position + 1]["started"] if position + 1 < len(stages) else ended
@@ -189,6 +190,9 @@ def stage_reports(
             conflict_rate=conflicts / attempts if attempts else None,
             pool_wait_p95_ms=(None if transport["kind"] == "mcp"
                               else stage_metrics.distributions["pool_wait"].percentile_ms(95)),
+            turns=figures["turns"]["turns"],
+            turn_p95_ms=figures["turns"]["latency_ms"]["p95"],
+            turns_with_conflicts=figures["turns"]["with_conflicts"],
             sla_ok=all(r["ok"] for r in results),
             sla=[{"name": r["name"], "observed": r["observed"], "ok": r["ok"]} for r in results],
         ))

@@ -155,6 +155,9 @@ class Panel:
             "audit_error": judging.audit_error if status == "audit_error" else None,
             "exit_code": judging.exit_code,  # the process's so far: the worst of its ramps
             "figures": self._figures(metrics, samples[-1] if samples else None, report),
+            # The agents' turns (docs/agents.md, Turns): live from what the agents recorded so far,
+            # the report's once audited.
+            "turns": report["turns"] if report else metrics.turns.section(),
             "series": {"load": load_series(metrics.load_samples), "server": server_series(samples)},
             "verdict": {key: report[key] for key in _REPORT_SECTIONS if key in report} if report else None,
         }
@@ -176,18 +179,8 @@ class Panel:
             "rows": [*rows, total],
             "cards": [{"key": "pool_wait_p95_ms", "label": "pool wait p95 (ms)",
                        "value": metrics.distributions["pool_wait"].percentile_ms(95)},
-                      *_turn_cards(metrics), *_server_cards(sample, report)],
+                      *_server_cards(sample, report)],
         }
-
-
-def _turn_cards(metrics: Metrics) -> list[dict[str, Any]]:
-    """The agents' turns so far (docs/agents.md, Turns): what an agent waits for, and how often
-    its own calls conflicted and collided."""
-    turns = metrics.turns
-    figures = [("turn_p95_ms", "turn p95 (ms)", turns.latency.percentile_ms(95)),
-               ("turns_with_conflicts", "turns with conflicts", turns.with_conflicts),
-               ("turn_collisions", "collisions within a turn", turns.collisions)]
-    return [{"key": key, "label": label, "value": value} for key, label, value in figures]
 
 
 def _server_cards(sample: dict[str, Any] | None, report: Report | None) -> list[dict[str, Any]]:

@@ -130,10 +130,23 @@ def _stages(report: dict[str, Any]) -> str:
             _cell(_percent(rate) if rate is not None else f"{DASH} {_note('(no attempt)')}", True),
             _cell(_ms(stage["pool_wait_p95_ms"]) if stage["pool_wait_p95_ms"] is not None
                   else f"{DASH} {_note('(no pool wait)')}", True),
+            *_stage_turns(stage),
             _cell(slas)))
-    note = "<p class='tc-note'>The SLAs checked over each stage's calls; the audits are of the whole run.</p>"
+    note = ("<p class='tc-note'>The SLAs checked over each stage's calls and turns; the audits are of the whole"
+            " run.</p>")
     return _block("Per Stage", _table("stages", ["Stage", "Agents", "Duration", "Calls", "Calls/s", "p95",
-                                                "Conflict rate", "Pool wait p95", "SLAs"], rows) + note, "stages")
+                                                "Conflict rate", "Pool wait p95", "Turns", "Turn p95",
+                                                "Turns with conflicts", "SLAs"], rows) + note, "stages")
+
+
+def _stage_turns(stage: dict[str, Any]) -> list[str]:
+    """A stage's turns, and the figures its per-turn SLA rules read: turn p95, turns with conflicts."""
+    turns = stage["turns"]
+    if not turns:
+        return [_cell(_number(turns), True), _cell(f"{DASH} {_note('(no turn)')}", True, span=2)]
+    share = _percent(stage["turns_with_conflicts"] / turns)
+    return [_cell(_number(turns), True), _cell(_ms(stage["turn_p95_ms"]), True),
+            _cell(f"{_number(stage['turns_with_conflicts'])} {_note(f'({share})')}", True)]
 
 
 def _unobserved(rule: dict[str, Any]) -> str:

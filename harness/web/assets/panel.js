@@ -1,5 +1,5 @@
 // toolclash's panel: asks toolclash/data every 2 s (before, during and after a ramp) and draws
-// the verdict, the SLA and audit tables, the figures table and the charts. No library, no CDN.
+// the verdict, the SLA and audit tables, the figures and turns tables and the charts. No library, no CDN.
 "use strict";
 
 const REFRESH_MS = 2000;
@@ -132,6 +132,40 @@ function renderFigures(data) {
     el("b", {}, figure(card.value)), el("span", {}, card.label))));
 }
 
+// -- the turns --------------------------------------------------------------------------------
+
+// The report's `turns`, one column each (docs/agents.md, Turns); latency figures are ms.
+const TURN_COLUMNS = [
+  ["turns", "turns"], ["calls", "calls"], ["calls_per_turn", "turns by calls (calls: turns)"],
+  ["p50", "turn p50 (ms)"], ["p95", "turn p95 (ms)"], ["p99", "turn p99 (ms)"], ["max", "turn max (ms)"],
+  ["with_conflicts", "turns with conflicts"], ["same_key_pairs", "same-key pairs"],
+  ["overlapping_same_key_pairs", "overlapping same-key pairs"], ["collisions", "collisions"],
+];
+
+function turnCell(turns, column) {
+  if (column in turns.latency_ms) return figure(turns.latency_ms[column]);
+  if (column === "calls_per_turn") {
+    const sizes = Object.entries(turns.calls_per_turn);
+    return sizes.length ? sizes.map(([calls, n]) => `${calls}: ${count(n)}`).join(", ") : "–";
+  }
+  if (column === "with_conflicts" && turns.turns) {
+    return [count(turns.with_conflicts), " ", el("small", {}, `(${(100 * turns.with_conflicts / turns.turns).toFixed(1)} %)`)];
+  }
+  return count(turns[column]);
+}
+
+function renderTurns(data) {
+  const turns = data.turns;
+  $("#tc-turns-note").textContent = NOTES[data.status] || "";
+  $("#tc-turns thead").replaceChildren(el("tr", {},
+    TURN_COLUMNS.map(([column, label]) => el("th", {"data-column": column}, label))));
+  const hot = (column) => ["with_conflicts", "collisions"].includes(column) && turns[column];
+  $("#tc-turns tbody").replaceChildren(el("tr", {}, TURN_COLUMNS.map(([column]) => el("td", {
+    "data-column": column,
+    class: hot(column) ? "tc-hot" : (turns.turns ? null : "tc-zero"),
+  }, turnCell(turns, column)))));
+}
+
 // -- the charts -------------------------------------------------------------------------------
 
 const W = 440, H = 180, LEFT = 42, RIGHT = 12, TOP = 10, BOTTOM = 34;
@@ -261,6 +295,7 @@ async function refresh() {
            () => renderStatus(data));
     redraw("outcome", data.verdict && data.verdict.run.run_id, () => renderOutcome(data.verdict));
     redraw("figures", [data.status, data.figures], () => renderFigures(data));
+    redraw("turns", [data.status, data.turns], () => renderTurns(data));
     redraw("charts", data.series, () => renderCharts(data.series));
     document.body.dataset.ramp = data.ramp;
     document.body.dataset.status = data.status;
