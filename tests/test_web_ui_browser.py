@@ -278,8 +278,9 @@ def test_two_ramps_in_the_browser_show_the_figures_the_verdict_and_the_audit(bro
             # STOPPING): then Locust's header says STOPPED and offers a NEW test.
             _wait_for(lambda: browser.execute_script("return document.documentElement.dataset.toolclashVerdict")
                       == f"{ramp}:done", 90, f"ramp {ramp}'s verdict")
-            # Seen failing on a loaded machine with the header at CLEANUP, the server's own state (a
-            # reload showed it again): the failure names what the header said, for the next look.
+            # The page reloads once the runner is stopped (tab.js): reloaded while it cleaned up, it
+            # stayed at CLEANUP (Locust's page asks for the state only while a test runs). The
+            # failure names what the header said.
             header = []  # what Locust's header said last: the failure names it
 
             def stopped() -> bool:

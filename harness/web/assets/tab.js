@@ -1,4 +1,4 @@
-// Added to Locust's page by harness/web_ui.py.
+// Added to Locust's page by harness/web/panel.py.
 //
 // 1. Shows toolclash's panel (the page at ./toolclash) in the toolclash tab, whose own content
 //    Locust leaves empty. Locust's page is a React app that re-renders the tab panel as the user
@@ -8,7 +8,8 @@
 // 2. Reloads the page once when a ramp's verdict is in. Locust's page stops asking for the
 //    runner's state and logs as soon as it sees a test stopping, and a toolclash ramp stops for
 //    seconds (agents finish their calls, then the audit): the page would stay at STOPPING, with
-//    no NEW button, and its Logs tab without the summary (Locust issues #2046, #2400).
+//    no NEW button, and its Logs tab without the summary (Locust issues #2046, #2400). It waits
+//    until the runner is stopped: a page loaded while it cleans up would stay at CLEANUP.
 (function () {
   "use strict";
   const ID = "toolclash-panel";
@@ -48,6 +49,13 @@
 
   let verdictAtLoad;  // the verdict this page was loaded with ("" for none), once known
 
+  // Locust's page polls its state only while a test spawns or runs: loaded while its runner
+  // still cleans up (a verdict can come first), its header would say CLEANUP for good.
+  async function locustSettled() {
+    const stats = await (await fetch("./stats/requests", {cache: "no-store"})).json();
+    return ["stopped", "ready"].includes(stats.state);
+  }
+
   async function reloadOnNewVerdict() {
     try {
       const data = await (await fetch("./toolclash/status", {cache: "no-store"})).json();
@@ -55,7 +63,7 @@
       if (verdictAtLoad === undefined) {
         verdictAtLoad = verdict;
         document.documentElement.dataset.toolclashVerdict = verdict;
-      } else if (verdict && verdict !== verdictAtLoad) {
+      } else if (verdict && verdict !== verdictAtLoad && await locustSettled()) {
         window.location.reload();
       }
     } catch (error) {
