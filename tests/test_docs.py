@@ -118,3 +118,11 @@ def test_the_layout_is_ordered_by_folder():
     folders = [path.split("/")[0] if "/" in path else "" for path in paths]
     # The files at the top first, then each folder's rows together, the folders in order.
     assert folders == sorted(folders), list(zip(folders, paths))
+
+
+def test_the_report_page_says_the_report_version_of_today():
+    from harness.report_shape import REPORT_VERSION
+
+    page = (ROOT / "docs" / "report.md").read_text(encoding="utf-8")
+    assert f"is a whole number: **{REPORT_VERSION}** today." in page
+    assert f"- **{REPORT_VERSION}**: " in page, "its line in Versions"
