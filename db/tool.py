@@ -63,7 +63,7 @@ class Transaction:
     no seed (`seed` None): its `rng` raises, for whoever executes it may hold no seed.
     """
 
-    __slots__ = ("op_id", "agent_id", "conn", "redis", "statement_started", "committed_at", "after_commit",
+    __slots__ = ("op_id", "agent_id", "lane", "conn", "redis", "statement_started", "committed_at", "after_commit",
                  "observations", "_seed", "_rng", "_work", "_sleep", "_mcp")
 
     def __init__(
@@ -76,9 +76,15 @@ class Transaction:
         work: Duration = NO_TIME,
         sleep: Callable[[float], None] = gevent.sleep,
         mcp: McpCaller | None = None,
+        lane: str | None = None,
     ) -> None:
         self.op_id = op_id
         self.agent_id = agent_id
+        # Whose calls follow one another: the agent's, or with turns one slot of its turns (a
+        # turn's calls run at once). A tool that guards a resent call by who sent it (the caller's
+        # last step applied) keys the guard by the lane: two calls at once of one agent would
+        # overwrite each other's.
+        self.lane = agent_id if lane is None else lane
         self._seed = seed
         self._rng: random.Random | None = None  # made when first asked for: most tools never do
         self.conn = conn

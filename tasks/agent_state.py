@@ -47,7 +47,7 @@ def update_plan(tx: Transaction, *, team: int, keys: RedisKeys) -> dict[str, int
     reached the server only after the settling read changes the plan and aborts this attempt,
     whose retry then finds the step.
     """
-    plan, applied_by = keys("plan", team), keys("plan", "applied_by", tx.agent_id)
+    plan, applied_by = keys("plan", team), keys("plan", "applied_by", tx.lane)
     step = str(tx.op_id)
     with tx.redis.pipeline() as pipe:
         pipe.watch(plan)

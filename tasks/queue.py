@@ -152,7 +152,7 @@ def enqueue_job_arguments(rng: random.Random) -> dict[str, int]:
 def enqueue_job(tx: Transaction, *, level: int, keys: RedisKeys, capacity: int) -> dict[str, int]:
     """Queue a job (its id: the call's op id) at `level`; the level it was queued at."""
     k = QueueKeys(keys)
-    depth = tx.redis.eval(_ENQUEUE, 5, *k.levels, k.log, k.enqueued_by(tx.agent_id), capacity, level, str(tx.op_id))
+    depth = tx.redis.eval(_ENQUEUE, 5, *k.levels, k.log, k.enqueued_by(tx.lane), capacity, level, str(tx.op_id))
     if depth < 0:
         raise QueueFull(f"queue at its capacity of {capacity}")
     return {"level": level}
@@ -179,7 +179,7 @@ def dequeue_job(tx: Transaction, *, keys: RedisKeys) -> dict[str, str | None]:
 def _take_work_acknowledge(tx: Transaction, k: QueueKeys) -> str | None:
     """The job taken and acknowledged, None for an idle consumer. A failed acknowledgement (the
     job is no longer held by this consumer) is an error of the call: the script's error reply."""
-    consumer, acknowledged_by = str(tx.op_id), k.acknowledged_by(tx.agent_id)
+    consumer, acknowledged_by = str(tx.op_id), k.acknowledged_by(tx.lane)
     taken = _sent_until_answered(lambda resent: tx.redis.eval(_DEQUEUE, 6, *k.levels, k.processing, k.log,
                                                               acknowledged_by, consumer))
     if taken is None:

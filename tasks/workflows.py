@@ -173,7 +173,7 @@ def write_plan_step(tx: Transaction, *, team: int, version: int, step: int, read
     now: a step another agent wrote since the read is lost; guarded, only if the plan is still at
     the version read. The value: {"team", "version": the version written, "behind", "stale_ms"}."""
     written, found, now_ms = tx.redis.eval(_WRITE_PLAN_STEP, 3, keys("plan", team), keys("plan", "log"),
-                                           keys("plan", "stepped_by", tx.agent_id), str(tx.op_id), team, version,
+                                           keys("plan", "stepped_by", tx.lane), str(tx.op_id), team, version,
                                            step, int(guarded))
     if written < 0:
         raise StaleRead(f"team {team}'s plan is at version {found}, read at {version}")
@@ -254,7 +254,7 @@ def take_job(tx: Transaction, *, job: str, level: int, read_at: int, guarded: bo
     if it is no longer at the queue's head (another consumer took it: two takers); guarded, only
     if it still is. The value: {"job", "stale": it was no longer the head, "stale_ms"}."""
     k = QueueKeys(keys)
-    stale, now_ms = tx.redis.eval(_TAKE_JOB, 5, *k.levels, k.log, keys("queue", "taken_by", tx.agent_id), str(tx.op_id),
+    stale, now_ms = tx.redis.eval(_TAKE_JOB, 5, *k.levels, k.log, keys("queue", "taken_by", tx.lane), str(tx.op_id),
                                   job, level, int(guarded))
     if stale < 0:
         raise StaleRead(f"job {job} is no longer the queue's next")

@@ -187,3 +187,18 @@ def test_a_plan_version_set_back_is_reused_by_every_change_after_it(plans_half_d
     after = [r for r in plans.recorder.records[before:] if r.outcome is Outcome.SUCCEEDED and r.value["team"] == 1]
     assert after and failed["plan_versions_in_log_order"].observed == len(after)
     assert failed["plan_version_counts_changes"].detail.startswith("team 1 at version")
+
+
+def test_two_calls_at_once_of_one_agent_keep_their_resend_guards_apart(servers, schema):
+    """A turn's two update_plan calls of one agent run at once, in two lanes: each settles a send
+    again from its own lane's last step. Under one key per agent the second overwrote the first's,
+    and the first, sent again after a lost reply, was applied a second time."""
+    keys, first, second = RedisKeys(schema), uuid.uuid4(), uuid.uuid4()
+    with redis.Redis.from_url(servers.redis_url) as client:
+        def send(op_id: uuid.UUID, lane: str) -> dict:
+            return update_plan(Transaction(op_id, "agent-1", None, None, client, lane=lane), team=1, keys=keys)
+
+        applied = send(first, "agent-1/0")
+        send(second, "agent-1/1")
+        assert send(first, "agent-1/0") == applied, "answered the version it wrote, not applied again"
+        assert client.xlen(keys("plan", "log")) == 2 and client.hget(keys("plan", 1), "version") == b"2"

@@ -19,6 +19,7 @@ from tests.support import PREPARED
 from toolserver.identity import (
     AGENT_ID_META_KEY,
     ANONYMOUS_AGENT,
+    LANE_META_KEY,
     OP_ID_META_KEY,
     Identity,
     IdentityRefused,
@@ -63,7 +64,8 @@ def test_a_schema_refuses_what_no_draw_gives():
 
 def test_the_op_id_comes_from_meta_header_or_argument_and_they_must_agree():
     op_id = uuid.uuid4()
-    assert identity_of({OP_ID_META_KEY: str(op_id)}, None, None) == Identity(op_id, "meta", ANONYMOUS_AGENT)
+    assert identity_of({OP_ID_META_KEY: str(op_id)}, None, None) == Identity(op_id, "meta", ANONYMOUS_AGENT,
+                                                                              ANONYMOUS_AGENT)
     assert identity_of(None, {"idempotency-key": str(op_id)}, None).op_id_from == "header"
     assert identity_of(None, None, op_id).op_id_from == "argument"
     agreeing = identity_of({OP_ID_META_KEY: str(op_id)}, {"idempotency-key": str(op_id)}, op_id)
@@ -94,7 +96,7 @@ def _record(outcome: Outcome, failures: list[Failure], exception: BaseException 
 
 def test_a_success_after_retries_says_its_value_attempts_and_the_kinds_it_met():
     record = _record(Outcome.SUCCEEDED, [Failure.DEADLOCK, Failure.DEADLOCK], value={"debit": 1, "amount": 2})
-    result = call_result(record, Identity(record.op_id, "header", "a"))
+    result = call_result(record, Identity(record.op_id, "header", "a", "a"))
     assert result.is_error is False
     assert result.structured_content == {"value": {"debit": 1, "amount": 2}, "op_id": str(record.op_id),
                                          "op_id_from": "header", "attempts": 3, "failures": ["deadlocks"] * 2}
@@ -105,7 +107,7 @@ def test_a_success_after_retries_says_its_value_attempts_and_the_kinds_it_met():
 def test_a_failure_says_its_kind_sqlstate_whether_it_was_rolled_back_or_refused():
     gave_up = _record(Outcome.FAILED, [Failure.SERIALIZATION_FAILURE] * 2,
                       psycopg.errors.SerializationFailure("could not serialize access"))
-    failed = call_result(gave_up, Identity(gave_up.op_id, "meta", "a"))
+    failed = call_result(gave_up, Identity(gave_up.op_id, "meta", "a", "a"))
     assert failed.is_error is True
     assert failed.structured_content == {
         "kind": "serialization_failures", "sqlstate": "40001", "rolled_back": True, "refused": False,
@@ -114,12 +116,21 @@ def test_a_failure_says_its_kind_sqlstate_whether_it_was_rolled_back_or_refused(
     assert [block.text for block in failed.content] == [
         "deduct_credits failed (serialization_failures, attempt 2): could not serialize access"]
     refused = call_result(_record(Outcome.FAILED, [Failure.REFUSED], Refused("account 3 holds 0, needs 5")),
-                          Identity(uuid.uuid4(), "server", "a"))
+                          Identity(uuid.uuid4(), "server", "a", "a"))
     assert (refused.structured_content["refused"], refused.structured_content["sqlstate"]) == (True, None)
     assert refused.content[0].text == "deduct_credits refused (refusals, attempt 1): account 3 holds 0, needs 5"
     unknown = call_result(_record(Outcome.INDETERMINATE, [Failure.CONNECTION_LOST],
                                   psycopg.OperationalError("consuming input failed")),
-                          Identity(uuid.uuid4(), "server", "a"))
+                          Identity(uuid.uuid4(), "server", "a", "a"))
     assert (unknown.structured_content["kind"], unknown.structured_content["rolled_back"]) == (
         "connection_errors", False)
     assert "outcome unknown" in unknown.content[0].text
+
+
+def test_a_call_names_its_lane_beside_its_agent_or_its_lane_is_the_agents():
+    op_id = str(uuid.uuid4())
+    named = identity_of({OP_ID_META_KEY: op_id, AGENT_ID_META_KEY: "a", LANE_META_KEY: "a/1"}, {}, None)
+    assert (named.agent_id, named.lane) == ("a", "a/1")
+    assert identity_of({OP_ID_META_KEY: op_id, AGENT_ID_META_KEY: "a"}, {}, None).lane == "a"
+    with pytest.raises(IdentityRefused, match="'io.toolclash/lane' must be a non-empty string"):
+        identity_of({OP_ID_META_KEY: op_id, LANE_META_KEY: ""}, {}, None)

@@ -76,7 +76,7 @@ class Execution:
         """The call, run to its end on one of the threads; the event loop serves other requests
         meanwhile. A request cancelled meanwhile (its client gone) leaves the call to finish."""
         return await asyncio.get_running_loop().run_in_executor(
-            self._threads, self._adapter.call_with, tool, identity.agent_id, arguments, identity.op_id)
+            self._threads, self._adapter.call_with, tool, identity.agent_id, arguments, identity.op_id, identity.lane)
 
     def close(self) -> None:
         """After the calls under way have ended."""

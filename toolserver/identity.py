@@ -7,8 +7,10 @@ A call may carry its op id three ways, all read: in the request's `params._meta`
 it carries must agree (else the request is refused, and nothing runs); a call that carries none
 gets a fresh one, and its result says so (`op_id_from` "server"). The agent is `_meta`'s
 `io.toolclash/agent_id`, else the MCP session's id, else one name for every anonymous caller:
-what the tools write as `agent_id` (update_plan guards its retries per agent: agents that call it
-at once should each be named; docs/mcp.md).
+what the tools write as `agent_id`. Its lane, whose calls follow one another, is `_meta`'s
+`io.toolclash/lane`, else the agent's: the tools that guard a resent call by its sender's last
+step key the guard by lane (update_plan, the queue's), so callers that call at once should each
+name theirs (docs/mcp.md).
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["AGENT_ID_META_KEY", "ANONYMOUS_AGENT", "IDEMPOTENCY_KEY_HEADER", "OP_ID_META_KEY", "Identity",
-           "IdentityRefused", "identity_of"]
+__all__ = ["AGENT_ID_META_KEY", "ANONYMOUS_AGENT", "IDEMPOTENCY_KEY_HEADER", "LANE_META_KEY", "OP_ID_META_KEY",
+           "Identity", "IdentityRefused", "identity_of"]
 
 # _meta keys take a prefix in reverse DNS notation; `io.toolclash/` is not one MCP reserves (its
 # second label is neither `modelcontextprotocol` nor `mcp`).
 OP_ID_META_KEY = "io.toolclash/op_id"
 AGENT_ID_META_KEY = "io.toolclash/agent_id"
+LANE_META_KEY = "io.toolclash/lane"
 IDEMPOTENCY_KEY_HEADER = "idempotency-key"
 _SESSION_HEADER = "mcp-session-id"
 ANONYMOUS_AGENT = "mcp-client"
@@ -39,6 +42,7 @@ class Identity:
     op_id: uuid.UUID
     op_id_from: str  # "meta", "header", "argument", or "server" (the call named none)
     agent_id: str
+    lane: str  # whose calls follow one another: the agent's, unless the call names its own
 
 
 def identity_of(meta: Mapping[str, Any] | None, headers: Mapping[str, str] | None,
@@ -56,10 +60,12 @@ def identity_of(meta: Mapping[str, Any] | None, headers: Mapping[str, str] | Non
         raise IdentityRefused("the call names different op ids: "
                               + ", ".join(f"{value} ({source})" for source, value in named.items()))
     op_id_from, op_id = next(iter(named.items()), ("server", uuid.uuid4()))
-    agent = meta.get(AGENT_ID_META_KEY)
-    if agent is not None and not (isinstance(agent, str) and agent):
-        raise IdentityRefused(f"_meta {AGENT_ID_META_KEY!r} must be a non-empty string, not {agent!r}")
-    return Identity(op_id, op_id_from, agent or headers.get(_SESSION_HEADER) or ANONYMOUS_AGENT)
+    agent, lane = meta.get(AGENT_ID_META_KEY), meta.get(LANE_META_KEY)
+    for key, value in ((AGENT_ID_META_KEY, agent), (LANE_META_KEY, lane)):
+        if value is not None and not (isinstance(value, str) and value):
+            raise IdentityRefused(f"_meta {key!r} must be a non-empty string, not {value!r}")
+    agent = agent or headers.get(_SESSION_HEADER) or ANONYMOUS_AGENT
+    return Identity(op_id, op_id_from, agent, lane or agent)
 
 
 def _uuid(value: object, where: str) -> uuid.UUID:

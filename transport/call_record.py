@@ -9,7 +9,7 @@ from typing import Any
 
 from db.errors import Failure
 
-__all__ = ["CallRecord", "Outcome"]
+__all__ = ["CallRecord", "Outcome", "lane_of"]
 
 
 class Outcome(enum.Enum):
@@ -47,6 +47,9 @@ class CallRecord:
     # an agent (its lane) makes its calls one after the other. 0 and 0 for a call no turn made.
     turn: int = 0
     slot: int = 0
+    # Whose calls follow one another (the adapter's: the agent and its slot, or what the caller
+    # named): what a tool keys its guard of a resent call by (db.tool.Transaction.lane).
+    lane: str = ""
     # What the tool handed its agent (its function's return value, JSON-able): set by the last
     # attempt that ran the tool to its end, so an indeterminate call has the value it would have.
     value: Any = None
@@ -64,3 +67,8 @@ class CallRecord:
     @property
     def retries(self) -> int:
         return max(0, self.attempts - 1)
+
+
+def lane_of(agent_id: str, slot: int) -> str:
+    """An agent's lane: the calls of one slot of its turns, which follow one another."""
+    return f"{agent_id}/{slot}"

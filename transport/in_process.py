@@ -31,7 +31,7 @@ from psycopg.pq import TransactionStatus
 from db.durations import Duration
 from db.errors import Failure, classify
 from db.tool import Arguments, Tool, Transaction
-from transport.call_record import CallRecord, Outcome
+from transport.call_record import CallRecord, Outcome, lane_of
 from transport.hooks import CallHook
 from transport.in_flight import CallsInFlight
 from transport.retry import RetryPolicy
@@ -92,14 +92,17 @@ class ToolAdapter:
         `arguments` when its agent drew them already (a turn's calls: harness.run.turns); `turn`
         and `slot`: where in its agent's turns it was made."""
         record = CallRecord(tool=tool.name, backend=tool.backend, op_id=uuid.uuid4(), agent_id=agent_id, seed=seed,
-                            arguments=arguments, started_ns=monotonic_ns(), turn=turn, slot=slot)
+                            arguments=arguments, started_ns=monotonic_ns(), turn=turn, slot=slot,
+                            lane=lane_of(agent_id, slot))
         return self._execute(tool, record, arguments is not None or self._draw_arguments(tool, seed, record))
 
-    def call_with(self, tool: Tool, agent_id: str, arguments: Arguments, op_id: uuid.UUID) -> CallRecord:
+    def call_with(self, tool: Tool, agent_id: str, arguments: Arguments, op_id: uuid.UUID,
+                  lane: str | None = None) -> CallRecord:
         """One call of `tool` by `agent_id` with the arguments and the op id it was given (drawn and
-        named by whoever sent it). The tool executes from them alone: it gets no seed (db.tool)."""
+        named by whoever sent it), in `lane` (default: the agent's one). The tool executes from
+        them alone: it gets no seed (db.tool)."""
         record = CallRecord(tool=tool.name, backend=tool.backend, op_id=op_id, agent_id=agent_id,
-                            arguments=arguments, started_ns=monotonic_ns())
+                            arguments=arguments, started_ns=monotonic_ns(), lane=lane or lane_of(agent_id, 0))
         return self._execute(tool, record, True)
 
     def _execute(self, tool: Tool, record: CallRecord, drawn: bool) -> CallRecord:
@@ -175,7 +178,7 @@ class ToolAdapter:
                     record.pool_waits_s.append(perf_counter() - asked_at)
             # A tool that declares its arguments gets no seed: it executes from them alone.
             tx = Transaction(record.op_id, agent_id, seed if record.arguments is None else None, conn, self._redis,
-                             self._tool_work, self._sleep)
+                             self._tool_work, self._sleep, lane=record.lane)
             record.value = tool.run(tx, **(record.arguments or {}))
             if conn is not None:
                 committing = True

@@ -45,7 +45,7 @@ _encode = json.JSONEncoder(separators=(",", ":")).encode
 def _lane(record: CallRecord) -> dict[str, Any]:
     """The agent's turn that made the call, from 1, and its lane: the agent and the call's slot
     in its turns, whose calls follow one another (a sequential process for a history checker)."""
-    return {"turn": record.turn, "lane": f"{record.agent_id}/{record.slot}"}
+    return {"turn": record.turn, "lane": record.lane}
 
 
 def worker_path(path: str, index: int) -> str:

@@ -44,7 +44,7 @@ import gevent
 
 from db.errors import Failure, classify
 from db.tool import Arguments, Tool, Transaction
-from transport.call_record import CallRecord, Outcome
+from transport.call_record import CallRecord, Outcome, lane_of
 from transport.hooks import CallHook
 from transport.in_flight import CallsInFlight
 from transport.mcp.client import McpClient, McpSession, UnusableTool
@@ -106,7 +106,8 @@ class McpToolAdapter:
              slot: int = 0) -> CallRecord:
         """As the in-process adapter's `call`: `arguments`, when given, were drawn by its agent."""
         record = CallRecord(tool=tool.name, backend=tool.backend, op_id=uuid.uuid4(), agent_id=agent_id, seed=seed,
-                            arguments=arguments, started_ns=monotonic_ns(), turn=turn, slot=slot)
+                            arguments=arguments, started_ns=monotonic_ns(), turn=turn, slot=slot,
+                            lane=lane_of(agent_id, slot))
         drawn = arguments is not None or self._draw_arguments(tool, seed, record)
         if self._call_started is not None:
             self._call_started.fire(record=record)
@@ -161,7 +162,7 @@ class McpToolAdapter:
             if tool.calls_mcp:
                 # A tool that declares its arguments executes from them alone (db.tool).
                 tx = Transaction(record.op_id, record.agent_id, record.seed if record.arguments is None else None,
-                                 None, None, mcp=calls)
+                                 None, None, mcp=calls, lane=record.lane)
                 value = tool.run(tx, **(record.arguments or {}))
                 follow_ups, record.observations = tx.after_commit, tx.observations
             else:

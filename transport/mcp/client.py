@@ -34,6 +34,7 @@ from transport.mcp.headers import InvalidToolSchema, ParamHeader, header_value, 
 from transport.mcp.settings import (
     AGENT_ID_META_KEY,
     CLIENT_INFO,
+    LANE_META_KEY,
     OP_ID_META_KEY,
     SESSION_ERA_VERSION,
     SESSION_ERA_VERSIONS,
@@ -258,10 +259,10 @@ class McpSession:
         return reply.result()
 
     def call_tool(self, name: str, arguments: dict[str, Any], op_id: uuid.UUID, agent_id: str | None = None,
-                  waits: list[float] | None = None) -> dict[str, Any]:
+                  lane: str | None = None, waits: list[float] | None = None) -> dict[str, Any]:
         """tools/call with the op id in `_meta`, in an `Idempotency-Key` header, and as the `op_id`
-        argument when the tool declares one, and the agent's id (when given) in `_meta`; its
-        result."""
+        argument when the tool declares one, and the agent's id and lane (when given) in `_meta`;
+        its result."""
         tool = self._client.tools.get(name)
         if tool is not None and tool.invalid:
             raise UnusableTool(f"the server's tool {name!r} is invalid: {tool.invalid}")
@@ -274,7 +275,8 @@ class McpSession:
                 value = param.value_in(arguments)
                 if value is not None:
                     headers[param.header] = value
-        meta = {OP_ID_META_KEY: str(op_id), **({AGENT_ID_META_KEY: agent_id} if agent_id else {})}
+        meta = {OP_ID_META_KEY: str(op_id), **({AGENT_ID_META_KEY: agent_id} if agent_id else {}),
+                **({LANE_META_KEY: lane} if lane else {})}
         params = {"name": name, "arguments": arguments, "_meta": meta}
         return self.request("tools/call", params, headers, waits)
 

@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 
 from db.connect import redacted_url
 
-__all__ = ["AGENT_ID_META_KEY", "CLIENT_INFO", "ERAS", "OP_ID_META_KEY", "SESSION_ERA_VERSION", "SESSION_ERA_VERSIONS",
-           "STATELESS_ERA_VERSION", "McpSettings"]
+__all__ = ["AGENT_ID_META_KEY", "CLIENT_INFO", "ERAS", "LANE_META_KEY", "OP_ID_META_KEY", "SESSION_ERA_VERSION",
+           "SESSION_ERA_VERSIONS", "STATELESS_ERA_VERSION", "McpSettings"]
 
 ERAS = ("auto", "session", "stateless")
 # Offered in `initialize`; the server may answer with any of SESSION_ERA_VERSIONS, which differ in
@@ -31,6 +31,9 @@ STATELESS_ERA_VERSION = "2026-07-28"
 OP_ID_META_KEY = "io.toolclash/op_id"
 # Who the call is made for (the agent's id: what the tools write as `agent_id`), beside it.
 AGENT_ID_META_KEY = "io.toolclash/agent_id"
+# And its lane: whose calls follow one another (db.tool.Transaction.lane), the agent's own or a
+# slot of its turns, whose calls run at once.
+LANE_META_KEY = "io.toolclash/lane"
 CLIENT_INFO = {"name": "toolclash", "version": "0.1.0"}
 
 

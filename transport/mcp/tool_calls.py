@@ -97,7 +97,7 @@ class McpCalls:
         result raises McpToolFailed."""
         record = self._record
         result = McpResult.of(self._session.call_tool(name, dict(arguments or {}), record.op_id, record.agent_id,
-                                                      waits=record.pool_waits_s))
+                                                      record.lane, waits=record.pool_waits_s))
         record.server_attempts += result.server_attempts
         record.server_failures.extend(result.server_failures)
         record.is_error_replies += result.failure is not None
