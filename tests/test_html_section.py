@@ -265,3 +265,48 @@ def test_the_turns_table_and_each_stages_turns_are_the_reports(report):
     assert stages[0][8:11] == [str(first["turns"]), f"{first['turn_p95_ms']:g} ms",
                                f"{first['turns_with_conflicts']} ({share})"]
     assert stages[1][8:10] == ["0", "\u2014 (no turn)"]
+
+
+# A real report's `workflows` (`locust ... --headless --scenario workflows --writes blind --users 20
+# --run-time 4s`): one write tool's data has no versions (the queue's take_job: n/a, never 0).
+WORKFLOWS = {
+    "writes": 3226, "stale_writes": 1485,
+    "behind_versions": {"p50": 0, "p95": 4, "p99": 7, "max": 15, "count": 2151},
+    "stale_ms": {"p50": 16.0, "p95": 64.0, "p99": 130.0, "max": 341.0, "count": 3226},
+    "tools": {
+        "deduct_from_read": {"writes": 1076, "stale_writes": 47,
+                             "behind_versions": {"p50": 0, "p95": 0, "p99": 1, "max": 2, "count": 1076},
+                             "stale_ms": {"p50": 17.0, "p95": 49.0, "p99": 91.0, "max": 259.0, "count": 1076}},
+        "take_job": {"writes": 1075, "stale_writes": 787, "behind_versions": None,
+                     "stale_ms": {"p50": 14.0, "p95": 72.0, "p99": 148.0, "max": 341.0, "count": 1075}},
+        "write_plan_step": {"writes": 1075, "stale_writes": 651,
+                            "behind_versions": {"p50": 1, "p95": 5, "p99": 8, "max": 15, "count": 1075},
+                            "stale_ms": {"p50": 16.0, "p95": 71.0, "p99": 112.0, "max": 250.0, "count": 1075}},
+    },
+}
+
+
+def test_the_workflows_table_is_the_reports_and_only_in_a_run_with_workflows(report):
+    """A row per write tool and one for all: writes from reads, from stale reads (and their share),
+    versions behind (n/a where a tool's data has none), ms since the read. A run without workflows
+    has no table; a workflows run without a write has its totals, n/a and dashes, never 0 ms."""
+    assert "workflows" not in report["run"]["scenarios"] and not report["workflows"]["tools"]
+    assert not parse(section(report)).all(data_part="workflows")
+
+    report["workflows"] = copy.deepcopy(WORKFLOWS)
+    root = parse(section(report)).one("section")
+    parts = [part.attributes["data-part"] for part in root.all(data_part=None)]
+    assert parts == [*PARTS[:PARTS.index("turns") + 1], "workflows", *PARTS[PARTS.index("turns") + 1:]]
+    assert _rows(root, "workflows") == [
+        ["deduct_from_read", "1,076", "47 (4.4%)", "0", "0", "2", "17 ms", "49 ms", "259 ms"],
+        ["take_job", "1,075", "787 (73.2%)", "n/a (no versions)", "14 ms", "72 ms", "341 ms"],
+        ["write_plan_step", "1,075", "651 (60.6%)", "1", "5", "15", "16 ms", "71 ms", "250 ms"],
+        ["all write tools", "3,226", "1,485 (46.0%)", "0", "4", "15", "16 ms", "64 ms", "341 ms"],
+    ]
+    assert not re.search(r"\bNone\b", root.text())
+
+    report["run"]["scenarios"].append("workflows")
+    report["workflows"] = {"writes": 0, "stale_writes": 0, "behind_versions": None,
+                           "stale_ms": {"p50": None, "p95": None, "p99": None, "max": None, "count": 0}, "tools": {}}
+    root = parse(section(report)).one("section")
+    assert _rows(root, "workflows") == [["all write tools", "0", "0", "n/a (no versions)", *["\u2014"] * 3]]

@@ -72,8 +72,9 @@ def test_two_ramps_from_the_web_ui_are_each_audited(servers, schema, tmp_path, l
     run_ids = []
     for agents in (5, 3):
         _post(run.port, "/swarm", user_count=agents, spawn_rate=agents)
-        wait_until(lambda: ramp_running(run.port, agents, {"deduct_credits", "enqueue_job", "dequeue_job"}),
-                   "the ramp's agents and calls")
+        live = wait_until(lambda: ramp_running(run.port, agents, {"deduct_credits", "enqueue_job", "dequeue_job"}),
+                          "the ramp's agents and calls")
+        assert live["workflows"] is None, "no workflows table in a run without workflows"
         before = report_path.stat().st_mtime if report_path.exists() else 0
         _post(run.port, "/stop")
         wait_until(lambda: report_path.exists() and report_path.stat().st_mtime != before, "the ramp's report",

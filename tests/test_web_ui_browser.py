@@ -1,7 +1,7 @@
 """The web UI as a user sees it, in a real browser (headless Chromium): ramps started from Locust's
 form, toolclash's tab with numbers that move, the verdict, the SLA table and the audit after each
-stop, and the agents' turns live and after, checked against the JSON report; and Ctrl-C in the middle
-of a ramp.
+stop, and the agents' turns and the workflows' stale writes live and after, checked against the JSON
+report; and Ctrl-C in the middle of a ramp.
 
 Screenshots of what the browser showed are written to tests/screenshots/ (not kept by git; the
 README and docs/observing.md show one of them, copied to docs/)."""
@@ -219,6 +219,25 @@ def _check_turns_against(browser, turns: dict) -> None:
         assert _number(shown[statistic]) == pytest.approx(turns["latency_ms"][statistic], rel=1e-3), statistic
 
 
+def _check_workflows_against(browser, workflows: dict) -> None:
+    """The workflows table on the page is the report's `workflows`: a row per write tool, then all
+    of them; versions behind n/a where the tool's data has none (the queue's), never 0."""
+    shown = dict(_rows(browser, "#tc-workflows", "data-tool"))
+    expected = {**workflows["tools"], "all write tools": workflows}
+    assert list(shown) == list(expected)
+    for tool, figures in expected.items():
+        cells = shown[tool]
+        assert _number(cells["writes"]) == figures["writes"], tool
+        assert _number(cells["stale_writes"].split(" (")[0]) == figures["stale_writes"], tool
+        for statistic in ("p50", "p95", "max"):
+            behind = figures["behind_versions"]
+            if behind is None:
+                assert cells[f"behind_{statistic}"] == "n/a", tool
+            else:
+                assert _number(cells[f"behind_{statistic}"]) == behind[statistic], (tool, statistic)
+            assert _number(cells[f"ms_{statistic}"]) == pytest.approx(figures["stale_ms"][statistic], rel=1e-3)
+
+
 def _wait_for_report(path: Path, other_than: str | None) -> dict:
     def fresh():
         if not path.exists():
@@ -364,6 +383,35 @@ def test_a_distributed_run_over_mcp_shows_the_masters_exact_sum_and_the_mcp_laye
     finally:
         run.close()
     assert code == report["exit_code"], run.stderr()[-3000:]
+
+
+def test_blind_workflows_show_their_stale_writes_live_and_the_reports_after_the_audit(browser, servers_args, tmp_path,
+                                                                                    locust):
+    """Agents that write blind what they read a turn before: the panel's workflows table shows
+    writes from stale reads while the ramp runs, then the report's figures, write tool by write
+    tool, beside the audit that names the lost updates; the downloaded HTML report has the table."""
+    run = Toolclash(locust, tmp_path, *servers_args, "--scenario", "workflows", "--writes", "blind")
+    try:
+        # The panel's page alone (the two ramps above read it in Locust's tab): it is the same page.
+        browser.set_window_size(1400, 1000)
+        _http(run.port, "/swarm", user_count=20, spawn_rate=20)
+        browser.get(f"{run.url}toolclash")
+        _wait_for(lambda: _status(browser) == "running" and _number(dict(_rows(browser, "#tc-workflows", "data-tool"))[
+            "all write tools"]["stale_writes"].split(" (")[0]) > 0, 30, "live writes from stale reads")
+        assert browser.find_element(By.ID, "tc-workflows-note").text == "live"
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(SCREENSHOTS / "workflows-running.png"))
+        _http(run.port, "/stop", post=True)
+        _wait_for(lambda: _status(browser) == "fail", 60, "the verdict in the panel")
+        report = _wait_for_report(run.report_path, None)
+        assert report["workflows"]["stale_writes"] > 0 and report["anomalies"]["lost_updates"] > 0
+        _check_verdict_against(browser, report)
+        _check_workflows_against(browser, report["workflows"])
+        with urllib.request.urlopen(f"http://127.0.0.1:{run.port}/stats/report", timeout=60) as answer:
+            page = answer.read().decode()
+        assert "data-table='workflows'" in page and "all write tools" in page
+    finally:
+        run.close()
 
 
 @pytest.mark.parametrize("ui", ["headless", "web UI"])

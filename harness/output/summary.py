@@ -13,6 +13,7 @@ from typing import Any
 from harness.output.junit import write_junit
 from harness.report_shape import Hub, MatrixFile, Report, SlaResult
 from harness.verdict.evidence import configuration_errors
+from harness.watch.workflow_stats import ran_workflows
 
 __all__ = ["format_summary", "log_summary", "publish", "write_json"]
 
@@ -161,7 +162,7 @@ def format_summary(report: Report) -> str:
                  + f", errors={report['errors']}")
     lines.append("anomalies: " + ", ".join(f"{k}={v}" for k, v in report["anomalies"].items()))
     lines.append(_turns_line(report))
-    if report["workflows"]["tools"] or "workflows" in report["run"]["scenarios"]:
+    if ran_workflows(report):
         lines.append(_workflows_line(report))
     if report.get("faults"):
         lines.append(_faults_line(report))

@@ -6,18 +6,25 @@ meanwhile (`behind` > 0), or, where the data has no versions (the queue), its `s
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from harness.report_shape import VersionsBehind, WorkflowFigures, Workflows
 from harness.watch.histogram import Histogram
 
-__all__ = ["WorkflowStats", "is_write_from_read"]
+__all__ = ["WorkflowStats", "is_write_from_read", "ran_workflows"]
 
 
 def is_write_from_read(value: Any) -> bool:
     """Whether a call's value is a workflow write's: it says how long after its read it wrote."""
     return isinstance(value, dict) and "stale_ms" in value
+
+
+def ran_workflows(report: Mapping[str, Any]) -> bool:
+    """Whether the report's run had workflows, so its `workflows` is worth showing (the summary,
+    the HTML report, the web UI): the scenario ran, even without a write, or a tool wrote from a read."""
+    return bool(report["workflows"]["tools"]) or "workflows" in report["run"]["scenarios"]
 
 
 @dataclass

@@ -27,8 +27,9 @@ from locust.env import Environment
 from locust.runners import STATE_INIT, STATE_RUNNING, STATE_SPAWNING
 
 from harness.config.settings import Settings
-from harness.report_shape import Report
+from harness.report_shape import Report, Workflows
 from harness.watch.metrics import CONFLICT_COUNTERS, Metrics
+from harness.watch.workflow_stats import ran_workflows
 
 if TYPE_CHECKING:
     from locust.web import WebUI
@@ -53,12 +54,16 @@ _CALL_COLUMNS = ("calls", "succeeded", "failed", "indeterminate", "retries")
 # The charts keep at most this many points per series: a long ramp is shown in wider steps.
 _MAX_POINTS = 600
 _REPORT_SECTIONS = ("run", "verdict", "exit_code", "transport", "tools", "conflicts", "errors", "anomalies", "sla",
-                    "audit", "evidence", "server_counters", "latency_ms", "turns", "stages", "baseline",
+                    "audit", "evidence", "server_counters", "latency_ms", "turns", "workflows", "stages", "baseline",
                     "not_audited_by_identity")
 
 
 class Judging(Protocol):
     """What the tab shows of the process that judges the run (the local runner, or the master)."""
+
+    @property
+    def settings(self) -> Settings:
+        """The current (or last) test's."""
 
     @property
     def report(self) -> Report | None:
@@ -158,9 +163,19 @@ class Panel:
             # The agents' turns (docs/agents.md, Turns): live from what the agents recorded so far,
             # the report's once audited.
             "turns": report["turns"] if report else metrics.turns.section(),
+            # The workflows' writes (docs/agents.md, Workflows across turns), only in a run with
+            # workflows (None: no table): as the turns, live, then the report's.
+            "workflows": self._workflows(metrics, report),
             "series": {"load": load_series(metrics.load_samples), "server": server_series(samples)},
             "verdict": {key: report[key] for key in _REPORT_SECTIONS if key in report} if report else None,
         }
+
+    def _workflows(self, metrics: Metrics, report: Report | None) -> Workflows | None:
+        if report is not None:
+            return report["workflows"] if ran_workflows(report) else None
+        if metrics.workflows.tools or any(scenario.workflows for scenario in self._judging.settings.scenarios):
+            return metrics.workflows.section()
+        return None
 
     def _figures(self, metrics: Metrics, sample: dict[str, Any] | None,
                  report: Report | None) -> dict[str, Any]:

@@ -10,8 +10,9 @@ from typing import Any
 from harness.config.sla import METRICS
 from harness.output.html.figures import DASH, _by_kind, _label, _ms, _number, _percent, _seconds
 from harness.output.html.markup import _block, _cell, _mark, _note, _row, _table
+from harness.watch.workflow_stats import ran_workflows
 
-__all__ = ["_conflicts_and_anomalies", "_distributions", "_sla", "_stages", "_tools", "_turns"]
+__all__ = ["_conflicts_and_anomalies", "_distributions", "_sla", "_stages", "_tools", "_turns", "_workflows"]
 
 
 def _tools(report: dict[str, Any]) -> str:
@@ -110,6 +111,40 @@ def _turns(report: dict[str, Any]) -> str:
                  _number(turns["collisions"])),
             )]
     return _block("Turns", _table("turns", ["Figure", "Value"], rows), "turns")
+
+
+# The workflows table's statistics of versions behind and of ms since the read.
+_SPREAD = ("p50", "p95", "max")
+
+
+def _workflows(report: dict[str, Any]) -> str:
+    """The workflows' writes from their agents' reads, per write tool and in all: how many wrote
+    from a stale read, how stale (docs/agents.md, Workflows across turns); only in a run with
+    workflows."""
+    if not ran_workflows(report):
+        return ""
+    workflows = report["workflows"]
+    rows = [_workflow_row(escape(name), figures) for name, figures in workflows["tools"].items()]
+    rows.append(_workflow_row("<b>all write tools</b>", workflows))
+    headers = ["Write tool", "Writes from reads", "From stale reads", *(f"Versions behind {k}" for k in _SPREAD),
+               *(f"Since the read {k}" for k in _SPREAD)]
+    note = ("<p class='tc-note'>Succeeded writes computed from what their agent read in an earlier turn. From a stale"
+            " read: the data had moved since (versions written meanwhile, or the job gone). Versions behind: n/a"
+            " where the tool's data has no versions (the queue's); in all, over the writes that say them. Since the"
+            " read: the server's clock, from the read to the write. The audit names each lost update by op id.</p>")
+    return _block("Workflows", _table("workflows", headers, rows) + note, "workflows")
+
+
+def _workflow_row(label: str, figures: dict[str, Any]) -> str:
+    writes, stale = figures["writes"], figures["stale_writes"]
+    share = f" {_note(f'({_percent(stale / writes)})')}" if writes else ""
+    behind = figures["behind_versions"]
+    versions = ([_cell(_number(behind[k]), True) for k in _SPREAD] if behind is not None
+                else [_cell(f"n/a {_note('(no versions)')}", True, span=len(_SPREAD))])
+    since = [_cell(_ms(figures["stale_ms"][k]), True) for k in _SPREAD]
+    return _row(_cell(label), _cell(_number(writes), True), _cell(_number(stale) + share, True,
+                                                                   "tc-fail" if stale else ""),
+                *versions, *since)
 
 
 def _stages(report: dict[str, Any]) -> str:

@@ -2,9 +2,10 @@
 (Locust's /stats/report) both carry it.
 
 The section tells the run's story in the order a reader asks: the verdict and why, the tool
-calls, the conflicts and anomalies, the agents' turns, the distributions (deadlock detection and resolution, pool
-wait, queue wait, cross-service window), the per-stage figures of a load shape, the SLAs, the
-audit, the servers' figures and the time series the harness sampled, drawn as inline SVG.
+calls, the conflicts and anomalies, the agents' turns, the workflows' writes from stale reads (in
+a run with workflows), the distributions (deadlock detection and resolution, pool wait, queue
+wait, cross-service window), the per-stage figures of a load shape, the SLAs, the audit, the
+servers' figures and the time series the harness sampled, drawn as inline SVG.
 
 Locust's report is a React page (MUI) rendered in the browser into #root: a few lines of script
 move the section, rendered here on the server, right after Locust's summary (the "During / Target
@@ -23,7 +24,15 @@ from __future__ import annotations
 from html import escape
 from pathlib import Path
 
-from harness.output.html.call_tables import _conflicts_and_anomalies, _distributions, _sla, _stages, _tools, _turns
+from harness.output.html.call_tables import (
+    _conflicts_and_anomalies,
+    _distributions,
+    _sla,
+    _stages,
+    _tools,
+    _turns,
+    _workflows,
+)
 from harness.output.html.server_tables import _audit, _server
 from harness.output.html.time_series import _charts
 from harness.output.html.verdict_block import _verdict
@@ -50,8 +59,8 @@ def _wrap(body: str) -> str:
 def section(report: Report) -> str:
     """The whole section (with its style and script) for a finished run's report."""
     return _wrap("".join((
-        _verdict(report), _tools(report), _conflicts_and_anomalies(report), _turns(report), _distributions(report),
-        _stages(report), _sla(report), _audit(report), _server(report), _charts(report),
+        _verdict(report), _tools(report), _conflicts_and_anomalies(report), _turns(report), _workflows(report),
+        _distributions(report), _stages(report), _sla(report), _audit(report), _server(report), _charts(report),
     )))
 
 

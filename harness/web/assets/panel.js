@@ -1,5 +1,5 @@
 // toolclash's panel: asks toolclash/data every 2 s (before, during and after a ramp) and draws
-// the verdict, the SLA and audit tables, the figures and turns tables and the charts. No library, no CDN.
+// the verdict, the SLA and audit tables, the figures, turns and workflows tables and the charts. No library, no CDN.
 "use strict";
 
 const REFRESH_MS = 2000;
@@ -166,6 +166,37 @@ function renderTurns(data) {
   }, turnCell(turns, column)))));
 }
 
+// -- the workflows ----------------------------------------------------------------------------
+
+// The report's `workflows` (docs/agents.md, Workflows across turns): a row per write tool, then
+// all of them. Versions behind: null where a tool's data has no versions, shown n/a (never 0).
+const STATISTICS = ["p50", "p95", "max"];
+
+function workflowRow(tool, figures, total) {
+  const behind = figures.behind_versions;
+  const share = figures.writes ? el("small", {}, ` (${(100 * figures.stale_writes / figures.writes).toFixed(1)} %)`) : null;
+  const cell = (column, value, hot) => el("td", {"data-column": column, class: hot ? "tc-hot" : (value ? null : "tc-zero")},
+                                          value);
+  return el("tr", {"data-tool": tool, class: total ? "tc-total" : null},
+    el("td", {}, tool),
+    cell("writes", count(figures.writes)),
+    cell("stale_writes", [count(figures.stale_writes), share], figures.stale_writes > 0),
+    STATISTICS.map((k) => behind === null
+      ? el("td", {"data-column": `behind_${k}`, class: "tc-zero", title: "this tool's data has no versions"}, "n/a")
+      : cell(`behind_${k}`, count(behind[k]))),
+    STATISTICS.map((k) => cell(`ms_${k}`, figure(figures.stale_ms[k]))));
+}
+
+function renderWorkflows(data) {
+  const workflows = data.workflows;
+  $("#tc-workflows-section").hidden = !workflows;
+  if (!workflows) return;
+  $("#tc-workflows-note").textContent = NOTES[data.status] || "";
+  $("#tc-workflows tbody").replaceChildren(
+    ...Object.entries(workflows.tools).map(([tool, figures]) => workflowRow(tool, figures, false)),
+    workflowRow("all write tools", workflows, true));
+}
+
 // -- the charts -------------------------------------------------------------------------------
 
 const W = 440, H = 180, LEFT = 42, RIGHT = 12, TOP = 10, BOTTOM = 34;
@@ -296,6 +327,7 @@ async function refresh() {
     redraw("outcome", data.verdict && data.verdict.run.run_id, () => renderOutcome(data.verdict));
     redraw("figures", [data.status, data.figures], () => renderFigures(data));
     redraw("turns", [data.status, data.turns], () => renderTurns(data));
+    redraw("workflows", [data.status, data.workflows], () => renderWorkflows(data));
     redraw("charts", data.series, () => renderCharts(data.series));
     document.body.dataset.ramp = data.ramp;
     document.body.dataset.status = data.status;
