@@ -177,7 +177,9 @@ class HttpExchange:
             finally:
                 limit.close()
                 if response is not None and answered and not response.message_complete:
-                    gevent.spawn(_finish_stream, response)
+                    # A bare greenlet: gevent.spawn's Greenlet would also record who spawned it
+                    # and that one's stack (track_greenlet_tree), for nobody to read.
+                    gevent.spawn_raw(_finish_stream, response)
                 elif response is not None:
                     # Back to the pool if it was read to its end, else closed (a stream left
                     # unread: in the stateless era, closing it cancels the request).
