@@ -56,8 +56,14 @@ class OpIds:
     def _line(self, value: Any) -> str:
         if value is None:
             return ""
-        if isinstance(value, dict) and all(isinstance(key, str) for key in value):
-            return f"{self._shape_number(tuple(value))}{_encode(list(value.values()))}"
+        if isinstance(value, dict):
+            keys = tuple(value)
+            # A shape already kept has only text keys: a call's value is almost always one.
+            number = self._shape_numbers.get(keys)
+            if number is None and all(isinstance(key, str) for key in keys):
+                number = self._shape_number(keys)
+            if number is not None:
+                return f"{number}{_encode(list(value.values()))}"
         return _OTHER + _encode(value)
 
     def _shape_number(self, keys: tuple[str, ...]) -> int:

@@ -266,16 +266,17 @@ class McpSession:
         tool = self._client.tools.get(name)
         if tool is not None and tool.invalid:
             raise UnusableTool(f"the server's tool {name!r} is invalid: {tool.invalid}")
+        op_id_text = str(op_id)
         if tool is not None and tool.takes_op_id:
-            arguments = {**arguments, _OP_ID_ARGUMENT: str(op_id)}
-        headers = {"Idempotency-Key": str(op_id)}
+            arguments = {**arguments, _OP_ID_ARGUMENT: op_id_text}
+        headers = {"Idempotency-Key": op_id_text}
         if self._client.era == "stateless":
             headers["Mcp-Name"] = header_value(name)
             for param in tool.param_headers if tool is not None else ():
                 value = param.value_in(arguments)
                 if value is not None:
                     headers[param.header] = value
-        meta = {OP_ID_META_KEY: str(op_id), **({AGENT_ID_META_KEY: agent_id} if agent_id else {}),
+        meta = {OP_ID_META_KEY: op_id_text, **({AGENT_ID_META_KEY: agent_id} if agent_id else {}),
                 **({LANE_META_KEY: lane} if lane else {})}
         params = {"name": name, "arguments": arguments, "_meta": meta}
         return self.request("tools/call", params, headers, waits)

@@ -59,6 +59,8 @@ _READ_MARGIN_S = 5.0
 # How long an answered event stream is read on for its end, before its connection is closed.
 _STREAM_END_S = 1.0
 _BLOCK_BYTES = 4096
+# One encoder for every request: json.dumps with separators builds one a call.
+_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class McpTransportError(Exception):
@@ -138,7 +140,7 @@ class HttpExchange:
 
     def post(self, message: Message, headers: dict[str, str], waits: list[float] | None = None) -> Reply:
         """Send `message`; its reply. `waits` gets the time spent waiting for a connection."""
-        body = json.dumps(message, separators=(",", ":")).encode("utf-8")
+        body = _encode(message).encode("utf-8")
         return self._exchange("POST", body, {**headers, "Content-Type": "application/json"}, message.get("id"), waits)
 
     def delete(self, headers: dict[str, str]) -> Reply:
@@ -177,7 +179,9 @@ class HttpExchange:
             finally:
                 limit.close()
                 if response is not None and answered and not response.message_complete:
-                    gevent.spawn(_finish_stream, response)
+                    # A bare greenlet: gevent.spawn's Greenlet would also record who spawned it
+                    # and that one's stack (track_greenlet_tree), for nobody to read.
+                    gevent.spawn_raw(_finish_stream, response)
                 elif response is not None:
                     # Back to the pool if it was read to its end, else closed (a stream left
                     # unread: in the stateless era, closing it cancels the request).

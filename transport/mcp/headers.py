@@ -18,6 +18,7 @@ from typing import Any
 __all__ = ["InvalidToolSchema", "ParamHeader", "header_value", "param_headers"]
 
 _SENTINEL_START, _SENTINEL_END = "=?base64?", "?="
+_PRINTABLE_ASCII = re.compile("[ -~]*")  # space to tilde: a value a header carries as it is
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110's field name, 1*tchar
 _PRIMITIVES = ("string", "integer", "boolean")
 
@@ -55,7 +56,7 @@ class ParamHeader:
 
 def header_value(value: str) -> str:
     """`value` as a header carries it (the specification's Value Encoding)."""
-    plain = (all(" " <= c <= "~" for c in value) and value == value.strip()
+    plain = (_PRINTABLE_ASCII.fullmatch(value) is not None and value == value.strip()
              and not (value.startswith(_SENTINEL_START) and value.endswith(_SENTINEL_END)))
     if plain:
         return value

@@ -53,7 +53,7 @@ class McpResult:
 
     @classmethod
     def of(cls, result: Mapping[str, Any]) -> McpResult:
-        read = read_tool_result(dict(result))
+        read = read_tool_result(result)
         content = result.get("content")
         return cls(content=content if isinstance(content, list) else [],
                    structured_content=result.get("structuredContent"), is_error=result.get("isError") is True,

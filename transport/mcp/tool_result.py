@@ -19,6 +19,7 @@ specification makes invalid) is an error. An absent `resultType` is "complete" (
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +48,7 @@ class ToolResult:
     sqlstate: str | None = None  # PostgreSQL's code for the failure, when the server gave one
 
 
-def read_tool_result(result: dict[str, Any]) -> ToolResult:
+def read_tool_result(result: Mapping[str, Any]) -> ToolResult:
     structured = result.get("structuredContent")
     said = structured if isinstance(structured, dict) else {}
     attempts = said.get("attempts")
@@ -58,8 +59,9 @@ def read_tool_result(result: dict[str, Any]) -> ToolResult:
         return ToolResult(Failure.ERROR, message=f"a result of type {result_type!r}: toolclash's agents take only"
                           " complete ones", server_attempts=server_attempts, server_failures=server_failures)
     if result.get("isError") is not True:
-        text = content_text(result.get("content"))
-        value = said["value"] if "value" in said else structured if structured is not None else text
+        # The text only when there is no structured content: a call's result has its value there.
+        value = said["value"] if "value" in said else structured if structured is not None else content_text(
+            result.get("content"))
         return ToolResult(None, value=value, server_attempts=server_attempts, server_failures=server_failures)
     failure = _kind(said)
     sqlstate = said.get("sqlstate") if isinstance(said.get("sqlstate"), str) else None
