@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import enum
+import logging
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from db.errors import Failure
+from db.tool import Tool
 
-__all__ = ["CallRecord", "Outcome", "lane_of"]
+__all__ = ["CallRecord", "Outcome", "draw_arguments", "lane_of"]
+
+log = logging.getLogger(__name__)
 
 
 class Outcome(enum.Enum):
@@ -72,3 +76,20 @@ class CallRecord:
 def lane_of(agent_id: str, slot: int) -> str:
     """An agent's lane: the calls of one slot of its turns, which follow one another."""
     return f"{agent_id}/{slot}"
+
+
+def draw_arguments(tool: Tool, seed: int, record: CallRecord, *, to_send: bool = False) -> bool:
+    """The call's arguments onto its record, drawn once for all its attempts; False when they
+    cannot be, and the call failed (an error of the tool, never retried): its arguments step
+    raised, or, `to_send` (a call by its name to a server, which holds no seed), it has none."""
+    try:
+        record.arguments = tool.draw_arguments(seed)
+        if to_send and record.arguments is None:
+            raise ValueError(f"tool {tool.name} has no arguments step: its arguments cannot be sent over MCP")
+        return True
+    except Exception as exc:  # the tool's own code: whatever it raises is its error, as in its run
+        record.attempts = 1
+        record.failures.append(Failure.ERROR)
+        record.exception = exc
+        log.warning("tool %s failed to draw its arguments: %s: %s", tool.name, type(exc).__name__, exc)
+        return False

@@ -31,7 +31,7 @@ from psycopg.pq import TransactionStatus
 from db.durations import Duration
 from db.errors import Failure, classify
 from db.tool import Arguments, Tool, Transaction
-from transport.call_record import CallRecord, Outcome, lane_of
+from transport.call_record import CallRecord, Outcome, draw_arguments, lane_of
 from transport.hooks import CallHook
 from transport.in_flight import CallsInFlight
 from transport.retry import RetryPolicy
@@ -94,7 +94,7 @@ class ToolAdapter:
         record = CallRecord(tool=tool.name, backend=tool.backend, op_id=uuid.uuid4(), agent_id=agent_id, seed=seed,
                             arguments=arguments, started_ns=monotonic_ns(), turn=turn, slot=slot,
                             lane=lane_of(agent_id, slot))
-        return self._execute(tool, record, arguments is not None or self._draw_arguments(tool, seed, record))
+        return self._execute(tool, record, arguments is not None or draw_arguments(tool, seed, record))
 
     def call_with(self, tool: Tool, agent_id: str, arguments: Arguments, op_id: uuid.UUID,
                   lane: str | None = None) -> CallRecord:
@@ -139,20 +139,6 @@ class ToolAdapter:
                 record.deadlock_resolution_s = perf_counter() - first_deadlock_at
             self._in_flight.finished(record)
         return record
-
-    @staticmethod
-    def _draw_arguments(tool: Tool, seed: int, record: CallRecord) -> bool:
-        """The call's arguments onto its record, drawn once for all its attempts; False when the
-        tool's arguments step raised: the call failed (an error of the tool, never retried)."""
-        try:
-            record.arguments = tool.draw_arguments(seed)
-            return True
-        except Exception as exc:  # the tool's own code: whatever it raises is its error, as in its run
-            record.attempts = 1
-            record.failures.append(Failure.ERROR)
-            record.exception = exc
-            log.warning("tool %s failed to draw its arguments: %s: %s", tool.name, type(exc).__name__, exc)
-            return False
 
     def _attempt(
         self, tool: Tool, agent_id: str, seed: int, record: CallRecord, first_deadlock_at: float | None

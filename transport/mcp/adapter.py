@@ -44,7 +44,7 @@ import gevent
 
 from db.errors import Failure, classify
 from db.tool import Arguments, Tool, Transaction
-from transport.call_record import CallRecord, Outcome, lane_of
+from transport.call_record import CallRecord, Outcome, draw_arguments, lane_of
 from transport.hooks import CallHook
 from transport.in_flight import CallsInFlight
 from transport.mcp.client import McpClient, McpSession, UnusableTool
@@ -108,7 +108,7 @@ class McpToolAdapter:
         record = CallRecord(tool=tool.name, backend=tool.backend, op_id=uuid.uuid4(), agent_id=agent_id, seed=seed,
                             arguments=arguments, started_ns=monotonic_ns(), turn=turn, slot=slot,
                             lane=lane_of(agent_id, slot))
-        drawn = arguments is not None or self._draw_arguments(tool, seed, record)
+        drawn = arguments is not None or draw_arguments(tool, seed, record, to_send=not tool.calls_mcp)
         if self._call_started is not None:
             self._call_started.fire(record=record)
         started = perf_counter()
@@ -198,21 +198,3 @@ class McpToolAdapter:
         if session is None:
             session = self._sessions[agent_id] = self._client.session()
         return session
-
-    @staticmethod
-    def _draw_arguments(tool: Tool, seed: int, record: CallRecord) -> bool:
-        """The call's arguments onto its record, drawn once for all its tries; False when they
-        cannot be: the tool's arguments step raised, or it has none and is called by its name
-        (such a tool draws from its seed as it runs, and only the load's process holds the seed;
-        a tool of backend "mcp" runs here, and may): the call failed."""
-        try:
-            record.arguments = tool.draw_arguments(seed)
-            if record.arguments is None and not tool.calls_mcp:
-                raise ValueError(f"tool {tool.name} has no arguments step: its arguments cannot be sent over MCP")
-            return True
-        except Exception as exc:  # the tool's own code: whatever it raises is its error
-            record.attempts = 1
-            record.failures.append(Failure.ERROR)
-            record.exception = exc
-            log.warning("tool %s failed to draw its arguments: %s: %s", tool.name, type(exc).__name__, exc)
-            return False
