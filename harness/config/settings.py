@@ -254,7 +254,7 @@ class Settings:
         run at once, at most DEFAULT_POOL_SIZE."""
         if self.pool_size is not None:
             return self.pool_size
-        size = min(max(1, self.calls_at_once(agents)), DEFAULT_POOL_SIZE)
+        size = self._one_per_call_at_once(agents)
         if any(s.name == "pool_exhaustion" for s in self.scenarios):
             return max(1, size // 2)  # fewer connections than agents: they must queue
         return size
@@ -264,7 +264,10 @@ class Settings:
         once, at most DEFAULT_POOL_SIZE, and never fewer than its connections (the pool:
         `pool_size_for` all the agents, which it serves alone), so that its threads queue for the
         pool as agents do in process."""
-        return max(self.pool_size_for(agents), min(max(1, self.calls_at_once(agents)), DEFAULT_POOL_SIZE))
+        return max(self.pool_size_for(agents), self._one_per_call_at_once(agents))
+
+    def _one_per_call_at_once(self, agents: int) -> int:
+        return min(max(1, self.calls_at_once(agents)), DEFAULT_POOL_SIZE)
 
     def connections_needed(self, agents: int, processes: int) -> tuple[int, int]:
         """(all the PostgreSQL sessions a run of `agents` on `processes` load processes opens,
