@@ -39,7 +39,9 @@ from db.pool import SessionSettings, open_pool
 from db.redis_keys import RedisKeys
 from db.session import SEND_ONCE
 from db.tool import Tool
+from harness.run.load import Load
 from harness.run.locust_requests import told_to
+from harness.verdict.coordinator import Coordinator
 from harness.watch.metrics import Metrics
 from tasks.queue import PRIORITIES, QueueKeys
 from tasks.scenarios import ScenarioParams, built_in_tools
@@ -665,3 +667,19 @@ def lose_last_dequeue_and_ack(client: redis.Redis, keys: RedisKeys) -> str | Non
     queue = QueueKeys(keys)
     job = client.eval(_LOSE_LAST_DEQUEUE_AND_ACK, 4, *queue.levels, queue.log)
     return job.decode() if job else None
+
+
+@contextlib.contextmanager
+def judged_load(servers, settings, agents: int, infos: Sequence[Any] = ()) -> Iterator[tuple[Coordinator, Load]]:
+    """A test's run without `locust`: the coordinator (its servers opened, the run begun, seed 7)
+    and a load of `agents` agents started on the same servers; the coordinator closed at the end."""
+    coordinator = Coordinator(settings, servers.pg_dsn, servers.redis_url, list(infos))
+    load = Load(settings, EventHook(), 0)
+    load.pg_dsn, load.redis_url = servers.pg_dsn, servers.redis_url
+    coordinator.open()
+    try:
+        coordinator.begin(agents, lambda: agents, seed=7)
+        assert load.start(agents, seed=7) is None
+        yield coordinator, load
+    finally:
+        coordinator.close()

@@ -20,16 +20,14 @@ from typing import Any
 
 import pytest
 import redis
-from locust.event import EventHook
 from psycopg import sql
 
 from db.audits import Acknowledged, AuditContext, OpIds
 from db.tool import Tool, Transaction
 from harness.config.settings import Settings
 from harness.run.load import Load
-from harness.verdict.coordinator import Coordinator
 from tasks.queue import QueueKeys
-from tests.support import context_for, settings_from
+from tests.support import context_for, judged_load, settings_from
 from transport.call_record import Outcome
 
 _CALLS = [uuid.uuid4() for _ in range(4)]
@@ -85,20 +83,12 @@ def _finished(servers, schema: str, scenario: str, calls: Callable[[Load, str, r
     the calls (`calls(load, agent_id, rng)`), `after_load` changes the servers' data before the
     audits; the report."""
     settings = settings_from("--schema", schema, "--scenario", scenario, "--sample-interval", sample_interval)
-    coordinator = Coordinator(settings, servers.pg_dsn, servers.redis_url, [])
-    load = Load(settings, EventHook(), 0)
-    load.pg_dsn, load.redis_url = servers.pg_dsn, servers.redis_url
-    coordinator.open()
-    try:
-        coordinator.begin(1, lambda: 1, seed=7)
-        assert load.start(1, seed=7) is None
+    with judged_load(servers, settings, 1) as (coordinator, load):
         agent_id, rng = load.next_agent()
         calls(load, agent_id, rng)
         load.stop()
         after_load(settings)
         report = coordinator.finish(load.metrics, 1, {})
-    finally:
-        coordinator.close()
     json.dumps(report, default=str)
     return report
 

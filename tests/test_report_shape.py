@@ -9,7 +9,6 @@ import json
 import time
 from types import SimpleNamespace
 
-from locust.event import EventHook
 from typing_extensions import get_args
 
 from db.connect import probe_postgres, probe_redis
@@ -17,11 +16,10 @@ from harness.config.run_settings import fingerprint
 from harness.distributed.shipments import WorkerShipments
 from harness.report_shape import REPORT_VERSION, ConflictCounter, Conflicts, Heartbeats, Report, Workers
 from harness.run.load import Load
-from harness.verdict.coordinator import Coordinator
 from harness.watch.hub_lag import HeartbeatGaps, HubLag
 from harness.watch.metrics import CONFLICT_COUNTERS
 from tests.report_conformance import nonconforming
-from tests.support import ROOT, settings_from, wait_until
+from tests.support import ROOT, judged_load, settings_from, wait_until
 
 _CALLS = 60
 
@@ -50,13 +48,7 @@ def test_a_real_report_has_exactly_the_keys_and_types_its_typeddicts_declare(ser
     settings = settings_from("--schema", schema, "--sample-interval", "0.1", "--hold-time", "0",
                              "--sla", str(ROOT / "sla" / "without_latency.toml"))
     infos = [probe_postgres(servers.pg_dsn, "--pg-dsn"), probe_redis(servers.redis_url, "--redis-url")]
-    coordinator = Coordinator(settings, servers.pg_dsn, servers.redis_url, infos)
-    load = Load(settings, EventHook(), 0)
-    load.pg_dsn, load.redis_url = servers.pg_dsn, servers.redis_url
-    coordinator.open()
-    try:
-        coordinator.begin(2, lambda: 2, seed=7)
-        assert load.start(2, seed=7) is None
+    with judged_load(servers, settings, 2, infos) as (coordinator, load):
         stages = [{"stage": 0, "agents": 2, "started": time.monotonic()}]
         load.stage = 0
         agent_id, rng = load.next_agent()
@@ -66,8 +58,6 @@ def test_a_real_report_has_exactly_the_keys_and_types_its_typeddicts_declare(ser
         load.stop()
         workers = _workers(load, fingerprint(settings))
         report = coordinator.finish(load.metrics, 2, {"local runner": HubLag()}, _heartbeats(), workers, stages)
-    finally:
-        coordinator.close()
 
     assert report["report_version"] == REPORT_VERSION and next(iter(report)) == "report_version"
     assert {"stages", "workers"} <= report.keys() and "heartbeats" in report["hub"]
