@@ -12,7 +12,11 @@ header and as the `op_id` argument, which every tool of toolclash's server takes
 in `_meta`) and the same headers (in the stateless era `MCP-Protocol-Version`, `Mcp-Method` and
 `Mcp-Name` beside the era's `_meta`; in the session era the session's id and version, after
 `initialize` and `notifications/initialized`). It reads each reply whole, decodes its JSON (the
-`data:` line of an event stream) and looks at `isError`; no retry, no record, no event. At the
+`data:` line of an event stream) and looks at `isError`; no retry, no record, no event. With
+`--ends-apart`, an event stream is read only to its reply's `data:` line, and its end (which the
+server sends a moment later) in a bare greenlet of its own, on a second connection of the agent's,
+as toolclash's client reads it (transport.mcp.exchange): the agent's next call does not wait for
+the server to end the last one's stream. Without it, the agent waits, and its next call with it. At the
 end it prints one JSON line: its calls, those whose result was `isError: true`, the replies
 that were no result (a JSON-RPC error or no JSON), and the seconds the calls ran; with
 `--calls-file`, its calls so far every 0.1 s as well, as a toolclash load process of a bench
@@ -74,14 +78,34 @@ def _message(response) -> dict:
     return json.loads(body)
 
 
+def _message_ending_apart(response) -> dict:
+    """The JSON-RPC message of a reply; an event stream read to its `data:` line only, its end in a
+    greenlet of its own."""
+    if not response.get("content-type", "").startswith("text/event-stream"):
+        return _message(response)
+    line = response.readline(b"\n")
+    while not line.startswith(b"data: "):
+        line = response.readline(b"\n")
+    gevent.spawn_raw(_read_to_end, response)
+    return json.loads(line[6:])
+
+
+def _read_to_end(response) -> None:
+    with gevent.Timeout(1.0, False):
+        while not response.message_complete and response.read(4096):
+            pass
+    response.release()
+
+
 class BareAgent:
     """One greenlet's connection, session (in the session era) and random source."""
 
-    def __init__(self, url: str, era: str, agent_id: str, rng: random.Random) -> None:
+    def __init__(self, url: str, era: str, agent_id: str, rng: random.Random, ends_apart: bool = False) -> None:
         parts = urlsplit(url)
         self._path = parts.path
-        self._http = HTTPClient(parts.hostname, port=parts.port, headers=_HEADERS, concurrency=1,
+        self._http = HTTPClient(parts.hostname, port=parts.port, headers=_HEADERS, concurrency=1 + ends_apart,
                                 connection_timeout=5.0, network_timeout=35.0)
+        self._read_reply = _message_ending_apart if ends_apart else _message
         self._era = era
         self._agent_id = agent_id
         self._rng = rng
@@ -122,7 +146,7 @@ class BareAgent:
             headers.update({"MCP-Protocol-Version": STATELESS_ERA_VERSION, "Mcp-Method": "tools/call",
                             "Mcp-Name": tool.name})
         self._ids += 1
-        message = _message(self._post({"jsonrpc": "2.0", "id": self._ids, "method": "tools/call",
+        message = self._read_reply(self._post({"jsonrpc": "2.0", "id": self._ids, "method": "tools/call",
                                        "params": {"name": tool.name, "arguments": {**arguments, "op_id": op_id},
                                                   "_meta": meta}}, headers))
         result = message.get("result")
@@ -138,6 +162,8 @@ def main() -> None:
     parser.add_argument("--era", choices=("stateless", "session"), default="stateless")
     parser.add_argument("--process-index", type=int, default=0, help="names the agents, as a load process's")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--ends-apart", action="store_true",
+                        help="read an event stream's end in a greenlet of its own, as toolclash's client does")
     parser.add_argument("--calls-file", type=Path, help="where to write the calls so far, every 0.1 s")
     args = parser.parse_args()
 
@@ -155,7 +181,7 @@ def main() -> None:
         agent.close()
 
     agent_ids = [f"p{args.process_index}-a{number}" for number in range(1, args.agents + 1)]
-    agents = [BareAgent(args.url, args.era, agent_id, random.Random(f"{args.seed}:{agent_id}"))
+    agents = [BareAgent(args.url, args.era, agent_id, random.Random(f"{args.seed}:{agent_id}"), args.ends_apart)
               for agent_id in agent_ids]
     if args.calls_file is not None:
         count_calls_into(args.calls_file, lambda: counts["calls"])

@@ -15,7 +15,9 @@ the other (`--paths`, in this order by default):
 - `bare stateless`, `bare session`: bench/bare_mcp_loop.py, the same `tools/call`s from plain
   geventhttpclient connections with no toolclash client, no Locust loop and no record, on a
   tool server the bench starts with the builtin's own command line (read from the MCP run
-  before it), on the data that run left;
+  before it), on the data that run left; `bare session apart`, the bare loop reading each event
+  stream's end in a greenlet of its own as toolclash's client does (`--ends-apart`), so that an
+  agent's next call does not wait for the server to end the last one's stream;
 - `MCP stateless x2`, `bare stateless x2`: the two again, on a tool server of two processes
   (`--processes 2 --stateless`, the builtin's options otherwise), which toolclash reaches by
   `--mcp-url`: the server is then no longer one process at a full core.
@@ -75,6 +77,7 @@ class CallPath:
     era: str
     options: tuple[str, ...] = ()
     server_processes: int = 0
+    ends_apart: bool = False
 
 
 PATHS = {
@@ -83,6 +86,7 @@ PATHS = {
     "bare stateless": CallPath(True, "stateless", server_processes=1),
     "MCP session": CallPath(False, "session", ("--mcp-server", "builtin", "--mcp-era", "session")),
     "bare session": CallPath(True, "session", server_processes=1),
+    "bare session apart": CallPath(True, "session", server_processes=1, ends_apart=True),
     "MCP stateless x2": CallPath(False, "stateless", ("--mcp-era", "stateless"), server_processes=2),
     "bare stateless x2": CallPath(True, "stateless", server_processes=2),
 }
@@ -138,7 +142,7 @@ def _bare_loops(args: argparse.Namespace, path: CallPath, url: str, calls_dir: P
         [sys.executable, str(ROOT / "bench" / "bare_mcp_loop.py"), "--url", url, "--schema", args.schema,
          "--agents", str(args.users // args.processes + (index < args.users % args.processes)),
          "--seconds", f"{seconds:g}", "--era", path.era, "--process-index", str(index),
-         "--calls-file", str(calls_dir / f"bare-{index}.txt")],
+         "--calls-file", str(calls_dir / f"bare-{index}.txt"), *(("--ends-apart",) if path.ends_apart else ())],
         cwd=ROOT, stdout=subprocess.PIPE, text=True) for index in range(args.processes)]
 
 

@@ -10,6 +10,8 @@ run's and dropped at the end, and has `--agents` greenlets (gevent-patched, as a
 call its tools, drawn as an agent draws them, for `--seconds`, one layer after the other,
 `--rounds` times:
 - bare: bench/bare_mcp_loop.py's agents, a plain geventhttpclient connection each;
+- apart: the same, each reading an event stream's end in a greenlet of its own, as the client does
+  (`--ends-apart`: the agent's next call does not wait for it; the same as bare in the stateless era);
 - client: toolclash's MCP client (transport.mcp.client), a session per agent: `call_tool`;
 - adapter: its adapter (transport.mcp.adapter): the call's record, op id, seeded arguments, and
   its result read as a careful client reads it, with no listener;
@@ -114,7 +116,9 @@ def main() -> None:
         adapter = McpToolAdapter(client, settings.retry, Hook())
         sessions = [client.session() for _ in agents]
         bare = [BareAgent(url, args.era, f"bare-{agent_id}", random.Random(f"2:{agent_id}")) for agent_id, _ in agents]
-        for agent in bare:
+        apart = [BareAgent(url, args.era, f"apart-{agent_id}", random.Random(f"3:{agent_id}"), ends_apart=True)
+                 for agent_id, _ in agents]
+        for agent in bare + apart:
             agent.open()
 
         def client_call(index: int) -> None:
@@ -130,7 +134,8 @@ def main() -> None:
             agent_id, rng = agents[index]
             load.adapter.call(load.toolbox.pick(rng), agent_id, rng.getrandbits(64))
 
-        layers = {"bare": lambda index: bare[index].call(load.toolbox), "client": client_call,
+        layers = {"bare": lambda index: bare[index].call(load.toolbox),
+                  "apart": lambda index: apart[index].call(load.toolbox), "client": client_call,
                   "adapter": adapter_call, "load": load_call}
         turns: dict[str, list[tuple[float, float]]] = {name: [] for name in layers}
         lost = dict.fromkeys(layers, 0)
@@ -139,7 +144,7 @@ def main() -> None:
                 turns[name].append(cpu_per_call(_counting_lost(call, lost, name), args.agents, args.seconds))
         for session in sessions:
             session.close()
-        for agent in bare:
+        for agent in bare + apart:
             agent.close()
         adapter.close()
         client.close()
@@ -153,15 +158,16 @@ def main() -> None:
         RedisKeys(SCHEMA).clear(client)
 
     print(f"{args.agents} greenlets in one process, the {args.era} era, {args.rounds} turns of {args.seconds:g} s"
-          " a layer; CPU µs a call (median), what it adds, calls/s, and the turns")
-    before = None
+          " a layer; CPU µs a call (median), what it adds (the median of each round's difference with the"
+          " layer before, run just before it: a pair shares the machine's load of the moment), calls/s, the turns")
+    before: list[tuple[float, float]] | None = None
     for name, measured in turns.items():
         median = statistics.median(cpu for cpu, _ in measured)
-        added = "" if before is None else f"{median - before:+.0f}"
+        added = "" if before is None else f"{statistics.median(a - b for (a, _), (b, _) in zip(measured, before)):+.0f}"
         print(f"{name:<9}{median:>6.0f}{added:>6}{statistics.median(rate for _, rate in measured):>7.0f}/s  "
               + ", ".join(f"{cpu:.0f}" for cpu, _ in measured)
               + (f"  ({lost[name]} calls without a reply)" if lost[name] else ""))
-        before = median
+        before = measured
 
 
 if __name__ == "__main__":
