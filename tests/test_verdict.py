@@ -86,7 +86,7 @@ def test_300_agents_on_two_processes_under_faults_pass_on_a_healthy_server(serve
     is matched by id, the audits and the evidence hold, and each pool holds all its connections
     again. Before the fix: FAIL from pool_connections_returned ("48 of 75 connections free")."""
     path, rules = tmp_path / "report.json", ROOT / "sla" / "without_latency.toml"
-    done = locust.run(*servers.args(schema), "--users", "300", "--spawn-rate", "300", "--run-time", "15s",
+    done = locust.run(*servers.args(schema), "--users", "300", "--spawn-rate", "300", "--run-time", "10s",
                       "--processes", "2", "--chaos", "pg-kill:2s,redis-kill:3s", "--sla", str(rules),
                       "--report-json", str(path), timeout=240)
     report = read_report(path)
@@ -107,7 +107,7 @@ def test_1000_agents_on_one_process_end_with_a_report_and_an_audit_that_holds(se
     100 agents, redis-py's default pool refused the 101st agent as a lost connection."""
     path = tmp_path / "report.json"
     done = locust.run(*servers.args(schema), "--users", "1000", "--spawn-rate", "500",
-                      "--run-time", "15s", "--think-time", "1000", "--pool-size", "50",
+                      "--run-time", "10s", "--think-time", "1000", "--pool-size", "50",
                       "--report-json", str(path), timeout=300)
     report = read_report(path)
     assert done.returncode == report["exit_code"], done.stderr[-3000:]
@@ -191,7 +191,7 @@ def test_a_failed_audit_keeps_its_data_until_reset(servers, schema, tmp_path, lo
 
     again = locust.run(*common, timeout=60)
     assert again.returncode == 2 and "whose audit failed" in again.stderr and "--reset" in again.stderr
-    reset = locust.run(*common, "--reset", timeout=60)
+    reset = locust.run(*common, "--reset", "--run-time", "1s", timeout=60)
     assert reset.returncode == 1, reset.stderr[-2000:]  # the same broken audit, on fresh data
 
 
