@@ -1,16 +1,19 @@
 """What /metrics publishes (harness.export): the histograms re-bucketed exactly into the documented
 bounds, OpenTelemetry's names translated to Prometheus', tool labels capped, the figures as the
-text format prometheus-client writes, and /metrics on Locust's own web UI app, behind its login."""
+text format prometheus-client writes, and /metrics on Locust's own web UI app, behind its login;
+when OpenTelemetry's variables ask for an OTLP push, and what they ask that is refused."""
 
 from __future__ import annotations
 
 import uuid
 
+import pytest
 from locust import User
 from locust.env import Environment
 
 from db.errors import Failure
 from harness.export.figures import BOUNDS_S, TOOL_LABELS, Buckets, Judged, families, prometheus_name
+from harness.export.otlp import OtlpRefused, otlp_wanted
 from harness.export.prometheus import MetricsEndpoint
 from harness.watch.histogram import Histogram
 from harness.watch.metrics import Metrics
@@ -110,3 +113,22 @@ def test_metrics_on_the_web_ui_port_is_behind_its_login():
             assert b"toolclash_" not in reply.data and reply.status_code in (302, 401), reply.status_code
         else:
             assert reply.status_code == 200 and b"toolclash_tool_calls_total" in reply.data
+
+
+def test_the_otlp_push_is_asked_for_by_opentelemetrys_variables():
+    endpoint = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}
+    assert not otlp_wanted({})
+    assert otlp_wanted(endpoint) and otlp_wanted({"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://x:4318/v1/metrics"})
+    assert not otlp_wanted({**endpoint, "OTEL_METRICS_EXPORTER": "none"})
+    assert otlp_wanted({**endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"})
+    for refused, line in (
+            ({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "OTEL_EXPORTER_OTLP_PROTOCOL=grpc: toolclash pushes its"
+                                                      " metrics over OTLP/HTTP only: use http/protobuf"),
+            ({"OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "http/json", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"},
+             "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL=http/json: toolclash pushes its metrics over OTLP/HTTP only:"
+             " use http/protobuf"),
+            ({"OTEL_METRIC_EXPORT_INTERVAL": "0"}, "OTEL_METRIC_EXPORT_INTERVAL=0: give the milliseconds between"
+                                                   " two pushes, more than 0")):
+        with pytest.raises(OtlpRefused) as refusal:
+            otlp_wanted({**endpoint, **refused})
+        assert str(refusal.value) == line

@@ -4,21 +4,29 @@ two workers, --processes 2) that serves --metrics-port: what Prometheus holds at
 with the run's JSON report (counters equal its counts, the p95 of the exported buckets is within
 one bucket of the report's, the verdict gauges are its verdict), the counters never went back
 during the run, and every panel query of the Grafana dashboard returns data from it.
+
+The same run pushes over OTLP (OTEL_EXPORTER_OTLP_ENDPOINT, every second) to a receiver here that
+decodes what the OpenTelemetry SDK's exporter sent with OpenTelemetry's own protobuf types: its
+last push holds the report's counts too, and histograms with the documented explicit bounds.
 """
 
 from __future__ import annotations
 
 import bisect
+import gzip
+import http.server
 import json
 import os
 import shutil
 import subprocess
+import threading
 import time
 import urllib.parse
 import urllib.request
 from typing import Any
 
 import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
 from harness.export.figures import BOUNDS_S
 from tests.support import ROOT, free_port, read_report, wait_until
@@ -81,6 +89,48 @@ class Prometheus:
         self._log.close()
 
 
+class OtlpReceiver:
+    """An OTLP/HTTP endpoint for metrics: keeps each push's metrics, by name, decoded."""
+
+    def __init__(self) -> None:
+        self.pushes: list[dict[str, Any]] = []
+        pushes = self.pushes
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                request = ExportMetricsServiceRequest.FromString(body)
+                pushes.append({metric.name: metric for resource in request.resource_metrics
+                               for scope in resource.scope_metrics for metric in scope.metrics})
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _points(metric: Any) -> dict[tuple[str, ...], Any]:
+    """A pushed metric's data points by their attributes' values (run_id first, then by name)."""
+    data = getattr(metric, metric.WhichOneof("data"))
+    points = {}
+    for point in data.data_points:
+        attributes = {a.key: a.value.string_value for a in point.attributes}
+        points[(attributes.pop("run_id"), *(attributes[k] for k in sorted(attributes)))] = point
+    return points
+
+
 @pytest.fixture
 def prometheus_binary() -> str:
     """Debian's prometheus; without it skipped, naming the install command; with CI=true that fails."""
@@ -106,12 +156,14 @@ def test_prometheus_scrapes_a_distributed_run_and_agrees_with_the_report(
         servers, schema, tmp_path, locust, prometheus_binary):
     port = free_port()
     prometheus = Prometheus(prometheus_binary, f"127.0.0.1:{port}", tmp_path)
+    receiver = OtlpReceiver()
     try:
         started = time.time()
         report_path = tmp_path / "report.json"
         run = locust.run("--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema,
                          "-u", "10", "-r", "10", "-t", "6s", "--processes", "2", "--metrics-port", str(port),
-                         "--web-host", "127.0.0.1", "--report-json", str(report_path), timeout=150)
+                         "--web-host", "127.0.0.1", "--report-json", str(report_path), timeout=150,
+                         env={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_METRIC_EXPORT_INTERVAL": "1000"})
         report = read_report(report_path)
         assert run.returncode == report["exit_code"], run.stderr[-3000:]
         assert len(report["workers"]["shipped"]) == 2
@@ -167,5 +219,21 @@ def test_prometheus_scrapes_a_distributed_run_and_agrees_with_the_report(
                 expr = target["expr"].replace("$run_id", run_id).replace("$__rate_interval", RATE_INTERVAL)
                 result = prometheus.query_range(expr, started, ended)
                 assert result and any(series["values"] for series in result), (panel["title"], expr)
+
+        # OTLP: pushed during the run and after the verdict; the last push has the report's figures.
+        assert len(receiver.pushes) >= 3, "pushed every second, and at the end"
+        last = receiver.pushes[-1]
+        assert {(run, tool, outcome): point.as_double for (run, outcome, tool), point in _points(
+            last["toolclash.tool.calls"]).items()} == {
+            (run_id, tool, outcome): float(figures[outcome]) for tool, figures in report["tools"].items()
+            for outcome in ("succeeded", "failed", "indeterminate")}
+        assert last["toolclash.tool.calls"].sum.is_monotonic and last["toolclash.tool.duration"].unit == "s"
+        for (run, tool), point in _points(last["toolclash.tool.duration"]).items():
+            assert list(point.explicit_bounds) == list(BOUNDS_S) and len(point.bucket_counts) == len(BOUNDS_S) + 1
+            assert sum(point.bucket_counts) == point.count == report["tools"][tool]["calls"], tool
+        assert _points(last["db.client.connection.wait_time"])[(run_id,)].count == \
+            report["latency_ms"]["pool_wait"]["count"]
+        assert _points(last["toolclash.verdict.pass"])[(run_id,)].as_double == float(report["verdict"] == "pass")
     finally:
+        receiver.close()
         prometheus.close()

@@ -53,6 +53,8 @@ class Buckets:
     cumulative: tuple[int, ...]
     count: int
     sum_s: float
+    min_s: float | None  # the smallest and largest values recorded (OTLP's min and max); None: none
+    max_s: float | None
 
     @classmethod
     def of(cls, histogram: Histogram) -> Buckets:
@@ -64,7 +66,8 @@ class Buckets:
                 position += 1
             cumulative.append(seen)
         return cls(tuple(cumulative), histogram.count,
-                   sum(key * count for key, count in histogram.counts.items()) / 1_000_000)
+                   sum(key * count for key, count in histogram.counts.items()) / 1_000_000,
+                   keys[0] / 1_000_000 if keys else None, keys[-1] / 1_000_000 if keys else None)
 
 
 @dataclass(frozen=True)
@@ -234,7 +237,6 @@ def _pool_waiting(metrics: Metrics) -> int | None:
     for sample in metrics.load_samples:
         if sample["process"] not in latest or sample["t"] >= latest[sample["process"]]["t"]:
             latest[sample["process"]] = sample
-    values = [sample.get("pool_waiting") for sample in latest.values()]
-    if not values or any(value is None for value in values):
-        return None
-    return sum(values)
+    values: list[int | None] = [sample.get("pool_waiting") for sample in latest.values()]
+    counted = [value for value in values if value is not None]
+    return sum(counted) if values and len(counted) == len(values) else None
