@@ -95,6 +95,27 @@ def test_the_exposition_has_the_figures_and_the_verdict():
         None)[0] == b""
 
 
+def test_attempts_are_exported_after_opentelemetrys_database_and_mcp_conventions():
+    metrics = Metrics()
+    deadlocked = _call("transfer_credits", 0.05, failures=[Failure.DEADLOCK])
+    deadlocked.operations = [("postgresql", 0.03, "40P01", "deadlocks"), ("postgresql", 0.002, "", "")]
+    over_mcp = _call("deduct_credits", 0.01)
+    over_mcp.operations = [("mcp", 0.004, "", "connection_errors"), ("mcp", 0.006, "", "")]
+    for record in (deadlocked, over_mcp):
+        metrics.record(record)
+    shipped = Metrics.from_dict(metrics.to_dict())  # as a worker ships it
+    text = MetricsEndpoint(lambda: _judged(shipped), lambda: None).exposition(None)[0].decode().splitlines()
+    for line in (
+        'db_client_operation_duration_seconds_count{db_response_status_code="40P01",db_system_name="postgresql",'
+        'error_type="deadlocks",run_id="run1"} 1.0',
+        'db_client_operation_duration_seconds_bucket{db_response_status_code="",db_system_name="postgresql",'
+        'error_type="",le="0.002",run_id="run1"} 1.0',
+        'mcp_client_operation_duration_seconds_count{error_type="connection_errors",run_id="run1"} 1.0',
+        'mcp_client_operation_duration_seconds_count{error_type="",run_id="run1"} 1.0',
+    ):
+        assert line in text, line
+
+
 def test_metrics_on_the_web_ui_port_is_behind_its_login():
     class Agent(User):
         pass

@@ -144,7 +144,8 @@ def prometheus_binary() -> str:
 
 
 def _by(values: dict[tuple[tuple[str, str], ...], float], *names: str) -> dict[tuple[str, ...], float]:
-    return {tuple(dict(labels)[name] for name in names): value for labels, value in values.items()}
+    """`values` by the values of the labels `names` ("" for one a series does not have: Prometheus' empty value)."""
+    return {tuple(dict(labels).get(name, "") for name in names): value for labels, value in values.items()}
 
 
 def _bucket(seconds: float) -> int:
@@ -201,6 +202,24 @@ def test_prometheus_scrapes_a_distributed_run_and_agrees_with_the_report(
         for tool, figures in report["tools"].items():
             if figures["calls"]:
                 assert abs(_bucket(p95[tool]) - _bucket(figures["p95_ms"] / 1000)) <= 1, (tool, p95, figures)
+
+        # Each attempt that reached its server, after OpenTelemetry's database convention: the
+        # failed ones by kind are the report's failures (a pool timeout never reached it), the
+        # others one a succeeded call.
+        statuses = _by(prometheus.last(f'db_client_operation_duration_seconds_count{{run_id="{run_id}"}}'),
+                       "db_system_name", "db_response_status_code", "error_type")
+        operations: dict[str, float] = {}
+        for (_, _, kind), count in statuses.items():
+            operations[kind] = operations.get(kind, 0.0) + count
+        failures = {"": float(sum(figures["succeeded"] for figures in report["tools"].values()))}
+        for figures in report["tools"].values():
+            for kind, count in figures["failures"].items():
+                if kind != "pool_timeouts":
+                    failures[kind] = failures.get(kind, 0.0) + count
+        assert operations == failures
+        assert {system for system, _, _ in statuses} == {"postgresql", "redis"}
+        assert all(status == "" for _, status, kind in statuses if kind in ("", "redis_watch_conflicts")), statuses
+        assert all(status == "40001" for _, status, kind in statuses if kind == "serialization_failures"), statuses
 
         # The verdict gauges: the report's verdict, SLA rules and audit checks.
         assert _by(prometheus.last(f'toolclash_verdict_pass{{run_id="{run_id}"}}')) == {

@@ -5,8 +5,9 @@ sampler's latest row, and after each stop the report's verdict. One source for e
 
 Names are OpenTelemetry's (dotted, with a unit); `prometheus_name` translates them as
 OpenTelemetry's Prometheus compatibility does (docs/monitoring.md): dots to underscores, the unit
-`s` as `_seconds`, counters ending in `_total`. Every series has a `run_id` label: a web-UI ramp
-is a new run (its counters start from 0 as new series), never a reset of the last one's.
+`s` as `_seconds`, counters ending in `_total`; attributes' dots as underscores too. Every series
+has a `run_id` label: a web-UI ramp is a new run (its counters start from 0 as new series), never
+a reset of the last one's.
 
 Histograms are re-bucketed from toolclash's own (exact below 1 ms, three significant digits above:
 harness.watch.histogram) into BOUNDS_S. Each bound is itself one of those buckets, so a bucket's
@@ -86,15 +87,24 @@ class Family:
     def prometheus(self) -> str:
         return prometheus_name(self.name, self.unit, self.kind)
 
+    @property
+    def prometheus_labels(self) -> tuple[str, ...]:
+        """The label names in Prometheus: OpenTelemetry's attribute names, dots as underscores."""
+        return tuple(_not_prometheus(label) for label in self.labels)
+
 
 _UNIT_SUFFIXES = {"s": "seconds"}
+
+
+def _not_prometheus(name: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9_]", "_", name)
 
 
 def prometheus_name(name: str, unit: str, kind: Kind) -> str:
     """An OpenTelemetry metric's name in Prometheus: what is not a letter, digit or underscore as
     `_`, the unit's suffix (`s`: `_seconds`; annotations such as `{call}` add none), and `_total`
     for a counter."""
-    translated = re.sub(r"[^a-zA-Z0-9_]", "_", name)
+    translated = _not_prometheus(name)
     suffix = _UNIT_SUFFIXES.get(unit)
     if suffix and not translated.endswith(f"_{suffix}"):
         translated += f"_{suffix}"
@@ -147,11 +157,36 @@ def families(judged: Judged) -> list[Family]:
         Family("toolclash.tool.duration", "histogram", "s", "a tool call's latency, pool waits, retries and"
                " backoff included", ("run_id", "tool"),
                tuple(((*run, tool), Buckets.of(_merged(s.latency for s in stats))) for tool, stats in tools.items())),
+        *_operations(metrics, run),
         *_server_side_histograms(judged, run),
         *_gauges(judged, run),
         *_verdict(judged.report),
     ]
     return found
+
+
+def _operations(metrics: Metrics, run: tuple[str]) -> Iterator[Family]:
+    """Each attempt that reached its server, after OpenTelemetry's database and MCP client
+    conventions: in process, by system, SQLSTATE and failure kind; over MCP, by failure kind."""
+    database: dict[tuple[str, ...], Histogram] = {}
+    mcp: dict[tuple[str, ...], Histogram] = {}
+    for key, histogram in metrics.operations.items():
+        system, status, failure_kind = key.split("|")
+        if system == "mcp":
+            mcp.setdefault(run + (failure_kind,), Histogram()).merge(histogram)
+        else:
+            database[run + (system, status, failure_kind)] = histogram
+    if database:
+        yield Family("db.client.operation.duration", "histogram", "s",
+                     "an attempt's time on its server, its pool wait left out: db.response.status_code is the"
+                     " SQLSTATE a failed one got, error.type its failure's kind",
+                     ("run_id", "db.system.name", "db.response.status_code", "error.type"),
+                     tuple((labels, Buckets.of(histogram)) for labels, histogram in sorted(database.items())))
+    if mcp:
+        yield Family("mcp.client.operation.duration", "histogram", "s",
+                     "an attempt's tools/call request over MCP, to its reply: error.type its failure's kind",
+                     ("run_id", "error.type"),
+                     tuple((labels, Buckets.of(histogram)) for labels, histogram in sorted(mcp.items())))
 
 
 def _server_side_histograms(judged: Judged, run: tuple[str]) -> Iterator[Family]:

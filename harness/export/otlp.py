@@ -140,7 +140,8 @@ class OtlpPush:
 def _metric(family: Family, started_ns: dict[str, int], now: int) -> Metric:
     points: list[Any] = []
     for labels, value in family.series:
-        attributes = dict(zip(family.labels, labels))
+        # An empty value (a success's SQLSTATE and error.type) is an attribute left out.
+        attributes = {name: value for name, value in zip(family.labels, labels) if value}
         start = started_ns.setdefault(attributes["run_id"], now)
         if isinstance(value, Buckets):
             points.append(HistogramDataPoint(

@@ -54,14 +54,14 @@ def _prometheus_family(family: Family) -> Metric:
     name = family.prometheus
     metric: Metric
     if family.kind == "histogram":
-        histogram = HistogramMetricFamily(name, family.help, labels=family.labels)
+        histogram = HistogramMetricFamily(name, family.help, labels=family.prometheus_labels)
         for labels, buckets in family.series:
             assert isinstance(buckets, Buckets)
             histogram.add_metric(list(labels), [*zip(_LE, buckets.cumulative), ("+Inf", buckets.count)],
                                  buckets.sum_s)
         return histogram
     metric = (CounterMetricFamily if family.kind == "counter" else GaugeMetricFamily)(name, family.help,
-                                                                                     labels=family.labels)
+                                                                                     labels=family.prometheus_labels)
     for labels, value in family.series:
         assert isinstance(value, float)
         metric.add_metric(list(labels), value)
