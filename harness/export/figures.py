@@ -170,8 +170,7 @@ def _operations(metrics: Metrics, run: tuple[str]) -> Iterator[Family]:
     conventions: in process, by system, SQLSTATE and failure kind; over MCP, by failure kind."""
     database: dict[tuple[str, ...], Histogram] = {}
     mcp: dict[tuple[str, ...], Histogram] = {}
-    for key, histogram in metrics.operations.items():
-        system, status, failure_kind = key.split("|")
+    for (system, status, failure_kind), histogram in metrics.operations.items():
         if system == "mcp":
             mcp.setdefault(run + (failure_kind,), Histogram()).merge(histogram)
         else:

@@ -19,7 +19,7 @@ from harness.watch.turn_stats import TurnFigures, TurnStats
 from harness.watch.workflow_stats import WorkflowStats, is_write_from_read
 from transport.call_record import CallRecord, Outcome
 
-__all__ = ["ToolStats", "Metrics", "CONFLICT_COUNTERS", "TRANSPORT_COUNTS", "operation_key"]
+__all__ = ["ToolStats", "Metrics", "CONFLICT_COUNTERS", "TRANSPORT_COUNTS"]
 
 # The report's conflict counters: one per kind of failed attempt, plus the calls whose outcome
 # is unknown. "errors" (bugs, constraint violations) are reported apart, as evidence problems;
@@ -88,9 +88,9 @@ class Metrics:
         self.errors = 0
         self.error_samples: list[str] = []  # the first few errors' exceptions, for the report
         self.distributions: dict[str, Histogram] = {name: Histogram() for name in _DISTRIBUTIONS}
-        # Each attempt that reached its server, by operation_key (system, SQLSTATE, failure kind):
-        # what monitoring exports as db.client.operation.duration and mcp.client.operation.duration.
-        self.operations: dict[str, Histogram] = {}
+        # Each attempt that reached its server, by (system, SQLSTATE, failure kind): what monitoring
+        # exports as db.client.operation.duration and mcp.client.operation.duration.
+        self.operations: dict[tuple[str, str, str], Histogram] = {}
         # Every call's id by tool and outcome (succeeded, failed, indeterminate, rejected: the
         # failed ones a full queue refused), 16 bytes an id: what the audits compare.
         self.op_ids: dict[str, dict[str, OpIds]] = {}
@@ -168,7 +168,7 @@ class Metrics:
         for wait in record.pool_waits_s:
             self._histogram(waits).record(wait)
         for system, seconds, status, failure_kind in record.operations:
-            key = operation_key(system, status, failure_kind)
+            key = (system, status, failure_kind)
             histogram = self.operations.get(key)
             if histogram is None:
                 histogram = self.operations[key] = Histogram()
@@ -251,7 +251,8 @@ class Metrics:
             "errors": self.errors,
             "error_samples": self.error_samples,
             "distributions": {name: h.to_dict() for name, h in self.distributions.items()},
-            "operations": {key: h.to_dict() for key, h in self.operations.items()},
+            # Keys as text: they cross Locust's msgpack messages.
+            "operations": {"|".join(key): h.to_dict() for key, h in self.operations.items()},
             "op_ids": {tool: {outcome: op_ids.to_wire() for outcome, op_ids in by_outcome.items()}
                        for tool, by_outcome in self.op_ids.items()},
             "findings": self.findings,
@@ -275,7 +276,7 @@ class Metrics:
         metrics.error_samples = list(data["error_samples"])
         for name, histogram in data["distributions"].items():
             metrics.distributions[name] = Histogram.from_dict(histogram)
-        metrics.operations = {key: Histogram.from_dict(h) for key, h in data["operations"].items()}
+        metrics.operations = {_operation(key): Histogram.from_dict(h) for key, h in data["operations"].items()}
         metrics.op_ids = {tool: {outcome: OpIds.from_wire(wire) for outcome, wire in by_outcome.items()}
                           for tool, by_outcome in data["op_ids"].items()}
         metrics.findings = list(data["findings"])
@@ -292,9 +293,9 @@ class Metrics:
         return metrics
 
 
-def operation_key(system: str, status: str, failure_kind: str) -> str:
-    """An operation's key in `Metrics.operations` (a text: it crosses Locust's msgpack messages)."""
-    return f"{system}|{status}|{failure_kind}"
+def _operation(text: str) -> tuple[str, str, str]:
+    system, status, failure_kind = text.split("|")
+    return system, status, failure_kind
 
 
 def _sample(samples: list[str], exception: BaseException | None) -> None:
