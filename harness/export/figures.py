@@ -132,7 +132,7 @@ def families(judged: Judged) -> list[Family]:
     metrics = judged.metrics
     tools = _capped_tools(metrics)
     conflict_kinds = [kind for kind in CONFLICT_COUNTERS if kind != "indeterminate"]
-    found = [
+    return [
         Family("toolclash.tool.calls", "counter", "{call}",
                "tool calls that finished, by tool and outcome (succeeded, failed, indeterminate); the report's"
                " tools.*.calls", ("run_id", "tool", "outcome"),
@@ -162,7 +162,6 @@ def families(judged: Judged) -> list[Family]:
         *_gauges(judged, run),
         *_verdict(judged.report),
     ]
-    return found
 
 
 def _operations(metrics: Metrics, run: tuple[str]) -> Iterator[Family]:

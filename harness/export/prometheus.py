@@ -117,12 +117,16 @@ class MetricsEndpoint:
         if self._server is None or report is None or self._scraped is report:
             return
         log.info("toolclash: serving /metrics until it is scraped once more (at most %g s)", LINGER_S)
-        deadline = time.monotonic() + LINGER_S
-        while self._scraped is not report and time.monotonic() < deadline:
-            gevent.sleep(0.05)
+        began = time.monotonic()
+        deadline = began + LINGER_S
+        try:
+            while self._scraped is not report and time.monotonic() < deadline:
+                gevent.sleep(0.05)
+        except KeyboardInterrupt:  # Ctrl-C: the user would rather not wait; the verdict stands
+            pass
         if self._scraped is not report:
-            log.warning("toolclash: /metrics was not scraped within %g s of the verdict: the final figures"
-                        " did not reach Prometheus", LINGER_S)
+            log.warning("toolclash: /metrics was not scraped after the verdict (waited %.0f s): the final"
+                        " figures did not reach Prometheus", time.monotonic() - began)
 
     def close(self) -> None:
         if self._server is not None:
