@@ -21,6 +21,7 @@ from locust.env import Environment
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
 
 from harness.export.figures import BOUNDS_S, Buckets, Family, Judged, families
 
@@ -36,7 +37,7 @@ log = logging.getLogger("toolclash")
 # How long a headless run with --metrics-port waits, after its verdict, for a scrape to read it:
 # four of Prometheus' default scrape intervals (15 s).
 LINGER_S = 60.0
-_LE = tuple(format(bound, "g") for bound in BOUNDS_S)
+_LE = tuple(floatToGoString(bound) for bound in BOUNDS_S)  # as prometheus-client's own histograms write them
 
 
 class FiguresCollector(Collector):
