@@ -124,6 +124,9 @@ def test_a_deadlock_is_retried_timed_and_counted_by_the_server_too(servers, admi
     deadlocks = sum(len(victim.failures) for victim in victims)
     for victim in victims:
         assert victim.exception.sqlstate == "40P01"
+        # Each attempt timed on the server, its SQLSTATE and kind (db.client.operation.duration).
+        assert [(system, status, kind) for system, _, status, kind in victim.operations] == [
+            *[("postgresql", "40P01", "deadlocks")] * len(victim.failures), ("postgresql", "", "")]
         # Detection: from the start of the victim's statement to the error, at least deadlock_timeout.
         assert len(victim.deadlock_detections_s) == len(victim.failures)
         assert all(0.05 <= detection < 5 for detection in victim.deadlock_detections_s)
@@ -279,6 +282,9 @@ def test_a_deadlock_on_statements_run_on_the_connection_directly_is_timed_from_i
                            for victim in victims)
     for victim in victims:
         assert victim.exception.sqlstate == "40P01"
+        # Each attempt timed on the server, its SQLSTATE and kind (db.client.operation.duration).
+        assert [(system, status, kind) for system, _, status, kind in victim.operations] == [
+            *[("postgresql", "40P01", "deadlocks")] * len(victim.failures), ("postgresql", "", "")]
         assert all(0.05 <= detection < 5 for detection in victim.deadlock_detections_s)
 
 
@@ -300,6 +306,7 @@ def test_a_wait_that_ends_in_a_pool_timeout_is_timed(servers, accounts):
         record = adapter.call(Tool("reads", lambda tx: tx.execute("SELECT 1")), "agent", 1)
         pool.putconn(held)
     assert record.failures == [Failure.POOL_TIMEOUT]
+    assert record.operations == [], "a pool timeout never reached the server"
     [wait] = record.pool_waits_s
     assert wait >= 0.3
 

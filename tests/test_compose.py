@@ -133,20 +133,22 @@ def _volume_source(volume: str | dict[str, Any]) -> str:
 def test_the_compose_file_is_valid_and_runs_the_documented_commands(compose, tmp_path):
     empty_env = tmp_path / "empty.env"
     empty_env.write_text("")
-    config = compose_config(compose, empty_env)
+    config = compose_config(compose, empty_env, profiles=("mcp", "monitoring"))
     # The example .env writes down the defaults: copied as it is, it changes nothing.
-    assert compose_config(compose, ENV_EXAMPLE) == config
+    assert compose_config(compose, ENV_EXAMPLE, profiles=("mcp", "monitoring")) == config
     text = (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
     for variable in env_example_settings():
         assert f"${{{variable}:-" in text, f".env.example sets {variable}, which docker-compose.yml does not read"
 
     services = config["services"]
-    assert set(services) == {"postgres", "redis", "master", "worker", "toolserver"}
+    assert set(services) == {"postgres", "redis", "master", "worker", "toolserver", "prometheus", "grafana"}
     postgres, redis_, master, worker, toolserver = (
         services[name] for name in ("postgres", "redis", "master", "worker", "toolserver"))
-    # The tool server only with its profile: a plain `docker compose up` runs the other four.
+    # The tool server, Prometheus and Grafana only with their profiles: a plain `docker compose up`
+    # runs the other four.
     assert {name: service.get("profiles") for name, service in services.items() if service.get("profiles")} == {
-        "toolserver": ["mcp"]}
+        "toolserver": ["mcp"], "prometheus": ["monitoring"], "grafana": ["monitoring"]}
+    _check_the_monitoring_profile(services["prometheus"], services["grafana"])
 
     # The servers: official images of a pinned major version, health checks; PostgreSQL's data in a volume.
     assert re.fullmatch(r"postgres:\d+", postgres["image"]) and re.fullmatch(r"redis:\d+", redis_["image"])
@@ -201,6 +203,23 @@ def test_the_compose_file_is_valid_and_runs_the_documented_commands(compose, tmp
     got = environment_of(overridden["toolserver"])
     assert {k: v for k, v in got.items() if k.startswith("TOOLCLASH_")} == {
         name: every[name] for name in SHARED | TOOLSERVER_PASSED}
+
+
+def _check_the_monitoring_profile(prometheus: dict[str, Any], grafana: dict[str, Any]) -> None:
+    """Prometheus scrapes the master at the metrics port docs/monitoring.md names; Grafana is
+    provisioned with that Prometheus and the dashboard in the repo."""
+    sources = {_volume_source(v) for v in prometheus["volumes"]}
+    config_file = ROOT / "monitoring" / "prometheus" / "prometheus.yml"
+    assert str(config_file) in sources
+    targets = [target for job in yaml.safe_load(config_file.read_text(encoding="utf-8"))["scrape_configs"]
+               for group in job["static_configs"] for target in group["targets"]]
+    assert targets == ["master:9646"]
+    assert "TOOLCLASH_METRICS_PORT=9646" in (ROOT / "docs" / "monitoring.md").read_text(encoding="utf-8")
+    sources = {_volume_source(v) for v in grafana["volumes"]}
+    grafana_files = ROOT / "monitoring" / "grafana"
+    assert {str(grafana_files / "provisioning"), str(grafana_files / "toolclash.json")} <= sources
+    datasources = yaml.safe_load((ROOT / "monitoring/grafana/provisioning/datasources/prometheus.yml").read_text())
+    assert [d["url"] for d in datasources["datasources"]] == ["http://prometheus:9090"]
 
 
 @pytest.mark.parametrize("over_mcp", [True, False], ids=["over-mcp-pass", "in-process-impossible-sla"])

@@ -17,6 +17,7 @@ LAYERS = (
     "locustfile",
     "harness.run",  # Locust's events wired, one class per process role, the agents' side
     "harness.web",  # the web UI's tab and start form
+    "harness.export",  # the figures monitoring reads: /metrics for Prometheus
     "harness.output",  # the report written: summary, JSON, JUnit, HTML, the history
     "harness.verdict",  # the judging side: seed, audit, report, verdict
     "harness.distributed",  # what master and workers tell each other

@@ -231,6 +231,10 @@ def test_a_conflict_rolled_back_is_retried_with_the_same_op_id(mcp, admin, serve
     assert record.outcome is Outcome.SUCCEEDED
     assert record.attempts == 3 and record.reissues == 0 and record.is_error_replies == 2
     assert record.failures == [Failure.SERIALIZATION_FAILURE] * 2
+    # Each request timed to its reply: mcp.client.operation.duration, its failure as error.type.
+    assert [(system, kind) for system, _, _, kind in record.operations] == [
+        ("mcp", "serialization_failures"), ("mcp", "serialization_failures"), ("mcp", "")]
+    assert all(0 < seconds <= record.duration_s for _, seconds, _, _ in record.operations)
     assert record.server_failures == [Failure.SERIALIZATION_FAILURE] * 2 and record.server_attempts == 3
     assert seen_by_server(admin, mcp.schema, record) == [(str(record.op_id),) * 3] * 3
     assert written(admin, mcp.schema, record) == 1

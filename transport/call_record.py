@@ -39,6 +39,10 @@ class CallRecord:
     deadlock_detections_s: list[float] = field(default_factory=list)
     deadlock_resolution_s: float | None = None  # first deadlock error to the call's success
     observations: list[tuple[str, float]] = field(default_factory=list)  # the tool's own timings
+    # Each attempt that reached its server, after OpenTelemetry's conventions: (the operation's
+    # system: "postgresql", "redis" or "mcp"; its seconds; the SQLSTATE the server answered, or "";
+    # the failure's kind, or "" when it succeeded). A wait for the pool is not an operation.
+    operations: list[tuple[str, float, str, str]] = field(default_factory=list)
     exception: BaseException | None = None
     # Who made the call, and the seed its arguments are drawn from (db.tool).
     agent_id: str = ""

@@ -150,7 +150,7 @@ class ToolAdapter:
         the connection goes back to the pool: an agent stopped after that point made a call that
         committed, and reporting it otherwise would make the audit blame the server for its row.
         """
-        asked_at = perf_counter()
+        asked_at = began = perf_counter()
         conn: psycopg.Connection | None = None
         # A Redis tool's commands are its commit: a connection lost during them leaves the
         # outcome unknown.
@@ -161,7 +161,8 @@ class ToolAdapter:
                 try:
                     conn = self._pool.getconn()
                 finally:  # a wait that ended in a pool timeout is the worst of all: keep it
-                    record.pool_waits_s.append(perf_counter() - asked_at)
+                    began = perf_counter()
+                    record.pool_waits_s.append(began - asked_at)
             # A tool that declares its arguments gets no seed: it executes from them alone.
             tx = Transaction(record.op_id, agent_id, seed if record.arguments is None else None, conn, self._redis,
                              self._tool_work, self._sleep, lane=record.lane)
@@ -171,6 +172,7 @@ class ToolAdapter:
                 conn.commit()
                 tx.committed_at = perf_counter()
             record.outcome = Outcome.SUCCEEDED
+            record.operations.append((_system(tool), perf_counter() - began, "", ""))
             # The same list: what the follow-ups observe still joins the record.
             record.observations = tx.observations
             if first_deadlock_at is not None:
@@ -185,6 +187,9 @@ class ToolAdapter:
             failure = classify(exc, conn)
             record.failures.append(failure)
             record.exception = exc
+            if conn is not None or not tool.uses_postgres:  # it reached its server
+                record.operations.append((_system(tool), perf_counter() - began,
+                                          getattr(exc, "sqlstate", None) or "", failure.value))
             if failure is Failure.DEADLOCK and tx is not None:
                 record.deadlock_detections_s.append(perf_counter() - tx.statement_started)
             if committing and failure is Failure.CONNECTION_LOST:
@@ -200,6 +205,11 @@ class ToolAdapter:
                     # The rollback is a round trip: an agent stopped during it still gives its
                     # connection back (the pool replaces one left in the middle of a statement).
                     self._pool.putconn(conn)
+
+
+def _system(tool: Tool) -> str:
+    """The server an attempt of `tool` works on, as OpenTelemetry names it (db.system.name)."""
+    return "postgresql" if tool.uses_postgres else "redis"
 
 
 def _end_transaction(conn: psycopg.Connection) -> None:

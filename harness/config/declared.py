@@ -80,6 +80,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("--history", None,
            "write a JSON-lines history of the run to this path, one line per call's invocation and one per its"
            " completion (a worker writes PATH.worker-<index>)", per_run=False),
+    Option("--metrics-port", None,
+           "serve Prometheus' /metrics on this port, on --web-host's address, from the local runner or the master"
+           " (the web UI serves it on its own port too); a headless run serves it after its verdict until it is"
+           " scraped once more, at most 60 s", per_run=False, type=int, at_least=1),
     # Per run: the scenarios, the data's sizes, the pool, the retries, the timeouts, the seed, the faults.
     Option("--scenario", "",
            "comma-separated scenarios to run (default: the default mix, or the --tools-module's tools)",

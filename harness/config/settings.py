@@ -43,6 +43,7 @@ def _typed_run_options(options: Any) -> argparse.Namespace:
 
 # A random seed below this: short enough to type into --seed.
 _RANDOM_SEEDS = 2**32
+_HIGHEST_PORT = 65535
 
 # Schemas every database has, shared with everything else in it.
 _SHARED_SCHEMAS = {"public", "information_schema"}
@@ -126,6 +127,7 @@ class Settings:
     timeseries_csv: str | None = None
     chaos: tuple[Fault, ...] = ()
     history: str | None = None
+    metrics_port: int | None = None  # /metrics for Prometheus (harness.export.prometheus)
     seed: int | None = None
     tools_module: str | None = None
     tools_digest: str | None = None  # the --tools-module file's SHA-256: every process must run the same code
@@ -158,6 +160,8 @@ class Settings:
             raise BadOption(f"--pool-timeout {options.pool_timeout}: must be more than 0 seconds")
         shape_stages = _shape_stages(options)
         required_levels = _required_levels(options)
+        if options.metrics_port is not None and options.metrics_port > _HIGHEST_PORT:
+            raise BadOption(f"--metrics-port {options.metrics_port}: a port is at most {_HIGHEST_PORT}")
         if options.sample_interval <= 0:
             raise BadOption(f"--sample-interval {options.sample_interval}: must be more than 0 seconds")
         schema = _schema_name(options.schema)
@@ -224,6 +228,7 @@ class Settings:
             timeseries_csv=options.timeseries_csv,
             chaos=chaos,
             history=options.history or None,
+            metrics_port=options.metrics_port,
             seed=options.seed,
             tools_module=options.tools_module,
             tools_digest=tools_digest,

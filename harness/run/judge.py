@@ -17,6 +17,7 @@ import redis
 from locust.env import Environment
 
 from harness.config.option import BadOption
+from harness.export.figures import Judged
 from harness.output.html.locust_report import add_to_html_report, section_for_test
 from harness.output.summary import publish
 from harness.run.mcp_server import McpServerRefused
@@ -85,6 +86,13 @@ class Judge(Role):
 
     def server_samples(self) -> list[dict[str, Any]]:
         return self.coordinator.samples
+
+    def judged(self) -> Judged:
+        """The figures monitoring reads now (harness.export): the current test's, and the last verdict."""
+        samples = self.server_samples()
+        return Judged(run_id=self._run_id, metrics=self.live_metrics(), agents=self.environment.runner.user_count,
+                      over_mcp=self.settings.mcp is not None, server_sample=samples[-1] if samples else None,
+                      faults=self.coordinator.faults_injected, report=self.report)
 
     def _use(self, settings: Settings) -> None:
         super()._use(settings)

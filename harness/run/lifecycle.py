@@ -21,7 +21,9 @@ Each process takes a role from its runner's type, one class each, and answers Lo
                   close the history
     Ctrl-C        stops the run as its end would (see _audit_on_ctrl_c)
 
-Where the verdict is made, with Locust's web UI, harness.web.panel adds the toolclash tab.
+Where the verdict is made, with Locust's web UI, harness.web.panel adds the toolclash tab; and
+harness.export.prometheus serves /metrics (on the web UI's port, and on --metrics-port), and
+harness.export.otlp pushes the same figures when OpenTelemetry's variables name an OTLP endpoint.
 
 Exit codes: 0 pass, 1 an SLA or an audit failed, 2 usage, configuration or connection error.
 A configuration error is raised as SystemExit(2) from `init`: any other exception there would
@@ -48,6 +50,8 @@ from harness.config.mcp import McpTarget
 from harness.config.option import BadOption
 from harness.config.settings import Settings
 from harness.config.shapes import AgentStages
+from harness.export.otlp import OtlpPush, OtlpRefused, otlp_wanted
+from harness.export.prometheus import MetricsEndpoint, serve_metrics
 from harness.output.history import History, worker_path
 from harness.run.judge import Judge
 from harness.run.local import Local
@@ -92,8 +96,12 @@ def _on_init(environment: Environment, runner: Runner, web_ui: Any = None, **_: 
                                     settings.required_levels))
     history = _open_history(settings.history, runner) if settings.history else None
     _audit_on_ctrl_c()
-    role = Worker(environment, settings, history) if worker else _judge(environment, runner, settings, history, web_ui)
-    role.listen()
+    if worker:
+        Worker(environment, settings, history).listen()
+        return
+    judge = _judge(environment, runner, settings, history, web_ui)
+    judge.listen()
+    _publish_metrics(judge, environment, settings.metrics_port, web_ui)
 
 
 def _judge(environment: Environment, runner: Runner, settings: Settings, history: History | None,
@@ -123,6 +131,23 @@ def _judge(environment: Environment, runner: Runner, settings: Settings, history
         shape.runner = runner
         environment.shape_class = shape
     return judge
+
+
+def _publish_metrics(judge: Judge, environment: Environment, port: int | None, web_ui: Any) -> None:
+    """/metrics for Prometheus (harness.export.prometheus) on the web UI's port and on --metrics-port,
+    and the OTLP push the environment asks for (harness.export.otlp); after the judge's own
+    listeners, so a headless run's verdict line is printed before it lingers and pushes."""
+    endpoint = MetricsEndpoint(judge.judged, lambda: judge.report)
+    try:
+        if otlp_wanted():  # before the linger's listener: the last push does not wait for it
+            OtlpPush(judge.judged).start(environment)
+        serve_metrics(endpoint, environment, port, web_ui)
+    except OtlpRefused as exc:
+        _stop_quietly(judge.coordinator, judge.services)
+        _fail_configuration(str(exc))
+    except OSError as exc:
+        _stop_quietly(judge.coordinator, judge.services)
+        _fail_configuration(f"--metrics-port {port}: cannot listen there: {exc.strerror or exc}")
 
 
 def _audit_on_ctrl_c() -> None:

@@ -232,6 +232,11 @@ class Coordinator:
         """The server sampler's rows of the current (or last) test: the web UI reads them live."""
         return self._sampler.rows if self._sampler is not None else []
 
+    @property
+    def faults_injected(self) -> list[dict[str, Any]]:
+        """The --chaos faults injected in the current (or last) test so far."""
+        return self._injector.injected
+
     def finish(
         self,
         metrics: Metrics,

@@ -88,6 +88,9 @@ class Metrics:
         self.errors = 0
         self.error_samples: list[str] = []  # the first few errors' exceptions, for the report
         self.distributions: dict[str, Histogram] = {name: Histogram() for name in _DISTRIBUTIONS}
+        # Each attempt that reached its server, by (system, SQLSTATE, failure kind): what monitoring
+        # exports as db.client.operation.duration and mcp.client.operation.duration.
+        self.operations: dict[tuple[str, str, str], Histogram] = {}
         # Every call's id by tool and outcome (succeeded, failed, indeterminate, rejected: the
         # failed ones a full queue refused), 16 bytes an id: what the audits compare.
         self.op_ids: dict[str, dict[str, OpIds]] = {}
@@ -164,6 +167,12 @@ class Metrics:
                 self.conflicts[failure.value] += 1
         for wait in record.pool_waits_s:
             self._histogram(waits).record(wait)
+        for system, seconds, status, failure_kind in record.operations:
+            key = (system, status, failure_kind)
+            histogram = self.operations.get(key)
+            if histogram is None:
+                histogram = self.operations[key] = Histogram()
+            histogram.record(seconds)
         for detection in record.deadlock_detections_s:
             self.distributions["deadlock_detection"].record(detection)
         stats.attempts += record.attempts
@@ -217,6 +226,8 @@ class Metrics:
         _merge_samples(self.error_samples, other.error_samples)
         for name, histogram in other.distributions.items():
             self._histogram(name).merge(histogram)
+        for key, histogram in other.operations.items():
+            self.operations.setdefault(key, Histogram()).merge(histogram)
         for tool, by_outcome in other.op_ids.items():
             mine = self.op_ids.setdefault(tool, {})
             for outcome, op_ids in by_outcome.items():
@@ -240,6 +251,8 @@ class Metrics:
             "errors": self.errors,
             "error_samples": self.error_samples,
             "distributions": {name: h.to_dict() for name, h in self.distributions.items()},
+            # Keys as text: they cross Locust's msgpack messages.
+            "operations": {"|".join(key): h.to_dict() for key, h in self.operations.items()},
             "op_ids": {tool: {outcome: op_ids.to_wire() for outcome, op_ids in by_outcome.items()}
                        for tool, by_outcome in self.op_ids.items()},
             "findings": self.findings,
@@ -263,6 +276,7 @@ class Metrics:
         metrics.error_samples = list(data["error_samples"])
         for name, histogram in data["distributions"].items():
             metrics.distributions[name] = Histogram.from_dict(histogram)
+        metrics.operations = {_operation(key): Histogram.from_dict(h) for key, h in data["operations"].items()}
         metrics.op_ids = {tool: {outcome: OpIds.from_wire(wire) for outcome, wire in by_outcome.items()}
                           for tool, by_outcome in data["op_ids"].items()}
         metrics.findings = list(data["findings"])
@@ -277,6 +291,11 @@ class Metrics:
         metrics.stages = {int(index): cls.from_dict(stage, keep_op_ids=False)
                           for index, stage in data["stages"].items()}
         return metrics
+
+
+def _operation(text: str) -> tuple[str, str, str]:
+    system, status, failure_kind = text.split("|")
+    return system, status, failure_kind
 
 
 def _sample(samples: list[str], exception: BaseException | None) -> None:

@@ -158,6 +158,11 @@ class McpToolAdapter:
         reached the server, ReplyLost when its reply never came. `lost`: an earlier try's reply
         was."""
         calls = McpCalls(session, record)
+        began = perf_counter()
+
+        def ended(failure: Failure | None) -> None:  # the attempt's time, once it reached the server
+            record.operations.append(("mcp", perf_counter() - began, "", failure.value if failure else ""))
+
         try:
             if tool.calls_mcp:
                 # A tool that declares its arguments executes from them alone (db.tool).
@@ -167,20 +172,27 @@ class McpToolAdapter:
                 follow_ups, record.observations = tx.after_commit, tx.observations
             else:
                 value, follow_ups = calls.call(tool.name, record.arguments or {}).value, []
-        except (NotDelivered, ReplyLost):
+        except NotDelivered:
+            raise
+        except ReplyLost:
+            ended(Failure.CONNECTION_LOST)
             raise
         except (McpError, UnusableTool) as exc:
+            ended(Failure.ERROR)
             self._failed(record, Failure.ERROR, exc)
             return False
         except McpToolFailed as exc:
+            ended(exc.failure)
             if lost and exc.result.sqlstate == _UNIQUE_VIOLATION:  # its op id is there: applied by an earlier send
                 return False
             self._failed(record, exc.failure, exc)
             return exc.failure.retryable and exc.rolled_back
         except Exception as exc:  # a tool function's own: its refusal, its conflict, or a bug (an error)
             failure = classify(exc)
+            ended(failure)
             self._failed(record, failure, exc)
             return failure.retryable
+        ended(None)
         record.outcome = Outcome.SUCCEEDED
         record.value = value
         for follow_up in follow_ups:  # as in process: the call has succeeded already
