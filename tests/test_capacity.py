@@ -8,8 +8,10 @@ import random
 
 import pytest
 
-from harness.capacity.search import Answer, BadPrecision, Precision, search
+from harness.capacity.search import Answer, search
 from harness.capacity.usl import UslFit, fit_usl
+from harness.config.capacity import Precision
+from harness.config.option import BadOption
 
 AGENT_COUNTS = (1, 2, 4, 8, 16, 24, 32, 48, 64)
 
@@ -111,7 +113,7 @@ def test_the_search_stops_before_a_probe_that_would_end_past_its_budget_and_says
 
 @pytest.mark.parametrize("text", ["0", "-2", "1.5", "x", "10 %%", ""])
 def test_a_precision_that_is_no_number_of_agents_or_share_is_refused_in_one_line(text):
-    with pytest.raises(BadPrecision, match=r"^--capacity-precision .*: give a number of agents"):
+    with pytest.raises(BadOption, match=r"^--capacity-precision .*: give a number of agents"):
         Precision.parse(text)
     assert Precision.parse("3").at(100) == 3 and Precision.parse("10%").at(37) == 3
     assert Precision.parse("10%").at(0) == 1

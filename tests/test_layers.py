@@ -19,11 +19,11 @@ LAYERS = (
     "harness.web",  # the web UI's tab and start form
     "harness.output",  # the report written: summary, JSON, JUnit, HTML, the history
     "harness.verdict",  # the judging side: seed, audit, report, verdict
+    "harness.capacity",  # --capacity: a probe's plan and judgement, the search, its model; no Locust
     "harness.distributed",  # what master and workers tell each other
     "harness.config",  # options, settings, SLA rules, load shapes
     "harness.faults",  # --chaos
     "harness.watch",  # what the run observes: metrics, the server sampler, the hub's lag
-    "harness.capacity",  # --capacity's search, its probes' judgement and its model: pure
     "harness.report_shape",  # the report's types: every part of the harness that makes or reads a section
     "toolserver",  # the reference MCP tool server: the tools below, none of the harness above
     "tasks",  # the scenarios' tools and their audits

@@ -12,43 +12,13 @@ function (an outcome per call): a child `locust` run in harness.run.capacity, a 
 
 from __future__ import annotations
 
-import math
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["Answer", "BadPrecision", "Precision", "search"]
+from harness.config.capacity import Precision
 
-
-class BadPrecision(ValueError):
-    """The message is the option's one-line refusal."""
-
-
-@dataclass(frozen=True)
-class Precision:
-    """How close the passing and the failing side must come: agents, or a share of the passing
-    side (at least one agent)."""
-
-    agents: int = 0
-    percent: float = 0.0
-
-    @classmethod
-    def parse(cls, text: str) -> Precision:
-        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(%?)\s*", text)
-        if not match or float(match[1]) <= 0 or (not match[2] and not match[1].isdigit()):
-            raise BadPrecision(f"--capacity-precision {text!r}: give a number of agents (e.g. 2) or a share of"
-                               " the capacity found (e.g. 10%)")
-        return cls(percent=float(match[1])) if match[2] else cls(agents=int(match[1]))
-
-    def at(self, agents: int) -> int:
-        """The precision, in agents, about a boundary whose passing side is `agents`."""
-        if self.agents:
-            return self.agents
-        return max(1, math.floor(max(agents, 1) * self.percent / 100))
-
-    def __str__(self) -> str:
-        return f"{self.agents} agents" if self.agents else f"{self.percent:g}%"
+__all__ = ["Answer", "search"]
 
 
 @dataclass

@@ -43,16 +43,19 @@ from locust.runners import MasterRunner, Runner, WorkerRunner
 
 from db.connect import ServiceUnreachable, redact, redacted_url
 from db.schema import SchemaRefused
+from harness.capacity.plan import PROBE_VARIABLE
 from harness.config.declared import add_arguments
 from harness.config.mcp import McpTarget
 from harness.config.option import BadOption
 from harness.config.settings import Settings
 from harness.config.shapes import AgentStages
 from harness.output.history import History, worker_path
+from harness.run.capacity import run_capacity
 from harness.run.judge import Judge
 from harness.run.local import Local
 from harness.run.master import Master
 from harness.run.matrix import MATRIX_LEVEL_VARIABLE, run_matrix
+from harness.run.probe_shape import ProbeShape, probe_plan
 from harness.run.services import Services
 from harness.run.worker import Worker
 from harness.verdict.coordinator import Coordinator
@@ -90,6 +93,12 @@ def _on_init(environment: Environment, runner: Runner, web_ui: Any = None, **_: 
             _fail_configuration("--isolation-matrix runs headless: add --headless")
         raise SystemExit(run_matrix(sys.argv[1:], settings.report_json, settings.history, settings.seed_for_test(),
                                     settings.required_levels))
+    if settings.capacity is not None and PROBE_VARIABLE not in os.environ:
+        if worker:  # forked by --processes (Settings refuses any other worker): each probe starts its own
+            raise SystemExit(0)
+        if not environment.parsed_options.headless:
+            _fail_configuration("--capacity runs headless, a probe after another: add --headless")
+        raise SystemExit(run_capacity(sys.argv[1:], settings, bool(environment.parsed_options.processes)))
     history = _open_history(settings.history, runner) if settings.history else None
     _audit_on_ctrl_c()
     role = Worker(environment, settings, history) if worker else _judge(environment, runner, settings, history, web_ui)
@@ -117,7 +126,12 @@ def _judge(environment: Environment, runner: Runner, settings: Settings, history
         Panel(judge, environment, settings, web_ui)
         install_on_web_ui(web_ui, judge.html_section)
         check_start_form(environment, web_ui, judge.settings_for_test)
-    if settings.shape_stages:
+    plan = probe_plan()
+    if plan is not None:  # this run is one probe of a capacity search, whatever shape its options name
+        judge.probe = ProbeShape(plan, judge)
+        judge.probe.runner = runner
+        environment.shape_class = judge.probe
+    elif settings.shape_stages:
         shape = AgentStages(settings.shape_stages, settings.shape_hold_s,
                             environment.parsed_options.spawn_rate or max(settings.shape_stages), judge.on_stage)
         shape.runner = runner

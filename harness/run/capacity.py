@@ -1,0 +1,111 @@
+"""--capacity: the most agents the platform serves with every SLA rule and every audit holding.
+
+Each probe is a whole `locust` run of its own (harness.run.child_runs), with the user's options
+but for those the search sets: its agents (--users, --spawn-rate: the user's, or all at once),
+fresh data (--reset: the schema re-created and seeded), and its plan in its environment
+(harness.capacity.plan: warm-up, steps, sliding window, minimum duration and calls), which the run
+follows as its load shape (harness.run.probe_shape) and reports in its `probe` section. So a probe
+runs as any run does: with --processes on its own workers, over MCP on its own tool server, audited
+whole. The search (harness.capacity.search) chooses the agents; each probe is judged from its
+report (harness.capacity.judged); the answer goes to the console, --report-json, --junit-xml and
+the exit code. Headless only: a search is many runs, which the web UI's one test cannot show.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+
+from harness.capacity.answer import capacity_section, exit_code_of
+from harness.capacity.judged import judge_probe
+from harness.capacity.plan import PROBE_VARIABLE, ProbePlan, min_calls
+from harness.capacity.search import search
+from harness.config.settings import Settings
+from harness.output.capacity import format_capacity, probe_line
+from harness.output.junit import write_capacity_junit
+from harness.output.summary import write_json
+from harness.report_shape import REPORT_VERSION, CapacityProbe
+from harness.run.child_runs import child_arguments, run_child
+
+__all__ = ["run_capacity"]
+
+# The options the search sets itself in each probe's run (True: with a value); the user's are dropped.
+_OWN_OPTIONS = {
+    "--capacity": False, "--capacity-precision": True, "--capacity-hold": True, "--capacity-warmup": True,
+    "--capacity-repeats": True, "--expect-capacity": True, "--report-json": True, "--junit-xml": True,
+    "--history": True, "--reset": False, "--html": True, "-u": True, "--users": True, "-r": True,
+    "--spawn-rate": True, "-t": True, "--run-time": True, "--master-bind-port": True, "--master-port": True,
+}
+# A probe's run beyond its warm-up and its measure: Python and Locust starting, the schema seeded,
+# the audit: what the budget expects of the first probe, before one has been timed.
+_RUN_OVERHEAD_S = 6.0
+
+
+class _NoVerdict(Exception):
+    """A probe's run ended without a report (it could not start, reach its servers...)."""
+
+
+def run_capacity(argv: list[str], settings: Settings, processes: bool) -> int:
+    """Search; print each probe and the answer; write the report and the JUnit file. The exit
+    code: answer.exit_code_of, or 2 when a probe's run gave no verdict. `processes`: the probes
+    run with --processes (their workers connect to them on a port of their own)."""
+    options = settings.capacity
+    assert options is not None
+    arguments, variables = child_arguments(argv, _OWN_OPTIONS)
+    calls = min_calls([wt.weight for scenario in settings.scenarios for wt in scenario.tools(settings.params)])
+    probes: list[CapacityProbe] = []
+    began = time.monotonic()
+    print(f"toolclash: capacity: searching from {options.start} agents, precision {options.precision},"
+          f" {options.repeats} of {options.repeats} at the boundary, within {options.budget_s:g} s; each probe"
+          f" {options.warmup_s:g} s of warm-up, then at least {options.hold_s:g} s and {calls} calls", flush=True)
+
+    def probe(agents: int) -> bool:
+        plan = ProbePlan.for_hold(agents, options.spawn_rate or agents, options.warmup_s, options.hold_s, calls)
+        own = ["--users", str(agents), "--spawn-rate", f"{plan.spawn_rate:g}", "--reset"]
+        if settings.history:
+            own += ["--history", f"{settings.history}.probe-{len(probes) + 1}"]
+        if processes:  # this process, the master --processes made, holds Locust's port: each probe a port of its own
+            port = _free_port()
+            own += ["--master-bind-port", str(port), "--master-port", str(port)]
+        started = time.monotonic()
+        done = run_child([*arguments, *own], {**variables, PROBE_VARIABLE: plan.to_text()})
+        if done.report is None:
+            raise _NoVerdict(f"the probe at {agents} agents gave no verdict: {done.reason}")
+        probes.append(judge_probe(done.report, started - began, time.monotonic() - started))
+        print(probe_line(len(probes), probes[-1]), flush=True)
+        return probes[-1]["passed"]
+
+    try:
+        answer = search(probe, start=options.start, precision=options.precision, repeats=options.repeats,
+                        budget_s=options.budget_s, probe_s=options.warmup_s + options.hold_s + _RUN_OVERHEAD_S)
+    except _NoVerdict as exc:
+        print(f"toolclash: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    capacity = capacity_section(answer, probes, options, time.monotonic() - began, _data(settings))
+    exit_code = exit_code_of(capacity)
+    print(format_capacity(capacity), flush=True)
+    print(f"toolclash capacity verdict: {'PASS' if exit_code == 0 else 'FAIL'} (exit code {exit_code})", flush=True)
+    if settings.report_json:
+        write_json({"report_version": REPORT_VERSION, "capacity": capacity, "exit_code": exit_code},
+                   settings.report_json)
+    if settings.junit_xml:
+        write_capacity_junit(capacity, settings.junit_xml)
+    return exit_code
+
+
+def _free_port() -> int:
+    with socket.socket() as probe_socket:
+        probe_socket.bind(("127.0.0.1", 0))
+        port: int = probe_socket.getsockname()[1]
+        return port
+
+
+def _data(settings: Settings) -> str:
+    """How each probe's data was made fresh, as the report says it."""
+    fresh = f"each probe's run re-created schema {settings.schema} and its Redis keys (--reset) and seeded them"
+    if settings.mcp is not None and not settings.mcp.started_by_toolclash:
+        return (fresh + "; your MCP server writes there, and whatever state it keeps elsewhere is not reset: each"
+                " probe's audits judge the operations of its own run by identity")
+    return fresh
+
