@@ -1,17 +1,29 @@
-"""--capacity's pure parts: the Universal Scalability Law fit (harness.capacity.usl) and the
-search's plan (harness.capacity.search), driven by the outcomes a probe could have, without
-servers. The search against real servers: tests/test_capacity_run.py."""
+"""--capacity's parts that need no server: the Universal Scalability Law fit (harness.capacity.usl),
+the search's plan (harness.capacity.search) driven by the outcomes a probe could have, a probe judged
+from a real run's report (the fixture's, with a probe section), the options and their refusals, the
+answer and its exit code, a probe's command line. The search against real servers:
+tests/test_capacity_run.py."""
 
 from __future__ import annotations
 
+import copy
+import json
 import random
+from pathlib import Path
 
 import pytest
 
+from harness.capacity.answer import capacity_section, exit_code_of
+from harness.capacity.judged import judge_probe, limiting_side
 from harness.capacity.search import Answer, search
 from harness.capacity.usl import UslFit, fit_usl
-from harness.config.capacity import Precision
+from harness.config.capacity import DEFAULT_BUDGET_S, Precision
 from harness.config.option import BadOption
+from harness.report_shape import Capacity, CapacityProbe, Report
+from harness.run.capacity import _OWN_OPTIONS
+from harness.run.child_runs import child_arguments
+from tests.report_conformance import nonconforming
+from tests.support import settings_from
 
 AGENT_COUNTS = (1, 2, 4, 8, 16, 24, 32, 48, 64)
 
@@ -117,3 +129,112 @@ def test_a_precision_that_is_no_number_of_agents_or_share_is_refused_in_one_line
         Precision.parse(text)
     assert Precision.parse("3").at(100) == 3 and Precision.parse("10%").at(37) == 3
     assert Precision.parse("10%").at(0) == 1
+
+
+FIXTURE = Path(__file__).parent / "fixtures" / "shape_run_report.json"
+
+
+def _probe_report(stopped: str = "evidence", broken: tuple[str, ...] = ()) -> dict:
+    """A real run's report (the fixture's) as a probe's run writes it: with its `probe` section."""
+    report = json.loads(FIXTURE.read_text(encoding="utf-8"))
+    report["probe"] = {"agents": 8, "warmup_s": 1.0, "step_s": 1.0, "window_s": 2.0, "min_s": 3.0, "max_s": 9.0,
+                       "min_calls": 140, "stopped": stopped, "broken": list(broken), "warmup_calls": 40,
+                       "measured": report["stages"][0], "sla": copy.deepcopy(report["sla"])}
+    return report
+
+
+def _rule(report: dict, name: str) -> dict:
+    return next(r for r in report["probe"]["sla"] if r["name"] == name)
+
+
+def test_a_probe_passes_when_everything_held_and_names_the_rule_nearest_its_threshold():
+    report = _probe_report()
+    assert nonconforming(report, Report) == []
+    probe = judge_probe(report, started_s=3.0, wall_s=7.0)
+    assert nonconforming(probe, CapacityProbe) == []
+    assert probe["passed"] and probe["agents"] == 8 and probe["warmup_calls"] == 40
+    # summarize_accounts's p95 of 145 ms is 7 % of its 2 s: the nearest of the rules.
+    assert (probe["limiting"], probe["detail"]) == ("tool latency", "nearest: tool p95 < 2 s [summarize_accounts]"
+                                                                    " at 7% of its threshold")
+
+
+def test_a_probe_whose_audit_failed_fails_though_every_rule_held():
+    report = _probe_report()
+    report["audit"]["ok"] = False
+    report["audit"]["checks"][1]["ok"] = False
+    report["anomalies"]["lost_updates"] = 3
+    probe = judge_probe(report, 0.0, 7.0)
+    assert all(r["ok"] for r in probe["sla"])
+    assert not probe["passed"] and probe["limiting"] == "audit"
+    assert probe["detail"] == "failed: credits_conserved, lost_updates 3"
+    assert probe["failed_checks"] == ["credits_conserved"]
+
+
+def test_a_probe_fails_on_the_window_that_broke_a_rule_on_a_rule_after_its_warm_up_or_on_too_few_calls():
+    windowed = _probe_report("window", ("tool p95 < 2 s [deduct_credits]",))
+    probe = judge_probe(windowed, 0.0, 5.0)
+    assert not probe["passed"]
+    assert probe["limiting"] == "tool latency"
+    assert probe["detail"] == "a 2 s window broke: tool p95 < 2 s [deduct_credits]"
+    windowed["hub"]["fell_behind"] = True  # the harness was late itself: the client is the limit
+    assert judge_probe(windowed, 0.0, 5.0)["limiting"] == "client CPU (hub lag)"
+    measured = _probe_report()
+    _rule(measured, "version conflicts < 20% of attempts").update(observed=0.3, ok=False)
+    probe = judge_probe(measured, 0.0, 5.0)
+    assert not probe["passed"]
+    assert (probe["limiting"], probe["detail"]) == ("version conflicts", "broke: version conflicts < 20% of attempts")
+    short = judge_probe(_probe_report("longest"), 0.0, 5.0)
+    assert not short["passed"] and short["limiting"] == "too few calls" and "fewer than the 140" in short["detail"]
+    assert limiting_side("pool_wait_p95_ms") == limiting_side("pool_timeouts_per_attempt") == "pool wait"
+
+
+def _settings_refused(*words: str) -> str:
+    with pytest.raises(BadOption) as refused:
+        settings_from("--users", "2", *words)
+    return str(refused.value)
+
+
+def test_the_searchs_options_and_what_it_refuses():
+    options = settings_from("--capacity", "-u", "3", "-t", "2m", "--capacity-precision", "2", "--expect-capacity",
+                            "10").capacity
+    assert (options.start, options.budget_s, options.precision.at(50), options.expected) == (3, 120.0, 2, 10)
+    assert settings_from("--capacity").capacity.budget_s == DEFAULT_BUDGET_S
+    assert settings_from("--capacity", "--processes", "2").capacity is not None  # its workers are the search's
+    assert settings_from("--users", "2").capacity is None
+    for words, refusal in (
+        (("--shape", "steps"), "--capacity excludes --shape: each probe of the search is a run of its own"),
+        (("--isolation-matrix",), "--capacity excludes --isolation-matrix"),
+        (("--master",), "--capacity excludes --master: each probe of the search is a run of its own, with"
+                        " --processes N for its workers"),
+        (("--worker",), "--capacity excludes --worker"),
+        (("--capacity-precision", "x"), "--capacity-precision 'x': give a number of agents"),
+        (("--capacity-hold", "0"), "--capacity-hold 0.0: must be more than 0 seconds"),
+        (("--capacity-repeats", "0"), "--capacity-repeats 0: must be at least 1"),
+    ):
+        assert _settings_refused("--capacity", *words).startswith(refusal), words
+    assert _settings_refused("--expect-capacity", "4") == "--expect-capacity needs --capacity"
+
+
+def test_the_answer_in_words_and_its_exit_code():
+    options = settings_from("--capacity", "--expect-capacity", "6").capacity
+    probes = [judge_probe(_probe_report(), 0.0, 5.0)]
+    found = Answer(capacity=5, failing=6, precision=1, confirmed=True, cut_short=False,
+                   outcomes={5: [True, True], 6: [False, False]})
+    capacity = capacity_section(found, probes, options, 60.0, "fresh")
+    assert nonconforming(capacity, Capacity) == []
+    assert capacity["answer"] == "5 agents, exactly: fails at 6 (2 of 2 probes at each side)"
+    assert exit_code_of(capacity) == 1  # below the 6 expected
+    assert exit_code_of({**capacity, "expected": 5}) == 0
+    assert exit_code_of({**capacity, "expected": None}) == 0
+    assert exit_code_of({**capacity, "expected": None, "capacity": 0}) == 1  # not even the smallest passed
+    short = Answer(capacity=8, failing=None, precision=1, confirmed=False, cut_short=True, outcomes={8: [True]})
+    assert capacity_section(short, probes, options, 60.0, "fresh")["answer"] == (
+        "at least 8 agents (cut short by the budget; no probe failed)")
+
+
+def test_a_probes_run_gets_the_users_options_but_the_searchs_own_and_the_servers_by_environment():
+    argv = ["--pg-dsn", "postgresql://app:s3cret@db/x", "--capacity", "--capacity-hold=4", "-u10", "-t", "1m",
+            "--processes", "2", "--report-json", "r.json", "--scenario", "pool_exhaustion", "--expect-capacity", "3"]
+    arguments, variables = child_arguments(argv, _OWN_OPTIONS)
+    assert arguments == ["--processes", "2", "--scenario", "pool_exhaustion"]
+    assert variables == {"TOOLCLASH_PG_DSN": "postgresql://app:s3cret@db/x"}

@@ -86,8 +86,8 @@ def model_line(capacity: Capacity) -> str:
     model = capacity["model"]
     if model is None:
         distinct = len({p["agents"] for p in capacity["probes"]})
-        return (f"USL: not fitted, probes at {distinct} agent counts (it needs {MIN_DISTINCT_AGENTS}; the search's"
-                f" bisection gives them with a finer precision or a larger start){measured}")
+        return (f"USL: not fitted, probes at {distinct} agent count{'s' if distinct != 1 else ''} (it needs"
+                f" {MIN_DISTINCT_AGENTS}; a finer precision or a larger start gives more){measured}")
     peak = ("no peak (κ = 0: throughput flattens, never falls)" if model["peak_agents"] is None else
             f"predicted peak {model['peak_agents']:g} agents at {model['peak_throughput_per_s']:g} calls/s")
     return (f"USL: σ (contention) {model['sigma']:g}, κ (coherency) {model['kappa']:g}, λ {model['lam']:g} calls/s"

@@ -13,6 +13,10 @@ def _figure(value: float | None, pattern: str = "{:.0f}") -> str:
     return "-" if value is None else pattern.format(value)
 
 
+def _probes(n: int) -> str:
+    return f"{n} probe{'s' if n != 1 else ''}"
+
+
 def probe_line(number: int, probe: CapacityProbe) -> str:
     verdict = "PASS" if probe["passed"] else "FAIL"
     return (f"toolclash: capacity: probe {number} at {probe['agents']} agents: {verdict},"
@@ -41,7 +45,7 @@ def format_capacity(capacity: Capacity) -> str:
         "",
         f"toolclash capacity: data: {capacity['data']}",
         f"toolclash capacity: {model_line(capacity)}",
-        f"toolclash capacity: {capacity['answer']} [{len(capacity['probes'])} probes in {capacity['elapsed_s']:g} s"
+        f"toolclash capacity: {capacity['answer']} [{_probes(len(capacity['probes']))} in {capacity['elapsed_s']:g} s"
         f" of a {capacity['budget_s']:g} s budget, precision {capacity['precision_asked']}]"
         + against,
     ]
