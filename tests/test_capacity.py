@@ -19,6 +19,7 @@ from harness.capacity.search import Answer, search
 from harness.capacity.usl import UslFit, fit_usl
 from harness.config.capacity import DEFAULT_BUDGET_S, Precision
 from harness.config.option import BadOption
+from harness.output.html.capacity_page import capacity_page
 from harness.report_shape import Capacity, CapacityProbe, Report
 from harness.run.capacity import _OWN_OPTIONS
 from harness.run.child_runs import child_arguments
@@ -176,6 +177,14 @@ def test_a_probe_fails_on_the_window_that_broke_a_rule_on_a_rule_after_its_warm_
     assert not probe["passed"]
     assert probe["limiting"] == "tool latency"
     assert probe["detail"] == "a 2 s window broke: tool p95 < 2 s [deduct_credits]"
+    # Of the rules a window broke, the side of the one broken furthest: 1.5 times its threshold.
+    both = _probe_report("window", ("version conflicts < 20% of attempts", "tool p95 < 2 s [deduct_credits]"))
+    _rule(both, "version conflicts < 20% of attempts").update(observed=0.21, ok=False)
+    _rule(both, "tool p95 < 2 s [deduct_credits]").update(observed=3000.0, ok=False)
+    assert judge_probe(both, 0.0, 5.0)["limiting"] == "tool latency"
+    assert limiting_side("tool_success_rate") == "failed calls"
+    windowed["probe"]["measured"]["pool_wait_p95_ms"] = 60.0  # of a p95 of 66.4 ms: the wait is the latency
+    assert judge_probe(windowed, 0.0, 5.0)["limiting"] == "pool wait (tool latency)"
     windowed["hub"]["fell_behind"] = True  # the harness was late itself: the client is the limit
     assert judge_probe(windowed, 0.0, 5.0)["limiting"] == "client CPU (hub lag)"
     measured = _probe_report()
@@ -238,3 +247,25 @@ def test_a_probes_run_gets_the_users_options_but_the_searchs_own_and_the_servers
     arguments, variables = child_arguments(argv, _OWN_OPTIONS)
     assert arguments == ["--processes", "2", "--scenario", "pool_exhaustion"]
     assert variables == {"TOOLCLASH_PG_DSN": "postgresql://app:s3cret@db/x"}
+
+
+def test_the_html_page_draws_every_probe_the_fitted_curve_and_the_capacity():
+    truth = UslFit(lam=50.0, sigma=0.05, kappa=0.002, r_squared=1.0)
+    probes = []
+    for agents in (2, 4, 8, 16, 32, 24, 20):
+        probe = judge_probe(_probe_report(), 0.0, 5.0)
+        probes.append({**probe, "agents": agents, "passed": agents <= 20,
+                       "throughput_per_s": round(truth.throughput(agents), 2)})
+    answer = Answer(capacity=20, failing=24, precision=2, confirmed=False, cut_short=False,
+                    outcomes={n: [n <= 20] for n in (2, 4, 8, 16, 20, 24, 32)})
+    capacity = capacity_section(answer, probes, settings_from("--capacity").capacity, 90.0, "fresh")
+    assert capacity["model"]["sigma"] == pytest.approx(0.05, abs=0.01)
+    assert capacity["knee_agents"] == 20  # the most calls/s of the probes; the model's peak is at 21.8
+    assert capacity["model"]["peak_agents"] == pytest.approx(21.8, abs=1)
+    page = capacity_page(capacity, 0)
+    assert page.startswith("<!DOCTYPE html>") and "toolclash capacity: 20 agents" in page
+    assert "data-chart='capacity_throughput' data-points='67'" in page  # 7 probes and the curve's 60 points
+    assert "<title>capacity at 20 agents</title>" in page  # the boundary, across both charts
+    assert page.count("<title>capacity at 20 agents</title>") == 2
+    assert "<title>probes at 8 agents: " in page
+    assert page.count("<tr>") == 1 + len(probes)  # the table's head and a row per probe

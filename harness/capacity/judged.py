@@ -23,6 +23,7 @@ _SIDES = (
     ("connection_errors", "connections"),
     ("turn", "turn latency"),
     ("tool_p", "tool latency"),
+    ("tool_success_rate", "failed calls"),
     ("success_rate", "failed calls"),
     ("failure_rate", "failed calls"),
     ("errors", "errors"),
@@ -47,14 +48,28 @@ def _usage(rule: SlaResult) -> float | None:
     return threshold / observed if observed else None
 
 
+def _behind_latency(side: str, report: Report) -> str:
+    """What a latency side is behind, when the run shows it: the harness's own event loop late
+    (its latencies partly its own: the client's CPU), or the pool's wait most of the p95."""
+    if not side.endswith("latency"):
+        return side
+    if report["hub"]["fell_behind"]:
+        return _CLIENT
+    measured = report["probe"]["measured"]
+    wait, p95 = measured["pool_wait_p95_ms"], measured["p95_ms"]
+    if wait is not None and p95 and wait >= p95 / 2:
+        return f"pool wait ({side})"
+    return side
+
+
 def _failed_on(report: Report, failed: list[SlaResult], broken: list[str]) -> tuple[str, str]:
-    """(the side, in words what failed) of a probe whose checks held but not its rules."""
+    """(the side, in words what failed) of a probe whose checks held but not its rules: the side
+    of the rule it broke furthest (by the probe's measured figures), or of the first."""
     by_name = {r["name"]: r for r in report["probe"]["sla"]}
-    first = by_name.get(broken[0]) if broken else failed[0]
+    rules = [by_name[name] for name in broken if name in by_name] if broken else failed
     names = broken or [r["name"] for r in failed]
-    side = limiting_side(first["metric"]) if first else "SLA"
-    if side.endswith("latency") and report["hub"]["fell_behind"]:
-        side = _CLIENT  # the harness's own event loop was late: its latencies are partly its own
+    furthest = max(rules, key=lambda rule: _usage(rule) or 0.0, default=None)
+    side = _behind_latency(limiting_side(furthest["metric"]), report) if furthest else "SLA"
     where = f"a {report['probe']['window_s']:g} s window broke" if broken else "broke"
     return side, f"{where}: {'; '.join(names)}"
 
@@ -81,7 +96,7 @@ def judge_probe(report: Report, started_s: float, wall_s: float) -> CapacityProb
         usages = [(usage, r) for r in probe["sla"] if (usage := _usage(r)) is not None]
         if usages:
             usage, nearest = max(usages, key=lambda pair: pair[0])
-            side = limiting_side(nearest["metric"])
+            side = _behind_latency(limiting_side(nearest["metric"]), report)
             detail = f"nearest: {nearest['name']} at {usage:.0%} of its threshold"
     measured = probe["measured"]
     passed = (report["audit"]["ok"] and report["evidence"]["ok"] and probe["stopped"] == "evidence"

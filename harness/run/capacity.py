@@ -23,6 +23,7 @@ from harness.capacity.plan import PROBE_VARIABLE, ProbePlan, min_calls
 from harness.capacity.search import search
 from harness.config.settings import Settings
 from harness.output.capacity import format_capacity, probe_line
+from harness.output.html.capacity_page import write_capacity_page
 from harness.output.junit import write_capacity_junit
 from harness.output.summary import write_json
 from harness.report_shape import REPORT_VERSION, CapacityProbe
@@ -46,10 +47,11 @@ class _NoVerdict(Exception):
     """A probe's run ended without a report (it could not start, reach its servers...)."""
 
 
-def run_capacity(argv: list[str], settings: Settings, processes: bool) -> int:
-    """Search; print each probe and the answer; write the report and the JUnit file. The exit
-    code: answer.exit_code_of, or 2 when a probe's run gave no verdict. `processes`: the probes
-    run with --processes (their workers connect to them on a port of their own)."""
+def run_capacity(argv: list[str], settings: Settings, processes: bool, html_file: str | None) -> int:
+    """Search; print each probe and the answer; write the report, the JUnit file and the HTML page
+    (`html_file`: Locust's --html, a page of the search's own). The exit code:
+    answer.exit_code_of, or 2 when a probe's run gave no verdict. `processes`: the probes run with
+    --processes (their workers connect to them on a port of their own)."""
     options = settings.capacity
     assert options is not None
     arguments, variables = child_arguments(argv, _OWN_OPTIONS)
@@ -91,6 +93,8 @@ def run_capacity(argv: list[str], settings: Settings, processes: bool) -> int:
                    settings.report_json)
     if settings.junit_xml:
         write_capacity_junit(capacity, settings.junit_xml)
+    if html_file:
+        write_capacity_page(capacity, exit_code, html_file)
     return exit_code
 
 

@@ -59,7 +59,9 @@ def run_child(arguments: list[str], variables: dict[str, str]) -> ChildRun:
             env={**os.environ, **variables}, capture_output=True, text=True, stdin=subprocess.DEVNULL,
         )
         if not report_path.exists():
-            reason = next((line for line in reversed(done.stderr.splitlines()) if "toolclash: error" in line),
-                          f"exit code {done.returncode}")
+            lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+            last = f": {lines[-1]}" if lines else ""
+            reason = next((line for line in reversed(lines) if "toolclash: error" in line),
+                          f"exit code {done.returncode}{last}")
             return ChildRun(None, reason, done.stdout)
         return ChildRun(json.loads(report_path.read_text(encoding="utf-8")), "", done.stdout)

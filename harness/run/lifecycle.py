@@ -98,7 +98,8 @@ def _on_init(environment: Environment, runner: Runner, web_ui: Any = None, **_: 
             raise SystemExit(0)
         if not environment.parsed_options.headless:
             _fail_configuration("--capacity runs headless, a probe after another: add --headless")
-        raise SystemExit(run_capacity(sys.argv[1:], settings, bool(environment.parsed_options.processes)))
+        options = environment.parsed_options
+        raise SystemExit(run_capacity(sys.argv[1:], settings, bool(options.processes), options.html_file))
     history = _open_history(settings.history, runner) if settings.history else None
     _audit_on_ctrl_c()
     role = Worker(environment, settings, history) if worker else _judge(environment, runner, settings, history, web_ui)
