@@ -219,6 +219,9 @@ def test_the_searchs_options_and_what_it_refuses():
         (("--capacity-precision", "x"), "--capacity-precision 'x': give a number of agents"),
         (("--capacity-hold", "0"), "--capacity-hold 0.0: must be more than 0 seconds"),
         (("--capacity-repeats", "0"), "--capacity-repeats 0: must be at least 1"),
+        (("--run-time", "10s", "--capacity-hold", "4"), "--run-time 10 s: the search's budget holds no probe"
+                                                        " (--capacity-warmup 5 s, --capacity-hold 4 s and about 6 s"
+                                                        " to start and audit: 15 s)"),
     ):
         assert _settings_refused("--capacity", *words).startswith(refusal), words
     assert _settings_refused("--expect-capacity", "4") == "--expect-capacity needs --capacity"

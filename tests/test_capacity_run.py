@@ -5,11 +5,14 @@ servers: tests/test_capacity.py."""
 
 from __future__ import annotations
 
+import json
+import urllib.parse
+import urllib.request
 import xml.etree.ElementTree as ET
 
 from harness.report_shape import CapacityFile
 from tests.report_conformance import nonconforming
-from tests.support import read_report
+from tests.support import read_report, wait_until
 
 SHORT_PROBES = ("--capacity-warmup", "1", "--capacity-hold", "3", "--capacity-repeats", "1")
 # One connection, a tool that holds it HOLD_MS working in its transaction, agents that never think:
@@ -99,3 +102,38 @@ def test_a_probe_that_gives_no_verdict_ends_the_search_in_one_line_exit_2(server
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
     [line] = lines
     assert "the probe at 2 agents gave no verdict" in line and "127.0.0.1:1/test" in line, line
+
+
+def test_the_web_ui_shows_a_search_and_starts_no_test(servers, schema, tmp_path, locust):
+    """Without --headless the search runs behind the web UI, whose toolclash tab shows it as it
+    goes, then its answer; the start form is refused in one line. A budget of one probe or two."""
+    sla_file = tmp_path / "pool.toml"
+    sla_file.write_text(POOL_RULE, encoding="utf-8")
+    run = locust.start(*servers.args(schema), "--capacity", "--users", "2", "--run-time", "12s", *SHORT_PROBES,
+                       "--scenario", "pool_exhaustion", "--pool-size", "1", "--hold-time", str(HOLD_MS),
+                       "--sla", str(sla_file), headless=False, web=True)
+    run.wait_for_web_ui(30)
+    under_way = _get(run.port, "/toolclash")
+    assert "http-equiv='refresh'" in under_way and "under way" in under_way
+    assert "toolclash/assets/tab.js" in _get(run.port, "/"), "Locust's page has the toolclash tab"
+    body = urllib.parse.urlencode({"user_count": 3, "spawn_rate": 3}).encode()
+    with urllib.request.urlopen(f"{run.url}/swarm", data=body, timeout=10) as answer:
+        refused = json.loads(answer.read())
+    assert not refused["success"] and refused["message"].startswith("toolclash: error: a --capacity search runs")
+    done = wait_until(lambda: _answered(_get(run.port, "/toolclash")), "the search's answer", timeout=60,
+                      every=0.5)
+    assert "<h2>toolclash capacity: 2 agents</h2>" in done or "<h2>toolclash capacity: 4 agents</h2>" in done
+    assert "data-chart='capacity_throughput'" in done and "http-equiv='refresh'" not in done
+    assert run.terminate(30) == 0, run.stderr()[-2000:]
+    assert "toolclash capacity verdict: PASS (exit code 0)" in run.stdout()
+    assert "Ramping to" not in run.stdout(), "the web UI's own runner never ran an agent"
+
+
+def _answered(page: str) -> str | None:
+    return None if "under way" in page else page
+
+
+def _get(port: int, path: str) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
+        return answer.read().decode()
+

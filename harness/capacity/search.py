@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from harness.config.capacity import Precision
 
-__all__ = ["Answer", "search"]
+__all__ = ["Answer", "bounds", "search"]
 
 
 @dataclass
@@ -31,7 +31,9 @@ class Answer:
     outcomes: dict[int, list[bool]] = field(default_factory=dict)  # every probe's, by agents, in order
 
 
-def _bounds(outcomes: dict[int, list[bool]]) -> tuple[int, int | None]:
+def bounds(outcomes: dict[int, list[bool]]) -> tuple[int, int | None]:
+    """(the most agents every probe of which passed, below the fewest agents a probe failed at
+    (0: none); those fewest, or None)."""
     failing = [n for n, seen in outcomes.items() if not all(seen)]
     high = min(failing) if failing else None
     passing = [n for n, seen in outcomes.items() if all(seen) and (high is None or n < high)]
@@ -40,7 +42,7 @@ def _bounds(outcomes: dict[int, list[bool]]) -> tuple[int, int | None]:
 
 def _next(outcomes: dict[int, list[bool]], start: int, precision: Precision, repeats: int) -> int | None:
     """The agents to probe next; None: the answer is known."""
-    low, high = _bounds(outcomes)
+    low, high = bounds(outcomes)
     if high is None:
         return max(outcomes) * 2 if outcomes else start
     if high - low > precision.at(low):
@@ -68,7 +70,7 @@ def search(probe: Callable[[int], bool], *, start: int, precision: Precision, re
         passed = probe(agents)
         longest = max(longest, clock() - probe_began)
         outcomes.setdefault(agents, []).append(passed)
-    low, high = _bounds(outcomes)
+    low, high = bounds(outcomes)
     confirmed = (not cut_short and high is not None and not any(outcomes[high])
                  and len(outcomes[high]) >= repeats and (not low or len(outcomes[low]) >= repeats))
     return Answer(low, high, precision.at(low), confirmed, cut_short, outcomes)

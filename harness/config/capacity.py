@@ -11,10 +11,13 @@ from typing import Any
 
 from harness.config.option import BadOption
 
-__all__ = ["DEFAULT_BUDGET_S", "CapacityOptions", "Precision", "capacity_options"]
+__all__ = ["DEFAULT_BUDGET_S", "RUN_OVERHEAD_S", "CapacityOptions", "Precision", "capacity_options"]
 
 # The search's budget without --run-time: ten minutes, a coffee's wait.
 DEFAULT_BUDGET_S = 600.0
+# A probe's run beyond its warm-up and its measure: Python and Locust starting, the schema seeded,
+# the audit: what the budget expects of the first probe, before one has been timed.
+RUN_OVERHEAD_S = 6.0
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,12 @@ def capacity_options(options: Any) -> CapacityOptions | None:
                             + (", with --processes N for its workers" if flag in ("--master", "--worker") else ""))
     if options.capacity_hold <= 0:
         raise BadOption(f"--capacity-hold {options.capacity_hold}: must be more than 0 seconds")
+    budget_s = float(options.run_time) if options.run_time else DEFAULT_BUDGET_S
+    first_probe_s = options.capacity_warmup + options.capacity_hold + RUN_OVERHEAD_S
+    if budget_s < first_probe_s:
+        raise BadOption(f"--run-time {budget_s:g} s: the search's budget holds no probe (--capacity-warmup"
+                        f" {options.capacity_warmup:g} s, --capacity-hold {options.capacity_hold:g} s and about"
+                        f" {RUN_OVERHEAD_S:g} s to start and audit: {first_probe_s:g} s)")
     start = options.num_users or 1
     return CapacityOptions(
         start=start,
@@ -79,6 +88,6 @@ def capacity_options(options: Any) -> CapacityOptions | None:
         hold_s=options.capacity_hold,
         warmup_s=options.capacity_warmup,
         repeats=options.capacity_repeats,
-        budget_s=float(options.run_time) if options.run_time else DEFAULT_BUDGET_S,
+        budget_s=budget_s,
         expected=options.expect_capacity,
     )

@@ -8,7 +8,8 @@ follows as its load shape (harness.run.probe_shape) and reports in its `probe` s
 runs as any run does: with --processes on its own workers, over MCP on its own tool server, audited
 whole. The search (harness.capacity.search) chooses the agents; each probe is judged from its
 report (harness.capacity.judged); the answer goes to the console, --report-json, --junit-xml and
-the exit code. Headless only: a search is many runs, which the web UI's one test cannot show.
+the exit code; without --headless, to the web UI's toolclash tab (harness.web.capacity_view), which
+shows the search and starts no test.
 """
 
 from __future__ import annotations
@@ -20,16 +21,17 @@ import time
 from harness.capacity.answer import capacity_section, exit_code_of
 from harness.capacity.judged import judge_probe
 from harness.capacity.plan import PROBE_VARIABLE, ProbePlan, min_calls
-from harness.capacity.search import search
+from harness.capacity.search import Answer, bounds, search
+from harness.config.capacity import RUN_OVERHEAD_S
 from harness.config.settings import Settings
 from harness.output.capacity import format_capacity, probe_line
 from harness.output.html.capacity_page import write_capacity_page
 from harness.output.junit import write_capacity_junit
 from harness.output.summary import write_json
-from harness.report_shape import REPORT_VERSION, CapacityProbe
+from harness.report_shape import REPORT_VERSION, Capacity, CapacityProbe
 from harness.run.child_runs import child_arguments, run_child
 
-__all__ = ["run_capacity"]
+__all__ = ["CapacitySearch"]
 
 # The options the search sets itself in each probe's run (True: with a value); the user's are dropped.
 _OWN_OPTIONS = {
@@ -37,65 +39,95 @@ _OWN_OPTIONS = {
     "--capacity-repeats": True, "--expect-capacity": True, "--report-json": True, "--junit-xml": True,
     "--history": True, "--reset": False, "--html": True, "-u": True, "--users": True, "-r": True,
     "--spawn-rate": True, "-t": True, "--run-time": True, "--master-bind-port": True, "--master-port": True,
+    "--headless": False,
 }
-# A probe's run beyond its warm-up and its measure: Python and Locust starting, the schema seeded,
-# the audit: what the budget expects of the first probe, before one has been timed.
-_RUN_OVERHEAD_S = 6.0
 
 
 class _NoVerdict(Exception):
     """A probe's run ended without a report (it could not start, reach its servers...)."""
 
 
-def run_capacity(argv: list[str], settings: Settings, processes: bool, html_file: str | None) -> int:
-    """Search; print each probe and the answer; write the report, the JUnit file and the HTML page
-    (`html_file`: Locust's --html, a page of the search's own). The exit code:
-    answer.exit_code_of, or 2 when a probe's run gave no verdict. `processes`: the probes run with
-    --processes (their workers connect to them on a port of their own)."""
-    options = settings.capacity
-    assert options is not None
-    arguments, variables = child_arguments(argv, _OWN_OPTIONS)
-    calls = min_calls([wt.weight for scenario in settings.scenarios for wt in scenario.tools(settings.params)])
-    probes: list[CapacityProbe] = []
-    began = time.monotonic()
-    print(f"toolclash: capacity: searching from {options.start} agents, precision {options.precision},"
-          f" {options.repeats} of {options.repeats} at the boundary, within {options.budget_s:g} s; each probe"
-          f" {options.warmup_s:g} s of warm-up, then at least {options.hold_s:g} s and {calls} calls", flush=True)
+class CapacitySearch:
+    """One search, as it goes: the probes so far (`probes`), then its answer (`capacity`,
+    `exit_code`); the web UI's view reads them (harness.web.capacity_view)."""
 
-    def probe(agents: int) -> bool:
-        plan = ProbePlan.for_hold(agents, options.spawn_rate or agents, options.warmup_s, options.hold_s, calls)
-        own = ["--users", str(agents), "--spawn-rate", f"{plan.spawn_rate:g}", "--reset"]
-        if settings.history:
-            own += ["--history", f"{settings.history}.probe-{len(probes) + 1}"]
-        if processes:  # this process, the master --processes made, holds Locust's port: each probe a port of its own
+    def __init__(self, argv: list[str], settings: Settings, processes: bool, html_file: str | None) -> None:
+        """`processes`: the probes run with --processes (their workers connect to them on a port
+        of their own); `html_file`: Locust's --html, a page of the search's own."""
+        assert settings.capacity is not None
+        self.options = settings.capacity
+        self.settings = settings
+        self.processes = processes
+        self.html_file = html_file
+        self.arguments, self.variables = child_arguments(argv, _OWN_OPTIONS)
+        self.calls = min_calls([wt.weight for scenario in settings.scenarios for wt in scenario.tools(settings.params)])
+        self.probes: list[CapacityProbe] = []
+        self.capacity: Capacity | None = None
+        self.exit_code: int | None = None
+        self._began = time.monotonic()
+
+    def run(self) -> int:
+        """Search; print each probe and the answer; write the report, the JUnit file and the HTML
+        page. The exit code: answer.exit_code_of, or 2 when a probe's run gave no verdict."""
+        options = self.options
+        self._began = time.monotonic()
+        print(f"toolclash: capacity: searching from {options.start} agents, precision {options.precision},"
+              f" {options.repeats} of {options.repeats} at the boundary, within {options.budget_s:g} s; each probe"
+              f" {options.warmup_s:g} s of warm-up, then at least {options.hold_s:g} s and {self.calls} calls",
+              flush=True)
+        try:
+            answer = search(self._probe, start=options.start, precision=options.precision, repeats=options.repeats,
+                            budget_s=options.budget_s, probe_s=options.warmup_s + options.hold_s + RUN_OVERHEAD_S)
+        except _NoVerdict as exc:
+            print(f"toolclash: error: {exc}", file=sys.stderr, flush=True)
+            self.exit_code = 2
+            return 2
+        capacity = capacity_section(answer, self.probes, options, time.monotonic() - self._began,
+                                    _data(self.settings))
+        exit_code = exit_code_of(capacity)
+        print(format_capacity(capacity), flush=True)
+        print(f"toolclash capacity verdict: {'PASS' if exit_code == 0 else 'FAIL'} (exit code {exit_code})",
+              flush=True)
+        if self.settings.report_json:
+            write_json({"report_version": REPORT_VERSION, "capacity": capacity, "exit_code": exit_code},
+                       self.settings.report_json)
+        if self.settings.junit_xml:
+            write_capacity_junit(capacity, self.settings.junit_xml)
+        if self.html_file:
+            write_capacity_page(capacity, exit_code, self.html_file)
+        self.capacity, self.exit_code = capacity, exit_code
+        return exit_code
+
+    def so_far(self) -> Capacity:
+        """The answer the probes so far give, while the search goes on."""
+        outcomes: dict[int, list[bool]] = {}
+        for probe in self.probes:
+            outcomes.setdefault(probe["agents"], []).append(probe["passed"])
+        low, high = bounds(outcomes)
+        answer = Answer(low, high, self.options.precision.at(low), False, False, outcomes)
+        capacity = capacity_section(answer, self.probes, self.options, time.monotonic() - self._began,
+                                    _data(self.settings))
+        capacity["answer"] = (f"under way, {len(self.probes)} probes so far: {capacity['answer']}" if self.probes
+                              else f"under way: the first probe, at {self.options.start} agents, runs")
+        return capacity
+
+    def _probe(self, agents: int) -> bool:
+        plan = ProbePlan.for_hold(agents, self.options.spawn_rate or agents, self.options.warmup_s,
+                                  self.options.hold_s, self.calls)
+        # Headless even when the search shows in the web UI: a probe is a run to its end.
+        own = ["--headless", "--users", str(agents), "--spawn-rate", f"{plan.spawn_rate:g}", "--reset"]
+        if self.settings.history:
+            own += ["--history", f"{self.settings.history}.probe-{len(self.probes) + 1}"]
+        if self.processes:  # this process, the master --processes made, holds Locust's port: each probe its own
             port = _free_port()
             own += ["--master-bind-port", str(port), "--master-port", str(port)]
         started = time.monotonic()
-        done = run_child([*arguments, *own], {**variables, PROBE_VARIABLE: plan.to_text()})
+        done = run_child([*self.arguments, *own], {**self.variables, PROBE_VARIABLE: plan.to_text()})
         if done.report is None:
             raise _NoVerdict(f"the probe at {agents} agents gave no verdict: {done.reason}")
-        probes.append(judge_probe(done.report, started - began, time.monotonic() - started))
-        print(probe_line(len(probes), probes[-1]), flush=True)
-        return probes[-1]["passed"]
-
-    try:
-        answer = search(probe, start=options.start, precision=options.precision, repeats=options.repeats,
-                        budget_s=options.budget_s, probe_s=options.warmup_s + options.hold_s + _RUN_OVERHEAD_S)
-    except _NoVerdict as exc:
-        print(f"toolclash: error: {exc}", file=sys.stderr, flush=True)
-        return 2
-    capacity = capacity_section(answer, probes, options, time.monotonic() - began, _data(settings))
-    exit_code = exit_code_of(capacity)
-    print(format_capacity(capacity), flush=True)
-    print(f"toolclash capacity verdict: {'PASS' if exit_code == 0 else 'FAIL'} (exit code {exit_code})", flush=True)
-    if settings.report_json:
-        write_json({"report_version": REPORT_VERSION, "capacity": capacity, "exit_code": exit_code},
-                   settings.report_json)
-    if settings.junit_xml:
-        write_capacity_junit(capacity, settings.junit_xml)
-    if html_file:
-        write_capacity_page(capacity, exit_code, html_file)
-    return exit_code
+        self.probes.append(judge_probe(done.report, started - self._began, time.monotonic() - started))
+        print(probe_line(len(self.probes), self.probes[-1]), flush=True)
+        return self.probes[-1]["passed"]
 
 
 def _free_port() -> int:

@@ -50,7 +50,7 @@ from harness.config.option import BadOption
 from harness.config.settings import Settings
 from harness.config.shapes import AgentStages
 from harness.output.history import History, worker_path
-from harness.run.capacity import run_capacity
+from harness.run.capacity import CapacitySearch
 from harness.run.judge import Judge
 from harness.run.local import Local
 from harness.run.master import Master
@@ -60,6 +60,7 @@ from harness.run.services import Services
 from harness.run.worker import Worker
 from harness.verdict.coordinator import Coordinator
 from harness.verdict.evidence import CONFIGURATION_ERROR
+from harness.web.capacity_view import show_capacity_search
 from harness.web.panel import Panel
 from harness.web.report_download import install_on_web_ui
 from harness.web.start_form import check_start_form
@@ -96,14 +97,32 @@ def _on_init(environment: Environment, runner: Runner, web_ui: Any = None, **_: 
     if settings.capacity is not None and PROBE_VARIABLE not in os.environ:
         if worker:  # forked by --processes (Settings refuses any other worker): each probe starts its own
             raise SystemExit(0)
-        if not environment.parsed_options.headless:
-            _fail_configuration("--capacity runs headless, a probe after another: add --headless")
-        options = environment.parsed_options
-        raise SystemExit(run_capacity(sys.argv[1:], settings, bool(options.processes), options.html_file))
+        return _search_capacity(environment, settings, web_ui)
     history = _open_history(settings.history, runner) if settings.history else None
     _audit_on_ctrl_c()
     role = Worker(environment, settings, history) if worker else _judge(environment, runner, settings, history, web_ui)
     role.listen()
+
+
+def _search_capacity(environment: Environment, settings: Settings, web_ui: Any) -> None:
+    """--capacity: headless, the search and its exit code; with the web UI, the search runs in
+    the background and the toolclash tab shows it, and the web UI starts no test."""
+    options = environment.parsed_options
+    search = CapacitySearch(sys.argv[1:], settings, bool(options.processes), options.html_file)
+    if options.headless:
+        raise SystemExit(search.run())
+    if web_ui is None or options.autostart:
+        _fail_configuration("--capacity shows its search in the web UI and starts no test there: run it with"
+                            " --headless, or with the web UI and without --autostart")
+    show_capacity_search(search, web_ui, options.web_base_path or "")
+    _audit_on_ctrl_c()  # Ctrl-C to the main greenlet (Locust quits), never into the search's
+    gevent.spawn(search.run)
+
+    def exit_code(environment: Environment, **_: Any) -> None:
+        # The search's; 2 when it was quit before its answer.
+        environment.process_exit_code = search.exit_code if search.exit_code is not None else CONFIGURATION_ERROR
+
+    environment.events.quitting.add_listener(exit_code)
 
 
 def _judge(environment: Environment, runner: Runner, settings: Settings, history: History | None,

@@ -61,13 +61,15 @@ def _table_of_probes(capacity: Capacity) -> str:
                                       "calls/s", "p95 ms", "pool wait p95 ms", "conflicts", "audit", "limiting"], rows)
 
 
-def capacity_page(capacity: Capacity, exit_code: int) -> str:
-    verdict = "pass" if exit_code == 0 else "fail"
+def capacity_page(capacity: Capacity, exit_code: int | None) -> str:
+    """The page; `exit_code` None: the search is under way."""
+    verdict = "none" if exit_code is None else "pass" if exit_code == 0 else "fail"
+    ended = "under way" if exit_code is None else f"exit code {exit_code}"
     answer = (f"<div class='tc-paper tc-verdict' data-part='verdict' data-verdict='{verdict}'>"
               f"<h2>toolclash capacity: {capacity['capacity']} agents</h2><p>{escape(capacity['answer'])}</p>"
               f"<p class='tc-note'>{escape(model_line(capacity))}</p>"
               f"<p class='tc-note'>{escape(capacity['data'])}; {len(capacity['probes'])} probes in"
-              f" {capacity['elapsed_s']:g} s of a {capacity['budget_s']:g} s budget (exit code {exit_code})</p></div>")
+              f" {capacity['elapsed_s']:g} s of a {capacity['budget_s']:g} s budget ({ended})</p></div>")
     body = answer + _block("Against agents", _charts(capacity), "capacity_charts") + _block(
         "Probes", _table_of_probes(capacity), "capacity_probes")
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>toolclash capacity:"
