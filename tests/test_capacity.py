@@ -263,7 +263,8 @@ def test_the_html_page_draws_every_probe_the_fitted_curve_and_the_capacity():
                     outcomes={n: [n <= 20] for n in (2, 4, 8, 16, 20, 24, 32)})
     capacity = capacity_section(answer, probes, settings_from("--capacity").capacity, 90.0, "fresh")
     assert capacity["model"]["sigma"] == pytest.approx(0.05, abs=0.01)
-    assert capacity["knee_agents"] == 20  # the most calls/s of the probes; the model's peak is at 21.8
+    # The knee: 16 agents' 358.7 calls/s are within 5 % of 20's 369 (the most); the model's peak, 21.8.
+    assert capacity["knee_agents"] == 16
     assert capacity["model"]["peak_agents"] == pytest.approx(21.8, abs=1)
     page = capacity_page(capacity, 0)
     assert page.startswith("<!DOCTYPE html>") and "toolclash capacity: 20 agents" in page

@@ -12,6 +12,8 @@ from harness.report_shape import Capacity, CapacityProbe, UslModel
 
 __all__ = ["capacity_section", "exit_code_of", "model_line"]
 
+_KNEE = 0.95
+
 
 def _agents(n: int) -> str:
     return f"{n} agent{'s' if n != 1 else ''}"
@@ -63,7 +65,10 @@ def _in_words(answer: Answer, options: CapacityOptions, probes: list[CapacityPro
 def capacity_section(answer: Answer, probes: list[CapacityProbe], options: CapacityOptions, elapsed_s: float,
                      data: str) -> Capacity:
     throughputs = _mean_throughputs(probes)
-    knee = max(throughputs, key=lambda agents: throughputs[agents]) if throughputs else None
+    most = max(throughputs.values(), default=0.0)
+    # The knee: the fewest agents whose calls/s come within _KNEE of the most any count made (on a
+    # curve that flattens, the most itself is noise between counts on the plateau).
+    knee = min((agents for agents, x in throughputs.items() if x >= _KNEE * most), default=None)
     return Capacity(
         capacity=answer.capacity, failing=answer.failing, precision=answer.precision,
         precision_asked=str(options.precision), repeats=options.repeats, confirmed=answer.confirmed,
@@ -82,7 +87,7 @@ def exit_code_of(capacity: Capacity) -> int:
 def model_line(capacity: Capacity) -> str:
     """The fitted curve beside the measured knee, or why there is none."""
     knee = capacity["knee_agents"]
-    measured = "" if knee is None else f"; measured knee: {_agents(knee)} (most calls/s of the probes)"
+    measured = "" if knee is None else f"; measured knee: {_agents(knee)} (within 5% of the most calls/s)"
     model = capacity["model"]
     if model is None:
         distinct = len({p["agents"] for p in capacity["probes"]})

@@ -72,7 +72,7 @@ class Capacity(TypedDict):
     elapsed_s: float
     expected: int | None  # --expect-capacity
     data: str  # how each probe's data was made fresh
-    knee_agents: int | None  # the measured knee: the passing probe with the most throughput
+    knee_agents: int | None  # the measured knee: the fewest agents within 5 % of the most calls/s
     model: UslModel | None  # with probes at MIN_DISTINCT_AGENTS distinct counts or more
     answer: str  # in words, as the console prints it
     probes: list[CapacityProbe]
