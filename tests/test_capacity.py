@@ -21,7 +21,7 @@ from harness.config.capacity import DEFAULT_BUDGET_S, Precision
 from harness.config.option import BadOption
 from harness.output.html.capacity_page import capacity_page
 from harness.report_shape import Capacity, CapacityProbe, Report
-from harness.run.capacity import _OWN_OPTIONS
+from harness.run.capacity import _OWN_OPTIONS, _OWN_VARIABLES
 from harness.run.child_runs import child_arguments
 from tests.report_conformance import nonconforming
 from tests.support import settings_from
@@ -250,6 +250,9 @@ def test_a_probes_run_gets_the_users_options_but_the_searchs_own_and_the_servers
     arguments, variables = child_arguments(argv, _OWN_OPTIONS)
     assert arguments == ["--processes", "2", "--scenario", "pool_exhaustion"]
     assert variables == {"TOOLCLASH_PG_DSN": "postgresql://app:s3cret@db/x"}
+    # Nor by variable: --expect-capacity's alone would refuse the probe's run (it needs --capacity).
+    assert {"TOOLCLASH_CAPACITY", "TOOLCLASH_EXPECT_CAPACITY", "TOOLCLASH_JUNIT_XML"} <= _OWN_VARIABLES
+    assert "TOOLCLASH_PG_DSN" not in _OWN_VARIABLES and "TOOLCLASH_SCENARIO" not in _OWN_VARIABLES
 
 
 def test_the_html_page_draws_every_probe_the_fitted_curve_and_the_capacity():

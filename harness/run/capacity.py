@@ -23,6 +23,7 @@ from harness.capacity.judged import judge_probe
 from harness.capacity.plan import PROBE_VARIABLE, ProbePlan, min_calls
 from harness.capacity.search import Answer, bounds, search
 from harness.config.capacity import RUN_OVERHEAD_S
+from harness.config.declared import OPTIONS
 from harness.config.settings import Settings
 from harness.output.capacity import format_capacity, probe_line
 from harness.output.html.capacity_page import write_capacity_page
@@ -41,6 +42,11 @@ _OWN_OPTIONS = {
     "--spawn-rate": True, "-t": True, "--run-time": True, "--master-bind-port": True, "--master-port": True,
     "--headless": False,
 }
+
+
+# The search's own options given by variable are not a probe's either (--expect-capacity without
+# --capacity would refuse its run).
+_OWN_VARIABLES = frozenset(option.env_var for option in OPTIONS if option.flag in _OWN_OPTIONS)
 
 
 class _NoVerdict(Exception):
@@ -122,7 +128,7 @@ class CapacitySearch:
             port = _free_port()
             own += ["--master-bind-port", str(port), "--master-port", str(port)]
         started = time.monotonic()
-        done = run_child([*self.arguments, *own], {**self.variables, PROBE_VARIABLE: plan.to_text()})
+        done = run_child([*self.arguments, *own], {**self.variables, PROBE_VARIABLE: plan.to_text()}, _OWN_VARIABLES)
         if done.report is None:
             raise _NoVerdict(f"the probe at {agents} agents gave no verdict: {done.reason}")
         self.probes.append(judge_probe(done.report, started - self._began, time.monotonic() - started))

@@ -49,14 +49,15 @@ class ChildRun:
         self.stdout = stdout
 
 
-def run_child(arguments: list[str], variables: dict[str, str]) -> ChildRun:
+def run_child(arguments: list[str], variables: dict[str, str], unset: frozenset[str] = frozenset()) -> ChildRun:
     """Run `locust` with `arguments` (the parent's `--report-json` added) and `variables` added to
-    the parent's environment; its report read back."""
+    the parent's environment, less the variables named in `unset`; its report read back."""
+    environment = {**{name: value for name, value in os.environ.items() if name not in unset}, **variables}
     with tempfile.TemporaryDirectory(prefix="toolclash-child-") as scratch:
         report_path = Path(scratch) / "report.json"
         done = subprocess.run(
             [sys.executable, "-m", "locust", *arguments, "--report-json", str(report_path)],
-            env={**os.environ, **variables}, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+            env=environment, capture_output=True, text=True, stdin=subprocess.DEVNULL,
         )
         if not report_path.exists():
             lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
