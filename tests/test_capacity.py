@@ -242,6 +242,8 @@ def test_the_answer_in_words_and_its_exit_code():
     short = Answer(capacity=8, failing=None, precision=1, confirmed=False, cut_short=True, outcomes={8: [True]})
     assert capacity_section(short, probes, options, 60.0, "fresh")["answer"] == (
         "at least 8 agents (cut short by the budget; no probe failed)")
+    whole = Answer(capacity=8, failing=None, precision=1, confirmed=False, cut_short=False, outcomes={8: [True]})
+    assert capacity_section(whole, probes, options, 60.0, "fresh")["answer"] == "at least 8 agents (no probe failed)"
 
 
 def test_a_probes_run_gets_the_users_options_but_the_searchs_own_and_the_servers_by_environment():

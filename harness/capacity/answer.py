@@ -56,7 +56,8 @@ def _in_words(answer: Answer, options: CapacityOptions, probes: list[CapacityPro
         return f"no capacity: even {_agents(answer.failing)} failed ({sure})"
     limit = next((p for p in reversed(probes) if p["agents"] == answer.failing and not p["passed"]), None)
     if answer.failing is None:
-        return f"at least {_agents(answer.capacity)} ({sure}; no probe failed)"
+        why = "cut short by the budget; no probe failed" if answer.cut_short else "no probe failed"
+        return f"at least {_agents(answer.capacity)} ({why})"
     within = f"within {_agents(answer.precision)}" if answer.failing - answer.capacity > 1 else "exactly"
     because = f"; at {answer.failing}: {limit['limiting']} ({limit['detail']})" if limit else ""
     return f"{_agents(answer.capacity)}, {within}: fails at {answer.failing} ({sure}){because}"

@@ -88,6 +88,11 @@ class CapacitySearch:
             print(f"toolclash: error: {exc}", file=sys.stderr, flush=True)
             self.exit_code = 2
             return 2
+        except KeyboardInterrupt:  # the probe under way was stopped and audited (child_runs)
+            print(format_capacity(self.so_far()), flush=True)
+            print("toolclash: capacity: interrupted: no answer (exit code 2)", file=sys.stderr, flush=True)
+            self.exit_code = 2
+            return 2
         capacity = capacity_section(answer, self.probes, options, time.monotonic() - self._began,
                                     _data(self.settings))
         exit_code = exit_code_of(capacity)

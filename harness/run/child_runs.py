@@ -55,14 +55,23 @@ def run_child(arguments: list[str], variables: dict[str, str], unset: frozenset[
     environment = {**{name: value for name, value in os.environ.items() if name not in unset}, **variables}
     with tempfile.TemporaryDirectory(prefix="toolclash-child-") as scratch:
         report_path = Path(scratch) / "report.json"
-        done = subprocess.run(
-            [sys.executable, "-m", "locust", *arguments, "--report-json", str(report_path)],
-            env=environment, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-        )
+        with subprocess.Popen([sys.executable, "-m", "locust", *arguments, "--report-json", str(report_path)],
+                              env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              stdin=subprocess.DEVNULL) as process:
+            try:
+                stdout, stderr = process.communicate()
+            except KeyboardInterrupt:
+                # A terminal's Ctrl-C reached the child too (its process group's): it stops and
+                # audits its run as any run does. Wait for that; a second Ctrl-C ends it at once.
+                try:
+                    process.communicate()
+                finally:
+                    process.kill()
+                raise
         if not report_path.exists():
-            lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+            lines = [line.strip() for line in stderr.splitlines() if line.strip()]
             last = f": {lines[-1]}" if lines else ""
             reason = next((line for line in reversed(lines) if "toolclash: error" in line),
-                          f"exit code {done.returncode}{last}")
-            return ChildRun(None, reason, done.stdout)
-        return ChildRun(json.loads(report_path.read_text(encoding="utf-8")), "", done.stdout)
+                          f"exit code {process.returncode}{last}")
+            return ChildRun(None, reason, stdout)
+        return ChildRun(json.loads(report_path.read_text(encoding="utf-8")), "", stdout)
