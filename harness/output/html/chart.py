@@ -53,8 +53,9 @@ def _at(x: float, x_unit: str, seconds: str) -> str:
 
 def _chart(name: str, title: str, series: list[tuple[str, list[tuple[float, float]]]], x_end: float,
            faults: list[dict[str, Any]], unit: str = "", color: str = _COLORS[0], x_unit: str = "s") -> str:
-    """`x_unit`: what x counts, seconds (a long run's in minutes) or e.g. agents; `faults`, the
-    dashed lines across (`kind` at `at_s`, in x's unit)."""
+    """`x_unit`: what x counts, seconds (a long run's in minutes; each tick says which) or e.g.
+    agents (the title says it; the ticks are numbers); `faults`, the dashed lines across (`kind`
+    at `at_s`, in x's unit)."""
     samples = sum(len(points) for _, points in series)
     plot_w, plot_h = _W - _LEFT - _RIGHT, _H - _TOP - _BOTTOM
     parts = [f"<text class='tc-title' x='12' y='26'>{escape(title)}</text>"]
@@ -85,7 +86,7 @@ def _chart(name: str, title: str, series: list[tuple[str, list[tuple[float, floa
         tick = i * x_step
         parts.append(f"<line class='tc-axis' x1='{px(tick)}' x2='{px(tick)}' y1='{py(0)}' y2='{py(0) + 4}'/>")
         parts.append(f"<text x='{px(tick)}' y='{py(0) + 18}' text-anchor='middle'>"
-                     f"{_tick(tick / scale)} {unit_x}</text>")
+                     f"{_tick(tick / scale)}{' ' + unit_x if x_unit == 's' else ''}</text>")
     for fault in faults:
         if fault.get("at_s") is not None and fault["at_s"] <= x_end:
             x, at = px(fault["at_s"]), _at(fault["at_s"], x_unit, _seconds(fault["at_s"]))
