@@ -153,7 +153,7 @@ def test_a_probe_passes_when_everything_held_and_names_the_rule_nearest_its_thre
     assert nonconforming(report, Report) == []
     probe = judge_probe(report, started_s=3.0, wall_s=7.0)
     assert nonconforming(probe, CapacityProbe) == []
-    assert probe["passed"] and probe["agents"] == 8 and probe["warmup_calls"] == 40
+    assert probe["passed"] and probe["agents"] == 8 and probe["warmup_calls"] == 40 and probe["load_processes"] == 1
     # summarize_accounts's p95 of 145 ms is 7 % of its 2 s: the nearest of the rules.
     assert (probe["limiting"], probe["detail"]) == ("tool latency", "nearest: tool p95 < 2 s [summarize_accounts]"
                                                                     " at 7% of its threshold")

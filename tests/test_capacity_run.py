@@ -78,13 +78,15 @@ def test_a_short_probe_search_finds_the_pool_limit_littles_law_gives(servers, sc
 def test_a_probe_whose_audit_fails_fails_though_its_latencies_and_rates_hold(servers, schema, tmp_path, locust):
     """The careless tool server (docs/mcp.md's Careless mode) overwrites deductions on 2 hot
     accounts: fast replies, every call succeeded, and wrong data. The budget leaves room for about
-    one probe: the first, at 8 agents, is the one judged here."""
+    one probe: the first, at 8 agents, is the one judged here. On two load processes: the search's
+    own forked workers leave, and each probe's run starts its own, on a port of its own."""
     sla_file = tmp_path / "fast.toml"
     sla_file.write_text('[[rule]]\nmetric = "tool_p95_ms"\nop = "<"\nthreshold = 2000\n\n'
                         '[[rule]]\nmetric = "success_rate"\nop = ">"\nthreshold = 0.95\n', encoding="utf-8")
     report_path = tmp_path / "capacity.json"
     done = locust.run(*servers.args(schema), "--capacity", "--users", "8", "--run-time", "12s", *SHORT_PROBES,
-                      "--mcp-server", "careless", "--scenario", "optimistic_locking", "--accounts", "2",
+                      "--processes", "2", "--mcp-server", "careless", "--scenario", "optimistic_locking",
+                      "--accounts", "2",
                       "--sla", str(sla_file), "--report-json", str(report_path), timeout=90)
     file = read_report(report_path)
     probe = file["capacity"]["probes"][0]
@@ -93,6 +95,7 @@ def test_a_probe_whose_audit_fails_fails_though_its_latencies_and_rates_hold(ser
     assert "credits_conserved" in probe["failed_checks"] and not probe["audit_ok"]
     assert file["capacity"]["failing"] is not None and file["capacity"]["capacity"] < 8
     assert done.returncode == file["exit_code"], done.stderr[-2000:]
+    assert probe["load_processes"] == 2 and "toolclash: error" not in done.stderr
 
 
 def test_a_probe_that_gives_no_verdict_ends_the_search_in_one_line_exit_2(servers, locust):

@@ -103,7 +103,9 @@ def judge_probe(report: Report, started_s: float, wall_s: float) -> CapacityProb
               and not failed_rules)
     return CapacityProbe(
         agents=probe["agents"], passed=passed, limiting=side, detail=detail, stopped=probe["stopped"],
-        started_s=round(started_s, 1), wall_s=round(wall_s, 1), duration_s=measured["duration_s"],
+        started_s=round(started_s, 1), wall_s=round(wall_s, 1),
+        load_processes=len(report["workers"]["shipped"]) if "workers" in report else 1,
+        duration_s=measured["duration_s"],
         calls=measured["calls"], warmup_calls=probe["warmup_calls"], throughput_per_s=measured["throughput_per_s"],
         p95_ms=measured["p95_ms"], pool_wait_p95_ms=measured["pool_wait_p95_ms"],
         conflict_rate=measured["conflict_rate"], audit_ok=report["audit"]["ok"], failed_checks=failed_checks,

@@ -37,6 +37,7 @@ class CapacityProbe(TypedDict):
     stopped: str  # ProbeRun's
     started_s: float  # from the search's start
     wall_s: float  # the whole child run, audit included
+    load_processes: int  # that ran its agents: its workers (--processes), or the one local runner
     duration_s: float  # measured, after the warm-up
     calls: int  # measured
     warmup_calls: int
