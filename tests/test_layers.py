@@ -20,6 +20,7 @@ LAYERS = (
     "harness.export",  # the figures monitoring reads: /metrics for Prometheus
     "harness.output",  # the report written: summary, JSON, JUnit, HTML, the history
     "harness.verdict",  # the judging side: seed, audit, report, verdict
+    "harness.capacity",  # --capacity: a probe's plan and judgement, the search, its model; no Locust
     "harness.distributed",  # what master and workers tell each other
     "harness.config",  # options, settings, SLA rules, load shapes
     "harness.faults",  # --chaos

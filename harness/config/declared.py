@@ -74,6 +74,26 @@ OPTIONS: tuple[Option, ...] = (
            per_run=False),
     Option("--shape-hold", 12.0, "seconds each stage of the shape is held (default: 12)", per_run=False, type=float,
            unit="s"),
+    # Not composed: the search runs each probe as a run of its own, with its workers if --processes.
+    Option("--capacity", False,
+           "search for the most agents the platform serves with every SLA rule and every audit holding: probes"
+           " of --users agents (default 1), doubled until one fails, then bisected; --run-time is its budget"
+           " (default 10 min)", per_run=False, switch=True, composed=False),
+    Option("--capacity-precision", "10%",
+           "with --capacity: how close the passing and the failing probe must come, in agents (2) or a share"
+           " of the capacity (10%%) (default: 10%%)", per_run=False, composed=False),
+    Option("--capacity-hold", 20.0,
+           "with --capacity: seconds each probe measures at least after its warm-up, in four steps checked as a"
+           " sliding window of two (default: 20)", per_run=False, type=float, unit="s", composed=False),
+    Option("--capacity-warmup", 5.0,
+           "with --capacity: seconds of each probe left out of its SLA figures, never out of its audits"
+           " (default: 5)", per_run=False, type=float, unit="s", at_least=0, composed=False),
+    Option("--capacity-repeats", 2,
+           "with --capacity: k, the probes at each side of the boundary, all of which must pass (or fail)"
+           " (default: 2)", per_run=False, type=int, at_least=1, composed=False),
+    Option("--expect-capacity", None,
+           "with --capacity: fail (exit 1, and a failed JUnit case) when the capacity found is below this many"
+           " agents", per_run=False, type=int, at_least=1, composed=False),
     Option("--report-json", None, "write the run's report as JSON to this path", per_run=False),
     Option("--junit-xml", None, "write one JUnit test case per SLA rule and per audit check to this path, for CI",
            per_run=False),

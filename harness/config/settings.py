@@ -14,6 +14,7 @@ from typing import Any
 from db.durations import Duration
 from db.pool import ISOLATION_LEVELS
 from db.redis_keys import RedisKeys
+from harness.config.capacity import CapacityOptions, capacity_options
 from harness.config.declared import DEFAULT_POOL_SIZE, OPTIONS, RUN_OPTIONS
 from harness.config.mcp import McpTarget, mcp_target
 from harness.config.option import BadOption
@@ -118,6 +119,7 @@ class Settings:
     report_json: str | None
     isolation_matrix: bool = False
     required_levels: tuple[str, ...] = ()  # with isolation_matrix: the levels that must pass, besides the strongest
+    capacity: CapacityOptions | None = None  # --capacity's search (harness.run.capacity)
     sla_rules: tuple[Rule, ...] = ()
     scopes: dict[str, list[str]] = field(default_factory=dict)  # tool and scenario names -> tools
     junit_xml: str | None = None
@@ -219,6 +221,7 @@ class Settings:
             report_json=options.report_json,
             isolation_matrix=options.isolation_matrix,
             required_levels=required_levels,
+            capacity=capacity_options(options),
             sla_rules=sla_rules,
             scopes=scopes,
             junit_xml=options.junit_xml,

@@ -6,9 +6,9 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from harness.report_shape import Report
+from harness.report_shape import Capacity, Report
 
-__all__ = ["write_junit"]
+__all__ = ["write_capacity_junit", "write_junit"]
 
 
 def _case(suite: ET.Element, classname: str, name: str, ok: bool, message: str, duration_s: float) -> None:
@@ -34,6 +34,24 @@ def write_junit(report: Report, path: str) -> None:
             else:
                 message = f"expected {item['expected']}, observed {item['observed']}: {item['detail']}"
             _case(suite, f"toolclash.{title}", item["name"], item["ok"], message, 0.0)
+    _write(suites, path)
+
+
+def write_capacity_junit(capacity: Capacity, path: str) -> None:
+    """A --capacity search as one test case: the capacity at least --expect-capacity (without it,
+    at least one agent), the answer in its message. The probes that failed are the search's way,
+    not failures of the platform: none is a case of its own."""
+    expected = capacity["expected"] or 1
+    ok = capacity["capacity"] >= expected
+    suites = ET.Element("testsuites", name="toolclash", tests="1", failures=str(int(not ok)))
+    suite = ET.SubElement(suites, "testsuite", name="toolclash.capacity", tests="1", failures=str(int(not ok)),
+                          errors="0", time=f"{capacity['elapsed_s']:.3f}")
+    message = f"capacity {capacity['capacity']} agents, needs at least {expected}: {capacity['answer']}"
+    _case(suite, "toolclash.capacity", f"capacity >= {expected} agents", ok, message, capacity["elapsed_s"])
+    _write(suites, path)
+
+
+def _write(suites: ET.Element, path: str) -> None:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     ET.ElementTree(suites).write(target, encoding="utf-8", xml_declaration=True)

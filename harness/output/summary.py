@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.output.junit import write_junit
-from harness.report_shape import Hub, MatrixFile, Report, SlaResult
+from harness.report_shape import CapacityFile, Hub, MatrixFile, Report, SlaResult
 from harness.verdict.evidence import configuration_errors
 from harness.watch.workflow_stats import ran_workflows
 
@@ -20,7 +20,7 @@ __all__ = ["format_summary", "log_summary", "publish", "write_json"]
 _summary_log = logging.getLogger("toolclash.summary")
 
 
-def write_json(report: Report | MatrixFile, path: str) -> None:
+def write_json(report: Report | MatrixFile | CapacityFile, path: str) -> None:
     """Written whole or not at all (a script watching the file never reads half a report)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)

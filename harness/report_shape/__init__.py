@@ -18,6 +18,7 @@ from typing_extensions import NotRequired, TypedDict
 
 from harness.report_shape.agents import Turns, VersionsBehind, WorkflowFigures, Workflows
 from harness.report_shape.calls import ConflictCounter, Conflicts, Distribution, ToolFigures
+from harness.report_shape.capacity import Capacity, CapacityFile, CapacityProbe, ProbeRun, UslModel
 from harness.report_shape.distributed import LostWorker, Workers, WorkerTotals
 from harness.report_shape.hub import EventLoopLag, HeartbeatGap, Heartbeats, Hub, SamplerSchedule
 from harness.report_shape.run import Baseline, Fault, Run, RunPace, RunSettings
@@ -35,18 +36,18 @@ from harness.report_shape.transport import McpAttempts, McpReplies, McpSessions,
 from harness.report_shape.verdict import Audit, CheckResult, Evidence, Finding, Verdict
 
 __all__ = [
-    "REPORT_VERSION", "Audit", "Baseline", "CheckResult", "ConflictCounter", "Conflicts", "DeadlockTimeout",
-    "Distribution", "EventLoopLag", "Evidence", "Fault", "Figures", "Finding", "HeartbeatGap", "Heartbeats", "Hub",
-    "LostWorker", "MatrixFile", "MatrixRow", "McpAttempts", "McpReplies", "McpSessions", "McpTransport", "Measured",
-    "NotMeasurable", "Pool", "PoolAtRest", "PoolSample", "Report", "Run", "RunPace", "RunSettings",
-    "SamplerSchedule", "ServerCounters", "ServerDescription", "SlaResult", "Stage", "StageSla", "TimeseriesRow",
-    "ToolFigures", "Transport", "Turns", "Verdict", "VersionsBehind", "WorkerTotals", "Workers", "WorkflowFigures",
-    "Workflows",
+    "REPORT_VERSION", "Audit", "Baseline", "Capacity", "CapacityFile", "CapacityProbe", "CheckResult",
+    "ConflictCounter", "Conflicts", "DeadlockTimeout", "Distribution", "EventLoopLag", "Evidence", "Fault", "Figures",
+    "Finding", "HeartbeatGap", "Heartbeats", "Hub", "LostWorker", "MatrixFile", "MatrixRow", "McpAttempts",
+    "McpReplies", "McpSessions", "McpTransport", "Measured", "NotMeasurable", "Pool", "PoolAtRest", "PoolSample",
+    "ProbeRun", "Report", "Run", "RunPace", "RunSettings", "SamplerSchedule", "ServerCounters", "ServerDescription",
+    "SlaResult", "Stage", "StageSla", "TimeseriesRow", "ToolFigures", "Transport", "Turns", "UslModel", "Verdict",
+    "VersionsBehind", "WorkerTotals", "Workers", "WorkflowFigures", "Workflows",
 ]
 
 # The report's first key. Bumped by any change a reader of the JSON would notice (a key added,
 # renamed or removed, a value of another kind), with a line in docs/report.md's "Versions".
-REPORT_VERSION = 5
+REPORT_VERSION = 6
 
 
 class Measured(TypedDict):
@@ -81,7 +82,8 @@ class Report(Measured):
     workers: NotRequired[Workers]  # a distributed run's
     evidence: Evidence
     sla: list[SlaResult]
-    stages: NotRequired[list[Stage]]  # with --shape
+    stages: NotRequired[list[Stage]]  # with --shape, or a capacity probe's (its warm-up, then its steps)
+    probe: NotRequired[ProbeRun]  # a capacity probe's own run
     verdict: Verdict
     exit_code: int
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # what the judge is handed or hands on, named in its annotati
     from harness.config.settings import Settings
     from harness.output.history import History
     from harness.report_shape import Report
+    from harness.run.probe_shape import ProbeShape
     from harness.run.services import Services
     from harness.verdict.coordinator import Coordinator
     from harness.verdict.report import StageStart
@@ -54,6 +55,8 @@ class Judge(Role):
         self._seed = 0
         # Over MCP, the current test's tool server (its URL, what its probe found).
         self.mcp: McpFacts | None = None
+        # When this run is a capacity probe (harness.run.probe_shape), its load shape.
+        self.probe: ProbeShape | None = None
 
     def listen(self) -> None:
         super().listen()
@@ -160,10 +163,15 @@ class Judge(Role):
             self._stages = []
         self._stages.append({"stage": index, "agents": agents, "started": time.monotonic()})
 
+    def stage_started(self, index: int) -> float | None:
+        """When the load shape entered stage `index` (time.monotonic()), if it did."""
+        return next((stage["started"] for stage in self._stages if stage["stage"] == index), None)
+
     def on_spawning_complete(self, user_count: int, **_: Any) -> None:
         self._peak_agents = max(self._peak_agents, user_count)
 
     def on_test_stop(self, environment: Environment, **_: Any) -> None:
+        load_stopped = time.monotonic()
         self.hub_probe.stop()  # the load is over: the audit's pace is not the run's
         if not self.coordinator.running:
             self._stop_mcp_server()
@@ -171,8 +179,9 @@ class Judge(Role):
         from_load = self._stop_load(environment)
         self._stop_mcp_server()  # its calls under way end first: none commits after the audits read
         try:
-            self.report = self.coordinator.finish(peak_agents=self._peak_agents, stages=self._stages, mcp=self.mcp,
-                                                  **from_load)
+            self.report = self.coordinator.finish(
+                peak_agents=self._peak_agents, stages=self._stages, mcp=self.mcp,
+                probe=self.probe.ending(load_stopped) if self.probe is not None else None, **from_load)
         except (psycopg.Error, redis.RedisError) as exc:
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
             self.audit_error = reason

@@ -45,6 +45,7 @@ from locust.runners import MasterRunner, Runner, WorkerRunner
 
 from db.connect import ServiceUnreachable, redact, redacted_url
 from db.schema import SchemaRefused
+from harness.capacity.plan import PROBE_VARIABLE
 from harness.config.declared import add_arguments
 from harness.config.mcp import McpTarget
 from harness.config.option import BadOption
@@ -53,14 +54,17 @@ from harness.config.shapes import AgentStages
 from harness.export.otlp import OtlpPush, OtlpRefused, otlp_wanted
 from harness.export.prometheus import MetricsEndpoint, serve_metrics
 from harness.output.history import History, worker_path
+from harness.run.capacity import CapacitySearch
 from harness.run.judge import Judge
 from harness.run.local import Local
 from harness.run.master import Master
 from harness.run.matrix import MATRIX_LEVEL_VARIABLE, run_matrix
+from harness.run.probe_shape import ProbeShape, probe_plan
 from harness.run.services import Services
 from harness.run.worker import Worker
 from harness.verdict.coordinator import Coordinator
 from harness.verdict.evidence import CONFIGURATION_ERROR
+from harness.web.capacity_view import show_capacity_search
 from harness.web.panel import Panel
 from harness.web.report_download import install_on_web_ui
 from harness.web.start_form import check_start_form
@@ -94,6 +98,10 @@ def _on_init(environment: Environment, runner: Runner, web_ui: Any = None, **_: 
             _fail_configuration("--isolation-matrix runs headless: add --headless")
         raise SystemExit(run_matrix(sys.argv[1:], settings.report_json, settings.history, settings.seed_for_test(),
                                     settings.required_levels))
+    if settings.capacity is not None and PROBE_VARIABLE not in os.environ:
+        if worker:  # forked by --processes (Settings refuses any other worker): each probe starts its own
+            raise SystemExit(0)
+        return _search_capacity(environment, settings, web_ui)
     history = _open_history(settings.history, runner) if settings.history else None
     _audit_on_ctrl_c()
     if worker:
@@ -102,6 +110,27 @@ def _on_init(environment: Environment, runner: Runner, web_ui: Any = None, **_: 
     judge = _judge(environment, runner, settings, history, web_ui)
     judge.listen()
     _publish_metrics(judge, environment, settings.metrics_port, web_ui)
+
+
+def _search_capacity(environment: Environment, settings: Settings, web_ui: Any) -> None:
+    """--capacity: headless, the search and its exit code; with the web UI, the search runs in
+    the background and the toolclash tab shows it, and the web UI starts no test."""
+    options = environment.parsed_options
+    search = CapacitySearch(sys.argv[1:], settings, bool(options.processes), options.html_file)
+    if options.headless:
+        raise SystemExit(search.run())
+    if web_ui is None or options.autostart:
+        _fail_configuration("--capacity shows its search in the web UI and starts no test there: run it with"
+                            " --headless, or with the web UI and without --autostart")
+    show_capacity_search(search, web_ui, options.web_base_path or "")
+    _audit_on_ctrl_c()  # Ctrl-C to the main greenlet (Locust quits), never into the search's
+    gevent.spawn(search.run)
+
+    def exit_code(environment: Environment, **_: Any) -> None:
+        # The search's; 2 when it was quit before its answer.
+        environment.process_exit_code = search.exit_code if search.exit_code is not None else CONFIGURATION_ERROR
+
+    environment.events.quitting.add_listener(exit_code)
 
 
 def _judge(environment: Environment, runner: Runner, settings: Settings, history: History | None,
@@ -125,7 +154,12 @@ def _judge(environment: Environment, runner: Runner, settings: Settings, history
         Panel(judge, environment, settings, web_ui)
         install_on_web_ui(web_ui, judge.html_section)
         check_start_form(environment, web_ui, judge.settings_for_test)
-    if settings.shape_stages:
+    plan = probe_plan()
+    if plan is not None:  # this run is one probe of a capacity search, whatever shape its options name
+        judge.probe = ProbeShape(plan, judge)
+        judge.probe.runner = runner
+        environment.shape_class = judge.probe
+    elif settings.shape_stages:
         shape = AgentStages(settings.shape_stages, settings.shape_hold_s,
                             environment.parsed_options.spawn_rate or max(settings.shape_stages), judge.on_stage)
         shape.runner = runner

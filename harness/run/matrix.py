@@ -11,16 +11,13 @@ The matrix fails (exit 1) when the strongest level it ran fails, or a level name
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 from db.pool import ISOLATION_LEVELS
 from harness.output.summary import write_json
 from harness.report_shape import MatrixRow, Report
+from harness.run.child_runs import child_arguments, run_child
 
 __all__ = ["MATRIX_LEVEL_VARIABLE", "format_matrix", "levels_failing", "run_matrix"]
 
@@ -31,25 +28,11 @@ MATRIX_LEVEL_VARIABLE = "TOOLCLASH_MATRIX_LEVEL"
 # Options the matrix sets itself in each level's run; the user's values for them are dropped.
 _OWN_OPTIONS = {"--isolation": True, "--report-json": True, "--isolation-matrix": False, "--history": True,
                 "--seed": True, "--require-levels": True}
-# Given to each level's run through its environment, not its command line, which every user of
-# the machine can read (`ps`): a DSN or URL may hold a password.
-_BY_ENVIRONMENT = {"--pg-dsn": "TOOLCLASH_PG_DSN", "--redis-url": "TOOLCLASH_REDIS_URL"}
 
 
 def _level_arguments(argv: list[str]) -> tuple[list[str], dict[str, str]]:
     """The command line of each level's run, and the variables to set in its environment."""
-    kept: list[str] = []
-    variables: dict[str, str] = {}
-    words = iter(argv)
-    for arg in words:
-        name, has_value, value = arg.partition("=")
-        if name in _BY_ENVIRONMENT:
-            variables[_BY_ENVIRONMENT[name]] = value if has_value else next(words, "")
-        elif name in _OWN_OPTIONS:
-            if _OWN_OPTIONS[name] and not has_value:
-                next(words, None)
-        else:
-            kept.append(arg)
+    kept, variables = child_arguments(argv, _OWN_OPTIONS)
     if not any(a.split("=", 1)[0] == "--scenario" for a in kept) and "TOOLCLASH_SCENARIO" not in os.environ:
         kept += ["--scenario", "isolation"]
     return kept, variables
@@ -66,25 +49,16 @@ def run_matrix(argv: list[str], report_json: str | None, history: str | None, se
         # The schema then holds the previous level's data, which the matrix made and may have
         # failed its audit on purpose; each level starts from fresh data.
         fresh = ["--reset"] if position and "--reset" not in arguments else []
-        with tempfile.TemporaryDirectory(prefix="toolclash-matrix-") as scratch:
-            report_path = Path(scratch) / "report.json"
-            env = {**os.environ, **variables, MATRIX_LEVEL_VARIABLE: level}
-            # An empty --require-levels: a level's run, which is no matrix, requires no level, whatever
-            # its config file or environment says (it would be refused: --require-levels needs the matrix).
-            own = ["--isolation", level, "--report-json", str(report_path), "--seed", str(seed), "--require-levels="]
-            if history:
-                own += ["--history", f"{history}.{level}"]
-            done = subprocess.run(
-                [sys.executable, "-m", "locust", *arguments, *fresh, *own],
-                env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-            )
-            if not report_path.exists():
-                reason = next((line for line in reversed(done.stderr.splitlines()) if "toolclash: error" in line),
-                              f"exit code {done.returncode}")
-                print(f"toolclash: error: the {level} run gave no verdict: {reason}", file=sys.stderr, flush=True)
-                return 2
-            report = json.loads(report_path.read_text(encoding="utf-8"))
-        rows.append({"level": level, "report": report})
+        # An empty --require-levels: a level's run, which is no matrix, requires no level, whatever
+        # its config file or environment says (it would be refused: --require-levels needs the matrix).
+        own = ["--isolation", level, "--seed", str(seed), "--require-levels="]
+        if history:
+            own += ["--history", f"{history}.{level}"]
+        done = run_child([*arguments, *fresh, *own], {**variables, MATRIX_LEVEL_VARIABLE: level})
+        if done.report is None:
+            print(f"toolclash: error: the {level} run gave no verdict: {done.reason}", file=sys.stderr, flush=True)
+            return 2
+        rows.append({"level": level, "report": done.report})
     must_pass, failing = levels_failing(rows, required)
     print(format_matrix(rows), flush=True)
     print(f"toolclash: isolation matrix: {'FAIL' if failing else 'PASS'}: must pass {', '.join(must_pass)};"

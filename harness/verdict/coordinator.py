@@ -30,6 +30,7 @@ from harness.faults.chaos import FaultInjector, KillToolServer
 from harness.report_shape import Evidence, Finding, Heartbeats, Report, ServerCounters, Workers
 from harness.verdict import evidence
 from harness.verdict.drainer import Drainer
+from harness.verdict.probe import ProbeEnding, probe_section
 from harness.verdict.report import StageStart, build_report, stage_reports
 from harness.verdict.transport import McpFacts, transport_section
 from harness.watch.hub_lag import HubLag, hub_note, hub_section
@@ -246,12 +247,14 @@ class Coordinator:
         workers: Workers | None = None,
         stages: list[StageStart] | None = None,
         mcp: McpFacts | None = None,
+        probe: ProbeEnding | None = None,
     ) -> Report:
         """Audit the run whose load has stopped and closed its connections; the full report.
         `hub_lags`: each process's event-loop probe, by process; `heartbeats`: on a master, the
         workers' heartbeat gaps; `workers`: in a distributed run, what each worker shipped, and
         the workers that were lost; `mcp`: the test's MCP server, when the agents called their
-        tools over MCP (its sessions, when toolclash started it, are the load's sessions)."""
+        tools over MCP (its sessions, when toolclash started it, are the load's sessions);
+        `probe`: how the run ended, when it is a capacity probe (its `probe` section)."""
         run, self._run = self._run, None
         faults = self._injector.stop() if self.settings.chaos else []
         samples = self._sampler.stop()
@@ -346,6 +349,8 @@ class Coordinator:
         if stages:
             report["stages"] = stage_reports(metrics, stages, time.monotonic(), self.settings.sla_rules,
                                              self.settings.scopes, self.settings.isolation, measured["transport"])
+        if probe is not None:
+            report["probe"] = probe_section(metrics, probe, self.settings, measured["transport"])
         # A failed audit's data is the evidence of what went wrong: the next run must not wipe it
         # unless told --reset.
         self._session.run(partial(run_schema.finish_run, schema=self.settings.schema, audit_ok=report["audit"]["ok"]))

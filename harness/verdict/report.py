@@ -20,6 +20,7 @@ from harness.report_shape import (
     Run,
     ServerCounters,
     ServerDescription,
+    SlaResult,
     Stage,
     TimeseriesRow,
     ToolFigures,
@@ -28,7 +29,7 @@ from harness.report_shape import (
 from harness.watch.histogram import Histogram
 from harness.watch.metrics import Metrics
 
-__all__ = ["StageStart", "build_report", "stage_reports"]
+__all__ = ["StageStart", "build_report", "period_figures", "stage_report", "stage_reports"]
 
 
 def build_report(
@@ -160,40 +161,51 @@ def stage_reports(
     reports = []
     for position, stage in enumerate(stages):
         until = stages[position + 1]["started"] if position + 1 < len(stages) else ended
-        duration = max(until - stage["started"], 1e-9)
         stage_metrics = metrics.stages.get(stage["stage"], Metrics(keep_op_ids=False))
-        anomalies = _anomalies([])
-        figures: Figures = {
-            "run": {"duration_s": duration, "isolation": isolation},
-            "transport": transport,
-            "tools": _tools(stage_metrics, transport),
-            "conflicts": _conflicts(stage_metrics),
-            "latency_ms": _latencies(stage_metrics, transport),
-            "turns": stage_metrics.turns.section(),
-            "anomalies": anomalies,
-            "audit": _audit([], anomalies),
-        }
-        all_calls = Histogram()
-        for stats in stage_metrics.tools.values():
-            all_calls.merge(stats.latency)
-        attempts = sum(t.attempts for t in stage_metrics.tools.values())
-        conflicts = sum(stage_metrics.conflicts.values()) - stage_metrics.conflicts["indeterminate"]
-        results = sla.evaluate(rules, figures, scopes)
-        calls = sum(t.calls for t in stage_metrics.tools.values())
-        reports.append(Stage(
-            stage=stage["stage"],
-            agents=stage["agents"],
-            duration_s=round(duration, 3),
-            calls=calls,
-            throughput_per_s=round(calls / duration, 2),
-            p95_ms=all_calls.percentile_ms(95),
-            conflict_rate=conflicts / attempts if attempts else None,
-            pool_wait_p95_ms=(None if transport["kind"] == "mcp"
-                              else stage_metrics.distributions["pool_wait"].percentile_ms(95)),
-            turns=figures["turns"]["turns"],
-            turn_p95_ms=figures["turns"]["latency_ms"]["p95"],
-            turns_with_conflicts=figures["turns"]["with_conflicts"],
-            sla_ok=all(r["ok"] for r in results),
-            sla=[{"name": r["name"], "observed": r["observed"], "ok": r["ok"]} for r in results],
-        ))
+        figures = period_figures(stage_metrics, until - stage["started"], isolation, transport)
+        reports.append(stage_report(stage["stage"], stage["agents"], stage_metrics, figures,
+                                    sla.evaluate(rules, figures, scopes)))
     return reports
+
+
+def period_figures(metrics: Metrics, duration_s: float, isolation: str, transport: Transport) -> Figures:
+    """What SLA rules read of a part of the run (a stage, a capacity probe's window): its calls'
+    figures, no audit (the audits are of the whole run)."""
+    anomalies = _anomalies([])
+    return {
+        "run": {"duration_s": max(duration_s, 1e-9), "isolation": isolation},
+        "transport": transport,
+        "tools": _tools(metrics, transport),
+        "conflicts": _conflicts(metrics),
+        "latency_ms": _latencies(metrics, transport),
+        "turns": metrics.turns.section(),
+        "anomalies": anomalies,
+        "audit": _audit([], anomalies),
+    }
+
+
+def stage_report(index: int, agents: int, metrics: Metrics, figures: Figures, results: list[SlaResult]) -> Stage:
+    """A part of the run summed up, with its SLA results (`results`, from `figures`)."""
+    duration = figures["run"]["duration_s"]
+    all_calls = Histogram()
+    for stats in metrics.tools.values():
+        all_calls.merge(stats.latency)
+    attempts = sum(t.attempts for t in metrics.tools.values())
+    conflicts = sum(metrics.conflicts.values()) - metrics.conflicts["indeterminate"]
+    calls = sum(t.calls for t in metrics.tools.values())
+    return Stage(
+        stage=index,
+        agents=agents,
+        duration_s=round(duration, 3),
+        calls=calls,
+        throughput_per_s=round(calls / duration, 2),
+        p95_ms=all_calls.percentile_ms(95),
+        conflict_rate=conflicts / attempts if attempts else None,
+        pool_wait_p95_ms=(None if figures["transport"]["kind"] == "mcp"
+                          else metrics.distributions["pool_wait"].percentile_ms(95)),
+        turns=figures["turns"]["turns"],
+        turn_p95_ms=figures["turns"]["latency_ms"]["p95"],
+        turns_with_conflicts=figures["turns"]["with_conflicts"],
+        sla_ok=all(r["ok"] for r in results),
+        sla=[{"name": r["name"], "observed": r["observed"], "ok": r["ok"]} for r in results],
+    )

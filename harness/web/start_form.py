@@ -26,9 +26,9 @@ from harness.config.declared import FIXED_OPTIONS, RUN_OPTIONS
 from harness.config.option import BadOption
 from harness.config.settings import Settings
 
-__all__ = ["check_start_form", "form_problem"]
+__all__ = ["SWARM_ENDPOINT", "check_start_form", "form_problem"]
 
-_SWARM_ENDPOINT = "locust.swarm"  # Locust's blueprint "locust", view swarm()
+SWARM_ENDPOINT = "locust.swarm"  # Locust's blueprint "locust", view swarm()
 
 
 def check_start_form(environment: Environment, web_ui: Any, settings_for: Callable[[Any], Settings]) -> None:
@@ -38,7 +38,7 @@ def check_start_form(environment: Environment, web_ui: Any, settings_for: Callab
 
 
 def _check(environment: Environment, web_ui: Any, settings_for: Callable[[Any], Settings]) -> Response | None:
-    if request.endpoint != _SWARM_ENDPOINT or request.method != "POST":
+    if request.endpoint != SWARM_ENDPOINT or request.method != "POST":
         return None
     if web_ui.web_login and not current_user.is_authenticated:
         return None  # Locust's view asks for the login first

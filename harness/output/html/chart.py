@@ -46,8 +46,16 @@ def _thin(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return [max(points[i:i + size], key=lambda p: p[1]) for i in range(0, len(points), size)]
 
 
+def _at(x: float, x_unit: str, seconds: str) -> str:
+    """Where on x, for a tooltip: `seconds` as the time reads, or in x's own unit."""
+    return seconds if x_unit == "s" else f"{x:g} {x_unit}"
+
+
 def _chart(name: str, title: str, series: list[tuple[str, list[tuple[float, float]]]], x_end: float,
-           faults: list[dict[str, Any]], unit: str = "", color: str = _COLORS[0]) -> str:
+           faults: list[dict[str, Any]], unit: str = "", color: str = _COLORS[0], x_unit: str = "s") -> str:
+    """`x_unit`: what x counts, seconds (a long run's in minutes; each tick says which) or e.g.
+    agents (the title says it; the ticks are numbers); `faults`, the dashed lines across (`kind`
+    at `at_s`, in x's unit)."""
     samples = sum(len(points) for _, points in series)
     plot_w, plot_h = _W - _LEFT - _RIGHT, _H - _TOP - _BOTTOM
     parts = [f"<text class='tc-title' x='12' y='26'>{escape(title)}</text>"]
@@ -72,18 +80,18 @@ def _chart(name: str, title: str, series: list[tuple[str, list[tuple[float, floa
         parts.append(f"<line class='tc-split' x1='{_LEFT}' x2='{_W - _RIGHT}' y1='{py(value)}' y2='{py(value)}'/>")
         parts.append(f"<text x='{_LEFT - 8}' y='{py(value) + 4}' text-anchor='end'>{_tick(value)}</text>")
     parts.append(f"<line class='tc-axis' x1='{_LEFT}' x2='{_W - _RIGHT}' y1='{py(0)}' y2='{py(0)}'/>")
-    scale, unit_x = (60, "min") if x_end >= 600 else (1, "s")  # a long run in minutes
-    x_step = _step(x_end / scale, False, 8) * scale
+    scale, unit_x = (60, "min") if x_end >= 600 and x_unit == "s" else (1, x_unit)  # a long run in minutes
+    x_step = _step(x_end / scale, x_unit != "s", 8) * scale
     for i in range(math.floor(x_end / x_step + 1e-9) + 1):
         tick = i * x_step
         parts.append(f"<line class='tc-axis' x1='{px(tick)}' x2='{px(tick)}' y1='{py(0)}' y2='{py(0) + 4}'/>")
         parts.append(f"<text x='{px(tick)}' y='{py(0) + 18}' text-anchor='middle'>"
-                     f"{_tick(tick / scale)} {unit_x}</text>")
+                     f"{_tick(tick / scale)}{' ' + unit_x if x_unit == 's' else ''}</text>")
     for fault in faults:
         if fault.get("at_s") is not None and fault["at_s"] <= x_end:
-            x = px(fault["at_s"])
+            x, at = px(fault["at_s"]), _at(fault["at_s"], x_unit, _seconds(fault["at_s"]))
             parts.append(f"<line class='tc-fault' x1='{x}' x2='{x}' y1='{_TOP}' y2='{py(0)}'>"
-                         f"<title>{escape(fault['kind'])} at {_seconds(fault['at_s'])}</title></line>")
+                         f"<title>{escape(fault['kind'])} at {at}</title></line>")
     legend_x = 12.0
     drawn = 0
     first = _COLORS.index(color) if color in _COLORS else 0
@@ -95,8 +103,9 @@ def _chart(name: str, title: str, series: list[tuple[str, list[tuple[float, floa
         parts.append(f"<polyline data-series='{escape(label)}' points='{coordinates}' fill='none' stroke='{color}'"
                      " stroke-width='2' stroke-linejoin='round'/>")
         for x, y in shown:
+            at = _at(x, x_unit, f"{x:.1f} s")
             parts.append(f"<circle class='tc-point' cx='{px(x)}' cy='{py(y)}' r='2' fill='{color}'>"
-                         f"<title>{escape(label)} at {x:.1f} s: {_number(y)}{unit}</title></circle>")
+                         f"<title>{escape(label)} at {at}: {_number(y)}{unit}</title></circle>")
         parts.append(f"<circle cx='{legend_x + 6}' cy='44' r='6' fill='{color}'/>"
                      f"<text class='tc-legend' x='{legend_x + 16}' y='48'>{escape(label)}</text>")
         legend_x += 28 + 7 * len(label)

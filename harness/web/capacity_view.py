@@ -1,0 +1,68 @@
+"""A --capacity search in the web UI: shown, not started. The toolclash tab shows the search as it
+goes (the probes so far, the answer they give, the charts), then its answer; the page reloads
+itself every few seconds until the answer is in. The start form starts nothing: a search runs
+its own probes, each a run of its own (harness.run.capacity), which no test of this web UI could
+be; a start is refused with one line, as a bad value of the form is."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Protocol
+
+from flask import Blueprint, Response, jsonify, request, send_from_directory
+
+from harness.output.html.capacity_page import capacity_page
+from harness.report_shape import Capacity
+from harness.web.panel import _ASSETS, TAB_KEY, _add_tab_script, _json
+from harness.web.start_form import SWARM_ENDPOINT
+
+__all__ = ["SearchView", "show_capacity_search"]
+
+REFUSED = ("a --capacity search runs its own probes, one run each: this web UI shows the search and starts no"
+           " test (run it with --headless to have its exit code)")
+_RELOAD_S = 3
+
+
+class SearchView(Protocol):
+    """What the tab reads of the search (harness.run.capacity.CapacitySearch)."""
+
+    @property
+    def capacity(self) -> Capacity | None: ...  # the answer, once the search is over
+
+    @property
+    def exit_code(self) -> int | None: ...
+
+    def so_far(self) -> Capacity: ...
+
+
+def show_capacity_search(search: SearchView, web_ui: Any, base_path: str) -> None:
+    web_ui.template_args["extended_tabs"] = [{"title": "toolclash", "key": TAB_KEY}]
+    blueprint = Blueprint("toolclash", __name__, url_prefix=base_path or None)
+    guarded = web_ui.auth_required_if_enabled
+    blueprint.add_url_rule("/toolclash", "page", guarded(lambda: _page(search)))
+    blueprint.add_url_rule("/toolclash/assets/<path:name>", "assets",
+                           guarded(lambda name: send_from_directory(_ASSETS, name, max_age=0)))
+    # What the tab's script asks to know when to reload Locust's page: never, here (no ramp).
+    blueprint.add_url_rule("/toolclash/status", "status", guarded(lambda: _json({"ramp": 0, "status": "ready"})))
+    web_ui.app.register_blueprint(blueprint)
+    web_ui.app.after_request(_add_tab_script)
+    web_ui.app.before_request(_refuse_a_start)
+
+
+def _page(search: SearchView) -> Response:
+    if search.capacity is not None and search.exit_code is not None:
+        return Response(capacity_page(search.capacity, search.exit_code), mimetype="text/html")
+    if search.exit_code is not None:  # a probe's run gave no verdict: the console says why
+        return Response("<p>toolclash: the capacity search ended without an answer: see the console.</p>",
+                        mimetype="text/html")
+    page = capacity_page(search.so_far(), None)
+    return Response(page.replace("<head>", f"<head><meta http-equiv='refresh' content='{_RELOAD_S}'>", 1),
+                    mimetype="text/html")
+
+
+def _refuse_a_start() -> Response | None:
+    if request.endpoint != SWARM_ENDPOINT or request.method != "POST":
+        return None
+    line = f"toolclash: error: {REFUSED}"
+    print(line, file=sys.stderr, flush=True)
+    return jsonify({"success": False, "message": line})
