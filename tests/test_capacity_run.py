@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 
 from harness.report_shape import CapacityFile
 from tests.report_conformance import nonconforming
-from tests.support import read_report, wait_until
+from tests.support import free_port, read_report, wait_until
 
 SHORT_PROBES = ("--capacity-warmup", "1", "--capacity-hold", "3", "--capacity-repeats", "1")
 # One connection, a tool that holds it HOLD_MS working in its transaction, agents that never think:
@@ -39,7 +39,10 @@ def test_a_short_probe_search_finds_the_pool_limit_littles_law_gives(servers, sc
     sla_file = tmp_path / "pool.toml"
     sla_file.write_text(POOL_RULE, encoding="utf-8")
     report_path, junit_path = tmp_path / "capacity.json", tmp_path / "capacity.xml"
+    # With --metrics-port, each probe serves /metrics while it runs and, unscraped, does not wait a
+    # minute for a scrape after its verdict (the budget would cut the search short).
     done = locust.run(*servers.args(schema), "--capacity", "--users", "4", "--run-time", "100s", *SHORT_PROBES,
+                      "--metrics-port", str(free_port()),
                       "--capacity-precision", "1", "--expect-capacity", "8", "--scenario", "pool_exhaustion",
                       "--pool-size", "1", "--hold-time", str(HOLD_MS), "--sla", str(sla_file),
                       "--report-json", str(report_path), "--junit-xml", str(junit_path), timeout=150)

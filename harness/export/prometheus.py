@@ -134,16 +134,17 @@ class MetricsEndpoint:
             self._server.stop(timeout=1)
 
 
-def serve_metrics(endpoint: MetricsEndpoint, environment: Environment, port: int | None, web_ui: WebUI | None) -> None:
-    """Serve `endpoint` where asked: --metrics-port (lingering at the end of a headless run), and the
-    web UI's port."""
+def serve_metrics(endpoint: MetricsEndpoint, environment: Environment, port: int | None, web_ui: WebUI | None,
+                  linger: bool = True) -> None:
+    """Serve `endpoint` where asked: --metrics-port (lingering at the end of a headless run, when
+    `linger`), and the web UI's port."""
     if web_ui is not None:
         endpoint.install_on_web_ui(web_ui, environment.parsed_options.web_base_path or "")
     if port is not None:
         endpoint.serve(environment.parsed_options.web_host or "", port)
 
         def on_quit(**_: Any) -> None:
-            if environment.parsed_options.headless:
+            if linger and environment.parsed_options.headless:
                 endpoint.linger()
             endpoint.close()
 

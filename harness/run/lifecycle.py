@@ -175,7 +175,9 @@ def _publish_metrics(judge: Judge, environment: Environment, port: int | None, w
     try:
         if otlp_wanted():  # before the linger's listener: the last push does not wait for it
             OtlpPush(judge.judged).start(environment)
-        serve_metrics(endpoint, environment, port, web_ui)
+        # A capacity probe's run does not wait for a scrape after its verdict: the search would
+        # wait up to a minute a probe, and its next probe serves on the same port.
+        serve_metrics(endpoint, environment, port, web_ui, linger=judge.probe is None)
     except OtlpRefused as exc:
         _stop_quietly(judge.coordinator, judge.services)
         _fail_configuration(str(exc))
