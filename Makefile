@@ -37,9 +37,9 @@ test-fast: $(INSTALLED)
 	$(BIN)/python -m pytest -m "$(FAST_TIER)" $(PYTEST_ARGS)
 
 # ruff check over the whole tree (rules in pyproject.toml), then mypy --strict on db/, transport/,
-# toolserver/ and the report's types and builder; both run, and the target fails if either found
+# toolserver/, history_check/ and the report's types and builder; both run, and the target fails if either found
 # anything.
-MYPY_STRICT := db transport toolserver harness/report_shape harness/verdict/report.py
+MYPY_STRICT := db transport toolserver history_check harness/report_shape harness/verdict/report.py
 lint: $(INSTALLED)
 	status=0; $(BIN)/ruff check . || status=1; $(BIN)/mypy --strict $(MYPY_STRICT) || status=1; exit $$status
 
