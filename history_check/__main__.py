@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from history_check.check import DEFAULT_BUDGET, Answer, check
+from history_check.check import DEFAULT_BUDGET, Answer, check, cycle_text, validity
 from history_check.formats import FORMATS, parse, to_edn
 from history_check.history import BadHistory
 from history_check.models import UnknownModel
@@ -42,15 +42,13 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
 
 
 def summary(answer: Answer) -> str:
-    lines = [f"{answer.model}: {'valid' if answer.valid is True else 'INVALID' if answer.valid is False else 'unknown'}"
+    lines = [f"{answer.model}: {validity(answer.valid)}"
              f" ({answer.transactions} transactions, {answer.components} cyclic components)"]
     for kind in answer.anomaly_types:
         verdict = "forbidden" if kind in answer.forbidden else "allowed"
         lines.append(f"  {kind}: {answer.counts[kind]} ({verdict})")
-        for case in answer.cases[kind][:1]:
-            if "steps" in case:
-                lines.append("    " + " ".join(f"{s['from']} -{s['type']}->" for s in case["steps"])
-                             + f" {case['steps'][0]['from']}")
+        if text := cycle_text(answer.cases[kind][0]):
+            lines.append("    " + text)
     if answer.not_models:
         lines.append(f"  not: {', '.join(answer.not_models)}")
     return "\n".join(lines)

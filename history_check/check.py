@@ -16,7 +16,7 @@ from history_check.graph import PROCESS, REALTIME, RELS, RW, WR, WW, dependency_
 from history_check.history import APPEND, READ, Op
 from history_check.models import anomalies_prohibited_by, impossible_models
 
-__all__ = ["CASES_SHOWN", "DEFAULT_BUDGET", "Answer", "check"]
+__all__ = ["CASES_SHOWN", "DEFAULT_BUDGET", "Answer", "check", "cycle_text", "validity"]
 
 # Cases listed per anomaly type (all are counted).
 CASES_SHOWN = 8
@@ -147,3 +147,15 @@ def _version_step(a: Op, b: Op, rel: int) -> dict[str, Any]:
         if f == APPEND and k in a_keys and v not in a_keys[k][1]:  # a read of k that missed b's append
             return {"key": _jsonable(k), "value": _jsonable(a_keys[k][0]), "value'": _jsonable(v)}
     return {}
+
+
+def cycle_text(case: dict[str, Any]) -> str:
+    """A cycle case in one line, "a -wr-> b -rw-> a"; empty for a case that is no cycle."""
+    steps = case.get("steps")
+    if not steps:
+        return ""
+    return " ".join(f"{s['from']} -{s['type']}->" for s in steps) + f" {steps[0]['from']}"
+
+
+def validity(valid: bool | str) -> str:
+    return "valid" if valid is True else "INVALID" if valid is False else "unknown"
