@@ -7,6 +7,7 @@ appended must be in its key's list, once."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,24 +36,28 @@ def model_for(isolation: str, named: str = "") -> str:
 def _events(ctx: AuditContext, final: list[tuple[str, list[str]]]) -> Iterator[dict[str, Any]]:
     acknowledged = ctx.acknowledged_of([TOOL])
     calls: list[tuple[int, list[dict[str, Any]]]] = []
-    never_told: dict[str, str] = {}  # element prefix -> op id: calls whose value never came
+    indeterminate: dict[str, str] = {}  # element prefix -> op id
     for outcome, op_ids in (("succeeded", acknowledged.succeeded), ("failed", acknowledged.failed),
                             ("indeterminate", acknowledged.indeterminate)):
         for op_id, value in zip(op_ids, op_ids.values()):
             events = list(call_events(str(op_id), outcome, value))
             if events:
                 calls.append((value["started_ns"], events))
-            elif outcome == "indeterminate":
-                never_told[op_id.hex[:12]] = str(op_id)
+            if outcome == "indeterminate":
+                indeterminate[op_id.hex[:12]] = str(op_id)
     # A lane's calls one after another (each process's clock orders its own lanes).
+    told = set()
     for _, events in sorted(calls, key=lambda call: call[0]):
-        yield from events
-    # An indeterminate call abandoned in flight told nothing: what of it is in the lists it may have done.
+        for event in events:
+            told.update((k, v) for f, k, v in event["value"] if f == "append")
+            yield event
+    # An indeterminate call may have told nothing, or what an earlier attempt did (abandoned in flight
+    # while a later one ran): what of it the lists hold beyond that, it may have appended.
     for key, elements in final:
         for element in elements:
-            op = never_told.get(element.split(".")[0])
-            if op is not None:
-                yield {"type": "info", "process": f"{op}~unknown", "id": op, "value": [["append", key, element]]}
+            op = indeterminate.get(element.split(".")[0])
+            if op is not None and (key, element) not in told:
+                yield {"type": "info", "process": f"{op}~unknown", "id": f"{op}#?", "value": [["append", key, element]]}
     yield {"type": "ok", "process": "audit", "id": "final-read", "value": [["r", k, list(v)] for k, v in final]}
 
 
@@ -61,9 +66,11 @@ def audit_list_append(ctx: AuditContext, *, isolation: str, model: str) -> list[
     with ctx.in_schema(one_snapshot=True):
         final = [(key, list(elements)) for key, elements in
                  ctx.conn.execute("SELECT key, elements FROM append_lists ORDER BY key").fetchall()]
+    began = time.perf_counter()
     ops = build(_events(ctx, final))
     # Real time is not inferred: the calls' values carry one process's clock each, not the run's.
     answer = check(ops, model, realtime=False)
+    ctx.observe("history_check", time.perf_counter() - began)
     allowed = [t for t in answer.anomaly_types if t not in answer.forbidden]
     if allowed:
         ctx.note("list_append_allowed_anomalies",
