@@ -13,7 +13,7 @@ from typing import Any
 from history_check.cycles import Cycle, cycles_in_component
 from history_check.direct import direct_anomalies, sorted_values
 from history_check.graph import PROCESS, REALTIME, RELS, RW, WR, WW, dependency_graph, strongly_connected
-from history_check.history import APPEND, READ, Op
+from history_check.history import APPEND, READ, Op, cyclic_gc_paused
 from history_check.models import anomalies_prohibited_by, impossible_models
 
 __all__ = ["CASES_SHOWN", "DEFAULT_BUDGET", "Answer", "check", "cycle_text", "validity"]
@@ -52,6 +52,11 @@ def check(ops: list[Op], model: str = "serializable", *, budget: int = DEFAULT_B
     edges are inferred only where the model forbids an anomaly of theirs, as Elle does;
     `realtime` False leaves real time out even then (a history whose clocks cannot order it),
     and the answer is at best "unknown" for such a model."""
+    with cyclic_gc_paused():
+        return _check(ops, model, budget, realtime)
+
+
+def _check(ops: list[Op], model: str, budget: int, realtime: bool | None) -> Answer:
     forbidden = anomalies_prohibited_by(model)
     wants_realtime = any(t.endswith("-realtime") for t in forbidden)
     wants_process = any(t.endswith("-process") for t in forbidden)

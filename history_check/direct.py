@@ -30,13 +30,14 @@ def _reads(ops: Iterable[Op]) -> Iterable[tuple[Op, Hashable, tuple[Any, ...]]]:
 
 
 def sorted_values(ops: list[Op]) -> dict[Hashable, list[tuple[Any, ...]]]:
-    """Each key's distinct non-empty lists read by ok and info ops, shortest first; a key never
-    read but appended once by such an op has the one list [element]."""
-    values: dict[Hashable, set[tuple[Any, ...]]] = {}
+    """Each key's distinct non-empty lists read by ok and info ops, shortest first (lists of one
+    length in the order first read: the same answer on every run); a key never read but appended
+    once by such an op has the one list [element]."""
+    values: dict[Hashable, dict[tuple[Any, ...], None]] = {}
     possible = _possible(ops)
     for _, k, v in _reads(possible):
         if v:
-            values.setdefault(k, set()).add(v)
+            values.setdefault(k, {})[v] = None
     appends: dict[Hashable, list[Any]] = {}
     for op in possible:
         for f, k, v in op.mops:
@@ -44,7 +45,7 @@ def sorted_values(ops: list[Op]) -> dict[Hashable, list[tuple[Any, ...]]]:
                 appends.setdefault(k, []).append(v)
     for k, elements in appends.items():
         if len(elements) == 1 and k not in values:
-            values[k] = {(elements[0],)}
+            values[k] = {(elements[0],): None}
     return {k: sorted(vs, key=len) for k, vs in values.items()}
 
 
@@ -61,20 +62,45 @@ def _incompatible_orders(values: dict[Hashable, list[tuple[Any, ...]]]) -> list[
 def _duplicates(possible: list[Op]) -> list[Case]:
     cases = []
     for op, k, v in _reads(possible):
-        dups = {e: n for e, n in Counter(v).items() if n > 1}
-        if dups:
+        if len(set(v)) != len(v):
+            dups = {e: n for e, n in Counter(v).items() if n > 1}
             cases.append({"op": op, "mop": [READ, k, list(v)], "duplicates": dups})
     return cases
 
 
-def _writers(ops: Iterable[Op], types: tuple[str, ...]) -> dict[tuple[Hashable, Any], Op]:
-    return {(k, v): op for op in ops if op.type in types for f, k, v in op.mops if f == APPEND}
+def _ok_reads(ops: Iterable[Op]) -> dict[Hashable, list[tuple[Op, tuple[Any, ...]]]]:
+    """Each key's non-empty lists read by ok ops, with the op that read each."""
+    reads: dict[Hashable, list[tuple[Op, tuple[Any, ...]]]] = {}
+    for op, k, v in _reads(o for o in ops if o.type == "ok"):
+        if v:
+            reads.setdefault(k, []).append((op, v))
+    return reads
 
 
-def _g1a(ops: list[Op]) -> list[Case]:
-    failed = _writers(ops, ("fail",))
-    return [{"op": op, "mop": [READ, k, list(v)], "writer": failed[(k, e)], "element": e}
-            for op, k, v in _reads(o for o in ops if o.type == "ok") for e in v if (k, e) in failed]
+def _reads_of(reads: dict[Hashable, list[tuple[Op, tuple[Any, ...]]]],
+              wrong: dict[Hashable, set[Any]]) -> Iterable[tuple[Op, Hashable, tuple[Any, ...], Any]]:
+    """Each read of an element `wrong` names for its key (each key's elements read are gathered
+    first, in C: a history whose reads are right costs no loop over their elements)."""
+    for k, key_reads in reads.items():
+        if k not in wrong:
+            continue
+        hit = set().union(*(v for _, v in key_reads)) & wrong[k]
+        if hit:
+            for op, v in key_reads:
+                for e in v:
+                    if e in hit:
+                        yield op, k, v, e
+
+
+def _g1a(ops: list[Op], reads: dict[Hashable, list[tuple[Op, tuple[Any, ...]]]]) -> list[Case]:
+    failed: dict[Hashable, dict[Any, Op]] = {}
+    for op in ops:
+        if op.type == "fail":
+            for f, k, v in op.mops:
+                if f == APPEND:
+                    failed.setdefault(k, {})[v] = op
+    return [{"op": op, "mop": [READ, k, list(v)], "writer": failed[k][e], "element": e}
+            for op, k, v, e in _reads_of(reads, {k: set(elements) for k, elements in failed.items()})]
 
 
 def _g1b(ops: list[Op]) -> list[Case]:
@@ -135,22 +161,32 @@ def _lost_updates(possible: list[Op]) -> list[Case]:
     return [{"key": k, "value": list(v), "txns": txns} for (k, v), txns in by_state.items() if len(txns) > 1]
 
 
-def _garbage(ops: list[Op]) -> list[Case]:
-    appended = {(k, v) for op in ops for f, k, v in op.mops if f == APPEND}
-    return [{"op": op, "mop": [READ, k, list(v)], "element": e}
-            for op, k, v in _reads(o for o in ops if o.type == "ok") for e in v if (k, e) not in appended]
+def _garbage(ops: list[Op], reads: dict[Hashable, list[tuple[Op, tuple[Any, ...]]]]) -> list[Case]:
+    appended: dict[Hashable, set[Any]] = {k: set() for k in reads}
+    for op in ops:
+        for f, k, v in op.mops:
+            if f == APPEND and k in appended:
+                appended[k].add(v)
+    cases = []
+    for k, key_reads in reads.items():
+        never = set().union(*(v for _, v in key_reads)) - appended[k]
+        if never:
+            cases += [{"op": op, "mop": [READ, k, list(v)], "element": e} for op, v in key_reads for e in v
+                      if e in never]
+    return cases
 
 
 def direct_anomalies(ops: list[Op], values: dict[Hashable, list[tuple[Any, ...]]]) -> dict[str, list[Case]]:
     """Every direct anomaly found, by Elle's name; none missing from the map but the ones not seen."""
     possible = _possible(ops)
+    reads = _ok_reads(ops)
     found = {
-        "G1a": _g1a(ops),
+        "G1a": _g1a(ops, reads),
         "G1b": _g1b(ops),
         "internal": _internal(ops),
         "lost-update": _lost_updates(possible),
         "duplicate-elements": _duplicates(possible),
         "incompatible-order": _incompatible_orders(values),
-        "garbage-read": _garbage(ops),
+        "garbage-read": _garbage(ops, reads),
     }
     return {name: cases for name, cases in found.items() if cases}
