@@ -36,28 +36,31 @@ def model_for(isolation: str, named: str = "") -> str:
 def _events(ctx: AuditContext, final: list[tuple[str, list[str]]]) -> Iterator[dict[str, Any]]:
     acknowledged = ctx.acknowledged_of([TOOL])
     calls: list[tuple[int, list[dict[str, Any]]]] = []
-    indeterminate: dict[str, str] = {}  # element prefix -> op id
-    for outcome, op_ids in (("succeeded", acknowledged.succeeded), ("failed", acknowledged.failed),
-                            ("indeterminate", acknowledged.indeterminate)):
+    not_ok: dict[str, tuple[str, str]] = {}  # element prefix -> (op id, the call's outcome as an op's type)
+    for outcome, kind, op_ids in (("succeeded", "ok", acknowledged.succeeded), ("failed", "fail", acknowledged.failed),
+                                  ("indeterminate", "info", acknowledged.indeterminate)):
         for op_id, value in zip(op_ids, op_ids.values()):
             events = list(call_events(str(op_id), outcome, value))
             if events:
                 calls.append((value["started_ns"], events))
-            if outcome == "indeterminate":
-                indeterminate[op_id.hex[:12]] = str(op_id)
+            if kind != "ok":
+                not_ok[op_id.hex[:12]] = (str(op_id), kind)
     # A lane's calls one after another (each process's clock orders its own lanes).
     told = set()
     for _, events in sorted(calls, key=lambda call: call[0]):
         for event in events:
             told.update((k, v) for f, k, v in event["value"] if f == "append")
             yield event
-    # An indeterminate call may have told nothing, or what an earlier attempt did (abandoned in flight
-    # while a later one ran): what of it the lists hold beyond that, it may have appended.
+    # A call that failed, or whose end is unknown, told what its last attempt that ran to its end
+    # did, if one did: an element of another attempt of it in the lists is that attempt's append,
+    # rolled back (a failed call's: an aborted read, G1a) or maybe committed (an indeterminate one's).
     for key, elements in final:
         for element in elements:
-            op = indeterminate.get(element.split(".")[0])
-            if op is not None and (key, element) not in told:
-                yield {"type": "info", "process": f"{op}~unknown", "id": f"{op}#?", "value": [["append", key, element]]}
+            call = not_ok.get(element.split(".")[0])
+            if call is not None and (key, element) not in told:
+                op, kind = call
+                yield {"type": kind, "process": f"{op}~untold", "id": f"{op}#{element.split('.')[1]}",
+                       "value": [["append", key, element]]}
     yield {"type": "ok", "process": "audit", "id": "final-read", "value": [["r", k, list(v)] for k, v in final]}
 
 

@@ -119,8 +119,11 @@ def test_the_audit_catches_an_element_never_appended_a_failed_append_seen_and_an
     lost = _audited(admin, schema, records)
     assert not lost["list_append_appends_kept"].ok and elements[-1] in lost["list_append_appends_kept"].detail
     set_list(elements)
-    # The call that appended the list's last element told it failed: its append is seen all the same.
+    # The call that appended the list's last element told it failed (with what it did, or nothing):
+    # its append is seen all the same.
     writer = next(r for r in records if r.op_id.hex[:12] == elements[-1].split(".")[0])
-    told_failed = [dataclasses.replace(r, outcome=Outcome.FAILED) if r is writer else r for r in records]
-    assert "G1a" in _audited(admin, schema, told_failed)["list_append_history"].observed["forbidden"]
+    for value in (writer.value, None):
+        told_failed = [dataclasses.replace(r, outcome=Outcome.FAILED, value=value) if r is writer else r
+                       for r in records]
+        assert "G1a" in _audited(admin, schema, told_failed)["list_append_history"].observed["forbidden"], value
     assert all(check.ok for check in _audited(admin, schema, records).values())
