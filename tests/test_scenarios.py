@@ -21,6 +21,7 @@ from harness.config.option import BadOption
 from harness.run.matrix import levels_failing
 from tasks.queue import PRIORITIES
 from tests.support import ROOT, lose_last_dequeue_and_ack, read_report, rows_in, settings_from, wait_until
+from tests.test_list_append import assert_each_level_kept_its_models_promise
 
 
 def _run_args(servers, schema: str) -> list[str]:
@@ -513,28 +514,34 @@ def test_a_session_of_the_load_left_idle_in_transaction_fails_the_pool_audit_and
 def test_isolation_matrix_agrees_with_postgresqls_documented_behaviour(servers, schema, tmp_path, locust):
     """Repeatable read required: it fails (write skew), so the matrix does, although serializable
     passes (before: exit 0 when any level passed); read committed's failure, by design, counts
-    for nothing."""
-    report_path = tmp_path / "matrix.json"
+    for nothing. The same run has the list_append scenario, whose history keeps at each level the
+    promise of the model the level makes (tests/test_list_append.py)."""
+    report_path, history = tmp_path / "matrix.json", tmp_path / "history.jsonl"
     done = locust.run(
         "--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema,
         "--users", "20", "--spawn-rate", "20", "--run-time", "5s", "--isolation-matrix",
+        "--scenario", "isolation,list_append", "--history", str(history),
         "--require-levels", "repeatable_read", "--counters", "4", "--report-json", str(report_path), timeout=240,
     )
     matrix = read_report(report_path)
+    assert_each_level_kept_its_models_promise(matrix, history, tmp_path)
     rows = {row["level"]: row["report"] for row in matrix["matrix"]}
     assert list(rows) == ["read_committed", "repeatable_read", "serializable"]
     for line in ("isolation level", "read_committed", "repeatable_read", "serializable"):
         assert line in done.stdout
     rc, rr, ser = rows["read_committed"], rows["repeatable_read"], rows["serializable"]
+    # The isolation scenario's own (list_append's are its own too).
+    isolation_failures = [sum(r["tools"][tool]["failures"].get("serialization_failures", 0)
+                              for tool in ("increment_counter", "reserve_slot")) for r in (rc, rr, ser)]
     # Read committed allows both anomalies, and refuses nothing.
     assert rc["anomalies"]["lost_updates"] > 0 and rc["anomalies"]["write_skew"] > 0
     assert rc["conflicts"]["serialization_failures"] == 0 and rc["verdict"] == "fail"
     # Repeatable read refuses the lost update (40001) but allows write skew.
-    assert rr["anomalies"]["lost_updates"] == 0 and rr["conflicts"]["serialization_failures"] > 0
+    assert rr["anomalies"]["lost_updates"] == 0 and isolation_failures[1] > 0
     assert rr["anomalies"]["write_skew"] > 0 and rr["verdict"] == "fail"
     # Serializable allows neither.
     assert ser["anomalies"]["lost_updates"] == 0 and ser["anomalies"]["write_skew"] == 0
-    assert ser["conflicts"]["serialization_failures"] > 0 and ser["audit"]["ok"]
+    assert isolation_failures[2] > 0 and ser["audit"]["ok"]
     # (Its verdict also follows its latency SLAs, which this shared machine may break.)
     failed = ["serializable"] * (ser["verdict"] != "pass") + ["repeatable_read"]
     assert matrix["must_pass"] == ["serializable", "repeatable_read"] and matrix["failed"] == failed
