@@ -18,7 +18,7 @@ from psycopg import sql
 from db.pool import ISOLATION_LEVELS, load_application_name
 from db.redis_keys import RedisKeys
 from harness.config.option import BadOption
-from harness.run.matrix import levels_failing
+from harness.run.matrix import format_matrix, levels_failing
 from tasks.queue import PRIORITIES
 from tests.support import ROOT, lose_last_dequeue_and_ack, read_report, rows_in, settings_from, wait_until
 from tests.test_list_append import assert_each_level_kept_its_models_promise
@@ -618,3 +618,24 @@ def test_user_tools_module_runs_through_locust_and_its_writes_are_audited_by_ide
     assert "not audited by identity (no check compared their calls with the servers' data): count_free_seats" \
         in done.stdout
 
+
+
+def test_the_matrix_has_a_column_per_anomaly_type_of_the_list_append_history():
+    """Elle's names as columns, a level's count in each, starred where its model forbids it; a
+    matrix without list_append has none."""
+    def row(level: str, counts: dict[str, int] | None, forbidden: tuple[str, ...] = ()) -> dict[str, Any]:
+        report = {"tools": {"list_append": {"calls": 10}}, "conflicts": {"serialization_failures": 0},
+                  "anomalies": {"lost_updates": 0, "write_skew": 0}, "verdict": "pass"}
+        if counts is not None:
+            report["history_check"] = {"anomaly_types": sorted(counts), "anomaly_counts": counts,
+                                       "forbidden_anomaly_types": list(forbidden)}
+        return {"level": level, "report": report}
+
+    table = format_matrix([row("read_committed", {"G-single-item": 3, "lost-update": 2}),
+                           row("repeatable_read", {"G2-item": 5, "lost-update": 1}, ("lost-update",)),
+                           row("serializable", {})])
+    header, rc, rr, ser, note = table.strip("\n").splitlines()
+    assert header.split()[-4:] == ["G-single-item", "G2-item", "lost-update", "verdict"]
+    assert rc.split()[-4:] == ["3", "0", "2", "PASS"] and rr.split()[-4:] == ["0", "5", "1*", "PASS"]
+    assert ser.split()[-4:] == ["0", "0", "0", "PASS"] and "forbidden by the model" in note
+    assert "lost-update" not in format_matrix([row("serializable", None)])
