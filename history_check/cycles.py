@@ -110,7 +110,7 @@ State = tuple[int, bool, int, bool]  # vertex, last edge rw, rw edges so far (2:
 def _from(g: Graph, region: set[int], spec: _Spec, b: int, sources: set[int], steps: _Steps) -> Cycle | None:
     anchor_rw = spec.anchor == RW
     start: State = (b, anchor_rw, 1 if anchor_rw else 0, bool(spec.anchor & spec.required) or not spec.required)
-    parent: dict[State, tuple[State, int] | None] = {start: None}
+    parent: dict[State, State | None] = {start: None}
     queue = deque([start])
     while queue:
         state = queue.popleft()
@@ -118,23 +118,25 @@ def _from(g: Graph, region: set[int], spec: _Spec, b: int, sources: set[int], st
         for w, rels in g.out.get(v, {}).items():
             if w not in region:
                 continue
-            for rel, nxt in _moves(spec, rels, last_rw, rws, met, w):
+            for nxt in _moves(spec, rels, last_rw, rws, met, w):
                 steps.take()
                 if nxt in parent:
                     continue
-                parent[nxt] = (state, rel)
+                parent[nxt] = state
                 if w in sources and _closes(spec, nxt):
-                    return _cycle(spec, parent, nxt, b)
+                    return _cycle(g, parent, nxt)
                 queue.append(nxt)
     return None
 
 
-def _moves(spec: _Spec, rels: int, last_rw: bool, rws: int, met: bool, w: int) -> Iterator[tuple[int, State]]:
+def _moves(spec: _Spec, rels: int, last_rw: bool, rws: int, met: bool, w: int) -> Iterator[State]:
+    """The states an edge to `w` with relations `rels` leads to: taken as one of the spec's plain
+    relations, or as an rw edge where the spec allows one there."""
     for rel in (WW, WR, PROCESS, REALTIME):
         if rels & rel & spec.plain:
-            yield rel, (w, False, rws, met or bool(rel & spec.required))
+            yield w, False, rws, met or bool(rel & spec.required)
     if rels & RW and (spec.rw == "multiple" or spec.rw == "nonadjacent" and not last_rw):
-        yield RW, (w, True, min(rws + 1, 2), met)
+        yield w, True, min(rws + 1, 2), met
 
 
 def _closes(spec: _Spec, state: State) -> bool:
@@ -150,20 +152,24 @@ def _closes(spec: _Spec, state: State) -> bool:
     return True
 
 
-def _cycle(spec: _Spec, parent: dict[State, tuple[State, int] | None], end: State, b: int) -> Cycle:
-    vertices, rels = [], []
+# How a step is explained when its two transactions are related more than one way: Elle's
+# explainers in their order (ww, wr, rw, then process or real time), the first that explains it.
+_EXPLAINED_FIRST = (WW, WR, RW, PROCESS, REALTIME)
+
+
+def _cycle(g: Graph, parent: dict[State, State | None], end: State) -> Cycle:
+    """The cycle the search closed at `end`, each step explained as Elle explains it (so a
+    real-time step between transactions that also read each other is a wr step, and the cycle
+    may be of another kind than the one searched: Elle then keeps it not)."""
+    vertices = []
     state: State | None = end
     while state is not None:
         vertices.append(state[0])
-        link = parent[state]
-        if link is None:
-            break
-        state, rel = link
-        rels.append(rel)
+        state = parent[state]
     vertices.reverse()
-    rels.reverse()
-    rels.append(spec.anchor)  # the last vertex back to b
-    return Cycle(kind_of(tuple(rels)), tuple(vertices), tuple(rels))
+    rels = tuple(next(rel for rel in _EXPLAINED_FIRST if g.rel(a, b) & rel)
+                 for a, b in zip(vertices, vertices[1:] + vertices[:1]))
+    return Cycle(kind_of(rels), tuple(vertices), rels)
 
 
 def cycles_in_component(g: Graph, component: list[int], variants: int, budget: int) -> tuple[list[Cycle], bool]:
