@@ -282,6 +282,20 @@ ELLE_CASES = {
     "rr-g-nonadjacent-item-test": (
         lambda: elle_sequential("ax1at1", "rx1ry", "ay1az2", "rz2rt"), "repeatable-read", ["G-nonadjacent-item"],
         ["repeatable-read", "snapshot-isolation"]),
+    "checker-test G1b": (
+        lambda: elle_sequential("ax1ax2", "rx1"), "strict-serializable", ["G-single-item", "G1b"],
+        ["read-committed"]),
+    "checker-test Strong SI violation": (
+        lambda: elle_sequential("ax1", "ax2", "rx1", "rx12", process=[0, 1, 2, 3]), "strict-serializable",
+        ["G-single-item-realtime"], ["strong-snapshot-isolation"]),
+    "checker-test Strong SI violation (serializable)": (
+        lambda: elle_sequential("ax1", "ax2", "rx1", "rx12", process=[0, 1, 2, 3]), "serializable", [], []),
+    "checker-test G-single": (
+        lambda: numbered(ok(*elle_op("ax1ay1")), ok(*elle_op("ax2ry")), ok(*elle_op("rx12"))), "serializable",
+        ["G-single-item"], ["consistent-view", "repeatable-read"]),
+    "checker-test G1c": (
+        lambda: numbered(ok(*elle_op("ax1ry1")), ok(*elle_op("ax2ay1")), ok(*elle_op("rx12ry1"))), "serializable",
+        ["G1c"], ["read-committed"]),
     "unobserved-write-test": (
         lambda: numbered(*(ok(*elle_op(t)) for t in ("ax1ay1", "ax2ay2", "ax3ay3", "rx12", "ry2"))), "serializable",
         ["G-single-item", "G0"], ["read-uncommitted"]),
