@@ -333,6 +333,7 @@ def test_the_list_append_historys_anomalies_by_elles_names(report):
                                          ["lost-update", "1", "forbidden"]]
     assert "T2 -ww-> T3 on z" in rows[0][3] and "T3 -rw-> T2 on z" in rows[0][3]
     assert "T0 -rw-> T1 on x" in rows[1][3] and "T1 -rw-> T0 on y" in rows[1][3]
+    assert rows[2][3] == "T2, T3 read z at 0 elements, then each appended"
     verdict = block.one("p", data_history_verdict=None)
     assert verdict.attributes["data-history-verdict"] == "false" and "INVALID" in verdict.text()
     assert "snapshot-isolation" in verdict.text() and "Ruled out" in block.text()

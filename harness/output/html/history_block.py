@@ -47,6 +47,9 @@ def _case(case: dict[str, Any]) -> str:
                                                                                 else "")) for s in case["steps"])
         ops = "<br>".join(escape(f"{op['id']}: {op['value']}") for op in case["cycle"])
         return f"{steps}<br>{_note(ops)}"
+    if "txns" in case:  # a lost update: transactions that read one state of a key, then each appended to it
+        return escape(f"{', '.join(t['id'] for t in case['txns'])} read {case['key']} at {len(case['value'])}"
+                      " elements, then each appended")
     if "op" in case:
         return escape(f"{case['op']['id']}: {case.get('mop', case['op']['value'])}")
     return escape(str(case))[:300]

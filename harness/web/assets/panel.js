@@ -207,6 +207,9 @@ function historyExample(caseOf) {
   if (caseOf.steps) {
     return caseOf.steps.map((s) => `${s.from} -${s.type}-> ${s.to}` + (s.key === undefined ? "" : ` on ${s.key}`)).join("; ");
   }
+  if (caseOf.txns) {  // a lost update: transactions that read one state of a key, then each appended to it
+    return `${caseOf.txns.map((t) => t.id).join(", ")} read ${caseOf.key} at ${caseOf.value.length} elements, then each appended`;
+  }
   return caseOf.op ? `${caseOf.op.id}: ${JSON.stringify(caseOf.mop || caseOf.op.value)}` : JSON.stringify(caseOf);
 }
 
