@@ -37,9 +37,9 @@ test-fast: $(INSTALLED)
 	$(BIN)/python -m pytest -m "$(FAST_TIER)" $(PYTEST_ARGS)
 
 # ruff check over the whole tree (rules in pyproject.toml), then mypy --strict on db/, transport/,
-# toolserver/, the report's types and builder, and the figures monitoring reads; both run, and the
-# target fails if either found anything.
-MYPY_STRICT := db transport toolserver harness/report_shape harness/verdict/report.py harness/export/figures.py
+# toolserver/, history_check/, the report's types and builder, and the figures monitoring reads; both run,
+# and the target fails if either found anything.
+MYPY_STRICT := db transport toolserver history_check harness/report_shape harness/verdict/report.py harness/export/figures.py
 lint: $(INSTALLED)
 	status=0; $(BIN)/ruff check . || status=1; $(BIN)/mypy --strict $(MYPY_STRICT) || status=1; exit $$status
 

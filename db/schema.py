@@ -99,13 +99,18 @@ _TABLES = (
     """CREATE TABLE usage_applied (
         op_id uuid PRIMARY KEY
     )""",
+    # list_append: each key's list, in the order its elements were appended (tasks/list_append.py).
+    """CREATE TABLE append_lists (
+        key text PRIMARY KEY,
+        elements text[] NOT NULL
+    )""",
 )
 
 # The comment on every schema toolclash creates: only such a schema is ever used, emptied or dropped.
 _MARK = "made by toolclash; --reset drops it"
 
 _RUN_TABLES = ("ledger", "usage_outbox", "counter_ops", "counters", "duty_leave", "accounts", "drained_streams",
-               "queue_log", "plan_log", "usage_applied")
+               "queue_log", "plan_log", "usage_applied", "append_lists")
 
 
 class SchemaRefused(Exception):

@@ -23,6 +23,8 @@ from tasks.cross_service import (
     relay_outbox,
 )
 from tasks.isolation import audit_isolation, increment_counter, increment_counter_arguments, reserve_slot
+from tasks.list_append import list_append, list_append_arguments
+from tasks.list_append_audit import audit_list_append
 from tasks.pool_exhaustion import audit_pool, audit_summaries, summarize_accounts
 from tasks.queue import dequeue_job, drain_queue_log, enqueue_job, enqueue_job_arguments, queue_depth
 from tasks.queue_audit import audit_queue
@@ -61,6 +63,8 @@ class ScenarioParams:
     initial_balance: int = 1_000_000
     # Of every tool transaction: what the isolation audit may expect of the reads.
     isolation: str = "read_committed"
+    # list_append: the consistency model its history must keep ("": the one `isolation` promises).
+    consistency_model: str = ""
 
     @property
     def baseline(self) -> Baseline:
@@ -127,6 +131,7 @@ def built_in_tools(p: ScenarioParams) -> dict[str, Tool]:
              partial(write_plan_step_arguments, teams=p.teams), keys=_TEAM),
         Tool("read_queue", partial(read_queue, keys=p.keys), "redis", no_arguments),
         Tool("take_job", partial(take_job, keys=p.keys), "redis", take_job_arguments),
+        Tool("list_append", list_append, arguments=list_append_arguments),
     )}
 
 
@@ -197,6 +202,13 @@ SCENARIOS: dict[str, Scenario] = {
             # Its blind writes lose updates on purpose (--writes): only where it is asked for.
             joins_default_mix=lambda isolation: False,
             workflows=WORKFLOWS,
+        ),
+        Scenario(
+            "list_append",
+            _tools("list_append"),
+            lambda p: {"list_append": partial(audit_list_append, isolation=p.isolation, model=p.consistency_model)},
+            # It asks the database's question, not the tools': only where it is asked for.
+            joins_default_mix=lambda isolation: False,
         ),
     )
 }

@@ -440,6 +440,8 @@ READS = ("read_balance", "read_plan", "read_queue")
 def holds_what_was_told(held: dict, name: str, arguments: dict) -> bool:
     """Whether what a call left (what_the_servers_hold) is what it was told: each argument found on
     the servers equal to the call's, and some found unless the tool reads or takes none."""
+    if name == "list_append":  # its appends' slots: its reads leave nothing
+        return held == {"appended": sorted(slot for f, slot in arguments["txn"] if f == "append")}
     return held == {key: arguments[key] for key in held} and bool(held or not arguments or name in READS)
 
 
@@ -476,6 +478,10 @@ def what_the_servers_hold(name: str, op_id, admin: psycopg.Connection, schema: s
                   if fields[b"step"] == str(op_id).encode()]
         assert client.hget(keys("plan", team), "last_step") == str(op_id).encode()
         return {"team": team}
+    if name == "list_append":  # the key slots its elements were appended to ("<slot>.<generation>")
+        rows = admin.execute(sql.SQL("SELECT key, elements FROM {}.append_lists").format(sql.Identifier(schema)))
+        return {"appended": sorted(int(key.split(".")[0]) for key, elements in rows
+                                   for element in elements if element.startswith(op_id.hex[:12]))}
     return {}  # the tools taking none: they succeeded, the audits check what they did
 
 

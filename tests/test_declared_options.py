@@ -136,7 +136,7 @@ def _parsed(*args: str) -> Any:
 # Another value for the summarized options whose type or default gives none to take.
 _OTHER_VALUES = {"scenario": "deadlock", "tools_module": "examples/seat_tools.py", "chaos": "pg-kill:3s",
                  "calls_per_turn": "1:3,2:1", "tool_work": "lognormal:2s:10s", "think_time": "empirical:1s,2s",
-                 "trace": "examples/agent_trace.jsonl"}
+                 "trace": "examples/agent_trace.jsonl", "consistency_model": "snapshot-isolation"}
 
 
 def _another_value(option: Option) -> str:

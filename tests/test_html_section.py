@@ -310,3 +310,30 @@ def test_the_workflows_table_is_the_reports_and_only_in_a_run_with_workflows(rep
                            "stale_ms": {"p50": None, "p95": None, "p99": None, "max": None, "count": 0}, "tools": {}}
     root = parse(section(report)).one("section")
     assert _rows(root, "workflows") == [["all write tools", "0", "0", "n/a (no versions)", *["\u2014"] * 3]]
+
+
+def test_the_list_append_historys_anomalies_by_elles_names(report):
+    """A run with list_append: its history's answer (the checker's own, on a written history
+    with a write skew and a lost update) as a table of anomaly types, each forbidden or allowed,
+    with one case; none in a run without it."""
+    from history_check import build, check
+    from tasks.list_append_audit import CASES_IN_REPORT
+
+    txns = [[["r", "x", []], ["append", "y", 1]], [["r", "y", []], ["append", "x", 1]],
+            [["r", "z", []], ["append", "z", 1]], [["r", "z", []], ["append", "z", 2]], [["r", "z", [1, 2]]]]
+    answer = check(build({"type": "ok", "process": i, "value": t, "id": f"T{i}"} for i, t in enumerate(txns)),
+                   "snapshot-isolation").as_dict()
+    answer["anomalies"] = {kind: cases[:CASES_IN_REPORT] for kind, cases in answer["anomalies"].items()}
+    assert "history" not in {e.attributes["data-part"] for e in parse(section(report)).all(data_part=None)}
+    report["history_check"] = answer
+    block = parse(section(report)).one(data_part="history")
+    rows = _rows(block, "history")
+    # The lost update on z is a G-single-item cycle too (T2 -ww-> T3 -rw-> T2): both forbidden.
+    assert [row[:3] for row in rows] == [["G-single-item", "1", "forbidden"], ["G2-item", "1", "allowed"],
+                                         ["lost-update", "1", "forbidden"]]
+    assert "T2 -ww-> T3 on z" in rows[0][3] and "T3 -rw-> T2 on z" in rows[0][3]
+    assert "T0 -rw-> T1 on x" in rows[1][3] and "T1 -rw-> T0 on y" in rows[1][3]
+    assert rows[2][3] == "T2, T3 read z at 0 elements, then each appended"
+    verdict = block.one("p", data_history_verdict=None)
+    assert verdict.attributes["data-history-verdict"] == "false" and "INVALID" in verdict.text()
+    assert "snapshot-isolation" in verdict.text() and "Ruled out" in block.text()

@@ -18,9 +18,10 @@ from psycopg import sql
 from db.pool import ISOLATION_LEVELS, load_application_name
 from db.redis_keys import RedisKeys
 from harness.config.option import BadOption
-from harness.run.matrix import levels_failing
+from harness.run.matrix import format_matrix, levels_failing
 from tasks.queue import PRIORITIES
 from tests.support import ROOT, lose_last_dequeue_and_ack, read_report, rows_in, settings_from, wait_until
+from tests.test_list_append import assert_each_level_kept_its_models_promise
 
 
 def _run_args(servers, schema: str) -> list[str]:
@@ -513,28 +514,34 @@ def test_a_session_of_the_load_left_idle_in_transaction_fails_the_pool_audit_and
 def test_isolation_matrix_agrees_with_postgresqls_documented_behaviour(servers, schema, tmp_path, locust):
     """Repeatable read required: it fails (write skew), so the matrix does, although serializable
     passes (before: exit 0 when any level passed); read committed's failure, by design, counts
-    for nothing."""
-    report_path = tmp_path / "matrix.json"
+    for nothing. The same run has the list_append scenario, whose history keeps at each level the
+    promise of the model the level makes (tests/test_list_append.py)."""
+    report_path, history = tmp_path / "matrix.json", tmp_path / "history.jsonl"
     done = locust.run(
         "--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema,
         "--users", "20", "--spawn-rate", "20", "--run-time", "5s", "--isolation-matrix",
+        "--scenario", "isolation,list_append", "--history", str(history),
         "--require-levels", "repeatable_read", "--counters", "4", "--report-json", str(report_path), timeout=240,
     )
     matrix = read_report(report_path)
+    assert_each_level_kept_its_models_promise(matrix, history, tmp_path)
     rows = {row["level"]: row["report"] for row in matrix["matrix"]}
     assert list(rows) == ["read_committed", "repeatable_read", "serializable"]
     for line in ("isolation level", "read_committed", "repeatable_read", "serializable"):
         assert line in done.stdout
     rc, rr, ser = rows["read_committed"], rows["repeatable_read"], rows["serializable"]
+    # The isolation scenario's own (list_append's are its own too).
+    isolation_failures = [sum(r["tools"][tool]["failures"].get("serialization_failures", 0)
+                              for tool in ("increment_counter", "reserve_slot")) for r in (rc, rr, ser)]
     # Read committed allows both anomalies, and refuses nothing.
     assert rc["anomalies"]["lost_updates"] > 0 and rc["anomalies"]["write_skew"] > 0
     assert rc["conflicts"]["serialization_failures"] == 0 and rc["verdict"] == "fail"
     # Repeatable read refuses the lost update (40001) but allows write skew.
-    assert rr["anomalies"]["lost_updates"] == 0 and rr["conflicts"]["serialization_failures"] > 0
+    assert rr["anomalies"]["lost_updates"] == 0 and isolation_failures[1] > 0
     assert rr["anomalies"]["write_skew"] > 0 and rr["verdict"] == "fail"
     # Serializable allows neither.
     assert ser["anomalies"]["lost_updates"] == 0 and ser["anomalies"]["write_skew"] == 0
-    assert ser["conflicts"]["serialization_failures"] > 0 and ser["audit"]["ok"]
+    assert isolation_failures[2] > 0 and ser["audit"]["ok"]
     # (Its verdict also follows its latency SLAs, which this shared machine may break.)
     failed = ["serializable"] * (ser["verdict"] != "pass") + ["repeatable_read"]
     assert matrix["must_pass"] == ["serializable", "repeatable_read"] and matrix["failed"] == failed
@@ -611,3 +618,24 @@ def test_user_tools_module_runs_through_locust_and_its_writes_are_audited_by_ide
     assert "not audited by identity (no check compared their calls with the servers' data): count_free_seats" \
         in done.stdout
 
+
+
+def test_the_matrix_has_a_column_per_anomaly_type_of_the_list_append_history():
+    """Elle's names as columns, a level's count in each, starred where its model forbids it; a
+    matrix without list_append has none."""
+    def row(level: str, counts: dict[str, int] | None, forbidden: tuple[str, ...] = ()) -> dict[str, Any]:
+        report = {"tools": {"list_append": {"calls": 10}}, "conflicts": {"serialization_failures": 0},
+                  "anomalies": {"lost_updates": 0, "write_skew": 0}, "verdict": "pass"}
+        if counts is not None:
+            report["history_check"] = {"anomaly_types": sorted(counts), "anomaly_counts": counts,
+                                       "forbidden_anomaly_types": list(forbidden)}
+        return {"level": level, "report": report}
+
+    table = format_matrix([row("read_committed", {"G-single-item": 3, "lost-update": 2}),
+                           row("repeatable_read", {"G2-item": 5, "lost-update": 1}, ("lost-update",)),
+                           row("serializable", {})])
+    header, rc, rr, ser, note = table.strip("\n").splitlines()
+    assert header.split()[-4:] == ["G-single-item", "G2-item", "lost-update", "verdict"]
+    assert rc.split()[-4:] == ["3", "0", "2", "PASS"] and rr.split()[-4:] == ["0", "5", "1*", "PASS"]
+    assert ser.split()[-4:] == ["0", "0", "0", "PASS"] and "forbidden by the model" in note
+    assert "lost-update" not in format_matrix([row("serializable", None)])

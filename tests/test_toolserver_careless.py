@@ -79,6 +79,8 @@ DRIVES = (
     # At serializable, where the reference server passes the isolation scenario.
     Drive("isolation", "increment_counter", (_times(8, "increment_counter", counter=1),), "serializable"),
     Drive("isolation", "reserve_slot", (_times(8, "reserve_slot"),), "serializable"),
+    # Each reads key slot 0, works, appends to it: at serializable only one of a state's readers commits.
+    Drive("list_append", "list_append", (_times(8, "list_append", txn=[["r", 0], ["append", 0]]),), "serializable"),
 )
 
 

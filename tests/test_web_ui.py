@@ -66,13 +66,14 @@ def _port_open(port: int) -> bool:
 def test_two_ramps_from_the_web_ui_are_each_audited(servers, schema, tmp_path, locust):
     report_path = tmp_path / "report.json"
     run = locust.start("--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url, "--schema", schema,
-                       "--scenario", "optimistic_locking,queue", "--report-json", str(report_path),
+                       "--scenario", "optimistic_locking,queue,list_append", "--report-json", str(report_path),
                        headless=False, web=True)
     run.wait_for_web_ui(30)
     run_ids = []
     for agents in (5, 3):
         _post(run.port, "/swarm", user_count=agents, spawn_rate=agents)
-        live = wait_until(lambda: ramp_running(run.port, agents, {"deduct_credits", "enqueue_job", "dequeue_job"}),
+        live = wait_until(lambda: ramp_running(run.port, agents,
+                                               {"deduct_credits", "enqueue_job", "dequeue_job", "list_append"}),
                           "the ramp's agents and calls")
         assert live["workflows"] is None, "no workflows table in a run without workflows"
         before = report_path.stat().st_mtime if report_path.exists() else 0
@@ -83,6 +84,11 @@ def test_two_ramps_from_the_web_ui_are_each_audited(servers, schema, tmp_path, l
         assert report["run"]["agents"] == agents and report["audit"]["ok"]
         assert sum(t["calls"] for t in report["tools"].values()) > 0
         run_ids.append(report["run"]["run_id"])
+        # The tab's history table is the report's (drawn by panel.js once the run is audited).
+        shown = wait_until(lambda: (d := _get_json(run.port, "/toolclash/data"))["verdict"]
+                           and d["verdict"]["run"]["run_id"] == run_ids[-1] and d, "the tab's verdict")
+        assert shown["verdict"]["history_check"] == report["history_check"]
+        assert report["history_check"]["consistency_model"] == "read-committed"
     assert run_ids[0] != run_ids[1], "each test in the web UI is a run of its own"
     returncode = run.terminate(60)
     assert returncode == 0 == read_report(report_path)["exit_code"], run.stderr()[-2000:]

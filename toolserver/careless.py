@@ -28,6 +28,7 @@ from db.tool import Tool, Transaction
 from tasks import isolation
 from tasks.credits import InsufficientCredits, debit
 from tasks.ledger import record_in_ledger
+from tasks.list_append import list_append
 from tasks.queue import QueueKeys
 from tasks.scenarios import ScenarioParams, built_in_tools
 
@@ -194,6 +195,7 @@ def _careless_runs(p: ScenarioParams) -> dict[str, _Run]:
         "transfer_credits": transfer_credits,
         "increment_counter": _at_read_committed(isolation.increment_counter),
         "reserve_slot": _at_read_committed(isolation.reserve_slot),
+        "list_append": _at_read_committed(list_append),
         "summarize_accounts": partial(summarize_accounts, hold_s=p.hold_s),
         "enqueue_job": partial(enqueue_job, keys=p.keys, capacity=p.queue_capacity),
         "dequeue_job": partial(dequeue_job, keys=p.keys),

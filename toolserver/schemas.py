@@ -12,7 +12,7 @@ takes an optional `op_id`: the call's identity, for a client that can send it no
 from __future__ import annotations
 
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
 from pydantic import ConfigDict, Field, create_model
@@ -69,6 +69,11 @@ _TOOLS: dict[str, tuple[str, dict[str, Any]]] = {
                                                                 " a UUID)")),
                   "level": (Literal[1, 2, 3], Field(description="its level, as read: 1 high, 2 normal, 3 low")),
                   "read_at": _READ_AT, "guarded": _GUARDED}),
+    "list_append": ("One transaction of Elle's list-append workload: each micro-operation appends an element unique"
+                    " to the attempt to a key slot's current list, or reads the list whole",
+                    {"txn": (list[Annotated[list[Literal["append", "r"] | int], Field(min_length=2, max_length=2)]],
+                             Field(min_length=1, max_length=4, description="the micro-operations in order, each"
+                                   " [\"append\" or \"r\", a key slot from 0]"))}),
 }
 
 DESCRIPTIONS = {name: description for name, (description, _) in _TOOLS.items()}

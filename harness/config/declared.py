@@ -121,6 +121,10 @@ OPTIONS: tuple[Option, ...] = (
            per_run=True, type=int, at_least=1, summarized=True),
     Option("--teams", 4, "agent_state: teams sharing one plan each; fewer teams, more WATCH conflicts (default: 4)",
            per_run=True, type=int, at_least=1, summarized=True),
+    Option("--consistency-model", "",
+           "list_append: the consistency model its history must keep, by Elle's name, e.g. serializable,"
+           " snapshot-isolation, strong-session-serializable (default: the one --isolation promises: read-committed,"
+           " snapshot-isolation for repeatable_read, serializable)", per_run=True, summarized=True),
     Option("--hold-time", 50.0,
            "pool_exhaustion: ms its tool keeps its connection, working inside its transaction (default: 50)",
            per_run=True, type=float, unit="ms", at_least=0, summarized=True),

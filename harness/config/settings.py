@@ -23,6 +23,7 @@ from harness.config.sla import DEFAULT_SLA_FILE, BadSlaFile, Rule, load_rules
 from harness.config.trace import Trace, load_trace, refuse_turn_model_options
 from harness.config.turns import CallsPerTurn, calls_per_turn, same_key
 from harness.faults.chaos import BadChaos, Fault, parse_chaos
+from history_check.models import UnknownModel, anomalies_prohibited_by
 from tasks.scenarios import Scenario, ScenarioParams, UnknownScenario, select
 from tasks.user_tools import BadToolsModule, load_tools_module
 from transport.retry import RetryPolicy
@@ -88,6 +89,22 @@ def _required_levels(options: Any) -> tuple[str, ...]:
     if not options.isolation_matrix:
         raise BadOption("--require-levels needs --isolation-matrix")
     return levels
+
+
+def _consistency_model(named: str) -> str:
+    """A model of Elle's that the list_append audit can judge: not one that forbids real-time
+    anomalies, for the calls' times are each load process's own clock."""
+    if not named:
+        return ""
+    try:
+        forbidden = anomalies_prohibited_by(named)
+    except UnknownModel as exc:
+        raise BadOption(f"--consistency-model: {exc}") from None
+    if any(anomaly.endswith("-realtime") for anomaly in forbidden):
+        raise BadOption(f"--consistency-model {named!r} forbids real-time anomalies, which the run's audit cannot"
+                        " order (each load process has its own clock): check the run's --history file with"
+                        " python -m history_check instead")
+    return named
 
 
 def _scopes(scenarios: tuple[Scenario, ...], params: ScenarioParams) -> dict[str, list[str]]:
@@ -186,6 +203,7 @@ class Settings:
             hold_s=options.hold_time / 1000.0,
             initial_balance=INITIAL_BALANCE,
             isolation=options.isolation,
+            consistency_model=_consistency_model(options.consistency_model),
         )
         if not any(wt.weight > 0 for scenario in scenarios for wt in scenario.tools(params)):
             raise BadOption(f"--scenario {options.scenario!r}: the mix has no tool with a weight above 0")

@@ -14,6 +14,7 @@ from harness.output.junit import write_junit
 from harness.report_shape import CapacityFile, Hub, MatrixFile, Report, SlaResult
 from harness.verdict.evidence import configuration_errors
 from harness.watch.workflow_stats import ran_workflows
+from history_check.check import cycle_text, validity
 
 __all__ = ["format_summary", "log_summary", "publish", "write_json"]
 
@@ -133,6 +134,26 @@ def _sla_line(rule: SlaResult) -> str:
     return f"  [{mark}] {rule['name']}: observed {_figure(rule['observed'])} (needs {rule['op']} {rule['threshold']:g})"
 
 
+def _history_check_lines(report: Report) -> list[str]:
+    """list_append's history as Elle would judge it: each anomaly type, forbidden or allowed by
+    the model, with one cycle."""
+    answer = report.get("history_check")
+    if answer is None:
+        return []
+    lines = [f"history (list_append) against {answer['consistency_model']}: {validity(answer['valid'])},"
+             f" {answer['stats']['transactions']} transactions"]
+    for kind in answer["anomaly_types"]:
+        forbidden = kind in answer["forbidden_anomaly_types"]
+        line = f"  [{'FAIL' if forbidden else 'WARN'}] {kind} ×{answer['anomaly_counts'][kind]}" \
+               f" ({'forbidden' if forbidden else 'allowed'})"
+        cycle = cycle_text((answer["anomalies"].get(kind) or [{}])[0])
+        lines.append(line + (f": {cycle}" if cycle else ""))
+    if answer["not"]:
+        lines.append(f"  not {', '.join(answer['not'])}" + (f" (nor {', '.join(answer['also_not'])})"
+                                                            if answer["also_not"] else ""))
+    return lines
+
+
 def format_summary(report: Report) -> str:
     lines = [
         "",
@@ -198,6 +219,7 @@ def format_summary(report: Report) -> str:
             f"  [{mark}] {check['name']}: expected {check['expected']}, observed {check['observed']}"
             + (f" ({check['detail']})" if check["detail"] else "")
         )
+    lines += _history_check_lines(report)
     lines.append("SLA:")
     lines += [_sla_line(rule) for rule in report["sla"]]
     if report.get("stages"):

@@ -33,16 +33,17 @@ from harness.report_shape.servers import (
 )
 from harness.report_shape.sla import Figures, SlaResult, Stage, StageSla
 from harness.report_shape.transport import McpAttempts, McpReplies, McpSessions, McpTransport, NotMeasurable, Transport
-from harness.report_shape.verdict import Audit, CheckResult, Evidence, Finding, Verdict
+from harness.report_shape.verdict import Audit, CheckResult, Evidence, Finding, HistoryCheck, HistoryCheckStats, Verdict
 
 __all__ = [
     "REPORT_VERSION", "Audit", "Baseline", "Capacity", "CapacityFile", "CapacityProbe", "CheckResult",
     "ConflictCounter", "Conflicts", "DeadlockTimeout", "Distribution", "EventLoopLag", "Evidence", "Fault", "Figures",
-    "Finding", "HeartbeatGap", "Heartbeats", "Hub", "LostWorker", "MatrixFile", "MatrixRow", "McpAttempts",
-    "McpReplies", "McpSessions", "McpTransport", "Measured", "NotMeasurable", "Pool", "PoolAtRest", "PoolSample",
-    "ProbeRun", "Report", "Run", "RunPace", "RunSettings", "SamplerSchedule", "ServerCounters", "ServerDescription",
-    "SlaResult", "Stage", "StageSla", "TimeseriesRow", "ToolFigures", "Transport", "Turns", "UslModel", "Verdict",
-    "VersionsBehind", "WorkerTotals", "Workers", "WorkflowFigures", "Workflows",
+    "Finding", "HeartbeatGap", "Heartbeats", "HistoryCheck", "HistoryCheckStats", "Hub", "LostWorker", "MatrixFile",
+    "MatrixRow", "McpAttempts", "McpReplies", "McpSessions", "McpTransport", "Measured", "NotMeasurable", "Pool",
+    "PoolAtRest", "PoolSample", "ProbeRun", "Report", "Run", "RunPace", "RunSettings", "SamplerSchedule",
+    "ServerCounters", "ServerDescription", "SlaResult", "Stage", "StageSla", "TimeseriesRow", "ToolFigures",
+    "Transport", "Turns", "UslModel", "Verdict", "VersionsBehind", "WorkerTotals", "Workers", "WorkflowFigures",
+    "Workflows",
 ]
 
 # The report's first key. Bumped by any change a reader of the JSON would notice (a key added,
@@ -67,6 +68,8 @@ class Measured(TypedDict):
     server_counters: ServerCounters
     anomalies: dict[str, int]  # db.audits.ANOMALIES, each 0 when none was seen; a user's audit may add its own
     audit: Audit
+    # A run with list_append: its history checked as Elle checks it (tasks/list_append_audit.py).
+    history_check: NotRequired[HistoryCheck]
     pool: Pool
     timeseries: list[TimeseriesRow]
 

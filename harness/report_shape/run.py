@@ -51,6 +51,7 @@ class RunSettings(TypedDict):
     accounts: int
     counters: int
     teams: int
+    consistency_model: str  # list_append's, as given ("": the one the level promises)
     queue_capacity: int
     hold_time_ms: float
     # A constant's ms; a distribution as given (e.g. "lognormal:2s:10s").

@@ -88,13 +88,30 @@ def _row_figures(report: Report) -> tuple[int, int, int, int, str]:
     )
 
 
+def _history_cells(rows: list[MatrixRow]) -> tuple[list[str], list[list[str]]]:
+    """A column per anomaly type the list_append history showed at some level (Elle's names):
+    its count at each level, starred where the model the level promises forbids it."""
+    answers = [row["report"].get("history_check") for row in rows]
+    kinds = sorted({kind for answer in answers if answer for kind in answer["anomaly_types"]})
+    cells = [[("-" if answer is None else str(answer["anomaly_counts"].get(kind, 0))
+               + ("*" if answer is not None and kind in answer["forbidden_anomaly_types"] else ""))
+              for kind in kinds] for answer in answers]
+    return kinds, cells
+
+
 def format_matrix(rows: list[MatrixRow]) -> str:
+    kinds, cells = _history_cells(rows)
+    widths = [max(len(kind), 6) + 2 for kind in kinds]
     lines = [
         "",
         f"{'isolation level':<18}{'calls':>9}{'serialization failures':>24}{'lost updates':>14}{'write skew':>12}"
-        "  verdict",
+        + "".join(f"{kind:>{width}}" for kind, width in zip(kinds, widths)) + "  verdict",
     ]
-    for row in rows:
+    for row, history in zip(rows, cells):
         calls, failures, lost, skew, verdict = _row_figures(row["report"])
-        lines.append(f"{row['level']:<18}{calls:>9}{failures:>24}{lost:>14}{skew:>12}  {verdict}")
+        lines.append(f"{row['level']:<18}{calls:>9}{failures:>24}{lost:>14}{skew:>12}"
+                     + "".join(f"{cell:>{width}}" for cell, width in zip(history, widths)) + f"  {verdict}")
+    if kinds:
+        lines.append("(the list_append history's anomalies by Elle's names; * forbidden by the model the level"
+                     " promises)")
     return "\n".join(lines)

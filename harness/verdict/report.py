@@ -15,6 +15,7 @@ from harness.report_shape import (
     Conflicts,
     Distribution,
     Figures,
+    HistoryCheck,
     Measured,
     Pool,
     Run,
@@ -28,6 +29,7 @@ from harness.report_shape import (
 )
 from harness.watch.histogram import Histogram
 from harness.watch.metrics import Metrics
+from tasks.list_append_audit import HISTORY_CHECK
 
 __all__ = ["StageStart", "build_report", "period_figures", "stage_report", "stage_reports"]
 
@@ -44,7 +46,8 @@ def build_report(
 ) -> Measured:
     """Everything but the SLA results and the verdict, which are computed from this."""
     anomalies = _anomalies(checks)
-    return {
+    history_check, checks = _history_check(checks)
+    measured: Measured = {
         "report_version": REPORT_VERSION,
         "run": run,
         "servers": servers,
@@ -61,6 +64,21 @@ def build_report(
         "pool": _pool_section(metrics),
         "timeseries": timeseries,
     }
+    if history_check is not None:
+        measured["history_check"] = history_check
+    return measured
+
+
+def _history_check(checks: list[Check]) -> tuple[HistoryCheck | None, list[Check]]:
+    """The list_append audit's answer, lifted out of its check (whose observed keeps the
+    forbidden anomalies' counts) into its own section."""
+    for i, check in enumerate(checks):
+        if check.name == HISTORY_CHECK and isinstance(check.observed, dict) and "answer" in check.observed:
+            answer: HistoryCheck = check.observed["answer"]
+            kept = Check(check.name, check.ok, check.expected, check.observed["forbidden"], check.detail,
+                         check.anomaly, check.anomaly_count)
+            return answer, [*checks[:i], kept, *checks[i + 1:]]
+    return None, checks
 
 
 def _tools(metrics: Metrics, transport: Transport) -> dict[str, ToolFigures]:

@@ -55,7 +55,7 @@ _CALL_COLUMNS = ("calls", "succeeded", "failed", "indeterminate", "retries")
 _MAX_POINTS = 600
 _REPORT_SECTIONS = ("run", "verdict", "exit_code", "transport", "tools", "conflicts", "errors", "anomalies", "sla",
                     "audit", "evidence", "server_counters", "latency_ms", "turns", "workflows", "stages", "baseline",
-                    "not_audited_by_identity")
+                    "not_audited_by_identity", "history_check")
 
 
 class Judging(Protocol):

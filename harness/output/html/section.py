@@ -5,7 +5,8 @@ The section tells the run's story in the order a reader asks: the verdict and wh
 calls, the conflicts and anomalies, the agents' turns, the workflows' writes from stale reads (in
 a run with workflows), the distributions (deadlock detection and resolution, pool wait, queue
 wait, cross-service window), the per-stage figures of a load shape, the SLAs, the audit, the
-servers' figures and the time series the harness sampled, drawn as inline SVG.
+list_append history's anomalies by Elle's names (in a run with it), the servers' figures and the
+time series the harness sampled, drawn as inline SVG.
 
 Locust's report is a React page (MUI) rendered in the browser into #root: a few lines of script
 move the section, rendered here on the server, right after Locust's summary (the "During / Target
@@ -14,7 +15,7 @@ Locust chose it). Without script the section stays whole at the page's end. Noth
 the page works offline, its style (section.css) and script (section.js) are in the section.
 
 This module puts the section together; each block comes from its own module (verdict_block,
-call_tables, server_tables, time_series, drawn by chart). The names with a leading underscore are
+call_tables, server_tables, history_block, time_series, drawn by chart). The names with a leading underscore are
 the package's own: its modules share them, nothing outside it uses them. locust_report puts the
 section into Locust's page.
 """
@@ -33,6 +34,7 @@ from harness.output.html.call_tables import (
     _turns,
     _workflows,
 )
+from harness.output.html.history_block import _history
 from harness.output.html.server_tables import _audit, _server
 from harness.output.html.time_series import _charts
 from harness.output.html.verdict_block import _verdict
@@ -60,7 +62,8 @@ def section(report: Report) -> str:
     """The whole section (with its style and script) for a finished run's report."""
     return _wrap("".join((
         _verdict(report), _tools(report), _conflicts_and_anomalies(report), _turns(report), _workflows(report),
-        _distributions(report), _stages(report), _sla(report), _audit(report), _server(report), _charts(report),
+        _distributions(report), _stages(report), _sla(report), _audit(report), _history(report), _server(report),
+        _charts(report),
     )))
 
 

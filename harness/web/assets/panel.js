@@ -1,5 +1,6 @@
 // toolclash's panel: asks toolclash/data every 2 s (before, during and after a ramp) and draws
-// the verdict, the SLA and audit tables, the figures, turns and workflows tables and the charts. No library, no CDN.
+// the verdict, the SLA and audit tables, the figures, turns, workflows and history tables and the
+// charts. No library, no CDN.
 "use strict";
 
 const REFRESH_MS = 2000;
@@ -197,6 +198,38 @@ function renderWorkflows(data) {
     workflowRow("all write tools", workflows, true));
 }
 
+// -- the list_append history -------------------------------------------------------------------
+
+// The report's `history_check` (docs/history-check.md): each anomaly type found, forbidden or
+// allowed by the model the level promises, with one case; only once a run with list_append is audited.
+function historyExample(caseOf) {
+  if (!caseOf) return "";
+  if (caseOf.steps) {
+    return caseOf.steps.map((s) => `${s.from} -${s.type}-> ${s.to}` + (s.key === undefined ? "" : ` on ${s.key}`)).join("; ");
+  }
+  if (caseOf.txns) {  // a lost update: transactions that read one state of a key, then each appended to it
+    return `${caseOf.txns.map((t) => t.id).join(", ")} read ${caseOf.key} at ${caseOf.value.length} elements, then each appended`;
+  }
+  return caseOf.op ? `${caseOf.op.id}: ${JSON.stringify(caseOf.mop || caseOf.op.value)}` : JSON.stringify(caseOf);
+}
+
+function renderHistory(answer) {
+  $("#tc-history-section").hidden = !answer;
+  if (!answer) return;
+  const word = answer.valid === true ? "valid" : answer.valid === false ? "INVALID" : "unknown";
+  $("#tc-history-verdict").textContent = `against ${answer.consistency_model}: ${word},`
+    + ` ${count(answer.stats.transactions)} transactions` + (answer.not.length ? `; not ${answer.not.join(", ")}` : "");
+  const rows = answer.anomaly_types.map((kind) => {
+    const forbidden = answer.forbidden_anomaly_types.includes(kind);
+    return el("tr", {"data-anomaly": kind},
+      el("td", {}, kind), el("td", {}, count(answer.anomaly_counts[kind])),
+      el("td", {class: forbidden ? "tc-hot" : null}, forbidden ? "forbidden" : "allowed"),
+      el("td", {}, historyExample((answer.anomalies[kind] || [])[0])));
+  });
+  $("#tc-history tbody").replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", {colspan: 4, class: "tc-zero"},
+                                                                                "none found"))]));
+}
+
 // -- the charts -------------------------------------------------------------------------------
 
 const W = 440, H = 180, LEFT = 42, RIGHT = 12, TOP = 10, BOTTOM = 34;
@@ -328,6 +361,7 @@ async function refresh() {
     redraw("figures", [data.status, data.figures], () => renderFigures(data));
     redraw("turns", [data.status, data.turns], () => renderTurns(data));
     redraw("workflows", [data.status, data.workflows], () => renderWorkflows(data));
+    redraw("history", data.verdict && data.verdict.run.run_id, () => renderHistory(data.verdict && data.verdict.history_check));
     redraw("charts", data.series, () => renderCharts(data.series));
     document.body.dataset.ramp = data.ramp;
     document.body.dataset.status = data.status;
