@@ -140,7 +140,8 @@ def _probe_report(stopped: str = "evidence", broken: tuple[str, ...] = ()) -> di
     report = json.loads(FIXTURE.read_text(encoding="utf-8"))
     report["probe"] = {"agents": 8, "warmup_s": 1.0, "step_s": 1.0, "window_s": 2.0, "min_s": 3.0, "max_s": 9.0,
                        "min_calls": 140, "stopped": stopped, "broken": list(broken), "warmup_calls": 40,
-                       "measured": report["stages"][0], "sla": copy.deepcopy(report["sla"])}
+                       "measured": report["stages"][0], "sla": copy.deepcopy(report["sla"]), "data": "fresh",
+                       "scoped_checks": [], "not_judged": []}
     return report
 
 

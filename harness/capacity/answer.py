@@ -74,7 +74,10 @@ def capacity_section(answer: Answer, probes: list[CapacityProbe], options: Capac
         capacity=answer.capacity, failing=answer.failing, precision=answer.precision,
         precision_asked=str(options.precision), repeats=options.repeats, confirmed=answer.confirmed,
         cut_short=answer.cut_short, budget_s=options.budget_s, elapsed_s=round(elapsed_s, 1),
-        expected=options.expected, data=data, knee_agents=knee, model=_model(probes),
+        expected=options.expected, data=data,
+        scoped_checks=sorted({name for probe in probes for name in probe["scoped_checks"]}),
+        not_judged=sorted({name for probe in probes for name in probe["not_judged"]}),
+        knee_agents=knee, model=_model(probes),
         answer=_in_words(answer, options, probes), probes=probes,
     )
 

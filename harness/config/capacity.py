@@ -56,6 +56,7 @@ class CapacityOptions:
     repeats: int  # k: the boundary holds k of k
     budget_s: float  # --run-time
     expected: int | None  # --expect-capacity
+    kept: bool = False  # --capacity-data kept: the probes after the first run on the data left
 
 
 def capacity_options(options: Any) -> CapacityOptions | None:
@@ -90,4 +91,5 @@ def capacity_options(options: Any) -> CapacityOptions | None:
         repeats=options.capacity_repeats,
         budget_s=budget_s,
         expected=options.expect_capacity,
+        kept=options.capacity_data == "kept",
     )
