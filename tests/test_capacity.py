@@ -226,6 +226,7 @@ def test_the_searchs_options_and_what_it_refuses():
     ):
         assert _settings_refused("--capacity", *words).startswith(refusal), words
     assert _settings_refused("--expect-capacity", "4") == "--expect-capacity needs --capacity"
+    assert _settings_refused("--capacity-data", "kept") == "--capacity-data kept needs --capacity"
 
 
 def test_the_answer_in_words_and_its_exit_code():
