@@ -88,6 +88,16 @@ def exit_code_of(capacity: Capacity) -> int:
     return 0 if capacity["capacity"] > 0 else 1
 
 
+def kept_data_line(capacity: Capacity) -> str | None:
+    """With probes on kept data (--capacity-data kept): the checks they judged by their own calls'
+    identities, and those they did not judge; None on fresh data."""
+    if not any(probe["data"] == "kept" for probe in capacity["probes"]):
+        return None
+    scoped, not_judged = ", ".join(capacity["scoped_checks"]), ", ".join(capacity["not_judged"])
+    return (f"on kept data, judged by each probe's own calls' identities: {scoped or 'none'};"
+            f" not judged on kept data: {not_judged or 'none'}")
+
+
 def model_line(capacity: Capacity) -> str:
     """The fitted curve beside the measured knee, or why there is none."""
     knee = capacity["knee_agents"]

@@ -3,7 +3,7 @@ model of the curve and the answer."""
 
 from __future__ import annotations
 
-from harness.capacity.answer import model_line
+from harness.capacity.answer import kept_data_line, model_line
 from harness.report_shape import Capacity, CapacityProbe
 
 __all__ = ["format_capacity", "probe_line"]
@@ -46,10 +46,7 @@ def format_capacity(capacity: Capacity) -> str:
     lines += [
         "",
         f"toolclash capacity: data: {capacity['data']}",
-        *([f"toolclash capacity: on kept data, judged by each probe's own calls' identities:"
-           f" {', '.join(capacity['scoped_checks']) or 'none'}; not judged on kept data:"
-           f" {', '.join(capacity['not_judged']) or 'none'}"] if any(p["data"] == "kept" for p in capacity["probes"])
-          else []),
+        *([f"toolclash capacity: {kept}"] if (kept := kept_data_line(capacity)) else []),
         f"toolclash capacity: {model_line(capacity)}",
         f"toolclash capacity: {capacity['answer']} [{_probes(len(capacity['probes']))} in {capacity['elapsed_s']:g} s"
         f" of a {capacity['budget_s']:g} s budget, precision {capacity['precision_asked']}]"

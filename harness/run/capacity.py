@@ -163,7 +163,8 @@ def _data(settings: Settings) -> str:
                 " (scoped_checks), the checks that need the data's state before it not judged (not_judged)")
     fresh = f"each probe's run re-created schema {settings.schema} and its Redis keys (--reset) and seeded them"
     if settings.mcp is not None and not settings.mcp.started_by_toolclash:
-        return (fresh + "; your MCP server writes there, and whatever state it keeps elsewhere is not reset: each"
-                " probe's audits judge the operations of its own run by identity")
+        return (fresh + "; your MCP server writes there, and whatever state it keeps elsewhere is not reset, while"
+                " each probe's audits judge its run as if it had started it: --capacity-data kept judges each"
+                " probe by its own calls' identities alone")
     return fresh
 
