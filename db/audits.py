@@ -52,9 +52,15 @@ class Check:
     # The report's anomaly this check counts, e.g. "lost_updates", and how many it found.
     anomaly: str | None = None
     anomaly_count: int = 0
+    # Judged by the identities of this run's own calls alone (their rows there, absent, or as they
+    # wrote them), so it keeps its meaning on data earlier runs wrote to: a capacity probe on kept
+    # data judges these and no other check (harness.run.capacity). Not part of the report's check.
+    scoped: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        fields = asdict(self)
+        del fields["scoped"]
+        return fields
 
 
 class OpIdsNotStored(Exception):
@@ -168,7 +174,8 @@ def identities_in_table(conn: psycopg.Connection, table: str, acknowledged: Ackn
     """Compare the set of op_ids in `table` with the calls' outcomes (inside a transaction):
 
     - `present`: every succeeded call that wrote is in the table exactly once (else lost, or
-      applied twice; the lost ones count as `lost_anomaly`, if given);
+      applied twice; the lost ones count as `lost_anomaly`, if given); a row twice that is of no
+      call is `within`'s;
     - `within`: every row belongs to a succeeded or indeterminate call that wrote (else
       invented; a row with no op_id, an entry no call wrote, is one too);
     - `failed`: no call reported failed is in the table (a failure that was applied).
@@ -182,6 +189,9 @@ def identities_in_table(conn: psycopg.Connection, table: str, acknowledged: Ackn
     id of one of the calls and some succeeded call wrote there: the op ids were not stored, and
     no check can say whether a call's row is there. (An empty table after succeeded writes fails
     `present`: every row lost.)
+
+    `present` and `failed` ask only of the calls' own op ids: they are `scoped`. `within` asks of
+    every row, so it needs to know all a table held before the calls: on kept data it is not judged.
     """
     if not _has_op_id_column(conn, table):
         raise OpIdsNotStored(f"{table} has no op_id column")
@@ -197,8 +207,8 @@ def identities_in_table(conn: psycopg.Connection, table: str, acknowledged: Ackn
                SELECT (array_agg(op_id) FILTER (WHERE t.outcome = 'succeeded' AND t.wrote
                                                 AND s.op_id IS NULL))[1:%(n)s],
                       count(*) FILTER (WHERE t.outcome = 'succeeded' AND t.wrote AND s.op_id IS NULL),
-                      (array_agg(op_id) FILTER (WHERE s.times > 1))[1:%(n)s],
-                      count(*) FILTER (WHERE s.times > 1),
+                      (array_agg(op_id) FILTER (WHERE s.times > 1 AND t.op_id IS NOT NULL))[1:%(n)s],
+                      count(*) FILTER (WHERE s.times > 1 AND t.op_id IS NOT NULL),
                       (array_agg(op_id) FILTER (WHERE s.op_id IS NOT NULL AND (t.op_id IS NULL
                                                 OR (t.outcome <> 'failed' AND NOT t.wrote))))[1:%(n)s],
                       count(*) FILTER (WHERE s.op_id IS NOT NULL AND (t.op_id IS NULL
@@ -235,12 +245,12 @@ def identities_in_table(conn: psycopg.Connection, table: str, acknowledged: Ackn
         within_detail = f"{no_id} {table} rows of no operation id" + (f"; {within_detail}" if unknown else "")
     return [
         Check(present, not (lost or twice or told_twice), writes, writes - lost, detail,
-              anomaly=lost_anomaly, anomaly_count=lost if lost_anomaly else 0),
+              anomaly=lost_anomaly, anomaly_count=lost if lost_anomaly else 0, scoped=True),
         Check(within, not (unknown or no_id), 0, unknown + no_id, within_detail),
         Check(failed, not applied, 0, applied,
               f"applied although reported failed: {listing_ids(applied_ids or [], applied)}" if applied
               else f"none of the {len(acknowledged.failed)} calls reported failed is in {table}",
-              anomaly="failed_but_applied", anomaly_count=applied),
+              anomaly="failed_but_applied", anomaly_count=applied, scoped=True),
     ]
 
 
@@ -270,7 +280,7 @@ def rows_match_values(conn: psycopg.Connection, table: str, columns: Mapping[str
     return Check(name, not count, 0, count,
                  (f"{table} rows whose {what} differ from what their call wrote: {listing_ids(ids or [], count)}"
                   if count else f"each of the {compared} {table} rows of a call holds the {what} that call wrote")
-                 + not_compared)
+                 + not_compared, scoped=True)
 
 
 def _has_op_id_column(conn: psycopg.Connection, table: str) -> bool:

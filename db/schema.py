@@ -13,7 +13,7 @@ from psycopg import sql
 
 from db.rows import one_row
 
-__all__ = ["SchemaRefused", "claim", "prepare", "begin_run", "finish_run"]
+__all__ = ["SchemaRefused", "claim", "prepare", "begin_run", "continue_run", "finish_run"]
 
 _TABLES = (
     """CREATE TABLE run_state (
@@ -129,8 +129,10 @@ def claim(conn: psycopg.Connection, schema: str) -> None:
         raise SchemaRefused(f"schema {schema!r} is in use by another toolclash run; use --schema to pick another")
 
 
-def prepare(conn: psycopg.Connection, schema: str, *, reset: bool) -> None:
+def prepare(conn: psycopg.Connection, schema: str, *, reset: bool, kept: bool = False) -> None:
     """Make `schema` ready for a run on the autocommit session `conn`, or raise SchemaRefused.
+    `kept`: the run goes on with the data the last one left (a capacity probe on kept data), even
+    when that one's audit failed: its data is the search's one data set, never emptied.
 
     Only a schema toolclash created (its comment says so) is ever used, emptied or dropped."""
     ident = sql.Identifier(schema)
@@ -149,7 +151,7 @@ def prepare(conn: psycopg.Connection, schema: str, *, reset: bool) -> None:
             state = conn.execute(
                 sql.SQL("SELECT run_id, status, started_at FROM {}.run_state").format(ident)
             ).fetchone()
-            if state and state[1] != "finished":
+            if state and state[1] != "finished" and not (kept and state[1] == "audit_failed"):
                 why = "whose audit failed" if state[1] == "audit_failed" else "which did not finish"
                 raise SchemaRefused(
                     f"schema {schema!r} holds the data of run {state[0]} (started {state[2]:%Y-%m-%d %H:%M:%S %Z}),"
@@ -238,6 +240,15 @@ def begin_run(
             ).format(ident),
             (run_id,),
         )
+
+
+def continue_run(conn: psycopg.Connection, schema: str, run_id: str) -> None:
+    """Mark the run in progress on the data the last run left, emptying and seeding nothing."""
+    conn.execute(
+        sql.SQL("UPDATE {}.run_state SET run_id = %s, status = 'running', started_at = now(), finished_at = NULL")
+        .format(sql.Identifier(schema)),
+        (run_id,),
+    )
 
 
 def finish_run(conn: psycopg.Connection, schema: str, *, audit_ok: bool) -> None:

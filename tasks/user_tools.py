@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import sys
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,7 @@ def _run_user_audit(user_audit: Any, module_name: str, ctx: AuditContext) -> lis
     try:
         for item in user_audit(ctx):
             check = item if isinstance(item, Check) else Check(**item)
-            checks.append(Check(**{**check.as_dict(), "name": f"{module_name}.{check.name}"}))
+            checks.append(replace(check, name=f"{module_name}.{check.name}"))
     except Exception as exc:  # the user's code: whatever it raises, the verdict must still be written
         error = f"{type(exc).__name__}: {exc}".splitlines()[0]
         checks.append(Check(f"{module_name}.audit", False, "the audit runs", "it raised", error))

@@ -150,6 +150,21 @@ def test_a_ghost_deduction_is_caught_even_beside_an_indeterminate_call(admin, au
     assert str(ghost) in _named(checks, "ledger_within_acknowledged").detail
 
 
+def test_on_kept_data_the_scoped_checks_ask_only_of_the_runs_own_calls(admin, audited_run):
+    """A capacity probe on kept data judges only the checks scoped to its calls' identities: an
+    earlier probe's rows (here a consistent deduction of no call of this run) fail only the
+    checks that are not, which it reports not judged; its own row lost still fails a scoped one."""
+    schema, acknowledged = audited_run
+    _ghost_deduction(admin, uuid.uuid4())
+    checks = audit_credits(admin, schema, acknowledged)
+    scoped = {c.name for c in checks if c.scoped}
+    assert scoped == {"acknowledged_in_ledger", "failed_not_in_ledger", "ledger_rows_match_calls"}
+    assert _failed(checks) - scoped == {"ledger_within_acknowledged"} and not _failed(checks) & scoped
+    assert "scoped" not in _named(checks, "acknowledged_in_ledger").as_dict(), "the report's check is unchanged"
+    admin.execute("DELETE FROM ledger WHERE op_id = %s", (list(acknowledged.succeeded)[3],))
+    assert _failed(audit_credits(admin, schema, acknowledged)) & scoped == {"acknowledged_in_ledger"}
+
+
 def test_an_indeterminate_call_may_have_been_applied(admin, audited_run):
     schema, acknowledged = audited_run
     # An operation whose COMMIT outcome was unknown to the harness, but which did commit what it said.

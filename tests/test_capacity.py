@@ -9,16 +9,18 @@ from __future__ import annotations
 import copy
 import json
 import random
+from html import escape
 from pathlib import Path
 
 import pytest
 
-from harness.capacity.answer import capacity_section, exit_code_of
+from harness.capacity.answer import capacity_section, exit_code_of, kept_data_line
 from harness.capacity.judged import judge_probe, limiting_side
 from harness.capacity.search import Answer, search
 from harness.capacity.usl import UslFit, fit_usl
 from harness.config.capacity import DEFAULT_BUDGET_S, Precision
 from harness.config.option import BadOption
+from harness.output.capacity import format_capacity, probe_line
 from harness.output.html.capacity_page import capacity_page
 from harness.report_shape import Capacity, CapacityProbe, Report
 from harness.run.capacity import _OWN_OPTIONS, _OWN_VARIABLES
@@ -140,7 +142,8 @@ def _probe_report(stopped: str = "evidence", broken: tuple[str, ...] = ()) -> di
     report = json.loads(FIXTURE.read_text(encoding="utf-8"))
     report["probe"] = {"agents": 8, "warmup_s": 1.0, "step_s": 1.0, "window_s": 2.0, "min_s": 3.0, "max_s": 9.0,
                        "min_calls": 140, "stopped": stopped, "broken": list(broken), "warmup_calls": 40,
-                       "measured": report["stages"][0], "sla": copy.deepcopy(report["sla"])}
+                       "measured": report["stages"][0], "sla": copy.deepcopy(report["sla"]), "data": "fresh",
+                       "scoped_checks": [], "not_judged": []}
     return report
 
 
@@ -225,6 +228,7 @@ def test_the_searchs_options_and_what_it_refuses():
     ):
         assert _settings_refused("--capacity", *words).startswith(refusal), words
     assert _settings_refused("--expect-capacity", "4") == "--expect-capacity needs --capacity"
+    assert _settings_refused("--capacity-data", "kept") == "--capacity-data kept needs --capacity"
 
 
 def test_the_answer_in_words_and_its_exit_code():
@@ -278,3 +282,25 @@ def test_the_html_page_draws_every_probe_the_fitted_curve_and_the_capacity():
     assert page.count("<title>capacity at 20 agents</title>") == 2
     assert "<title>probes at 8 agents: " in page
     assert page.count("<tr>") == 1 + len(probes)  # the table's head and a row per probe
+
+
+def test_probes_on_kept_data_say_what_they_judged_and_what_not_on_the_console_and_the_page():
+    fresh = judge_probe(_probe_report(), 0.0, 5.0)
+    kept_report = _probe_report()
+    kept_report["probe"].update(data="kept", scoped_checks=["acknowledged_in_ledger"],
+                                not_judged=["credits_conserved", "ledger_within_acknowledged"])
+    kept = judge_probe(kept_report, 5.0, 5.0)
+    assert (kept["data"], kept["not_judged"]) == ("kept", ["credits_conserved", "ledger_within_acknowledged"])
+    answer = Answer(capacity=8, failing=None, precision=1, confirmed=False, cut_short=False, outcomes={8: [True, True]})
+    options = settings_from("--capacity", "--capacity-data", "kept").capacity
+    assert options.kept
+    capacity = capacity_section(answer, [fresh, kept], options, 10.0, "kept")
+    assert nonconforming(capacity, Capacity) == []
+    line = ("on kept data, judged by each probe's own calls' identities: acknowledged_in_ledger; not judged on kept"
+            " data: credits_conserved, ledger_within_acknowledged")
+    assert f"toolclash capacity: {line}" in format_capacity(capacity)
+    assert "not judged credits_conserved, ledger_within_acknowledged" in probe_line(2, kept)
+    assert "kept data" not in probe_line(1, fresh)
+    page = capacity_page(capacity, 0)
+    assert escape(line) in page and page.count(escape("(kept data: its calls' identities)")) == 1
+    assert kept_data_line(capacity_section(answer, [fresh], options, 10.0, "fresh")) is None

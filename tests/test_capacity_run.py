@@ -6,9 +6,14 @@ servers: tests/test_capacity.py."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
+
+import psycopg
+from psycopg import sql
 
 from harness.report_shape import CapacityFile
 from tests.report_conformance import nonconforming
@@ -143,3 +148,64 @@ def _get(port: int, path: str) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
         return answer.read().decode()
 
+
+
+def test_on_kept_data_each_probe_is_judged_by_its_own_calls_identities(servers, schema, tmp_path, locust):
+    """--capacity-data kept on a --tools-module's table (examples/seat_tools.py's bookings): the
+    first probe seeds it, the later ones run on the rows it and they left, which none counts as
+    invented or lost. Another session rewrites the seats of the third probe's bookings while it
+    runs: its scoped check finds them, and it fails, its latencies and rates fine."""
+    corrupted: list[int] = []
+    corruptor = threading.Thread(target=_corrupt_the_third_run, args=(servers.pg_dsn, schema, corrupted), daemon=True)
+    corruptor.start()
+    report_path = tmp_path / "capacity.json"
+    # Shorter probes yet (no warm-up, 2 s measured): three of them, the least that shows both.
+    done = locust.run(*servers.args(schema), "--capacity", "--users", "2", "--run-time", "60s", "--capacity-warmup",
+                      "0", "--capacity-hold", "2", "--capacity-repeats", "1", "--capacity-precision", "4",
+                      "--capacity-data", "kept", "--tools-module",
+                      "examples/seat_tools.py", "--sla", "sla/without_latency.toml", "--report-json", str(report_path),
+                      timeout=90)
+    corruptor.join(timeout=10)
+    file: CapacityFile = read_report(report_path)
+    assert nonconforming(file, CapacityFile) == [], done.stderr[-2000:]
+    first, second, third = file["capacity"]["probes"]
+    scoped = ["seat_tools.bookings_as_written", "seat_tools.bookings_not_of_failed_calls",
+              "seat_tools.bookings_written"]
+    not_judged = ["seat_tools.bookings_within_acknowledged", "seat_tools.seats_held_by_their_bookings"]
+    assert first["data"] == "fresh" and first["passed"] and first["scoped_checks"] == first["not_judged"] == []
+    # The first probe's bookings are there, in no call of the second's: neither invented nor lost.
+    assert second["data"] == "kept" and second["passed"], second
+    assert sorted(second["scoped_checks"]) == scoped and sorted(second["not_judged"]) == not_judged
+    assert corrupted and corrupted[0] > 0, "the other session rewrote some of the third probe's bookings"
+    assert third["data"] == "kept" and not third["passed"] and third["limiting"] == "audit", third
+    assert third["failed_checks"] == ["seat_tools.bookings_as_written"] and third["stopped"] == "evidence"
+    assert all(rule["ok"] for rule in third["sla"])
+    assert file["capacity"]["capacity"] == 4 and file["capacity"]["failing"] == 8
+    assert file["capacity"]["not_judged"] == not_judged and file["capacity"]["data"].startswith("kept")
+    assert "not judged on kept data: seat_tools.bookings_within_acknowledged" in done.stdout
+
+
+def _corrupt_the_third_run(pg_dsn: str, schema: str, corrupted: list[int]) -> None:
+    """From a session of its own: once the search's third probe has written a few bookings, move
+    each of them to another seat (its call said it wrote that seat); `corrupted`: how many."""
+    runs: list[str] = []
+    deadline = time.monotonic() + 80
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        while time.monotonic() < deadline and len(runs) < 3:
+            try:
+                row = conn.execute(sql.SQL("SELECT run_id FROM {} WHERE status = 'running'").format(
+                    sql.Identifier(schema, "run_state"))).fetchone()
+            except psycopg.errors.UndefinedTable:
+                row = None
+            if row and row[0] not in runs:
+                runs.append(row[0])
+            time.sleep(0.02)
+        before = [op_id for (op_id,) in conn.execute(
+            sql.SQL("SELECT op_id FROM {}").format(sql.Identifier(schema, "bookings")))]
+        while time.monotonic() < deadline:
+            updated = conn.execute(sql.SQL("UPDATE {} SET seat = seat + 1000 WHERE NOT (op_id = ANY(%s))").format(
+                sql.Identifier(schema, "bookings")), (before,)).rowcount
+            if updated >= 5:
+                corrupted.append(updated)
+                return
+            time.sleep(0.1)

@@ -12,6 +12,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from db import schema as run_schema
 from db.pool import SessionSettings, load_application_name, open_pool
 from harness.config.settings import HARNESS_SESSIONS
 from harness.distributed.shipments import ShipmentNumbers, WorkerShipments
@@ -167,6 +168,25 @@ def test_a_tool_that_raises_is_no_evidence_and_its_refusals_are_no_failure_of_th
     assert refusing["failures"] == {"refusals": refusing["calls"]} and refusing["retries"] == 0
     assert "refusals" not in report["conflicts"]
     assert report["sla"][0]["ok"], "the run failed on its evidence, not on its SLA"
+
+
+def test_a_probe_on_kept_data_goes_on_after_a_failed_audit_and_empties_nothing(admin, schema):
+    """--capacity-data kept: the data a probe's failed audit left is the search's one data set, the
+    next probe's run goes on with it; a run that did not finish is refused all the same."""
+    run_schema.prepare(admin, schema, reset=False)
+    run_schema.begin_run(admin, schema, "first", accounts=2, initial_balance=10, counters=1)
+    admin.execute(sql.SQL("UPDATE {} SET balance = 3 WHERE id = 1").format(sql.Identifier(schema, "accounts")))
+    run_schema.finish_run(admin, schema, audit_ok=False)
+    with pytest.raises(run_schema.SchemaRefused, match="whose audit failed"):
+        run_schema.prepare(admin, schema, reset=False)
+    run_schema.prepare(admin, schema, reset=False, kept=True)
+    run_schema.continue_run(admin, schema, "second")
+    assert admin.execute(sql.SQL("SELECT run_id, status FROM {}").format(
+        sql.Identifier(schema, "run_state"))).fetchall() == [("second", "running")]
+    assert admin.execute(sql.SQL("SELECT id, balance FROM {} ORDER BY id").format(
+        sql.Identifier(schema, "accounts"))).fetchall() == [(1, 3), (2, 10)]
+    with pytest.raises(run_schema.SchemaRefused, match="which did not finish"):
+        run_schema.prepare(admin, schema, reset=False, kept=True)
 
 
 def test_a_failed_audit_keeps_its_data_until_reset(servers, schema, tmp_path, locust):

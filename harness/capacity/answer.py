@@ -74,7 +74,10 @@ def capacity_section(answer: Answer, probes: list[CapacityProbe], options: Capac
         capacity=answer.capacity, failing=answer.failing, precision=answer.precision,
         precision_asked=str(options.precision), repeats=options.repeats, confirmed=answer.confirmed,
         cut_short=answer.cut_short, budget_s=options.budget_s, elapsed_s=round(elapsed_s, 1),
-        expected=options.expected, data=data, knee_agents=knee, model=_model(probes),
+        expected=options.expected, data=data,
+        scoped_checks=sorted({name for probe in probes for name in probe["scoped_checks"]}),
+        not_judged=sorted({name for probe in probes for name in probe["not_judged"]}),
+        knee_agents=knee, model=_model(probes),
         answer=_in_words(answer, options, probes), probes=probes,
     )
 
@@ -83,6 +86,16 @@ def exit_code_of(capacity: Capacity) -> int:
     if capacity["expected"] is not None:
         return 0 if capacity["capacity"] >= capacity["expected"] else 1
     return 0 if capacity["capacity"] > 0 else 1
+
+
+def kept_data_line(capacity: Capacity) -> str | None:
+    """With probes on kept data (--capacity-data kept): the checks they judged by their own calls'
+    identities, and those they did not judge; None on fresh data."""
+    if not any(probe["data"] == "kept" for probe in capacity["probes"]):
+        return None
+    scoped, not_judged = ", ".join(capacity["scoped_checks"]), ", ".join(capacity["not_judged"])
+    return (f"on kept data, judged by each probe's own calls' identities: {scoped or 'none'};"
+            f" not judged on kept data: {not_judged or 'none'}")
 
 
 def model_line(capacity: Capacity) -> str:

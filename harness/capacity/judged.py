@@ -110,4 +110,5 @@ def judge_probe(report: Report, started_s: float, wall_s: float) -> CapacityProb
         p95_ms=measured["p95_ms"], pool_wait_p95_ms=measured["pool_wait_p95_ms"],
         conflict_rate=measured["conflict_rate"], audit_ok=report["audit"]["ok"], failed_checks=failed_checks,
         sla=probe["sla"], run_id=report["run"]["run_id"], seed=report["run"]["seed"],
+        data=probe["data"], scoped_checks=probe["scoped_checks"], not_judged=probe["not_judged"],
     )

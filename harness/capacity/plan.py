@@ -41,6 +41,8 @@ class ProbePlan:
     step_s: float  # the window is two steps, checked at each step's end
     min_s: float
     min_calls: int
+    # On the data the search's earlier probes left (--capacity-data kept), not reseeded.
+    kept: bool = False
 
     @property
     def window_s(self) -> float:
@@ -51,10 +53,11 @@ class ProbePlan:
         return LONGEST * self.min_s
 
     @classmethod
-    def for_hold(cls, agents: int, spawn_rate: float, warmup_s: float, hold_s: float, calls: int) -> ProbePlan:
+    def for_hold(cls, agents: int, spawn_rate: float, warmup_s: float, hold_s: float, calls: int,
+                 kept: bool = False) -> ProbePlan:
         """A probe measured `hold_s` at least, in steps of about a quarter of it (a window of half):
         whole seconds, as Locust asks a load shape each second."""
-        return cls(agents, spawn_rate, warmup_s, float(max(1, round(hold_s / 4))), hold_s, calls)
+        return cls(agents, spawn_rate, warmup_s, float(max(1, round(hold_s / 4))), hold_s, calls, kept)
 
     def to_text(self) -> str:
         return json.dumps(asdict(self))

@@ -56,6 +56,7 @@ class CapacityOptions:
     repeats: int  # k: the boundary holds k of k
     budget_s: float  # --run-time
     expected: int | None  # --expect-capacity
+    kept: bool = False  # --capacity-data kept: the probes after the first run on the data left
 
 
 def capacity_options(options: Any) -> CapacityOptions | None:
@@ -63,6 +64,8 @@ def capacity_options(options: Any) -> CapacityOptions | None:
     if not options.capacity:
         if options.expect_capacity is not None:
             raise BadOption("--expect-capacity needs --capacity")
+        if options.capacity_data == "kept":  # a run of its own always starts on data it seeded
+            raise BadOption("--capacity-data kept needs --capacity")
         return None
     # --processes makes the process a master and forks its workers before any of toolclash's code
     # runs: those are the search's own, not a master's of the user's (harness.run.lifecycle).
@@ -90,4 +93,5 @@ def capacity_options(options: Any) -> CapacityOptions | None:
         repeats=options.capacity_repeats,
         budget_s=budget_s,
         expected=options.expect_capacity,
+        kept=options.capacity_data == "kept",
     )

@@ -91,6 +91,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("--capacity-repeats", 2,
            "with --capacity: k, the probes at each side of the boundary, all of which must pass (or fail)"
            " (default: 2)", per_run=False, type=int, at_least=1, composed=False),
+    Option("--capacity-data", "fresh",
+           "with --capacity: fresh: each probe's run re-creates and seeds the schema; kept: the first probe's"
+           " does, the others run on the data left (a --tools-module's or your MCP server's, which toolclash"
+           " cannot reseed), judged by their own calls' identities (default: fresh)", per_run=False,
+           choices=("fresh", "kept"), composed=False),
     Option("--expect-capacity", None,
            "with --capacity: fail (exit 1, and a failed JUnit case) when the capacity found is below this many"
            " agents", per_run=False, type=int, at_least=1, composed=False),

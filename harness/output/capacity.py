@@ -3,7 +3,7 @@ model of the curve and the answer."""
 
 from __future__ import annotations
 
-from harness.capacity.answer import model_line
+from harness.capacity.answer import kept_data_line, model_line
 from harness.report_shape import Capacity, CapacityProbe
 
 __all__ = ["format_capacity", "probe_line"]
@@ -19,9 +19,11 @@ def _probes(n: int) -> str:
 
 def probe_line(number: int, probe: CapacityProbe) -> str:
     verdict = "PASS" if probe["passed"] else "FAIL"
+    kept = (f"; on kept data: judged by its calls' identities {', '.join(probe['scoped_checks']) or 'none'},"
+            f" not judged {', '.join(probe['not_judged']) or 'none'}" if probe["data"] == "kept" else "")
     return (f"toolclash: capacity: probe {number} at {probe['agents']} agents: {verdict},"
             f" {probe['throughput_per_s']:g} calls/s, p95 {_figure(probe['p95_ms'])} ms"
-            f" ({probe['limiting'] or 'no rule'}: {probe['detail']})")
+            f" ({probe['limiting'] or 'no rule'}: {probe['detail']}){kept}")
 
 
 def format_capacity(capacity: Capacity) -> str:
@@ -44,6 +46,7 @@ def format_capacity(capacity: Capacity) -> str:
     lines += [
         "",
         f"toolclash capacity: data: {capacity['data']}",
+        *([f"toolclash capacity: {kept}"] if (kept := kept_data_line(capacity)) else []),
         f"toolclash capacity: {model_line(capacity)}",
         f"toolclash capacity: {capacity['answer']} [{_probes(len(capacity['probes']))} in {capacity['elapsed_s']:g} s"
         f" of a {capacity['budget_s']:g} s budget, precision {capacity['precision_asked']}]"

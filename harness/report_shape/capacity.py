@@ -25,6 +25,9 @@ class ProbeRun(TypedDict):
     warmup_calls: int  # left out of `measured` and `sla`, never out of the audits
     measured: Stage  # the probe after its warm-up
     sla: list[SlaResult]  # every rule, over `measured`
+    data: str  # fresh: on data its run re-created and seeded; kept: on the data earlier probes left
+    scoped_checks: list[str]  # kept: the audit checks judged, by its own calls' identities ([] on fresh)
+    not_judged: list[str]  # kept: the checks that need the data's state before the probe, not judged
 
 
 class CapacityProbe(TypedDict):
@@ -50,6 +53,9 @@ class CapacityProbe(TypedDict):
     sla: list[SlaResult]
     run_id: str
     seed: int
+    data: str  # ProbeRun's: fresh or kept
+    scoped_checks: list[str]  # ProbeRun's
+    not_judged: list[str]  # ProbeRun's
 
 
 class UslModel(TypedDict):
@@ -72,7 +78,9 @@ class Capacity(TypedDict):
     budget_s: float
     elapsed_s: float
     expected: int | None  # --expect-capacity
-    data: str  # how each probe's data was made fresh
+    data: str  # how each probe's data was made fresh, or kept
+    scoped_checks: list[str]  # the checks some probe on kept data judged by its own calls' identities
+    not_judged: list[str]  # the checks some probe on kept data did not judge
     knee_agents: int | None  # the measured knee: the fewest agents within 5 % of the most calls/s
     model: UslModel | None  # with probes at MIN_DISTINCT_AGENTS distinct counts or more
     answer: str  # in words, as the console prints it

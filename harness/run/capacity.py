@@ -2,7 +2,9 @@
 
 Each probe is a whole `locust` run of its own (harness.run.child_runs), with the user's options
 but for those the search sets: its agents (--users, --spawn-rate: the user's, or all at once),
-fresh data (--reset: the schema re-created and seeded), and its plan in its environment
+fresh data (--reset: the schema re-created and seeded; with --capacity-data kept, the first
+probe's alone: the later ones run on the data it and they left, judged by the identity checks
+scoped to their own calls, harness.verdict.coordinator), and its plan in its environment
 (harness.capacity.plan: warm-up, steps, sliding window, minimum duration and calls), which the run
 follows as its load shape (harness.run.probe_shape) and reports in its `probe` section. So a probe
 runs as any run does: with --processes on its own workers, over MCP on its own tool server, audited
@@ -37,8 +39,8 @@ __all__ = ["CapacitySearch"]
 # The options the search sets itself in each probe's run (True: with a value); the user's are dropped.
 _OWN_OPTIONS = {
     "--capacity": False, "--capacity-precision": True, "--capacity-hold": True, "--capacity-warmup": True,
-    "--capacity-repeats": True, "--expect-capacity": True, "--report-json": True, "--junit-xml": True,
-    "--history": True, "--reset": False, "--html": True, "-u": True, "--users": True, "-r": True,
+    "--capacity-repeats": True, "--capacity-data": True, "--expect-capacity": True, "--report-json": True,
+    "--junit-xml": True, "--history": True, "--reset": False, "--html": True, "-u": True, "--users": True, "-r": True,
     "--spawn-rate": True, "-t": True, "--run-time": True, "--master-bind-port": True, "--master-port": True,
     "--headless": False,
 }
@@ -123,10 +125,13 @@ class CapacitySearch:
         return capacity
 
     def _probe(self, agents: int) -> bool:
+        # On kept data, the first probe's run seeds the one data set the others run on.
+        kept = self.options.kept and bool(self.probes)
         plan = ProbePlan.for_hold(agents, self.options.spawn_rate or agents, self.options.warmup_s,
-                                  self.options.hold_s, self.calls)
+                                  self.options.hold_s, self.calls, kept)
         # Headless even when the search shows in the web UI: a probe is a run to its end.
-        own = ["--headless", "--users", str(agents), "--spawn-rate", f"{plan.spawn_rate:g}", "--reset"]
+        own = ["--headless", "--users", str(agents), "--spawn-rate", f"{plan.spawn_rate:g}",
+               *([] if kept else ["--reset"])]
         if self.settings.history:
             own += ["--history", f"{self.settings.history}.probe-{len(self.probes) + 1}"]
         if self.processes:  # this process, the master --processes made, holds Locust's port: each probe its own
@@ -149,10 +154,17 @@ def _free_port() -> int:
 
 
 def _data(settings: Settings) -> str:
-    """How each probe's data was made fresh, as the report says it."""
+    """How each probe's data was made fresh, or kept, as the report says it."""
+    assert settings.capacity is not None
+    if settings.capacity.kept:
+        return (f"kept (--capacity-data kept): the first probe's run re-created schema {settings.schema} and its"
+                " Redis keys (--reset) and seeded them; each later probe ran on the data the earlier ones left,"
+                " nothing emptied, seeded or set up, its audits judged by the identities of its own calls alone"
+                " (scoped_checks), the checks that need the data's state before it not judged (not_judged)")
     fresh = f"each probe's run re-created schema {settings.schema} and its Redis keys (--reset) and seeded them"
     if settings.mcp is not None and not settings.mcp.started_by_toolclash:
-        return (fresh + "; your MCP server writes there, and whatever state it keeps elsewhere is not reset: each"
-                " probe's audits judge the operations of its own run by identity")
+        return (fresh + "; your MCP server writes there, and whatever state it keeps elsewhere is not reset, while"
+                " each probe's audits judge its run as if it had started it: --capacity-data kept judges each"
+                " probe by its own calls' identities alone")
     return fresh
 

@@ -236,7 +236,9 @@ def _reach_servers(settings: Settings) -> tuple[Services, Coordinator]:
     coordinator = None
     try:
         services.start()
-        coordinator = Coordinator(settings, services.pg_dsn, services.redis_url, services.infos)
+        plan = probe_plan()
+        coordinator = Coordinator(settings, services.pg_dsn, services.redis_url, services.infos,
+                                  kept=plan is not None and plan.kept)
         coordinator.open()
     except (ServiceUnreachable, SchemaRefused) as exc:
         _stop_quietly(coordinator, services)

@@ -55,8 +55,12 @@ def _wait_for_backend_to_exit(conn: psycopg.Connection, pid: int) -> None:
 
 
 class Coordinator:
-    def __init__(self, settings: Settings, pg_dsn: str, redis_url: str, servers: list[ServerInfo]) -> None:
+    def __init__(self, settings: Settings, pg_dsn: str, redis_url: str, servers: list[ServerInfo],
+                 kept: bool = False) -> None:
+        """`kept`: the run is a capacity probe on the data earlier probes left (harness.run.capacity):
+        nothing is emptied, seeded or set up, and only the audits' scoped checks are judged."""
         self.settings = settings
+        self.kept = kept
         self._pg_dsn = pg_dsn
         name = f"toolclash-coordinator:{settings.schema}"
         # Named after its role, like its PostgreSQL session: CLIENT LIST tells the harness's own
@@ -81,7 +85,8 @@ class Coordinator:
         """Claim and prepare the schema; raises SchemaRefused or psycopg.Error."""
         self._session.open()
         self._redis_claim.claim()
-        self._session.run(partial(run_schema.prepare, schema=self.settings.schema, reset=self.settings.reset))
+        self._session.run(partial(run_schema.prepare, schema=self.settings.schema, reset=self.settings.reset,
+                                  kept=self.kept))
         self.deadlock_timeout = self._session.run(self._probe_deadlock_timeout)
 
     def _claim(self, conn: psycopg.Connection) -> None:
@@ -184,7 +189,10 @@ class Coordinator:
 
     def _seed(self, run_id: str, conn: psycopg.Connection) -> dict[str, int]:
         """Empty and seed the run's data, in PostgreSQL and Redis (safe to run again whole); the
-        server's counters before the load."""
+        server's counters before the load. On kept data, the run only starts on what is there."""
+        if self.kept:
+            run_schema.continue_run(conn, self.settings.schema, run_id)
+            return database_counters(conn)
         run_schema.begin_run(
             conn,
             self.settings.schema,
@@ -299,6 +307,12 @@ class Coordinator:
         checks = []
         for name, audit in audits.items():
             checks += self._session.run(partial(run_audit, name=name, audit=audit, noted_before=len(audit_notes)))
+        # On kept data a check that needs to know what the data held before the run (a sum, a
+        # balance, every row a call's) is not judged: its baseline would have to be read from the
+        # data it audits. The report names it, never counts it held.
+        not_judged = [check.name for check in checks if not check.scoped] if self.kept else []
+        if self.kept:
+            checks = [check for check in checks if check.scoped]
         measured = build_report(
             metrics=metrics,
             server_counters=server_counters,
@@ -350,7 +364,9 @@ class Coordinator:
             report["stages"] = stage_reports(metrics, stages, time.monotonic(), self.settings.sla_rules,
                                              self.settings.scopes, self.settings.isolation, measured["transport"])
         if probe is not None:
-            report["probe"] = probe_section(metrics, probe, self.settings, measured["transport"])
+            report["probe"] = probe_section(metrics, probe, self.settings, measured["transport"],
+                                            scoped=[check.name for check in checks] if self.kept else [],
+                                            not_judged=not_judged)
         # A failed audit's data is the evidence of what went wrong: the next run must not wipe it
         # unless told --reset.
         self._session.run(partial(run_schema.finish_run, schema=self.settings.schema, audit_ok=report["audit"]["ok"]))

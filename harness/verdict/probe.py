@@ -54,8 +54,10 @@ def window_breaks(metrics: Metrics, last_step: int, plan: ProbePlan, settings: S
             if not r["ok"] and r["observed"] is not None and r["not_measurable"] is None]
 
 
-def probe_section(metrics: Metrics, ending: ProbeEnding, settings: Settings, transport: Transport) -> ProbeRun:
-    """The probe's figures and SLA results after its warm-up."""
+def probe_section(metrics: Metrics, ending: ProbeEnding, settings: Settings, transport: Transport, *,
+                  scoped: list[str], not_judged: list[str]) -> ProbeRun:
+    """The probe's figures and SLA results after its warm-up; on kept data, the audit checks it
+    judged (`scoped`: by its own calls' identities) and those it did not."""
     plan = ending.plan
     steps = [index for index in metrics.stages if index != WARMUP_STAGE]
     measured = _merged(metrics, steps)
@@ -68,4 +70,7 @@ def probe_section(metrics: Metrics, ending: ProbeEnding, settings: Settings, tra
         warmup_calls=sum(t.calls for t in warmup.tools.values()) if warmup else 0,
         measured=stage_report(1, plan.agents, measured, figures, results),
         sla=results,
+        data="kept" if plan.kept else "fresh",
+        scoped_checks=scoped,
+        not_judged=not_judged,
     )

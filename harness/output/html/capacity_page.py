@@ -8,13 +8,13 @@ from __future__ import annotations
 from html import escape
 from pathlib import Path
 
-from harness.capacity.answer import model_line
+from harness.capacity.answer import kept_data_line, model_line
 from harness.capacity.usl import UslFit
 from harness.output.html.chart import _chart
 from harness.output.html.figures import _number, _percent
 from harness.output.html.markup import _block, _cell, _mark, _row, _table
 from harness.output.html.section import _wrap
-from harness.report_shape import Capacity
+from harness.report_shape import Capacity, CapacityProbe
 
 __all__ = ["capacity_page", "write_capacity_page"]
 
@@ -49,12 +49,17 @@ def _charts(capacity: Capacity) -> str:
             + "</div>")
 
 
+def _audit(probe: CapacityProbe) -> str:
+    """Whether its audit held; on kept data, by the checks scoped to its own calls alone."""
+    return _mark(probe["audit_ok"]) + (escape(" (kept data: its calls' identities)") if probe["data"] == "kept" else "")
+
+
 def _table_of_probes(capacity: Capacity) -> str:
     rows = [_row(_cell(str(number), True), _cell(_number(p["agents"]), True), _cell(_mark(p["passed"], "PASS")),
                  _cell(escape(p["stopped"])), _cell(_number(p["duration_s"]), True), _cell(_number(p["calls"]), True),
                  _cell(_number(p["warmup_calls"]), True), _cell(_number(p["throughput_per_s"]), True),
                  _cell(_number(p["p95_ms"]), True), _cell(_number(p["pool_wait_p95_ms"]), True),
-                 _cell(_percent(p["conflict_rate"]), True), _cell(_mark(p["audit_ok"])),
+                 _cell(_percent(p["conflict_rate"]), True), _cell(_audit(p)),
                  _cell(escape(f"{p['limiting'] or '-'}: {p['detail']}")))
             for number, p in enumerate(capacity["probes"], start=1)]
     return _table("capacity_probes", ["probe", "agents", "verdict", "stopped", "measured s", "calls", "warm-up calls",
@@ -68,7 +73,8 @@ def capacity_page(capacity: Capacity, exit_code: int | None) -> str:
     answer = (f"<div class='tc-paper tc-verdict' data-part='verdict' data-verdict='{verdict}'>"
               f"<h2>toolclash capacity: {capacity['capacity']} agents</h2><p>{escape(capacity['answer'])}</p>"
               f"<p class='tc-note'>{escape(model_line(capacity))}</p>"
-              f"<p class='tc-note'>{escape(capacity['data'])}; {len(capacity['probes'])} probes in"
+              + (f"<p class='tc-note'>{escape(kept)}</p>" if (kept := kept_data_line(capacity)) else "")
+              + f"<p class='tc-note'>{escape(capacity['data'])}; {len(capacity['probes'])} probes in"
               f" {capacity['elapsed_s']:g} s of a {capacity['budget_s']:g} s budget ({ended})</p></div>")
     body = answer + _block("Against agents", _charts(capacity), "capacity_charts") + _block(
         "Probes", _table_of_probes(capacity), "capacity_probes")
