@@ -24,12 +24,14 @@ from harness.run.mcp_server import McpServerRefused
 from harness.run.role import Role
 
 if TYPE_CHECKING:  # what the judge is handed or hands on, named in its annotations only
+    from collections.abc import Callable
+
     from harness.config.settings import Settings
     from harness.output.history import History
     from harness.report_shape import Report
-    from harness.run.probe_shape import ProbeShape
     from harness.run.services import Services
     from harness.verdict.coordinator import Coordinator
+    from harness.verdict.probe import ProbeEnding
     from harness.verdict.report import StageStart
     from harness.verdict.transport import McpFacts
     from harness.watch.metrics import Metrics
@@ -55,8 +57,9 @@ class Judge(Role):
         self._seed = 0
         # Over MCP, the current test's tool server (its URL, what its probe found).
         self.mcp: McpFacts | None = None
-        # When this run is a capacity probe (harness.run.probe_shape), its load shape.
-        self.probe: ProbeShape | None = None
+        # When this run is a capacity probe, how it ended: its load shape's (harness.run.probe_shape),
+        # given a callable so that the shape, which reads this judge's figures, stays above it.
+        self.probe_ending: Callable[[float], ProbeEnding] | None = None
 
     def listen(self) -> None:
         super().listen()
@@ -181,7 +184,7 @@ class Judge(Role):
         try:
             self.report = self.coordinator.finish(
                 peak_agents=self._peak_agents, stages=self._stages, mcp=self.mcp,
-                probe=self.probe.ending(load_stopped) if self.probe is not None else None, **from_load)
+                probe=self.probe_ending(load_stopped) if self.probe_ending is not None else None, **from_load)
         except (psycopg.Error, redis.RedisError) as exc:
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
             self.audit_error = reason

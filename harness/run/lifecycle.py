@@ -156,9 +156,10 @@ def _judge(environment: Environment, runner: Runner, settings: Settings, history
         check_start_form(environment, web_ui, judge.settings_for_test)
     plan = probe_plan()
     if plan is not None:  # this run is one probe of a capacity search, whatever shape its options name
-        judge.probe = ProbeShape(plan, judge)
-        judge.probe.runner = runner
-        environment.shape_class = judge.probe
+        probe = ProbeShape(plan, judge)
+        probe.runner = runner
+        judge.probe_ending = probe.ending
+        environment.shape_class = probe
     elif settings.shape_stages:
         shape = AgentStages(settings.shape_stages, settings.shape_hold_s,
                             environment.parsed_options.spawn_rate or max(settings.shape_stages), judge.on_stage)
@@ -177,7 +178,7 @@ def _publish_metrics(judge: Judge, environment: Environment, port: int | None, w
             OtlpPush(judge.judged).start(environment)
         # A capacity probe's run does not wait for a scrape after its verdict: the search would
         # wait up to a minute a probe, and its next probe serves on the same port.
-        serve_metrics(endpoint, environment, port, web_ui, linger=judge.probe is None)
+        serve_metrics(endpoint, environment, port, web_ui, linger=judge.probe_ending is None)
     except OtlpRefused as exc:
         _stop_quietly(judge.coordinator, judge.services)
         _fail_configuration(str(exc))
