@@ -61,10 +61,15 @@ class Transaction:
     so a retried call repeats the same operation (same accounts, same amounts) rather than
     drawing a new one. A tool that declares its arguments executes from them alone, and is given
     no seed (`seed` None): its `rng` raises, for whoever executes it may hold no seed.
+
+    `attempted`: what this attempt sets out to do (JSON-able), which a tool may set before it
+    runs its statements, so that an attempt that never returns still says what it tried: when the
+    tool raises instead, the adapter keeps it as the call's value (transport.call_record). None:
+    the tool does not say.
     """
 
     __slots__ = ("op_id", "agent_id", "lane", "conn", "redis", "statement_started", "committed_at", "after_commit",
-                 "observations", "_seed", "_rng", "_work", "_sleep", "_mcp")
+                 "observations", "attempted", "_seed", "_rng", "_work", "_sleep", "_mcp")
 
     def __init__(
         self,
@@ -98,6 +103,7 @@ class Transaction:
         # agent is stopped during one; they must not raise (that would be a harness bug).
         self.after_commit: list[Callable[[], None]] = []
         self.observations: list[tuple[str, float]] = []
+        self.attempted: Any = None
         self._work = work
         self._sleep = sleep  # the hub's for the load's greenlets, time.sleep in a tool server's threads
         self._mcp = mcp

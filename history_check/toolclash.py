@@ -5,11 +5,13 @@ returns, tasks/list_append.py) is
      "attempt": <its last attempt, from 1>, "txn": [[f, key, value], ...],
      "tried": [[<attempt>, [[f, key, value], ...]], ...]}
 
-where `txn` is what its last attempt that ran to its end did (reads with the lists they
-returned) and `tried` what each earlier attempt set out to do before it was rolled back (its
-appends' elements; reads None). Every attempt is one transaction of the history: the earlier
-ones `fail`, the last one of the call's outcome (ok, fail, or info: COMMIT in flight when the
-connection was lost). A lane's calls follow one another: it is the history's process."""
+where `attempt` is its last attempt that ran its tool to its end or raised (its tries spent, or a
+failure not retried), `txn` what that attempt did (reads with the lists they returned) or, when it
+raised, set out to do (db.tool.Transaction.attempted: its appends' elements; reads None), and
+`tried` what each earlier attempt set out to do before it was rolled back. Every attempt is one
+transaction of the history: the earlier ones `fail`, the last one of the call's outcome (ok, fail,
+or info: COMMIT in flight when the connection was lost). A failed call has all its attempts there,
+`fail`. A lane's calls follow one another: it is the history's process."""
 
 from __future__ import annotations
 
@@ -24,8 +26,9 @@ _TYPES = {"succeeded": "ok", "failed": "fail", "indeterminate": "info", "ok": "o
 
 def call_events(op_id: str, outcome: str, value: Any, lane: str | None = None) -> Iterator[dict[str, Any]]:
     """The completions (Jepsen events without invocations) of one call's attempts: `outcome` the
-    call's (succeeded/failed/indeterminate, or ok/fail/info). A call without a value (it failed
-    before its tool ran to its end: whatever it tried was rolled back) has none."""
+    call's (succeeded/failed/indeterminate, or ok/fail/info). A failed call's are all `fail`. A
+    call without a value (none of its attempts got as far as saying what it set out to do) has
+    none."""
     if not isinstance(value, Mapping) or "txn" not in value:
         return
     lane = lane or str(value.get("lane", op_id))

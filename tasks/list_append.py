@@ -8,8 +8,11 @@ generator does, so that reads stay short and the checking linear in the run's le
 
 What each attempt did goes into the call's value (history_check.toolclash says how): its
 micro-operations with what the reads returned, and what each earlier attempt of the call set out
-to append before it was rolled back. The audit (tasks/list_append_audit.py) gives the run's
-calls, and the lists PostgreSQL holds at the end, to the history checker."""
+to append before it was rolled back. Each attempt says what it sets out to do before its first
+statement (db.tool.Transaction.attempted): a call whose last attempt raised (it failed, its tries
+spent or its failure not retried) has that for its value, so that every attempt is in the
+history. The audit (tasks/list_append_audit.py) gives the run's calls, and the lists PostgreSQL
+holds at the end, to the history checker."""
 
 from __future__ import annotations
 
@@ -83,6 +86,7 @@ def list_append(tx: Transaction, *, txn: list[list[Any]]) -> dict[str, Any]:
     for i, mop in enumerate(planned):
         if mop[0] == "append":  # a second append of the attempt to one key is told apart
             mop[2] = element if not any(m[0] == "append" and m[1] == mop[1] for m in planned[:i]) else f"{element}.{i}"
+    tx.attempted = {"lane": tx.lane, "started_ns": started_ns, "attempt": attempt, "txn": planned, "tried": earlier}
     done: list[list[Any]] = []
     for f, key, value in planned:
         if done:
@@ -95,4 +99,4 @@ def list_append(tx: Transaction, *, txn: list[list[Any]]) -> dict[str, Any]:
         else:
             row = tx.execute("SELECT elements FROM append_lists WHERE key = %s", (key,)).fetchone()
             done.append([f, key, list(row[0]) if row else []])
-    return {"lane": tx.lane, "started_ns": started_ns, "attempt": attempt, "txn": done, "tried": earlier}
+    return {**tx.attempted, "txn": done}

@@ -51,9 +51,10 @@ def _events(ctx: AuditContext, final: list[tuple[str, list[str]]]) -> Iterator[d
         for event in events:
             told.update((k, v) for f, k, v in event["value"] if f == "append")
             yield event
-    # A call that failed, or whose end is unknown, told what its last attempt that ran to its end
-    # did, if one did: an element of another attempt of it in the lists is that attempt's append,
-    # rolled back (a failed call's: an aborted read, G1a) or maybe committed (an indeterminate one's).
+    # A call that failed, or whose end is unknown, told what each of its attempts did or set out to
+    # do, when it got so far (list_append says before its first statement): an element of it in the
+    # lists that no attempt told is an attempt's append, rolled back (a failed call's: an aborted
+    # read, G1a) or maybe committed (an indeterminate one's).
     for key, elements in final:
         for element in elements:
             call = not_ok.get(element.split(".")[0])

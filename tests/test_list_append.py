@@ -6,7 +6,8 @@ by Elle's names; each level's --history file gives the same answer through
 `python -m history_check`, and is written back as Elle's EDN. Whether the allowed anomalies show
 in a short run is chance: they are asserted on written histories (tests/test_history_check.py).
 The audit catches a corrupted history: an element no call appended, a failed call's append seen,
-a succeeded one lost. The settings that refuse a model are checked without a run."""
+a succeeded one lost; and a call that failed finally has each of its attempts in the history, one
+of whose appends seen is an aborted read naming it. The settings that refuse a model are checked without a run."""
 
 from __future__ import annotations
 
@@ -14,18 +15,23 @@ import dataclasses
 import json
 import subprocess
 import sys
+import uuid
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from psycopg import sql
 
 from db.durations import NO_TIME
+from db.errors import Failure
 from db.pool import SessionSettings, open_pool
 from db.redis_keys import RedisKeys
 from harness.config.option import BadOption
 from history_check import parse
+from history_check.toolclash import call_events
+from tasks.list_append import element_of
 from tasks.list_append_audit import audit_list_append
 from tasks.scenarios import ScenarioParams, built_in_tools
 from tests.support import (
@@ -40,6 +46,7 @@ from tests.support import (
 )
 from transport.call_record import Outcome
 from transport.in_process import ToolAdapter
+from transport.retry import RetryPolicy
 
 MODELS = {"read_committed": "read-committed", "repeatable_read": "snapshot-isolation", "serializable": "serializable"}
 
@@ -123,3 +130,37 @@ def test_the_audit_catches_an_element_never_appended_a_failed_append_seen_and_an
                        for r in records]
         assert "G1a" in _audited(admin, schema, told_failed)["list_append_history"].observed["forbidden"], value
     assert all(check.ok for check in _audited(admin, schema, records).values())
+
+
+def test_a_call_that_fails_finally_has_every_attempt_in_the_history_and_one_of_its_appends_seen_is_g1a(
+        servers, admin, schema):
+    """A call whose appends wait past the lock timeout on each of its three tries (another session
+    holds the table) fails with no attempt run to its end: each attempt is still in its history,
+    `fail`, with the elements it set out to append. An element of its second attempt put in a list
+    by another session is an aborted read (G1a) naming that attempt, with all it set out to do."""
+    prepared_schema(admin, schema)
+    lists = sql.Identifier(schema, "append_lists")
+    tool_ = built_in_tools(ScenarioParams(accounts=PREPARED.accounts, keys=RedisKeys(schema)))["list_append"]
+    recorder = Recorder()
+    op_id = uuid.uuid4()
+    with closing(open_pool(servers.pg_dsn, SessionSettings(schema, lock_timeout_ms=50), size=1, timeout_s=5)) as pool, \
+            psycopg.connect(servers.pg_dsn) as holder:
+        holder.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(lists))  # reads pass, appends wait
+        adapter = ToolAdapter(pool, None, RetryPolicy(max_tries=3, base_s=0.001, cap_s=0.01), NO_TIME,
+                              recorder.call_finished)
+        record = adapter.call_with(tool_, "agent-1", {"txn": [["r", 0], ["append", 1], ["append", 3]]}, op_id)
+        holder.rollback()
+    assert record.outcome is Outcome.FAILED and record.failures == [Failure.LOCK_TIMEOUT] * 3
+    events = list(call_events(str(op_id), "failed", record.value))
+    assert [(e["type"], e["id"]) for e in events] == [("fail", f"{op_id}#{n}") for n in (1, 2, 3)]
+    for n, event in enumerate(events, 1):
+        assert [(f, v) for f, _, v in event["value"]] == [("r", None), ("append", element_of(op_id, n)),
+                                                          ("append", element_of(op_id, n))], event
+    assert all(check.ok for check in _audited(admin, schema, recorder.records).values())
+    _, key, element = events[1]["value"][1]
+    admin.execute(sql.SQL("INSERT INTO {} (key, elements) VALUES (%s, ARRAY[%s])").format(lists), (key, element))
+    caught = _audited(admin, schema, recorder.records)["list_append_history"]
+    assert not caught.ok and caught.observed["forbidden"] == {"G1a": 1}, caught.detail
+    (case,) = caught.observed["answer"]["anomalies"]["G1a"]
+    assert case["element"] == element and case["writer"]["id"] == f"{op_id}#2", case
+    assert case["writer"]["value"] == events[1]["value"], "the attempt as it was told, not only its element found"

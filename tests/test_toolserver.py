@@ -15,19 +15,24 @@ import urllib.request
 import uuid
 from dataclasses import replace
 
+import psycopg
 import pytest
 import redis
 from mcp.types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from psycopg import sql
 
 from db.durations import constant
+from db.errors import Failure
 from db.redis_keys import RedisKeys
+from history_check.toolclash import call_events
 from tasks.credits_audit import audit_credits
 from tasks.isolation import audit_isolation
+from tasks.list_append import element_of
 from tasks.scenarios import ScenarioParams, built_in_tools
 from tests.support import (
     PREPARED,
     ROOT,
+    Recorder,
     acknowledged_from,
     built_in_tool,
     context_for,
@@ -42,6 +47,10 @@ from toolserver.identity import AGENT_ID_META_KEY, OP_ID_META_KEY
 from toolserver.options import environment_variables, parse_options
 from toolserver.schemas import DESCRIPTIONS, OUTPUT_SCHEMA, arguments_model
 from transport.call_record import CallRecord, Outcome
+from transport.mcp.adapter import McpToolAdapter
+from transport.mcp.client import McpClient
+from transport.mcp.settings import McpSettings
+from transport.retry import RetryPolicy
 
 TOOLS = sorted(built_in_tools(ScenarioParams(accounts=PREPARED.accounts, keys=RedisKeys("any"))))
 STATELESS = "2026-07-28"
@@ -154,6 +163,33 @@ def test_conflicts_are_retried_by_the_server_reported_and_the_audits_hold_on_wha
     assert [check for check in checks if not check.ok] == []
     assert {"acknowledged_in_ledger", "ledger_within_acknowledged", "increments_in_counter_ops"} <= {
         check.name for check in checks}
+    assert server.stop() == 0
+
+
+def test_a_call_that_fails_finally_says_what_each_attempt_set_out_to_do(toolserver, servers, schema, admin):
+    """list_append's appends wait past the server's lock timeout (another session holds the table)
+    on its two tries of each of the client's two requests: the failed results say what the last
+    attempt set out to do, and the client's record has every attempt of the call, `fail`, with its
+    elements."""
+    prepared_schema(admin, schema)
+    server = toolserver.start(schema, "--lock-timeout", "50", "--max-tries", "2", "--backoff-base", "1",
+                              "--backoff-max", "2", "--tool-work", "0")
+    client = McpClient(McpSettings(server.url))
+    client.connect()
+    adapter = McpToolAdapter(client, RetryPolicy(max_tries=2, base_s=0.001, cap_s=0.01), Recorder().call_finished)
+    with psycopg.connect(servers.pg_dsn) as holder:
+        holder.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(sql.Identifier(schema, "append_lists")))
+        record = adapter.call(built_in_tool("list_append", schema), "agent-1", 1,
+                              arguments={"txn": [["r", 2], ["append", 4]]})
+        holder.rollback()
+    adapter.close()
+    client.close()
+    assert record.outcome is Outcome.FAILED and record.failures == [Failure.LOCK_TIMEOUT] * 2
+    assert record.server_failures == [Failure.LOCK_TIMEOUT] * 4
+    events = list(call_events(str(record.op_id), "failed", record.value))
+    assert [(e["type"], e["id"]) for e in events] == [("fail", f"{record.op_id}#{n}") for n in (1, 2, 3, 4)]
+    assert [[(f, v) for f, _, v in e["value"]] for e in events] == [
+        [("r", None), ("append", element_of(record.op_id, n))] for n in (1, 2, 3, 4)]
     assert server.stop() == 0
 
 

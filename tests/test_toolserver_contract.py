@@ -28,6 +28,7 @@ from toolserver.identity import (
 from toolserver.results import call_result
 from toolserver.schemas import DESCRIPTIONS, OUTPUT_SCHEMA, arguments_model
 from transport.call_record import CallRecord, Outcome
+from transport.mcp.tool_result import read_tool_result
 
 TOOLS = built_in_tools(ScenarioParams(accounts=PREPARED.accounts, keys=RedisKeys("any")))
 
@@ -125,6 +126,12 @@ def test_a_failure_says_its_kind_sqlstate_whether_it_was_rolled_back_or_refused(
     assert (unknown.structured_content["kind"], unknown.structured_content["rolled_back"]) == (
         "connection_errors", False)
     assert "outcome unknown" in unknown.content[0].text
+    # A failed call whose tool said what its last attempt set out to do carries it, and a client reads it.
+    tried = {"attempt": 2, "txn": [["append", "1.0", "0123456789ab.2"]], "tried": [[1, [["r", "1.0", None]]]]}
+    said = call_result(_record(Outcome.FAILED, [Failure.LOCK_TIMEOUT] * 2, value=tried),
+                       Identity(uuid.uuid4(), "meta", "a", "a"))
+    assert said.structured_content["attempted"] == tried and "attempted" not in failed.structured_content
+    assert read_tool_result(said.model_dump(by_alias=True)).attempted == tried
 
 
 def test_a_call_names_its_lane_beside_its_agent_or_its_lane_is_the_agents():

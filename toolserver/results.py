@@ -8,8 +8,10 @@ Failed (isError true): {"kind", "sqlstate", "rolled_back", "refused", "op_id", "
 counter name), `sqlstate` PostgreSQL's code when it gave one, `rolled_back` whether the work is
 known not applied (false when the outcome is unknown: a connection lost during COMMIT, or a Redis
 tool's commands), `refused` the tool's business "no" (db.errors.Refused). `failures` is the kind of
-each failed attempt, in order. A success also carries its structured content as JSON text, for
-clients that read only `content`; a failure, one line saying what failed (a client's message).
+each failed attempt, in order; `attempted`, only when the call has a value, is what its last
+attempt that said set out to do (db.tool.Transaction.attempted; transport.call_record's value). A
+success also carries its structured content as JSON text, for clients that read only `content`; a
+failure, one line saying what failed (a client's message).
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ def call_result(record: CallRecord, identity: Identity) -> CallToolResult:
     last = record.failures[-1] if record.failures else Failure.ERROR
     failed = {"kind": last.value, "sqlstate": _sqlstate(record.exception),
               "rolled_back": record.outcome is Outcome.FAILED, "refused": last.refusal, **shared}
+    if record.value is not None:
+        failed["attempted"] = record.value
     said = f"{record.tool} {'refused' if last.refusal else 'failed'} ({last.value}"
     said += ", outcome unknown" if record.outcome is Outcome.INDETERMINATE else ""
     said += f", attempt {record.attempts}): {_first_line(record.exception)}"

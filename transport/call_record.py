@@ -58,8 +58,11 @@ class CallRecord:
     # Whose calls follow one another (the adapter's: the agent and its slot, or what the caller
     # named): what a tool keys its guard of a resent call by (db.tool.Transaction.lane).
     lane: str = ""
-    # What the tool handed its agent (its function's return value, JSON-able): set by the last
-    # attempt that ran the tool to its end, so an indeterminate call has the value it would have.
+    # What the tool handed its agent (its function's return value, JSON-able): set by each attempt
+    # that ran the tool to its end, so an indeterminate call has the value it would have. An
+    # attempt whose tool raised after saying what it set out to do (db.tool.Transaction.attempted)
+    # sets that instead: a call that failed has the value of its last attempt that did either (over
+    # MCP, a failed result's `attempted`), and a tool that never says keeps None until one returns.
     value: Any = None
     # Over a tool server (transport.mcp), `attempts` and `failures` are the client's: the
     # tools/call requests it sent for the call, and why each failed. What the server said of its

@@ -166,7 +166,12 @@ class ToolAdapter:
             # A tool that declares its arguments gets no seed: it executes from them alone.
             tx = Transaction(record.op_id, agent_id, seed if record.arguments is None else None, conn, self._redis,
                              self._tool_work, self._sleep, lane=record.lane)
-            record.value = tool.run(tx, **(record.arguments or {}))
+            try:
+                record.value = tool.run(tx, **(record.arguments or {}))
+            except BaseException:
+                if tx.attempted is not None:  # what it set out to do, for a history: it ran no further
+                    record.value = tx.attempted
+                raise
             if conn is not None:
                 committing = True
                 conn.commit()

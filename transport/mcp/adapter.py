@@ -39,6 +39,7 @@ import logging
 import random
 import uuid
 from time import monotonic_ns, perf_counter
+from typing import Any
 
 import gevent
 
@@ -159,6 +160,7 @@ class McpToolAdapter:
         was."""
         calls = McpCalls(session, record)
         began = perf_counter()
+        tx: Transaction | None = None
 
         def ended(failure: Failure | None) -> None:  # the attempt's time, once it reached the server
             record.operations.append(("mcp", perf_counter() - began, "", failure.value if failure else ""))
@@ -185,12 +187,13 @@ class McpToolAdapter:
             ended(exc.failure)
             if lost and exc.result.sqlstate == _UNIQUE_VIOLATION:  # its op id is there: applied by an earlier send
                 return False
-            self._failed(record, exc.failure, exc)
+            # What the attempt set out to do: the tool function's own, or what the server said its tool's was.
+            self._failed(record, exc.failure, exc, exc.result.attempted if tx is None else tx.attempted)
             return exc.failure.retryable and exc.rolled_back
         except Exception as exc:  # a tool function's own: its refusal, its conflict, or a bug (an error)
             failure = classify(exc)
             ended(failure)
-            self._failed(record, failure, exc)
+            self._failed(record, failure, exc, None if tx is None else tx.attempted)
             return failure.retryable
         ended(None)
         record.outcome = Outcome.SUCCEEDED
@@ -199,9 +202,13 @@ class McpToolAdapter:
             follow_up()
         return False
 
-    def _failed(self, record: CallRecord, failure: Failure, exc: BaseException) -> None:
+    def _failed(self, record: CallRecord, failure: Failure, exc: BaseException, attempted: Any = None) -> None:
+        """A failed try; `attempted`, what it set out to do when it said, becomes the call's value
+        (transport.call_record)."""
         record.failures.append(failure)
         record.exception = exc
+        if attempted is not None:
+            record.value = attempted
         if failure is Failure.ERROR:
             log.warning("tool %s failed over MCP: %s: %s", record.tool, type(exc).__name__, exc)
 

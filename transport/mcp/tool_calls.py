@@ -50,6 +50,7 @@ class McpResult:
     server_attempts: int = 0  # the server's own attempts, as it said (0: it did not)
     server_failures: list[Failure] = field(default_factory=list)
     sqlstate: str | None = None  # PostgreSQL's code for the failure, when the server gave one
+    attempted: Any = None  # a failed call's: what its last attempt set out to do, when the server said
 
     @classmethod
     def of(cls, result: Mapping[str, Any]) -> McpResult:
@@ -59,7 +60,7 @@ class McpResult:
                    structured_content=result.get("structuredContent"), is_error=result.get("isError") is True,
                    value=read.value, failure=read.failure, rolled_back=read.rolled_back,
                    server_attempts=read.server_attempts, server_failures=read.server_failures,
-                   sqlstate=read.sqlstate)
+                   sqlstate=read.sqlstate, attempted=read.attempted)
 
     @property
     def text(self) -> str:

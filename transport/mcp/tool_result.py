@@ -8,8 +8,10 @@ tried again)? Read from the result's fields, never from its text.
 `sqlstate` names (db.errors.classify_sqlstate), else an error; a `refused: true` makes it a
 refusal. Rolled back: `structuredContent.rolled_back` when the server says, else only when the
 SQLSTATE's class is 40, "transaction rollback" (a deadlock, a serialization failure): PostgreSQL
-rolled that transaction back whoever ran it. What the server says of its own attempts
-(`attempts`, `failures`: kinds) is read either way, apart from the client's.
+rolled that transaction back whoever ran it. `structuredContent.attempted`, when the server gives
+it (toolclash's reference server does, for a tool that says), is what its last attempt set out to
+do (db.tool.Transaction.attempted). What the server says of its own attempts (`attempts`,
+`failures`: kinds) is read either way, apart from the client's.
 
 A result that is not complete (`resultType` "input_required": the server asks the client for
 input, which toolclash's agents never give; or a type unknown to this client, which the
@@ -46,6 +48,7 @@ class ToolResult:
     server_attempts: int = 0  # 0: the server did not say
     server_failures: list[Failure] = field(default_factory=list)
     sqlstate: str | None = None  # PostgreSQL's code for the failure, when the server gave one
+    attempted: Any = None  # a failed call's: what its last attempt set out to do, when the server said
 
 
 def read_tool_result(result: Mapping[str, Any]) -> ToolResult:
@@ -69,7 +72,8 @@ def read_tool_result(result: Mapping[str, Any]) -> ToolResult:
     if not isinstance(rolled_back, bool):
         rolled_back = sqlstate.startswith(_ROLLBACK_CLASS) if sqlstate is not None else failure in _ROLLED_BACK_KINDS
     return ToolResult(failure, rolled_back=rolled_back, message=content_text(result.get("content")) or failure.value,
-                      server_attempts=server_attempts, server_failures=server_failures, sqlstate=sqlstate)
+                      server_attempts=server_attempts, server_failures=server_failures, sqlstate=sqlstate,
+                      attempted=said.get("attempted"))
 
 
 def _kind(said: dict[str, Any]) -> Failure:
