@@ -1,20 +1,23 @@
-"""A --capacity search in the web UI: shown, not started. The toolclash tab shows the search as it
-goes (the probes so far, the answer they give, the charts), then its answer; the page reloads
-itself every few seconds until the answer is in. The start form starts nothing: a search runs
-its own probes, each a run of its own (harness.run.capacity), which no test of this web UI could
-be; a start is refused with one line, as a bad value of the form is."""
+"""A --capacity search in the web UI: shown, not started. The web UI's address shows the search
+(`/` goes to `/toolclash`: Locust's own page would show a start form and no tab until a test
+started, and none starts here) as it goes (the probes so far, the answer they give, the charts),
+then its answer; the page reloads itself every few seconds until the answer is in. The start
+form's endpoint starts nothing: a search runs its own probes, each a run of its own
+(harness.run.capacity), which no test of this web UI could be; a start is refused with one line,
+as a bad value of the form is."""
 
 from __future__ import annotations
 
 import sys
 from typing import Any, Protocol
 
-from flask import Blueprint, Response, jsonify, request, send_from_directory
+from flask import Blueprint, Response, jsonify, redirect, request
 
 from harness.output.html.capacity_page import capacity_page
 from harness.report_shape import Capacity
-from harness.web.panel import _ASSETS, TAB_KEY, _add_tab_script, _json
 from harness.web.start_form import SWARM_ENDPOINT
+
+INDEX_ENDPOINT = "locust.index"  # Locust's blueprint "locust", view index(): its page at `/`
 
 __all__ = ["SearchView", "show_capacity_search"]
 
@@ -36,17 +39,17 @@ class SearchView(Protocol):
 
 
 def show_capacity_search(search: SearchView, web_ui: Any, base_path: str) -> None:
-    web_ui.template_args["extended_tabs"] = [{"title": "toolclash", "key": TAB_KEY}]
     blueprint = Blueprint("toolclash", __name__, url_prefix=base_path or None)
-    guarded = web_ui.auth_required_if_enabled
-    blueprint.add_url_rule("/toolclash", "page", guarded(lambda: _page(search)))
-    blueprint.add_url_rule("/toolclash/assets/<path:name>", "assets",
-                           guarded(lambda name: send_from_directory(_ASSETS, name, max_age=0)))
-    # What the tab's script asks to know when to reload Locust's page: never, here (no ramp).
-    blueprint.add_url_rule("/toolclash/status", "status", guarded(lambda: _json({"ramp": 0, "status": "ready"})))
+    blueprint.add_url_rule("/toolclash", "page", web_ui.auth_required_if_enabled(lambda: _page(search)))
     web_ui.app.register_blueprint(blueprint)
-    web_ui.app.after_request(_add_tab_script)
     web_ui.app.before_request(_refuse_a_start)
+    web_ui.app.before_request(lambda: _to_the_search(base_path))
+
+
+def _to_the_search(base_path: str) -> Response | None:
+    if request.endpoint != INDEX_ENDPOINT:
+        return None
+    return redirect(f"{base_path}/toolclash")
 
 
 def _page(search: SearchView) -> Response:
