@@ -63,8 +63,9 @@ class Probes(Protocol):
 
     def run(self, plan: ProbePlan, number: int) -> tuple[Report | None, str]:
         """Probe `number` (1, 2, …) run to its plan: its run's report (with its `probe` section), or
-        None and why it gave none (one line). Ctrl-C: the probe is stopped and audited, then
-        KeyboardInterrupt is raised."""
+        None and why it gave none (one line). Ctrl-C: a child run is stopped and audited, then
+        KeyboardInterrupt is raised; a master's test is stopped and audited by Locust's own stop,
+        which ends the search's greenlet (harness.run.master_probes.SearchOnMaster)."""
         ...
 
 
