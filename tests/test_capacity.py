@@ -212,13 +212,16 @@ def test_the_searchs_options_and_what_it_refuses():
     assert (options.start, options.budget_s, options.precision.at(50), options.expected) == (3, 120.0, 2, 10)
     assert settings_from("--capacity").capacity.budget_s == DEFAULT_BUDGET_S
     assert settings_from("--capacity", "--processes", "2").capacity is not None  # its workers are the search's
+    # On a headless master, the search runs in it, each probe a test of it (harness.run.master_probes).
+    assert settings_from("--capacity", "--master", "--headless").capacity is not None
     assert settings_from("--users", "2").capacity is None
     for words, refusal in (
         (("--shape", "steps"), "--capacity excludes --shape: each probe of the search is a run of its own"),
         (("--isolation-matrix",), "--capacity excludes --isolation-matrix"),
-        (("--master",), "--capacity excludes --master: each probe of the search is a run of its own, with"
-                        " --processes N for its workers"),
-        (("--worker",), "--capacity excludes --worker"),
+        (("--master",), "--capacity on a --master runs headless (each probe a test of the master, on its"
+                        " workers): add --headless"),
+        (("--worker",), "--capacity is the master's: a --worker runs each probe as its master tells it; give"
+                        " --capacity to the --master alone"),
         (("--capacity-precision", "x"), "--capacity-precision 'x': give a number of agents"),
         (("--capacity-hold", "0"), "--capacity-hold 0.0: must be more than 0 seconds"),
         (("--capacity-repeats", "0"), "--capacity-repeats 0: must be at least 1"),

@@ -6,6 +6,7 @@ servers: tests/test_capacity.py."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import urllib.parse
@@ -17,7 +18,7 @@ from psycopg import sql
 
 from harness.report_shape import CapacityFile
 from tests.report_conformance import nonconforming
-from tests.support import free_port, read_report, wait_until
+from tests.support import free_port, own_master_port, read_report, wait_until
 
 SHORT_PROBES = ("--capacity-warmup", "1", "--capacity-hold", "3", "--capacity-repeats", "1")
 # One connection, a tool that holds it HOLD_MS working in its transaction, agents that never think:
@@ -211,3 +212,38 @@ def _corrupt_the_third_run(pg_dsn: str, schema: str, corrupted: list[int]) -> No
                 corrupted.append(updated)
                 return
             time.sleep(0.1)
+
+
+def test_on_a_master_each_probe_is_a_test_of_it_on_the_same_two_workers(servers, schema, tmp_path, locust):
+    # One connection per worker, held HOLD_MS a call: an agent alone on its worker never waits for
+    # the pool, two on a worker wait about a hold each call. Two agents (one a worker) pass, four
+    # (two a worker) break the rule on the pool's wait: two probes, the answer 2. After a test, each
+    # worker is ready for the next after --stop-timeout (Locust's): 1 s here, not locust.conf's 10.
+    sla_file = tmp_path / "pool.toml"
+    sla_file.write_text(POOL_RULE.replace(str(WAIT_THRESHOLD_MS), str(HOLD_MS // 2)), encoding="utf-8")
+    report_path = tmp_path / "capacity.json"
+    port = own_master_port()  # --master-bind-port P --master-port P
+    master = locust.start("--master", *port[:2], "--expect-workers", "2", *servers.args(schema), "--capacity",
+                          "--users", "2", "--run-time", "60s", *SHORT_PROBES, "--capacity-precision", "2",
+                          "--stop-timeout", "1", "--scenario", "pool_exhaustion", "--pool-size", "1",
+                          "--hold-time", str(HOLD_MS), "--sla", str(sla_file), "--report-json", str(report_path))
+    workers = [locust.start("--worker", "--master-host", "127.0.0.1", *port[2:], *servers.args(schema), headless=False)
+               for _ in range(2)]
+    wait_until(lambda: "toolclash: capacity: probe 1 " in master.stdout(), "the first probe", timeout=60,
+               still=master.running)
+    assert all(worker.running() for worker in workers)  # the workers outlive a probe: the master's test ended
+    done = master.finish(timeout=90)
+    capacity = read_report(report_path)["capacity"]
+    probes = capacity["probes"]
+    assert [(p["agents"], p["passed"]) for p in probes] == [(2, True), (4, False)], probes
+    assert (capacity["capacity"], capacity["failing"], done.returncode) == (2, 4, 0), done.stderr[-2000:]
+    assert probes[1]["limiting"] == "pool wait", probes[1]
+    # Each probe a test of its own: its own run (its data seeded afresh), on both workers.
+    assert len({p["run_id"] for p in probes}) == 2 and all(p["load_processes"] == 2 for p in probes), probes
+    assert "toolclash capacity: 2 agents, within 2 agents: fails at 4" in done.stdout
+    assert "toolclash verdict:" not in done.stdout  # the search reports itself, not each test
+    # The same two worker processes ran every probe, to the search's end, and quit with their master.
+    assert [worker.wait(30) for worker in workers] == [0, 0]
+    # Locust's master logs each worker (its id, a uuid per process) ready at the start and after each test.
+    ready = re.findall(r"(\S+) \(index \d\) reported as ready", done.stderr)
+    assert len(ready) >= 4 and len(set(ready)) == 2, ready

@@ -1,6 +1,6 @@
 """--capacity's options validated into `CapacityOptions`, and what a search refuses: a search is
-a sequence of runs of its own (harness.run.capacity), so it cannot be a load shape, an isolation
-matrix, a master whose workers connect from elsewhere, or one of those workers."""
+a sequence of probes of its own (harness.run.capacity), so it cannot be a load shape or an
+isolation matrix; on a master it runs headless, and a worker takes it from its master."""
 
 from __future__ import annotations
 
@@ -70,11 +70,17 @@ def capacity_options(options: Any) -> CapacityOptions | None:
     # --processes makes the process a master and forks its workers before any of toolclash's code
     # runs: those are the search's own, not a master's of the user's (harness.run.lifecycle).
     forked = bool(options.processes)
-    for flag, conflict in (("--shape", options.shape), ("--isolation-matrix", options.isolation_matrix),
-                           ("--master", options.master and not forked), ("--worker", options.worker and not forked)):
+    for flag, conflict in (("--shape", options.shape), ("--isolation-matrix", options.isolation_matrix)):
         if conflict:
-            raise BadOption(f"--capacity excludes {flag}: each probe of the search is a run of its own"
-                            + (", with --processes N for its workers" if flag in ("--master", "--worker") else ""))
+            raise BadOption(f"--capacity excludes {flag}: each probe of the search is a run of its own")
+    # A master whose workers connect from elsewhere runs the search itself, each probe a test of
+    # it (harness.run.master_probes); its workers take each probe from it, --capacity included.
+    if options.master and not forked and not options.headless:
+        raise BadOption("--capacity on a --master runs headless (each probe a test of the master, on its"
+                        " workers): add --headless")
+    if options.worker and not forked:
+        raise BadOption("--capacity is the master's: a --worker runs each probe as its master tells it; give"
+                        " --capacity to the --master alone")
     if options.capacity_hold <= 0:
         raise BadOption(f"--capacity-hold {options.capacity_hold}: must be more than 0 seconds")
     budget_s = float(options.run_time) if options.run_time else DEFAULT_BUDGET_S

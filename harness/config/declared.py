@@ -74,7 +74,8 @@ OPTIONS: tuple[Option, ...] = (
            per_run=False),
     Option("--shape-hold", 12.0, "seconds each stage of the shape is held (default: 12)", per_run=False, type=float,
            unit="s"),
-    # Not composed: the search runs each probe as a run of its own, with its workers if --processes.
+    # Not composed: the search runs each probe as a run of its own (its workers if --processes), or as a
+    # test of the headless master it runs in.
     Option("--capacity", False,
            "search for the most agents the platform serves with every SLA rule and every audit holding: probes"
            " of --users agents (default 1), doubled until one fails, then bisected; --run-time is its budget"

@@ -60,6 +60,10 @@ class Judge(Role):
         # When this run is a capacity probe, how it ended: its load shape's (harness.run.probe_shape),
         # given a callable so that the shape, which reads this judge's figures, stays above it.
         self.probe_ending: Callable[[float], ProbeEnding] | None = None
+        # Where each audited test's report goes instead of the console and --report-json/--junit-xml:
+        # a capacity search whose probes are this master's tests (harness.run.master_probes), which
+        # reports the search, not its probes.
+        self.report_to: Callable[[Report], None] | None = None
 
     def listen(self) -> None:
         super().listen()
@@ -192,7 +196,10 @@ class Judge(Role):
             return
         self.exit_code = max(self.exit_code or 0, self.report["exit_code"])
         self.verdicts.append(self.report["verdict"])
-        publish(self.report, self.settings.report_json, self.settings.junit_xml)
+        if self.report_to is not None:
+            self.report_to(self.report)
+        else:
+            publish(self.report, self.settings.report_json, self.settings.junit_xml)
 
     def _stop_mcp_server(self) -> None:
         if self.services.mcp is not None:
@@ -214,7 +221,7 @@ class Judge(Role):
         html_file = getattr(self.environment.parsed_options, "html_file", None)
         if html_file and os.path.exists(html_file):
             add_to_html_report(html_file, self.html_section())
-        if self.report is not None:
+        if self.report is not None and self.report_to is None:
             verdict, ramps = self.report["verdict"].upper(), ""
             if len(self.verdicts) > 1:  # web-UI ramps: the exit code is the worst one's
                 verdict = "FAIL" if "fail" in self.verdicts else verdict

@@ -36,6 +36,7 @@ import logging
 import os
 import signal
 import sys
+from dataclasses import replace
 from typing import Any, NoReturn
 
 import gevent
@@ -54,10 +55,11 @@ from harness.config.shapes import AgentStages
 from harness.export.otlp import OtlpPush, OtlpRefused, otlp_wanted
 from harness.export.prometheus import MetricsEndpoint, serve_metrics
 from harness.output.history import History, worker_path
-from harness.run.capacity import CapacitySearch
+from harness.run.capacity import CapacitySearch, ChildRunProbes
 from harness.run.judge import Judge
 from harness.run.local import Local
 from harness.run.master import Master
+from harness.run.master_probes import SearchOnMaster, TestProbes
 from harness.run.matrix import MATRIX_LEVEL_VARIABLE, run_matrix
 from harness.run.probe_shape import ProbeShape, probe_plan
 from harness.run.services import Services
@@ -98,10 +100,14 @@ def _on_init(environment: Environment, runner: Runner, web_ui: Any = None, **_: 
             _fail_configuration("--isolation-matrix runs headless: add --headless")
         raise SystemExit(run_matrix(sys.argv[1:], settings.report_json, settings.history, settings.seed_for_test(),
                                     settings.required_levels))
+    # A search on a master whose workers connect from elsewhere runs in it, each probe a test of it.
+    on_master = isinstance(runner, MasterRunner) and not environment.parsed_options.processes
     if settings.capacity is not None and PROBE_VARIABLE not in os.environ:
         if worker:  # forked by --processes (Settings refuses any other worker): each probe starts its own
             raise SystemExit(0)
-        return _search_capacity(environment, settings, web_ui)
+        if not on_master:
+            return _search_capacity(environment, settings, web_ui)
+        settings = replace(settings, reset=True)  # the first probe's data seeded afresh, as a child run's
     history = _open_history(settings.history, runner) if settings.history else None
     _audit_on_ctrl_c()
     if worker:
@@ -110,13 +116,27 @@ def _on_init(environment: Environment, runner: Runner, web_ui: Any = None, **_: 
     judge = _judge(environment, runner, settings, history, web_ui)
     judge.listen()
     _publish_metrics(judge, environment, settings.metrics_port, web_ui)
+    if settings.capacity is not None:
+        _search_on_master(environment, settings, judge)
+
+
+def _search_on_master(environment: Environment, settings: Settings, judge: Judge) -> None:
+    """--capacity on a headless --master (harness.run.master_probes): Locust starts the search as
+    its load shape once --expect-workers workers are in; the search's answer is the exit code."""
+    assert isinstance(judge, Master)
+    options = environment.parsed_options
+    search = CapacitySearch(settings, TestProbes(judge, options.expect_workers), options.html_file)
+    options.html_file = None  # the search writes its own page: Locust's, of the last probe, would overwrite it
+    options.only_summary = True  # no table of Locust's every few seconds: the search prints each probe
+    environment.shape_class = SearchOnMaster(search, judge)
 
 
 def _search_capacity(environment: Environment, settings: Settings, web_ui: Any) -> None:
     """--capacity: headless, the search and its exit code; with the web UI, the search runs in
     the background and the toolclash tab shows it, and the web UI starts no test."""
     options = environment.parsed_options
-    search = CapacitySearch(sys.argv[1:], settings, bool(options.processes), options.html_file)
+    search = CapacitySearch(settings, ChildRunProbes(sys.argv[1:], settings, bool(options.processes)),
+                            options.html_file)
     if options.headless:
         raise SystemExit(search.run())
     if web_ui is None or options.autostart:
