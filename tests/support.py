@@ -404,7 +404,9 @@ def read_report(path: Path) -> dict[str, Any]:
 
 
 def settings_from(*args: str):
-    """toolclash Settings parsed from command-line words, as the locust process parses them."""
+    """toolclash Settings parsed from command-line words, as the locust process parses them; not
+    from Locust's own variables, which `make` exports for `make run` (LOCUST_USERS,
+    LOCUST_RUN_TIME...) and the tests' processes inherit."""
     from locust.argument_parser import get_parser
 
     from harness.config.declared import add_arguments
@@ -412,7 +414,11 @@ def settings_from(*args: str):
 
     parser = get_parser()
     add_arguments(parser)
-    return Settings.from_options(parser.parse_args(list(args)))
+    locusts = {name: os.environ.pop(name) for name in list(os.environ) if name.startswith("LOCUST_")}
+    try:
+        return Settings.from_options(parser.parse_args(list(args)))
+    finally:
+        os.environ.update(locusts)
 
 
 # What prepared_schema seeds (and the scenarios' defaults for the rest).
