@@ -18,12 +18,13 @@ same rounding the report's percentiles read.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from harness.watch.histogram import Histogram
-from harness.watch.metrics import CONFLICT_COUNTERS, Metrics
+from harness.watch.metrics import CONFLICT_COUNTERS, Metrics, ToolStats
 
 if TYPE_CHECKING:
     from harness.report_shape import Report
@@ -136,10 +137,10 @@ def families(judged: Judged) -> list[Family]:
         Family("toolclash.tool.calls", "counter", "{call}",
                "tool calls that finished, by tool and outcome (succeeded, failed, indeterminate); the report's"
                " tools.*.calls", ("run_id", "tool", "outcome"),
-               tuple(((*run, tool, outcome), float(sum(getattr(s, outcome) for s in stats)))
+               tuple(((*run, tool, outcome), float(getattr(stats, outcome)))
                      for tool, stats in tools.items() for outcome in ("succeeded", "failed", "indeterminate"))),
         *[Family(f"toolclash.tool.{name}", "counter", unit, text, ("run_id", "tool"),
-                 tuple(((*run, tool), float(sum(getattr(s, field) for s in stats))) for tool, stats in tools.items()))
+                 tuple(((*run, tool), float(getattr(stats, field))) for tool, stats in tools.items()))
           for name, field, unit, text in (
               ("attempts", "attempts", "{attempt}", "attempts of the tool calls, retries included"),
               ("retries", "retries", "{retry}", "attempts after a call's first"),
@@ -153,10 +154,11 @@ def families(judged: Judged) -> list[Family]:
         Family("toolclash.errors", "counter", "{attempt}", "attempts that failed as errors (bugs, constraint"
                " violations), not conflicts", ("run_id",), ((run, float(metrics.errors)),)),
         Family("toolclash.faults", "counter", "{fault}", "--chaos faults injected, by kind", ("run_id", "kind"),
-               tuple(((*run, kind), float(count)) for kind, count in _count_by_kind(judged.faults).items())),
+               tuple(((*run, kind), float(count))
+                     for kind, count in Counter(fault["kind"] for fault in judged.faults).items())),
         Family("toolclash.tool.duration", "histogram", "s", "a tool call's latency, pool waits, retries and"
                " backoff included", ("run_id", "tool"),
-               tuple(((*run, tool), Buckets.of(_merged(s.latency for s in stats))) for tool, stats in tools.items())),
+               tuple(((*run, tool), Buckets.of(stats.latency)) for tool, stats in tools.items())),
         *_operations(metrics, run),
         *_server_side_histograms(judged, run),
         *_gauges(judged, run),
@@ -240,27 +242,13 @@ def _verdict(report: Report | None) -> Iterator[Family]:
                  tuple(((*run, name), 1.0 if ok else 0.0) for name, ok in checks.items()))
 
 
-def _capped_tools(metrics: Metrics) -> dict[str, list[Any]]:
-    """Each tool's stats under its label: the first TOOL_LABELS tools to call under their own name
-    (Metrics.tools keeps that order), the rest under OTHER_TOOLS."""
-    by_label: dict[str, list[Any]] = {}
+def _capped_tools(metrics: Metrics) -> dict[str, ToolStats]:
+    """Each label's stats: the first TOOL_LABELS tools to call under their own name (Metrics.tools
+    keeps that order), the rest merged under OTHER_TOOLS."""
+    by_label: dict[str, ToolStats] = {}
     for position, (name, stats) in enumerate(metrics.tools.items()):
-        by_label.setdefault(name if position < TOOL_LABELS else OTHER_TOOLS, []).append(stats)
+        by_label.setdefault(name if position < TOOL_LABELS else OTHER_TOOLS, ToolStats()).merge(stats)
     return by_label
-
-
-def _merged(histograms: Iterable[Histogram]) -> Histogram:
-    merged = Histogram()
-    for histogram in histograms:
-        merged.merge(histogram)
-    return merged
-
-
-def _count_by_kind(faults: list[dict[str, Any]]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for fault in faults:
-        counts[fault["kind"]] = counts.get(fault["kind"], 0) + 1
-    return counts
 
 
 def _pool_waiting(metrics: Metrics) -> int | None:
