@@ -12,7 +12,7 @@ follows as its load shape (harness.run.probe_shape) and reports in its `probe` s
 runs as any run does: with --processes on its own workers, over MCP on its own tool server, audited
 whole. Either way the search (harness.capacity.search) chooses the agents; each probe is judged from its
 report (harness.capacity.judged); the answer goes to the console, --report-json, --junit-xml and
-the exit code; without --headless, to the web UI's toolclash tab (harness.web.capacity_view), which
+the exit code; without --headless, to the web UI's address (harness.web.capacity_view), which
 shows the search and starts no test.
 """
 

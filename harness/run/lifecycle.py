@@ -133,7 +133,7 @@ def _search_on_master(environment: Environment, settings: Settings, judge: Judge
 
 def _search_capacity(environment: Environment, settings: Settings, web_ui: Any) -> None:
     """--capacity: headless, the search and its exit code; with the web UI, the search runs in
-    the background and the toolclash tab shows it, and the web UI starts no test."""
+    the background, the web UI's address shows it (harness.web.capacity_view), and it starts no test."""
     options = environment.parsed_options
     search = CapacitySearch(settings, ChildRunProbes(sys.argv[1:], settings, bool(options.processes)),
                             options.html_file)
