@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TypedDict
 
 from db.audits import ANOMALIES, Check
@@ -75,8 +76,7 @@ def _history_check(checks: list[Check]) -> tuple[HistoryCheck | None, list[Check
     for i, check in enumerate(checks):
         if check.name == HISTORY_CHECK and isinstance(check.observed, dict) and "answer" in check.observed:
             answer: HistoryCheck = check.observed["answer"]
-            kept = Check(check.name, check.ok, check.expected, check.observed["forbidden"], check.detail,
-                         check.anomaly, check.anomaly_count)
+            kept = replace(check, observed=check.observed["forbidden"])
             return answer, [*checks[:i], kept, *checks[i + 1:]]
     return None, checks
 
