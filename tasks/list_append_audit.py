@@ -8,6 +8,7 @@ appended must be in its key's list, once."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -106,12 +107,9 @@ def _verdict(answer: Answer, model: str, isolation: str) -> Check:
 
 def _appends_kept(ops: list[Any], final: list[tuple[str, list[str]]]) -> Check:
     """Every element a committed transaction appended is in its key's list exactly once."""
-    held: dict[tuple[str, str], int] = {}
-    for key, elements in final:
-        for element in elements:
-            held[(key, element)] = held.get((key, element), 0) + 1
+    held = Counter((key, element) for key, elements in final for element in elements)
     appended = [(op.id, k, v) for op in ops if op.type == "ok" for f, k, v in op.mops if f == "append"]
-    wrong = [(op_id, k, v, held.get((k, v), 0)) for op_id, k, v in appended if held.get((k, v), 0) != 1]
+    wrong = [(op_id, k, v, held[(k, v)]) for op_id, k, v in appended if held[(k, v)] != 1]
     return Check("list_append_appends_kept", not wrong, len(appended), len(appended) - len(wrong),
                  ("elements appended by succeeded calls not held once: "
                   + listing("{0} appended {2} to {1}, held {3} times", wrong) + f" ({len(wrong)} in all)") if wrong
