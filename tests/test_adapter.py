@@ -4,6 +4,7 @@ commit's outcome is unknown. All against the real server."""
 from __future__ import annotations
 
 import random
+import uuid
 from contextlib import closing
 
 import gevent
@@ -17,9 +18,11 @@ from db.errors import Failure, VersionConflict
 from db.pool import SessionSettings, load_application_prefix, open_pool
 from db.server_stats import database_counters, wait_for_sessions_to_end
 from db.tool import Tool
+from harness.config.sla import METRICS
+from harness.watch.metrics import Metrics
 from tasks.ledger import record_in_ledger
 from tests.support import QUICK_RETRIES, Recorder, ReplyHoldingProxy, adapter_on, built_in_tool, prepared_schema
-from transport.call_record import Outcome
+from transport.call_record import CallRecord, Outcome
 from transport.in_process import ToolAdapter
 from transport.retry import RetryPolicy
 
@@ -166,9 +169,43 @@ def test_a_connection_lost_during_commit_is_indeterminate(servers, admin, accoun
         killer = gevent.spawn(terminate_during_commit)
         record = adapter.call(Tool("touch", touch), "agent-1", seed=1)
         killer.join(timeout=5)
-    assert record.outcome is Outcome.INDETERMINATE
+    assert record.outcome is Outcome.INDETERMINATE and not record.cut_off, "the platform's unknown"
     assert record.attempts == 1, "an operation that may have committed is never retried"
     assert record.failures == [Failure.CONNECTION_LOST]
+
+
+def test_an_agent_the_run_stops_during_commit_is_cut_off_and_in_no_success_rate(servers, admin, accounts):
+    """Locust kills the agent while its COMMIT runs on the server: the outcome is as unknown as a
+    lost connection's, but the run made it so, and a success rate that counted it would blame the
+    platform for the run's own end (a short run's rarest tool failed its 90 % rule on 3 such calls
+    of 33)."""
+    _slow_commit(admin, accounts, "UPDATE ON accounts", seconds=2)
+    recorder = Recorder()
+    committing = gevent.event.Event()
+
+    def touch(tx):
+        tx.execute("UPDATE accounts SET version = version + 1 WHERE id = 3")
+        committing.set()
+
+    pool, adapter = adapter_on(servers.pg_dsn, SessionSettings(accounts), recorder)
+    with closing(pool):
+        agent = gevent.spawn(adapter.call, Tool("touch", touch), "agent-1", seed=1)
+        assert committing.wait(10)
+        gevent.sleep(0.5)
+        assert admin.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COMMIT%%'"
+                             " AND state = 'active'").fetchone()[0] == 1, "COMMIT is on the server"
+        agent.kill(timeout=10)
+    [record] = recorder.records
+    assert record.outcome is Outcome.INDETERMINATE and record.cut_off and record.failures == []
+    metrics = Metrics()
+    metrics.record(record)
+    metrics.record(CallRecord("touch", "pg", uuid.uuid4(), Outcome.SUCCEEDED, attempts=1))
+    stats = metrics.tools["touch"]
+    assert (stats.calls, stats.succeeded, stats.indeterminate, stats.cut_off) == (2, 1, 0, 1)
+    assert metrics.conflicts["indeterminate"] == 0
+    assert list(metrics.acknowledged({"touch"}).indeterminate) == [record.op_id], "the audits allow it either way"
+    figures = {"tools": {"touch": {**stats.to_dict(), "refused": 0}}}
+    assert METRICS["tool_success_rate"].read(figures, ["touch"]) == 1.0
 
 
 class _SlowToTakeBack:

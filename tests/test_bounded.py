@@ -86,8 +86,9 @@ def _every_call_counted(report: dict[str, Any], admin, schema: str, moved: dict[
             sql.Identifier(schema, "queue_log")), (event,)).fetchone()[0]
 
     def between(figure: int, tool: str) -> bool:
-        """Every succeeded call's, and maybe some of the indeterminate ones'."""
-        return tools[tool]["succeeded"] <= figure <= tools[tool]["succeeded"] + tools[tool]["indeterminate"]
+        """Every succeeded call's, and maybe some of the indeterminate and cut-off ones'."""
+        figures = tools[tool]
+        return figures["succeeded"] <= figure <= figures["succeeded"] + figures["indeterminate"] + figures["cut_off"]
 
     enqueued = logged("enqueue")
     assert checks["acknowledged_jobs_enqueued"]["expected"] == checks["acknowledged_jobs_enqueued"]["observed"] \

@@ -39,8 +39,8 @@ def test_headless_run_report_agrees_with_the_server_and_with_locust(servers, adm
     # Every acknowledged operation is in the ledger: the audit says so, and so does a count.
     ledger_rows = admin.execute(sql.SQL("SELECT count(*) FROM {}.ledger").format(sql.Identifier(schema))).fetchone()[0]
     succeeded = sum(t["succeeded"] for t in report["tools"].values())
-    indeterminate = report["conflicts"]["indeterminate"]
-    assert succeeded <= ledger_rows <= succeeded + indeterminate
+    unknown = sum(t["indeterminate"] + t["cut_off"] for t in report["tools"].values())
+    assert succeeded <= ledger_rows <= succeeded + unknown
     assert report["audit"]["ok"] is True
     state = admin.execute(sql.SQL("SELECT status FROM {}.run_state").format(sql.Identifier(schema))).fetchone()[0]
     assert state == "finished"

@@ -481,7 +481,7 @@ def _call_out(mcp, admin, seconds: float):
 def test_an_agent_stopped_while_its_request_is_out_is_indeterminate(mcp, admin):
     recorder, started, client, adapter, agent = _call_out(mcp, admin, 1.0)
     agent.kill()
-    assert recorder.records == started and started[0].outcome is Outcome.INDETERMINATE
+    assert recorder.records == started and started[0].outcome is Outcome.INDETERMINATE and started[0].cut_off
     assert adapter.calls_in_flight == 0
     client.close()
 
@@ -490,6 +490,7 @@ def test_calls_abandoned_in_flight_are_reported_indeterminate_once(mcp, admin):
     recorder, started, client, adapter, agent = _call_out(mcp, admin, 0.5)
     abandoned = adapter.abandon_calls_in_flight()
     assert abandoned == started and abandoned[0].outcome is Outcome.INDETERMINATE and recorder.records == abandoned
+    assert not abandoned[0].cut_off, "still out when the load gave up on it: the platform's unknown"
     agent.join()
     assert len(recorder.records) == 1 and adapter.calls_in_flight == 0, "its own end, later, is not reported"
     client.close()

@@ -277,7 +277,7 @@ def test_a_consumer_stopped_during_its_work_finishes_its_job_first(full_queue):
     call = gevent.spawn(slow_consumer.call, full_queue.dequeue, "stopped", 1)
     _until_a_job_is_held(full_queue)
     call.kill()  # GreenletExit in the middle of its work, as Locust kills an agent it stops
-    assert full_queue.recorder.records[-1].outcome is Outcome.INDETERMINATE
+    assert full_queue.recorder.records[-1].outcome is Outcome.INDETERMINATE and full_queue.recorder.records[-1].cut_off
     assert full_queue.other.hlen(full_queue.processing()) == 0
     assert _failed(full_queue.audit()) == {}
 

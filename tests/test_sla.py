@@ -16,8 +16,8 @@ SCOPES = {"optimistic_locking": ["deduct_credits"], "deduct_credits": ["deduct_c
 
 def _report(**tools_p95):
     tools = {
-        name: {"calls": 100, "succeeded": 90, "failed": 10, "refused": 0, "indeterminate": 0, "attempts": 120,
-               "failures": {"version_conflicts": 20}, "p50_ms": p95 / 2, "p95_ms": p95, "p99_ms": p95 * 2}
+        name: {"calls": 100, "succeeded": 90, "failed": 10, "refused": 0, "indeterminate": 0, "cut_off": 0,
+               "attempts": 120, "failures": {"version_conflicts": 20}, "p50_ms": p95 / 2, "p95_ms": p95, "p99_ms": p95 * 2}
         for name, p95 in tools_p95.items()
     }
     return {"tools": tools, "latency_ms": {"deadlock_resolution": {"p95": None}},
@@ -130,6 +130,19 @@ threshold = 0
     assert cases["lost_updates <= 0"].find("failure") is None
     assert {c["name"] for c in report["audit"]["checks"]} <= set(cases)
     assert suites.get("failures") == "1"
+
+
+def test_success_rates_leave_out_refusals_and_the_calls_the_runs_stop_cut_off_not_the_platforms_unknowns():
+    report = _report(deduct_credits=10)
+    figures = report["tools"]["deduct_credits"]
+    figures.update(calls=100, succeeded=80, failed=12, refused=12, indeterminate=0, cut_off=8)
+    assert METRICS["tool_success_rate"].read(report, ["deduct_credits"]) == 1.0
+    assert METRICS["failure_rate"].read(report, None) == 0.0
+    figures.update(indeterminate=8, cut_off=0)
+    assert METRICS["tool_success_rate"].read(report, ["deduct_credits"]) == 80 / 88
+    assert METRICS["failure_rate"].read(report, None) == 8 / 88
+    figures.update(succeeded=0, failed=0, refused=0, indeterminate=0, cut_off=100)
+    assert METRICS["success_rate"].read(report, None) is None, "no call served: not measurable, never 100 %"
 
 
 def test_the_version_conflict_rate_counts_what_conflicts_become_at_the_stronger_levels():

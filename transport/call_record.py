@@ -74,6 +74,11 @@ class CallRecord:
     server_failures: list[Failure] = field(default_factory=list)
     reissues: int = 0
     is_error_replies: int = 0
+    # Indeterminate because the run itself stopped the agent while the call was being applied (its
+    # COMMIT, its Redis commands or its request out), not because the platform lost it: the audits
+    # allow it applied or not, as any indeterminate call, but it says nothing of the platform's
+    # service, so no success rate counts it (harness.config.sla).
+    cut_off: bool = False
 
     @property
     def retries(self) -> int:

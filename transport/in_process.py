@@ -185,6 +185,7 @@ class ToolAdapter:
             return None, tx.after_commit
         except _STOPPED:
             record.outcome = Outcome.INDETERMINATE if committing else Outcome.INTERRUPTED
+            record.cut_off = committing
             if conn is not None:
                 _cancel_running_statement(conn)
             raise

@@ -39,7 +39,7 @@ _OPS: dict[str, Callable[[float, float], bool]] = {"<": operator.lt, "<=": opera
 
 # A metric reads a report's figures (a whole run's, or one stage's), for the tools in scope (None: all).
 Reader = Callable[[Figures, list[str] | None], float | None]
-_ToolCount = Literal["calls", "succeeded", "failed", "refused", "indeterminate", "attempts"]
+_ToolCount = Literal["calls", "succeeded", "failed", "refused", "indeterminate", "cut_off", "attempts"]
 _ToolPercentile = Literal["p50_ms", "p95_ms", "p99_ms"]
 _Statistic = Literal["p50", "p95", "p99", "max"]
 _TOOL_PERCENTILES: tuple[_ToolPercentile, ...] = ("p50_ms", "p95_ms", "p99_ms")
@@ -99,8 +99,9 @@ def _success_rate(report: Figures, tools: list[str] | None) -> float | None:
 
 
 def _served(report: Figures, tools: list[str] | None) -> int:
-    """The calls the platform had to serve: all but the tool's own refusals."""
-    return _total(report, tools, "calls") - _total(report, tools, "refused")
+    """The calls the platform had to serve: all but the tool's own refusals and the calls the run's
+    own stop cut off (their outcome unknown, and no doing of the platform's)."""
+    return _total(report, tools, "calls") - _total(report, tools, "refused") - _total(report, tools, "cut_off")
 
 
 # At repeatable read and serializable, PostgreSQL refuses the concurrent update that a version

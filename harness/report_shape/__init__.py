@@ -48,7 +48,7 @@ __all__ = [
 
 # The report's first key. Bumped by any change a reader of the JSON would notice (a key added,
 # renamed or removed, a value of another kind), with a line in docs/report.md's "Versions".
-REPORT_VERSION = 6
+REPORT_VERSION = 7
 
 
 class Measured(TypedDict):

@@ -13,7 +13,8 @@ class ToolFigures(TypedDict):
     succeeded: int
     failed: int
     refused: int
-    indeterminate: int
+    indeterminate: int  # the platform left the outcome unknown: a connection or a reply lost
+    cut_off: int  # the run's own stop left it unknown: in no success rate
     interrupted: int
     attempts: int
     retries: int

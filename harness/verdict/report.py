@@ -92,6 +92,7 @@ def _tools(metrics: Metrics, transport: Transport) -> dict[str, ToolFigures]:
             failed=stats.failed,
             refused=stats.refused,
             indeterminate=stats.indeterminate,
+            cut_off=stats.cut_off,
             interrupted=stats.interrupted,
             attempts=stats.attempts,
             retries=stats.retries,

@@ -31,11 +31,12 @@ assert CONFLICT_COUNTERS == tuple(f.value for f in Failure if f.counted_as_confl
 
 @dataclass
 class ToolStats:
-    calls: int = 0  # calls that finished: succeeded + failed + indeterminate
+    calls: int = 0  # calls that finished: succeeded + failed + indeterminate + cut_off
     succeeded: int = 0
     failed: int = 0
     refused: int = 0  # of the failed: the tool's own "no" (Refused), the platform did its job
-    indeterminate: int = 0
+    indeterminate: int = 0  # the platform left the outcome unknown (a connection or a reply lost)
+    cut_off: int = 0  # the run's own stop left it unknown (transport.call_record.CallRecord.cut_off)
     interrupted: int = 0  # stopped with the run before COMMIT: rolled back, not counted as calls
     attempts: int = 0
     retries: int = 0
@@ -45,8 +46,8 @@ class ToolStats:
     server_attempts: int = 0
     server_failures: dict[str, int] = field(default_factory=dict)
 
-    _COUNTS = ("calls", "succeeded", "failed", "refused", "indeterminate", "interrupted", "attempts", "retries",
-               "server_attempts")
+    _COUNTS = ("calls", "succeeded", "failed", "refused", "indeterminate", "cut_off", "interrupted", "attempts",
+               "retries", "server_attempts")
 
     def merge(self, other: ToolStats) -> None:
         for name in self._COUNTS:
@@ -193,9 +194,12 @@ class Metrics:
             for name, seconds in record.observations:
                 self._histogram(name).record(seconds)
         elif record.outcome is Outcome.INDETERMINATE:
-            stats.indeterminate += 1
-            self.conflicts["indeterminate"] += 1
-            self._keep(record, "indeterminate")
+            if record.cut_off:
+                stats.cut_off += 1
+            else:
+                stats.indeterminate += 1
+                self.conflicts["indeterminate"] += 1
+            self._keep(record, "indeterminate")  # the audits allow either, whoever left it unknown
         else:
             stats.failed += 1
             self._keep(record, "failed")

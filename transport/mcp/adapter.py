@@ -145,6 +145,7 @@ class McpToolAdapter:
                 gevent.sleep(self._policy.backoff(record.attempts, self._backoff_rng))
         except _STOPPED:
             record.outcome = Outcome.INDETERMINATE if sending or lost else Outcome.INTERRUPTED
+            record.cut_off = sending and not lost  # a reply the platform lost first: its unknown
             raise
         else:
             if record.outcome is not Outcome.SUCCEEDED:
