@@ -34,6 +34,11 @@ class _Told:
         self.load.call_finished.add_listener(lambda record: self.records.append(record))
 
 
+def _cut_off(record: CallRecord) -> CallRecord:
+    record.cut_off = True
+    return record
+
+
 def _record(outcome: Outcome, failures=(), attempts: int = 1, exception: BaseException | None = None) -> CallRecord:
     return CallRecord("deduct_credits", "pg", uuid.uuid4(), outcome=outcome, attempts=attempts,
                       failures=list(failures), duration_s=0.25, exception=exception)
@@ -55,8 +60,9 @@ def test_a_succeeded_call_is_one_request_without_exception():
     (_record(Outcome.FAILED, [Failure.ERROR], exception=ZeroDivisionError()), "error: ZeroDivisionError"),
     (_record(Outcome.FAILED), "error: no attempt finished"),
     (_record(Outcome.INDETERMINATE, [Failure.CONNECTION_LOST]),
-     "indeterminate: sent, and no answer says whether it was applied (a connection or reply lost, or its agent"
-     " stopped)"),
+     "indeterminate: sent, and no answer says whether it was applied (a connection or reply lost)"),
+    (_cut_off(_record(Outcome.INDETERMINATE)),
+     "cut off: the run stopped its agent while it was applied; whether it was is unknown"),
 ])
 def test_a_call_that_did_not_succeed_is_one_request_with_its_kind_of_failure(record, text):
     told = _Told()

@@ -175,7 +175,7 @@ def test_prometheus_scrapes_a_distributed_run_and_agrees_with_the_report(
         # Counters: the report's counts, per tool and outcome, per conflict kind; never reset during the run.
         calls = _by(prometheus.last(f'toolclash_tool_calls_total{{run_id="{run_id}"}}'), "tool", "outcome")
         assert calls == {(tool, outcome): float(figures[outcome]) for tool, figures in report["tools"].items()
-                         for outcome in ("succeeded", "failed", "indeterminate")}
+                         for outcome in ("succeeded", "failed", "indeterminate", "cut_off")}
         assert sum(calls.values()) > 0
         for name, field in (("attempts", "attempts"), ("retries", "retries"), ("refusals", "refused")):
             assert _by(prometheus.last(f'toolclash_tool_{name}_total{{run_id="{run_id}"}}'), "tool") == {
@@ -245,7 +245,7 @@ def test_prometheus_scrapes_a_distributed_run_and_agrees_with_the_report(
         assert {(run, tool, outcome): point.as_double for (run, outcome, tool), point in _points(
             last["toolclash.tool.calls"]).items()} == {
             (run_id, tool, outcome): float(figures[outcome]) for tool, figures in report["tools"].items()
-            for outcome in ("succeeded", "failed", "indeterminate")}
+            for outcome in ("succeeded", "failed", "indeterminate", "cut_off")}
         assert last["toolclash.tool.calls"].sum.is_monotonic and last["toolclash.tool.duration"].unit == "s"
         for (run, tool), point in _points(last["toolclash.tool.duration"]).items():
             assert list(point.explicit_bounds) == list(BOUNDS_S) and len(point.bucket_counts) == len(BOUNDS_S) + 1

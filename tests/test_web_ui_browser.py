@@ -191,7 +191,7 @@ def _check_verdict_against(browser, report: dict) -> None:
     assert _number(cards["lock_waiters"]) == report["server_counters"]["peak_lock_waiters"]
     figures = _figures(browser)
     for name, tool in report["tools"].items():
-        for column in ("calls", "succeeded", "failed", "indeterminate", "retries"):
+        for column in ("calls", "succeeded", "failed", "indeterminate", "cut_off", "retries"):
             assert figures[name][column] == tool[column], (name, column)
         for kind, count in tool["failures"].items():
             if kind != "errors":

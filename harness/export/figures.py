@@ -135,10 +135,10 @@ def families(judged: Judged) -> list[Family]:
     conflict_kinds = [kind for kind in CONFLICT_COUNTERS if kind != "indeterminate"]
     return [
         Family("toolclash.tool.calls", "counter", "{call}",
-               "tool calls that finished, by tool and outcome (succeeded, failed, indeterminate); the report's"
-               " tools.*.calls", ("run_id", "tool", "outcome"),
-               tuple(((*run, tool, outcome), float(getattr(stats, outcome)))
-                     for tool, stats in tools.items() for outcome in ("succeeded", "failed", "indeterminate"))),
+               "tool calls that finished, by tool and outcome (succeeded, failed, indeterminate, cut_off); the"
+               " report's tools.*.calls", ("run_id", "tool", "outcome"),
+               tuple(((*run, tool, outcome), float(getattr(stats, outcome))) for tool, stats in tools.items()
+                     for outcome in ("succeeded", "failed", "indeterminate", "cut_off"))),
         *[Family(f"toolclash.tool.{name}", "counter", unit, text, ("run_id", "tool"),
                  tuple(((*run, tool), float(getattr(stats, field))) for tool, stats in tools.items()))
           for name, field, unit, text in (
@@ -149,7 +149,8 @@ def families(judged: Judged) -> list[Family]:
                " conflicts", ("run_id", "kind"),
                tuple(((*run, kind), float(metrics.conflicts.get(kind, 0))) for kind in conflict_kinds)),
         Family("toolclash.calls.indeterminate", "counter", "{call}",
-               "calls whose outcome is unknown (the connection was lost while COMMIT was in flight)", ("run_id",),
+               "calls whose outcome the platform left unknown (a connection or a reply lost while COMMIT was in"
+               " flight)", ("run_id",),
                ((run, float(metrics.conflicts["indeterminate"])),)),
         Family("toolclash.errors", "counter", "{attempt}", "attempts that failed as errors (bugs, constraint"
                " violations), not conflicts", ("run_id",), ((run, float(metrics.errors)),)),

@@ -170,13 +170,13 @@ def format_summary(report: Report) -> str:
         lines.append(f"  settings {expected}: {len(ran) - len(others)} worker(s) ran with them"
                      + (f", NOT {', '.join(others)}" if others else ""))
     lines.append("")
-    header = (f"{'tool':<24}{'calls':>9}{'ok':>9}{'failed':>8}{'refused':>8}{'indet.':>7}{'retries':>9}{'p50 ms':>9}"
-              f"{'p95 ms':>9}{'p99 ms':>9}")
+    header = (f"{'tool':<24}{'calls':>9}{'ok':>9}{'failed':>8}{'refused':>8}{'indet.':>7}{'cut off':>8}{'retries':>9}"
+              f"{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}")
     lines.append(header)
     for name, tool in report["tools"].items():
         lines.append(
             f"{name:<24}{tool['calls']:>9}{tool['succeeded']:>9}{tool['failed']:>8}{tool['refused']:>8}{tool['indeterminate']:>7}"
-            f"{tool['retries']:>9}{_ms(tool['p50_ms']):>9}{_ms(tool['p95_ms']):>9}{_ms(tool['p99_ms']):>9}"
+            f"{tool['cut_off']:>8}{tool['retries']:>9}{_ms(tool['p50_ms']):>9}{_ms(tool['p95_ms']):>9}{_ms(tool['p99_ms']):>9}"
         )
     lines.append("")
     lines.append("conflicts: " + ", ".join(f"{k}={v}" for k, v in report["conflicts"].items())

@@ -44,9 +44,10 @@ def told_to(request_event: EventHook) -> Callable[[CallRecord], None]:
 def call_failed(record: CallRecord) -> CallFailed:
     """What Locust is told of any call that did not succeed, whatever its record holds."""
     last = record.failures[-1] if record.failures else None
-    if record.outcome is Outcome.INDETERMINATE:
-        what = ("indeterminate: sent, and no answer says whether it was applied (a connection or reply lost,"
-                " or its agent stopped)")
+    if record.cut_off:
+        what = "cut off: the run stopped its agent while it was applied; whether it was is unknown"
+    elif record.outcome is Outcome.INDETERMINATE:
+        what = "indeterminate: sent, and no answer says whether it was applied (a connection or reply lost)"
     elif last is None:  # ended by something other than a classified failure
         what = "error: no attempt finished"
     elif last is Failure.ERROR:

@@ -50,7 +50,8 @@ CONFLICT_LABELS = {
     "connection_errors": "connection errors",
 }
 assert set(CONFLICT_LABELS) == set(CONFLICT_COUNTERS) - {"indeterminate"}
-_CALL_COLUMNS = ("calls", "succeeded", "failed", "indeterminate", "retries")
+_CALL_COLUMNS = {"calls": "calls", "succeeded": "succeeded", "failed": "failed", "indeterminate": "indeterminate",
+                 "cut_off": "cut off", "retries": "retries"}
 # The charts keep at most this many points per series: a long ramp is shown in wider steps.
 _MAX_POINTS = 600
 _REPORT_SECTIONS = ("run", "verdict", "exit_code", "transport", "tools", "conflicts", "errors", "anomalies", "sla",
@@ -190,7 +191,7 @@ class Panel:
         return {
             "columns": [*_CALL_COLUMNS, *CONFLICT_LABELS],
             "conflicts": list(CONFLICT_LABELS),
-            "labels": {**{column: column for column in _CALL_COLUMNS}, **CONFLICT_LABELS},
+            "labels": {**_CALL_COLUMNS, **CONFLICT_LABELS},
             "rows": [*rows, total],
             "cards": [{"key": "pool_wait_p95_ms", "label": "pool wait p95 (ms)",
                        "value": metrics.distributions["pool_wait"].percentile_ms(95)},

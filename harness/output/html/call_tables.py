@@ -20,7 +20,7 @@ def _tools(report: dict[str, Any]) -> str:
     if not tools:
         return _block("Tool Calls", f"<p>{_note('No tool call was made.')}</p>", "tools")
     with_interrupted = any(t["interrupted"] for t in tools.values())
-    headers = ["Tool", "Calls", "Succeeded", "Failed", "Refused", "Indeterminate"]
+    headers = ["Tool", "Calls", "Succeeded", "Failed", "Refused", "Indeterminate", "Cut off"]
     headers += ["Interrupted"] if with_interrupted else []
     headers += ["Attempts", "Retries", "p50 (ms)", "p95 (ms)", "p99 (ms)", "Max (ms)", "Failed attempts"]
     rows = []
@@ -29,7 +29,8 @@ def _tools(report: dict[str, Any]) -> str:
         cells = [_cell(escape(name)), _cell(_number(t["calls"]), True), _cell(_number(t["succeeded"]), True),
                  _cell(_number(t["failed"]), True, "tc-fail" if t["failed"] > t["refused"] else ""),
                  _cell(_number(t["refused"]), True),
-                 _cell(_number(t["indeterminate"]), True, "tc-fail" if t["indeterminate"] else "")]
+                 _cell(_number(t["indeterminate"]), True, "tc-fail" if t["indeterminate"] else ""),
+                 _cell(_number(t["cut_off"]), True)]
         if with_interrupted:
             cells.append(_cell(_number(t["interrupted"]), True))
         cells += [_cell(_number(t["attempts"]), True), _cell(_number(t["retries"]), True)]
@@ -38,7 +39,9 @@ def _tools(report: dict[str, Any]) -> str:
         rows.append(_row(*cells))
     note = ("<p class='tc-note'>Latency of a call, retries included; failed attempts by kind. Refused: the tool's own"
             " answer \"no\" (a full queue, an account that cannot pay), a part of the failed calls that is no failure"
-            " of the platform: success rates leave it out.</p>")
+            " of the platform: success rates leave it out. Indeterminate: the platform left the outcome unknown (a connection"
+            " or a reply lost while the call was applied). Cut off: the run's own stop did (an agent stopped while its"
+            " call was applied); the audits allow both applied or not, and success rates leave cut-off calls out.</p>")
     return _block("Tool Calls", _table("tools", headers, rows) + note, "tools")
 
 
