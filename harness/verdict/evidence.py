@@ -93,7 +93,7 @@ def user_server_notes(settings: Settings) -> list[Finding]:
         {"kind": "server_sessions_unseen",
          "detail": "your MCP server's PostgreSQL sessions are its own: whether a call it still ran when the audits"
                    " read the data committed after is not known (the calls the agents gave up on are counted"
-                   " indeterminate)"},
+                   " indeterminate, and those the run's stop ended cut off)"},
     ]
 
 
