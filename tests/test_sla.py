@@ -17,7 +17,8 @@ SCOPES = {"optimistic_locking": ["deduct_credits"], "deduct_credits": ["deduct_c
 def _report(**tools_p95):
     tools = {
         name: {"calls": 100, "succeeded": 90, "failed": 10, "refused": 0, "indeterminate": 0, "cut_off": 0,
-               "attempts": 120, "failures": {"version_conflicts": 20}, "p50_ms": p95 / 2, "p95_ms": p95, "p99_ms": p95 * 2}
+               "attempts": 120, "failures": {"version_conflicts": 20}, "p50_ms": p95 / 2, "p95_ms": p95,
+               "p99_ms": p95 * 2}
         for name, p95 in tools_p95.items()
     }
     return {"tools": tools, "latency_ms": {"deadlock_resolution": {"p95": None}},

@@ -39,9 +39,10 @@ def _tools(report: dict[str, Any]) -> str:
         rows.append(_row(*cells))
     note = ("<p class='tc-note'>Latency of a call, retries included; failed attempts by kind. Refused: the tool's own"
             " answer \"no\" (a full queue, an account that cannot pay), a part of the failed calls that is no failure"
-            " of the platform: success rates leave it out. Indeterminate: the platform left the outcome unknown (a connection"
-            " or a reply lost while the call was applied). Cut off: the run's own stop did (an agent stopped while its"
-            " call was applied); the audits allow both applied or not, and success rates leave cut-off calls out.</p>")
+            " of the platform: success rates leave it out. Indeterminate: the platform left the outcome unknown (a"
+            " connection or a reply lost while the call was applied). Cut off: the run's own stop did (an agent stopped"
+            " while its call was applied); the audits allow both applied or not, and success rates leave cut-off calls"
+            " out.</p>")
     return _block("Tool Calls", _table("tools", headers, rows) + note, "tools")
 
 
