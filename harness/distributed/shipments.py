@@ -170,6 +170,7 @@ def _totals(metrics: Metrics) -> dict[str, int]:
         "calls": sum(t.calls for t in tools),
         "succeeded": sum(t.succeeded for t in tools),
         "failed": sum(t.failed for t in tools),
+        "cut_off": sum(t.cut_off for t in tools),
         "retries": sum(t.retries for t in tools),
         **metrics.conflicts,
     }

@@ -11,6 +11,7 @@ class WorkerTotals(Conflicts):
     calls: int
     succeeded: int
     failed: int
+    cut_off: int
     retries: int
 
 
