@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import subprocess
+import sys
 from collections import defaultdict
 
 import pytest
@@ -202,3 +204,13 @@ def test_a_run_replays_the_trace_exactly_and_a_malformed_one_exits_2_before_any_
     [line] = [text for text in refused.stderr.splitlines() if "toolclash: error:" in text]
     assert f"--trace {bad} line 2: tool 'get_balance' is not a tool of this run" in line
     assert "Traceback" not in refused.stderr and "toolclash run " not in refused.stdout
+
+
+def test_a_load_process_imports_the_mcp_sdk_only_for_a_trace():
+    """The server's argument models a trace is checked against import the MCP SDK: 0.45 s that
+    every load process (each worker, each capacity probe) paid at start-up, trace or not."""
+    imported = subprocess.run(
+        [sys.executable, "-c", "import gevent.monkey; gevent.monkey.patch_all(); import sys, locustfile;"
+         " print(sorted(name for name in sys.modules if name.split('.')[0] in ('mcp', 'mcp_types')))"],
+        cwd=ROOT, capture_output=True, text=True, check=True, timeout=60).stdout
+    assert imported.strip() == "[]", imported

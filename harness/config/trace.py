@@ -28,7 +28,6 @@ from harness.config.declared import OPTIONS
 from harness.config.option import BadOption
 from harness.config.turns import MOST_CALLS
 from tasks.scenarios import SCENARIOS, Scenario, ScenarioParams
-from toolserver.schemas import arguments_model
 
 __all__ = ["Trace", "TraceCall", "TraceTurn", "load_trace", "refuse_turn_model_options"]
 
@@ -198,6 +197,10 @@ class _Reader:
                                    " as its arguments step draws")
         if tool.name not in self._built_in:
             return
+        # Here, not at the top: the server's models import the MCP SDK, 0.45 s that every load
+        # process (each worker, each capacity probe) would pay at start-up for a trace it has not.
+        from toolserver.schemas import arguments_model
+
         try:
             arguments_model(tool.name).model_validate({**drawn, **given})
         except ValidationError as exc:
