@@ -97,8 +97,10 @@ def test_two_ramps_from_the_web_ui_are_each_audited(servers, schema, tmp_path, l
 
 def test_the_start_form_sets_each_ramps_toolclash_options_on_the_workers_too(servers, schema, tmp_path, locust):
     report_path, master_port = tmp_path / "report.json", own_master_port()
+    # A worker is ready for the next ramp once --stop-timeout has passed (Locust's): 1 s, not locust.conf's 10.
     master = locust.start("--master", *master_port[:2], "--pg-dsn", servers.pg_dsn, "--redis-url", servers.redis_url,
-                          "--schema", schema, "--report-json", str(report_path), headless=False, web=True)
+                          "--schema", schema, "--report-json", str(report_path), "--stop-timeout", "1", headless=False,
+                          web=True)
     worker = locust.start("--worker", "--master-host", "127.0.0.1", *master_port[2:], headless=False)
     port = master.port
     try:
