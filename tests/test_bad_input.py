@@ -37,10 +37,12 @@ def _refused(*words: str) -> str:
     return str(refused.value)
 
 
-def test_a_bad_option_at_start_is_one_line_exit_2_no_traceback_and_no_load(locust):
+@pytest.mark.parametrize("processes", [(), ("--processes", "2")], ids=["one process", "forked workers"])
+def test_a_bad_option_at_start_is_one_line_exit_2_no_traceback_and_no_load(locust, processes):
     """The start-up settings' real run: every refusal of the settings parser leaves the process
-    so (harness.run.lifecycle's init prints it, exits 2), before any server is touched."""
-    done = locust.run(*RUN, "--scenario", "deadlock,nonsense")
+    so (harness.run.lifecycle's init prints it, exits 2), before any server is touched; said once
+    by a master whose --processes workers parsed the same line (they said it too, three lines)."""
+    done = locust.run(*RUN, *processes, "--scenario", "deadlock,nonsense")
     assert "unknown scenario 'nonsense'" in _one_clear_line(done)
     assert "Ramping" not in done.stderr
 

@@ -94,6 +94,10 @@ def _on_init(environment: Environment, runner: Runner, web_ui: Any = None, **_: 
     try:
         settings = Settings.from_options(environment.parsed_options, judge=not worker)
     except BadOption as exc:
+        if worker and environment.parsed_options.processes:
+            # Forked by --processes: its master refuses the same command line (a worker's settings
+            # are a part of a judge's) and says why, once.
+            raise SystemExit(CONFIGURATION_ERROR) from None
         _fail_configuration(str(exc))
     if settings.isolation_matrix and MATRIX_LEVEL_VARIABLE not in os.environ:
         if not environment.parsed_options.headless:
