@@ -110,6 +110,7 @@ def test_the_history_of_a_run_agrees_with_the_ledger_and_the_report(servers, adm
         assert outcomes[name, Outcome.INDETERMINATE.value] == tool["indeterminate"], name
         assert outcomes[name, Outcome.FAILED.value] == tool["failed"], name
         assert outcomes[name, Outcome.INTERRUPTED.value] == tool["interrupted"], name
+        assert outcomes[name, "cut_off"] == tool["cut_off"], name
     for line in completed.values():
         assert line["attempts"] >= 1 and line["duration_ns"] >= 0
         if line["type"] == "ok":

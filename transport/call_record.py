@@ -81,6 +81,12 @@ class CallRecord:
     cut_off: bool = False
 
     @property
+    def counted_as(self) -> str:
+        """The outcome by the report's name for it: the outcome's, but `cut_off` for a call the
+        run's own stop left indeterminate."""
+        return "cut_off" if self.cut_off else self.outcome.value
+
+    @property
     def retries(self) -> int:
         return max(0, self.attempts - 1)
 

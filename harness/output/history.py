@@ -75,7 +75,7 @@ class History:
         """The adapter's `call_finished` listener."""
         self._write({"type": COMPLETION_TYPES[record.outcome], "time": time.monotonic_ns(), "process": self.process,
                      "agent": record.agent_id, **_lane(record), "op": str(record.op_id), "tool": record.tool,
-                     "outcome": record.outcome.value, "attempts": record.attempts,
+                     "outcome": record.counted_as, "attempts": record.attempts,
                      "failures": [failure.value for failure in record.failures],
                      "duration_ns": round(record.duration_s * 1e9), "value": record.value})
 
