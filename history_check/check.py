@@ -13,7 +13,7 @@ from typing import Any
 from history_check.cycles import Cycle, cycles_in_component
 from history_check.direct import direct_anomalies, sorted_values
 from history_check.graph import PROCESS, REALTIME, RELS, RW, WR, WW, dependency_graph, strongly_connected
-from history_check.history import APPEND, READ, Op, cyclic_gc_paused
+from history_check.history import APPEND, READ, Op, cyclic_gc_paused, jsonable
 from history_check.models import anomalies_prohibited_by, impossible_models
 
 __all__ = ["CASES_SHOWN", "DEFAULT_BUDGET", "Answer", "check", "cycle_text", "validity"]
@@ -73,10 +73,10 @@ def _check(ops: list[Op], model: str, budget: int, realtime: bool | None) -> Ans
         timed_out += out_of_budget
         for cycle in found:
             cycles.setdefault(cycle.kind, []).append(cycle)
-    cases = {t: [_direct_case(c) for c in cs[:CASES_SHOWN]] for t, cs in direct.items()}
+    cases = {t: [jsonable(c) for c in cs[:CASES_SHOWN]] for t, cs in direct.items()}
     counts = {t: len(cs) for t, cs in direct.items()}
     for kind, found_cycles in cycles.items():
-        cases[kind] = [_cycle_case(ops, g.out, c) for c in found_cycles[:CASES_SHOWN]]
+        cases[kind] = [_cycle_case(ops, c) for c in found_cycles[:CASES_SHOWN]]
         counts[kind] = len(found_cycles)
     if timed_out:
         counts["cycle-search-timeout"] = timed_out
@@ -98,24 +98,7 @@ def _check(ops: list[Op], model: str, budget: int, realtime: bool | None) -> Ans
 _NOT_ANOMALIES = ("cycle-search-timeout", "realtime-not-inferred")
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Op):
-        return value.as_dict()
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
-
-
-def _direct_case(case: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = _jsonable(case)
-    return out
-
-
-def _cycle_case(ops: list[Op], out: dict[int, dict[int, int]], cycle: Cycle) -> dict[str, Any]:
+def _cycle_case(ops: list[Op], cycle: Cycle) -> dict[str, Any]:
     steps = []
     n = len(cycle.ops)
     for i, a in enumerate(cycle.ops):
@@ -131,12 +114,12 @@ def _explain(a: Op, b: Op, rel: int) -> dict[str, Any]:
         appended = {(k, v) for f, k, v in a.mops if f == APPEND}
         for f, k, v in b.mops:
             if f == READ and v and (k, v[-1]) in appended:
-                step.update(key=_jsonable(k), value=_jsonable(v[-1]))
+                step.update(key=jsonable(k), value=jsonable(v[-1]))
                 break
     elif rel in (WW, RW):
         step.update(_version_step(a, b, rel))
     elif rel == PROCESS:
-        step["process"] = _jsonable(a.process)
+        step["process"] = jsonable(a.process)
     return step
 
 
@@ -150,7 +133,7 @@ def _version_step(a: Op, b: Op, rel: int) -> dict[str, Any]:
             a_keys.setdefault(k, (v[-1] if v else None, v))
     for f, k, v in b.mops:
         if f == APPEND and k in a_keys and v not in a_keys[k][1]:  # a read of k that missed b's append
-            return {"key": _jsonable(k), "value": _jsonable(a_keys[k][0]), "value'": _jsonable(v)}
+            return {"key": jsonable(k), "value": jsonable(a_keys[k][0]), "value'": jsonable(v)}
     return {}
 
 

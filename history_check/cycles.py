@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from history_check.graph import PROCESS, REALTIME, RELS, RW, WR, WW, Graph, strongly_connected
+from history_check.graph import PROCESS, REALTIME, RW, WR, WW, Graph, strongly_connected
 from history_check.models import implied_anomalies
 
 __all__ = ["Cycle", "SearchBudget", "cycles_in_component"]
@@ -192,7 +192,3 @@ def cycles_in_component(g: Graph, component: list[int], variants: int, budget: i
     except SearchBudget:
         return found, True
     return found, False
-
-
-def describe(rel: int) -> str:
-    return RELS[rel]

@@ -30,14 +30,11 @@ class Graph:
 
     def __init__(self) -> None:
         self.out: dict[int, dict[int, int]] = {}
-        self.edges = 0
 
     def link(self, a: int, b: int, rel: int) -> None:
         if a == b:
             return
         targets = self.out.setdefault(a, {})
-        if b not in targets:
-            self.edges += 1
         targets[b] = targets.get(b, 0) | rel
 
     def rel(self, a: int, b: int) -> int:

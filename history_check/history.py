@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["APPEND", "READ", "BadHistory", "Mop", "Op", "build", "cyclic_gc_paused"]
+__all__ = ["APPEND", "READ", "BadHistory", "Mop", "Op", "build", "cyclic_gc_paused", "jsonable"]
 
 APPEND = "append"
 READ = "r"
@@ -37,16 +37,21 @@ class Op:
     mops: tuple[Mop, ...]
     invoked_at: int  # position of its invocation in the history's events
     completed_at: int | None  # position of its completion; None for an invocation never completed
-    time: int | None = None  # the completion's time as the source gave it
 
     def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "process": _jsonable(self.process), "type": self.type,
-                "value": [[f, _jsonable(k), _jsonable(v)] for f, k, v in self.mops]}
+        return {"id": self.id, "process": jsonable(self.process), "type": self.type,
+                "value": [[f, jsonable(k), jsonable(v)] for f, k, v in self.mops]}
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return [_jsonable(v) for v in value]
+def jsonable(value: Any) -> Any:
+    """`value` as JSON can hold it: ops as their maps, tuples as lists, anything else but a
+    scalar as its text."""
+    if isinstance(value, Op):
+        return value.as_dict()
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
@@ -143,7 +148,7 @@ def _build(events: Iterable[Mapping[str, Any]]) -> list[Op]:
             ident = event.get("id")
             ops.append(Op(index=len(ops), id=str(ident) if ident is not None else str(event.get("index", position)),
                           process=process, type=kind, mops=mops, invoked_at=invoked[0] if invoked else position,
-                          completed_at=position, time=event.get("time")))
+                          completed_at=position))
         else:
             raise BadHistory(f"{where}: type {kind!r} is none of invoke, ok, fail, info")
     for process, (at, event) in pending.items():  # never completed: it may or may not have happened
@@ -151,5 +156,5 @@ def _build(events: Iterable[Mapping[str, Any]]) -> list[Op]:
                      for f, k, v in mops_of(event.get("value"), f"event {at}"))
         ident = event.get("id")
         ops.append(Op(len(ops), str(ident) if ident is not None else str(event.get("index", at)), process, "info",
-                      mops, at, None, event.get("time")))
+                      mops, at, None))
     return ops

@@ -167,16 +167,19 @@ def _edges(graph: Mapping[str, Iterable[str]]) -> dict[str, set[str]]:
     return out
 
 
+def _inverse(graph: Mapping[str, Iterable[str]]) -> dict[str, set[str]]:
+    """Each vertex's predecessors."""
+    into: dict[str, set[str]] = {}
+    for a, bs in graph.items():
+        for b in bs:
+            into.setdefault(b, set()).add(a)
+    return into
+
+
 _MODEL_GRAPH = _edges(_MODELS)
-_MODEL_GRAPH_IN: dict[str, set[str]] = {}
-for _a, _bs in _MODEL_GRAPH.items():
-    for _b in _bs:
-        _MODEL_GRAPH_IN.setdefault(_b, set()).add(_a)
+_MODEL_GRAPH_IN = _inverse(_MODEL_GRAPH)
 _DIRECT_CANONICAL = _edges(_DIRECT)
-_IMPLIED_IN: dict[str, set[str]] = {}
-for _a, _anomalies in IMPLIED_ANOMALIES.items():
-    for _b in _anomalies:
-        _IMPLIED_IN.setdefault(_b, set()).add(_a)
+_IMPLIED_IN = _inverse(IMPLIED_ANOMALIES)
 
 ALL_MODELS = frozenset(set(_MODEL_GRAPH) | {b for bs in _MODEL_GRAPH.values() for b in bs} | set(_CANONICAL)
                        | set(_CANONICAL.values()) | set(_DIRECT_CANONICAL))

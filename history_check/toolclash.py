@@ -52,7 +52,7 @@ def history_file_events(lines: Iterable[Mapping[str, Any]]) -> Iterator[dict[str
             continue
         lane = str(line.get("lane") or line.get("agent"))
         if line["type"] == "invoke":
-            yield {"type": "invoke", "process": lane, "id": line["op"], "time": line.get("time"), "value": None}
+            yield {"type": "invoke", "process": lane, "id": line["op"], "value": None}
             continue
         completions = list(call_events(line["op"], line["type"], line.get("value"), lane))
         if not completions:  # nothing of it ran to its end: it ends its invocation as a failure
@@ -61,5 +61,4 @@ def history_file_events(lines: Iterable[Mapping[str, Any]]) -> Iterator[dict[str
         *earlier, last = completions
         yield from earlier
         last["process"] = lane  # it completes the lane's invocation
-        last["time"] = line.get("time")
         yield last
