@@ -30,8 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from history_check import build, check  # noqa: E402
-
-SLOTS, PER_KEY = 5, 32
+from tasks.list_append import APPENDS_PER_KEY, KEY_SLOTS  # noqa: E402
 
 
 def generate(transactions: int, concurrency: int, snapshot: bool, seed: int = 1) -> list[dict[str, Any]]:
@@ -46,9 +45,9 @@ def generate(transactions: int, concurrency: int, snapshot: bool, seed: int = 1)
         nonlocal started
         mops: list[list[Any]] = []
         for _ in range(rng.randint(1, 4)):
-            slot = rng.randrange(SLOTS)
+            slot = rng.randrange(KEY_SLOTS)
             f = rng.choice(("append", "r"))
-            key = f"{slot}.{appends[slot] // PER_KEY}"
+            key = f"{slot}.{appends[slot] // APPENDS_PER_KEY}"
             if f == "append":
                 appends[slot] += 1
             mops.append([f, key, f"{started}.{len(mops)}" if f == "append" else None])
