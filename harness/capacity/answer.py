@@ -10,7 +10,7 @@ from harness.capacity.usl import MIN_DISTINCT_AGENTS, fit_usl
 from harness.config.capacity import CapacityOptions
 from harness.report_shape import Capacity, CapacityProbe, UslModel
 
-__all__ = ["capacity_section", "exit_code_of", "model_line"]
+__all__ = ["capacity_section", "exit_code_of", "kept_data_line", "least_capacity", "model_line"]
 
 _KNEE = 0.95
 
@@ -82,10 +82,13 @@ def capacity_section(answer: Answer, probes: list[CapacityProbe], options: Capac
     )
 
 
+def least_capacity(capacity: Capacity) -> int:
+    """The agents the answer must reach: --expect-capacity, else one (the smallest probe passed)."""
+    return capacity["expected"] or 1
+
+
 def exit_code_of(capacity: Capacity) -> int:
-    if capacity["expected"] is not None:
-        return 0 if capacity["capacity"] >= capacity["expected"] else 1
-    return 0 if capacity["capacity"] > 0 else 1
+    return 0 if capacity["capacity"] >= least_capacity(capacity) else 1
 
 
 def kept_data_line(capacity: Capacity) -> str | None:

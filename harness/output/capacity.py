@@ -3,7 +3,7 @@ model of the curve and the answer."""
 
 from __future__ import annotations
 
-from harness.capacity.answer import kept_data_line, model_line
+from harness.capacity.answer import exit_code_of, kept_data_line, model_line
 from harness.report_shape import Capacity, CapacityProbe
 
 __all__ = ["format_capacity", "probe_line"]
@@ -42,7 +42,7 @@ def format_capacity(capacity: Capacity) -> str:
             f" {conflicts:>9}  {probe['limiting'] or '-'}: {probe['detail']}")
     expected = capacity["expected"]
     against = "" if expected is None else (
-        f"; expected at least {expected}: {'PASS' if capacity['capacity'] >= expected else 'FAIL'}")
+        f"; expected at least {expected}: {'PASS' if exit_code_of(capacity) == 0 else 'FAIL'}")
     lines += [
         "",
         f"toolclash capacity: data: {capacity['data']}",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from harness.capacity.answer import exit_code_of, least_capacity
 from harness.report_shape import Capacity, Report
 
 __all__ = ["write_capacity_junit", "write_junit"]
@@ -41,8 +42,8 @@ def write_capacity_junit(capacity: Capacity, path: str) -> None:
     """A --capacity search as one test case: the capacity at least --expect-capacity (without it,
     at least one agent), the answer in its message. The probes that failed are the search's way,
     not failures of the platform: none is a case of its own."""
-    expected = capacity["expected"] or 1
-    ok = capacity["capacity"] >= expected
+    expected = least_capacity(capacity)
+    ok = exit_code_of(capacity) == 0
     suites = ET.Element("testsuites", name="toolclash", tests="1", failures=str(int(not ok)))
     suite = ET.SubElement(suites, "testsuite", name="toolclash.capacity", tests="1", failures=str(int(not ok)),
                           errors="0", time=f"{capacity['elapsed_s']:.3f}")
