@@ -58,6 +58,11 @@ class CapacityOptions:
     expected: int | None  # --expect-capacity
     kept: bool = False  # --capacity-data kept: the probes after the first run on the data left
 
+    @property
+    def probe_s(self) -> float:
+        """What a probe is reckoned to take of the budget: warm-up, hold, start and audit."""
+        return self.warmup_s + self.hold_s + RUN_OVERHEAD_S
+
 
 def capacity_options(options: Any) -> CapacityOptions | None:
     """The search's options, or None without --capacity (its other options are then unused)."""
@@ -83,21 +88,19 @@ def capacity_options(options: Any) -> CapacityOptions | None:
                         " --capacity to the --master alone")
     if options.capacity_hold <= 0:
         raise BadOption(f"--capacity-hold {options.capacity_hold}: must be more than 0 seconds")
-    budget_s = float(options.run_time) if options.run_time else DEFAULT_BUDGET_S
-    first_probe_s = options.capacity_warmup + options.capacity_hold + RUN_OVERHEAD_S
-    if budget_s < first_probe_s:
-        raise BadOption(f"--run-time {budget_s:g} s: the search's budget holds no probe (--capacity-warmup"
-                        f" {options.capacity_warmup:g} s, --capacity-hold {options.capacity_hold:g} s and about"
-                        f" {RUN_OVERHEAD_S:g} s to start and audit: {first_probe_s:g} s)")
-    start = options.num_users or 1
-    return CapacityOptions(
-        start=start,
+    search = CapacityOptions(
+        start=options.num_users or 1,
         spawn_rate=options.spawn_rate or 0.0,
         precision=Precision.parse(options.capacity_precision),
         hold_s=options.capacity_hold,
         warmup_s=options.capacity_warmup,
         repeats=options.capacity_repeats,
-        budget_s=budget_s,
+        budget_s=float(options.run_time) if options.run_time else DEFAULT_BUDGET_S,
         expected=options.expect_capacity,
         kept=options.capacity_data == "kept",
     )
+    if search.budget_s < search.probe_s:
+        raise BadOption(f"--run-time {search.budget_s:g} s: the search's budget holds no probe (--capacity-warmup"
+                        f" {search.warmup_s:g} s, --capacity-hold {search.hold_s:g} s and about"
+                        f" {RUN_OVERHEAD_S:g} s to start and audit: {search.probe_s:g} s)")
+    return search

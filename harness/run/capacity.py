@@ -27,7 +27,6 @@ from harness.capacity.answer import capacity_section, exit_code_of
 from harness.capacity.judged import judge_probe
 from harness.capacity.plan import PROBE_VARIABLE, ProbePlan, min_calls
 from harness.capacity.search import Answer, bounds, search
-from harness.config.capacity import RUN_OVERHEAD_S
 from harness.config.declared import OPTIONS
 from harness.config.settings import Settings
 from harness.output.capacity import format_capacity, probe_line
@@ -97,7 +96,7 @@ class CapacitySearch:
               flush=True)
         try:
             answer = search(self._probe, start=options.start, precision=options.precision, repeats=options.repeats,
-                            budget_s=options.budget_s, probe_s=options.warmup_s + options.hold_s + RUN_OVERHEAD_S)
+                            budget_s=options.budget_s, probe_s=options.probe_s)
         except _NoVerdict as exc:
             print(f"toolclash: error: {exc}", file=sys.stderr, flush=True)
             self.exit_code = 2
