@@ -161,7 +161,8 @@ def _judge(environment: Environment, runner: Runner, settings: Settings, history
            web_ui: Any) -> Judge:
     """Where the verdict is made: the servers reached (or started) and the schema claimed, before
     any load; with the web UI, its toolclash tab, report section and start form checks."""
-    services, coordinator = _reach_servers(settings)
+    plan = probe_plan()
+    services, coordinator = _reach_servers(settings, kept=plan is not None and plan.kept)
     master = isinstance(runner, MasterRunner)
     users = settings.most_agents(environment.parsed_options.num_users or 0)
     if users:  # known before any load in a headless run; a web-UI ramp is checked when it starts
@@ -178,12 +179,8 @@ def _judge(environment: Environment, runner: Runner, settings: Settings, history
         Panel(judge, environment, settings, web_ui)
         install_on_web_ui(web_ui, judge.html_section)
         check_start_form(environment, web_ui, judge.settings_for_test)
-    plan = probe_plan()
     if plan is not None:  # this run is one probe of a capacity search, whatever shape its options name
-        probe = ProbeShape(plan, judge)
-        probe.runner = runner
-        judge.probe_ending = probe.ending
-        environment.shape_class = probe
+        environment.shape_class = ProbeShape(plan, judge, runner)
     elif settings.shape_stages:
         shape = AgentStages(settings.shape_stages, settings.shape_hold_s,
                             environment.parsed_options.spawn_rate or max(settings.shape_stages), judge.on_stage)
@@ -256,14 +253,13 @@ def _open_history(path: str, runner: Runner) -> History:
         _fail_configuration(f"--history {path}: cannot write there: {exc.strerror or exc}")
 
 
-def _reach_servers(settings: Settings) -> tuple[Services, Coordinator]:
+def _reach_servers(settings: Settings, kept: bool) -> tuple[Services, Coordinator]:
+    """`kept`: a capacity probe on the data the search's earlier probes left."""
     services = Services(settings.pg_dsn, settings.redis_url, settings.mcp)
     coordinator = None
     try:
         services.start()
-        plan = probe_plan()
-        coordinator = Coordinator(settings, services.pg_dsn, services.redis_url, services.infos,
-                                  kept=plan is not None and plan.kept)
+        coordinator = Coordinator(settings, services.pg_dsn, services.redis_url, services.infos, kept=kept)
         coordinator.open()
     except (ServiceUnreachable, SchemaRefused) as exc:
         _stop_quietly(coordinator, services)

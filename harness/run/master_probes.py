@@ -57,9 +57,7 @@ class TestProbes:
         missing = self._await_workers()
         if missing:
             return None, missing
-        shape = ProbeShape(plan, self.judge)
-        shape.runner = self.runner
-        self.judge.probe_ending = shape.ending
+        shape = ProbeShape(plan, self.judge, self.runner)
         self.judge.coordinator.kept = plan.kept
         self._report = None
         # test_start: the data seeded (or, kept, taken as it is), the workers checked and told the

@@ -10,6 +10,7 @@ import os
 from typing import TYPE_CHECKING
 
 from locust import LoadTestShape
+from locust.runners import Runner
 
 from harness.capacity.plan import PROBE_VARIABLE, ProbePlan
 from harness.verdict.probe import WARMUP_STAGE, ProbeEnding, window_breaks
@@ -32,10 +33,14 @@ def probe_plan() -> ProbePlan | None:
 
 
 class ProbeShape(LoadTestShape):
-    def __init__(self, plan: ProbePlan, judge: Judge) -> None:
+    """The probe's shape on `runner`; `judge` asks it how the probe ended."""
+
+    def __init__(self, plan: ProbePlan, judge: Judge, runner: Runner) -> None:
         super().__init__()
         self.plan = plan
         self.judge = judge
+        self.runner = runner
+        judge.probe_ending = self.ending
         self._current: int | None = None
         self._began = 0.0  # the current stage's start, in the shape's run time
         self.stopped = "interrupted"  # until the shape ends it
