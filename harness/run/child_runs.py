@@ -43,23 +43,24 @@ def child_arguments(argv: list[str], own: dict[str, bool]) -> tuple[list[str], d
 class ChildRun:
     """One child run's outcome: its report, or why it gave none (one line)."""
 
-    def __init__(self, report: Report | None, reason: str, stdout: str) -> None:
+    def __init__(self, report: Report | None, reason: str) -> None:
         self.report = report
         self.reason = reason
-        self.stdout = stdout
 
 
 def run_child(arguments: list[str], variables: dict[str, str], unset: frozenset[str] = frozenset()) -> ChildRun:
     """Run `locust` with `arguments` (the parent's `--report-json` added) and `variables` added to
-    the parent's environment, less the variables named in `unset`; its report read back."""
+    the parent's environment, less the variables named in `unset`; its report read back. Its
+    console is not shown (the parent prints a line of each child run): only its stderr is kept,
+    for the line that says why it gave no report."""
     environment = {**{name: value for name, value in os.environ.items() if name not in unset}, **variables}
     with tempfile.TemporaryDirectory(prefix="toolclash-child-") as scratch:
         report_path = Path(scratch) / "report.json"
         with subprocess.Popen([sys.executable, "-m", "locust", *arguments, "--report-json", str(report_path)],
-                              env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                               stdin=subprocess.DEVNULL) as process:
             try:
-                stdout, stderr = process.communicate()
+                _, stderr = process.communicate()
             except KeyboardInterrupt:
                 # A terminal's Ctrl-C reached the child too (its process group's): it stops and
                 # audits its run as any run does. Wait for that; a second Ctrl-C ends it at once.
@@ -73,5 +74,5 @@ def run_child(arguments: list[str], variables: dict[str, str], unset: frozenset[
             last = f": {lines[-1]}" if lines else ""
             reason = next((line for line in reversed(lines) if "toolclash: error" in line),
                           f"exit code {process.returncode}{last}")
-            return ChildRun(None, reason, stdout)
-        return ChildRun(json.loads(report_path.read_text(encoding="utf-8")), "", stdout)
+            return ChildRun(None, reason)
+        return ChildRun(json.loads(report_path.read_text(encoding="utf-8")), "")
