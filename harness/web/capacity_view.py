@@ -8,14 +8,13 @@ as a bad value of the form is."""
 
 from __future__ import annotations
 
-import sys
 from typing import Any, Protocol
 
-from flask import Blueprint, Response, jsonify, redirect, request
+from flask import Blueprint, Response, redirect, request
 
 from harness.output.html.capacity_page import capacity_page
 from harness.report_shape import Capacity
-from harness.web.start_form import SWARM_ENDPOINT
+from harness.web.start_form import is_a_start, refused_start
 
 INDEX_ENDPOINT = "locust.index"  # Locust's blueprint "locust", view index(): its page at `/`
 
@@ -64,8 +63,4 @@ def _page(search: SearchView) -> Response:
 
 
 def _refuse_a_start() -> Response | None:
-    if request.endpoint != SWARM_ENDPOINT or request.method != "POST":
-        return None
-    line = f"toolclash: error: {REFUSED}"
-    print(line, file=sys.stderr, flush=True)
-    return jsonify({"success": False, "message": line})
+    return refused_start(REFUSED) if is_a_start() else None

@@ -26,7 +26,7 @@ from harness.config.declared import FIXED_OPTIONS, RUN_OPTIONS
 from harness.config.option import BadOption
 from harness.config.settings import Settings
 
-__all__ = ["SWARM_ENDPOINT", "check_start_form", "form_problem"]
+__all__ = ["check_start_form", "form_problem", "is_a_start", "refused_start"]
 
 SWARM_ENDPOINT = "locust.swarm"  # Locust's blueprint "locust", view swarm()
 
@@ -37,8 +37,21 @@ def check_start_form(environment: Environment, web_ui: Any, settings_for: Callab
     web_ui.app.before_request(partial(_check, environment, web_ui, settings_for))
 
 
+def is_a_start() -> bool:
+    """Whether the request being served is the start form's (or its edit of a running test)."""
+    return request.endpoint == SWARM_ENDPOINT and request.method == "POST"
+
+
+def refused_start(problem: str, **answer: Any) -> Response:
+    """A start refused in one line: printed, as the command line's refusal is, and answered to the
+    form with `answer`'s other fields."""
+    line = f"toolclash: error: {problem}"
+    print(line, file=sys.stderr, flush=True)
+    return jsonify({"success": False, "message": line, **answer})
+
+
 def _check(environment: Environment, web_ui: Any, settings_for: Callable[[Any], Settings]) -> Response | None:
-    if request.endpoint != SWARM_ENDPOINT or request.method != "POST":
+    if not is_a_start():
         return None
     if web_ui.web_login and not current_user.is_authenticated:
         return None  # Locust's view asks for the login first
@@ -46,9 +59,7 @@ def _check(environment: Environment, web_ui: Any, settings_for: Callable[[Any], 
     problem = form_problem(request.form, environment.parsed_options, settings_for, running=running)
     if problem is None:
         return None
-    line = f"toolclash: error: {problem}"
-    print(line, file=sys.stderr, flush=True)
-    return jsonify({"success": False, "message": line, "host": environment.host})
+    return refused_start(problem, host=environment.host)
 
 
 def form_problem(form: Any, options: Any, settings_for: Callable[[Any], Settings], *, running: bool) -> str | None:
