@@ -28,8 +28,7 @@ from harness.report_shape import (
     ToolFigures,
     Transport,
 )
-from harness.watch.histogram import Histogram
-from harness.watch.metrics import Metrics
+from harness.watch.metrics import Metrics, ToolStats
 from tasks.list_append_audit import HISTORY_CHECK
 
 __all__ = ["StageStart", "build_report", "period_figures", "stage_report", "stage_reports"]
@@ -206,20 +205,18 @@ def period_figures(metrics: Metrics, duration_s: float, isolation: str, transpor
 def stage_report(index: int, agents: int, metrics: Metrics, figures: Figures, results: list[SlaResult]) -> Stage:
     """A part of the run summed up, with its SLA results (`results`, from `figures`)."""
     duration = figures["run"]["duration_s"]
-    all_calls = Histogram()
+    all_tools = ToolStats()
     for stats in metrics.tools.values():
-        all_calls.merge(stats.latency)
-    attempts = sum(t.attempts for t in metrics.tools.values())
+        all_tools.merge(stats)
     conflicts = sum(metrics.conflicts.values()) - metrics.conflicts["indeterminate"]
-    calls = sum(t.calls for t in metrics.tools.values())
     return Stage(
         stage=index,
         agents=agents,
         duration_s=round(duration, 3),
-        calls=calls,
-        throughput_per_s=round(calls / duration, 2),
-        p95_ms=all_calls.percentile_ms(95),
-        conflict_rate=conflicts / attempts if attempts else None,
+        calls=all_tools.calls,
+        throughput_per_s=round(all_tools.calls / duration, 2),
+        p95_ms=all_tools.latency.percentile_ms(95),
+        conflict_rate=conflicts / all_tools.attempts if all_tools.attempts else None,
         pool_wait_p95_ms=(None if figures["transport"]["kind"] == "mcp"
                           else metrics.distributions["pool_wait"].percentile_ms(95)),
         turns=figures["turns"]["turns"],
