@@ -57,11 +57,6 @@ class Check:
     # data judges these and no other check (harness.run.capacity). Not part of the report's check.
     scoped: bool = False
 
-    def as_dict(self) -> dict[str, Any]:
-        fields = asdict(self)
-        del fields["scoped"]
-        return fields
-
 
 class OpIdsNotStored(Exception):
     """What the run's calls wrote (a table's rows, the queue's jobs or consumers) is there, but
