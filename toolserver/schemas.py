@@ -11,6 +11,7 @@ takes an optional `op_id`: the call's identity, for a client that can send it no
 
 from __future__ import annotations
 
+import functools
 import uuid
 from typing import Annotated, Any, Literal
 
@@ -86,6 +87,7 @@ class _Arguments(ArgModelBase):
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
 
+@functools.cache  # a pydantic model is built in about 0.3 ms: a trace checks each of its calls with one
 def arguments_model(name: str) -> type[ArgModelBase]:
     """The model of built-in tool `name`'s arguments, `op_id` included; KeyError for another name."""
     _, fields = _TOOLS[name]
