@@ -11,15 +11,11 @@ from collections import Counter
 from collections.abc import Hashable, Iterable
 from typing import Any
 
-from history_check.history import APPEND, READ, Op
+from history_check.history import APPEND, READ, Op, possible_ops
 
 __all__ = ["direct_anomalies", "sorted_values"]
 
 Case = dict[str, Any]
-
-
-def _possible(ops: Iterable[Op]) -> list[Op]:
-    return [op for op in ops if op.type != "fail"]
 
 
 def _reads(ops: Iterable[Op]) -> Iterable[tuple[Op, Hashable, tuple[Any, ...]]]:
@@ -34,7 +30,7 @@ def sorted_values(ops: list[Op]) -> dict[Hashable, list[tuple[Any, ...]]]:
     length in the order first read: the same answer on every run); a key never read but appended
     once by such an op has the one list [element]."""
     values: dict[Hashable, dict[tuple[Any, ...], None]] = {}
-    possible = _possible(ops)
+    possible = possible_ops(ops)
     for _, k, v in _reads(possible):
         if v:
             values.setdefault(k, {})[v] = None
@@ -178,7 +174,7 @@ def _garbage(ops: list[Op], reads: dict[Hashable, list[tuple[Op, tuple[Any, ...]
 
 def direct_anomalies(ops: list[Op], values: dict[Hashable, list[tuple[Any, ...]]]) -> dict[str, list[Case]]:
     """Every direct anomaly found, by Elle's name; none missing from the map but the ones not seen."""
-    possible = _possible(ops)
+    possible = possible_ops(ops)
     reads = _ok_reads(ops)
     found = {
         "G1a": _g1a(ops, reads),

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable
 from typing import Any
 
-from history_check.history import APPEND, READ, Op
+from history_check.history import APPEND, READ, Op, possible_ops
 
 __all__ = ["PROCESS", "REALTIME", "RELS", "RW", "WR", "WW", "Graph", "dependency_graph", "strongly_connected"]
 
@@ -72,7 +72,7 @@ class _Versions:
 
 def dependency_graph(ops: list[Op], values: dict[Hashable, list[tuple[Any, ...]]], *, process: bool = False,
                      realtime: bool = False) -> Graph:
-    possible = [op for op in ops if op.type != "fail"]
+    possible = possible_ops(ops)
     versions = _Versions(possible, values)
     g = Graph()
     for op in possible:

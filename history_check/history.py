@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["APPEND", "READ", "BadHistory", "Mop", "Op", "build", "cyclic_gc_paused", "jsonable"]
+__all__ = ["APPEND", "READ", "BadHistory", "Mop", "Op", "build", "cyclic_gc_paused", "jsonable", "possible_ops"]
 
 APPEND = "append"
 READ = "r"
@@ -41,6 +41,11 @@ class Op:
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "process": jsonable(self.process), "type": self.type,
                 "value": [[f, jsonable(k), jsonable(v)] for f, k, v in self.mops]}
+
+
+def possible_ops(ops: Iterable[Op]) -> list[Op]:
+    """The ops that may have happened: all but the failed."""
+    return [op for op in ops if op.type != "fail"]
 
 
 def jsonable(value: Any) -> Any:
