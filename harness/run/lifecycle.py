@@ -253,7 +253,7 @@ def _open_history(path: str, runner: Runner) -> History:
         _fail_configuration(f"--history {path}: cannot write there: {exc.strerror or exc}")
 
 
-def _reach_servers(settings: Settings, kept: bool) -> tuple[Services, Coordinator]:
+def _reach_servers(settings: Settings, *, kept: bool = False) -> tuple[Services, Coordinator]:
     """`kept`: a capacity probe on the data the search's earlier probes left."""
     services = Services(settings.pg_dsn, settings.redis_url, settings.mcp)
     coordinator = None
